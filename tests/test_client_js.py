@@ -1,0 +1,30 @@
+"""The browser client's pure decisions and fetch loop, tested under Node's test runner."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_client_js_unit_tests_pass():
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is required in CI to test app/static/community-sync.js")
+        pytest.skip("node is not installed")
+    result = subprocess.run(
+        [node, "--test", "tests/js/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
+    # A runner that found no files also exits 0; make sure the tests actually ran.
+    assert "# fail 0" in result.stdout
+    passed = int(result.stdout.rsplit("# pass ", 1)[1].split()[0])
+    assert passed >= 20, result.stdout[-2000:]
