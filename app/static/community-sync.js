@@ -533,6 +533,9 @@ class CommunitySync {
     this.#leader = true;
     this.#followerVisibility.clear();
     this.#post({ type: "leader", tabId: this.#tabId });
+    // Whatever the old leader last said, this tab has no request of its own yet.
+    this.#status = null;
+    this.#setStatus(STATUS.CONNECTING);
     if (!this.#running) this.#run();
   }
 

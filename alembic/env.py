@@ -1,0 +1,38 @@
+"""Alembic environment: the metadata and the database URL come from the app."""
+from alembic import context
+
+from app import models  # noqa: F401  (registers the tables on Model.metadata)
+from app.config import database_url
+from app.db import Model, make_engine
+
+target_metadata = Model.metadata
+
+
+def run_migrations_offline():
+    context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    # The app passes its own connection when it upgrades itself on start.
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = make_engine(database_url())
+    with engine.connect() as connection:
+        _run(connection)
+    engine.dispose()
+
+
+def _run(connection):
+    context.configure(connection=connection, target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,31 @@
+"""community-sync: live community membership for browser sidebars over plain HTTP."""
+from flask import Flask
+
+from . import config
+
+
+def create_app(test_config=None):
+    """Build the application: defaults, then environment, then each concern."""
+    app = Flask(__name__, instance_path=str(config.INSTANCE_PATH))
+    app.config.from_mapping(config.load(overrides=test_config))
+    app.json.sort_keys = False
+
+    from . import auth, cors, db, errors, hub, migrations, observability
+
+    errors.init_app(app)
+    observability.init_app(app)
+    db.init_app(app)
+    migrations.init_app(app)
+    auth.init_app(app)
+    cors.init_app(app)
+    hub.init_app(app)
+
+    from .api import communities, community_changes, demo, health, me, pages
+
+    for module in (health, me, communities, community_changes, demo, pages):
+        app.register_blueprint(module.bp)
+
+    from . import cli
+
+    cli.init_app(app)
+    return app

@@ -1,0 +1,83 @@
+"""``flask --app wsgi ...`` commands: db-upgrade, token, seed-demo, prune."""
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy.orm import Session
+
+from . import migrations
+from .auth import mint_token, valid_id
+from .models import Community, Membership, User
+
+DEMO_USERS = [
+    ("u-ada", "Ada Lovelace", False),
+    ("u-grace", "Grace Hopper", False),
+    ("u-alan", "Alan Turing", False),
+    ("u-admin", "Demo Admin", True),
+]
+DEMO_COMMUNITIES = [
+    ("c-rust", "rust", "Rust", True),
+    ("c-python", "python", "Python", True),
+    ("c-go", "go", "Go", True),
+    ("c-design", "design", "Design Guild", False),
+    ("c-ops", "ops", "Ops On-Call", False),
+]
+DEMO_MEMBERSHIPS = [
+    ("u-ada", "c-rust", "member"),
+    ("u-ada", "c-python", "moderator"),
+    ("u-grace", "c-python", "owner"),
+    ("u-grace", "c-design", "admin"),
+    ("u-alan", "c-go", "member"),
+]
+
+
+@click.command("db-upgrade")
+@with_appcontext
+@click.argument("revision", default="head")
+def db_upgrade(revision):
+    """Migrate the database named by DATABASE_URL (same as ``alembic upgrade``)."""
+    migrations.upgrade(current_app.extensions["db"], revision)
+    click.echo(f"database at {revision}")
+
+
+@click.command("token")
+@with_appcontext
+@click.argument("user_id")
+@click.option("--name", help="Display name carried in the token.")
+@click.option("--admin", is_flag=True, help="Mint a platform-admin token.")
+@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1), help="Seconds.")
+def token(user_id, name, admin, ttl):
+    """Print a bearer token for USER_ID, signed with SECRET_KEY."""
+    if not valid_id(user_id):
+        raise click.BadParameter("1 to 64 characters of A-Z a-z 0-9 . _ ~ : @ | + = -", param_hint="USER_ID")
+    click.echo(mint_token(user_id, name=name, admin=admin, ttl=ttl))
+
+
+@click.command("seed-demo")
+@with_appcontext
+def seed_demo():
+    """Load the demo users, communities and memberships (idempotent)."""
+    with Session(current_app.extensions["db"]) as session, session.begin():
+        for user_id, name, _admin in DEMO_USERS:
+            session.merge(User(id=user_id, name=name))
+        for community_id, slug, name, public in DEMO_COMMUNITIES:
+            if session.get(Community, community_id) is None:
+                session.add(Community(id=community_id, slug=slug, name=name, is_public=public))
+        session.flush()
+        for user_id, community_id, role in DEMO_MEMBERSHIPS:
+            if session.get(Membership, (user_id, community_id)) is None:
+                session.add(Membership(user_id=user_id, community_id=community_id, role=role))
+    current_app.extensions["hub"].notify()
+    click.echo(f"demo data loaded: {len(DEMO_USERS)} users, {len(DEMO_COMMUNITIES)} communities")
+
+
+@click.command("prune")
+@with_appcontext
+def prune():
+    """Delete change-log rows older than CHANGE_RETENTION now."""
+    deleted = current_app.extensions["hub"].prune()
+    click.echo(f"pruned {deleted} change-log rows")
+
+
+def init_app(app):
+    for command in (db_upgrade, token, seed_demo, prune):
+        app.cli.add_command(command)

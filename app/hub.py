@@ -1,0 +1,455 @@
+"""The wait-and-wake machinery: one hub per worker process.
+
+Waiting polls register here under their user and then hold no database
+connection, no transaction and only a small ``Ticket``. Several polls of one
+user share one ``Waiters`` entry and one event.
+
+The hub learns that something *may* have changed from three sources, all of
+them hints: the PostgreSQL listener (``LISTEN community_sync``, fed by the
+triggers), this process's own writes, and a safety-net timer that catches what
+a lost NOTIFY or another SQLite process left unsaid. On a hint it does one
+batched re-read for all its waiters (the new change-log rows, then the state of
+the waiting users those rows touch, whatever their number) and hands each user
+the result as ``News``. The database stays the source of truth: a poll decides
+what to answer from rows read from it, never from the hint.
+"""
+import logging
+import random
+import select
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import gevent
+import gevent.socket
+from gevent import monkey
+from gevent.event import Event
+from sqlalchemy.orm import Session
+
+from . import feed
+from .db import read_transaction
+from .errors import Problem
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "community_sync"
+
+
+@dataclass(frozen=True)
+class News:
+    """One batched re-read, as it concerns one user."""
+
+    rows: list
+    communities: list
+    hash: str
+    position: object
+
+
+class Waiters:
+    """The polls of one user in this process: one event they all wait on."""
+
+    __slots__ = ("count", "event", "news")
+
+    def __init__(self):
+        self.count = 0
+        self.event = Event()
+        self.news = []
+
+    def wake(self):
+        # Swap the event before setting it, so a poll that loops back to wait
+        # blocks on a fresh one instead of spinning on a set one.
+        event, self.event = self.event, Event()
+        event.set()
+
+
+class Ticket:
+    """One waiting poll: which news it has taken, and whether its client left."""
+
+    __slots__ = ("user_id", "waiters", "seen", "gone", "fd")
+
+    def __init__(self, user_id, waiters):
+        self.user_id = user_id
+        self.waiters = waiters
+        self.seen = len(waiters.news)
+        self.gone = False
+        self.fd = None
+
+
+class Hub:
+    def __init__(
+        self,
+        engine,
+        *,
+        safety_interval=5.0,
+        max_waiting=12000,
+        max_per_user=10,
+        retention=7 * 24 * 3600,
+        prune_interval=3600,
+        listen=None,
+        metrics=None,
+    ):
+        self.engine = engine
+        self.safety_interval = safety_interval
+        self.max_waiting = max_waiting
+        self.max_per_user = max_per_user
+        self.retention = retention
+        self.prune_interval = prune_interval
+        self.metrics = metrics
+        self.users = {}
+        self.waiting = 0
+        self.position = None
+        self.closing = False
+        self.reads = 0
+        self._positioning = None
+        self._hint = Event()
+        self._greenlets = []
+        self._next_prune = 0.0
+        self.listener = Listener(listen, self.notify, metrics) if listen else None
+        self.disconnects = DisconnectWatch(self)
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self):
+        if self._greenlets:
+            return
+        self._greenlets.append(gevent.spawn(self._run))
+        if self.listener is not None:
+            self._greenlets.append(gevent.spawn(self.listener.run))
+
+    def close(self):
+        """Answer every waiting poll now (``unchanged``) and refuse new ones.
+
+        Called on SIGTERM and on a gunicorn reload, so clients reconnect to a
+        worker that stays, well inside the graceful timeout.
+        """
+        self.closing = True
+        for waiters in list(self.users.values()):
+            waiters.wake()
+        if self.listener is not None:
+            self.listener.stop()
+        self._hint.set()
+
+    def stop(self):
+        """Close and end the background greenlets (tests, app teardown)."""
+        self.close()
+        gevent.killall(self._greenlets, block=True, timeout=2)
+        self._greenlets.clear()
+
+    @property
+    def ready(self):
+        return self.listener is None or self.listener.connected
+
+    # -- admission and waiting ------------------------------------------------
+
+    def admit(self, user_id):
+        """Refuse a poll that would exceed a cap, before any database work."""
+        if self.closing:
+            raise Problem(
+                503, "shutting-down", "This worker is shutting down; reconnect.",
+                headers={"Retry-After": str(random.randint(1, 3))},
+            )
+        if self.waiting >= self.max_waiting:
+            raise Problem(
+                503, "over-capacity", "This worker holds as many waiting polls as it can.",
+                headers={"Retry-After": str(random.randint(2, 10))},
+            )
+        waiters = self.users.get(user_id)
+        if waiters is not None and waiters.count >= self.max_per_user:
+            raise Problem(
+                429, "too-many-polls",
+                f"At most {self.max_per_user} polls may wait for one user at once.",
+                headers={"Retry-After": "5"},
+            )
+
+    def subscribe(self, user_id, socket=None):
+        """Register a poll *before* it reads the database, so no change falls between."""
+        self._ensure_position()
+        waiters = self.users.get(user_id)
+        if waiters is None:
+            waiters = self.users[user_id] = Waiters()
+        waiters.count += 1
+        self.waiting += 1
+        ticket = Ticket(user_id, waiters)
+        if socket is not None:
+            self.disconnects.watch(ticket, socket)
+        if self.metrics:
+            self.metrics.waiting.inc()
+        return ticket
+
+    def unsubscribe(self, ticket):
+        self.disconnects.forget(ticket)
+        waiters = ticket.waiters
+        waiters.count -= 1
+        self.waiting -= 1
+        if self.metrics:
+            self.metrics.waiting.dec()
+        if waiters.count == 0 and self.users.get(ticket.user_id) is waiters:
+            del self.users[ticket.user_id]
+        if not self.users:
+            # Nobody waits: forget the position rather than read from a stale
+            # one later. The next subscriber takes a fresh one first.
+            self.position = None
+
+    def wait(self, ticket, timeout):
+        """Block until news for the ticket's user, a drop, shutdown or ``timeout``.
+
+        Returns the news the ticket has not taken yet (possibly none: a wake-up
+        is only a reason to look again).
+        """
+        waiters = ticket.waiters
+        if len(waiters.news) == ticket.seen and not (self.closing or ticket.gone):
+            waiters.event.wait(timeout)
+        fresh = waiters.news[ticket.seen:]
+        ticket.seen = len(waiters.news)
+        return fresh
+
+    def drop(self, ticket):
+        """The client of ``ticket`` went away: wake its poll so it can leave."""
+        ticket.gone = True
+        ticket.waiters.wake()
+
+    def notify(self):
+        """A hint that the change log may have grown; cheap, callable anywhere."""
+        self._hint.set()
+
+    # -- the batched re-read --------------------------------------------------
+
+    def _ensure_position(self):
+        while self.position is None:
+            if self._positioning is not None:
+                self._positioning.wait()
+                continue
+            self._positioning = Event()
+            try:
+                with read_transaction(self.engine) as session:
+                    position = feed.read_position(session)
+                if self.position is None:
+                    self.position = position
+            finally:
+                event, self._positioning = self._positioning, None
+                event.set()
+
+    def refresh(self):
+        """Read what changed since the hub's position and hand it to the waiters.
+
+        A fixed number of statements whatever the number of waiters: the new
+        rows, then the state of the waiting users among them in one query.
+        """
+        if self.position is None:
+            return
+        self.reads += 1
+        with read_transaction(self.engine) as session:
+            rows, position = feed.read_news(session, self.position)
+            touched = defaultdict(list)
+            for row in rows:
+                if row.user_id in self.users:
+                    touched[row.user_id].append(row)
+            states = feed.read_states(session, list(touched)) if touched else {}
+        self.position = position if self.users else None
+        for user_id, user_rows in touched.items():
+            waiters = self.users.get(user_id)
+            if waiters is None:
+                continue
+            communities = states[user_id]
+            waiters.news.append(News(user_rows, communities, feed.state_hash(communities), position))
+            waiters.wake()
+        if self.metrics and touched:
+            self.metrics.wakeups.inc(len(touched))
+
+    def _run(self):
+        failures = 0
+        while not self.closing:
+            self._hint.wait(self.safety_interval)
+            self._hint.clear()
+            if self.closing:
+                return
+            try:
+                if self.users:
+                    self.refresh()
+                self._prune_if_due()
+                failures = 0
+            except Exception:
+                failures += 1
+                delay = min(5.0, 0.1 * 2**failures)
+                log.exception("re-read failed; retrying in %.1fs", delay)
+                gevent.sleep(delay * random.uniform(0.5, 1.0))
+                self._hint.set()
+
+    def _prune_if_due(self):
+        now = time.time()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_interval * random.uniform(0.9, 1.1)
+        self.prune()
+
+    def prune(self, now=None):
+        """Delete change-log rows past the retention period."""
+        moment = now or datetime.now(timezone.utc)
+        cutoff = moment - timedelta(seconds=self.retention)
+        with Session(self.engine) as session, session.begin():
+            deleted = feed.prune(session, cutoff)
+        if deleted:
+            log.info("pruned %d change-log rows older than %s", deleted, cutoff.isoformat())
+        return deleted
+
+
+class Listener:
+    """One ``LISTEN`` connection per worker process; every NOTIFY becomes a hint.
+
+    NOTIFY is lost while the listener is down, so it reconnects with backoff
+    and, once connected again, hints the hub to re-check everything waiting.
+    """
+
+    def __init__(self, dsn, on_notify, metrics=None, keepalive=30.0):
+        self.dsn = dsn
+        self.on_notify = on_notify
+        self.metrics = metrics
+        self.keepalive = keepalive
+        self.connected = False
+        self.reconnects = 0
+        self.closed = False
+        self._connection = None
+
+    def stop(self):
+        self.closed = True
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def run(self):
+        import psycopg2
+
+        failures = 0
+        while not self.closed:
+            try:
+                self._listen()
+                failures = 0
+            except (psycopg2.Error, OSError) as error:
+                if self.closed:
+                    return
+                self.connected = False
+                self.reconnects += 1
+                if self.metrics:
+                    self.metrics.listener_reconnects.inc()
+                failures += 1
+                delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+                log.warning("listener lost (%s); reconnecting in %.2fs", error, delay)
+                gevent.sleep(delay)
+
+    def _listen(self):
+        import psycopg2
+        import psycopg2.extensions
+
+        connection = psycopg2.connect(self.dsn, application_name="community-sync-listener")
+        self._connection = connection
+        try:
+            connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANNEL}")
+            self.connected = True
+            # Whatever was notified while we were away is lost: look again.
+            self.on_notify()
+            while not self.closed:
+                try:
+                    gevent.socket.wait_read(connection.fileno(), timeout=self.keepalive)
+                except gevent.socket.timeout:
+                    # Quiet for a while: prove the connection is still alive.
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT 1")
+                    continue
+                connection.poll()
+                if connection.notifies:
+                    connection.notifies.clear()
+                    self.on_notify()
+        finally:
+            self.connected = False
+            if self._connection is connection:
+                self._connection = None
+                connection.close()
+
+
+class DisconnectWatch:
+    """Notices clients that hang up mid-wait, within moments rather than at timeout.
+
+    One epoll set per process, watched by one greenlet: a waiting poll costs a
+    registered file descriptor, and nothing at all until its peer closes.
+    """
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.tickets = {}
+        self._epoll = None
+        self._greenlet = None
+
+    def watch(self, ticket, sock):
+        try:
+            fd = sock.fileno()
+        except OSError:
+            return
+        if fd < 0:
+            return
+        epoll = self._ensure_epoll()
+        if epoll is None:
+            return
+        try:
+            epoll.register(fd, select.EPOLLRDHUP)
+        except (OSError, FileExistsError):
+            return
+        ticket.fd = fd
+        self.tickets[fd] = ticket
+
+    def forget(self, ticket):
+        fd, ticket.fd = ticket.fd, None
+        if fd is None or self.tickets.get(fd) is not ticket:
+            return
+        del self.tickets[fd]
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def _ensure_epoll(self):
+        if self._epoll is None:
+            try:
+                # gevent's patched select hides epoll; the original is what we want.
+                epoll_class = monkey.get_original("select", "epoll")
+            except AttributeError:
+                return None
+            self._epoll = epoll_class()
+            self._greenlet = gevent.spawn(self._run)
+        return self._epoll
+
+    def _run(self):
+        epoll = self._epoll
+        while True:
+            gevent.socket.wait_read(epoll.fileno())
+            for fd, _events in epoll.poll(0):
+                ticket = self.tickets.pop(fd, None)
+                try:
+                    epoll.unregister(fd)
+                except (OSError, ValueError):
+                    pass
+                if ticket is not None:
+                    ticket.fd = None
+                    self.hub.drop(ticket)
+
+
+def init_app(app):
+    engine = app.extensions["db"]
+    listen = None
+    if engine.dialect.name == "postgresql":
+        listen = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    hub = Hub(
+        engine,
+        safety_interval=app.config["SAFETY_NET_INTERVAL"],
+        max_waiting=app.config["POLL_MAX_WAITING"],
+        max_per_user=app.config["POLL_MAX_PER_USER"],
+        retention=app.config["CHANGE_RETENTION"],
+        prune_interval=app.config["PRUNE_INTERVAL"],
+        listen=listen,
+        metrics=app.extensions.get("metrics"),
+    )
+    app.extensions["hub"] = hub
+    if app.config.get("HUB_AUTOSTART", True):
+        hub.start()

@@ -1,0 +1,128 @@
+"""The schema: users, communities, memberships and the append-only change log.
+
+Rows of ``changes`` are written only by database triggers (see the first
+migration), so a change made with raw SQL is recorded exactly like one made
+through the API.
+"""
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Model
+
+ROLES = ("member", "moderator", "admin", "owner")
+CHANGE_TYPES = ("joined", "left", "role_changed", "community_updated", "community_deleted")
+ID_LENGTH = 64
+
+# SQLite keeps AUTOINCREMENT ids monotonic even after pruning; PostgreSQL uses
+# an identity column.
+ChangeId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class User(Model):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Community(Model):
+    __tablename__ = "communities"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    logo_url: Mapped[str | None] = mapped_column(String(2048))
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Membership(Model):
+    __tablename__ = "memberships"
+    __table_args__ = (
+        CheckConstraint("role IN ('member', 'moderator', 'admin', 'owner')", name="role"),
+        Index("ix_memberships_community_id", "community_id"),
+    )
+
+    user_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    community_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("communities.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16), default="member", server_default="member")
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Change(Model):
+    """One entry of the change log, as seen by one user.
+
+    A community-wide change (a rename, a deletion) is fanned out to one row per
+    member in the writing transaction, so "the changes of user U" is a plain
+    indexed range and membership at the time of the change is exact.
+    ``xid`` is the writer's transaction id on PostgreSQL (NULL on SQLite), which
+    is what cursors are made of there (see ``app.feed``).
+    """
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        Index("ix_changes_user_id_id", "user_id", "id"),
+        Index("ix_changes_user_id_at", "user_id", "at"),
+        Index("ix_changes_xid", "xid"),
+        Index("ix_changes_at", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(ChangeId, primary_key=True, autoincrement=True)
+    xid: Mapped[int | None] = mapped_column(BigInteger)
+    user_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    community_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    type: Mapped[str] = mapped_column(String(24))
+    role: Mapped[str | None] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class FeedMeta(Model):
+    """One row: the identity of this change log and how far it has been pruned.
+
+    ``epoch`` is random per database, so a cursor from a rebuilt database is
+    recognised and answered with a reset. ``pruned_through`` is the highest
+    change id (SQLite) or transaction id (PostgreSQL) deleted by retention.
+    """
+
+    __tablename__ = "feed_meta"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32))
+    pruned_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ChangeActor(Model):
+    """SQLite only: who is writing, for the triggers to record as ``by``.
+
+    SQLite has no session variables; it has one writer at a time, so a row set
+    at the start of a write transaction and removed before its commit plays
+    that part. PostgreSQL uses ``set_config('community_sync.actor', ...)``.
+    """
+
+    __tablename__ = "change_actor"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str | None] = mapped_column(String(ID_LENGTH))
