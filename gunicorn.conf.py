@@ -1,0 +1,72 @@
+"""gunicorn settings for long polls (``gunicorn wsgi:app``; command-line flags override).
+
+Sized so a worker holds thousands of waiting polls: gevent workers, a
+connection limit above POLL_MAX_WAITING (so the over-capacity 503 can still be
+answered), and a graceful timeout above the longest wait. Every value can be
+set from the environment; README.md lists them.
+"""
+import os
+import signal
+
+_env = os.environ.get
+
+bind = _env("BIND", "127.0.0.1:8000")
+worker_class = "gevent"
+workers = int(_env("WEB_CONCURRENCY", "2"))
+# Each waiting poll is one connection. Keep this above POLL_MAX_WAITING.
+worker_connections = int(_env("WORKER_CONNECTIONS", "15000"))
+# The longest poll waits POLL_MAX_TIMEOUT (55 s by default); a reload or a
+# SIGTERM answers waiting polls at once (see post_worker_init), and this is
+# only the bound for whatever else is in flight.
+graceful_timeout = int(_env("GRACEFUL_TIMEOUT", str(int(_env("POLL_MAX_TIMEOUT", "55")) + 10)))
+# The gevent worker heartbeats every second whatever its requests do.
+timeout = int(_env("WORKER_TIMEOUT", "30"))
+# Longer than a typical load balancer's idle timeout (60 s), so the balancer
+# closes idle connections first and never races a reused one.
+keepalive = int(_env("KEEPALIVE", "75"))
+# Never preload with gevent: the app (its engine, hub and listener) must be
+# built after the fork, in the patched worker.
+preload_app = False
+accesslog = "-" if _env("ACCESS_LOG", "0") in ("1", "true", "yes") else None
+errorlog = "-"
+loglevel = _env("LOG_LEVEL", "info")
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "app.observability.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {
+            "level": "INFO" if accesslog else "WARNING", "handlers": ["console"], "propagate": False,
+        },
+    },
+}
+
+
+def post_worker_init(worker):
+    """Drain waiting polls on SIGTERM (shutdown, reload) instead of holding them.
+
+    gunicorn's own SIGTERM handler only stops accepting and waits; waiting
+    polls would then sit out their timeout. Closing the hub answers each one
+    ``unchanged`` at once, and the client reconnects to a worker that stays.
+    """
+    import gevent
+
+    hub = worker.wsgi.extensions.get("hub") if hasattr(worker.wsgi, "extensions") else None
+    if hub is None:
+        return
+    original = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        original(sig, frame)
+        gevent.spawn(hub.close)
+
+    signal.signal(signal.SIGTERM, handle_exit)
