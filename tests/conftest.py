@@ -19,7 +19,7 @@ from app.auth import mint_token
 from app.db import normalize_url
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-SECRET = "test-secret-key-of-sufficient-length-0123456789"
+SECRET = "test-secret-key-long-enough-for-every-hmac-variant-0123456789abcdef"
 BIN = Path(sys.executable).parent
 
 
