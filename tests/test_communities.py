@@ -1,0 +1,188 @@
+"""The write API and GET /communities/{id}: permissions, idempotency, bad input."""
+import pytest
+from sqlalchemy import text
+
+from conftest import table_dump
+
+
+def memberships(app, user_id):
+    with app.extensions["db"].connect() as connection:
+        rows = connection.execute(
+            text("SELECT community_id, role FROM memberships WHERE user_id = :u ORDER BY 1"),
+            {"u": user_id},
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def change_count(app):
+    with app.extensions["db"].connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM changes")).scalar()
+
+
+# -- memberships ------------------------------------------------------------------
+
+
+def test_self_join_public_creates_then_is_idempotent(seeded, client, auth):
+    before = change_count(seeded)
+    first = client.put("/communities/c-go/members/me", headers=auth("u-ada"))
+    assert first.status_code == 201
+    assert first.headers["Location"].endswith("/communities/c-go/members/u-ada")
+    assert first.json["role"] == "member" and first.json["user_id"] == "u-ada"
+    again = client.put("/communities/c-go/members/me", json={"role": "member"}, headers=auth("u-ada"))
+    assert again.status_code == 200
+    assert change_count(seeded) == before + 1
+
+
+def test_self_join_rules(seeded, client, auth):
+    private = client.put("/communities/c-ops/members/me", headers=auth("u-ada"))
+    assert private.status_code == 403 and private.content_type == "application/problem+json"
+    as_admin = client.put("/communities/c-go/members/me", json={"role": "admin"}, headers=auth("u-ada"))
+    assert as_admin.status_code == 403
+    other = client.put("/communities/c-go/members/u-grace", headers=auth("u-ada"))
+    assert other.status_code == 403
+    assert ("c-go", "member") not in memberships(seeded, "u-ada")
+
+
+def test_admins_add_anyone_and_set_roles(seeded, client, auth):
+    admin = auth("u-admin", admin=True)
+    created = client.put("/communities/c-ops/members/u-new", json={"role": "moderator"}, headers=admin)
+    assert created.status_code == 201
+    assert memberships(seeded, "u-new") == [("c-ops", "moderator")]
+    # A community admin (grace in c-design) may add people there, but not owners.
+    grace = auth("u-grace")
+    assert client.put("/communities/c-design/members/u-alan", headers=grace).status_code == 201
+    promoted = client.put("/communities/c-design/members/u-alan", json={"role": "admin"}, headers=grace)
+    assert promoted.status_code == 200 and promoted.json["role"] == "admin"
+    owner = client.put("/communities/c-design/members/u-alan", json={"role": "owner"}, headers=grace)
+    assert owner.status_code == 403
+    assert ("c-design", "admin") in memberships(seeded, "u-alan")
+
+
+def test_leaving_and_removing(seeded, client, auth):
+    assert client.delete("/communities/c-rust/members/me", headers=auth("u-ada")).status_code == 204
+    assert client.delete("/communities/c-rust/members/me", headers=auth("u-ada")).status_code == 204
+    assert ("c-rust", "member") not in memberships(seeded, "u-ada")
+    forbidden = client.delete("/communities/c-python/members/u-ada", headers=auth("u-alan"))
+    assert forbidden.status_code == 403
+    # grace owns c-python: she may remove ada.
+    assert client.delete("/communities/c-python/members/u-ada", headers=auth("u-grace")).status_code == 204
+    assert memberships(seeded, "u-ada") == []
+
+
+def test_unknown_community_is_404(seeded, client, auth):
+    for method in (client.put, client.delete):
+        response = method("/communities/c-nope/members/me", headers=auth("u-ada"))
+        assert response.status_code == 404
+        assert response.content_type == "application/problem+json"
+
+
+BAD_WRITES = [
+    ("put", "/communities/c-go/members/me", {"data": "{not json", "content_type": "application/json"}, 400),
+    ("put", "/communities/c-go/members/me", {"json": ["member"]}, 422),
+    ("put", "/communities/c-go/members/me", {"json": {"role": 7}}, 422),
+    ("put", "/communities/c-go/members/me", {"json": {"role": "emperor"}}, 422),
+    ("put", "/communities/c-go/members/me", {"json": {"role": "member", "extra": 1}}, 422),
+    ("put", "/communities/c-go/members/me", {"data": "role=member", "content_type": "text/plain"}, 415),
+    ("put", "/communities/c-go/members/" + "u" * 65, {}, 400),
+    ("put", "/communities/c-go/members/u%01ada", {}, 400),
+    ("put", "/communities/" + "c" * 65 + "/members/me", {}, 400),
+    ("put", "/communities/c-nope/members/me", {}, 404),
+    ("post", "/communities", {"json": {"slug": "Bad Slug", "name": "X"}}, 422),
+    ("post", "/communities", {"json": {"slug": "ok", "name": "x\u0007y"}}, 422),
+    ("post", "/communities", {"json": {"slug": "ok", "name": ""}}, 422),
+    ("post", "/communities", {"json": {"slug": "ok", "name": "Ok", "is_public": "yes"}}, 422),
+    ("post", "/communities", {"json": {"slug": "ok", "name": "Ok", "logo_url": "javascript:x"}}, 422),
+    ("post", "/communities", {"json": {"name": "Ok"}}, 422),
+    ("post", "/communities", {"json": {"slug": "rust", "name": "Dup"}}, 409),
+    ("post", "/communities", {"json": {"id": "c-rust", "slug": "other", "name": "Dup"}}, 409),
+    ("patch", "/communities/c-rust", {"json": {"name": 5}}, 422),
+    ("patch", "/communities/c-rust", {"json": {"slug": "python"}}, 409),
+    ("patch", "/communities/c-nope", {"json": {"name": "X"}}, 404),
+    ("delete", "/communities/c-nope", {}, 404),
+]
+
+
+@pytest.mark.parametrize("method, path, kwargs, status", BAD_WRITES)
+def test_bad_input_is_refused_and_changes_nothing(seeded, client, auth, method, path, kwargs, status):
+    headers = auth("u-admin", admin=True)
+    client.get("/me/communities", headers=headers)  # provision the caller first
+    before = table_dump(seeded)
+    response = getattr(client, method)(path, headers=headers, **kwargs)
+    assert response.status_code == status, response.json
+    assert response.content_type == "application/problem+json"
+    body = response.json
+    assert {"type", "title", "status", "detail"} <= set(body) and body["status"] == status
+    assert table_dump(seeded) == before
+
+
+def test_oversized_body_is_refused(seeded, client, auth):
+    before = table_dump(seeded)
+    response = client.post(
+        "/communities", headers=auth("u-admin", admin=True),
+        json={"slug": "big", "name": "x" * 20000},
+    )
+    assert response.status_code == 413
+    assert response.content_type == "application/problem+json"
+    assert table_dump(seeded) == before
+
+
+# -- communities ------------------------------------------------------------------
+
+
+def test_community_lifecycle(seeded, client, auth):
+    admin = auth("u-admin", admin=True)
+    created = client.post(
+        "/communities", headers=admin,
+        json={"slug": "elixir", "name": "Elixir", "logo_url": "https://img.example/e.png"},
+    )
+    assert created.status_code == 201
+    cid = created.json["id"]
+    assert created.headers["Location"].endswith(f"/communities/{cid}")
+    assert created.json == {"id": cid, "slug": "elixir", "name": "Elixir",
+                            "logo_url": "https://img.example/e.png", "is_public": True}
+    client.put(f"/communities/{cid}/members/u-ada", json={"role": "admin"}, headers=admin)
+    renamed = client.patch(f"/communities/{cid}", json={"name": "Elixir Lang"}, headers=auth("u-ada"))
+    assert renamed.status_code == 200 and renamed.json["name"] == "Elixir Lang"
+    assert client.patch(f"/communities/{cid}", json={"name": "X"}, headers=auth("u-alan")).status_code == 403
+    assert client.delete(f"/communities/{cid}", headers=auth("u-ada")).status_code == 403
+    assert client.delete(f"/communities/{cid}", headers=admin).status_code == 204
+    assert client.get(f"/communities/{cid}", headers=admin).status_code == 404
+    assert client.post("/communities", json={"slug": "x", "name": "X"},
+                       headers=auth("u-ada")).status_code == 403
+
+
+def test_show_community_with_etag(seeded, client, auth):
+    first = client.get("/communities/c-rust", headers=auth("u-alan"))
+    assert first.status_code == 200
+    assert first.json["member_count"] == 1
+    tag = first.headers["ETag"]
+    for header in (tag, f"W/{tag}", f'"zzz", {tag}', "*"):
+        again = client.get("/communities/c-rust", headers={**auth("u-alan"), "If-None-Match": header})
+        assert again.status_code == 304 and again.data == b""
+        assert again.headers["ETag"] == tag
+    miss = client.get("/communities/c-rust", headers={**auth("u-alan"), "If-None-Match": '"other"'})
+    assert miss.status_code == 200
+    # Private communities are invisible to outsiders, visible to members.
+    assert client.get("/communities/c-design", headers=auth("u-alan")).status_code == 404
+    assert client.get("/communities/c-design", headers=auth("u-grace")).status_code == 200
+
+
+def test_listing_shows_public_and_own(seeded, client, auth):
+    ids = lambda r: [c["id"] for c in r.json["communities"]]  # noqa: E731
+    alan = client.get("/communities", headers=auth("u-alan"))
+    assert set(ids(alan)) == {"c-rust", "c-python", "c-go"}
+    grace = client.get("/communities", headers=auth("u-grace"))
+    assert set(ids(grace)) == {"c-rust", "c-python", "c-go", "c-design"}
+    admin = client.get("/communities", headers=auth("u-admin", admin=True))
+    assert len(ids(admin)) == 5
+
+
+def test_actor_is_recorded_as_by(seeded, client, auth):
+    client.put("/communities/c-ops/members/u-ada", headers=auth("u-admin", admin=True))
+    with seeded.extensions["db"].connect() as connection:
+        actor = connection.execute(
+            text("SELECT actor FROM changes WHERE user_id = 'u-ada' AND community_id = 'c-ops'")
+        ).scalar()
+        leftover = connection.execute(text("SELECT count(*) FROM change_actor")).scalar()
+    assert actor == "u-admin"
+    assert leftover == 0
