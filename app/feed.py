@@ -201,18 +201,22 @@ def change_entry(change):
     return entry
 
 
+REMOVING = ("left", "community_deleted")
+
+
 def net_membership(changes):
-    """Which communities a run of changes added and removed, net of each other."""
+    """Which communities a run of changes added and removed, net of each other.
+
+    The first change of a community says whether the user was a member before
+    the run (only a join can come first for a non-member); the last says
+    whether the user is one after it.
+    """
     first, last = {}, {}
     for change in changes:
         first.setdefault(change.community_id, change.type)
         last[change.community_id] = change.type
-    added = [cid for cid, kind in last.items() if kind == "joined" and first[cid] == "joined"]
-    removed = [
-        cid
-        for cid, kind in last.items()
-        if kind in ("left", "community_deleted") and first[cid] != "joined"
-    ]
+    added = [cid for cid in first if first[cid] == "joined" and last[cid] not in REMOVING]
+    removed = [cid for cid in first if first[cid] != "joined" and last[cid] in REMOVING]
     return added, removed
 
 

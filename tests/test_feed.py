@@ -81,10 +81,11 @@ def test_net_membership():
 
     added, removed = feed.net_membership(
         [C("joined", "a"), C("left", "b"), C("joined", "c"), C("left", "c"),
-         C("left", "d"), C("joined", "d"), C("role_changed", "e"), C("community_deleted", "f")]
+         C("left", "d"), C("joined", "d"), C("role_changed", "e"), C("community_deleted", "f"),
+         C("joined", "g"), C("role_changed", "g"), C("left", "h"), C("joined", "h"), C("left", "h")]
     )
-    assert added == ["a"]
-    assert removed == ["b", "f"]
+    assert added == ["a", "g"]
+    assert removed == ["b", "f", "h"]
 
 
 # -- change capture -------------------------------------------------------------
