@@ -238,21 +238,28 @@ const GATEWAY_STATUSES = new Set([502, 504]);
  * next queued tab at once. `resign()` settles it (on stop); aborting `signal` leaves
  * the queue.
  */
-export function electWithWebLocks(name, { onLeader, signal }) {
+export function electWithWebLocks(name, { onLeader, onUnavailable, signal }) {
   let resign = () => {};
   const held = new Promise((resolve) => {
     resign = resolve;
   });
-  navigator.locks
-    .request(name, { signal }, () => {
-      if (signal.aborted) return undefined;
-      onLeader();
-      return held;
-    })
-    .catch((error) => {
-      if (error?.name !== "AbortError") throw error;
-    });
   signal.addEventListener("abort", () => resign(), { once: true });
+  const denied = (error) => {
+    // Cross-site iframes with partitioned or blocked storage get a SecurityError
+    // ("The request was denied"): someone else has to decide who leads.
+    if (error?.name !== "AbortError" && !signal.aborted) onUnavailable(error);
+  };
+  try {
+    navigator.locks
+      .request(name, { signal }, () => {
+        if (signal.aborted) return undefined;
+        onLeader();
+        return held;
+      })
+      .catch(denied);
+  } catch (error) {
+    denied(error);
+  }
 }
 
 /**
@@ -327,9 +334,21 @@ function pickElection(preference) {
   const hasChannel = typeof BroadcastChannel === "function";
   if (preference === "none" || !hasChannel) return "none";
   if (preference === "locks") return hasLocks ? "locks" : "none";
-  if (preference === "heartbeat") return "heartbeat";
+  if (preference === "heartbeat") return storageUsable() ? "heartbeat" : "none";
   if (hasLocks) return "locks";
-  return typeof localStorage !== "undefined" ? "heartbeat" : "none";
+  return storageUsable() ? "heartbeat" : "none";
+}
+
+/** localStorage exists and can be written (reading the global itself can throw). */
+function storageUsable() {
+  try {
+    const key = "community-sync:probe";
+    globalThis.localStorage.setItem(key, "1");
+    globalThis.localStorage.removeItem(key);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -490,13 +509,22 @@ class CommunitySync {
       return;
     }
     const name = `community-sync:${key}`;
-    this.#channel = new BroadcastChannel(name);
+    try {
+      this.#channel = new BroadcastChannel(name);
+    } catch {
+      this.#becomeLeader(); // no way to reach other tabs: poll for this one
+      return;
+    }
     this.#channel.onmessage = (event) => this.#onChannelMessage(event.data);
     // Ask the leader (if any) for what it knows, so this tab renders at once.
     this.#post({ type: "hello", tabId: this.#tabId, visible: pageVisible() });
     const onLeader = () => this.#becomeLeader();
-    if (election === "locks") electWithWebLocks(name, { onLeader, signal });
-    else new HeartbeatElection(name, { tabId: this.#tabId, onLeader, onResign: () => this.#resign(), signal });
+    const heartbeat = () => {
+      if (!storageUsable()) return this.#becomeLeader();
+      return new HeartbeatElection(name, { tabId: this.#tabId, onLeader, onResign: () => this.#resign(), signal });
+    };
+    if (election === "locks") electWithWebLocks(name, { onLeader, onUnavailable: heartbeat, signal });
+    else heartbeat();
   }
 
   #listenToPage() {
