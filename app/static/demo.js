@@ -134,7 +134,15 @@ function renderDirectory() {
 
 function describeChanges(update) {
   if (update.changes.length > 0) {
-    return update.changes.map((change) => `${change.type} ${change.community_id}${change.by ? ` by ${change.by}` : ""}`).join(", ");
+    const names = new Map(
+      [...publicCommunities, ...update.removed, ...update.communities].map((c) => [c.id, c.name]),
+    );
+    return update.changes
+      .map((change) => {
+        const name = names.get(change.community_id) ?? change.community_id;
+        return `${change.type} ${name}${change.by ? ` by ${change.by}` : ""}`;
+      })
+      .join(", ");
   }
   const parts = [
     ...update.added.map((c) => `+${c.name}`),
@@ -150,7 +158,7 @@ function log(kind, status, text) {
     "li",
     {},
     element("time", {}, new Date().toLocaleTimeString([], { hour12: false })),
-    element("span", { className: "kind" }, kind),
+    element("span", { className: "kind" }, status === "error" ? "error" : `${status}`, element("small", {}, kind)),
     element("span", {}, text),
   );
   item.dataset.status = status;
@@ -175,19 +183,26 @@ async function changeMembership(communityId, method, button) {
     await api(`/communities/${encodeURIComponent(communityId)}/members/me`, { method, token });
     // No re-render here: the change comes back through the poll like anyone else's.
   } catch (error) {
-    log("error", "error", `${method === "PUT" ? "join" : "leave"} ${communityId}: ${error.message}`);
+    log(method === "PUT" ? "join" : "leave", "error", `${communityId}: ${error.message}`);
     button.disabled = false;
   }
 }
 
-async function loadDirectory() {
-  if (!session) return;
-  try {
-    publicCommunities = (await api("/communities", { token: await session.getToken() })).communities;
-    renderDirectory();
-  } catch (error) {
-    log("error", "error", `communities: ${error.message}`);
-  }
+let directoryLoading = null;
+
+function loadDirectory() {
+  if (!session) return Promise.resolve();
+  directoryLoading ??= (async () => {
+    try {
+      publicCommunities = (await api("/communities", { token: await session.getToken() })).communities;
+      renderDirectory();
+    } catch (error) {
+      log("communities", "error", error.message);
+    } finally {
+      directoryLoading = null;
+    }
+  })();
+  return directoryLoading;
 }
 
 function connect(user, getToken) {
@@ -200,7 +215,7 @@ function connect(user, getToken) {
     // Keyed by user, so tabs showing different demo users never share a leader.
     channelKey: user ? `${new URL(apiBase || "/", location.href).href}|${user.id}` : null,
     backoff: { maxDelay: 8000 },
-    onError: (error) => log("error", "error", error.message),
+    onError: (error) => log(error.kind, "error", error.message),
   });
   session = { sync, getToken, user };
   sync.onStatus(renderStatus);
@@ -303,7 +318,7 @@ function startWithPastedToken() {
 
 $("#public-refresh").addEventListener("click", loadDirectory);
 if (demoMode) {
-  startDemo().catch((error) => log("error", "error", `demo users: ${error.message}`));
+  startDemo().catch((error) => log("demo users", "error", error.message));
 } else {
   startWithPastedToken();
 }
