@@ -259,6 +259,8 @@ class Hub:
 
     def _run(self):
         failures = 0
+        # Workers that start together should not all prune together.
+        self._next_prune = time.time() + self.prune_interval * random.uniform(0.1, 1.0)
         while not self.closing:
             self._hint.wait(self.safety_interval)
             self._hint.clear()

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,88 @@ def table_dump(app):
             table: sorted(map(tuple, connection.execute(text(f"SELECT * FROM {table}")).all()), key=repr)
             for table in tables
         }
+
+
+# -- real servers ----------------------------------------------------------------
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A real gunicorn (gevent workers) on a database, on a free loopback port."""
+
+    def __init__(self, database, workers=1, port=None, **env):
+        self.database = database
+        self.workers = workers
+        self.port = port or free_port()
+        self.env = database.environ(AUTO_MIGRATE="1", **env)
+        self.process = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=30):
+        import requests
+
+        self.process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(self.workers), "--graceful-timeout", "10"],
+            env=self.env, cwd=str(Path(__file__).resolve().parent.parent),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.process.stderr.read()[-2000:]}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not become ready")
+
+    def worker_pids(self):
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def stop(self):
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def factory(database, **kwargs):
+        server = Server(database, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+def bearer(user_id, admin=False):
+    """A token minted as the platform would, without an app."""
+    import jwt
+
+    claims = {"sub": user_id, "exp": int(time.time()) + 3600}
+    if admin:
+        claims["adm"] = True
+    return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}

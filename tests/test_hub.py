@@ -1,0 +1,313 @@
+"""The hub, directly: shared waits, batched re-reads, drops, shutdown, the listener."""
+import socket
+import threading
+import time
+
+import gevent
+import pytest
+import requests
+from sqlalchemy import event, text
+
+from app import feed
+from app.db import read_transaction
+from conftest import bearer
+
+
+@pytest.fixture
+def quiet_app(app_factory):
+    """An app whose hub does nothing unless the test tells it to."""
+    app = app_factory(HUB_AUTOSTART=False, SAFETY_NET_INTERVAL=3600)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    return app
+
+
+class StatementCounter:
+    def __init__(self, engine):
+        self.count = 0
+        self.engine = engine
+        event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_args):
+        self.count += 1
+
+    def close(self):
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+def add_members(app, community_id, count):
+    with app.extensions["db"].begin() as connection:
+        for n in range(count):
+            connection.execute(text("INSERT INTO users (id) VALUES (:u)"), {"u": f"u-m{n}"})
+            connection.execute(
+                text("INSERT INTO memberships (user_id, community_id) VALUES (:u, :c)"),
+                {"u": f"u-m{n}", "c": community_id},
+            )
+    return [f"u-m{n}" for n in range(count)]
+
+
+def rename_and_refresh(app, database, hub, users, name):
+    tickets = [hub.subscribe(user) for user in users]
+    database.psql(f"UPDATE communities SET name = '{name}' WHERE id = 'c-go'")
+    counter = StatementCounter(app.extensions["db"])
+    try:
+        hub.refresh()
+    finally:
+        counter.close()
+    for ticket in tickets:
+        news = hub.wait(ticket, 0)
+        assert len(news) == 1
+        assert [row.type for row in news[0].rows] == ["community_updated"]
+        assert [c["name"] for c in news[0].communities] == [name]
+        hub.unsubscribe(ticket)
+    return counter.count
+
+
+def test_one_rename_costs_the_same_few_statements_for_any_number_of_waiters(quiet_app, database):
+    hub = quiet_app.extensions["hub"]
+    users = add_members(quiet_app, "c-go", 400)
+    few = rename_and_refresh(quiet_app, database, hub, users[:5], "Go 1")
+    many = rename_and_refresh(quiet_app, database, hub, users, "Go 2")
+    # The new position, the new rows, the waiting users' state (plus SQLite's
+    # explicit BEGIN), whatever the number of waiters.
+    assert few == many <= 4
+    assert hub.waiting == 0 and hub.users == {}
+
+
+def test_polls_of_one_user_share_one_wait(quiet_app, database):
+    hub = quiet_app.extensions["hub"]
+    first, second = hub.subscribe("u-ada"), hub.subscribe("u-ada")
+    assert len(hub.users) == 1 and hub.users["u-ada"].count == 2
+    results = [gevent.spawn(hub.wait, ticket, 5) for ticket in (first, second)]
+    gevent.sleep(0)
+    database.psql("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'")
+    hub.refresh()
+    news = [greenlet.get(timeout=5) for greenlet in results]
+    assert news[0] == news[1] and len(news[0]) == 1
+    assert news[0][0].rows[0].type == "left"
+    for ticket in (first, second):
+        hub.unsubscribe(ticket)
+
+
+def test_refresh_without_news_wakes_nobody(quiet_app):
+    hub = quiet_app.extensions["hub"]
+    ticket = hub.subscribe("u-ada")
+    hub.refresh()
+    assert hub.wait(ticket, 0.01) == []
+    hub.unsubscribe(ticket)
+
+
+def test_idle_hub_does_no_database_work(app_factory):
+    app = app_factory(SAFETY_NET_INTERVAL=0.05)
+    hub = app.extensions["hub"]
+    counter = StatementCounter(app.extensions["db"])
+    try:
+        gevent.sleep(0.5)  # ten safety-net ticks with nobody waiting
+    finally:
+        counter.close()
+    assert counter.count == 0 and hub.position is None
+
+
+def test_safety_net_catches_what_no_hint_announced(app_factory, database):
+    app = app_factory(SAFETY_NET_INTERVAL=0.1)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    hub = app.extensions["hub"]
+    if hub.listener is not None:
+        hub.listener.stop()  # no NOTIFY: only the safety net is left
+    ticket = hub.subscribe("u-alan")
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+    news = hub.wait(ticket, 5)
+    assert news and news[0].rows[0].community_id == "c-rust"
+    hub.unsubscribe(ticket)
+
+
+def test_dropped_ticket_wakes_and_close_wakes_everyone(quiet_app):
+    hub = quiet_app.extensions["hub"]
+    ticket = hub.subscribe("u-ada")
+    waiting = gevent.spawn(hub.wait, ticket, 30)
+    gevent.sleep(0)
+    hub.drop(ticket)
+    assert waiting.get(timeout=2) == [] and ticket.gone
+    hub.unsubscribe(ticket)
+
+    others = [hub.subscribe(user) for user in ("u-ada", "u-alan")]
+    waiting = [gevent.spawn(hub.wait, ticket, 30) for ticket in others]
+    gevent.sleep(0)
+    hub.close()
+    assert [g.get(timeout=2) for g in waiting] == [[], []]
+
+
+def test_disconnect_watch_notices_a_closed_peer(quiet_app):
+    hub = quiet_app.extensions["hub"]
+    server_side, client_side = socket.socketpair()
+    ticket = hub.subscribe("u-ada", server_side)
+    assert ticket.fd is not None
+    waiting = gevent.spawn(hub.wait, ticket, 30)
+    gevent.sleep(0.05)
+    client_side.close()
+    assert waiting.get(timeout=3) == []
+    assert ticket.gone
+    hub.unsubscribe(ticket)
+    server_side.close()
+    assert hub.disconnects.tickets == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_listener_killed_while_polls_wait_loses_nothing(app_factory, database):
+    # The safety net is pushed out of reach: only the listener's reconnect
+    # (which re-checks everything) can deliver the change made while it was down.
+    app = app_factory(SAFETY_NET_INTERVAL=3600)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    hub = app.extensions["hub"]
+    deadline = time.monotonic() + 10
+    while not hub.ready and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    assert hub.ready
+    ticket = hub.subscribe("u-alan")
+    database.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'community-sync-listener' AND pid <> pg_backend_pid(); "
+        "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')"
+    )
+    news = hub.wait(ticket, 15)
+    assert news and [row.community_id for row in news[0].rows] == ["c-python"]
+    assert hub.listener.reconnects >= 1
+    hub.unsubscribe(ticket)
+
+
+# -- several processes -------------------------------------------------------------
+
+
+def wait_in_thread(url, headers, params):
+    result = {}
+
+    def run():
+        result["response"] = requests.get(url + "/community-changes/poll", headers=headers,
+                                          params=params, timeout=60)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_changes_wake_polls_in_another_process(server_factory, database):
+    # Two app processes, as on two hosts: polls wait on one, writes land on the other.
+    waiting_host = server_factory(database, SAFETY_NET_INTERVAL="3600")
+    writing_host = server_factory(database, SAFETY_NET_INTERVAL="3600")
+    requests.post(writing_host.url + "/communities", headers=bearer("u-admin", admin=True),
+                  json={"id": "c-x", "slug": "x", "name": "X"}).raise_for_status()
+    ada = bearer("u-ada")
+    snap = requests.get(waiting_host.url + "/me/communities", headers=ada).json()
+
+    for write in ("api", "sql"):
+        thread, result = wait_in_thread(
+            waiting_host.url, ada, {"cursor": snap["cursor"], "hash": snap["hash"], "timeout": 30}
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        if write == "api":
+            requests.put(writing_host.url + "/communities/c-x/members/me", headers=ada).raise_for_status()
+        else:
+            database.psql("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-x'")
+        thread.join(timeout=30)
+        elapsed = time.monotonic() - started
+        body = result["response"].json()
+        assert body["status"] == "changed", body
+        expected = "joined" if write == "api" else "left"
+        assert [c["type"] for c in body["changes"]] == [expected]
+        # Far below the safety net's hour: the NOTIFY did it.
+        assert elapsed < 10
+        snap = body
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_client_following_cursors_sees_every_change_once_under_out_of_order_commits(
+    server_factory, database
+):
+    import random
+
+    from sqlalchemy import create_engine
+
+    from app.db import normalize_url
+
+    server = server_factory(database)
+    admin = bearer("u-admin", admin=True)
+    communities = [f"c-{n}" for n in range(12)]
+    for cid in communities:
+        requests.post(server.url + "/communities", headers=admin,
+                      json={"id": cid, "slug": cid, "name": cid.upper()}).raise_for_status()
+
+    ada = bearer("u-ada")
+    snap = requests.get(server.url + "/me/communities", headers=ada).json()
+    seen = []
+    state = {"cursor": snap["cursor"], "hash": snap["hash"], "communities": snap["communities"]}
+    stop = threading.Event()
+
+    def follow():
+        while True:
+            response = requests.get(server.url + "/community-changes/poll", headers=ada, timeout=30,
+                                    params={"cursor": state["cursor"], "hash": state["hash"], "timeout": 2})
+            body = response.json()
+            assert body["status"] in ("changed", "unchanged"), body
+            if body["status"] == "changed":
+                seen.extend((c["type"], c["community_id"]) for c in body["changes"])
+                state["communities"] = body["communities"]
+            state["cursor"], state["hash"] = body["cursor"], body["hash"]
+            if stop.is_set() and body["status"] == "unchanged":
+                return
+
+    engine = create_engine(normalize_url(database.url), pool_size=8)
+
+    def writer(seed):
+        rng = random.Random(seed)
+        for _ in range(15):
+            cid = rng.choice(communities)
+            with engine.begin() as connection:
+                # Take a change id, then linger so later writers commit first.
+                exists = connection.execute(
+                    text("SELECT 1 FROM memberships WHERE user_id = 'u-ada' AND community_id = :c FOR UPDATE"),
+                    {"c": cid},
+                ).first()
+                if exists:
+                    connection.execute(
+                        text("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = :c"), {"c": cid}
+                    )
+                else:
+                    connection.execute(
+                        text("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', :c) "
+                             "ON CONFLICT DO NOTHING"), {"c": cid}
+                    )
+                time.sleep(rng.uniform(0, 0.05))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    writers = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    follower.join(timeout=60)
+    assert not follower.is_alive()
+
+    with engine.connect() as connection:
+        logged = connection.execute(
+            text("SELECT type, community_id FROM changes WHERE user_id = 'u-ada' AND community_id LIKE 'c-%' "
+                 "AND community_id NOT IN ('c-rust', 'c-python') ORDER BY id")
+        ).all()
+        final = sorted(row[0] for row in connection.execute(
+            text("SELECT community_id FROM memberships WHERE user_id = 'u-ada'")))
+    engine.dispose()
+    # Exactly once each: the same multiset, no duplicates, none missing.
+    assert sorted(seen) == sorted(map(tuple, logged))
+    assert len(seen) == len(logged) > 0
+    assert sorted(c["id"] for c in state["communities"]) == final
+    # Per community, the client saw the changes in commit order.
+    for cid in communities:
+        mine = [kind for kind, c in seen if c == cid]
+        assert mine == [kind for kind, c in logged if c == cid]
