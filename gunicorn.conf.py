@@ -6,9 +6,20 @@ answered), and a graceful timeout above the longest wait. Every value can be
 set from the environment; README.md lists them.
 """
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 _env = os.environ.get
+
+# Metrics from every worker: prometheus_client keeps per-process files in this
+# directory and /metrics sums them. It must be in the environment before any
+# process imports prometheus_client, so it is set while this file is read (the
+# master reads it again on a reload and then finds it set).
+if not _env("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="community-sync-metrics-")
+    os.environ["COMMUNITY_SYNC_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 bind = _env("BIND", "127.0.0.1:8000")
 worker_class = "gevent"
@@ -32,7 +43,9 @@ errorlog = "-"
 loglevel = _env("LOG_LEVEL", "info")
 limit_request_line = 8190
 limit_request_fields = 100
-limit_request_field_size = 8190
+# Above the application's own limit (8 KiB a field, app/ratelimit.py), which
+# refuses with problem+json; this is only the backstop for larger ones.
+limit_request_field_size = 16380
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
 logconfig_dict = {
     "version": 1,
@@ -70,3 +83,24 @@ def post_worker_init(worker):
         gevent.spawn(hub.close)
 
     signal.signal(signal.SIGTERM, handle_exit)
+
+
+def on_starting(server):
+    """Start from empty metrics: files left by an earlier run would be summed in."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """A worker is gone (exit, crash, SIGKILL): its live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    own = os.environ.get("COMMUNITY_SYNC_OWN_METRICS_DIR")
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(own, ignore_errors=True)

@@ -10,7 +10,7 @@ def create_app(test_config=None):
     app.config.from_mapping(config.load(overrides=test_config))
     app.json.sort_keys = False
 
-    from . import auth, cors, db, errors, hub, migrations, observability
+    from . import auth, cors, db, errors, hub, migrations, observability, ratelimit
 
     errors.init_app(app)
     observability.init_app(app)
@@ -18,6 +18,7 @@ def create_app(test_config=None):
     migrations.init_app(app)
     auth.init_app(app)
     cors.init_app(app)
+    ratelimit.init_app(app)
     hub.init_app(app)
 
     from .api import communities, community_changes, demo, health, me, pages

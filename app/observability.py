@@ -1,14 +1,26 @@
-"""Request ids, structured logs, security headers and Prometheus metrics."""
+"""Request ids, structured logs, security headers and Prometheus metrics.
+
+Metrics under several gunicorn workers: each worker is its own process, so a
+scrape reaching one of them would see only its share. With
+``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py sets it when the
+environment does not), prometheus_client keeps every value in a per-process
+file there and ``/metrics`` adds them up across the live and dead workers;
+gauges count only live ones (``livesum``).
+"""
 import json
 import logging
+import os
 import re
 import secrets
 import time
+from datetime import datetime
 
-from flask import g, request
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from flask import g, has_request_context, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+POLL_ENDPOINT = "community_changes.poll"
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -18,21 +30,34 @@ SECURITY_HEADERS = {
         "default-src 'self'; img-src 'self' https: data:; style-src 'self'; "
         "script-src 'self'; connect-src 'self'; frame-ancestors *; base-uri 'none'"
     ),
+    # Only honoured over HTTPS, where a deployment behind TLS wants it.
+    "Strict-Transport-Security": "max-age=31536000",
 }
+
+
+def multiprocess_dir():
+    """The shared metrics directory of a multi-worker server, or None."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class Metrics:
     """The service's metrics, in a registry of the app's own."""
 
     def __init__(self):
+        if multiprocess_dir() and values.ValueClass is values.MutexValue:
+            # prometheus_client picks its value store when first imported; if
+            # that happened before the directory was set, pick again so this
+            # worker's values reach the shared files.
+            values.ValueClass = values.get_value_class()
         self.registry = CollectorRegistry()
         self.waiting = Gauge(
-            "community_sync_waiting_polls", "Long polls waiting in this process.",
+            "community_sync_waiting_polls", "Long polls waiting, across live workers.",
             registry=self.registry, multiprocess_mode="livesum",
         )
         self.answers = Counter(
-            "community_sync_poll_answers_total", "Poll answers by result.", ["result"],
-            registry=self.registry,
+            "community_sync_poll_answers_total",
+            "Poll answers by result: changed, unchanged, reset; refused (429/503) and error.",
+            ["result"], registry=self.registry,
         )
         self.wakeups = Counter(
             "community_sync_wakeups_total", "Users woken by a batched re-read.",
@@ -43,8 +68,10 @@ class Metrics:
             registry=self.registry,
         )
         self.wake_latency = Histogram(
-            "community_sync_wake_latency_seconds", "From a change's commit to its poll answer.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            "community_sync_wake_latency_seconds",
+            "From a change's recorded time (its transaction's start on PostgreSQL) to the "
+            "answer of a poll that was waiting when it was made.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
         self.queries = Counter(
@@ -52,21 +79,78 @@ class Metrics:
             registry=self.registry,
         )
 
+    def exposition_registry(self):
+        """What ``/metrics`` serves: every worker's values when they share a directory."""
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return registry
+        return self.registry
+
+    def observe_poll(self, response, started_wall):
+        """Count a poll's answer and, when it was woken by a change, its latency."""
+        result = response.headers.get("X-Poll-Result")
+        if result is None:
+            result = "refused" if response.status_code in (429, 503) else "error"
+        self.answers.labels(result).inc()
+        if result != "changed":
+            return
+        moments = []
+        for change in (response.get_json(silent=True) or {}).get("changes", ()):
+            at = _parse_time(change.get("at"))
+            # Only changes made while the poll was already waiting measure the
+            # wake-up path; older ones were simply read at once.
+            if at is not None and at >= started_wall:
+                moments.append(at)
+        if moments:
+            self.wake_latency.observe(max(0.0, time.time() - min(moments)))
+
+
+def _parse_time(text):
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# gunicorn access-log atoms worth a field of their own in a JSON line.
+ACCESS_FIELDS = {
+    "h": "remote", "m": "method", "U": "path", "s": "status", "B": "bytes", "D": "duration_us",
+    "{x-request-id}o": "request_id", "a": "user_agent",
+}
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the request id comes from the request being served."""
+
     def format(self, record):
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
         }
-        request_id = getattr(record, "request_id", None)
+        if record.name == "gunicorn.access" and isinstance(record.args, dict):
+            entry["message"] = "request"
+            for atom, field in ACCESS_FIELDS.items():
+                value = record.args.get(atom)
+                if value not in (None, "-"):
+                    entry[field] = value
+        else:
+            entry["message"] = record.getMessage()
+        request_id = getattr(record, "request_id", None) or _current_request_id()
         if request_id:
-            entry["request_id"] = request_id
+            entry.setdefault("request_id", request_id)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
+
+
+def _current_request_id():
+    if has_request_context():
+        return g.get("request_id")
+    return None
 
 
 def init_app(app):
@@ -77,13 +161,13 @@ def init_app(app):
         supplied = request.headers.get("X-Request-ID", "")
         g.request_id = supplied if REQUEST_ID.fullmatch(supplied) else secrets.token_hex(8)
         g.started = time.perf_counter()
+        g.started_wall = time.time()
 
     @app.after_request
     def finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        result = response.headers.get("X-Poll-Result")
-        if result:
-            app.extensions["metrics"].answers.labels(result).inc()
+        if request.endpoint == POLL_ENDPOINT:
+            app.extensions["metrics"].observe_poll(response, g.get("started_wall", time.time()))
         return response

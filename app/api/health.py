@@ -1,9 +1,10 @@
-"""Operations: liveness, readiness and metrics."""
+"""Operations: liveness, readiness, metrics and the API description."""
 from flask import Blueprint, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from ..db import engine
+from ..openapi import document
 
 bp = Blueprint("health", __name__)
 
@@ -36,5 +37,13 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    registry = current_app.extensions["metrics"].registry
-    return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+    """Prometheus text format; under several workers, the sum of all of them."""
+    registry = current_app.extensions["metrics"].exposition_registry()
+    headers = {"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
+    return generate_latest(registry), 200, headers
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of every endpoint."""
+    return jsonify(document(current_app)), 200, {"Cache-Control": "no-cache"}

@@ -1,0 +1,478 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``.
+
+Written by hand, next to the contract it describes; tests check that it names
+every route the app has and no other, and a schemathesis run checks the app's
+answers against it.
+"""
+from .auth import ID_PATTERN
+from .models import CHANGE_TYPES, ROLES
+from .validation import SLUG
+
+VERSION = "1.0.0"
+ID = ID_PATTERN.pattern
+PROBLEM = "application/problem+json"
+
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def problem(description, headers=None):
+    response = {"description": description, "content": {PROBLEM: {"schema": ref("Problem")}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def json_body(schema, description, headers=None):
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def header(description, schema=None):
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+RETRY_AFTER = {"Retry-After": header("Seconds to wait before trying again.", {"type": "string"})}
+CONDITIONAL_HEADERS = {
+    "ETag": header("The state hash as an entity tag."),
+    "Cache-Control": header("private, no-cache"),
+    "Vary": header("Authorization"),
+}
+
+# The answers any authenticated operation may give besides its own.
+COMMON_ERRORS = {
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "431": problem("A header field is too large."),
+    "500": problem("An unexpected error; the details are in the server's log."),
+    "default": problem("Any other error, as problem details."),
+}
+WRITE_ERRORS = {
+    "400": problem("A malformed id or body."),
+    "403": problem("The caller may not make this change."),
+    "404": problem("There is no such community."),
+    "413": problem("The body is larger than 16 KiB."),
+    "415": problem("The body is not application/json."),
+    "422": problem("The body is JSON but not an acceptable value."),
+    "429": problem("Too many writes from this user or address.", RETRY_AFTER),
+}
+
+
+def path_parameter(name, description, pattern=ID):
+    return {
+        "name": name, "in": "path", "required": True, "description": description,
+        "schema": {"type": "string", "pattern": f"^{pattern}$"},
+    }
+
+
+COMMUNITY_ID = path_parameter("community_id", "A community id.")
+USER_ID = path_parameter("user_id", "A user id, or `me` for the caller.")
+IF_NONE_MATCH = {
+    "name": "If-None-Match", "in": "header", "required": False,
+    "description": "Entity tags from an earlier answer (RFC 9110 weak comparison, lists, `*`).",
+    "schema": {"type": "string", "maxLength": 1024},
+}
+
+
+def schemas():
+    community = {
+        "type": "object",
+        "required": ["id", "slug", "name", "logo_url", "is_public"],
+        "properties": {
+            "id": {"type": "string", "pattern": f"^{ID}$"},
+            "slug": {"type": "string", "pattern": f"^{SLUG.pattern}$"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "logo_url": {"type": ["string", "null"], "maxLength": 2048},
+            "is_public": {"type": "boolean"},
+        },
+    }
+    membership_entry = {
+        **community,
+        "required": community["required"] + ["role", "joined_at"],
+        "properties": {
+            **community["properties"],
+            "role": {"enum": list(ROLES)},
+            "joined_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    }
+    timestamp = {"type": "string", "format": "date-time"}
+    return {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details.",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+            },
+        },
+        "Community": community,
+        "CommunityDetail": {
+            **community,
+            "required": community["required"] + ["member_count"],
+            "properties": {**community["properties"], "member_count": {"type": "integer", "minimum": 0}},
+        },
+        "CommunityList": {
+            "type": "object",
+            "required": ["communities"],
+            "properties": {"communities": {"type": "array", "items": ref("Community")}},
+        },
+        "NewCommunity": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["slug", "name"],
+            "properties": {
+                "id": {"type": "string", "pattern": f"^{ID}$"},
+                "slug": {"type": "string", "pattern": f"^{SLUG.pattern}$"},
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "logo_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
+                "is_public": {"type": "boolean"},
+            },
+        },
+        "CommunityPatch": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "slug": {"type": "string", "pattern": f"^{SLUG.pattern}$"},
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "logo_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
+                "is_public": {"type": "boolean"},
+            },
+        },
+        "MembershipEntry": membership_entry,
+        "Membership": {
+            "type": "object",
+            "required": ["user_id", "community_id", "role", "joined_at"],
+            "properties": {
+                "user_id": {"type": "string"},
+                "community_id": {"type": "string"},
+                "role": {"enum": list(ROLES)},
+                "joined_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "MembershipBody": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"role": {"enum": list(ROLES)}},
+        },
+        "Snapshot": {
+            "type": "object",
+            "required": ["user", "communities", "hash", "cursor", "server_time"],
+            "properties": {
+                "user": {
+                    "type": "object",
+                    "required": ["id", "name"],
+                    "properties": {"id": {"type": "string"}, "name": {"type": ["string", "null"]}},
+                },
+                "communities": {"type": "array", "items": ref("MembershipEntry")},
+                "hash": {"type": "string"},
+                "cursor": {"type": "string"},
+                "server_time": timestamp,
+            },
+        },
+        "Change": {
+            "type": "object",
+            "required": ["type", "community_id", "at", "by"],
+            "properties": {
+                "type": {"enum": list(CHANGE_TYPES)},
+                "community_id": {"type": "string"},
+                "at": timestamp,
+                "by": {"type": ["string", "null"]},
+                "role": {"enum": list(ROLES)},
+            },
+        },
+        "PollAnswer": {
+            "type": "object",
+            "required": ["status", "cursor", "hash", "server_time"],
+            "properties": {
+                "status": {"enum": ["changed", "unchanged", "reset"]},
+                "cursor": {"type": "string"},
+                "hash": {"type": "string"},
+                "server_time": timestamp,
+                "changes": {"type": "array", "items": ref("Change")},
+                "added": {"type": "array", "items": {"type": "string"}},
+                "removed": {"type": "array", "items": {"type": "string"}},
+                "communities": {"type": "array", "items": ref("MembershipEntry")},
+            },
+        },
+        "Health": {
+            "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "checks"],
+            "properties": {
+                "status": {"enum": ["ready", "unavailable"]},
+                "checks": {
+                    "type": "object",
+                    "properties": {"database": {"type": "string"}, "listener": {"type": "string"}},
+                },
+            },
+        },
+        "DemoUsers": {
+            "type": "object",
+            "required": ["users"],
+            "properties": {
+                "users": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "name", "admin"],
+                        "properties": {
+                            "id": {"type": "string"}, "name": {"type": "string"},
+                            "admin": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
+        "DemoTokenRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["user_id"],
+            "properties": {
+                "user_id": {"type": "string"}, "name": {"type": "string"},
+                "admin": {"type": "boolean"},
+            },
+        },
+        "DemoToken": {
+            "type": "object",
+            "required": ["token", "user_id", "expires_in"],
+            "properties": {
+                "token": {"type": "string"}, "user_id": {"type": "string"},
+                "expires_in": {"type": "integer"},
+            },
+        },
+    }
+
+
+def operations(max_timeout):
+    public = {"security": []}
+    snapshot_headers = {
+        **CONDITIONAL_HEADERS,
+        "X-Poll-Interval": header("Advised seconds until the next smart poll.", {"type": "string"}),
+    }
+    not_modified = {"description": "The state still has this entity tag.", "headers": snapshot_headers}
+    return {
+        "/healthz": {"get": {
+            **public, "operationId": "healthz", "tags": ["operations"],
+            "summary": "The process is alive.",
+            "responses": {"200": json_body(ref("Health"), "Alive.")},
+        }},
+        "/readyz": {"get": {
+            **public, "operationId": "readyz", "tags": ["operations"],
+            "summary": "The database answers and the change listener is connected.",
+            "responses": {
+                "200": json_body(ref("Readiness"), "Ready for traffic."),
+                "503": json_body(ref("Readiness"), "Not ready; `checks` says why."),
+            },
+        }},
+        "/metrics": {"get": {
+            **public, "operationId": "metrics", "tags": ["operations"],
+            "summary": "Prometheus metrics, summed over the server's workers.",
+            "responses": {"200": {
+                "description": "Prometheus text exposition format 0.0.4.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }},
+        }},
+        "/openapi.json": {"get": {
+            **public, "operationId": "openapi", "tags": ["operations"],
+            "summary": "This document.",
+            "responses": {"200": json_body({"type": "object"}, "OpenAPI 3.1.")},
+        }},
+        "/": {"get": {
+            **public, "operationId": "demoPage", "tags": ["browser"],
+            "summary": "The live demo page.",
+            "responses": {"200": {
+                "description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}},
+            }},
+        }},
+        "/static/{filename}": {"get": {
+            **public, "operationId": "staticFile", "tags": ["browser"],
+            "summary": "Static files, among them the browser client `community-sync.js`.",
+            "parameters": [{
+                "name": "filename", "in": "path", "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"},
+            }],
+            "responses": {
+                "200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
+                "304": {"description": "Not modified."},
+                "404": problem("No such file."),
+            },
+        }},
+        "/me/communities": {"get": {
+            "operationId": "snapshot", "tags": ["memberships"],
+            "summary": "The caller's communities, their hash and a cursor to follow.",
+            "parameters": [IF_NONE_MATCH],
+            "responses": {
+                "200": json_body(ref("Snapshot"), "The caller's state.", snapshot_headers),
+                "304": not_modified,
+                **COMMON_ERRORS,
+            },
+        }},
+        "/community-changes/poll": {"get": {
+            "operationId": "poll", "tags": ["memberships"],
+            "summary": "Wait for changes after a cursor (long poll), or check at once.",
+            "description": (
+                "Answers at once without a cursor (`reset`), when the hash differs, or when "
+                "changes exist after the cursor; otherwise waits up to `timeout` seconds. "
+                f"Timeouts above the server's maximum ({max_timeout} s here) are clamped."
+            ),
+            "parameters": [
+                {"name": "cursor", "in": "query", "required": False,
+                 "description": "Opaque, from a snapshot or an earlier answer.",
+                 "schema": {"type": "string", "maxLength": 4096}},
+                {"name": "hash", "in": "query", "required": False,
+                 "description": "The client's current state hash.",
+                 "schema": {"type": "string", "maxLength": 128}},
+                {"name": "timeout", "in": "query", "required": False,
+                 "description": "Whole seconds to wait; 0 checks without waiting.",
+                 "schema": {"type": "integer", "minimum": 0, "maximum": 999999}},
+                {"name": "Prefer", "in": "header", "required": False,
+                 "description": "`wait=N` (RFC 7240), used when `timeout` is absent.",
+                 "schema": {"type": "string", "maxLength": 256}},
+                IF_NONE_MATCH,
+            ],
+            "responses": {
+                "200": json_body(ref("PollAnswer"), "What changed, or nothing.", {
+                    "X-Poll-Result": header("changed, unchanged or reset", {"enum": ["changed", "unchanged", "reset"]}),
+                    "ETag": header("The state hash."),
+                    "Cache-Control": header("no-store"),
+                    "X-Poll-Interval": header("Advised seconds until the next smart poll."),
+                    "Preference-Applied": header("wait=N, when Prefer was honoured."),
+                }),
+                "400": problem("A cursor that cannot be decoded, or a bad timeout or hash."),
+                "429": problem("Too many polls are waiting for this user.", RETRY_AFTER),
+                "503": problem("The worker is at capacity or shutting down.", RETRY_AFTER),
+                **COMMON_ERRORS,
+            },
+        }},
+        "/communities": {
+            "get": {
+                "operationId": "listCommunities", "tags": ["communities"],
+                "summary": "Public communities and the caller's own (every one for admins).",
+                "responses": {"200": json_body(ref("CommunityList"), "The communities."), **COMMON_ERRORS},
+            },
+            "post": {
+                "operationId": "createCommunity", "tags": ["communities"],
+                "summary": "Create a community (platform admins).",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": ref("NewCommunity")}}},
+                "responses": {
+                    "201": json_body(ref("Community"), "Created.", {
+                        "Location": header("The new community's URL.")}),
+                    "409": problem("The id or slug is taken."),
+                    **WRITE_ERRORS, **COMMON_ERRORS,
+                },
+            },
+        },
+        "/communities/{community_id}": {
+            "parameters": [COMMUNITY_ID],
+            "get": {
+                "operationId": "showCommunity", "tags": ["communities"],
+                "summary": "One community with its member count; ETag-conditional.",
+                "parameters": [IF_NONE_MATCH],
+                "responses": {
+                    "200": json_body(ref("CommunityDetail"), "The community.", CONDITIONAL_HEADERS),
+                    "304": {"description": "Unchanged.", "headers": CONDITIONAL_HEADERS},
+                    "400": problem("A malformed id."),
+                    "404": problem("No such community, or a private one the caller is not in."),
+                    **COMMON_ERRORS,
+                },
+            },
+            "patch": {
+                "operationId": "updateCommunity", "tags": ["communities"],
+                "summary": "Change a community (platform admins, its admins and owners).",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": ref("CommunityPatch")}}},
+                "responses": {
+                    "200": json_body(ref("Community"), "The community as changed."),
+                    "409": problem("The slug is taken."),
+                    **WRITE_ERRORS, **COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "operationId": "deleteCommunity", "tags": ["communities"],
+                "summary": "Delete a community (platform admins).",
+                "responses": {"204": {"description": "Deleted."}, **WRITE_ERRORS, **COMMON_ERRORS},
+            },
+        },
+        "/communities/{community_id}/members/{user_id}": {
+            "parameters": [COMMUNITY_ID, USER_ID],
+            "put": {
+                "operationId": "putMember", "tags": ["communities"],
+                "summary": "Add a member or set its role; idempotent.",
+                "requestBody": {"required": False, "content": {
+                    "application/json": {"schema": ref("MembershipBody")}}},
+                "responses": {
+                    "200": json_body(ref("Membership"), "Already a member (role set if asked)."),
+                    "201": json_body(ref("Membership"), "Added.", {"Location": header("The membership.")}),
+                    **WRITE_ERRORS, **COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "operationId": "deleteMember", "tags": ["communities"],
+                "summary": "Remove a member; idempotent.",
+                "responses": {"204": {"description": "Not a member (any more)."},
+                              **WRITE_ERRORS, **COMMON_ERRORS},
+            },
+        },
+        "/demo/users": {"get": {
+            **public, "operationId": "demoUsers", "tags": ["demo"],
+            "summary": "The demo users (DEMO_MODE only; 404 otherwise).",
+            "responses": {
+                "200": json_body(ref("DemoUsers"), "The demo users."),
+                "404": problem("Demo mode is off."),
+                "default": problem("Any other error."),
+            },
+        }},
+        "/demo/tokens": {"post": {
+            **public, "operationId": "demoToken", "tags": ["demo"],
+            "summary": "A token for one of the demo users (DEMO_MODE only; 404 otherwise).",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": ref("DemoTokenRequest")}}},
+            "responses": {
+                "201": json_body(ref("DemoToken"), "A token."),
+                "404": problem("Demo mode is off."),
+                **{code: WRITE_ERRORS[code] for code in ("400", "413", "415", "422", "429")},
+                "default": problem("Any other error."),
+            },
+        }},
+    }
+
+
+def document(app):
+    """The OpenAPI document for ``app`` (its limits are read from its config)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "community-sync",
+            "version": VERSION,
+            "description": (
+                "Live community memberships for browser views over plain HTTP: a snapshot, "
+                "long polls that answer with what changed, and the writes that change it. "
+                "Every 4xx/5xx answer is RFC 9457 problem details."
+            ),
+        },
+        "security": [{"bearer": []}],
+        "paths": operations(app.config["POLL_MAX_TIMEOUT"]),
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": "HS256 JWT signed with SECRET_KEY; `sub` and `exp` required.",
+                },
+            },
+            "responses": {
+                "Unauthorized": problem(
+                    "Missing, malformed, expired or badly signed token.",
+                    {"WWW-Authenticate": header("Bearer challenge.")},
+                ),
+            },
+            "schemas": schemas(),
+        },
+    }

@@ -1,0 +1,114 @@
+"""Request limits: how large a request may be, and how often a client may write.
+
+Writes (``POST``/``PUT``/``PATCH``/``DELETE`` under ``/communities`` and the
+demo's token minting) are limited twice with ``RATELIMIT_WRITES`` (default
+"120 per minute"): once per user (the verified token's ``sub``) and once per
+client address, so neither many tokens from one address nor one token from
+many addresses escapes. Reads and long polls are not rate limited here: the
+hub's own caps bound them.
+
+``RATELIMIT_STORAGE_URI`` says where the counts live: ``memory://`` is per
+worker process (so N workers allow N times the limit), ``redis://host:6379``
+shares them between workers and hosts (docs/operations.md).
+
+Behind a load balancer every request comes from the balancer's address;
+``TRUSTED_PROXIES`` (how many proxies append to ``X-Forwarded-For``) makes the
+per-address limit count the real client instead.
+"""
+import math
+import os
+import time
+
+from flask import current_app, g, request
+from flask_limiter import Limiter, RateLimitExceeded
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .auth import authenticate
+from .errors import Problem, problem_response
+
+WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
+# gunicorn refuses larger header fields itself (gunicorn.conf.py), with a
+# plain-text answer; below its limit the refusal is problem+json from here.
+MAX_HEADER_FIELD = 8192
+MAX_HEADERS_TOTAL = 32 * 1024
+
+
+def by_user():
+    """The verified token's subject; an unusable token counts against its address."""
+    try:
+        return f"user:{authenticate().user_id}"
+    except Problem:
+        # The view answers 401 itself; the address still pays for the attempt.
+        return f"anonymous:{request.remote_addr}"
+
+
+def by_address():
+    return f"address:{request.remote_addr}"
+
+
+def write_limit():
+    return current_app.config["RATELIMIT_WRITES"]
+
+
+def remember_reset(limit):
+    """on_breach: keep the latest moment a breached limit frees up, for Retry-After."""
+    g.ratelimit_reset = max(g.get("ratelimit_reset", 0), limit.reset_at)
+
+
+def too_many_requests(error):
+    retry_after = max(1, math.ceil(g.get("ratelimit_reset", time.time() + 1) - time.time()))
+    return problem_response(
+        429, f"Too many writes: at most {error.description}. Retry after {retry_after} s.",
+        "rate-limited", title="Too Many Requests", headers={"Retry-After": str(retry_after)},
+    )
+
+
+def refuse_large_headers():
+    """431 for header fields a client should never need (tokens stop at 4 KiB)."""
+    total = 0
+    for name, value in request.headers.items():
+        size = len(name) + len(value) + 4
+        total += size
+        if size > MAX_HEADER_FIELD or total > MAX_HEADERS_TOTAL:
+            raise Problem(
+                431, "headers-too-large",
+                f"Header fields are limited to {MAX_HEADER_FIELD} bytes each and "
+                f"{MAX_HEADERS_TOTAL} bytes in all.",
+            )
+
+
+def _trusted_proxies(app):
+    raw = app.config.get("TRUSTED_PROXIES", os.environ.get("TRUSTED_PROXIES", "0"))
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise ValueError(f"TRUSTED_PROXIES must be a whole number, not {raw!r}") from None
+
+
+def init_app(app):
+    """Set up the limiter and apply the write limits to the write endpoints."""
+    proxies = _trusted_proxies(app)
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    app.before_request(refuse_large_headers)
+
+    limiter = Limiter(
+        key_func=by_address,
+        storage_uri=app.config["RATELIMIT_STORAGE_URI"],
+        strategy=app.config.get("RATELIMIT_STRATEGY", "moving-window"),
+        on_breach=remember_reset,
+        headers_enabled=False,
+    )
+    limiter.init_app(app)
+    app.extensions["ratelimit"] = limiter
+
+    from .api import communities, demo
+
+    # Applied to the blueprints, for the writing methods only: every write
+    # view there is limited, including ones added later.
+    for blueprint in (communities.bp, demo.bp):
+        limiter.shared_limit(write_limit, scope="writes-by-user", key_func=by_user,
+                             methods=WRITE_METHODS)(blueprint)
+        limiter.shared_limit(write_limit, scope="writes-by-address", key_func=by_address,
+                             methods=WRITE_METHODS)(blueprint)
+    app.register_error_handler(RateLimitExceeded, too_many_requests)
