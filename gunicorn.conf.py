@@ -56,6 +56,8 @@ logconfig_dict = {
     },
     "root": {"level": loglevel.upper(), "handlers": ["console"]},
     "loggers": {
+        # Each worker checks the embedded database's migrations on start.
+        "alembic": {"level": "WARNING"},
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
         "gunicorn.access": {
             "level": "INFO" if accesslog else "WARNING", "handlers": ["console"], "propagate": False,
