@@ -56,7 +56,9 @@ def make_engine(url, pool_size=10, max_overflow=10, echo=False):
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping: it would cost a round trip on every request. A
+        # connection lost to a restart fails one request (503, see
+        # app.errors) and the pool replaces it.
         pool_recycle=1800,
     )
 
@@ -132,18 +134,20 @@ def close_session(_exc=None):
 
 
 @contextmanager
-def read_transaction(bind=None):
+def read_transaction(bind=None, single_statement=False):
     """A short read-only transaction whose statements all see one snapshot.
 
     PostgreSQL's default READ COMMITTED takes a new snapshot per statement; the
     state, the changes and the cursor of one answer must agree, so reads run
     REPEATABLE READ (a read-only transaction there never fails to serialise).
-    The connection goes back to the pool as soon as the block ends.
+    A read of ``single_statement`` is consistent on its own and skips the
+    BEGIN and COMMIT round trips. The connection goes back to the pool as
+    soon as the block ends.
     """
     bind = bind if bind is not None else engine()
     options = {}
     if bind.dialect.name == "postgresql":
-        options["isolation_level"] = "REPEATABLE READ"
+        options["isolation_level"] = "AUTOCOMMIT" if single_statement else "REPEATABLE READ"
     with Session(bind.execution_options(**options)) as read_session:
         with read_session.begin():
             yield read_session

@@ -1,7 +1,9 @@
 """One error path: every 4xx/5xx leaves as RFC 9457 problem details."""
 import logging
+import random
 
 from flask import jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,19 @@ def handle_http_exception(error):
     return problem_response(error.code, error.description or error.name, headers=headers)
 
 
+def handle_database_unavailable(error):
+    """A lost or refused database connection is a passing outage, not a bug."""
+    if not getattr(error, "connection_invalidated", False) and not isinstance(
+        error, OperationalError
+    ):
+        return handle_unexpected(error)
+    log.warning("database unavailable: %s", error.__class__.__name__)
+    return problem_response(
+        503, "The database is unavailable; try again shortly.", "database-unavailable",
+        headers={"Retry-After": str(random.randint(1, 5))},
+    )
+
+
 def handle_unexpected(error):
     log.exception("unhandled error")
     return handle_http_exception(InternalServerError("The server could not answer this request."))
@@ -68,4 +83,5 @@ def handle_unexpected(error):
 def init_app(app):
     app.register_error_handler(Problem, handle_problem)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DBAPIError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -59,3 +59,13 @@ def test_users_see_only_their_own_state(seeded, client, auth):
     alan = client.get("/me/communities", headers=auth("u-alan")).json
     assert {c["id"] for c in ada["communities"]} == {"c-python", "c-rust"}
     assert {c["id"] for c in alan["communities"]} == {"c-go"}
+
+
+def test_unreachable_database_is_503_with_retry_after(app_factory, auth):
+    # Port 1 refuses connections: an outage, answered as one.
+    app = app_factory(DATABASE_URL="postgresql://postgres@127.0.0.1:1/test", AUTO_MIGRATE=False)
+    headers = auth("u-ada")
+    response = app.test_client().get("/me/communities", headers=headers)
+    assert response.status_code == 503
+    assert response.content_type == "application/problem+json"
+    assert 1 <= int(response.headers["Retry-After"]) <= 5

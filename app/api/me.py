@@ -15,7 +15,7 @@ bp = Blueprint("me", __name__, url_prefix="/me")
 @bp.get("/communities")
 def communities():
     identity = current_identity()
-    with read_transaction() as session:
+    with read_transaction(single_statement=True) as session:
         state = feed.read_state(session, identity.user_id)
     now = datetime.now(timezone.utc)
     headers = {
