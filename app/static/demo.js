@@ -158,7 +158,7 @@ function log(kind, status, text) {
     "li",
     {},
     element("time", {}, new Date().toLocaleTimeString([], { hour12: false })),
-    element("span", { className: "kind" }, status === "error" ? "error" : `${status}`, element("small", {}, kind)),
+    element("span", { className: "kind" }, status, kind === status ? null : element("small", {}, kind)),
     element("span", {}, text),
   );
   item.dataset.status = status;
