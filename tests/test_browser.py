@@ -1,0 +1,398 @@
+"""The demo page and the browser client in a real Chromium against a real gunicorn.
+
+Every test starts its own server on a fresh SQLite file (see browser_support). Waits
+are generous on purpose: these tests prove that things happen without a reload, not
+how fast; the observed latency is printed for the curious.
+"""
+
+import re
+import sqlite3
+import subprocess
+import time
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from browser_support import BIN, ROOT, Server, StaticSite, launch_chromium
+
+pytestmark = pytest.mark.browser
+
+WAIT = 10_000  # ms; a change normally shows in well under a second
+RECOVER = 30_000  # ms; reconnecting after an outage includes a backoff of up to 8 s
+SCREENSHOT = ROOT / "docs" / "demo.png"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start servers with options; stop them and show their logs after the test."""
+    servers = []
+
+    def start(**options):
+        server = Server(tmp_path, **options)
+        server.seed()
+        servers.append(server.start())
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        print(f"--- gunicorn log ({server.url}) ---\n{server.log()[-4000:]}")
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
+
+
+@pytest.fixture
+def context(browser, start_server):
+    # Depends on start_server so that it closes first: pages go, then servers stop.
+    context = browser.new_context(viewport={"width": 1280, "height": 820})
+    yield context
+    context.close()
+
+
+class Tab:
+    """One page of the demo, with the poll requests it sent and any script errors."""
+
+    def __init__(self, context, server, user="u-ada"):
+        self.page = context.new_page()
+        self.polls = []
+        self.errors = []
+        self.page.on("request", self._on_request)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.goto(f"{server.url}/?user={user}")
+
+    def _on_request(self, request):
+        if "/community-changes/poll" in request.url:
+            self.polls.append(request.url)
+
+    def community(self, community_id):
+        return self.page.locator(f'#my-communities li[data-community-id="{community_id}"]')
+
+    def expect_live(self):
+        expect(self.page.locator("#status")).to_have_attribute("data-status", "live", timeout=WAIT)
+
+    def is_leader(self):
+        return self.page.locator("#tab-role").get_attribute("data-leader") == "true"
+
+
+def test_admin_change_reaches_the_sidebar_without_reload(context, server):
+    tab = Tab(context, server)
+    tab.expect_live()
+    expect(tab.community("c-rust")).to_be_visible()
+    expect(tab.community("c-python")).to_be_visible()
+    expect(tab.community("c-go")).to_have_count(0)
+    navigations = []
+    tab.page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+    started = time.monotonic()
+    server.put_member("c-go", "u-ada")
+    expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+    latency = time.monotonic() - started
+    print(f"admin PUT -> sidebar shows c-go: {latency * 1000:.0f} ms")
+
+    expect(tab.community("c-go").locator(".badge")).to_have_text("member")
+    server.put_member("c-go", "u-ada", role="moderator")
+    expect(tab.community("c-go").locator(".badge")).to_have_text("moderator", timeout=WAIT)
+    server.delete_member("c-rust", "u-ada")
+    expect(tab.community("c-rust")).to_have_count(0, timeout=WAIT)
+    assert navigations == []
+    assert tab.errors == []
+
+
+def test_one_tab_polls_and_the_other_takes_over_when_it_closes(context, server):
+    first = Tab(context, server)
+    first.expect_live()
+    second = Tab(context, server)
+    expect(second.community("c-python")).to_be_visible(timeout=WAIT)
+    expect(second.page.locator("#status")).to_have_attribute("data-status", "live")
+    assert first.is_leader() and not second.is_leader()
+
+    server.put_member("c-go", "u-ada")
+    server.delete_member("c-rust", "u-ada")
+    for tab in (first, second):
+        expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+        expect(tab.community("c-rust")).to_have_count(0, timeout=WAIT)
+    assert len(first.polls) >= 2
+    assert second.polls == []
+
+    first.page.close()
+    expect(second.page.locator("#tab-role")).to_have_attribute("data-leader", "true", timeout=WAIT)
+    server.put_member("c-design", "u-ada", role="admin")
+    expect(second.community("c-design")).to_be_visible(timeout=WAIT)
+    expect(second.community("c-go")).to_be_visible()
+    assert second.polls, "the remaining tab never polled after the leader closed"
+    second.expect_live()
+    assert first.errors == [] and second.errors == []
+
+
+def test_join_in_one_tab_shows_in_the_other(context, server):
+    leader = Tab(context, server)
+    leader.expect_live()
+    follower = Tab(context, server)
+    expect(follower.community("c-rust")).to_be_visible(timeout=WAIT)
+
+    # Joined from the tab that does not poll: the write goes to the server and comes
+    # back to both tabs through the leader's poll.
+    follower.page.locator('#public-communities button[data-join="c-go"]').click()
+    for tab in (leader, follower):
+        expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+
+    leader.page.locator('#my-communities button[data-leave="c-rust"]').click()
+    for tab in (leader, follower):
+        expect(tab.community("c-rust")).to_have_count(0, timeout=WAIT)
+    assert follower.polls == []
+    assert leader.errors == [] and follower.errors == []
+
+
+def test_catches_up_with_changes_made_while_the_server_was_down(context, server):
+    tab = Tab(context, server)
+    tab.expect_live()
+    expect(tab.community("c-rust")).to_be_visible()
+
+    server.stop()
+    expect(tab.page.locator("#status")).to_have_attribute(
+        "data-status", _one_of("reconnecting", "offline"), timeout=RECOVER
+    )
+    # Another writer changes the database while no server is running; the triggers
+    # record it like any API write.
+    with sqlite3.connect(server.db_path) as db:
+        db.execute("INSERT INTO memberships (user_id, community_id, role) VALUES ('u-ada', 'c-go', 'member')")
+        db.execute("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'")
+    db.close()
+    expect(tab.community("c-go")).to_have_count(0)
+
+    server.start()
+    expect(tab.community("c-go")).to_be_visible(timeout=RECOVER)
+    expect(tab.community("c-rust")).to_have_count(0)
+    tab.expect_live()
+
+    # And it is live again, not just caught up once.
+    server.put_member("c-ops", "u-ada")
+    expect(tab.community("c-ops")).to_be_visible(timeout=WAIT)
+    assert tab.errors == []
+
+
+def _one_of(*values):
+    return re.compile("^(" + "|".join(map(re.escape, values)) + ")$")
+
+
+PARENT_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>embedding app</title>
+<ul id="relayed"></ul>
+<p id="status"></p>
+<ul id="seen"></ul>
+<iframe id="sync" src="{child}"></iframe>
+<iframe id="intruder" src="{intruder}"></iframe>
+<script type="module">
+  import {{ listenForRelay }} from "{api}/static/community-sync.js";
+  // Every message that reaches this window, allowed or not, so the test can tell
+  // that the intruder's messages did arrive and were ignored.
+  addEventListener("message", (event) => {{
+    const item = document.createElement("li");
+    item.textContent = event.origin;
+    document.querySelector("#seen").append(item);
+  }});
+  listenForRelay({{
+    allowedOrigins: ["{frame_origin}"],
+    onUpdate: (update) => {{
+      document.querySelector("#relayed").replaceChildren(...update.communities.map((c) => {{
+        const item = document.createElement("li");
+        item.dataset.communityId = c.id;
+        item.textContent = c.name;
+        return item;
+      }}));
+    }},
+    onStatus: (status) => {{ document.querySelector("#status").textContent = status; }},
+  }});
+</script>
+"""
+
+CHILD_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script type="module">
+  import {{ createCommunitySync }} from "{api}/static/community-sync.js";
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  createCommunitySync({{
+    baseUrl: "{api}",
+    getToken: async () => token,
+    relayTo: {{ target: window.parent, targetOrigin: "{parent_origin}" }},
+  }});
+</script>
+"""
+
+INTRUDER_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script>
+  const forged = {
+    type: "community-sync:update",
+    update: { communities: [{ id: "c-forged", name: "Forged" }], added: [], removed: [], changes: [] },
+  };
+  setInterval(() => parent.postMessage(forged, "*"), 100);
+</script>
+"""
+
+
+def test_iframe_relays_updates_to_its_parent_only_from_allowed_origins(browser, start_server, tmp_path):
+    site_dir = tmp_path / "site"
+    intruder_dir = tmp_path / "intruder"
+    site_dir.mkdir()
+    intruder_dir.mkdir()
+    with StaticSite(site_dir) as site, StaticSite(intruder_dir) as intruder:
+        # One static server, two origins: the embedding page on localhost and the
+        # iframe on 127.0.0.1; the API is a third origin.
+        parent_origin = f"http://localhost:{site.port}"
+        frame_origin = f"http://127.0.0.1:{site.port}"
+        server = start_server(cors_origins=(parent_origin, frame_origin))
+        token = server.token("u-ada")
+        (site_dir / "parent.html").write_text(
+            PARENT_PAGE.format(
+                api=server.url,
+                child=f"{frame_origin}/child.html#token={token}",
+                intruder=f"http://127.0.0.1:{intruder.port}/intruder.html",
+                frame_origin=frame_origin,
+            )
+        )
+        (site_dir / "child.html").write_text(CHILD_PAGE.format(api=server.url, parent_origin=parent_origin))
+        (intruder_dir / "intruder.html").write_text(INTRUDER_PAGE)
+
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{parent_origin}/parent.html")
+            relayed = page.locator("#relayed")
+            expect(relayed.locator('[data-community-id="c-rust"]')).to_be_visible(timeout=WAIT)
+            expect(page.locator("#status")).to_have_text("live", timeout=WAIT)
+
+            server.put_member("c-go", "u-ada")
+            expect(relayed.locator('[data-community-id="c-go"]')).to_be_visible(timeout=WAIT)
+
+            intruder_origin = f"http://127.0.0.1:{intruder.port}"
+            expect(page.locator("#seen li", has_text=intruder_origin).first).to_be_attached(timeout=WAIT)
+            expect(relayed.locator('[data-community-id="c-forged"]')).to_have_count(0)
+            # A message posted by the parent page itself is not from the frame either.
+            page.evaluate(
+                """() => postMessage({type: "community-sync:update",
+                    update: {communities: [{id: "c-self", name: "Self"}]}}, "*")"""
+            )
+            expect(page.locator("#seen li", has_text=parent_origin).first).to_be_attached(timeout=WAIT)
+            expect(relayed.locator("li")).to_have_count(3)
+            assert errors == []
+        finally:
+            context.close()
+
+
+def test_demo_page_screenshot(context, server):
+    tab = Tab(context, server)
+    tab.expect_live()
+    page = tab.page
+
+    # Through the page's own admin panel this time.
+    page.select_option("#admin-user", "u-ada")
+    page.select_option("#admin-community", "c-design")
+    page.select_option("#admin-role", "admin")
+    page.click("#admin-add")
+    expect(page.locator("#admin-result")).to_contain_text("Added u-ada to c-design", timeout=WAIT)
+    expect(tab.community("c-design").locator(".badge")).to_have_text("admin", timeout=WAIT)
+
+    page.locator('#public-communities button[data-join="c-go"]').click()
+    expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+    expect(page.locator("#log li")).to_have_count(3, timeout=WAIT)
+    expect(page.locator("#log li").first).to_contain_text("joined Go by u-ada")
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
+    assert tab.errors == []
+
+
+def test_without_demo_mode_the_page_never_asks_for_tokens(context, start_server):
+    server = start_server(demo_mode=False)
+    token = subprocess.run(
+        [BIN / "flask", "--app", "wsgi", "token", "u-grace", "--name", "Grace Hopper"],
+        cwd=ROOT,
+        env=server.env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    requested = []
+    page = context.new_page()
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(server.url)
+    expect(page.locator("#token-note")).to_contain_text("never asks the server for tokens")
+    expect(page.locator("#user-select")).to_have_count(0)
+
+    page.fill("#token-input", token)
+    page.click("#token-form button")
+    expect(page.locator('#my-communities li[data-community-id="c-design"]')).to_be_visible(timeout=WAIT)
+    expect(page.locator("#status")).to_have_attribute("data-status", "live", timeout=WAIT)
+    assert not [url for url in requested if "/demo/" in url]
+
+
+
+HEARTBEAT_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<p id="role"></p>
+<ul id="communities"></ul>
+<script type="module">
+  import {{ createCommunitySync }} from "{api}/static/community-sync.js";
+  const sync = createCommunitySync({{
+    baseUrl: "{api}",
+    getToken: async () => "{token}",
+    election: "heartbeat",
+  }});
+  sync.onStatus(() => {{ document.querySelector("#role").textContent = sync.isLeader ? "leader" : "follower"; }});
+  sync.subscribe((update) => {{
+    document.querySelector("#communities").replaceChildren(...update.communities.map((c) => {{
+      const item = document.createElement("li");
+      item.dataset.communityId = c.id;
+      item.textContent = c.name;
+      return item;
+    }}));
+  }});
+</script>
+"""
+
+
+def test_heartbeat_election_without_web_locks(context, start_server, tmp_path):
+    with StaticSite(tmp_path) as site:
+        origin = f"http://127.0.0.1:{site.port}"
+        server = start_server(cors_origins=(origin,))
+        (tmp_path / "app.html").write_text(HEARTBEAT_PAGE.format(api=server.url, token=server.token("u-ada")))
+
+        tabs = []
+        for _ in range(2):
+            page = context.new_page()
+            polls = []
+            page.on("request", lambda request, polls=polls: "/community-changes/poll" in request.url and polls.append(1))
+            page.goto(f"{origin}/app.html")
+            expect(page.locator('[data-community-id="c-rust"]')).to_be_visible(timeout=WAIT)
+            tabs.append((page, polls))
+        (first, first_polls), (second, second_polls) = tabs
+        expect(first.locator("#role")).to_have_text("leader", timeout=WAIT)
+
+        server.put_member("c-go", "u-ada")
+        for page, _ in tabs:
+            expect(page.locator('[data-community-id="c-go"]')).to_be_visible(timeout=WAIT)
+        assert first_polls and not second_polls
+
+        # pagehide clears the heartbeat entry, so the next tab claims it at its next beat.
+        first.close()
+        expect(second.locator("#role")).to_have_text("leader", timeout=WAIT)
+        server.put_member("c-ops", "u-ada")
+        expect(second.locator('[data-community-id="c-ops"]')).to_be_visible(timeout=WAIT)
+        assert second_polls
