@@ -130,6 +130,7 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
         }
         if record.name == "gunicorn.access" and isinstance(record.args, dict):
             entry["message"] = "request"

@@ -1,5 +1,7 @@
 """Request limits: how large a request may be, and how often a client may write.
 
+Bodies stop at MAX_CONTENT_LENGTH (16 KiB), header fields at 8 KiB each.
+
 Writes (``POST``/``PUT``/``PATCH``/``DELETE`` under ``/communities`` and the
 demo's token minting) are limited twice with ``RATELIMIT_WRITES`` (default
 "120 per minute"): once per user (the verified token's ``sub``) and once per
@@ -15,6 +17,7 @@ Behind a load balancer every request comes from the balancer's address;
 ``TRUSTED_PROXIES`` (how many proxies append to ``X-Forwarded-For``) makes the
 per-address limit count the real client instead.
 """
+import io
 import math
 import os
 import time
@@ -77,6 +80,31 @@ def refuse_large_headers():
             )
 
 
+def refuse_large_streamed_bodies():
+    """413 for a chunked body past MAX_CONTENT_LENGTH.
+
+    With no Content-Length to check up front, Werkzeug stops reading at the
+    limit without saying so: a large body would be cut short and the start of
+    it parsed as if it were all. Read it here, one byte past the limit.
+    """
+    environ = request.environ
+    if request.content_length is not None or "wsgi.input_terminated" not in environ:
+        return
+    if request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        return
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    stream, body = environ["wsgi.input"], bytearray()
+    while len(body) <= limit:
+        chunk = stream.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > limit:
+        raise Problem(413, "body-too-large", f"The body must be at most {limit} bytes.")
+    environ["wsgi.input"] = io.BytesIO(bytes(body))
+    environ["CONTENT_LENGTH"] = str(len(body))
+
+
 def _trusted_proxies(app):
     raw = app.config.get("TRUSTED_PROXIES", os.environ.get("TRUSTED_PROXIES", "0"))
     try:
@@ -91,6 +119,7 @@ def init_app(app):
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     app.before_request(refuse_large_headers)
+    app.before_request(refuse_large_streamed_bodies)
 
     limiter = Limiter(
         key_func=by_address,

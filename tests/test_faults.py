@@ -158,6 +158,13 @@ class Server:
         return psql(self.database, sql + then_sql)
 
 
+def pg_cluster(action):
+    """Stop or start the local PostgreSQL cluster (Debian's pg_ctlcluster)."""
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+                   check=True, capture_output=True)
+
+
 def db_port():
     return make_url(postgres_url()).port or 5432
 
@@ -286,16 +293,14 @@ def test_database_outages_lose_nothing(servers, clients, pg_database):
     psql(pg_database, join_all(users, "c-2"))                        # after
 
     # A real restart: the database goes away under the waiting polls.
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "stop"],
-                   check=True, capture_output=True)
+    pg_cluster("stop")
     outage_started = time.time()
     try:
         down = server.get("/readyz")
         assert down.status_code == 503
         assert down.json()["checks"]["database"].startswith("unavailable")
     finally:
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "start"],
-                       check=True, capture_output=True)
+        pg_cluster("start")
     wait_for(server.ready, 60, interval=0.2, message="readyz after the restart")
     recovered = time.time()
     psql(pg_database, join_all(users, "c-3"))                        # after the restart

@@ -1,0 +1,218 @@
+"""Metrics, request ids, structured logs and the health endpoints."""
+import json
+import logging
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.observability import JsonFormatter
+from conftest import BIN, SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = [
+    "community_sync_waiting_polls",
+    "community_sync_poll_answers_total",
+    "community_sync_wakeups_total",
+    "community_sync_listener_reconnects_total",
+    "community_sync_wake_latency_seconds",
+    "community_sync_db_queries_total",
+]
+
+
+def samples(text):
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = sample.name + "".join(f"|{k}={v}" for k, v in sorted(sample.labels.items()))
+            found[key] = found.get(key, 0) + sample.value
+    return found
+
+
+def test_metrics_are_prometheus_text_with_every_series(client):
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    text = response.get_data(as_text=True)
+    families = {family.name for family in text_string_to_metric_families(text)}
+    for name in NAMES:
+        assert name.removesuffix("_total") in families, name
+
+
+def test_poll_answers_are_counted_by_result(client, auth):
+    ada = auth("u-ada")
+    first = client.get("/community-changes/poll?timeout=0", headers=ada).get_json()
+    client.get(f"/community-changes/poll?timeout=0&cursor={first['cursor']}", headers=ada)
+    client.get("/community-changes/poll?timeout=0&cursor=garbage", headers=ada)
+    client.get("/community-changes/poll?timeout=0")
+    found = samples(client.get("/metrics").get_data(as_text=True))
+    assert found["community_sync_poll_answers_total|result=reset"] == 1
+    assert found["community_sync_poll_answers_total|result=unchanged"] == 1
+    assert found["community_sync_poll_answers_total|result=error"] == 2
+    assert found["community_sync_db_queries_total"] > 0
+
+
+def test_a_woken_poll_records_wake_latency_and_the_gauge_returns_to_zero(seeded, client, auth):
+    ada = auth("u-ada")
+    cursor = client.get("/me/communities", headers=ada).get_json()["cursor"]
+    seen = {}
+
+    def write_later():
+        seen["waiting"] = samples(client.get("/metrics").get_data(as_text=True))[
+            "community_sync_waiting_polls"]
+        assert client.put("/communities/c-go/members/me", headers=ada).status_code == 201
+
+    gevent.spawn_later(0.3, write_later)
+    answer = client.get(f"/community-changes/poll?timeout=10&cursor={cursor}", headers=ada)
+    assert answer.headers["X-Poll-Result"] == "changed"
+    assert seen["waiting"] == 1
+    found = samples(client.get("/metrics").get_data(as_text=True))
+    assert found["community_sync_wake_latency_seconds_count"] == 1
+    assert 0 <= found["community_sync_wake_latency_seconds_sum"] < 10
+    assert found["community_sync_wakeups_total"] >= 1
+    assert found["community_sync_waiting_polls"] == 0
+
+
+def test_request_ids_are_echoed_or_made(client):
+    echoed = client.get("/healthz", headers={"X-Request-ID": "lb-1234.abc:9"})
+    assert echoed.headers["X-Request-ID"] == "lb-1234.abc:9"
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces\u00e9"})
+    assert made.headers["X-Request-ID"] not in ("", "bad id with spaces\u00e9")
+    assert len(client.get("/healthz").headers["X-Request-ID"]) >= 8
+
+
+def test_log_lines_are_json_with_the_request_id(app, client):
+    formatter = JsonFormatter()
+    lines = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(formatter.format(record))
+
+    handler = Capture()
+    logger = logging.getLogger("app.test")
+    logger.addHandler(handler)
+
+    @app.get("/log-something")
+    def log_something():
+        logger.warning("something %s", "happened")
+        try:
+            raise ValueError("inner")
+        except ValueError:
+            logger.exception("and failed")
+        return "", 204
+
+    try:
+        client.get("/log-something", headers={"X-Request-ID": "req-42"})
+    finally:
+        logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in lines)
+    assert first["message"] == "something happened"
+    assert first["request_id"] == "req-42" and first["level"] == "warning"
+    assert second["request_id"] == "req-42" and "ValueError: inner" in second["error"]
+
+
+def test_gunicorn_access_records_become_json_fields():
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "%(h)s", None, None)
+    record.args = {"h": "10.0.0.1", "m": "GET", "U": "/healthz", "s": "200", "D": 1234,
+                   "{x-request-id}o": "abc", "B": "-"}
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["method"] == "GET" and entry["path"] == "/healthz" and entry["status"] == "200"
+    assert entry["request_id"] == "abc" and "bytes" not in entry
+
+
+def test_readyz_reports_ready_and_shutting_down(app, client):
+    deadline = time.monotonic() + 10
+    while not app.extensions["hub"].ready and time.monotonic() < deadline:
+        gevent.sleep(0.05)  # the listener connects in a greenlet of its own
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["status"] == "ready"
+    app.extensions["hub"].close()
+    closing = client.get("/readyz")
+    assert closing.status_code == 503
+    assert closing.get_json()["checks"]["listener"] == "shutting down"
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.postgres
+def test_readyz_reports_an_unreachable_database(pg_database):
+    from app import create_app
+
+    app = create_app({
+        "TESTING": True, "SECRET_KEY": SECRET, "AUTO_MIGRATE": False, "HUB_AUTOSTART": False,
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
+    })
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503
+        checks = response.get_json()["checks"]
+        assert checks["database"].startswith("unavailable")
+        assert checks["listener"] == "reconnecting"
+    finally:
+        app.extensions["db"].dispose()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
+    """Whichever worker a scrape reaches, it reports every worker's counts."""
+    port = free_port()
+    env = database.environ(ACCESS_LOG=1, AUTO_MIGRATE=1)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path / "gunicorn.log"
+    subprocess.run([str(BIN / "flask"), "--app", "wsgi", "db-upgrade"], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [str(BIN / "gunicorn"), "wsgi:app", "-c", "gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{port}", "--workers", "3"],
+            cwd=ROOT, env=env, stdout=log, stderr=log,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if requests.get(base + "/healthz", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            import jwt
+
+            token = jwt.encode({"sub": "u-1", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+            polls = 30
+            for index in range(polls):
+                # A new connection each time, so the requests spread over the workers.
+                response = requests.get(base + "/community-changes/poll?timeout=0",
+                                        headers={"Authorization": f"Bearer {token}",
+                                                 "X-Request-ID": f"poll-{index}",
+                                                 "Connection": "close"}, timeout=10)
+                assert response.status_code == 200
+                assert response.headers["X-Request-ID"] == f"poll-{index}"
+            answered = set()
+            for _ in range(10):
+                text = requests.get(base + "/metrics", headers={"Connection": "close"}, timeout=5).text
+                answered.add(samples(text)["community_sync_poll_answers_total|result=reset"])
+            assert answered == {polls}
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("request_id", "").startswith("poll-")]
+    assert len(access) == polls
+    assert all(line["path"] == "/community-changes/poll" and line["status"] == "200" for line in access)
+    # More than one worker answered, so the equal counts above were sums.
+    assert len({line["pid"] for line in access}) > 1

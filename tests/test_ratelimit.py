@@ -1,0 +1,120 @@
+"""Write rate limits: per user and per address, 429 problem+json with Retry-After."""
+import socket
+
+import pytest
+
+
+@pytest.fixture
+def limited(app_factory):
+    app = app_factory(RATELIMIT_WRITES="3 per minute")
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    return app
+
+
+def put(client, headers, user="me", address="10.0.0.1"):
+    return client.put(f"/communities/c-rust/members/{user}", headers=headers,
+                      environ_base={"REMOTE_ADDR": address})
+
+
+def assert_rate_limited(response):
+    assert response.status_code == 429
+    assert response.content_type == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == 429 and body["type"].endswith("rate-limited")
+    assert 1 <= int(response.headers["Retry-After"]) <= 61  # a minute, rounded up
+
+
+def test_writes_are_limited_per_user(limited, auth):
+    client = limited.test_client()
+    ada = auth("u-ada")
+    # From different addresses: the user's own budget runs out.
+    for index in range(3):
+        assert put(client, ada, address=f"10.0.0.{index}").status_code in (200, 201)
+    assert_rate_limited(put(client, ada, address="10.0.0.9"))
+    # Someone else is not affected.
+    assert put(client, auth("u-alan"), address="10.0.1.1").status_code in (200, 201)
+
+
+def test_writes_are_limited_per_address(limited, auth):
+    client = limited.test_client()
+    for index in range(3):
+        assert put(client, auth(f"u-{index}"), address="10.0.0.7").status_code in (200, 201)
+    assert_rate_limited(put(client, auth("u-other"), address="10.0.0.7"))
+    assert put(client, auth("u-other"), address="10.0.0.8").status_code in (200, 201)
+
+
+def test_every_write_method_counts_and_reads_do_not(limited, auth):
+    client = limited.test_client()
+    admin = auth("u-admin", admin=True)
+    for _ in range(10):
+        assert client.get("/communities", headers=admin).status_code == 200
+        assert client.get("/me/communities", headers=admin).status_code == 200
+        assert client.get("/community-changes/poll?timeout=0", headers=admin).status_code == 200
+    assert client.post("/communities", json={"id": "new", "slug": "new", "name": "New"}, headers=admin).status_code == 201
+    assert client.patch("/communities/new", json={"name": "Newer"}, headers=admin).status_code == 200
+    assert client.delete("/communities/new/members/u-ada", headers=admin).status_code == 204
+    assert_rate_limited(client.delete("/communities/new", headers=admin))
+
+
+def test_bad_tokens_still_answer_401(limited):
+    client = limited.test_client()
+    response = put(client, {"Authorization": "Bearer nonsense"})
+    assert response.status_code == 401
+
+
+def test_forwarded_addresses_count_only_behind_trusted_proxies(app_factory, auth):
+    app = app_factory(RATELIMIT_WRITES="2 per minute", TRUSTED_PROXIES=1)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    client = app.test_client()
+
+    def from_client(address, user):
+        return client.put("/communities/c-rust/members/me", headers={
+            **auth(user), "X-Forwarded-For": address}, environ_base={"REMOTE_ADDR": "10.9.9.9"})
+
+    assert from_client("192.0.2.1", "u-1").status_code in (200, 201)
+    assert from_client("192.0.2.1", "u-2").status_code in (200, 201)
+    assert_rate_limited(from_client("192.0.2.1", "u-3"))
+    # Same balancer, another client behind it.
+    assert from_client("192.0.2.2", "u-4").status_code in (200, 201)
+
+
+def test_forwarded_addresses_are_ignored_without_trusted_proxies(limited, auth):
+    client = limited.test_client()
+    for index in range(3):
+        response = client.put("/communities/c-rust/members/me", headers={
+            **auth(f"u-{index}"), "X-Forwarded-For": f"192.0.2.{index}"},
+            environ_base={"REMOTE_ADDR": "10.0.0.5"})
+        assert response.status_code in (200, 201)
+    spoofed = client.put("/communities/c-rust/members/me", headers={
+        **auth("u-9"), "X-Forwarded-For": "192.0.2.99"}, environ_base={"REMOTE_ADDR": "10.0.0.5"})
+    assert_rate_limited(spoofed)
+
+
+def redis_reachable():
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_limits_shared_through_redis_between_processes(app_factory, auth):
+    """Two apps (two workers, or two hosts) with one Redis share one budget."""
+    pytest.importorskip("redis")
+    if not redis_reachable():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    import secrets
+
+    prefix = secrets.token_hex(4)
+    apps = [
+        app_factory(RATELIMIT_WRITES="3 per minute", RATELIMIT_STORAGE_URI="redis://127.0.0.1:6379",
+                    RATELIMIT_KEY_PREFIX=prefix)
+        for _ in range(2)
+    ]
+    apps[0].test_cli_runner().invoke(args=["seed-demo"])
+    clients = [app.test_client() for app in apps]
+    ada = auth("u-ada")
+    assert put(clients[0], ada).status_code in (200, 201)
+    assert put(clients[1], ada).status_code in (200, 201)
+    assert put(clients[0], ada).status_code in (200, 201)
+    assert_rate_limited(put(clients[1], ada))
