@@ -396,3 +396,42 @@ def test_heartbeat_election_without_web_locks(context, start_server, tmp_path):
         server.put_member("c-ops", "u-ada")
         expect(second.locator('[data-community-id="c-ops"]')).to_be_visible(timeout=WAIT)
         assert second_polls
+
+
+def _set_visibility(page, state):
+    # Headless pages are always visible; override the property and fire the event the
+    # way the browser does when a tab goes to the background.
+    page.evaluate(
+        """(state) => {
+            Object.defineProperty(document, "visibilityState", {value: state, configurable: true});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        state,
+    )
+
+
+def test_pauses_while_hidden_and_offline_then_catches_up(context, server):
+    tab = Tab(context, server)
+    tab.expect_live()
+    status = tab.page.locator("#status")
+
+    _set_visibility(tab.page, "hidden")
+    expect(status).to_have_attribute("data-status", "paused", timeout=WAIT)
+    polls_while_hidden = len(tab.polls)
+    server.put_member("c-go", "u-ada")
+    tab.page.wait_for_timeout(1500)
+    assert len(tab.polls) == polls_while_hidden, "polled while no tab was visible"
+    expect(tab.community("c-go")).to_have_count(0)
+
+    _set_visibility(tab.page, "visible")
+    expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+    tab.expect_live()
+
+    context.set_offline(True)
+    expect(status).to_have_attribute("data-status", "offline", timeout=WAIT)
+    server.delete_member("c-rust", "u-ada")
+    context.set_offline(False)
+    # The online event cuts any backoff short.
+    expect(tab.community("c-rust")).to_have_count(0, timeout=WAIT)
+    tab.expect_live()
+    assert tab.errors == []
