@@ -202,16 +202,15 @@ def schemas():
         "Health": {
             "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}},
         },
+        "Checks": {
+            "type": "object",
+            "description": "`ok`, or what is wrong.",
+            "properties": {"database": {"type": "string"}, "listener": {"type": "string"}},
+        },
         "Readiness": {
             "type": "object",
             "required": ["status", "checks"],
-            "properties": {
-                "status": {"enum": ["ready", "unavailable"]},
-                "checks": {
-                    "type": "object",
-                    "properties": {"database": {"type": "string"}, "listener": {"type": "string"}},
-                },
-            },
+            "properties": {"status": {"const": "ready"}, "checks": ref("Checks")},
         },
         "DemoUsers": {
             "type": "object",
@@ -268,7 +267,13 @@ def operations(max_timeout):
             "summary": "The database answers and the change listener is connected.",
             "responses": {
                 "200": json_body(ref("Readiness"), "Ready for traffic."),
-                "503": json_body(ref("Readiness"), "Not ready; `checks` says why."),
+                "503": {
+                    "description": "Not ready: problem details whose `checks` say why.",
+                    "content": {PROBLEM: {"schema": {"allOf": [ref("Problem"), {
+                        "type": "object", "required": ["checks"],
+                        "properties": {"checks": ref("Checks")},
+                    }]}}},
+                },
             },
         }},
         "/metrics": {"get": {

@@ -59,6 +59,7 @@ class Client:
         self.errors = Counter()
         self.hangups = 0
         self.late = 0
+        self.late_changes = []
         self.failures = []
         self.events = []
         self.catching_up = False
@@ -121,6 +122,7 @@ class Client:
             if self.catching_up:
                 # Changes the live path should have delivered while waiting.
                 self.late += len(answer["changes"])
+                self.late_changes.extend(c["community_id"] for c in answer["changes"])
             self.received.extend(
                 [c["type"], c["community_id"], c.get("role"), c["at"], c["by"]]
                 for c in answer["changes"]
@@ -167,6 +169,7 @@ class Client:
             "errors": dict(self.errors),
             "hangups": self.hangups,
             "late": self.late,
+            "late_changes": self.late_changes,
             "failures": self.failures,
             "events": self.events if self.settings.get("events") else [],
         }

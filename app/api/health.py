@@ -4,6 +4,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from ..db import engine
+from ..errors import problem_response
 from ..openapi import document
 
 bp = Blueprint("health", __name__)
@@ -29,10 +30,13 @@ def readyz():
         checks["listener"] = "shutting down"
     elif not hub.ready:
         checks["listener"] = "reconnecting"
-    ready = all(value == "ok" for value in checks.values())
-    return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), (
-        200 if ready else 503
-    )
+    if any(value != "ok" for value in checks.values()):
+        # An error like any other (problem details), with the checks as an extension.
+        return problem_response(
+            503, "Not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items() if v != "ok") + ".",
+            "not-ready", checks=checks,
+        )
+    return jsonify({"status": "ready", "checks": checks})
 
 
 @bp.get("/metrics")

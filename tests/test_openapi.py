@@ -1,0 +1,154 @@
+"""/openapi.json: the document names every route, and the app keeps to it."""
+import re
+import time
+from types import SimpleNamespace
+
+import jwt
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from app import create_app, openapi
+from conftest import SECRET
+
+METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def flask_routes(app):
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        routes |= {(path, method) for method in rule.methods & METHODS}
+    return routes
+
+
+def documented_routes(document):
+    return {
+        (path, method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+        if method.upper() in METHODS
+    }
+
+
+def test_the_document_is_openapi_31_with_bearer_jwt(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200 and response.content_type == "application/json"
+    document = response.get_json()
+    assert document["openapi"] == "3.1.0"
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": document["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    assert document["security"] == [{"bearer": []}]
+
+
+def test_every_route_is_documented_and_nothing_else(app, client):
+    document = client.get("/openapi.json").get_json()
+    assert documented_routes(document) == flask_routes(app)
+
+
+def test_public_endpoints_need_no_token_and_the_rest_do(client):
+    document = client.get("/openapi.json").get_json()
+    public = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/", "/static/{filename}",
+              "/demo/users", "/demo/tokens"}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            assert (operation.get("security") == []) == (path in public), (path, method)
+            if path not in public:
+                assert "401" in operation["responses"], (path, method)
+
+
+def test_every_error_response_is_problem_json(client):
+    document = client.get("/openapi.json").get_json()
+    responses = dict(document["components"]["responses"])
+    for item in document["paths"].values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            for status, response in operation["responses"].items():
+                response = responses.get(response.get("$ref", "").rsplit("/", 1)[-1], response)
+                if status == "default" or int(status) >= 400:
+                    assert list(response["content"]) == ["application/problem+json"], status
+
+
+def test_the_document_loads_as_openapi(app):
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    loaded = {(r.ok().path, r.ok().method.upper()) for r in schema.get_all_operations()}
+    # schemathesis leaves out the document's own path.
+    assert loaded == flask_routes(app) - {("/openapi.json", "GET")}
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory):
+    """One app for the whole schemathesis run: SQLite, demo data, no waiting, no limits."""
+    path = tmp_path_factory.mktemp("schemathesis") / "api.sqlite3"
+    app = create_app({
+        "TESTING": True, "DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": SECRET,
+        "AUTO_MIGRATE": True, "DEMO_MODE": True, "SAFETY_NET_INTERVAL": 0.2,
+        # Polls answer at once: the run checks answers, not waiting.
+        "POLL_MAX_TIMEOUT": 0, "POLL_DEFAULT_TIMEOUT": 0,
+        "RATELIMIT_WRITES": "100000 per minute",
+    })
+    assert app.test_cli_runner().invoke(args=["seed-demo"]).exit_code == 0
+    yield app
+    app.extensions["hub"].stop()
+    app.extensions["db"].dispose()
+
+
+@pytest.fixture(scope="module")
+def api_schema(live_app):
+    return schemathesis.openapi.from_wsgi("/openapi.json", live_app)
+
+
+@schemathesis.check
+def problem_details_for_errors(ctx, response, case):
+    """Every 4xx/5xx is application/problem+json with type, title, status and detail."""
+    if response.status_code < 400:
+        return None
+    content_type = response.headers.get("content-type", [""])[0]
+    assert content_type == "application/problem+json", f"{response.status_code}: {content_type}"
+    body = response.json()
+    assert {"type", "title", "status", "detail"} <= set(body), body
+    assert body["status"] == response.status_code, body
+    return None
+
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance, problem_details_for_errors]
+OPERATIONS = sorted(documented_routes(openapi.document(SimpleNamespace(config={"POLL_MAX_TIMEOUT": 55}))))
+
+
+def admin_token():
+    now = int(time.time())
+    return jwt.encode({"sub": "u-admin", "adm": True, "iat": now, "exp": now + 3600}, SECRET,
+                      algorithm="HS256")
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
+def test_api_keeps_to_its_document(api_schema, path, method):
+    """Generated requests, valid and not: no 5xx, every error problem+json, answers as documented."""
+    operation = api_schema[path][method]
+    headers = {"Authorization": f"Bearer {admin_token()}"}
+
+    @settings(max_examples=25, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=st.one_of(
+        operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+    ))
+    def check(case):
+        extra = {} if case.headers and "Authorization" in case.headers else headers
+        case.call_and_validate(headers=extra, checks=CHECKS)
+
+    check()
