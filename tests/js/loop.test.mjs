@@ -2,7 +2,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { createCommunitySync, listenForRelay } from "../../app/static/community-sync.js";
+import client from "./client.mjs";
+
+const { createCommunitySync, listenForRelay } = client;
 
 const rust = { id: "c-rust", slug: "rust", name: "Rust", role: "member" };
 const go = { id: "c-go", slug: "go", name: "Go", role: "member" };

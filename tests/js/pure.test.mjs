@@ -1,7 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import {
+import client from "./client.mjs";
+
+const {
   LONG_POLL,
   SMART_POLL,
   SNAPSHOT,
@@ -16,7 +18,7 @@ import {
   parseRetryAfter,
   recordTransportOutcome,
   tokenSubject,
-} from "../../app/static/community-sync.js";
+} = client;
 
 const rust = { id: "c-rust", name: "Rust", role: "member" };
 const python = { id: "c-python", name: "Python", role: "moderator" };
