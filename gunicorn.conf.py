@@ -67,11 +67,14 @@ logconfig_dict = {
 
 
 def post_worker_init(worker):
-    """Drain waiting polls on SIGTERM (shutdown, reload) instead of holding them.
+    """Drain on SIGTERM (shutdown, reload) instead of holding polls and idle connections.
 
-    gunicorn's own SIGTERM handler only stops accepting and waits; waiting
-    polls would then sit out their timeout. Closing the hub answers each one
-    ``unchanged`` at once, and the client reconnects to a worker that stays.
+    gunicorn's own SIGTERM handler only stops accepting and waits for every
+    connection to go: waiting polls would sit out their timeout, and idle
+    keep-alive connections would hold the worker for the whole graceful
+    timeout. Draining the hub answers each waiting poll ``unchanged`` at once
+    (with ``Connection: close``); once no request is in flight the worker
+    leaves, closing the idle connections, whose clients simply reconnect.
     """
     import gevent
 
@@ -80,29 +83,13 @@ def post_worker_init(worker):
         return
     original = worker.handle_exit
 
+    def drain_and_leave():
+        hub.drain(timeout=worker.cfg.graceful_timeout)
+        gevent.sleep(0.2)  # let the last answers reach their sockets
+        os.kill(os.getpid(), signal.SIGQUIT)
+
     def handle_exit(sig, frame):
         original(sig, frame)
-        gevent.spawn(hub.close)
+        gevent.spawn(drain_and_leave)
 
     signal.signal(signal.SIGTERM, handle_exit)
-
-
-def on_starting(server):
-    """Start from empty metrics: files left by an earlier run would be summed in."""
-    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        stale.unlink()
-
-
-def child_exit(server, worker):
-    """A worker is gone (exit, crash, SIGKILL): its live gauges stop counting."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    own = os.environ.get("COMMUNITY_SYNC_OWN_METRICS_DIR")
-    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        shutil.rmtree(own, ignore_errors=True)

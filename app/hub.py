@@ -98,6 +98,7 @@ class Hub:
         self.metrics = metrics
         self.users = {}
         self.waiting = 0
+        self.in_flight = 0
         self.position = None
         self.closing = False
         self.reads = 0
@@ -130,6 +131,30 @@ class Hub:
             self.listener.stop()
         self._hint.set()
 
+    def drain(self, timeout, quiet=1.0):
+        """Close, then wait (up to ``timeout``) for ``quiet`` seconds with no request in flight.
+
+        Answers to polls that began before the drain keep their connection
+        alive, and clients send their next poll on it at once; the quiet period
+        lets those be answered too (gunicorn closes the connection after a
+        request that starts during shutdown). What is left after that are idle
+        keep-alive connections, which would otherwise hold a gevent worker for
+        its whole graceful timeout.
+        """
+        self.close()
+        deadline = time.monotonic() + timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if self.in_flight:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= quiet:
+                return True
+            gevent.sleep(0.05)
+        return False
+
     def stop(self):
         """Close and end the background greenlets (tests, app teardown)."""
         self.close()
@@ -143,12 +168,10 @@ class Hub:
     # -- admission and waiting ------------------------------------------------
 
     def admit(self, user_id):
-        """Refuse a poll that would exceed a cap, before any database work."""
-        if self.closing:
-            raise Problem(
-                503, "shutting-down", "This worker is shutting down; reconnect.",
-                headers={"Retry-After": str(random.randint(1, 3))},
-            )
+        """Refuse a poll that would exceed a cap, before any database work.
+
+        While closing, polls are admitted but never wait (see the poll view).
+        """
         if self.waiting >= self.max_waiting:
             raise Problem(
                 503, "over-capacity", "This worker holds as many waiting polls as it can.",
@@ -453,5 +476,14 @@ def init_app(app):
         metrics=app.extensions.get("metrics"),
     )
     app.extensions["hub"] = hub
+
+    @app.before_request
+    def request_started():
+        hub.in_flight += 1
+
+    @app.teardown_request
+    def request_finished(_exc=None):
+        hub.in_flight -= 1
+
     if app.config.get("HUB_AUTOSTART", True):
         hub.start()

@@ -212,9 +212,10 @@ def free_port():
 class Server:
     """A real gunicorn (gevent workers) on a database, on a free loopback port."""
 
-    def __init__(self, database, workers=1, port=None, **env):
+    def __init__(self, database, workers=1, port=None, graceful=10, **env):
         self.database = database
         self.workers = workers
+        self.graceful = graceful
         self.port = port or free_port()
         self.env = database.environ(AUTO_MIGRATE="1", **env)
         self.process = None
@@ -225,7 +226,7 @@ class Server:
 
         self.process = subprocess.Popen(
             [str(BIN / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(self.workers), "--graceful-timeout", "10"],
+             "--workers", str(self.workers), "--graceful-timeout", str(self.graceful)],
             env=self.env, cwd=str(Path(__file__).resolve().parent.parent),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )

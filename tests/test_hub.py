@@ -136,6 +136,16 @@ def test_dropped_ticket_wakes_and_close_wakes_everyone(quiet_app):
     assert [g.get(timeout=2) for g in waiting] == [[], []]
 
 
+def test_drain_waits_for_a_quiet_moment_but_not_forever(quiet_app):
+    hub = quiet_app.extensions["hub"]
+    hub.in_flight = 1
+    gevent.spawn_later(0.2, setattr, hub, "in_flight", 0)
+    assert hub.drain(timeout=5, quiet=0.1) is True and hub.closing
+    hub.in_flight = 1  # a request that never ends
+    assert hub.drain(timeout=0.3, quiet=0.1) is False
+    hub.in_flight = 0
+
+
 def test_disconnect_watch_notices_a_closed_peer(quiet_app):
     hub = quiet_app.extensions["hub"]
     server_side, client_side = socket.socketpair()
@@ -311,3 +321,29 @@ def test_client_following_cursors_sees_every_change_once_under_out_of_order_comm
     for cid in communities:
         mine = [kind for kind, c in seen if c == cid]
         assert mine == [kind for kind, c in logged if c == cid]
+
+
+@pytest.mark.slow
+def test_sigterm_answers_waiting_polls_and_leaves_despite_idle_connections(server_factory, database):
+    server = server_factory(database, graceful=60)
+    ada = bearer("u-ada")
+    snap = requests.get(server.url + "/me/communities", headers=ada).json()
+    # An idle keep-alive connection, as a browser keeps one open between fetches.
+    idle = socket.create_connection(("127.0.0.1", server.port))
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    assert b"200 OK" in idle.recv(4096)
+    thread, result = wait_in_thread(server.url, ada, {"cursor": snap["cursor"], "hash": snap["hash"],
+                                                      "timeout": 50})
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.process.terminate()
+    thread.join(timeout=20)
+    answered = time.monotonic() - started
+    server.process.wait(timeout=50)
+    left = time.monotonic() - started
+    idle.close()
+    response = result["response"]
+    assert response.status_code == 200 and response.json()["status"] == "unchanged"
+    assert answered < 5
+    # Far inside the 60 s graceful timeout that idle connections used to take.
+    assert left < 15

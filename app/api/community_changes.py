@@ -76,8 +76,11 @@ def poll():
     provision(identity)
 
     socket = next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
-    # A plain check (timeout=0) never waits, so it takes no place in the hub.
-    ticket = hub.subscribe(identity.user_id, socket) if ask.timeout else None
+    # A plain check (timeout=0) never waits, so it takes no place in the hub;
+    # nor does a poll that reaches a worker shutting down: it gets a prompt
+    # answer (and Connection: close) and reconnects to a worker that stays.
+    waits = ask.timeout > 0 and not hub.closing
+    ticket = hub.subscribe(identity.user_id, socket) if waits else None
     try:
         with read_transaction() as session:
             state = feed.read_state(session, identity.user_id)
