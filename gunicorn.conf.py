@@ -93,3 +93,24 @@ def post_worker_init(worker):
         gevent.spawn(drain_and_leave)
 
     signal.signal(signal.SIGTERM, handle_exit)
+
+
+def on_starting(server):
+    """Start from empty metrics: files left by an earlier run would be summed in."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """A worker is gone (exit, crash, SIGKILL): its live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    own = os.environ.get("COMMUNITY_SYNC_OWN_METRICS_DIR")
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(own, ignore_errors=True)
