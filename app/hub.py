@@ -116,7 +116,7 @@ class Hub:
             return
         self._greenlets.append(gevent.spawn(self._run))
         if self.listener is not None:
-            self._greenlets.append(gevent.spawn(self.listener.run))
+            self._greenlets.append(self.listener.start())
 
     def close(self):
         """Answer every waiting poll now (``unchanged``) and refuse new ones.
@@ -335,9 +335,21 @@ class Listener:
         self.reconnects = 0
         self.closed = False
         self._connection = None
+        self._greenlet = None
+
+    def start(self):
+        self._greenlet = gevent.spawn(self.run)
+        return self._greenlet
 
     def stop(self):
+        """Stop listening. The greenlet is killed rather than its connection closed
+        under it: closing a socket that gevent is still watching aborts libev."""
         self.closed = True
+        if self._greenlet is not None and not self._greenlet.dead:
+            if self._greenlet is gevent.getcurrent():
+                return
+            self._greenlet.kill(block=False)
+            return
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()

@@ -268,9 +268,6 @@ def test_demo_tokens_only_for_demo_users_when_on(app_factory):
     assert_problem(client.post("/demo/tokens", json={"user_id": "u-root", "admin": True}), 422)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app/api/demo.py looks a non-string user_id up in a dict: TypeError, 500 instead of 422"
-))
 def test_demo_token_requests_with_a_non_string_user_id(app_factory):
     client = app_factory(DEMO_MODE=True).test_client()
     assert_problem(client.post("/demo/tokens", json={"user_id": {"a": 1}}), 422)

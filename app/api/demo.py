@@ -27,7 +27,7 @@ def users():
 def tokens():
     body = validation.json_object(("user_id", "name", "admin"), required=("user_id",))
     known = {user_id: (name, admin) for user_id, name, admin in DEMO_USERS}
-    if body["user_id"] not in known:
+    if not isinstance(body["user_id"], str) or body["user_id"] not in known:
         raise Problem(422, "unknown-demo-user", "Demo tokens are minted only for the demo users.")
     name, admin = known[body["user_id"]]
     token = mint_token(body["user_id"], name=name, admin=admin, ttl=TOKEN_TTL)
