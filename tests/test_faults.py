@@ -329,11 +329,6 @@ def test_database_outages_lose_nothing(servers, clients, pg_database):
     assert server.metric("community_sync_wake_latency_seconds_count") > 0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "sometimes a closing worker aborts (libev: 'I/O watcher with invalid fd found in "
-    "epoll_ctl'): Listener.stop closes the LISTEN connection while the listener greenlet "
-    "still waits on its fd"
-))
 def test_killed_and_reloaded_workers_lose_nothing(servers, clients, pg_database):
     server = servers(workers=2, SAFETY_NET_INTERVAL=60)
     seed_communities(pg_database, 5)
