@@ -336,6 +336,7 @@ class Listener:
         self.closed = False
         self._connection = None
         self._greenlet = None
+        self._failures = 0
 
     def start(self):
         self._greenlet = gevent.spawn(self.run)
@@ -357,11 +358,9 @@ class Listener:
     def run(self):
         import psycopg2
 
-        failures = 0
         while not self.closed:
             try:
                 self._listen()
-                failures = 0
             except (psycopg2.Error, OSError) as error:
                 if self.closed:
                     return
@@ -369,8 +368,8 @@ class Listener:
                 self.reconnects += 1
                 if self.metrics:
                     self.metrics.listener_reconnects.inc()
-                failures += 1
-                delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+                self._failures += 1
+                delay = min(5.0, 0.05 * 2**self._failures) * random.uniform(0.5, 1.0)
                 log.warning("listener lost (%s); reconnecting in %.2fs", error, delay)
                 gevent.sleep(delay)
 
@@ -385,6 +384,7 @@ class Listener:
             with connection.cursor() as cursor:
                 cursor.execute(f"LISTEN {CHANNEL}")
             self.connected = True
+            self._failures = 0  # the next outage backs off from the start again
             # Whatever was notified while we were away is lost: look again.
             self.on_notify()
             while not self.closed:

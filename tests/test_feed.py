@@ -220,3 +220,39 @@ def test_cursor_from_another_database_is_not_accepted(seeded):
     state, _ = read_all(seeded, "u-ada", feed.SequencePosition(0))
     foreign = feed.Cursor("0123456789abcdef", state.cursor.position)
     assert not state.accepts(foreign)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_rename_racing_a_join_reaches_the_new_member(seeded, database):
+    import threading
+
+    app = seeded
+    start, _ = read_all(app, "u-alan", feed.SequencePosition(0))
+    writers = create_engine(normalize_url(database.url))
+    joining = writers.connect()
+    try:
+        join = joining.begin()
+        joining.execute(text("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')"))
+
+        def rename():
+            with writers.begin() as connection:
+                connection.execute(text("UPDATE communities SET name = 'Py' WHERE id = 'c-python'"))
+
+        renaming = threading.Thread(target=rename)
+        renaming.start()
+        renaming.join(timeout=0.5)  # the rename waits for the join to finish
+        join.commit()
+        renaming.join(timeout=10)
+        assert not renaming.is_alive()
+    finally:
+        joining.close()
+        writers.dispose()
+
+    final, rows = read_all(app, "u-alan", start.cursor.position)
+    # Whatever the interleaving, the log explains the state: the new member is
+    # told of the rename (otherwise its hash would change with nothing to say).
+    assert [(r.type, r.community_id) for r in rows] == [
+        ("joined", "c-python"), ("community_updated", "c-python"),
+    ]
+    assert [c["name"] for c in final.communities if c["id"] == "c-python"] == ["Py"]

@@ -45,6 +45,13 @@ END $$;
 
 CREATE FUNCTION community_sync_membership_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- A rename fans out to the members it can see. A join only takes KEY SHARE
+    -- on the community (the foreign key), which does not conflict with the
+    -- rename's row lock: without this lock a join could commit between the
+    -- rename's fan-out and its commit, and the new member's state would change
+    -- with no change-log row. SHARE conflicts, so one waits for the other and
+    -- whichever commits second sees the first.
+    PERFORM 1 FROM communities WHERE id = coalesce(NEW.community_id, OLD.community_id) FOR SHARE;
     IF TG_OP = 'INSERT' THEN
         PERFORM community_sync_record(NEW.user_id, NEW.community_id, 'joined', NEW.role);
     ELSIF TG_OP = 'DELETE' THEN
