@@ -32,6 +32,7 @@ SETTINGS = {
     "MAX_CONTENT_LENGTH": (int, 16 * 1024),
     "RATELIMIT_WRITES": (str, "120 per minute"),
     "RATELIMIT_STORAGE_URI": (str, "memory://"),
+    "TRUSTED_PROXIES": (int, 0),
 }
 
 TRUE = {"1", "true", "yes", "on"}

@@ -19,7 +19,6 @@ per-address limit count the real client instead.
 """
 import io
 import math
-import os
 import time
 
 from flask import current_app, g, request
@@ -105,17 +104,9 @@ def refuse_large_streamed_bodies():
     environ["CONTENT_LENGTH"] = str(len(body))
 
 
-def _trusted_proxies(app):
-    raw = app.config.get("TRUSTED_PROXIES", os.environ.get("TRUSTED_PROXIES", "0"))
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        raise ValueError(f"TRUSTED_PROXIES must be a whole number, not {raw!r}") from None
-
-
 def init_app(app):
     """Set up the limiter and apply the write limits to the write endpoints."""
-    proxies = _trusted_proxies(app)
+    proxies = max(0, app.config["TRUSTED_PROXIES"])
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     app.before_request(refuse_large_headers)
