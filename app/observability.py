@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import time
-from datetime import datetime
 
 from flask import g, has_request_context, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
@@ -69,8 +68,8 @@ class Metrics:
         )
         self.wake_latency = Histogram(
             "community_sync_wake_latency_seconds",
-            "From a change's recorded time (its transaction's start on PostgreSQL) to the "
-            "answer of a poll that was waiting when it was made.",
+            "From a change being made (its statement, before the commit) to the answer "
+            "of a poll that was waiting for it.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
@@ -87,32 +86,16 @@ class Metrics:
             return registry
         return self.registry
 
-    def observe_poll(self, response, started_wall):
-        """Count a poll's answer and, when it was woken by a change, its latency."""
+    def observe_poll(self, response):
+        """Count a poll's answer by its result."""
         result = response.headers.get("X-Poll-Result")
         if result is None:
             result = "refused" if response.status_code in (429, 503) else "error"
         self.answers.labels(result).inc()
-        if result != "changed":
-            return
-        moments = []
-        for change in (response.get_json(silent=True) or {}).get("changes", ()):
-            at = _parse_time(change.get("at"))
-            # Only changes made while the poll was already waiting measure the
-            # wake-up path; older ones were simply read at once.
-            if at is not None and at >= started_wall:
-                moments.append(at)
-        if moments:
-            self.wake_latency.observe(max(0.0, time.time() - min(moments)))
 
-
-def _parse_time(text):
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    def observe_wake(self, earliest):
+        """A waiting poll answered with changes, the earliest recorded at ``earliest``."""
+        self.wake_latency.observe(max(0.0, time.time() - earliest.timestamp()))
 
 
 # gunicorn access-log atoms worth a field of their own in a JSON line.
@@ -162,7 +145,6 @@ def init_app(app):
         supplied = request.headers.get("X-Request-ID", "")
         g.request_id = supplied if REQUEST_ID.fullmatch(supplied) else secrets.token_hex(8)
         g.started = time.perf_counter()
-        g.started_wall = time.time()
 
     @app.after_request
     def finish(response):
@@ -170,5 +152,5 @@ def init_app(app):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if request.endpoint == POLL_ENDPOINT:
-            app.extensions["metrics"].observe_poll(response, g.get("started_wall", time.time()))
+            app.extensions["metrics"].observe_poll(response)
         return response

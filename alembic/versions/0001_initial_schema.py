@@ -27,9 +27,10 @@ CREATE FUNCTION community_sync_record(
     p_user_id text, p_community_id text, p_type text, p_role text
 ) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO changes (xid, user_id, community_id, type, role, actor)
+    -- clock_timestamp(): when the change was made, not when its transaction began.
+    INSERT INTO changes (xid, user_id, community_id, type, role, actor, at)
     VALUES (pg_current_xact_id()::text::bigint, p_user_id, p_community_id, p_type, p_role,
-            nullif(current_setting('community_sync.actor', true), ''));
+            nullif(current_setting('community_sync.actor', true), ''), clock_timestamp());
     -- Identical notifications are folded within a transaction: one wake-up
     -- per commit however many rows it wrote.
     PERFORM pg_notify('community_sync', '');

@@ -119,6 +119,7 @@ def poll():
             if collected:
                 cursor = feed.Cursor(state.cursor.epoch, latest)
                 rows = [collected[key] for key in sorted(collected)]
+                current_app.extensions["metrics"].observe_wake(min(feed.utc(r.at) for r in rows))
                 return answer(ask, "changed", cursor, newest.communities, newest.hash, state, rows)
         cursor = feed.Cursor(state.cursor.epoch, latest)
         return answer(ask, "unchanged", cursor, None, state.hash, state)
