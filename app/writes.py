@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from flask import current_app
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from . import db
 from .errors import Problem
@@ -19,26 +20,24 @@ MANAGER_ROLES = ("admin", "owner")
 
 @contextmanager
 def writing(actor):
-    """A write transaction that records ``actor`` as ``by`` and wakes this process's hub.
+    """A write transaction of its own that records ``actor`` as ``by``, then wakes this process's hub.
 
     On SQLite the transaction starts IMMEDIATE: a deferred one that reads first
     can fail to upgrade to a write lock instead of waiting for it.
     """
-    session = db.session()
-    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
-    if db.is_postgres():
-        session.execute(text("SELECT set_config('community_sync.actor', :actor, true)"),
-                        {"actor": actor})
-    else:
-        session.merge(ChangeActor(id=1, actor=actor))
-    try:
+    bind = db.engine()
+    postgres = db.is_postgres(bind)
+    if not postgres:
+        bind = bind.execution_options(sqlite_begin="IMMEDIATE")
+    with Session(bind, expire_on_commit=False) as session, session.begin():
+        if postgres:
+            session.execute(text("SELECT set_config('community_sync.actor', :actor, true)"),
+                            {"actor": actor})
+        else:
+            session.merge(ChangeActor(id=1, actor=actor))
         yield session
-        if not db.is_postgres():
+        if not postgres:
             session.execute(delete(ChangeActor))
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
     current_app.extensions["hub"].notify()
 
 
@@ -80,7 +79,7 @@ def ensure_user(session, user_id):
         session.flush()
 
 
-def put_membership(session, identity, community_id, user_id, role):
+def put_membership(session, identity, community_id, user_id, role, retry=True):
     """Add ``user_id`` to the community or set its role. Returns (membership, created)."""
     community = community_or_404(session, community_id)
     authority = _authority(session, identity, community_id)
@@ -106,14 +105,18 @@ def put_membership(session, identity, community_id, user_id, role):
         return membership, False
     ensure_user(session, user_id)
     membership = Membership(user_id=user_id, community_id=community_id, role=role or "member")
-    session.add(membership)
     try:
+        # Added inside the savepoint: entering one flushes what is pending, and
+        # a conflict there would spoil the whole transaction.
         with session.begin_nested():
+            session.add(membership)
             session.flush()
     except IntegrityError:
-        # A concurrent request added it first: the PUT is idempotent.
-        session.expunge(membership)
-        return session.get(Membership, (user_id, community_id), populate_existing=True), False
+        if not retry:
+            raise
+        # Another writer added it first: go again, now as a PUT on an existing
+        # membership (same permission rules, role applied if it differs).
+        return put_membership(session, identity, community_id, user_id, role, retry=False)
     session.refresh(membership)
     return membership, True
 

@@ -186,3 +186,39 @@ def test_actor_is_recorded_as_by(seeded, client, auth):
         leftover = connection.execute(text("SELECT count(*) FROM change_actor")).scalar()
     assert actor == "u-admin"
     assert leftover == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_put_racing_another_writer_for_the_same_membership(seeded, client, auth, database):
+    import threading
+
+    from sqlalchemy import create_engine
+
+    from app.db import normalize_url
+
+    engine = create_engine(normalize_url(database.url))
+    inserted = threading.Event()
+
+    def other_writer():
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')"
+            ))
+            inserted.set()
+            threading.Event().wait(0.5)  # commit only after the PUT has tried to insert
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    try:
+        assert inserted.wait(10)
+        # The PUT sees no membership, blocks on the other writer's row, then
+        # loses the race: it must answer as a PUT on the existing membership.
+        response = client.put("/communities/c-rust/members/u-alan", json={"role": "moderator"},
+                              headers=auth("u-admin", admin=True))
+    finally:
+        thread.join()
+        engine.dispose()
+    assert response.status_code == 200, response.json
+    assert response.json["role"] == "moderator"
+    assert memberships(seeded, "u-alan") == [("c-go", "member"), ("c-rust", "moderator")]
