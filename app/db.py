@@ -4,6 +4,7 @@ The engine lives in ``app.extensions["db"]``; a request gets its session lazily
 through :func:`session` and loses it in teardown, so a long poll that is waiting
 holds no connection and no transaction.
 """
+import functools
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -145,12 +146,19 @@ def read_transaction(bind=None, single_statement=False):
     soon as the block ends.
     """
     bind = bind if bind is not None else engine()
-    options = {}
-    if bind.dialect.name == "postgresql":
-        options["isolation_level"] = "AUTOCOMMIT" if single_statement else "REPEATABLE READ"
-    with Session(bind.execution_options(**options)) as read_session:
+    with Session(_reading(bind, single_statement)) as read_session:
         with read_session.begin():
             yield read_session
+
+
+@functools.lru_cache(maxsize=16)
+def _reading(bind, single_statement):
+    """The engine variant reads run on, made once rather than per request (a process has one engine)."""
+    if bind.dialect.name != "postgresql":
+        return bind
+    return bind.execution_options(
+        isolation_level="AUTOCOMMIT" if single_statement else "REPEATABLE READ"
+    )
 
 
 def is_postgres(bind=None):

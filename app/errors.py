@@ -4,6 +4,7 @@ import random
 
 from flask import jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ def handle_http_exception(error):
 
 
 def handle_database_unavailable(error):
-    """A lost or refused database connection is a passing outage, not a bug."""
+    """A lost or refused database connection, or an exhausted pool, is a passing outage."""
     if not getattr(error, "connection_invalidated", False) and not isinstance(
-        error, OperationalError
+        error, (OperationalError, PoolTimeout)
     ):
         return handle_unexpected(error)
     log.warning("database unavailable: %s", error.__class__.__name__)
@@ -84,4 +85,5 @@ def init_app(app):
     app.register_error_handler(Problem, handle_problem)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_unavailable)
+    app.register_error_handler(PoolTimeout, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

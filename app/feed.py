@@ -223,7 +223,7 @@ def net_membership(changes):
 def read_state(session, user_id):
     """The user's state and the feed position, in one statement (one snapshot)."""
     dialect = session.get_bind().dialect.name
-    rows = session.execute(queries.snapshot_of(user_id, dialect)).all()
+    rows = session.execute(queries.snapshot_of(dialect), {"user_id": user_id}).all()
     head = rows[0]
     communities = sort_communities(community_entry(row) for row in rows if row.id is not None)
     return State(

@@ -1,7 +1,8 @@
 """Functions that build the ``select()``s the feed and the views run."""
+import functools
 import json
 
-from sqlalchemy import Text, and_, cast, func, literal, literal_column, or_, select, text
+from sqlalchemy import Text, and_, bindparam, cast, func, literal, literal_column, or_, select, text
 
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -63,12 +64,15 @@ def memberships_of(user_clause):
     )
 
 
-def snapshot_of(user_id, dialect):
-    """One statement: the feed's identity and position, the user's last change and memberships.
+@functools.cache
+def snapshot_of(dialect):
+    """One statement: the feed's identity and position, a user's last change and memberships.
 
     One statement means one snapshot on every backend, and one query for a
-    conditional GET.
+    conditional GET. Built once per dialect (it runs on every snapshot
+    request); execute it with ``{"user_id": ...}``.
     """
+    user_id = bindparam("user_id")
     joined = Membership.__table__.join(
         Community.__table__, Community.id == Membership.community_id
     )

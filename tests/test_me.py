@@ -69,3 +69,16 @@ def test_unreachable_database_is_503_with_retry_after(app_factory, auth):
     assert response.status_code == 503
     assert response.content_type == "application/problem+json"
     assert 1 <= int(response.headers["Retry-After"]) <= 5
+
+
+def test_an_exhausted_pool_is_503_not_500(app):
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    @app.get("/exhausted")
+    def exhausted():
+        raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
+
+    response = app.test_client().get("/exhausted")
+    assert response.status_code == 503
+    assert response.content_type == "application/problem+json"
+    assert response.headers["Retry-After"]

@@ -8,7 +8,7 @@ check it, and answer ``changed`` or, at the timeout, ``unchanged``.
 """
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify, request
@@ -82,11 +82,7 @@ def poll():
     waits = ask.timeout > 0 and not hub.closing
     ticket = hub.subscribe(identity.user_id, socket) if waits else None
     try:
-        with read_transaction() as session:
-            state = feed.read_state(session, identity.user_id)
-            usable = ask.cursor is not None and state.accepts(ask.cursor)
-            changes = feed.read_changes(session, identity.user_id, ask.cursor.position) if usable else []
-        # The connection is back in the pool from here on.
+        state, usable, changes = read(identity.user_id, ask.cursor)
 
         if not usable:
             return answer(ask, "reset", state.cursor, state.communities, state.hash, state)
@@ -99,6 +95,9 @@ def poll():
         if ticket is None:
             return answer(ask, "unchanged", state.cursor, None, state.hash, state)
 
+        # What the wait keeps: its answer needs no community list until news
+        # brings a new one (thousands of polls wait at once).
+        state = replace(state, communities=None)
         seen = ask.cursor.position
         latest = state.cursor.position
         collected = {}
@@ -126,6 +125,18 @@ def poll():
     finally:
         if ticket is not None:
             hub.unsubscribe(ticket)
+
+
+def read(user_id, cursor):
+    """State, whether the cursor can be answered, and the changes after it: one snapshot.
+
+    A function of its own so its session is gone before the poll waits.
+    """
+    with read_transaction() as session:
+        state = feed.read_state(session, user_id)
+        usable = cursor is not None and state.accepts(cursor)
+        changes = feed.read_changes(session, user_id, cursor.position) if usable else []
+    return state, usable, changes
 
 
 def answer(ask, status, cursor, communities, state_hash, state, changes=()):
