@@ -1,0 +1,141 @@
+"""``python -m bench SCENARIO [--quick] [--runs N]``: run benchmarks, record, render.
+
+Scenarios: held, idle, wake, fanout (these four share held polls), conditional,
+freshness, multi, or all. ``report [RESULTS.json]`` renders docs/benchmarks.md
+and the plots from recorded results (``all`` does it itself unless --quick).
+"""
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from . import conditional, freshness, longpoll, multi, report, stack
+from .stack import log, raise_fd_limit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SESSION_PHASES = ("held", "idle", "wake", "fanout")
+SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi")
+
+FULL = {
+    "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
+    "idle_seconds": {"longpoll": 60, "naive": 20}, "ramp": 200, "runs": 3, "sessions": 2,
+    "connections": 32, "load_seconds": 5.0,
+    "freshness_users": 500, "freshness_seconds": 60, "freshness_changes": 25,
+    "multi_waiters": 1000, "multi_changes": 100, "naive_runs": 1, "settle": stack.SETTLE,
+    "naive_small_waiters": 1000,
+}
+QUICK = {
+    "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
+    "idle_seconds": {"longpoll": 3, "naive": 3}, "ramp": 100, "runs": 1, "sessions": 1,
+    "connections": 8, "load_seconds": 1.0,
+    "freshness_users": 20, "freshness_seconds": 12, "freshness_changes": 4,
+    "multi_waiters": 40, "multi_changes": 10, "naive_runs": 1, "settle": 1.0,
+    "naive_small_waiters": 20,
+}
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=SCENARIOS + ("all", "report"))
+    parser.add_argument("results", nargs="?", help="for report: a results file (default: the latest full run)")
+    parser.add_argument("--quick", action="store_true", help="a small, fast version (smoke test)")
+    parser.add_argument("--runs", type=int, help="repetitions of each measurement (default 3, quick 1)")
+    parser.add_argument("--sessions", type=int, help="long-poll sessions for scenarios 1-4 (default 2)")
+    parser.add_argument("--waiters", type=int, help="held polls for scenarios 1-4 (default 10000)")
+    parser.add_argument("--naive-runs", type=int, help="sessions of the naive baseline (default 1)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the naive long poll sessions")
+    parser.add_argument("--database-url", help="use this (empty, migrated) database instead of creating one; "
+                        "PostgreSQL's per-database counters then include other traffic")
+    parser.add_argument("--output", type=Path, help="where to write the results JSON")
+    parser.add_argument("--docs", type=Path, help="also render the report into this directory")
+    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.scenario == "report":
+        path = Path(args.results) if args.results else RESULTS / "latest-all.json"
+        report.render(json.loads(path.read_text()))
+        return 0
+    options = dict(QUICK if args.quick else FULL)
+    for name in ("runs", "sessions", "waiters", "naive_runs"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    random.seed(args.seed)
+    # Quick runs check that the harness works; their database counters need not settle.
+    stack.SETTLE = options["settle"]
+    raise_fd_limit()
+    results = run(args, options)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS / f"{stamp}-{args.scenario}{'-quick' if args.quick else ''}.json"
+    output.write_text(json.dumps(results, indent=1))
+    log(f"results in {output}")
+    if args.scenario == "all" and not args.quick:
+        (RESULTS / "latest-all.json").write_text(json.dumps(results, indent=1))
+        report.render(results)
+    if args.docs:
+        report.render(results, args.docs)
+    return 0
+
+
+def run(args, options):
+    begin = time.monotonic()
+    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    results = {
+        "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
+        else "python -m bench " + args.scenario,
+        "quick": args.quick, "options": options, "machine": stack.machine(),
+    }
+    users_needed = max(options["waiters"], 4 * options["freshness_users"] + options["multi_waiters"])
+    database = stack.Database(shared_url=args.database_url)
+    try:
+        database.migrate()
+        database.seed(users_needed, options["small"])
+        log(f"database {database.name}: {users_needed} users seeded")
+        used = set()
+        phases = [p for p in SESSION_PHASES if p in scenarios]
+        if phases:
+            results["sessions"] = {"longpoll": [], "naive": []}
+            naive_runs = 0 if args.no_baselines else options["naive_runs"]
+            for number in range(max(options["sessions"], naive_runs)):
+                if number < options["sessions"]:
+                    results["sessions"]["longpoll"].append(
+                        longpoll.run_session(database, "longpoll", options["waiters"], phases, options, used))
+                if number < naive_runs:
+                    naive_options = dict(options, changes=options["naive_changes"], fanout_runs=1,
+                                         fanout_wait=30, wake_wait=20, ramp_deadline=90,
+                                         quiesce=False, fanout_small=False)
+                    results["sessions"]["naive"].append(
+                        longpoll.run_session(database, "naive", options["waiters"], phases, naive_options, used))
+            if not args.no_baselines and ("idle" in phases or "wake" in phases):
+                # At 10,000 waiters the naive poll saturates its worker; at a tenth of that
+                # it still keeps up, and shows its cost growing with the waiters.
+                small_options = dict(options, changes=options["naive_changes"], wake_wait=20, quiesce=False)
+                results["sessions"]["naive_small"] = [longpoll.run_session(
+                    database, "naive", options["naive_small_waiters"],
+                    [p for p in phases if p in ("held", "idle", "wake")], small_options, used)]
+            if "held" in phases and not args.no_baselines:
+                # The floor: what holding a request costs a bare Flask view on this stack.
+                results["sessions"]["bare_wait"] = [
+                    longpoll.run_session(database, "bare_wait", options["waiters"], ("held",), options, used)]
+        free = [f"u{i}" for i in range(users_needed) if i not in used]
+        if "conditional" in scenarios:
+            results["conditional"] = conditional.run(database, options)
+        if "freshness" in scenarios:
+            results["freshness"] = freshness.run(database, options, free[:4 * options["freshness_users"]])
+        if "multi" in scenarios:
+            results["multi"] = multi.run(database, options, free[-options["multi_waiters"]:])
+    finally:
+        database.drop()
+    results["elapsed_seconds"] = round(time.monotonic() - begin, 1)
+    log(f"done in {results['elapsed_seconds']} s")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Profiles behind the analysis in docs/benchmarks.md.
+
+``python -m bench.profile cpu304``: py-spy samples the worker while it answers
+conditional snapshots (304) on keep-alive connections, and prints the functions
+with the largest inclusive share. ``python -m bench.profile memory``: tracemalloc
+snapshots of the worker before and after ``--waiters`` polls are held, compared
+by traceback and by file. Both use a database of their own, like the suite.
+"""
+import argparse
+import collections
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import stack
+from .stack import SECRET, ClientProcess, Server, raise_fd_limit
+
+# A gunicorn config that is the project's plus a tracemalloc hook in the worker:
+# SIGUSR2 takes the baseline snapshot the first time and writes the comparison after.
+TRACEMALLOC_CONF = """
+import os, signal, tracemalloc
+exec(open({conf!r}).read())
+_project_post_worker_init = post_worker_init
+
+def post_worker_init(worker):
+    _project_post_worker_init(worker)
+    tracemalloc.start(12)
+    taken = []
+
+    def snapshot(_sig, _frame):
+        current = tracemalloc.take_snapshot()
+        if not taken:
+            taken.append(current)
+            open({out!r} + ".base", "w").close()
+            return
+        with open({out!r}, "w") as out:
+            stats = current.compare_to(taken[0], "traceback")
+            out.write(f"total {{sum(s.size_diff for s in stats)}} bytes\\n\\n")
+            for stat in stats[:20]:
+                out.write(f"{{stat.size_diff}} bytes in {{stat.count_diff}} blocks\\n")
+                for line in stat.traceback.format()[-6:]:
+                    out.write("    " + line + "\\n")
+            out.write("\\nby file\\n")
+            for stat in current.compare_to(taken[0], "filename")[:25]:
+                out.write(f"{{stat.size_diff:>10}} {{stat.count_diff:>7}} {{stat.traceback[0].filename}}\\n")
+
+    signal.signal(signal.SIGUSR2, snapshot)
+"""
+
+
+def cpu304(database, seconds):
+    server = Server(database, target="wsgi:app").start()
+    client = ClientProcess()
+    users = [f"u{i}" for i in range(64)]
+    output = Path(tempfile.mkdtemp()) / "py-spy.txt"
+    try:
+        load = dict(port=server.port, path="/me/communities", users=users, secret=SECRET,
+                    connections=32, conditional=True)
+        client.call("load", "load", duration=2, **load)
+        spy = subprocess.Popen([
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.worker_pids()[0]),
+            "-d", str(int(seconds) + 2), "-r", "200", "-f", "raw", "-o", str(output)])
+        time.sleep(1)
+        result = client.call("load", "load", duration=seconds, **load)
+        spy.wait()
+    finally:
+        client.close()
+        server.stop()
+    print(f"{result['requests'] / result['elapsed']:.0f} requests/s during the profile")
+    total, inclusive = 0, collections.Counter()
+    for line in output.read_text().splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        total += int(count)
+        names = {frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].split(":")[0]
+                 for frame in stack_text.split(";")}
+        for name in names:
+            inclusive[name] += int(count)
+    print(f"{total} samples; inclusive share:")
+    for name, count in inclusive.most_common(45):
+        print(f"{100 * count / total:5.1f}%  {name}")
+
+
+def memory(database, waiters):
+    directory = Path(tempfile.mkdtemp())
+    out = directory / "tracemalloc.txt"
+    conf = directory / "gunicorn_tracemalloc.py"
+    conf.write_text(TRACEMALLOC_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
+    server = Server(database, target="wsgi:app")
+    command = [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", str(conf),
+               "--bind", f"127.0.0.1:{server.port}", "--workers", "1"]
+    server.process = subprocess.Popen(command, cwd=stack.ROOT, env=server.env, start_new_session=True)
+    client = None
+    try:
+        stack.wait_for(lambda: len(server.worker_pids()) == 1, 30)
+        time.sleep(2)
+        client = ClientProcess()
+        client.call("load", "load", port=server.port, path="/community-changes/poll?timeout=0",
+                    users=["warm"], secret=SECRET, connections=4, duration=1.0)
+        pid = server.worker_pids()[0]
+        os.kill(pid, signal.SIGUSR2)
+        stack.wait_for(lambda: Path(str(out) + ".base").exists(), 30)
+        client.call("hold", "held", users=[f"u{i}" for i in range(waiters)], ports=[server.port],
+                    path="/community-changes/poll", timeout=290, secret=SECRET, ramp=100)
+        stack.wait_for(lambda: server.waiting() >= waiters, 60)
+        time.sleep(1)
+        os.kill(pid, signal.SIGUSR2)
+        stack.wait_for(out.exists, 60)
+        time.sleep(1)
+    finally:
+        if client is not None:
+            client.close()
+        server.stop()
+    print(f"{waiters} polls held; Python heap growth, largest first:\n")
+    print(out.read_text())
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("what", choices=("cpu304", "memory"))
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--waiters", type=int, default=2000)
+    args = parser.parse_args()
+    raise_fd_limit()
+    database = stack.Database()
+    try:
+        database.migrate()
+        database.seed(max(args.waiters, 64), 50)
+        if args.what == "cpu304":
+            cpu304(database, args.seconds)
+        else:
+            memory(database, args.waiters)
+    finally:
+        database.drop()
+
+
+if __name__ == "__main__":
+    main()
