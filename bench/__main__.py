@@ -32,7 +32,7 @@ QUICK = {
     "connections": 8, "load_seconds": 1.0,
     "freshness_users": 20, "freshness_seconds": 12, "freshness_changes": 4,
     "multi_waiters": 40, "multi_changes": 10, "naive_runs": 1, "settle": 1.0,
-    "naive_small_waiters": 20,
+    "naive_small_waiters": 0,
 }
 
 
@@ -112,12 +112,13 @@ def run(args, options):
                                          quiesce=False, fanout_small=False)
                     results["sessions"]["naive"].append(
                         longpoll.run_session(database, "naive", options["waiters"], phases, naive_options, used))
-            if not args.no_baselines and ("idle" in phases or "wake" in phases):
+            small_naive = options["naive_small_waiters"]
+            if small_naive and not args.no_baselines and ("idle" in phases or "wake" in phases):
                 # At 10,000 waiters the naive poll saturates its worker; at a tenth of that
                 # it still keeps up, and shows its cost growing with the waiters.
                 small_options = dict(options, changes=options["naive_changes"], wake_wait=20, quiesce=False)
                 results["sessions"]["naive_small"] = [longpoll.run_session(
-                    database, "naive", options["naive_small_waiters"],
+                    database, "naive", small_naive,
                     [p for p in phases if p in ("held", "idle", "wake")], small_options, used)]
             if "held" in phases and not args.no_baselines:
                 # The floor: what holding a request costs a bare Flask view on this stack.

@@ -66,7 +66,7 @@ def render(results, docs=DOCS):
     add("")
     add(f"- Command: `{results['command']}` (from the repository root, with the virtualenv's python),")
     add(f"  {results['elapsed_seconds'] / 60:.1f} minutes.")
-    add(f"- Date: {machine['date']}.")
+    add(f"- Date: {machine['date']}; code at commit `{machine.get('commit') or 'unknown'}`.")
     add(f"- Machine: {machine['cpu']}, {machine['cores']} cores (shared, noisy), {machine['memory_gib']} GiB, "
         f"Linux {machine['kernel']}, Python {machine['python']}, "
         + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()) + f", {machine['postgresql_client']}.")

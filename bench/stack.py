@@ -11,6 +11,7 @@ import resource
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -363,7 +364,13 @@ def machine():
         pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
     except OSError:
         pg = ""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = ""
     return {
+        "commit": commit,
         "cpu": model,
         "cores": os.cpu_count(),
         "memory_gib": round(total_kb / 1024 / 1024, 1),
@@ -384,4 +391,4 @@ def percentile(values, p):
 
 def median(values):
     values = [v for v in values if v is not None]
-    return percentile(values, 0.5) if values else None
+    return statistics.median(values) if values else None
