@@ -64,10 +64,28 @@ def _unauthorized(detail, error="invalid_token"):
 
 
 def decode_token(token):
-    """Verify ``token`` and return its :class:`Identity`, or raise a 401 Problem."""
-    config = current_app.config
+    """Verify ``token`` and return its :class:`Identity`, or raise a 401 Problem.
+
+    A browser sends the same token with every poll for as long as it lives, so
+    verified tokens are remembered (bounded) until they expire: the same bytes
+    carry the same, already checked, signature.
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise _unauthorized("The token is too large.")
+    verified = current_app.extensions["verified_tokens"]
+    cached = verified.get(token)
+    if cached is not None:
+        identity, expires = cached
+        if time.time() < expires:
+            return identity
+        verified.pop(token)
+    identity, expires = _verify(token)
+    verified.put(token, (identity, expires))
+    return identity
+
+
+def _verify(token):
+    config = current_app.config
     options = {"require": ["sub", "exp"], "verify_aud": bool(config["JWT_AUDIENCE"])}
     try:
         # algorithms is pinned: "none" and RS/HS confusion are refused by PyJWT.
@@ -90,7 +108,7 @@ def decode_token(token):
     name = claims.get("name")
     if name is not None and not valid_name(name):
         name = None
-    return Identity(subject, name, claims.get("adm") is True)
+    return Identity(subject, name, claims.get("adm") is True), claims["exp"]
 
 
 def authenticate():
@@ -105,33 +123,37 @@ def authenticate():
     return g.identity
 
 
-class Provisioned:
-    """Which users this process knows to exist, so a known user costs no query.
-
-    Bounded LRU: a forgotten user is just checked (and re-provisioned) again.
-    """
+class LRU:
+    """A bounded mapping that forgets its least recently used entries."""
 
     def __init__(self, capacity=100_000):
         self.capacity = capacity
-        self.known = OrderedDict()
+        self.entries = OrderedDict()
 
-    def seen(self, identity):
-        key = (identity.user_id, identity.name)
-        if key in self.known:
-            self.known.move_to_end(key)
-            return True
-        return False
+    def get(self, key):
+        value = self.entries.get(key)
+        if value is not None:
+            self.entries.move_to_end(key)
+        return value
 
-    def remember(self, identity):
-        self.known[(identity.user_id, identity.name)] = True
-        if len(self.known) > self.capacity:
-            self.known.popitem(last=False)
+    def put(self, key, value):
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        if len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+
+    def pop(self, key):
+        self.entries.pop(key, None)
 
 
 def provision(identity):
-    """Create the caller's user row the first time its token is seen."""
+    """Create the caller's user row the first time its token is seen.
+
+    This process remembers whom it has provisioned (a bounded LRU), so a known
+    user costs no query; a forgotten one is just checked again.
+    """
     cache = current_app.extensions["provisioned"]
-    if cache.seen(identity):
+    if cache.get(identity):
         return
     session = db.session()
     user = session.get(User, identity.user_id)
@@ -146,7 +168,7 @@ def provision(identity):
         session.rollback()
         if session.scalar(select(User.id).where(User.id == identity.user_id)) is None:
             raise
-    cache.remember(identity)
+    cache.put(identity, True)
 
 
 def current_identity():
@@ -157,4 +179,5 @@ def current_identity():
 
 
 def init_app(app):
-    app.extensions["provisioned"] = Provisioned()
+    app.extensions["provisioned"] = LRU()
+    app.extensions["verified_tokens"] = LRU(capacity=50_000)

@@ -45,7 +45,7 @@ def default_sqlite_url(instance_path):
     return f"sqlite:///{Path(instance_path) / 'community-sync.sqlite3'}"
 
 
-def make_engine(url, pool_size=10, max_overflow=10, echo=False):
+def make_engine(url, pool_size=10, max_overflow=10, pool_timeout=5.0, echo=False):
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
@@ -57,6 +57,9 @@ def make_engine(url, pool_size=10, max_overflow=10, echo=False):
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        # An overloaded worker should shed requests (503, see app.errors)
+        # rather than queue them for half a minute.
+        pool_timeout=pool_timeout,
         # No pre-ping: it would cost a round trip on every request. A
         # connection lost to a restart fails one request (503, see
         # app.errors) and the pool replaces it.
@@ -108,6 +111,7 @@ def init_app(app):
         app.config["DATABASE_URL"],
         pool_size=app.config["DB_POOL_SIZE"],
         max_overflow=app.config["DB_MAX_OVERFLOW"],
+        pool_timeout=app.config["DB_POOL_TIMEOUT"],
         echo=app.config["SQL_ECHO"],
     )
     app.extensions["db"] = engine
@@ -142,13 +146,14 @@ def read_transaction(bind=None, single_statement=False):
     state, the changes and the cursor of one answer must agree, so reads run
     REPEATABLE READ (a read-only transaction there never fails to serialise).
     A read of ``single_statement`` is consistent on its own and skips the
-    BEGIN and COMMIT round trips. The connection goes back to the pool as
-    soon as the block ends.
+    BEGIN and COMMIT round trips. Reads are Core statements returning plain
+    rows, so they run on a ``Connection``, without an ORM session's
+    bookkeeping. The connection goes back to the pool as soon as the block
+    ends.
     """
     bind = bind if bind is not None else engine()
-    with Session(_reading(bind, single_statement)) as read_session:
-        with read_session.begin():
-            yield read_session
+    with _reading(bind, single_statement).connect() as connection, connection.begin():
+        yield connection
 
 
 @functools.lru_cache(maxsize=16)

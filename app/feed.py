@@ -220,10 +220,10 @@ def net_membership(changes):
     return added, removed
 
 
-def read_state(session, user_id):
+def read_state(connection, user_id):
     """The user's state and the feed position, in one statement (one snapshot)."""
-    dialect = session.get_bind().dialect.name
-    rows = session.execute(queries.snapshot_of(dialect), {"user_id": user_id}).all()
+    statement = queries.snapshot_of(connection.dialect.name)
+    rows = connection.execute(statement, {"user_id": user_id}).all()
     head = rows[0]
     communities = sort_communities(community_entry(row) for row in rows if row.id is not None)
     return State(
@@ -235,28 +235,27 @@ def read_state(session, user_id):
     )
 
 
-def read_changes(session, user_id, position):
-    return session.execute(queries.changes_after(position, user_id)).all()
+def read_changes(connection, user_id, position):
+    return connection.execute(queries.changes_after(position, user_id)).all()
 
 
-def read_position(session):
+def read_position(connection):
     """The current feed position alone (a cheap statement)."""
-    dialect = session.get_bind().dialect.name
-    return parse_position(session.scalar(select(queries.current_position(dialect))))
+    dialect = connection.dialect.name
+    return parse_position(connection.scalar(select(queries.current_position(dialect))))
 
 
-def read_news(session, position):
+def read_news(connection, position):
     """Every change the position does not see, and the position that sees them."""
-    new_position = read_position(session)
-    return session.execute(queries.changes_after(position)).all(), new_position
+    new_position = read_position(connection)
+    return connection.execute(queries.changes_after(position)).all(), new_position
 
 
-def read_states(session, user_ids):
+def read_states(connection, user_ids):
     """Current memberships of many users in one statement: ``{user_id: communities}``."""
-    dialect = session.get_bind().dialect.name
     grouped = {user_id: [] for user_id in user_ids}
-    clause = queries.in_json_list(queries.STATE_COLUMNS[0], user_ids, dialect)
-    for row in session.execute(queries.memberships_of(clause)):
+    clause = queries.in_json_list(queries.STATE_COLUMNS[0], user_ids, connection.dialect.name)
+    for row in connection.execute(queries.memberships_of(clause)):
         grouped[row.user_id].append(community_entry(row))
     return {user_id: sort_communities(entries) for user_id, entries in grouped.items()}
 
