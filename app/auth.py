@@ -1,7 +1,6 @@
 """Bearer-token identity: HS256 JWTs signed with SECRET_KEY, users provisioned on first sight."""
 import re
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -10,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from . import db
+from .cache import LRU
 from .errors import Problem
 from .models import ID_LENGTH, User
 
@@ -121,29 +121,6 @@ def authenticate():
         raise _unauthorized("This endpoint needs an Authorization: Bearer token.", "invalid_request")
     g.identity = decode_token(token.strip())
     return g.identity
-
-
-class LRU:
-    """A bounded mapping that forgets its least recently used entries."""
-
-    def __init__(self, capacity=100_000):
-        self.capacity = capacity
-        self.entries = OrderedDict()
-
-    def get(self, key):
-        value = self.entries.get(key)
-        if value is not None:
-            self.entries.move_to_end(key)
-        return value
-
-    def put(self, key, value):
-        self.entries[key] = value
-        self.entries.move_to_end(key)
-        if len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
-
-    def pop(self, key):
-        self.entries.pop(key, None)
 
 
 def provision(identity):

@@ -28,7 +28,7 @@ SETTINGS = {
     "PRUNE_INTERVAL": (int, 3600),
     "DB_POOL_SIZE": (int, 10),
     "DB_MAX_OVERFLOW": (int, 10),
-    "DB_POOL_TIMEOUT": (float, 5.0),
+    "DB_POOL_TIMEOUT": (float, 30.0),
     "SQL_ECHO": (bool, False),
     "MAX_CONTENT_LENGTH": (int, 16 * 1024),
     "RATELIMIT_WRITES": (str, "120 per minute"),

@@ -45,7 +45,7 @@ def default_sqlite_url(instance_path):
     return f"sqlite:///{Path(instance_path) / 'community-sync.sqlite3'}"
 
 
-def make_engine(url, pool_size=10, max_overflow=10, pool_timeout=5.0, echo=False):
+def make_engine(url, pool_size=10, max_overflow=10, pool_timeout=30.0, echo=False):
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
@@ -57,8 +57,8 @@ def make_engine(url, pool_size=10, max_overflow=10, pool_timeout=5.0, echo=False
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        # An overloaded worker should shed requests (503, see app.errors)
-        # rather than queue them for half a minute.
+        # How long a request queues for a connection before a 503 (app.errors):
+        # long enough to ride out a reconnect storm after a deploy.
         pool_timeout=pool_timeout,
         # No pre-ping: it would cost a round trip on every request. A
         # connection lost to a restart fails one request (503, see

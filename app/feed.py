@@ -245,6 +245,15 @@ def read_position(connection):
     return parse_position(connection.scalar(select(queries.current_position(dialect))))
 
 
+def read_head(connection):
+    """The change log's epoch and current position, in one statement."""
+    dialect = connection.dialect.name
+    row = connection.execute(
+        select(FeedMeta.epoch, queries.current_position(dialect)).where(FeedMeta.id == 1)
+    ).one()
+    return row[0], parse_position(row[1])
+
+
 def read_news(connection, position):
     """Every change the position does not see, and the position that sees them."""
     new_position = read_position(connection)

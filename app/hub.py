@@ -28,12 +28,16 @@ from gevent.event import Event
 from sqlalchemy.orm import Session
 
 from . import feed
+from .cache import LRU
 from .db import read_transaction
 from .errors import Problem
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "community_sync"
+# How much the hub remembers to vouch for re-polls' cursors (see Hub.vouches).
+RECENT_USERS = 100_000
+RECENT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,13 @@ class Hub:
         self.waiting = 0
         self.in_flight = 0
         self.position = None
+        # Since when this hub has read every change (``since``), and what it
+        # read of whom: enough to vouch for a re-poll's cursor (see vouches()).
+        self.epoch = None
+        self.since = None
+        self.since_at = 0.0
+        self.recent = {}
+        self.served = LRU(RECENT_USERS)
         self.closing = False
         self.reads = 0
         self._positioning = None
@@ -212,7 +223,7 @@ class Hub:
         if not self.users:
             # Nobody waits: forget the position rather than read from a stale
             # one later. The next subscriber takes a fresh one first.
-            self.position = None
+            self._forget_position()
 
     def wait(self, ticket, timeout):
         """Block until news for the ticket's user, a drop, shutdown or ``timeout``.
@@ -236,7 +247,31 @@ class Hub:
         """A hint that the change log may have grown; cheap, callable anywhere."""
         self._hint.set()
 
+    def vouches(self, user_id, cursor, client_hash):
+        """Can a poll with this cursor and hash wait without reading the database?
+
+        Yes when this hub has read every change since before the cursor
+        (``since``) and none of them was this user's unless the cursor saw it:
+        then the client's state is current, and whatever comes next reaches the
+        poll as news, since it subscribed before asking. This is what makes a
+        quiet client's re-poll, every POLL_MAX_TIMEOUT, cost no query.
+        """
+        if self.since is None or cursor is None or client_hash is None:
+            return False
+        # The hash must be one this process served the user: a stale or forged
+        # one goes the long way, and is answered with a reset there.
+        if self.served.get(user_id) != client_hash:
+            return False
+        if cursor.epoch != self.epoch or not cursor.position.covers(self.since):
+            return False
+        rows = self.recent.get(user_id, ())
+        return rows is not None and all(cursor.position.sees(row) for row in rows)
+
     # -- the batched re-read --------------------------------------------------
+
+    def served_hash(self, user_id, digest):
+        """Note the state hash this process just gave the user (see vouches())."""
+        self.served.put(user_id, digest)
 
     def _ensure_position(self):
         while self.position is None:
@@ -245,10 +280,12 @@ class Hub:
                 continue
             self._positioning = Event()
             try:
-                with read_transaction(self.engine) as session:
-                    position = feed.read_position(session)
+                with read_transaction(self.engine, single_statement=True) as connection:
+                    epoch, position = feed.read_head(connection)
                 if self.position is None:
                     self.position = position
+                    self.epoch = epoch
+                    self._track_from(position)
             finally:
                 event, self._positioning = self._positioning, None
                 event.set()
@@ -269,7 +306,9 @@ class Hub:
                 if row.user_id in self.users:
                     touched[row.user_id].append(row)
             states = feed.read_states(session, list(touched)) if touched else {}
-        self.position = position if self.users else None
+        self._remember(rows, position)
+        if not self.users:
+            self._forget_position()
         for user_id, user_rows in touched.items():
             waiters = self.users.get(user_id)
             if waiters is None:
@@ -279,6 +318,30 @@ class Hub:
             waiters.wake()
         if self.metrics and touched:
             self.metrics.wakeups.inc(len(touched))
+
+    def _track_from(self, position):
+        self.since = position
+        self.since_at = time.monotonic()
+        self.recent = {}
+
+    def _forget_position(self):
+        self.position = None
+        self.since = None
+        self.recent = {}
+
+    def _remember(self, rows, position):
+        """Advance the position, noting whose changes were read (for vouches())."""
+        self.position = position
+        if self.since is None:
+            return
+        if len(self.recent) > RECENT_USERS or time.monotonic() - self.since_at > RECENT_SECONDS:
+            # Start over from here: older cursors simply get a read again.
+            self._track_from(position)
+            return
+        for row in rows:
+            seen = self.recent.get(row.user_id, ())
+            # A user with many changes is not worth tracking row by row.
+            self.recent[row.user_id] = None if seen is None or len(seen) >= 8 else (*seen, row)
 
     def _run(self):
         failures = 0

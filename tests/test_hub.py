@@ -347,3 +347,74 @@ def test_sigterm_answers_waiting_polls_and_leaves_despite_idle_connections(serve
     assert answered < 5
     # Far inside the 60 s graceful timeout that idle connections used to take.
     assert left < 15
+
+
+# -- re-polls the hub can vouch for ----------------------------------------------
+
+
+def start_poll(client, headers, cursor, digest, timeout=20):
+    greenlet = gevent.spawn(
+        client.get, f"/community-changes/poll?cursor={cursor}&hash={digest}&timeout={timeout}",
+        headers=headers,
+    )
+    gevent.sleep(0.1)
+    return greenlet
+
+
+def test_a_quiet_re_poll_reads_nothing_and_still_wakes(app_factory, auth, database, monkeypatch):
+    from app.api import community_changes
+
+    app = app_factory(SAFETY_NET_INTERVAL=0.1)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    client = app.test_client()
+    # Another user's poll keeps the hub reading, as on any busy worker.
+    grace = client.get("/me/communities", headers=auth("u-grace")).json
+    keeper = start_poll(client, auth("u-grace"), grace["cursor"], grace["hash"], timeout=20)
+    ada = auth("u-ada")
+    body = client.get("/me/communities", headers=ada).json
+    first = client.get(f"/community-changes/poll?cursor={body['cursor']}&hash={body['hash']}&timeout=1",
+                       headers=ada).json
+    assert first["status"] == "unchanged"
+
+    reads = []
+    original = community_changes.read
+    monkeypatch.setattr(community_changes, "read", lambda *a: reads.append(a) or original(*a))
+    again = start_poll(client, ada, first["cursor"], first["hash"])
+    assert reads == []  # the hub vouched for the cursor: no read at all
+    database.psql("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'")
+    woken = again.get(timeout=10).json
+    assert woken["status"] == "changed"
+    assert [(c["type"], c["community_id"]) for c in woken["changes"]] == [("left", "c-rust")]
+    # A forged hash is never vouched for: it is read, and reset.
+    forged = client.get(f"/community-changes/poll?cursor={woken['cursor']}&hash={'0' * 16}&timeout=20",
+                        headers=ada).json
+    assert forged["status"] == "reset" and len(reads) == 1
+    app.extensions["hub"].close()
+    keeper.get(timeout=5)
+
+
+def test_a_change_between_two_polls_is_not_vouched_away(app_factory, auth, database):
+    app = app_factory(SAFETY_NET_INTERVAL=0.1)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    client = app.test_client()
+    grace = client.get("/me/communities", headers=auth("u-grace")).json
+    keeper = start_poll(client, auth("u-grace"), grace["cursor"], grace["hash"], timeout=20)
+    ada = auth("u-ada")
+    body = client.get("/me/communities", headers=ada).json
+    quiet = client.get(f"/community-changes/poll?cursor={body['cursor']}&hash={body['hash']}&timeout=1",
+                       headers=ada).json
+    # Between ada's polls: a change the hub reads while she has no poll waiting.
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+    hub = app.extensions["hub"]
+    deadline = time.monotonic() + 10
+    while "u-ada" not in hub.recent and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    assert not hub.vouches("u-ada", feed.Cursor.decode(quiet["cursor"]), quiet["hash"])
+    started = time.monotonic()
+    response = client.get(
+        f"/community-changes/poll?cursor={quiet['cursor']}&hash={quiet['hash']}&timeout=20", headers=ada
+    ).json
+    assert response["status"] == "changed" and time.monotonic() - started < 5
+    assert [c["community_id"] for c in response["changes"]] == ["c-go"]
+    hub.close()
+    keeper.get(timeout=5)

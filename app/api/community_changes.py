@@ -8,10 +8,10 @@ check it, and answer ``changed`` or, at the timeout, ``unchanged``.
 """
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from .. import feed
 from ..auth import authenticate, provision
@@ -82,49 +82,63 @@ def poll():
     waits = ask.timeout > 0 and not hub.closing
     ticket = hub.subscribe(identity.user_id, socket) if waits else None
     try:
-        state, usable, changes = read(identity.user_id, ask.cursor)
+        if ticket is not None and hub.vouches(identity.user_id, ask.cursor, ask.hash):
+            # This hub has read every change since before the client's cursor
+            # and none was this user's: nothing to read, straight to waiting.
+            return wait(hub, ticket, ask, ask.cursor, ask.hash, last_change_at=None)
 
+        state, usable, changes = read(identity.user_id, ask.cursor)
         if not usable:
-            return answer(ask, "reset", state.cursor, state.communities, state.hash, state)
+            return answer(ask, "reset", state.cursor, state.communities, state.hash,
+                          state.last_change_at)
         if changes:
-            return answer(ask, "changed", state.cursor, state.communities, state.hash, state, changes)
+            return answer(ask, "changed", state.cursor, state.communities, state.hash,
+                          state.last_change_at, changes)
         if ask.hash is not None and ask.hash != state.hash:
             # Same cursor, different state: the client's copy is not ours.
-            return answer(ask, "reset", state.cursor, state.communities, state.hash, state)
-
+            return answer(ask, "reset", state.cursor, state.communities, state.hash,
+                          state.last_change_at)
         if ticket is None:
-            return answer(ask, "unchanged", state.cursor, None, state.hash, state)
-
-        # What the wait keeps: its answer needs no community list until news
-        # brings a new one (thousands of polls wait at once).
-        state = replace(state, communities=None)
-        seen = ask.cursor.position
-        latest = state.cursor.position
-        collected = {}
-        deadline = time.monotonic() + jittered_wait(ask.timeout)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or hub.closing or ticket.gone:
-                break
-            for news in hub.wait(ticket, remaining):
-                # News read from a snapshot older than ours says nothing new.
-                if not news.position.covers(latest):
-                    continue
-                latest = news.position
-                newest = news
-                for row in news.rows:
-                    if not seen.sees(row):
-                        collected[row.id] = row
-            if collected:
-                cursor = feed.Cursor(state.cursor.epoch, latest)
-                rows = [collected[key] for key in sorted(collected)]
-                current_app.extensions["metrics"].observe_wake(min(feed.utc(r.at) for r in rows))
-                return answer(ask, "changed", cursor, newest.communities, newest.hash, state, rows)
-        cursor = feed.Cursor(state.cursor.epoch, latest)
-        return answer(ask, "unchanged", cursor, None, state.hash, state)
+            return answer(ask, "unchanged", state.cursor, None, state.hash, state.last_change_at)
+        cursor, digest, last_change_at = state.cursor, state.hash, state.last_change_at
+        # A waiting poll keeps only what its answer needs (thousands wait at once).
+        del state, changes
+        return wait(hub, ticket, ask, cursor, digest, last_change_at)
     finally:
         if ticket is not None:
             hub.unsubscribe(ticket)
+
+
+def wait(hub, ticket, ask, cursor, digest, last_change_at):
+    """Wait for news of changes the client's cursor did not see, or the timeout.
+
+    ``cursor`` is where the poll's knowledge stands (its own read, or the
+    client's cursor when the hub vouched for it); news from an older snapshot
+    says nothing new, and rows the client saw are not sent again.
+    """
+    seen = ask.cursor.position
+    latest = cursor.position
+    collected = {}
+    deadline = time.monotonic() + jittered_wait(ask.timeout)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or hub.closing or ticket.gone:
+            break
+        for news in hub.wait(ticket, remaining):
+            if not news.position.covers(latest):
+                continue
+            latest = news.position
+            newest = news
+            for row in news.rows:
+                if not seen.sees(row):
+                    collected[row.id] = row
+        if collected:
+            rows = [collected[key] for key in sorted(collected)]
+            current_app.extensions["metrics"].observe_wake(min(feed.utc(r.at) for r in rows))
+            return answer(ask, "changed", feed.Cursor(cursor.epoch, latest), newest.communities,
+                          newest.hash, None, rows)
+    return answer(ask, "unchanged", feed.Cursor(cursor.epoch, latest), None, digest,
+                  last_change_at)
 
 
 def read(user_id, cursor):
@@ -139,8 +153,9 @@ def read(user_id, cursor):
     return state, usable, changes
 
 
-def answer(ask, status, cursor, communities, state_hash, state, changes=()):
+def answer(ask, status, cursor, communities, state_hash, last_change_at, changes=()):
     now = datetime.now(timezone.utc)
+    current_app.extensions["hub"].served_hash(g.identity.user_id, state_hash)
     body = {
         "status": status,
         "cursor": cursor.encode(),
@@ -154,7 +169,7 @@ def answer(ask, status, cursor, communities, state_hash, state, changes=()):
         body["removed"] = removed
     if communities is not None:
         body["communities"] = communities
-    last_change = now if status == "changed" else state.last_change_at
+    last_change = now if status == "changed" else last_change_at
     headers = {
         "X-Poll-Result": status,
         "ETag": etag(state_hash),
