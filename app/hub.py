@@ -117,7 +117,7 @@ class Hub:
         self._hint = Event()
         self._greenlets = []
         self._next_prune = 0.0
-        self.listener = Listener(listen, self.notify, metrics) if listen else None
+        self.listener = Listener(listen, self.notify, self._database_lost, metrics) if listen else None
         self.disconnects = DisconnectWatch(self)
 
     # -- life cycle -----------------------------------------------------------
@@ -247,6 +247,15 @@ class Hub:
         """A hint that the change log may have grown; cheap, callable anywhere."""
         self._hint.set()
 
+    def _database_lost(self):
+        """The listener's connection broke: the pooled ones most likely did too.
+
+        Pooled connections are not pinged on checkout (a round trip per
+        request); a restart would leave each to fail once, whenever it is next
+        used. The listener notices at once, so the pool starts afresh.
+        """
+        self.engine.dispose()
+
     def vouches(self, user_id, cursor, client_hash):
         """Can a poll with this cursor and hash wait without reading the database?
 
@@ -260,7 +269,8 @@ class Hub:
             return False
         # The hash must be one this process served the user: a stale or forged
         # one goes the long way, and is answered with a reset there.
-        if self.served.get(user_id) != client_hash:
+        served = self.served.get(user_id)
+        if served is None or served[0] != client_hash:
             return False
         if cursor.epoch != self.epoch or not cursor.position.covers(self.since):
             return False
@@ -269,9 +279,14 @@ class Hub:
 
     # -- the batched re-read --------------------------------------------------
 
-    def served_hash(self, user_id, digest):
-        """Note the state hash this process just gave the user (see vouches())."""
-        self.served.put(user_id, digest)
+    def served_state(self, user_id, digest, last_change_at):
+        """Note the state this process just gave the user (see vouches())."""
+        self.served.put(user_id, (digest, last_change_at))
+
+    def last_change_served(self, user_id):
+        """When the state last served to the user last changed, as that answer said."""
+        served = self.served.get(user_id)
+        return served[1] if served else None
 
     def _ensure_position(self):
         while self.position is None:
@@ -389,9 +404,10 @@ class Listener:
     and, once connected again, hints the hub to re-check everything waiting.
     """
 
-    def __init__(self, dsn, on_notify, metrics=None, keepalive=30.0):
+    def __init__(self, dsn, on_notify, on_lost=None, metrics=None, keepalive=30.0):
         self.dsn = dsn
         self.on_notify = on_notify
+        self.on_lost = on_lost
         self.metrics = metrics
         self.keepalive = keepalive
         self.connected = False
@@ -462,6 +478,10 @@ class Listener:
                 if connection.notifies:
                     connection.notifies.clear()
                     self.on_notify()
+        except (psycopg2.Error, OSError):
+            if self.connected and not self.closed and self.on_lost is not None:
+                self.on_lost()
+            raise
         finally:
             self.connected = False
             if self._connection is connection:

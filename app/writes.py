@@ -45,8 +45,8 @@ def unknown_community(community_id):
     return Problem(404, "unknown-community", f"There is no community {community_id!r}.")
 
 
-def community_or_404(session, community_id):
-    community = session.get(Community, community_id)
+def community_or_404(session, community_id, for_update=False):
+    community = session.get(Community, community_id, with_for_update=for_update)
     if community is None:
         raise unknown_community(community_id)
     return community
@@ -83,7 +83,8 @@ def put_membership(session, identity, community_id, user_id, role, retry=True):
     """Add ``user_id`` to the community or set its role. Returns (membership, created)."""
     community = community_or_404(session, community_id)
     authority = _authority(session, identity, community_id)
-    membership = session.get(Membership, (user_id, community_id))
+    # Locked: another writer may change or remove it before our update lands.
+    membership = session.get(Membership, (user_id, community_id), with_for_update=True)
     if authority is None:
         if user_id != identity.user_id:
             _forbid("Only platform admins and the community's admins may add other users.")
@@ -124,7 +125,7 @@ def put_membership(session, identity, community_id, user_id, role, retry=True):
 def delete_membership(session, identity, community_id, user_id):
     """Remove ``user_id`` from the community; nothing to remove is not an error."""
     community_or_404(session, community_id)
-    membership = session.get(Membership, (user_id, community_id))
+    membership = session.get(Membership, (user_id, community_id), with_for_update=True)
     if user_id != identity.user_id:
         authority = _authority(session, identity, community_id)
         if authority is None:
@@ -162,7 +163,7 @@ def create_community(session, identity, fields):
 
 
 def update_community(session, identity, community_id, fields):
-    community = community_or_404(session, community_id)
+    community = community_or_404(session, community_id, for_update=True)
     if _authority(session, identity, community_id) is None:
         _forbid("Only platform admins and the community's admins may change it.")
     _ensure_free(session, fields, exclude_id=community_id)
@@ -176,7 +177,7 @@ def update_community(session, identity, community_id, fields):
 def delete_community(session, identity, community_id):
     if not identity.is_admin:
         _forbid("Only platform admins may delete communities.")
-    session.delete(community_or_404(session, community_id))
+    session.delete(community_or_404(session, community_id, for_update=True))
     session.flush()
 
 

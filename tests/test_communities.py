@@ -222,3 +222,37 @@ def test_put_racing_another_writer_for_the_same_membership(seeded, client, auth,
     assert response.status_code == 200, response.json
     assert response.json["role"] == "moderator"
     assert memberships(seeded, "u-alan") == [("c-go", "member"), ("c-rust", "moderator")]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_put_racing_a_delete_of_the_same_membership(seeded, client, auth, database):
+    import threading
+
+    from sqlalchemy import create_engine
+
+    from app.db import normalize_url
+
+    engine = create_engine(normalize_url(database.url))
+    deleted = threading.Event()
+
+    def other_writer():
+        with engine.begin() as connection:
+            connection.execute(text(
+                "DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'"
+            ))
+            deleted.set()
+            threading.Event().wait(0.5)  # commit only after the PUT has read the row
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    try:
+        assert deleted.wait(10)
+        # The PUT must not update a row that is gone by the time it writes.
+        response = client.put("/communities/c-rust/members/u-ada", json={"role": "moderator"},
+                              headers=auth("u-admin", admin=True))
+    finally:
+        thread.join()
+        engine.dispose()
+    assert response.status_code == 201, response.json
+    assert ("c-rust", "moderator") in memberships(seeded, "u-ada")

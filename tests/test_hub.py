@@ -174,6 +174,7 @@ def test_listener_killed_while_polls_wait_loses_nothing(app_factory, database):
         gevent.sleep(0.05)
     assert hub.ready
     ticket = hub.subscribe("u-alan")
+    pool = app.extensions["db"].pool
     database.psql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE application_name = 'community-sync-listener' AND pid <> pg_backend_pid(); "
@@ -182,6 +183,9 @@ def test_listener_killed_while_polls_wait_loses_nothing(app_factory, database):
     news = hub.wait(ticket, 15)
     assert news and [row.community_id for row in news[0].rows] == ["c-python"]
     assert hub.listener.reconnects >= 1
+    # The listener's loss also replaced the pool, whose connections a restart
+    # would have broken.
+    assert app.extensions["db"].pool is not pool
     hub.unsubscribe(ticket)
 
 
@@ -372,13 +376,21 @@ def test_a_quiet_re_poll_reads_nothing_and_still_wakes(app_factory, auth, databa
     keeper = start_poll(client, auth("u-grace"), grace["cursor"], grace["hash"], timeout=20)
     ada = auth("u-ada")
     body = client.get("/me/communities", headers=ada).json
-    first = client.get(f"/community-changes/poll?cursor={body['cursor']}&hash={body['hash']}&timeout=1",
-                       headers=ada).json
+    read_answer = client.get(
+        f"/community-changes/poll?cursor={body['cursor']}&hash={body['hash']}&timeout=1", headers=ada
+    )
+    first = read_answer.json
     assert first["status"] == "unchanged"
 
     reads = []
     original = community_changes.read
     monkeypatch.setattr(community_changes, "read", lambda *a: reads.append(a) or original(*a))
+    vouched = client.get(
+        f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout=1", headers=ada
+    )
+    assert vouched.json["status"] == "unchanged" and reads == []
+    # Same advice as a read answer: clients pace themselves by it.
+    assert vouched.headers["X-Poll-Interval"] == read_answer.headers["X-Poll-Interval"]
     again = start_poll(client, ada, first["cursor"], first["hash"])
     assert reads == []  # the hub vouched for the cursor: no read at all
     database.psql("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'")

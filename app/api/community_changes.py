@@ -85,7 +85,8 @@ def poll():
         if ticket is not None and hub.vouches(identity.user_id, ask.cursor, ask.hash):
             # This hub has read every change since before the client's cursor
             # and none was this user's: nothing to read, straight to waiting.
-            return wait(hub, ticket, ask, ask.cursor, ask.hash, last_change_at=None)
+            last_change_at = hub.last_change_served(identity.user_id)
+            return wait(hub, ticket, ask, ask.cursor, ask.hash, last_change_at)
 
         state, usable, changes = read(identity.user_id, ask.cursor)
         if not usable:
@@ -155,7 +156,6 @@ def read(user_id, cursor):
 
 def answer(ask, status, cursor, communities, state_hash, last_change_at, changes=()):
     now = datetime.now(timezone.utc)
-    current_app.extensions["hub"].served_hash(g.identity.user_id, state_hash)
     body = {
         "status": status,
         "cursor": cursor.encode(),
@@ -170,6 +170,7 @@ def answer(ask, status, cursor, communities, state_hash, last_change_at, changes
     if communities is not None:
         body["communities"] = communities
     last_change = now if status == "changed" else last_change_at
+    current_app.extensions["hub"].served_state(g.identity.user_id, state_hash, last_change)
     headers = {
         "X-Poll-Result": status,
         "ETag": etag(state_hash),

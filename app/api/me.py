@@ -18,7 +18,7 @@ def communities():
     with read_transaction(single_statement=True) as session:
         state = feed.read_state(session, identity.user_id)
     now = datetime.now(timezone.utc)
-    current_app.extensions["hub"].served_hash(identity.user_id, state.hash)
+    current_app.extensions["hub"].served_state(identity.user_id, state.hash, state.last_change_at)
     headers = {
         "ETag": etag(state.hash),
         "Cache-Control": "private, no-cache",
