@@ -7,6 +7,7 @@ import jwt
 from flask import current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from . import db
 from .cache import LRU
@@ -132,19 +133,21 @@ def provision(identity):
     cache = current_app.extensions["provisioned"]
     if cache.get(identity):
         return
-    session = db.session()
-    user = session.get(User, identity.user_id)
-    if user is None:
-        session.add(User(id=identity.user_id, name=identity.name))
-    elif identity.name and user.name != identity.name:
-        user.name = identity.name
-    try:
-        session.commit()
-    except IntegrityError:
-        # Another request provisioned the same user concurrently.
-        session.rollback()
-        if session.scalar(select(User.id).where(User.id == identity.user_id)) is None:
-            raise
+    # A session of its own, closed here: a long poll must not keep a
+    # connection (or a transaction) through its wait.
+    with Session(db.engine()) as session:
+        user = session.get(User, identity.user_id)
+        if user is None:
+            session.add(User(id=identity.user_id, name=identity.name))
+        elif identity.name and user.name != identity.name:
+            user.name = identity.name
+        try:
+            session.commit()
+        except IntegrityError:
+            # Another request provisioned the same user concurrently.
+            session.rollback()
+            if session.scalar(select(User.id).where(User.id == identity.user_id)) is None:
+                raise
     cache.put(identity, True)
 
 

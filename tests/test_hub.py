@@ -430,3 +430,31 @@ def test_a_change_between_two_polls_is_not_vouched_away(app_factory, auth, datab
     assert [c["community_id"] for c in response["changes"]] == ["c-go"]
     hub.close()
     keeper.get(timeout=5)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_waiting_polls_hold_no_database_connection(server_factory, database):
+    # Two pooled connections for twenty waiting polls: if any poll kept one
+    # through its wait, the snapshot below would find the pool exhausted.
+    server = server_factory(database, DB_POOL_SIZE="2", DB_MAX_OVERFLOW="0", DB_POOL_TIMEOUT="3",
+                            RATELIMIT_WRITES="10000 per minute")
+    fresh = bearer("u-brand-new")
+    cursor = requests.get(server.url + "/me/communities", headers=fresh).json()["cursor"]
+    # First sight of each user: its polls also provision it on the way in.
+    racing = [bearer(f"u-racer-{n}") for n in range(4)]
+    polls = [wait_in_thread(server.url, headers, {"cursor": cursor, "timeout": 15})
+             for headers in racing for _ in range(5)]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        metrics = requests.get(server.url + "/metrics").text
+        if "community_sync_waiting_polls 20.0" in metrics:
+            break
+        time.sleep(0.2)
+    assert "community_sync_waiting_polls 20.0" in metrics
+    snapshot = requests.get(server.url + "/me/communities", headers=fresh, timeout=10)
+    assert snapshot.status_code == 200, snapshot.text
+    server.stop()
+    for thread, _ in polls:
+        thread.join(timeout=30)
