@@ -316,12 +316,15 @@ class Hub:
         self.reads += 1
         with read_transaction(self.engine) as session:
             rows, position = feed.read_news(session, self.position)
+            # Noted before the next query yields: from here on a poll of a user
+            # with rows in this batch is not vouched for, and one already
+            # waiting is among those woken below.
+            self._remember(rows, position)
             touched = defaultdict(list)
             for row in rows:
                 if row.user_id in self.users:
                     touched[row.user_id].append(row)
             states = feed.read_states(session, list(touched)) if touched else {}
-        self._remember(rows, position)
         if not self.users:
             self._forget_position()
         for user_id, user_rows in touched.items():

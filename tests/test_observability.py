@@ -1,5 +1,6 @@
 """Metrics, request ids, structured logs and the health endpoints."""
 import json
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import signal
 import socket
@@ -194,14 +195,18 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
 
             token = jwt.encode({"sub": "u-1", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
             polls = 30
-            for index in range(polls):
-                # A new connection each time, so the requests spread over the workers.
-                response = requests.get(base + "/community-changes/poll?timeout=0",
-                                        headers={"Authorization": f"Bearer {token}",
-                                                 "X-Request-ID": f"poll-{index}",
-                                                 "Connection": "close"}, timeout=10)
-                assert response.status_code == 200
-                assert response.headers["X-Request-ID"] == f"poll-{index}"
+
+            def poll(index):
+                return index, requests.get(base + "/community-changes/poll?timeout=0",
+                                           headers={"Authorization": f"Bearer {token}",
+                                                    "X-Request-ID": f"poll-{index}",
+                                                    "Connection": "close"}, timeout=10)
+
+            # New connections, several at once, so the requests spread over the workers.
+            with ThreadPoolExecutor(max_workers=10) as pool:
+                for index, response in pool.map(poll, range(polls)):
+                    assert response.status_code == 200
+                    assert response.headers["X-Request-ID"] == f"poll-{index}"
             answered = set()
             for _ in range(10):
                 text = requests.get(base + "/metrics", headers={"Connection": "close"}, timeout=5).text
