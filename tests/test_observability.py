@@ -169,8 +169,9 @@ def free_port():
 def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
     """Whichever worker a scrape reaches, it reports every worker's counts."""
     port = free_port()
-    env = database.environ(ACCESS_LOG=1, AUTO_MIGRATE=1)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = database.environ(ACCESS_LOG=1, AUTO_MIGRATE=1, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
     log_path = tmp_path / "gunicorn.log"
     subprocess.run([str(BIN / "flask"), "--app", "wsgi", "db-upgrade"], cwd=ROOT, env=env,
                    check=True, capture_output=True)
@@ -189,6 +190,11 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
                         break
                 except requests.RequestException:
                     pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            # Every worker writes its metric files once its app is built: wait for
+            # all three, or the requests below could all reach the first one.
+            while len({path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("*.db")}) < 3:
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.2)
             import jwt
