@@ -1,6 +1,11 @@
 """The write API and GET /communities/{id}: permissions, idempotency, bad input."""
+import threading
+from contextlib import contextmanager
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+
+from app.db import normalize_url
 
 from conftest import table_dump
 
@@ -188,37 +193,40 @@ def test_actor_is_recorded_as_by(seeded, client, auth):
     assert leftover == 0
 
 
+@contextmanager
+def another_writer(database, sql, hold=0.5):
+    """Run ``sql`` in another transaction and keep it open ``hold`` seconds.
+
+    The block runs once the statement has executed, so whatever it does meets
+    the other writer's uncommitted row and its commit.
+    """
+    engine = create_engine(normalize_url(database.url))
+    executed = threading.Event()
+
+    def write():
+        with engine.begin() as connection:
+            connection.execute(text(sql))
+            executed.set()
+            threading.Event().wait(hold)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        assert executed.wait(10)
+        yield
+    finally:
+        thread.join()
+        engine.dispose()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_put_racing_another_writer_for_the_same_membership(seeded, client, auth, database):
-    import threading
-
-    from sqlalchemy import create_engine
-
-    from app.db import normalize_url
-
-    engine = create_engine(normalize_url(database.url))
-    inserted = threading.Event()
-
-    def other_writer():
-        with engine.begin() as connection:
-            connection.execute(text(
-                "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')"
-            ))
-            inserted.set()
-            threading.Event().wait(0.5)  # commit only after the PUT has tried to insert
-
-    thread = threading.Thread(target=other_writer)
-    thread.start()
-    try:
-        assert inserted.wait(10)
+    with another_writer(database, "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')"):
         # The PUT sees no membership, blocks on the other writer's row, then
         # loses the race: it must answer as a PUT on the existing membership.
         response = client.put("/communities/c-rust/members/u-alan", json={"role": "moderator"},
                               headers=auth("u-admin", admin=True))
-    finally:
-        thread.join()
-        engine.dispose()
     assert response.status_code == 200, response.json
     assert response.json["role"] == "moderator"
     assert memberships(seeded, "u-alan") == [("c-go", "member"), ("c-rust", "moderator")]
@@ -227,32 +235,9 @@ def test_put_racing_another_writer_for_the_same_membership(seeded, client, auth,
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_put_racing_a_delete_of_the_same_membership(seeded, client, auth, database):
-    import threading
-
-    from sqlalchemy import create_engine
-
-    from app.db import normalize_url
-
-    engine = create_engine(normalize_url(database.url))
-    deleted = threading.Event()
-
-    def other_writer():
-        with engine.begin() as connection:
-            connection.execute(text(
-                "DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'"
-            ))
-            deleted.set()
-            threading.Event().wait(0.5)  # commit only after the PUT has read the row
-
-    thread = threading.Thread(target=other_writer)
-    thread.start()
-    try:
-        assert deleted.wait(10)
+    with another_writer(database, "DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'"):
         # The PUT must not update a row that is gone by the time it writes.
         response = client.put("/communities/c-rust/members/u-ada", json={"role": "moderator"},
                               headers=auth("u-admin", admin=True))
-    finally:
-        thread.join()
-        engine.dispose()
     assert response.status_code == 201, response.json
     assert ("c-rust", "moderator") in memberships(seeded, "u-ada")

@@ -365,15 +365,23 @@ def start_poll(client, headers, cursor, digest, timeout=20):
     return greenlet
 
 
-def test_a_quiet_re_poll_reads_nothing_and_still_wakes(app_factory, auth, database, monkeypatch):
-    from app.api import community_changes
-
+@pytest.fixture
+def busy_app(app_factory, auth):
+    """A seeded app whose hub keeps reading: another user's poll waits, as on any busy worker."""
     app = app_factory(SAFETY_NET_INTERVAL=0.1)
     app.test_cli_runner().invoke(args=["seed-demo"])
     client = app.test_client()
-    # Another user's poll keeps the hub reading, as on any busy worker.
     grace = client.get("/me/communities", headers=auth("u-grace")).json
     keeper = start_poll(client, auth("u-grace"), grace["cursor"], grace["hash"], timeout=20)
+    yield app, client
+    app.extensions["hub"].close()
+    keeper.get(timeout=5)
+
+
+def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database, monkeypatch):
+    from app.api import community_changes
+
+    app, client = busy_app
     ada = auth("u-ada")
     body = client.get("/me/communities", headers=ada).json
     read_answer = client.get(
@@ -401,16 +409,10 @@ def test_a_quiet_re_poll_reads_nothing_and_still_wakes(app_factory, auth, databa
     forged = client.get(f"/community-changes/poll?cursor={woken['cursor']}&hash={'0' * 16}&timeout=20",
                         headers=ada).json
     assert forged["status"] == "reset" and len(reads) == 1
-    app.extensions["hub"].close()
-    keeper.get(timeout=5)
 
 
-def test_a_change_between_two_polls_is_not_vouched_away(app_factory, auth, database):
-    app = app_factory(SAFETY_NET_INTERVAL=0.1)
-    app.test_cli_runner().invoke(args=["seed-demo"])
-    client = app.test_client()
-    grace = client.get("/me/communities", headers=auth("u-grace")).json
-    keeper = start_poll(client, auth("u-grace"), grace["cursor"], grace["hash"], timeout=20)
+def test_a_change_between_two_polls_is_not_vouched_away(busy_app, auth, database):
+    app, client = busy_app
     ada = auth("u-ada")
     body = client.get("/me/communities", headers=ada).json
     quiet = client.get(f"/community-changes/poll?cursor={body['cursor']}&hash={body['hash']}&timeout=1",
@@ -428,8 +430,6 @@ def test_a_change_between_two_polls_is_not_vouched_away(app_factory, auth, datab
     ).json
     assert response["status"] == "changed" and time.monotonic() - started < 5
     assert [c["community_id"] for c in response["changes"]] == ["c-go"]
-    hub.close()
-    keeper.get(timeout=5)
 
 
 @pytest.mark.postgres
