@@ -1,139 +1,89 @@
-"""The hub, directly: shared waits, batched re-reads, drops, shutdown, the listener."""
+"""The hub, directly: the waiter registry, shared waits, drops, caps, shutdown."""
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import gevent
+import gevent.event
 import pytest
 import requests
 from sqlalchemy import event, text
 
-from app import feed
-from app.db import read_transaction
-from conftest import bearer
-
-
-@pytest.fixture
-def quiet_app(app_factory):
-    """An app whose hub does nothing unless the test tells it to."""
-    app = app_factory(HUB_AUTOSTART=False, SAFETY_NET_INTERVAL=3600)
-    app.test_cli_runner().invoke(args=["seed-demo"])
-    return app
-
-
-class StatementCounter:
-    def __init__(self, engine):
-        self.count = 0
-        self.engine = engine
-        event.listen(engine, "before_cursor_execute", self._count)
-
-    def _count(self, *_args):
-        self.count += 1
-
-    def close(self):
-        event.remove(self.engine, "before_cursor_execute", self._count)
-
-
-def add_members(app, community_id, count):
-    with app.extensions["db"].begin() as connection:
-        for n in range(count):
-            connection.execute(text("INSERT INTO users (id) VALUES (:u)"), {"u": f"u-m{n}"})
-            connection.execute(
-                text("INSERT INTO memberships (user_id, community_id) VALUES (:u, :c)"),
-                {"u": f"u-m{n}", "c": community_id},
-            )
-    return [f"u-m{n}" for n in range(count)]
-
-
-def rename_and_refresh(app, database, hub, users, name):
-    tickets = [hub.subscribe(user) for user in users]
-    database.psql(f"UPDATE communities SET name = '{name}' WHERE id = 'c-go'")
-    counter = StatementCounter(app.extensions["db"])
-    try:
-        hub.refresh()
-    finally:
-        counter.close()
-    for ticket in tickets:
-        news = hub.wait(ticket, 0)
-        assert len(news) == 1
-        assert [row.type for row in news[0].rows] == ["community_updated"]
-        assert [c["name"] for c in news[0].communities] == [name]
-        hub.unsubscribe(ticket)
-    return counter.count
-
-
-def test_one_rename_costs_the_same_few_statements_for_any_number_of_waiters(quiet_app, database):
-    hub = quiet_app.extensions["hub"]
-    users = add_members(quiet_app, "c-go", 400)
-    few = rename_and_refresh(quiet_app, database, hub, users[:5], "Go 1")
-    many = rename_and_refresh(quiet_app, database, hub, users, "Go 2")
-    # The new position, the new rows, the waiting users' state (plus SQLite's
-    # explicit BEGIN), whatever the number of waiters.
-    assert few == many <= 4
-    assert hub.waiting == 0 and hub.users == {}
+from app import cursors
+from app.hub import OverCapacity, TooManyPolls
+from conftest import bearer, blocked_polls, eventually, until_blocked
 
 
 def test_polls_of_one_user_share_one_wait(quiet_app, database):
     hub = quiet_app.extensions["hub"]
-    first, second = hub.subscribe("u-ada"), hub.subscribe("u-ada")
-    assert len(hub.users) == 1 and hub.users["u-ada"].count == 2
-    results = [gevent.spawn(hub.wait, ticket, 5) for ticket in (first, second)]
-    gevent.sleep(0)
-    database.psql("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'")
-    hub.refresh()
-    news = [greenlet.get(timeout=5) for greenlet in results]
+    with hub.waiting("u-ada") as first, hub.waiting("u-ada") as second:
+        assert len(hub.users) == 1 and hub.users["u-ada"].count == 2
+        results = [gevent.spawn(hub.wait, ticket, 5) for ticket in (first, second)]
+        gevent.sleep(0)
+        database.psql("DELETE FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-rust'")
+        hub.reread.refresh()
+        news = [greenlet.get(timeout=5) for greenlet in results]
     assert news[0] == news[1] and len(news[0]) == 1
     assert news[0][0].rows[0].type == "left"
-    for ticket in (first, second):
-        hub.unsubscribe(ticket)
 
 
-def test_refresh_without_news_wakes_nobody(quiet_app):
+def test_leaving_the_wait_however_releases_everything_it_took(quiet_app):
     hub = quiet_app.extensions["hub"]
-    ticket = hub.subscribe("u-ada")
-    hub.refresh()
-    assert hub.wait(ticket, 0.01) == []
-    hub.unsubscribe(ticket)
+    gauge = quiet_app.extensions["metrics"].waiting
+    server_side, client_side = socket.socketpair()
+    with pytest.raises(RuntimeError, match="the poll failed"):
+        with hub.waiting("u-ada", server_side) as ticket:
+            assert hub.users["u-ada"].count == 1 and hub.waiting_polls == 1
+            assert hub.disconnects.tickets == {ticket.fd: ticket}
+            assert gauge._value.get() == 1
+            assert hub.vouching.position is not None
+            raise RuntimeError("the poll failed")
+    assert hub.users == {} and hub.waiting_polls == 0
+    assert hub.disconnects.tickets == {} and ticket.fd is None
+    assert gauge._value.get() == 0
+    # Nobody waits: the position is forgotten, the next poll takes a fresh one.
+    assert hub.vouching.position is None
+    server_side.close()
+    client_side.close()
 
 
-def test_idle_hub_does_no_database_work(app_factory):
-    app = app_factory(SAFETY_NET_INTERVAL=0.05)
+def test_one_user_leaving_keeps_the_others_entries(quiet_app):
+    hub = quiet_app.extensions["hub"]
+    with hub.waiting("u-alan") as alan:
+        with hub.waiting("u-ada"), hub.waiting("u-ada"):
+            assert hub.users["u-ada"].count == 2
+        assert list(hub.users) == ["u-alan"] and hub.users["u-alan"] is alan.waiters
+        assert hub.waiting_polls == 1 and hub.vouching.position is not None
+
+
+def test_caps_are_domain_refusals(app_factory):
+    app = app_factory(HUB_AUTOSTART=False, POLL_MAX_WAITING=3, POLL_MAX_PER_USER=2)
     hub = app.extensions["hub"]
-    counter = StatementCounter(app.extensions["db"])
-    try:
-        gevent.sleep(0.5)  # ten safety-net ticks with nobody waiting
-    finally:
-        counter.close()
-    assert counter.count == 0 and hub.position is None
-
-
-def test_safety_net_catches_what_no_hint_announced(app_factory, database):
-    app = app_factory(SAFETY_NET_INTERVAL=0.1)
-    app.test_cli_runner().invoke(args=["seed-demo"])
-    hub = app.extensions["hub"]
-    if hub.listener is not None:
-        hub.listener.stop()  # no NOTIFY: only the safety net is left
-    ticket = hub.subscribe("u-alan")
-    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
-    news = hub.wait(ticket, 5)
-    assert news and news[0].rows[0].community_id == "c-rust"
-    hub.unsubscribe(ticket)
+    with hub.waiting("u-ada"), hub.waiting("u-ada"):
+        with pytest.raises(TooManyPolls) as refused:
+            hub.admit("u-ada")
+        assert refused.value.limit == 2
+        hub.admit("u-alan")
+        with hub.waiting("u-alan"):
+            with pytest.raises(OverCapacity):
+                hub.admit("u-grace")
+    hub.admit("u-ada")
 
 
 def test_dropped_ticket_wakes_and_close_wakes_everyone(quiet_app):
     hub = quiet_app.extensions["hub"]
-    ticket = hub.subscribe("u-ada")
-    waiting = gevent.spawn(hub.wait, ticket, 30)
-    gevent.sleep(0)
-    hub.drop(ticket)
-    assert waiting.get(timeout=2) == [] and ticket.gone
-    hub.unsubscribe(ticket)
+    with hub.waiting("u-ada") as ticket:
+        waiting = gevent.spawn(hub.wait, ticket, 30)
+        gevent.sleep(0)
+        hub.drop(ticket)
+        assert waiting.get(timeout=2) == [] and ticket.gone
 
-    others = [hub.subscribe(user) for user in ("u-ada", "u-alan")]
-    waiting = [gevent.spawn(hub.wait, ticket, 30) for ticket in others]
-    gevent.sleep(0)
-    hub.close()
-    assert [g.get(timeout=2) for g in waiting] == [[], []]
+    with hub.waiting("u-ada") as ada, hub.waiting("u-alan") as alan:
+        waiting = [gevent.spawn(hub.wait, ticket, 30) for ticket in (ada, alan)]
+        gevent.sleep(0)
+        hub.close()
+        assert [g.get(timeout=2) for g in waiting] == [[], []]
 
 
 def test_drain_waits_for_a_quiet_moment_but_not_forever(quiet_app):
@@ -146,47 +96,17 @@ def test_drain_waits_for_a_quiet_moment_but_not_forever(quiet_app):
     hub.in_flight = 0
 
 
-def test_disconnect_watch_notices_a_closed_peer(quiet_app):
+def test_a_closed_peer_wakes_its_waiting_poll(quiet_app):
     hub = quiet_app.extensions["hub"]
     server_side, client_side = socket.socketpair()
-    ticket = hub.subscribe("u-ada", server_side)
-    assert ticket.fd is not None
-    waiting = gevent.spawn(hub.wait, ticket, 30)
-    gevent.sleep(0.05)
-    client_side.close()
-    assert waiting.get(timeout=3) == []
-    assert ticket.gone
-    hub.unsubscribe(ticket)
+    with hub.waiting("u-ada", server_side) as ticket:
+        assert ticket.fd is not None
+        waiting = until_blocked(hub, gevent.spawn(hub.wait, ticket, 30))
+        client_side.close()
+        assert waiting.get(timeout=3) == []
+        assert ticket.gone
     server_side.close()
     assert hub.disconnects.tickets == {}
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("backend", ["postgres"])
-def test_listener_killed_while_polls_wait_loses_nothing(app_factory, database):
-    # The safety net is pushed out of reach: only the listener's reconnect
-    # (which re-checks everything) can deliver the change made while it was down.
-    app = app_factory(SAFETY_NET_INTERVAL=3600)
-    app.test_cli_runner().invoke(args=["seed-demo"])
-    hub = app.extensions["hub"]
-    deadline = time.monotonic() + 10
-    while not hub.ready and time.monotonic() < deadline:
-        gevent.sleep(0.05)
-    assert hub.ready
-    ticket = hub.subscribe("u-alan")
-    pool = app.extensions["db"].pool
-    database.psql(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE application_name = 'community-sync-listener' AND pid <> pg_backend_pid(); "
-        "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')"
-    )
-    news = hub.wait(ticket, 15)
-    assert news and [row.community_id for row in news[0].rows] == ["c-python"]
-    assert hub.listener.reconnects >= 1
-    # The listener's loss also replaced the pool, whose connections a restart
-    # would have broken.
-    assert app.extensions["db"].pool is not pool
-    hub.unsubscribe(ticket)
 
 
 # -- several processes -------------------------------------------------------------
@@ -361,8 +281,7 @@ def start_poll(client, headers, cursor, digest, timeout=20):
         client.get, f"/community-changes/poll?cursor={cursor}&hash={digest}&timeout={timeout}",
         headers=headers,
     )
-    gevent.sleep(0.1)
-    return greenlet
+    return until_blocked(client.application.extensions["hub"], greenlet)
 
 
 @pytest.fixture
@@ -376,6 +295,23 @@ def busy_app(app_factory, auth):
     yield app, client
     app.extensions["hub"].close()
     keeper.get(timeout=5)
+
+
+@contextmanager
+def statements_of_this_greenlet(engine):
+    """The statements the calling greenlet runs on ``engine`` (a busy hub's re-reads are not counted)."""
+    caller = gevent.getcurrent()
+    statements = []
+
+    def note(_conn, _cursor, statement, *_args):
+        if gevent.getcurrent() is caller:
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
 
 
 def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database, monkeypatch):
@@ -393,10 +329,14 @@ def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database,
     reads = []
     original = community_changes.read
     monkeypatch.setattr(community_changes, "read", lambda *a: reads.append(a) or original(*a))
-    vouched = client.get(
-        f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout=1", headers=ada
-    )
+    with statements_of_this_greenlet(app.extensions["db"]) as statements:
+        vouched = client.get(
+            f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout=1",
+            headers=ada,
+        )
     assert vouched.json["status"] == "unchanged" and reads == []
+    # Not one statement: no read, no provisioning, no position.
+    assert statements == []
     # Same advice as a read answer: clients pace themselves by it.
     assert vouched.headers["X-Poll-Interval"] == read_answer.headers["X-Poll-Interval"]
     again = start_poll(client, ada, first["cursor"], first["hash"])
@@ -421,15 +361,33 @@ def test_a_change_between_two_polls_is_not_vouched_away(busy_app, auth, database
     database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
     hub = app.extensions["hub"]
     deadline = time.monotonic() + 10
-    while "u-ada" not in hub.recent and time.monotonic() < deadline:
+    while "u-ada" not in hub.vouching.recent and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    assert not hub.vouches("u-ada", feed.Cursor.decode(quiet["cursor"]), quiet["hash"])
+    assert not hub.vouching.vouches("u-ada", cursors.Cursor.decode(quiet["cursor"]), quiet["hash"])
     started = time.monotonic()
     response = client.get(
         f"/community-changes/poll?cursor={quiet['cursor']}&hash={quiet['hash']}&timeout=20", headers=ada
     ).json
     assert response["status"] == "changed" and time.monotonic() - started < 5
     assert [c["community_id"] for c in response["changes"]] == ["c-go"]
+
+
+def test_a_re_poll_right_after_an_immediate_answer_gets_nothing_twice(quiet_app, auth, database):
+    """The change an answer carried reaches its re-poll as news too: the cursor must see it."""
+    app, client = quiet_app, quiet_app.test_client()
+    hub = app.extensions["hub"]
+    ada = auth("u-ada")
+    body = client.get("/me/communities", headers=ada).json
+    with hub.waiting("u-grace"):  # keeps the hub's position from before the change
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+        answer = client.get(f"/community-changes/poll?cursor={body['cursor']}&hash={body['hash']}&timeout=0",
+                            headers=ada).json
+        assert [c["community_id"] for c in answer["changes"]] == ["c-go"]
+        again = start_poll(client, ada, answer["cursor"], answer["hash"], timeout=10)
+        hub.reread.refresh()  # the hub reads the same change, and hands it to the re-poll
+        assert eventually(lambda: blocked_polls(hub) == 1)
+        hub.close()
+        assert again.get(timeout=10).json["status"] == "unchanged"
 
 
 @pytest.mark.postgres
@@ -458,3 +416,29 @@ def test_waiting_polls_hold_no_database_connection(server_factory, database):
     server.stop()
     for thread, _ in polls:
         thread.join(timeout=30)
+
+
+def test_waiting_takes_its_place_before_anything_yields(app_factory, monkeypatch):
+    """The caps are checked and counted in one step: a burst cannot pass the check together."""
+    app = app_factory(HUB_AUTOSTART=False, POLL_MAX_PER_USER=2)
+    hub = app.extensions["hub"]
+    read_head = hub.vouching.read_head
+    # Taking the hub's position reads the database, and so yields.
+    monkeypatch.setattr(hub.vouching, "read_head", lambda: gevent.sleep(0.01) or read_head())
+    release = gevent.event.Event()
+    outcomes = []
+
+    def enter():
+        try:
+            with hub.waiting("u-ada"):
+                outcomes.append("waiting")
+                release.wait()
+        except TooManyPolls:
+            outcomes.append("refused")
+
+    burst = [gevent.spawn(enter) for _ in range(6)]
+    assert eventually(lambda: len(outcomes) == 6)
+    assert sorted(outcomes) == ["refused"] * 4 + ["waiting"] * 2
+    release.set()
+    gevent.joinall(burst, timeout=5)
+    assert hub.users == {} and hub.waiting_polls == 0

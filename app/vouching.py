@@ -1,0 +1,248 @@
+"""What the hub has read, kept so that a quiet client's re-poll needs no read.
+
+While polls wait, the hub reads the change log continuously from a position
+it took (``since``), noting whose rows it read (``recent``, and
+``recent_communities`` for community-scoped rows); it also notes the hash
+and the communities it last served each user (``served``). A re-poll whose
+cursor covers ``since``, whose user and communities have no row the cursor
+did not see, and whose hash is the one last served can wait at once
+(``vouches``).
+
+This state is updated between database calls, without a lock, by the re-read
+greenlet and by polls subscribing and leaving. Its correctness rests on where
+those greenlets yield: a re-read notes a batch's rows (``advance``) before its
+next query yields, a poll that subscribes after a re-read listed the waiting
+users and before it noted its rows is not vouched for (that batch resolved
+none of its community's rows to it, and they are not noted yet), and a
+position is taken by one greenlet at a time while the others wait for it
+(``ensure_position``). ``check()`` states what must
+hold at every yield; tests switch it on (``Vouching.checking``).
+"""
+import time
+
+from gevent.event import Event
+
+from .cache import LRU
+
+# How much is remembered to vouch for re-polls' cursors.
+RECENT_USERS = 100_000
+RECENT_SECONDS = 600
+# A user with more rows than this since ``since`` is not worth tracking row by row.
+ROWS_PER_USER = 8
+
+
+class Vouching:
+    """The hub's read position and what it read since, for ``vouches()``.
+
+    ``position``: where the next re-read starts (None while nobody waits).
+    ``epoch``: the change log's identity when the position was taken.
+    ``since``: from where every row read was noted in ``recent`` (None: no vouching).
+    ``recent``: user id -> the rows read since ``since`` (None: too many to keep).
+    ``recent_communities``: community id -> the community-scoped rows read since
+    ``since`` (None: too many to keep).
+    ``served``: user id -> (hash, last change time, community ids or None when
+    unknown) of the state last served.
+    ``listing``: a re-read has listed the waiting users and not noted its rows yet.
+    ``unlisted``: the users who subscribed meanwhile (not among that list).
+    """
+
+    # Off in production (one attribute test per update); the test suite turns it on.
+    checking = False
+
+    def __init__(self, read_head):
+        self.read_head = read_head
+        self.position = None
+        self.epoch = None
+        self.since = None
+        self.since_at = 0.0
+        self.recent = {}
+        self.recent_communities = {}
+        self.served = LRU(RECENT_USERS)
+        self.listing = False
+        self.unlisted = set()
+        self._positioning = None
+
+    # -- the position -----------------------------------------------------------
+
+    def ensure_position(self):
+        """Take a read position if there is none; one greenlet reads, others wait for it.
+
+        Called as a poll subscribes, before it reads: the position is then no
+        newer than the poll's own read, so a change after that read is news.
+        """
+        while self.position is None:
+            if self._positioning is not None:
+                self._positioning.wait()
+                continue
+            self._positioning = Event()
+            try:
+                epoch, position = self.read_head()
+                # A re-read may have set a position while this one was read.
+                if self.position is None:
+                    self.position = position
+                    self.epoch = epoch
+                    self._track_from(position)
+            finally:
+                event, self._positioning = self._positioning, None
+                event.set()
+        self._checked()
+
+    def subscribed(self, user_id):
+        """A poll of the user subscribes (before it asks ``vouches()``)."""
+        if self.listing:
+            self.unlisted.add(user_id)
+        self._checked()
+
+    def listed(self):
+        """A re-read lists the waiting users: who subscribes from now on is not among them."""
+        self.listing = True
+        self._checked()
+
+    def advance(self, rows, position):
+        """A re-read returned ``rows`` and ``position``: note them before anything yields."""
+        self.position = position
+        self._listed_done()
+        if self.since is not None:
+            tracked = len(self.recent) + len(self.recent_communities)
+            if tracked > RECENT_USERS or time.monotonic() - self.since_at > RECENT_SECONDS:
+                # Start over from here: older cursors simply get a read again.
+                self._track_from(position)
+            else:
+                for row in rows:
+                    if row.shared:
+                        # Once per row, though it comes once per waiting member.
+                        _note(self.recent_communities, row.community_id, row)
+                    else:
+                        _note(self.recent, row.user_id, row)
+        self._checked()
+
+    def rewind(self, start, position):
+        """A re-read from ``start`` delivered nothing: back to ``start``.
+
+        ``position`` is where it advanced to (None: it failed before that).
+
+        Only while the position is still that re-read's (it may have been
+        forgotten and taken again meanwhile). The rows it noted stay noted:
+        that only makes a refusal to vouch more likely.
+        """
+        if position is not None and self.position == position:
+            self.position = start
+        self._listed_done()
+        self._checked()
+
+    def _listed_done(self):
+        self.listing = False
+        self.unlisted.clear()
+
+    def forget(self):
+        """Nobody waits: drop the position rather than read from a stale one later."""
+        self.position = None
+        self.since = None
+        self.recent = {}
+        self.recent_communities = {}
+        self._checked()
+
+    def _track_from(self, position):
+        self.since = position
+        self.since_at = time.monotonic()
+        self.recent = {}
+        self.recent_communities = {}
+
+    # -- vouching ---------------------------------------------------------------
+
+    def served_state(self, user_id, digest, last_change_at, communities=None):
+        """Note the state this process just gave the user (see vouches()).
+
+        ``communities``: its entries, when the answer carried them; an answer
+        that did not (``unchanged``) keeps those of the same hash served
+        before, or leaves them unknown.
+        """
+        ids = None
+        if communities is not None:
+            ids = frozenset(entry["id"] for entry in communities)
+        else:
+            before = self.served.get(user_id)
+            ids = before[2] if before is not None and before[0] == digest else None
+        self.served.put(user_id, (digest, last_change_at, ids))
+
+    def last_change_served(self, user_id):
+        """When the state last served to the user last changed, as that answer said."""
+        served = self.served.get(user_id)
+        return served[1] if served else None
+
+    def vouches(self, user_id, cursor, client_hash):
+        """Can a poll with this cursor and hash wait without reading the database?
+
+        Yes when every change since before the cursor (``since``) has been
+        read and none of them was this user's unless the cursor saw it: then
+        the client's state is current, and whatever comes next reaches the
+        poll as news, since it subscribed before asking. This is what makes a
+        quiet client's re-poll, every POLL_MAX_TIMEOUT, cost no query.
+        """
+        if self.since is None or cursor is None or client_hash is None:
+            return False
+        if user_id in self.unlisted:
+            # A re-read in flight resolved none of its rows to this poll, and
+            # has not noted them yet: they may be this user's.
+            return False
+        # The hash must be one this process served the user: a stale or forged
+        # one goes the long way, and is answered with a reset there.
+        served = self.served.get(user_id)
+        if served is None or served[0] != client_hash:
+            return False
+        if cursor.epoch != self.epoch or not cursor.position.covers(self.since):
+            return False
+        if not self._saw_all(cursor, self.recent.get(user_id, ())):
+            return False
+        # Its communities' renames and deletions are news too; with its
+        # communities unknown, any of them may be.
+        communities = served[2] if served[2] is not None else self.recent_communities
+        return all(self._saw_all(cursor, self.recent_communities.get(c, ())) for c in communities)
+
+    @staticmethod
+    def _saw_all(cursor, rows):
+        return rows is not None and all(cursor.position.sees(row) for row in rows)
+
+    # -- invariants -------------------------------------------------------------
+
+    def check(self):
+        """Assert what vouches() rests on; run after every update when ``checking``.
+
+        A re-read started before a position was forgotten and taken again may
+        still advance the new one: ``position`` then need not cover ``since``,
+        and ``recent`` may hold rows ``since`` already saw. Both only make a
+        later read or a refusal to vouch more likely, never a wrong vouch.
+        """
+        assert self.listing or not self.unlisted, "users unlisted with no re-read listing"
+        if self.since is None:
+            assert not self.recent, "rows noted with nothing to vouch from"
+            assert not self.recent_communities, "rows noted with nothing to vouch from"
+            return
+        assert self.position is not None, "vouching from a position that was forgotten"
+        assert self.epoch is not None, "a position without the change log's epoch"
+        for user_id, rows in self.recent.items():
+            if rows is None:
+                continue
+            assert 0 < len(rows) <= ROWS_PER_USER, f"{user_id}: {len(rows)} rows kept"
+            assert all(row.user_id == user_id for row in rows), f"{user_id}: another user's row"
+            assert not any(row.shared for row in rows), f"{user_id}: a community row"
+        for community_id, rows in self.recent_communities.items():
+            if rows is None:
+                continue
+            assert 0 < len(rows) <= ROWS_PER_USER, f"{community_id}: {len(rows)} rows kept"
+            assert all(row.shared and row.community_id == community_id for row in rows), (
+                f"{community_id}: a row of another community"
+            )
+
+    def _checked(self):
+        if self.checking:
+            self.check()
+
+
+def _note(recent, key, row):
+    """Add ``row`` to ``recent[key]`` once, or mark the key as too busy to track."""
+    seen = recent.get(key, ())
+    if seen is not None and any(kept.id == row.id for kept in seen):
+        return
+    many = seen is None or len(seen) >= ROWS_PER_USER
+    recent[key] = None if many else (*seen, row)

@@ -1,0 +1,130 @@
+"""Coalescing: a burst of activity wakes a waiting user at most once per window, losing nothing."""
+from collections import namedtuple
+
+import gevent
+import pytest
+
+from app.coalescing import Coalescing
+from app.reread import News
+from conftest import until_blocked
+
+Row = namedtuple("Row", "id type")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def news(*rows, position=0):
+    return News(list(rows), [], 0, f"h{position}", position)
+
+
+def activity(n):
+    return Row(n, "activity")
+
+
+def test_activity_within_the_window_is_held_then_released_merged():
+    clock = Clock()
+    state = Coalescing(1.0, clock)
+    assert state.offer("u-ada", news(activity(1), position=1)).rows == [activity(1)]
+    assert state.offer("u-ada", news(activity(2), position=2)) is None
+    clock.now += 0.5
+    assert state.offer("u-ada", news(activity(3), position=3)) is None
+    assert state.due() == [] and state.next_due() == pytest.approx(0.5)
+    clock.now += 0.5
+    [(user, released)] = state.due()
+    assert user == "u-ada" and released.rows == [activity(2), activity(3)]
+    assert released.position == 3 and released.hash == "h3"
+    # The release was a wake-up: the next activity waits a window again.
+    assert state.offer("u-ada", news(activity(4), position=4)) is None
+
+
+def test_urgent_news_goes_at_once_and_takes_the_held_news_with_it():
+    state = Coalescing(1.0, Clock())
+    state.offer("u-ada", news(activity(1), position=1))
+    assert state.offer("u-ada", news(activity(2), position=2)) is None
+    joined = Row(3, "joined")
+    delivered = state.offer("u-ada", news(joined, position=3))
+    # Older held rows first: newer news never overtakes them.
+    assert delivered.rows == [activity(2), joined] and delivered.position == 3
+    assert state.held == {} and state.due() == []
+
+
+def test_users_are_held_independently_and_a_zero_window_holds_nothing():
+    state = Coalescing(1.0, Clock())
+    state.offer("u-ada", news(activity(1)))
+    assert state.offer("u-grace", news(activity(1))) is not None
+    unwindowed = Coalescing(0.0, Clock())
+    assert all(unwindowed.offer("u-ada", news(activity(n))) for n in range(5))
+
+
+def test_check_catches_held_urgent_news(monkeypatch):
+    state = Coalescing(1.0, Clock())
+    state.woken_at["u-ada"] = 100.0
+    state.held["u-ada"] = news(Row(1, "left"))
+    with pytest.raises(AssertionError, match="urgent"):
+        state.check()
+
+
+@pytest.fixture
+def hub_app(app_factory):
+    app = app_factory(HUB_AUTOSTART=False, SAFETY_NET_INTERVAL=3600, ACTIVITY_COALESCE=1)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    return app
+
+
+def test_a_burst_wakes_a_waiting_member_once_then_once_more_at_the_window_end(hub_app, database):
+    hub = hub_app.extensions["hub"]
+    clock = Clock()
+    hub.reread.coalescing.clock = clock
+    with hub.waiting("u-ada") as ticket:
+        deliveries = []
+        for n in range(10):
+            database.psql(f"INSERT INTO activity (community_id, kind, ref) "
+                          f"VALUES ('c-python', 'post_created', 'p-{n}')")
+            hub.reread.refresh()
+            clock.now += 0.05
+            deliveries += hub.wait(ticket, 0)
+        assert [[row.ref for row in d.rows] for d in deliveries] == [["p-0"]]
+        clock.now += 1
+        hub.reread.release()
+        [late] = hub.wait(ticket, 0)
+    assert [row.ref for row in late.rows] == [f"p-{n}" for n in range(1, 10)]
+    assert late.position.covers(deliveries[0].position)
+    assert [c["unread"] for c in late.communities if c["id"] == "c-python"] == [10]
+
+
+def test_a_burst_costs_a_few_answers_and_loses_nothing(app_factory, database, auth):
+    app = app_factory(ACTIVITY_COALESCE=1.5, SAFETY_NET_INTERVAL=0.2)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    client = app.test_client()
+    ada = auth("u-ada")
+    body = client.get("/me/communities", headers=ada).json
+    cursor, digest = body["cursor"], body["hash"]
+    answers, refs = [], []
+
+    def follow():
+        nonlocal cursor, digest
+        while len(refs) < 20:
+            answer = client.get(f"/community-changes/poll?cursor={cursor}&hash={digest}&timeout=10",
+                                headers=ada).json
+            answers.append(answer["status"])
+            cursor, digest = answer["cursor"], answer["hash"]
+            refs.extend(c["ref"] for c in answer.get("changes", ()) if c["type"] == "activity")
+
+    follower = until_blocked(app.extensions["hub"], gevent.spawn(follow))
+    admin = auth("u-admin", admin=True)
+    for n in range(20):
+        response = client.post("/communities/c-python/activity",
+                               json={"kind": "post_created", "ref": f"p-{n}"}, headers=admin)
+        assert response.status_code == 201
+        gevent.sleep(0.02)
+    follower.get(timeout=20)
+    assert refs == [f"p-{n}" for n in range(20)]
+    # Twenty wake-ups without coalescing; here the first, the re-polls that
+    # read what had committed, and the window's end.
+    assert answers.count("changed") <= 5

@@ -1,0 +1,185 @@
+"""The batched re-read: a fixed number of statements for any number of waiters."""
+from contextlib import ExitStack
+
+import gevent
+import pytest
+from sqlalchemy import event, text
+
+
+class StatementCounter:
+    def __init__(self, engine):
+        self.count = 0
+        self.engine = engine
+        event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_args):
+        self.count += 1
+
+    def close(self):
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+def add_members(app, community_id, count):
+    with app.extensions["db"].begin() as connection:
+        for n in range(count):
+            connection.execute(text("INSERT INTO users (id) VALUES (:u)"), {"u": f"u-m{n}"})
+            connection.execute(
+                text("INSERT INTO memberships (user_id, community_id) VALUES (:u, :c)"),
+                {"u": f"u-m{n}", "c": community_id},
+            )
+    return [f"u-m{n}" for n in range(count)]
+
+
+def rename_and_refresh(app, database, hub, users, name):
+    with ExitStack() as stack:
+        tickets = [stack.enter_context(hub.waiting(user)) for user in users]
+        database.psql(f"UPDATE communities SET name = '{name}' WHERE id = 'c-go'")
+        counter = StatementCounter(app.extensions["db"])
+        try:
+            hub.reread.refresh()
+        finally:
+            counter.close()
+        for ticket in tickets:
+            news = hub.wait(ticket, 0)
+            assert len(news) == 1
+            assert [row.type for row in news[0].rows] == ["community_updated"]
+            assert [c["name"] for c in news[0].communities] == [name]
+    return counter.count
+
+
+def test_one_rename_costs_the_same_few_statements_for_any_number_of_waiters(quiet_app, database):
+    hub = quiet_app.extensions["hub"]
+    users = add_members(quiet_app, "c-go", 400)
+    few = rename_and_refresh(quiet_app, database, hub, users[:5], "Go 1")
+    many = rename_and_refresh(quiet_app, database, hub, users, "Go 2")
+    # The new position, the new rows, the waiting users' state (plus SQLite's
+    # explicit BEGIN), whatever the number of waiters.
+    assert few == many <= 4
+    # Each rename is one community-scoped row however many members it reached.
+    with quiet_app.extensions["db"].connect() as connection:
+        renames = connection.scalar(text("SELECT count(*) FROM changes WHERE type = 'community_updated'"))
+    assert renames == 2
+    assert hub.waiting_polls == 0 and hub.users == {}
+
+
+def test_refresh_without_news_wakes_nobody(quiet_app):
+    hub = quiet_app.extensions["hub"]
+    with hub.waiting("u-ada") as ticket:
+        hub.reread.refresh()
+        assert hub.wait(ticket, 0.01) == []
+
+
+def test_news_goes_only_to_the_users_it_concerns(quiet_app, database):
+    hub = quiet_app.extensions["hub"]
+    wakeups = quiet_app.extensions["metrics"].wakeups
+    before = wakeups._value.get()
+    with hub.waiting("u-ada") as ada, hub.waiting("u-alan") as alan:
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')")
+        hub.reread.refresh()
+        assert hub.wait(ada, 0) == []
+        news = hub.wait(alan, 0)
+    assert [(row.type, row.community_id) for row in news[0].rows] == [("joined", "c-python")]
+    assert "c-python" in [c["id"] for c in news[0].communities]
+    assert wakeups._value.get() == before + 1
+
+
+def test_a_refresh_finding_nobody_waiting_forgets_the_position(quiet_app):
+    hub = quiet_app.extensions["hub"]
+    with hub.waiting("u-ada"):
+        pass
+    hub.vouching.ensure_position()  # as a poll arriving took it, then left mid-read
+    assert hub.vouching.position is not None
+    hub.reread.refresh()
+    assert hub.vouching.position is None
+
+
+def test_idle_hub_does_no_database_work(app_factory):
+    app = app_factory(SAFETY_NET_INTERVAL=0.05)
+    hub = app.extensions["hub"]
+    counter = StatementCounter(app.extensions["db"])
+    try:
+        gevent.sleep(0.5)  # ten safety-net ticks with nobody waiting
+    finally:
+        counter.close()
+    assert counter.count == 0 and hub.vouching.position is None
+
+
+def test_safety_net_catches_what_no_hint_announced(app_factory, database):
+    app = app_factory(SAFETY_NET_INTERVAL=0.1)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    hub = app.extensions["hub"]
+    if hub.listener is not None:
+        hub.listener.stop()  # no NOTIFY: only the safety net is left
+    with hub.waiting("u-alan") as ticket:
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+        news = hub.wait(ticket, 5)
+    assert news and news[0].rows[0].community_id == "c-rust"
+
+
+def fail_once(monkeypatch, module, name):
+    """Make ``module.name`` raise on its first call, as a database going away would; returns the failures."""
+    original = getattr(module, name)
+    failures = []
+
+    def failing_once(*args):
+        if not failures:
+            failures.append(True)
+            raise RuntimeError("the database went away")
+        return original(*args)
+
+    monkeypatch.setattr(module, name, failing_once)
+    return failures
+
+
+def test_a_failed_re_read_is_retried(quiet_app, database, monkeypatch):
+    from app import feed
+
+    hub = quiet_app.extensions["hub"]
+    hub.reread.safety_interval = 3600
+    failures = fail_once(monkeypatch, feed, "read_news")
+    hub.start()
+    with hub.waiting("u-ada") as ticket:
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+        hub.notify()
+        news = hub.wait(ticket, 10)
+    assert failures and news and news[0].rows[0].community_id == "c-go"
+
+
+def test_a_re_read_failing_after_its_first_query_reads_the_same_rows_again(quiet_app, database,
+                                                                         monkeypatch):
+    """The database going away between a re-read's queries must not leave its rows behind."""
+    from app import feed
+
+    hub = quiet_app.extensions["hub"]
+    failures = fail_once(monkeypatch, feed, "read_states")
+    with hub.waiting("u-ada") as ticket:
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+        with pytest.raises(RuntimeError):
+            hub.reread.refresh()
+        assert hub.wait(ticket, 0) == []
+        hub.reread.refresh()
+        news = hub.wait(ticket, 0)
+    assert failures and [(row.type, row.community_id) for row in news[0].rows] == [("joined", "c-go")]
+
+
+def test_a_poll_registering_while_a_re_read_begins_gets_that_batch(quiet_app, database, monkeypatch):
+    """The waiting users are taken once the batch's snapshot is: a poll in between is among them."""
+    from app import feed
+
+    hub = quiet_app.extensions["hub"]
+    original = feed.read_position
+    stack = ExitStack()
+    tickets = []
+
+    def registering_first(connection):
+        if not tickets:
+            # A poll registers, and a rename commits, while the re-read begins.
+            tickets.append(stack.enter_context(hub.waiting("u-ada")))
+            database.psql("UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'")
+        return original(connection)
+
+    with stack, hub.waiting("u-grace"):
+        monkeypatch.setattr(feed, "read_position", registering_first)
+        hub.reread.refresh()
+        news = hub.wait(tickets[0], 0)
+    assert [(row.type, row.community_id) for row in news[0].rows] == [("community_updated", "c-python")]

@@ -1,0 +1,271 @@
+"""Vouching: what the hub read, and when a re-poll may skip its read.
+
+Its state changes between database calls without a lock, so these tests look
+at the interleavings that matter: a re-read's rows noted before anything
+yields, and polls subscribing while nobody waits or while the position is
+being taken. ``Vouching.check()`` runs after every update (conftest).
+"""
+from collections import namedtuple
+
+import gevent
+import greenlet
+import pytest
+from gevent.event import Event
+
+from app import cursors, feed, vouching
+from app.vouching import Vouching
+
+Row = namedtuple("Row", "id user_id shared community_id", defaults=(False, None))
+EPOCH = "e1"
+
+
+def at(n):
+    return cursors.Cursor(EPOCH, cursors.SequencePosition(n))
+
+
+def heads(*numbers):
+    """A read_head that returns these positions in turn."""
+    positions = iter(numbers)
+    return lambda: (EPOCH, cursors.SequencePosition(next(positions)))
+
+
+def served(state, user_id="u-ada", digest="h1"):
+    state.served_state(user_id, digest, None)
+    return state
+
+
+def test_vouches_for_a_cursor_that_saw_every_row_read_since():
+    state = served(Vouching(heads(10)))
+    assert not state.vouches("u-ada", at(10), "h1")  # nothing read yet: no position
+    state.ensure_position()
+    assert state.vouches("u-ada", at(10), "h1") and state.vouches("u-ada", at(12), "h1")
+    assert not state.vouches("u-ada", at(9), "h1")  # older than what was read from
+    assert not state.vouches("u-ada", cursors.Cursor("e2", at(10).position), "h1")
+    assert not state.vouches("u-ada", at(10), "h2")  # not the hash last served
+    assert not state.vouches("u-ada", None, "h1") and not state.vouches("u-ada", at(10), None)
+    assert not state.vouches("u-alan", at(10), "h1")  # never served here
+
+    state.advance([Row(11, "u-ada"), Row(12, "u-alan")], cursors.SequencePosition(12))
+    assert not state.vouches("u-ada", at(10), "h1")  # the cursor did not see row 11
+    assert state.vouches("u-ada", at(11), "h1")
+    assert state.position == cursors.SequencePosition(12)
+
+
+def test_a_busy_user_is_not_tracked_row_by_row():
+    state = served(Vouching(heads(0)))
+    state.ensure_position()
+    for n in range(1, vouching.ROWS_PER_USER + 2):
+        state.advance([Row(n, "u-ada")], cursors.SequencePosition(n))
+    assert state.recent["u-ada"] is None
+    assert not state.vouches("u-ada", at(100), "h1")
+
+
+def test_old_or_large_bookkeeping_starts_over_from_the_latest_position(monkeypatch):
+    state = served(Vouching(heads(0)))
+    state.ensure_position()
+    state.advance([Row(1, "u-ada")], cursors.SequencePosition(1))
+    monkeypatch.setattr(vouching, "RECENT_SECONDS", -1)
+    state.advance([Row(2, "u-alan")], cursors.SequencePosition(2))
+    assert state.since == cursors.SequencePosition(2) and state.recent == {}
+    assert not state.vouches("u-ada", at(1), "h1")  # older cursors get a read again
+    assert state.vouches("u-ada", at(2), "h1")
+
+
+def test_bookkeeping_starts_over_only_past_its_size_limit(monkeypatch):
+    monkeypatch.setattr(vouching, "RECENT_USERS", 2)
+    state = served(Vouching(heads(0)))
+    state.ensure_position()
+    state.advance([Row(1, "u-ada"), Row(2, "u-alan")], cursors.SequencePosition(2))
+    state.advance([Row(3, "u-grace")], cursors.SequencePosition(3))  # 2 tracked: at the limit, kept
+    assert state.since == cursors.SequencePosition(0) and set(state.recent) == {"u-ada", "u-alan", "u-grace"}
+    state.advance([Row(4, "u-ada")], cursors.SequencePosition(4))  # 3 tracked: past it
+    assert state.since == cursors.SequencePosition(4) and state.recent == {}
+
+
+def test_a_user_is_tracked_row_by_row_up_to_the_limit():
+    state = served(Vouching(heads(0)))
+    state.ensure_position()
+    for n in range(1, vouching.ROWS_PER_USER + 1):
+        state.advance([Row(n, "u-ada")], cursors.SequencePosition(n))
+    assert len(state.recent["u-ada"]) == vouching.ROWS_PER_USER
+    assert state.vouches("u-ada", at(vouching.ROWS_PER_USER), "h1")
+
+
+def test_check_catches_a_broken_state():
+    state = Vouching(heads(0))
+    state.recent = {"u-ada": (Row(1, "u-ada"),)}
+    with pytest.raises(AssertionError, match="nothing to vouch from"):
+        state.check()
+    state.ensure_position()
+    state.recent = {"u-ada": (Row(1, "u-alan"),)}
+    with pytest.raises(AssertionError, match="another user's row"):
+        state.check()
+    state.recent = {}
+    state.position = None
+    with pytest.raises(AssertionError, match="forgotten"):
+        state.check()
+
+
+def test_checks_run_after_updates_only_when_switched_on(monkeypatch):
+    state = Vouching(heads(0))
+    state.recent = {"u-ada": (Row(1, "u-ada"),)}  # rows noted with no ``since``
+    monkeypatch.setattr(Vouching, "checking", False)
+    state.advance([], cursors.SequencePosition(1))  # production pays nothing for check()
+    monkeypatch.setattr(Vouching, "checking", True)
+    with pytest.raises(AssertionError, match="nothing to vouch from"):
+        state.advance([], cursors.SequencePosition(2))
+
+
+# -- polls subscribing while nobody waits, or while the position is taken -----
+
+
+def slow_heads(gate, *numbers):
+    """A read_head that yields (as a database read does) until ``gate`` is set."""
+    reads = []
+    positions = iter(numbers)
+
+    def read_head():
+        reads.append(True)
+        gate.wait()
+        return EPOCH, cursors.SequencePosition(next(positions))
+
+    return read_head, reads
+
+
+def test_polls_subscribing_together_take_one_position():
+    gate = Event()
+    read_head, reads = slow_heads(gate, 10, 20)
+    state = Vouching(read_head)
+    polls = [gevent.spawn(state.ensure_position) for _ in range(3)]
+    gevent.sleep(0)
+    assert reads == [True]  # one reads; the others wait for it
+    gate.set()
+    gevent.joinall(polls, timeout=5, raise_error=True)
+    assert len(reads) == 1 and state.position == state.since == cursors.SequencePosition(10)
+
+
+def test_a_poll_subscribing_while_nobody_waits_reads_from_a_fresh_position():
+    state = served(Vouching(heads(10, 20)))
+    state.ensure_position()
+    state.advance([], cursors.SequencePosition(15))
+    state.forget()  # the last poll left
+    assert state.position is None and not state.vouches("u-ada", at(15), "h1")
+    state.ensure_position()
+    # Changes 16..20 were never read by this hub: a cursor before them gets a read.
+    assert state.since == cursors.SequencePosition(20)
+    assert not state.vouches("u-ada", at(15), "h1") and state.vouches("u-ada", at(20), "h1")
+
+
+def test_the_last_poll_leaving_while_the_position_is_taken():
+    gate = Event()
+    read_head, _ = slow_heads(gate, 10)
+    state = Vouching(read_head)
+    taking = gevent.spawn(state.ensure_position)
+    gevent.sleep(0)
+    state.forget()
+    gate.set()
+    taking.get(timeout=5)
+    assert state.position == state.since == cursors.SequencePosition(10) and state.recent == {}
+
+
+def test_a_re_read_finishing_after_the_position_was_taken_again():
+    # A re-read started from 10; meanwhile every poll left and a new one took
+    # position 12. The re-read's rows (up to 13) must still keep a cursor that
+    # did not see them from being vouched for.
+    state = served(Vouching(heads(10, 12)))
+    state.ensure_position()
+    state.forget()
+    state.ensure_position()
+    state.advance([Row(11, "u-ada"), Row(13, "u-ada")], cursors.SequencePosition(13))
+    assert not state.vouches("u-ada", at(12), "h1")
+    assert state.vouches("u-ada", at(13), "h1")
+
+
+# -- a re-read notes its rows before it yields ---------------------------------
+
+
+def noted(state, row):
+    kept = state.recent.get(row.user_id, ())
+    return state.since.sees(row) or kept is None or row in kept
+
+
+@pytest.fixture
+def yielding_next_query(monkeypatch):
+    """The re-read's query after the rows yields even on SQLite, as it does on PostgreSQL."""
+    original = feed.read_states
+
+    def read_states(*args):
+        gevent.sleep(0)
+        return original(*args)
+
+    monkeypatch.setattr(feed, "read_states", read_states)
+
+
+def test_a_re_read_notes_its_rows_before_anything_yields(
+    quiet_app, database, monkeypatch, yielding_next_query
+):
+    hub = quiet_app.extensions["hub"]
+    state = hub.vouching
+    returned = []
+    original = feed.read_news
+
+    def read_news(*args):
+        rows, position = original(*args)
+        returned.extend(rows)
+        return rows, position
+
+    monkeypatch.setattr(feed, "read_news", read_news)
+    broken = []
+
+    def at_every_switch(event, args):
+        origin, _target = args
+        if origin is not rereading or not returned:
+            return
+        # Every row the database returned is noted: a poll arriving now is not
+        # vouched past it.
+        if not all(noted(state, row) for row in returned):
+            broken.append(event)
+        elif state.vouches("u-ada", before, "h1"):
+            broken.append(event)
+
+    with hub.waiting("u-alan"), hub.waiting("u-ada"):
+        before = cursors.Cursor(state.epoch, state.position)
+        state.served_state("u-ada", "h1", None)
+        assert state.vouches("u-ada", before, "h1")
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+        rereading = gevent.spawn(hub.reread.refresh)
+        previous = greenlet.settrace(at_every_switch)
+        try:
+            rereading.get(timeout=10)
+        finally:
+            greenlet.settrace(previous)
+    assert [row.user_id for row in returned] == ["u-ada"]
+    assert broken == []
+
+
+def test_a_poll_subscribing_after_a_re_read_listed_the_waiting_users_is_not_vouched_for(
+    quiet_app, database, monkeypatch
+):
+    """That batch resolved its community rows to the users it listed only: the newcomer must read."""
+    hub = quiet_app.extensions["hub"]
+    state = hub.vouching
+    original = state.advance
+    asked = []
+
+    def advance(rows, position):
+        # A poll of u-ada subscribes while the re-read's query runs.
+        with hub.waiting("u-ada"):
+            asked.append(state.vouches("u-ada", before, "h1"))
+        original(rows, position)
+
+    with hub.waiting("u-alan"):
+        before = cursors.Cursor(state.epoch, state.position)
+        state.served_state("u-ada", "h1", None, [{"id": "c-python"}])
+        assert state.vouches("u-ada", before, "h1")
+        database.psql("UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'")
+        monkeypatch.setattr(state, "advance", advance)
+        hub.reread.refresh()
+        assert asked == [False]
+        # Once the rows are noted, the rename is what refuses.
+        assert not state.vouches("u-ada", before, "h1")
+        assert state.listing is False and not state.unlisted
