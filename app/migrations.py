@@ -5,6 +5,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,21 +20,34 @@ def alembic_config(connection=None):
 
 def upgrade(engine, revision="head"):
     """Bring the database behind ``engine`` to ``revision``."""
-    with _migration_lock(engine), engine.begin() as connection:
+    with _migrating(engine) as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine, revision="base"):
-    with _migration_lock(engine), engine.begin() as connection:
+    with _migrating(engine) as connection:
         command.downgrade(alembic_config(connection), revision)
 
 
 @contextmanager
-def _migration_lock(engine):
-    """Serialise upgrades of one SQLite file by several workers starting at once.
+def _migrating(engine):
+    """A transaction that no other process migrates the same database in.
 
-    PostgreSQL deployments migrate once, before starting the workers (README.md).
+    Several workers starting at once with AUTO_MIGRATE would otherwise all
+    create the same tables, and all but one fail to boot. PostgreSQL: an
+    advisory lock of the transaction, one per schema. SQLite: a lock file.
     """
+    with _file_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(
+                "SELECT pg_advisory_xact_lock(hashtext('community-sync migrate ' || current_schema()))"
+            ))
+        yield connection
+
+
+@contextmanager
+def _file_lock(engine):
+    """Serialise upgrades of one SQLite file by several workers starting at once."""
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield

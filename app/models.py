@@ -1,8 +1,14 @@
 """The schema: users, communities, memberships and the append-only change log.
 
-Rows of ``changes`` are written only by database triggers (see the first
-migration), so a change made with raw SQL is recorded exactly like one made
+Rows of ``changes`` are written only by database triggers (see the
+migrations), so a change made with raw SQL is recorded exactly like one made
 through the API.
+
+``memberships.community_id`` has no foreign key: a deleted community's
+memberships stay behind as tombstones, so that its ``community_deleted`` row
+can still be resolved to its former members. A trigger refuses a membership
+into a community that does not exist, and every read of state joins
+``communities``, which hides tombstones.
 """
 from datetime import datetime
 
@@ -16,14 +22,18 @@ from sqlalchemy import (
     Integer,
     String,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Model
 
 ROLES = ("member", "moderator", "admin", "owner")
-CHANGE_TYPES = ("joined", "left", "role_changed", "community_updated", "community_deleted")
+CHANGE_TYPES = ("joined", "left", "role_changed", "community_updated", "community_deleted",
+                "activity", "notification", "read")
+KIND_LENGTH = 32
 ID_LENGTH = 64
+NAME_LENGTH = 200
 
 # SQLite keeps AUTOINCREMENT ids monotonic even after pruning; PostgreSQL uses
 # an identity column.
@@ -34,8 +44,10 @@ class User(Model):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The newest notification change id the user has read (migration 0004).
+    notifications_read_through: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class Community(Model):
@@ -43,7 +55,7 @@ class Community(Model):
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     slug: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     logo_url: Mapped[str | None] = mapped_column(String(2048))
     is_public: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -61,20 +73,25 @@ class Membership(Model):
         String(ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     community_id: Mapped[str] = mapped_column(
-        String(ID_LENGTH), ForeignKey("communities.id", ondelete="CASCADE"), primary_key=True
+        String(ID_LENGTH), primary_key=True
     )
     role: Mapped[str] = mapped_column(String(16), default="member", server_default="member")
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The newest change id whose activity the member has read; a trigger sets
+    # it at the join, so a new member starts with nothing unread (migration 0004).
+    read_through: Mapped[int] = mapped_column(BigInteger, server_default="-1")
 
 
 class Change(Model):
-    """One entry of the change log, as seen by one user.
+    """One entry of the change log: user-scoped, or community-scoped.
 
-    A community-wide change (a rename, a deletion) is fanned out to one row per
-    member in the writing transaction, so "the changes of user U" is a plain
-    indexed range and membership at the time of the change is exact.
-    ``xid`` is the writer's transaction id on PostgreSQL (NULL on SQLite), which
+    A user-scoped row (``joined``, ``left``, ``role_changed``, a
+    ``notification``, whose ``community_id`` is NULL) names its
+    ``user_id``. A community-wide change (a rename, a deletion, ``activity``) is one
+    community-scoped row with ``user_id`` NULL, whatever the community's size;
+    a reader resolves it to the community's members as of its own snapshot
+    (``app.queries.changes_of``). ``xid`` is the writer's transaction id on PostgreSQL (NULL on SQLite), which
     is what cursors are made of there (see ``app.feed``).
     """
 
@@ -84,17 +101,49 @@ class Change(Model):
         Index("ix_changes_user_id_at", "user_id", "at"),
         Index("ix_changes_xid", "xid"),
         Index("ix_changes_at", "at"),
+        Index("ix_changes_community_id_id", "community_id", "id",
+              postgresql_where=text("user_id IS NULL"), sqlite_where=text("user_id IS NULL")),
+        # unread: a count of the rows above a read marker, at most 100.
+        Index("ix_changes_activity", "community_id", "id",
+              postgresql_where=text("type = 'activity'"), sqlite_where=text("type = 'activity'")),
+        Index("ix_changes_notification", "user_id", "id",
+              postgresql_where=text("type = 'notification'"),
+              sqlite_where=text("type = 'notification'")),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(ChangeId, primary_key=True, autoincrement=True)
     xid: Mapped[int | None] = mapped_column(BigInteger)
-    user_id: Mapped[str] = mapped_column(String(ID_LENGTH))
-    community_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    user_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    community_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     type: Mapped[str] = mapped_column(String(24))
     role: Mapped[str | None] = mapped_column(String(16))
     actor: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    kind: Mapped[str | None] = mapped_column(String(KIND_LENGTH))
+    ref: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+
+
+class Activity(Model):
+    """The outbox the platform publishes to: ``INSERT INTO activity (...)`` in its own transaction.
+
+    Always empty between transactions: a trigger moves each row into
+    ``changes`` as it is inserted (see migration 0003), after the CHECK
+    constraints below have refused a bad one. ``community_id`` for a
+    community's activity, ``user_id`` for a notification to one user.
+    """
+
+    __tablename__ = "activity"
+    __table_args__ = (
+        CheckConstraint("(community_id IS NULL) <> (user_id IS NULL)", name="one_recipient"),
+    )
+
+    id: Mapped[int] = mapped_column(ChangeId, primary_key=True, autoincrement=True)
+    community_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    user_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    kind: Mapped[str] = mapped_column(String(KIND_LENGTH))
+    ref: Mapped[str] = mapped_column(String(ID_LENGTH))
+    actor: Mapped[str | None] = mapped_column(String(ID_LENGTH))
 
 
 class FeedMeta(Model):

@@ -2,11 +2,69 @@
 import functools
 import json
 
-from sqlalchemy import Text, and_, bindparam, cast, func, literal, literal_column, or_, select, text
-
+from sqlalchemy import (
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    union,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import aliased
 
-from .models import Change, Community, FeedMeta, Membership
+from .models import Change, Community, FeedMeta, Membership, User
+
+# unread counts stop here: "100" means 100 or more, and a count costs at most
+# 100 index entries however far behind a reader is.
+UNREAD_CAP = 100
+
+
+def of_type(change_type):
+    """``changes.type = '<change_type>'`` as a literal: partial indexes match it, a parameter not."""
+    return Change.type == literal_column(f"'{change_type}'")
+
+
+def capped_count(rows):
+    """How many rows ``rows`` (a select) gives, counting no further than UNREAD_CAP."""
+    return select(func.count()).select_from(rows.limit(UNREAD_CAP).subquery()).scalar_subquery()
+
+
+def unread_activity():
+    """The member's unread activity in the community, for a row of ``live_memberships()``."""
+    return capped_count(
+        select(literal(1))
+        .where(of_type("activity"), Change.community_id == Membership.community_id,
+               Change.id > Membership.read_through)
+        .correlate(Membership)
+    )
+
+
+def last_activity_at():
+    """When the community's newest activity was published (one probe of its newest id)."""
+    return (
+        select(Change.at)
+        .where(of_type("activity"), Change.community_id == Membership.community_id)
+        .order_by(Change.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def unread_notifications(user_id, read_through):
+    """The user's notifications above its read marker, capped."""
+    return capped_count(
+        select(literal(1))
+        .where(of_type("notification"), Change.user_id == user_id, Change.id > read_through)
+        .correlate(User)
+    )
+
 
 STATE_COLUMNS = (
     Membership.user_id,
@@ -17,6 +75,8 @@ STATE_COLUMNS = (
     Community.is_public,
     Membership.role,
     Membership.joined_at,
+    unread_activity().label("unread"),
+    last_activity_at().label("last_activity_at"),
 )
 
 
@@ -55,13 +115,73 @@ def in_json_list(column, values, dialect):
     return column.in_(select(func.json_each(payload).table_valued("value").c.value))
 
 
-def memberships_of(user_clause):
-    """Membership rows joined to their communities, for the users ``user_clause`` picks."""
+def community(community_id):
+    """The community's own columns, as plain rows."""
+    return select(Community.__table__).where(Community.id == community_id)
+
+
+def communities_visible_to(user_id, is_admin):
+    """Public communities and the user's own (every one for platform admins), by name."""
+    query = select(Community.__table__).order_by(Community.name, Community.id)
+    if not is_admin:
+        mine = select(Membership.community_id).where(Membership.user_id == user_id)
+        query = query.where(or_(Community.is_public, Community.id.in_(mine)))
+    return query
+
+
+def live_memberships():
+    """Memberships joined to their communities: a deleted community's tombstones drop out."""
+    return Membership.__table__.join(Community.__table__, Community.id == Membership.community_id)
+
+
+def role_in(user_id, community_id):
+    """The user's role in the community; no row when the user is not a member."""
     return (
-        select(*STATE_COLUMNS)
-        .join(Community, Community.id == Membership.community_id)
+        select(Membership.role)
+        .select_from(live_memberships())
+        .where(Membership.user_id == user_id, Membership.community_id == community_id)
+    )
+
+
+def member_count(community_id):
+    return (
+        select(func.count())
+        .select_from(live_memberships())
+        .where(Membership.community_id == community_id)
+    )
+
+
+def states_of(user_clause):
+    """The state of the users ``user_clause`` (a condition on ``User.id``) picks.
+
+    One row per membership, or one with NULL community columns for a user
+    with none; ``notifications_unread`` on every row.
+    """
+    return (
+        select(
+            User.id.label("user_id"),
+            unread_notifications(User.id, User.notifications_read_through)
+            .label("notifications_unread"),
+            *STATE_COLUMNS[1:],
+        )
+        .select_from(User.__table__.outerjoin(live_memberships(), Membership.user_id == User.id))
         .where(user_clause)
     )
+
+
+def entry_of(user_id, community_id):
+    """The user's entry for one community it is a member of; no row otherwise."""
+    return (
+        select(*STATE_COLUMNS)
+        .select_from(live_memberships())
+        .where(Membership.user_id == user_id, Membership.community_id == community_id)
+    )
+
+
+def newest(change_type, **where):
+    """The id of the newest change of ``change_type`` matching ``where`` (0 when none)."""
+    conditions = [getattr(Change, column) == value for column, value in where.items()]
+    return select(func.coalesce(func.max(Change.id), 0)).where(of_type(change_type), *conditions)
 
 
 @functools.cache
@@ -73,30 +193,119 @@ def snapshot_of(dialect):
     request); execute it with ``{"user_id": ...}``.
     """
     user_id = bindparam("user_id")
-    joined = Membership.__table__.join(
-        Community.__table__, Community.id == Membership.community_id
-    )
-    last_change = select(func.max(Change.at)).where(Change.user_id == user_id).scalar_subquery()
+    notifications_read = select(User.notifications_read_through).where(User.id == user_id)
     return (
         select(
             FeedMeta.epoch,
             FeedMeta.pruned_through,
             current_position(dialect).label("position"),
-            last_change.label("last_change_at"),
+            last_change_of(user_id).label("last_change_at"),
+            unread_notifications(user_id, func.coalesce(notifications_read.scalar_subquery(), 0))
+            .label("notifications_unread"),
             *STATE_COLUMNS[1:],
         )
-        .select_from(FeedMeta.__table__.outerjoin(joined, Membership.user_id == user_id))
+        .select_from(FeedMeta.__table__.outerjoin(live_memberships(), Membership.user_id == user_id))
         .where(FeedMeta.id == 1)
     )
 
 
-def changes_after(position, user_id=None):
-    """Change-log rows the position does not see, in sequence order."""
+def last_change_of(user_id):
+    """When the user's state last changed: its own rows, or its communities' latest.
+
+    A community's latest row is one index probe (its newest id), so this
+    costs one probe per membership however busy the communities are.
+    """
+    member = Membership.__table__.alias("last_member")
+    latest = (
+        select(Change.at)
+        .where(Change.user_id.is_(None), Change.community_id == member.c.community_id)
+        .order_by(Change.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    moments = union_all(
+        select(func.max(Change.at).label("at")).where(Change.user_id == user_id),
+        select(latest.label("at")).where(member.c.user_id == user_id),
+    ).subquery()
+    return select(func.max(moments.c.at)).scalar_subquery()
+
+
+def _change_columns(recipient):
+    """A change as one recipient reads it: ``shared`` marks a community-scoped row."""
+    return (
+        Change.id,
+        Change.xid,
+        recipient.label("user_id"),
+        Change.community_id,
+        Change.type,
+        Change.role,
+        Change.actor,
+        Change.at,
+        Change.kind,
+        Change.ref,
+        Change.user_id.is_(None).label("shared"),
+    )
+
+
+def _left_unseen(position, user_clause):
+    """(user, community) of the ``left`` rows the position does not see, for the users picked."""
+    left = aliased(Change)
+    return select(left.user_id.label("user_id"), left.community_id.label("community_id")).where(
+        left.type == "left", user_clause(left.user_id), position.unseen(left)
+    )
+
+
+def _recipients(position, user_clause):
+    """Who may have been a member when a community-scoped row was written, among the users picked.
+
+    Members as of this snapshot (a deleted community's through its
+    tombstones), and those whose leaving the position has not seen yet: they
+    were members before it. Which rows each one was a member for is decided
+    from its own rows (``app.feed.addressed``).
+    """
+    members = select(Membership.user_id, Membership.community_id).where(
+        user_clause(Membership.user_id)
+    )
+    return union(members, _left_unseen(position, user_clause)).subquery("recipients")
+
+
+def changes_of(position, user_id):
+    """The user's changes the position does not see, in sequence order.
+
+    Its own rows, and the community-scoped rows of the communities it is or
+    was a member of in the range (see ``_recipients``); those from while it
+    was not a member are dropped afterwards (``app.feed.addressed``). Each
+    branch is an index range.
+    """
+    own = select(*_change_columns(Change.user_id)).where(
+        Change.user_id == user_id, position.unseen(Change)
+    )
+    recipients = _recipients(position, lambda column: column == user_id)
+    shared = (
+        select(*_change_columns(recipients.c.user_id))
+        .join(recipients, recipients.c.community_id == Change.community_id)
+        .where(Change.user_id.is_(None), position.unseen(Change))
+    )
+    return union_all(own, shared).order_by(literal_column("id"))
+
+
+def changes_after(position, user_clause=None):
+    """Every change-log row the position does not see, in sequence order.
+
+    A community-scoped row comes once for each recipient (see
+    ``_recipients``) among the users ``user_clause(column)`` picks, with
+    ``user_id`` set to that user, or once with ``user_id`` NULL when it picks
+    none.
+    """
     # Plain rows, not ORM objects: the hub may hold thousands of them briefly.
-    query = select(Change.__table__).where(position.unseen(Change)).order_by(Change.id)
-    if user_id is not None:
-        query = query.where(Change.user_id == user_id)
-    return query
+    recipients = _recipients(position, user_clause or (lambda _column: literal(False)))
+    shared = and_(Change.user_id.is_(None), recipients.c.community_id == Change.community_id)
+    return (
+        select(*_change_columns(func.coalesce(recipients.c.user_id, Change.user_id)))
+        .select_from(Change.__table__.outerjoin(recipients, shared))
+        .where(position.unseen(Change))
+        .order_by(Change.id)
+    )
 
 
 def unseen_by_sequence(column_id, last_id):
@@ -108,3 +317,19 @@ def unseen_by_snapshot(column_xid, xmin, xmax, xip):
     if xip:
         clause = or_(clause, column_xid.in_(sorted(xip)))
     return and_(column_xid >= xmin, clause)
+
+
+def notifications_of(user_id, before, limit):
+    """The user's notifications with ids below ``before`` (None: from the newest), newest first.
+
+    ``unread`` says whether each is above the user's read marker.
+    """
+    marker = select(User.notifications_read_through).where(User.id == user_id).scalar_subquery()
+    query = (
+        select(Change.id, Change.kind, Change.ref, Change.actor, Change.at,
+               (Change.id > func.coalesce(marker, 0)).label("unread"))
+        .where(of_type("notification"), Change.user_id == user_id)
+        .order_by(Change.id.desc())
+        .limit(limit)
+    )
+    return query if before is None else query.where(Change.id < before)

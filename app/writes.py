@@ -1,35 +1,28 @@
 """Membership and community writes, with who may do what.
 
-Views call these inside :func:`writing`; the change log itself is written by
-the database triggers, never here.
+Views call these inside :func:`writing`, a :func:`app.db.write_transaction`
+that names its actor; the change log itself is written by the database
+triggers, never here.
 """
 import secrets
 from contextlib import contextmanager
 
 from flask import current_app
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from . import db
+from . import db, queries
 from .errors import Problem
-from .models import ChangeActor, Community, Membership, User
+from .models import Activity, ChangeActor, Community, Membership, User
 
 MANAGER_ROLES = ("admin", "owner")
 
 
 @contextmanager
 def writing(actor):
-    """A write transaction of its own that records ``actor`` as ``by``, then wakes this process's hub.
-
-    On SQLite the transaction starts IMMEDIATE: a deferred one that reads first
-    can fail to upgrade to a write lock instead of waiting for it.
-    """
-    bind = db.engine()
-    postgres = db.is_postgres(bind)
-    if not postgres:
-        bind = bind.execution_options(sqlite_begin="IMMEDIATE")
-    with Session(bind, expire_on_commit=False) as session, session.begin():
+    """A write transaction of its own that records ``actor`` as ``by``, then wakes this process's hub."""
+    postgres = db.is_postgres()
+    with db.write_transaction() as session:
         if postgres:
             session.execute(text("SELECT set_config('community_sync.actor', :actor, true)"),
                             {"actor": actor})
@@ -45,27 +38,30 @@ def unknown_community(community_id):
     return Problem(404, "unknown-community", f"There is no community {community_id!r}.")
 
 
-def community_or_404(session, community_id, for_update=False):
-    community = session.get(Community, community_id, with_for_update=for_update)
-    if community is None:
-        raise unknown_community(community_id)
-    return community
+def not_a_member(community_id):
+    return Problem(404, "not-a-member", f"You are not a member of {community_id!r}.")
 
 
 def role_of(session, user_id, community_id):
-    return session.scalar(
-        select(Membership.role).where(
-            Membership.user_id == user_id, Membership.community_id == community_id
-        )
-    )
+    return session.scalar(queries.role_in(user_id, community_id))
 
 
-def _authority(session, identity, community_id):
-    """'platform', 'owner', 'admin' or None: what the caller may do in the community."""
+def _community_for(session, identity, community_id, for_update=False):
+    """The community and the caller's authority in it: 'platform', 'owner', 'admin' or None.
+
+    A private community is absent (404, the very answer an unknown id gets)
+    to whoever is neither in it nor a platform admin, whatever the request:
+    a 403 would tell outsiders that it exists.
+    """
+    community = session.get(Community, community_id, with_for_update=for_update)
+    if community is None:
+        raise unknown_community(community_id)
     if identity.is_admin:
-        return "platform"
+        return community, "platform"
     own_role = role_of(session, identity.user_id, community_id)
-    return own_role if own_role in MANAGER_ROLES else None
+    if own_role is None and not community.is_public:
+        raise unknown_community(community_id)
+    return community, own_role if own_role in MANAGER_ROLES else None
 
 
 def _forbid(detail):
@@ -73,16 +69,56 @@ def _forbid(detail):
 
 
 def ensure_user(session, user_id):
-    """Provision a user named in a write: ids belong to the token-issuing platform."""
-    if session.get(User, user_id) is None:
-        session.add(User(id=user_id))
-        session.flush()
+    """Provision a user named in a write: ids belong to the token-issuing platform.
+
+    Others may provision the same id at the same moment (its token's first
+    request, or admins adding it to other communities): whoever comes second
+    finds it there.
+    """
+    db.insert_if_absent(session, User, id=user_id)
+
+
+def _lock_owners_first(session, identity, community_id, user_id):
+    """Lock the community's owners before the target row when the target is one of them.
+
+    Two owners demoting each other at once must not both see the other as the
+    one who stays; locking the owners (in id order, before any single row)
+    serializes them without a deadlock. A platform admin may leave a community
+    ownerless, and most writes touch no owner, so they lock nothing more.
+    """
+    if identity.is_admin or role_of(session, user_id, community_id) != "owner":
+        return
+    session.scalars(
+        select(Membership.user_id)
+        .where(Membership.community_id == community_id, Membership.role == "owner")
+        .order_by(Membership.user_id)
+        .with_for_update()
+    ).all()
+
+
+def _keep_an_owner(session, identity, membership):
+    """409 when removing or demoting ``membership`` would leave its community without an owner."""
+    if identity.is_admin or membership is None or membership.role != "owner":
+        return
+    others = session.scalar(
+        select(func.count()).select_from(Membership).where(
+            Membership.community_id == membership.community_id,
+            Membership.role == "owner",
+            Membership.user_id != membership.user_id,
+        )
+    )
+    if not others:
+        raise Problem(
+            409, "last-owner",
+            f"{membership.user_id!r} is the last owner of {membership.community_id!r}: "
+            "make someone else owner first (or ask a platform admin).",
+        )
 
 
 def put_membership(session, identity, community_id, user_id, role, retry=True):
     """Add ``user_id`` to the community or set its role. Returns (membership, created)."""
-    community = community_or_404(session, community_id)
-    authority = _authority(session, identity, community_id)
+    community, authority = _community_for(session, identity, community_id)
+    _lock_owners_first(session, identity, community_id, user_id)
     # Locked: another writer may change or remove it before our update lands.
     membership = session.get(Membership, (user_id, community_id), with_for_update=True)
     if authority is None:
@@ -101,6 +137,7 @@ def put_membership(session, identity, community_id, user_id, role, retry=True):
 
     if membership is not None:
         if role is not None and role != membership.role:
+            _keep_an_owner(session, identity, membership)
             membership.role = role
             session.flush()
         return membership, False
@@ -115,8 +152,11 @@ def put_membership(session, identity, community_id, user_id, role, retry=True):
     except IntegrityError:
         if not retry:
             raise
-        # Another writer added it first: go again, now as a PUT on an existing
-        # membership (same permission rules, role applied if it differs).
+        # Another writer added it first, or deleted the community: go again,
+        # now as a PUT on an existing membership (same permission rules, role
+        # applied if it differs) or on a community that is gone. What this
+        # session has loaded predates that writer's commit: read it afresh.
+        session.expire_all()
         return put_membership(session, identity, community_id, user_id, role, retry=False)
     session.refresh(membership)
     return membership, True
@@ -124,10 +164,10 @@ def put_membership(session, identity, community_id, user_id, role, retry=True):
 
 def delete_membership(session, identity, community_id, user_id):
     """Remove ``user_id`` from the community; nothing to remove is not an error."""
-    community_or_404(session, community_id)
+    _, authority = _community_for(session, identity, community_id)
+    _lock_owners_first(session, identity, community_id, user_id)
     membership = session.get(Membership, (user_id, community_id), with_for_update=True)
     if user_id != identity.user_id:
-        authority = _authority(session, identity, community_id)
         if authority is None:
             _forbid("Only platform admins and the community's admins may remove other users.")
         if membership is not None and membership.role == "owner" and authority not in (
@@ -135,53 +175,134 @@ def delete_membership(session, identity, community_id, user_id):
         ):
             _forbid("Only owners and platform admins may remove an owner.")
     if membership is not None:
+        _keep_an_owner(session, identity, membership)
         session.delete(membership)
         session.flush()
 
 
-def _ensure_free(session, fields, exclude_id=None):
+def _ensure_free(session, community_id, fields, creating):
+    """409 when the id (``creating``) or the slug in ``fields`` belongs to another community."""
+    if creating and session.get(Community, community_id) is not None:
+        raise Problem(409, "id-taken", f"The community {community_id!r} already exists.")
     if "slug" in fields:
         taken = session.scalar(
-            select(Community.id).where(Community.slug == fields["slug"], Community.id != exclude_id)
+            select(Community.id).where(Community.slug == fields["slug"], Community.id != community_id)
         )
         if taken is not None:
             raise Problem(409, "slug-taken", f"The slug {fields['slug']!r} is already in use.")
+
+
+@contextmanager
+def _claiming_keys(session, community_id, fields, creating):
+    """Write a community's id and slug in a savepoint, answering 409 if they are taken, first or last.
+
+    The check before the write sees only committed rows: another transaction
+    may take the same id or slug before this one writes, which then fails on
+    the unique key once that one commits. Checked again after it (the winner
+    is visible then), the loser gets the same 409 as if it had come second;
+    a conflict the check cannot explain is raised as it is.
+    """
+    _ensure_free(session, community_id, fields, creating)
+    try:
+        # The writes go inside the savepoint: entering one flushes what is
+        # pending, and a conflict there would spoil the whole transaction.
+        with session.begin_nested():
+            yield
+            session.flush()
+    except IntegrityError:
+        _ensure_free(session, community_id, fields, creating)
+        raise
 
 
 def create_community(session, identity, fields):
     if not identity.is_admin:
         _forbid("Only platform admins may create communities.")
     community_id = fields.pop("id", None) or f"c-{secrets.token_hex(6)}"
-    if session.get(Community, community_id) is not None:
-        raise Problem(409, "id-taken", f"The community {community_id!r} already exists.")
-    _ensure_free(session, fields)
     community = Community(id=community_id, **fields)
-    session.add(community)
-    session.flush()
+    with _claiming_keys(session, community_id, fields, creating=True):
+        session.add(community)
     session.refresh(community)
     return community
 
 
 def update_community(session, identity, community_id, fields):
-    community = community_or_404(session, community_id, for_update=True)
-    if _authority(session, identity, community_id) is None:
+    community, authority = _community_for(session, identity, community_id, for_update=True)
+    if authority is None:
         _forbid("Only platform admins and the community's admins may change it.")
-    _ensure_free(session, fields, exclude_id=community_id)
-    for name, value in fields.items():
-        setattr(community, name, value)
-    session.flush()
+    with _claiming_keys(session, community_id, fields, creating=False):
+        for name, value in fields.items():
+            setattr(community, name, value)
     session.refresh(community)
     return community
 
 
 def delete_community(session, identity, community_id):
-    if not identity.is_admin:
+    community, authority = _community_for(session, identity, community_id, for_update=True)
+    if authority != "platform":
         _forbid("Only platform admins may delete communities.")
-    session.delete(community_or_404(session, community_id, for_update=True))
+    session.delete(community)
     session.flush()
 
 
-def member_count(session, community_id):
+def publish_activity(session, identity, community_id, fields):
+    """Publish activity in a community (platform admins): one row of the outbox."""
+    _, authority = _community_for(session, identity, community_id)
+    if authority != "platform":
+        _forbid("Only platform admins may publish activity.")
+    _publish(session, fields, community_id=community_id)
+
+
+def notify_user(session, identity, user_id, fields):
+    """Publish a notification to one user (platform admins), provisioning the user."""
+    if not identity.is_admin:
+        _forbid("Only platform admins may publish notifications.")
+    ensure_user(session, user_id)
+    _publish(session, fields, user_id=user_id)
+
+
+def _publish(session, fields, **recipient):
+    """Insert into ``activity`` as any platform writer would; its trigger records the change."""
+    try:
+        with session.begin_nested():
+            session.execute(insert(Activity).values(**recipient, **fields))
+    except IntegrityError:
+        # Only a community can be missing: deleted since it was read.
+        raise unknown_community(recipient.get("community_id")) from None
+
+
+def mark_community_read(session, identity, community_id):
+    """Move the caller's read marker in the community to its newest activity.
+
+    Returns the caller's entry for the community, read after the move
+    (``unread`` 0). A marker that does not move records nothing; one that
+    does records a ``read`` change (a trigger), which wakes the user's other
+    tabs and devices.
+    """
+    newest = queries.newest("activity", community_id=community_id).scalar_subquery()
+    session.execute(
+        update(Membership)
+        .where(Membership.user_id == identity.user_id, Membership.community_id == community_id,
+               Membership.read_through < newest)
+        .values(read_through=newest)
+        .execution_options(synchronize_session=False)
+    )
+    entry = session.execute(queries.entry_of(identity.user_id, community_id)).one_or_none()
+    if entry is None:
+        # Rolled back with the transaction: a tombstone's marker stays put.
+        raise not_a_member(community_id)
+    return entry
+
+
+def mark_notifications_read(session, identity):
+    """Move the caller's notification read marker to its newest; the unread count after it."""
+    newest = queries.newest("notification", user_id=identity.user_id).scalar_subquery()
+    session.execute(
+        update(User)
+        .where(User.id == identity.user_id, User.notifications_read_through < newest)
+        .values(notifications_read_through=newest)
+        .execution_options(synchronize_session=False)
+    )
+    marker = select(User.notifications_read_through).where(User.id == identity.user_id)
     return session.scalar(
-        select(func.count()).select_from(Membership).where(Membership.community_id == community_id)
+        select(queries.unread_notifications(identity.user_id, marker.scalar_subquery()))
     )

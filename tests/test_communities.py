@@ -39,8 +39,9 @@ def test_self_join_public_creates_then_is_idempotent(seeded, client, auth):
 
 
 def test_self_join_rules(seeded, client, auth):
+    # A private community is absent to those outside it.
     private = client.put("/communities/c-ops/members/me", headers=auth("u-ada"))
-    assert private.status_code == 403 and private.content_type == "application/problem+json"
+    assert private.status_code == 404 and private.content_type == "application/problem+json"
     as_admin = client.put("/communities/c-go/members/me", json={"role": "admin"}, headers=auth("u-ada"))
     assert as_admin.status_code == 403
     other = client.put("/communities/c-go/members/u-grace", headers=auth("u-ada"))
@@ -81,6 +82,61 @@ def test_unknown_community_is_404(seeded, client, auth):
         assert response.content_type == "application/problem+json"
 
 
+# Every request that names a community, in an order whose writes leave the
+# later ones meaningful, with its status for each kind of caller.
+COMMUNITY_PATHS = [
+    ("get", "", {}),
+    ("patch", "", {"json": {"name": "Renamed"}}),
+    ("put", "/members/u-ada", {"json": {"role": "moderator"}}),
+    ("delete", "/members/u-ada", {}),
+    ("put", "/members/me", {"json": {"role": "admin"}}),
+    ("put", "/members/me", {}),
+    ("delete", "", {}),
+    ("delete", "/members/me", {}),
+]
+CALLERS = {
+    # kind: (community, caller, admin, statuses along COMMUNITY_PATHS)
+    "unknown community": ("c-nope", "u-alan", False, [404] * 8),
+    "private, not a member": ("c-ops", "u-alan", False, [404] * 8),
+    "public, not a member": ("c-rust", "u-alan", False, [200, 403, 403, 403, 403, 201, 403, 204]),
+    "private, a member without rights": ("c-design", "u-alan", False,
+                                         [200, 403, 403, 403, 403, 200, 403, 204]),
+    # The community is gone by the last request.
+    "platform admin": ("c-ops", "u-admin", True, [200, 200, 201, 204, 201, 200, 204, 404]),
+}
+
+
+def walk(client, headers, community_id):
+    """Every request of COMMUNITY_PATHS on ``community_id``: (status, problem body or None)."""
+    answers = []
+    for method, suffix, kwargs in COMMUNITY_PATHS:
+        response = getattr(client, method)(f"/communities/{community_id}{suffix}", headers=headers, **kwargs)
+        problem = response.json if response.content_type == "application/problem+json" else None
+        answers.append((response.status_code, problem))
+    return answers
+
+
+@pytest.mark.parametrize("kind", list(CALLERS))
+def test_who_gets_what_on_every_community_path(seeded, client, auth, kind):
+    community_id, caller, admin, statuses = CALLERS[kind]
+    client.put("/communities/c-design/members/u-alan", headers=auth("u-admin", admin=True))
+    headers = auth(caller, admin=admin)
+    client.get("/me/communities", headers=headers)  # provision the caller first
+    before = table_dump(seeded)
+    answers = walk(client, headers, community_id)
+    assert [status for status, _ in answers] == statuses, answers
+    if statuses == [404] * 8:
+        assert table_dump(seeded) == before
+
+
+def test_a_private_community_answers_outsiders_exactly_as_an_unknown_one(seeded, client, auth):
+    headers = auth("u-alan")
+    client.get("/me/communities", headers=headers)
+    unknown = walk(client, headers, "c-nope")
+    private = walk(client, headers, "c-ops")
+    assert repr(private).replace("c-ops", "c-nope") == repr(unknown)
+
+
 BAD_WRITES = [
     ("put", "/communities/c-go/members/me", {"data": "{not json", "content_type": "application/json"}, 400),
     ("put", "/communities/c-go/members/me", {"json": ["member"]}, 422),
@@ -92,6 +148,13 @@ BAD_WRITES = [
     ("put", "/communities/c-go/members/u%01ada", {}, 400),
     ("put", "/communities/" + "c" * 65 + "/members/me", {}, 400),
     ("put", "/communities/c-nope/members/me", {}, 404),
+    # Browsers resolve "." and ".." out of a path: no client could reach such ids.
+    ("put", "/communities/c-go/members/..", {}, 400),
+    ("put", "/communities/c-go/members/%2E", {}, 400),
+    ("delete", "/communities/c-go/members/..", {}, 400),
+    ("patch", "/communities/..", {"json": {"name": "X"}}, 400),
+    ("post", "/communities", {"json": {"id": ".", "slug": "dot", "name": "Dot"}}, 422),
+    ("post", "/communities", {"json": {"id": "..", "slug": "dots", "name": "Dots"}}, 422),
     ("post", "/communities", {"json": {"slug": "Bad Slug", "name": "X"}}, 422),
     ("post", "/communities", {"json": {"slug": "ok", "name": "x\u0007y"}}, 422),
     ("post", "/communities", {"json": {"slug": "ok", "name": ""}}, 422),
@@ -100,6 +163,10 @@ BAD_WRITES = [
     ("post", "/communities", {"json": {"name": "Ok"}}, 422),
     ("post", "/communities", {"json": {"slug": "rust", "name": "Dup"}}, 409),
     ("post", "/communities", {"json": {"id": "c-rust", "slug": "other", "name": "Dup"}}, 409),
+    # JSON escapes can carry lone surrogates, which no database can store.
+    ("post", "/communities", {"data": '{"slug": "ok", "name": "Ok \\ud800"}', "content_type": "application/json"}, 422),
+    ("post", "/communities", {"data": '{"slug": "ok", "name": "Ok", "logo_url": "https://x.example/\\udfff"}',
+                              "content_type": "application/json"}, 422),
     ("patch", "/communities/c-rust", {"json": {"name": 5}}, 422),
     ("patch", "/communities/c-rust", {"json": {"slug": "python"}}, 409),
     ("patch", "/communities/c-nope", {"json": {"name": "X"}}, 404),
@@ -241,3 +308,122 @@ def test_put_racing_a_delete_of_the_same_membership(seeded, client, auth, databa
                               headers=auth("u-admin", admin=True))
     assert response.status_code == 201, response.json
     assert ("c-rust", "moderator") in memberships(seeded, "u-ada")
+
+
+# Another writer takes a unique key (and holds its transaction open) between
+# this request's check and its write: the request must answer as the contract
+# says once the other commits, never 500.
+KEY_RACES = {
+    "create, same id": (
+        "INSERT INTO communities (id, slug, name) VALUES ('c-new', 'taken', 'Other')",
+        ("post", "/communities", {"json": {"id": "c-new", "slug": "new", "name": "New"}}),
+        409, "id-taken",
+    ),
+    "create, same slug": (
+        "INSERT INTO communities (id, slug, name) VALUES ('c-other', 'new', 'Other')",
+        ("post", "/communities", {"json": {"id": "c-new", "slug": "new", "name": "New"}}),
+        409, "slug-taken",
+    ),
+    "rename to a slug being taken": (
+        "INSERT INTO communities (id, slug, name) VALUES ('c-other', 'new', 'Other')",
+        ("patch", "/communities/c-rust", {"json": {"slug": "new"}}),
+        409, "slug-taken",
+    ),
+    "add a user being provisioned": (
+        "INSERT INTO users (id) VALUES ('u-new')",
+        ("put", "/communities/c-ops/members/u-new", {}),
+        201, None,
+    ),
+    # Not a unique key but a foreign one: the membership's community goes.
+    "add to a community being deleted": (
+        "DELETE FROM communities WHERE id = 'c-go'",
+        ("put", "/communities/c-go/members/u-ada", {}),
+        404, "unknown-community",
+    ),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("race", list(KEY_RACES))
+def test_a_write_racing_another_for_a_unique_key(seeded, client, auth, database, race):
+    sql, (method, path, kwargs), status, slug = KEY_RACES[race]
+    headers = auth("u-admin", admin=True)
+    client.get("/me/communities", headers=headers)
+    before = table_dump(seeded)
+    with another_writer(database, sql):
+        response = getattr(client, method)(path, headers=headers, **kwargs)
+    assert response.status_code == status, response.json
+    if slug is not None:
+        assert response.json["type"].endswith(f":{slug}")
+    if status == 409:
+        # Refused: only the other writer's row is new.
+        after = table_dump(seeded)
+        theirs = [row for row in after["communities"] if row not in before["communities"]]
+        assert [row[:2] for row in theirs] == [tuple(sql.split("'")[1:4:2])]
+        assert {**after, "communities": before["communities"]} == before
+        assert after["communities"] == sorted(before["communities"] + theirs, key=repr)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_first_sight_of_a_token_racing_another_provisioning(seeded, client, auth, database):
+    with another_writer(database, "INSERT INTO users (id) VALUES ('u-new')"):
+        response = client.get("/me/communities", headers=auth("u-new", name="New Person"))
+    assert response.status_code == 200, response.json
+    with seeded.extensions["db"].connect() as connection:
+        name = connection.execute(text("SELECT name FROM users WHERE id = 'u-new'")).scalar()
+    assert name == "New Person"
+
+
+# -- the last owner ---------------------------------------------------------------
+
+
+def assert_last_owner(response):
+    assert response.status_code == 409, response.json
+    assert response.content_type == "application/problem+json"
+    assert response.json["type"].endswith(":last-owner")
+
+
+def test_the_last_owner_may_neither_leave_nor_step_down(seeded, client, auth):
+    grace = auth("u-grace")  # the only owner of c-python
+    client.get("/me/communities", headers=grace)
+    before = table_dump(seeded)
+    assert_last_owner(client.delete("/communities/c-python/members/me", headers=grace))
+    assert_last_owner(client.put("/communities/c-python/members/me", json={"role": "admin"}, headers=grace))
+    assert table_dump(seeded) == before
+    # Setting the role it already has is no demotion.
+    same = client.put("/communities/c-python/members/me", json={"role": "owner"}, headers=grace)
+    assert same.status_code == 200
+
+
+def test_an_owner_may_leave_once_another_owner_stays(seeded, client, auth):
+    grace = auth("u-grace")
+    promoted = client.put("/communities/c-python/members/u-ada", json={"role": "owner"}, headers=grace)
+    assert promoted.status_code == 200
+    assert client.put("/communities/c-python/members/me", json={"role": "admin"}, headers=grace).status_code == 200
+    assert client.delete("/communities/c-python/members/me", headers=grace).status_code == 204
+    # Now ada is the last one, whoever asks (another owner, a community admin).
+    assert_last_owner(client.delete("/communities/c-python/members/me", headers=auth("u-ada")))
+    assert ("c-python", "owner") in memberships(seeded, "u-ada")
+
+
+def test_a_platform_admin_may_leave_a_community_ownerless(seeded, client, auth):
+    admin = auth("u-admin", admin=True)
+    demoted = client.put("/communities/c-python/members/u-grace", json={"role": "member"}, headers=admin)
+    assert demoted.status_code == 200 and demoted.json["role"] == "member"
+    client.put("/communities/c-python/members/u-grace", json={"role": "owner"}, headers=admin)
+    assert client.delete("/communities/c-python/members/u-grace", headers=admin).status_code == 204
+    assert ("c-python", "owner") not in memberships(seeded, "u-grace")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_two_owners_stepping_down_at_once_leave_one(seeded, client, auth, database):
+    client.put("/communities/c-python/members/u-ada", json={"role": "owner"}, headers=auth("u-grace"))
+    demote_ada = "UPDATE memberships SET role = 'member' WHERE user_id = 'u-ada' AND community_id = 'c-python'"
+    with another_writer(database, demote_ada):
+        # Grace's check must wait for the other demotion and see its result.
+        response = client.delete("/communities/c-python/members/me", headers=auth("u-grace"))
+    assert_last_owner(response)
+    assert ("c-python", "owner") in memberships(seeded, "u-grace")

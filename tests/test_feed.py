@@ -1,19 +1,21 @@
 """The change log as a feed: cursors, raw-SQL capture, out-of-order commits, retention."""
 import base64
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
-from app import feed
-from app.db import normalize_url, read_transaction
+from app import cursors, feed, migrations, wire
+from app.db import make_engine, normalize_url, read_transaction
 
 def sequence(n):
-    return feed.SequencePosition(n)
+    return cursors.SequencePosition(n)
 
 
 def snapshot(xmin, xmax, *xip):
-    return feed.SnapshotPosition(xmin, xmax, frozenset(xip))
+    return cursors.SnapshotPosition(xmin, xmax, frozenset(xip))
 
 
 class Row:
@@ -26,8 +28,8 @@ class Row:
 
 def test_cursor_round_trips_both_kinds():
     for position in (sequence(0), sequence(987654321), snapshot(10, 15, 11, 13), snapshot(5, 5)):
-        cursor = feed.Cursor("ab12cd34ef56ab78", position)
-        assert feed.Cursor.decode(cursor.encode()) == cursor
+        cursor = cursors.Cursor("ab12cd34ef56ab78", position)
+        assert cursors.Cursor.decode(cursor.encode()) == cursor
 
 
 @pytest.mark.parametrize(
@@ -40,14 +42,17 @@ def test_cursor_round_trips_both_kinds():
         base64.urlsafe_b64encode(b"1|abcd|s-1").decode(),
         base64.urlsafe_b64encode(b"1|abcd|x20:10:").decode(),
         base64.urlsafe_b64encode(b"1|abcd|x10:20:25").decode(),
+        base64.urlsafe_b64encode(b"1|abcd|x10:20:20").decode(),  # in progress, yet not below xmax
         base64.urlsafe_b64encode(b"1|abcd|q12").decode(),
+        base64.urlsafe_b64encode(b"1|abcd|s9223372036854775808").decode(),
+        base64.urlsafe_b64encode(b"1|abcd|x9223372036854775808:9223372036854775809:").decode(),
         "A" * 5000,
         base64.urlsafe_b64encode("1|abcd|s1\u00e9".encode()).decode(),
     ],
 )
 def test_undecodable_cursors_are_refused(raw):
-    with pytest.raises(feed.InvalidCursor):
-        feed.Cursor.decode(raw)
+    with pytest.raises(cursors.InvalidCursor):
+        cursors.Cursor.decode(raw)
 
 
 def test_snapshot_visibility_and_coverage():
@@ -63,44 +68,57 @@ def test_snapshot_visibility_and_coverage():
     assert not sequence(5).covers(older)
 
 
-def test_hash_is_canonical_and_sensitive():
-    one = [{"id": "c-1", "slug": "a", "name": "A", "logo_url": None, "is_public": True,
-            "role": "member", "joined_at": "2026-11-22T10:00:00Z"}]
-    reordered = [dict(reversed(list(one[0].items())))]
-    assert feed.state_hash(one) == feed.state_hash(reordered)
-    changed = [dict(one[0], role="admin")]
-    assert feed.state_hash(one) != feed.state_hash(changed)
-    assert feed.state_hash([]) != feed.state_hash(one)
-    assert len(feed.state_hash(one)) == 16
-
-
-def test_net_membership():
-    class C:
-        def __init__(self, kind, cid):
-            self.type, self.community_id = kind, cid
-
-    added, removed = feed.net_membership(
-        [C("joined", "a"), C("left", "b"), C("joined", "c"), C("left", "c"),
-         C("left", "d"), C("joined", "d"), C("role_changed", "e"), C("community_deleted", "f"),
-         C("joined", "g"), C("role_changed", "g"), C("left", "h"), C("joined", "h"), C("left", "h")]
-    )
-    assert added == ["a", "g"]
-    assert removed == ["b", "f", "h"]
+def test_a_sequence_position_sees_exactly_the_ids_up_to_its_own():
+    position = sequence(5)
+    assert position.sees(Row(id=4)) and position.sees(Row(id=5))
+    assert not position.sees(Row(id=6))
+    assert position.covers(sequence(4)) and not position.covers(sequence(6))
+    assert position.pruned_past(6) and not position.pruned_past(5)
 
 
 # -- change capture -------------------------------------------------------------
 
 
+@contextmanager
+def held_open(database, sql):
+    """Another writer runs ``sql`` and holds its transaction open; yields (commit, engine).
+
+    ``engine`` is for further writers, which may run in threads and block on
+    the held transaction's locks.
+    """
+    writers = create_engine(normalize_url(database.url))
+    holding = writers.connect()
+    try:
+        transaction = holding.begin()
+        holding.execute(text(sql))
+        yield transaction.commit, writers
+    finally:
+        holding.close()
+        writers.dispose()
+
+
+def blocked_then_released(commit, work):
+    """Run ``work`` in a thread that blocks on the held transaction, then commit it."""
+    import threading
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=0.5)  # it waits for the held transaction to finish
+    commit()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
 def read_all(app, user_id, position):
-    with app.app_context(), read_transaction() as session:
-        state = feed.read_state(session, user_id)
-        rows = feed.read_changes(session, user_id, position)
+    with app.app_context(), read_transaction() as connection:
+        state = feed.read_state(connection, user_id)
+        rows = feed.read_changes(connection, user_id, position)
     return state, rows
 
 
 def test_raw_sql_insert_update_delete_yield_three_entries_in_order(seeded, database):
     app = seeded
-    state, _ = read_all(app, "u-alan", feed.SequencePosition(0))
+    state, _ = read_all(app, "u-alan", cursors.SequencePosition(0))
     start = state.cursor.position
 
     database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
@@ -122,7 +140,7 @@ def test_raw_sql_insert_update_delete_yield_three_entries_in_order(seeded, datab
 
 
 def test_idempotent_updates_record_nothing(seeded, database):
-    state, _ = read_all(seeded, "u-ada", feed.SequencePosition(0))
+    state, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))
     database.psql(
         "UPDATE memberships SET role = 'member' WHERE user_id = 'u-ada' AND community_id = 'c-rust'"
     )
@@ -131,10 +149,19 @@ def test_idempotent_updates_record_nothing(seeded, database):
     assert rows == []
 
 
-def test_community_changes_fan_out_to_members(seeded, database):
-    state, _ = read_all(seeded, "u-grace", feed.SequencePosition(0))
+def count_rows(app, where="TRUE"):
+    with app.extensions["db"].connect() as connection:
+        return connection.scalar(text(f"SELECT count(*) FROM changes WHERE {where}"))
+
+
+def test_community_changes_reach_every_member_from_one_row_each(seeded, database):
+    state, _ = read_all(seeded, "u-grace", cursors.SequencePosition(0))
+    before = count_rows(seeded)
     database.psql("UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'")
     database.psql("DELETE FROM communities WHERE id = 'c-python'")
+    # Recorded once each, whatever the number of members, and no "left" rows.
+    assert count_rows(seeded) == before + 2
+    assert count_rows(seeded, "user_id IS NULL") == 2
     _, grace = read_all(seeded, "u-grace", state.cursor.position)
     _, ada = read_all(seeded, "u-ada", state.cursor.position)
     for rows in (grace, ada):
@@ -144,6 +171,8 @@ def test_community_changes_fan_out_to_members(seeded, database):
             ("community_updated", "c-python"),
             ("community_deleted", "c-python"),
         ]
+    # A community-wide change concerns the community, not a member's role.
+    assert [r.role for r in ada] == [None, None]
     _, alan = read_all(seeded, "u-alan", state.cursor.position)
     assert alan == []
 
@@ -153,7 +182,7 @@ def test_community_changes_fan_out_to_members(seeded, database):
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_out_of_order_commits_are_read_once_in_commit_order(seeded, database):
     app = seeded
-    state, _ = read_all(app, "u-alan", feed.SequencePosition(0))
+    state, _ = read_all(app, "u-alan", cursors.SequencePosition(0))
     cursor = state.cursor.position
 
     writers = create_engine(normalize_url(database.url))
@@ -173,7 +202,7 @@ def test_out_of_order_commits_are_read_once_in_commit_order(seeded, database):
         assert [r.community_id for r in rows] == ["c-python"]
         # An id-based cursor would now stand past the open transaction's row.
         cursor = mid.cursor.position
-        assert isinstance(cursor, feed.SnapshotPosition)
+        assert isinstance(cursor, cursors.SnapshotPosition)
 
         first_tx.commit()
         late, rows = read_all(app, "u-alan", cursor)
@@ -189,10 +218,11 @@ def test_out_of_order_commits_are_read_once_in_commit_order(seeded, database):
 
 
 def test_state_is_sorted_and_hashed_identically_on_each_read(seeded):
-    first, _ = read_all(seeded, "u-ada", feed.SequencePosition(0))
-    second, _ = read_all(seeded, "u-ada", feed.SequencePosition(0))
+    first, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))
+    second, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))
     assert [c["name"] for c in first.communities] == ["Python", "Rust"]
-    assert first.hash == second.hash == feed.state_hash(first.communities)
+    assert first.hash == second.hash == wire.user_state_hash(first.communities,
+                                                             first.notifications_unread)
 
 
 # -- retention ------------------------------------------------------------------
@@ -200,54 +230,41 @@ def test_state_is_sorted_and_hashed_identically_on_each_read(seeded):
 
 def test_pruning_turns_old_cursors_into_resets(seeded, database):
     app = seeded
-    old, _ = read_all(app, "u-ada", feed.SequencePosition(0))
+    old, _ = read_all(app, "u-ada", cursors.SequencePosition(0))
     database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
-    fresh, _ = read_all(app, "u-ada", feed.SequencePosition(0))
+    fresh, _ = read_all(app, "u-ada", cursors.SequencePosition(0))
     assert fresh.accepts(old.cursor) and fresh.accepts(fresh.cursor)
 
-    hub = app.extensions["hub"]
+    pruner = app.extensions["hub"].pruner
     # Nothing is old enough yet.
-    assert hub.prune(now=datetime.now(timezone.utc)) == 0
-    later = datetime.now(timezone.utc) + timedelta(seconds=hub.retention + 60)
-    assert hub.prune(now=later) > 0
+    assert pruner.prune(now=datetime.now(timezone.utc)) == 0
+    later = datetime.now(timezone.utc) + timedelta(seconds=pruner.retention + 60)
+    assert pruner.prune(now=later) > 0
 
-    current, _ = read_all(app, "u-ada", feed.SequencePosition(0))
+    current, _ = read_all(app, "u-ada", cursors.SequencePosition(0))
     assert not current.accepts(old.cursor)
     assert current.accepts(current.cursor)
 
 
 def test_cursor_from_another_database_is_not_accepted(seeded):
-    state, _ = read_all(seeded, "u-ada", feed.SequencePosition(0))
-    foreign = feed.Cursor("0123456789abcdef", state.cursor.position)
+    state, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))
+    foreign = cursors.Cursor("0123456789abcdef", state.cursor.position)
     assert not state.accepts(foreign)
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgres"])
 def test_a_rename_racing_a_join_reaches_the_new_member(seeded, database):
-    import threading
-
     app = seeded
-    start, _ = read_all(app, "u-alan", feed.SequencePosition(0))
-    writers = create_engine(normalize_url(database.url))
-    joining = writers.connect()
-    try:
-        join = joining.begin()
-        joining.execute(text("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')"))
+    start, _ = read_all(app, "u-alan", cursors.SequencePosition(0))
+    join = "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')"
+    with held_open(database, join) as (commit, writers):
 
         def rename():
             with writers.begin() as connection:
                 connection.execute(text("UPDATE communities SET name = 'Py' WHERE id = 'c-python'"))
 
-        renaming = threading.Thread(target=rename)
-        renaming.start()
-        renaming.join(timeout=0.5)  # the rename waits for the join to finish
-        join.commit()
-        renaming.join(timeout=10)
-        assert not renaming.is_alive()
-    finally:
-        joining.close()
-        writers.dispose()
+        blocked_then_released(commit, rename)
 
     final, rows = read_all(app, "u-alan", start.cursor.position)
     # Whatever the interleaving, the log explains the state: the new member is
@@ -256,3 +273,231 @@ def test_a_rename_racing_a_join_reaches_the_new_member(seeded, database):
         ("joined", "c-python"), ("community_updated", "c-python"),
     ]
     assert [c["name"] for c in final.communities if c["id"] == "c-python"] == ["Py"]
+
+
+# -- community-scoped rows -------------------------------------------------------
+
+
+def add_users(database, community_id, count):
+    users = [f"u-n{n}" for n in range(count)]
+    values = ", ".join(f"('{user}')" for user in users)
+    memberships = ", ".join(f"('{user}', '{community_id}')" for user in users)
+    database.psql(f"INSERT INTO users (id) VALUES {values}; "
+                  f"INSERT INTO memberships (user_id, community_id) VALUES {memberships}")
+    return users
+
+
+def test_a_rename_is_one_row_that_each_member_and_only_members_receive_once(seeded, database):
+    app = seeded
+    members = add_users(database, "c-go", 30)
+    start, _ = read_all(app, "u-ada", cursors.SequencePosition(0))
+    cursor = start.cursor.position
+    database.psql("DELETE FROM memberships WHERE user_id = 'u-n0'")  # a former member
+    before = count_rows(app)
+    database.psql("UPDATE communities SET name = 'Golang' WHERE id = 'c-go'")
+    assert count_rows(app) == before + 1
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+
+    for user in ["u-alan", *members[1:]]:
+        state, rows = read_all(app, user, cursor)
+        assert [(r.type, r.community_id, r.role) for r in rows] == [
+            ("community_updated", "c-go", None)
+        ], user
+        _, again = read_all(app, user, state.cursor.position)
+        assert again == []
+    _, former = read_all(app, "u-n0", cursor)
+    assert [r.type for r in former] == ["left"]
+    _, outsider = read_all(app, "u-grace", cursor)
+    assert outsider == []
+    # Joined after the rename: the joined entry carries the name, not the rename.
+    ada, late = read_all(app, "u-ada", cursor)
+    assert [(r.type, r.community_id) for r in late] == [("joined", "c-go")]
+    assert "Golang" in [c["name"] for c in ada.communities]
+
+
+def test_a_member_who_leaves_after_a_community_change_still_receives_it(seeded, database):
+    """Exactly once means the rename a member lived through, though it left before anyone looked."""
+    app = seeded
+    start, _ = read_all(app, "u-alan", cursors.SequencePosition(0))
+    database.psql("UPDATE communities SET name = 'Go 1' WHERE id = 'c-go'")
+    database.psql("DELETE FROM memberships WHERE user_id = 'u-alan' AND community_id = 'c-go'")
+    database.psql("UPDATE communities SET name = 'Go 2' WHERE id = 'c-go'")
+    _, rows = read_all(app, "u-alan", start.cursor.position)
+    assert [(r.type, r.community_id) for r in rows] == [("community_updated", "c-go"), ("left", "c-go")]
+    # The hub's batched read, for the waiting users, resolves it the same way.
+    news, _position = read_news_of(app, start.cursor.position, ["u-alan", "u-ada"])
+    alan = feed.addressed([r for r in news if r.user_id == "u-alan"])
+    assert [(r.type, r.community_id) for r in alan] == [("community_updated", "c-go"), ("left", "c-go")]
+
+
+def read_news_of(app, position, users):
+    with app.app_context(), read_transaction() as connection:
+        return feed.read_news(connection, position, lambda: users)
+
+
+def test_a_member_who_leaves_and_rejoins_gets_the_community_rows_of_while_a_member(seeded, database):
+    app = seeded
+    start, _ = read_all(app, "u-alan", cursors.SequencePosition(0))
+    database.psql("UPDATE communities SET name = 'Go 1' WHERE id = 'c-go'")
+    database.psql("DELETE FROM memberships WHERE user_id = 'u-alan' AND community_id = 'c-go'")
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-go')")
+    database.psql("UPDATE communities SET name = 'Go 2' WHERE id = 'c-go'")
+    _, rows = read_all(app, "u-alan", start.cursor.position)
+    # 'Go 1' while a member, 'Go 2' after rejoining; nothing in between.
+    assert [r.type for r in rows] == ["community_updated", "left", "joined", "community_updated"]
+
+
+def test_deleting_a_community_reaches_former_members_and_hides_their_tombstones(
+    seeded, database, client, auth
+):
+    app = seeded
+    start, _ = read_all(app, "u-ada", cursors.SequencePosition(0))
+    database.psql("DELETE FROM communities WHERE id = 'c-python'")
+    for user in ("u-ada", "u-grace"):
+        state, rows = read_all(app, user, start.cursor.position)
+        assert [(r.type, r.community_id) for r in rows] == [("community_deleted", "c-python")]
+        assert "c-python" not in [c["id"] for c in state.communities]
+    assert count_rows(app, "type = 'left'") == 0
+    # The tombstones are invisible to every read of the API.
+    assert client.get("/communities/c-python", headers=auth("u-admin", admin=True)).status_code == 404
+    listed = client.get("/communities", headers=auth("u-ada")).json["communities"]
+    assert "c-python" not in [c["id"] for c in listed]
+
+
+def test_a_membership_in_a_missing_community_is_refused(seeded, database):
+    app = seeded
+    engine = app.extensions["db"]
+    before = count_rows(app)
+    for statement in (
+        "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-nowhere')",
+        "UPDATE memberships SET community_id = 'c-nowhere' WHERE user_id = 'u-alan'",
+    ):
+        with pytest.raises(IntegrityError) as refused, engine.begin() as connection:
+            connection.execute(text(statement))
+        if database.backend == "postgres":
+            assert refused.value.orig.pgcode == "23503"
+        else:
+            assert "FOREIGN KEY constraint failed" in str(refused.value)
+    database.psql("DELETE FROM communities WHERE id = 'c-go'")
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')"))
+    assert count_rows(app) == before + 1
+
+
+def test_a_community_recreated_with_a_deleted_ones_id_starts_empty(seeded, database, client, auth):
+    app = seeded
+    start, _ = read_all(app, "u-ada", cursors.SequencePosition(0))
+    database.psql("DELETE FROM communities WHERE id = 'c-python'")
+    before = count_rows(app)
+    database.psql("INSERT INTO communities (id, slug, name) VALUES ('c-python', 'python', 'Python')")
+    assert count_rows(app) == before  # the stale tombstones went without a word
+    state, _ = read_all(app, "u-ada", start.cursor.position)
+    assert "c-python" not in [c["id"] for c in state.communities]
+    detail = client.get("/communities/c-python", headers=auth("u-admin", admin=True)).json
+    assert detail["member_count"] == 0
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-python')")
+    _, rows = read_all(app, "u-ada", state.cursor.position)
+    assert [(r.type, r.community_id) for r in rows] == [("joined", "c-python")]
+
+
+def test_pruning_removes_tombstones_once_their_deletion_is_pruned(seeded, database):
+    app = seeded
+    database.psql("DELETE FROM communities WHERE id = 'c-python'")
+
+    def tombstones():
+        with app.extensions["db"].connect() as connection:
+            return connection.scalar(text("SELECT count(*) FROM memberships WHERE community_id = 'c-python'"))
+
+    pruner = app.extensions["hub"].pruner
+    pruner.prune(now=datetime.now(timezone.utc))
+    assert tombstones() == 2
+    pruner.prune(now=datetime.now(timezone.utc) + timedelta(seconds=pruner.retention + 60))
+    assert tombstones() == 0
+    assert count_rows(app, "type = 'left'") == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_out_of_order_renames_and_joins_reach_each_member_once_in_commit_order(seeded, database):
+    app = seeded
+    start, _ = read_all(app, "u-alan", cursors.SequencePosition(0))
+    # A rename of c-rust takes the lower id and stays open...
+    rename = "UPDATE communities SET name = 'Rust 2' WHERE id = 'c-rust'"
+    with held_open(database, rename) as (commit, writers):
+        # ...while a join and a rename of c-go take higher ids and commit first.
+        with writers.begin() as second:
+            second.execute(text("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')"))
+            second.execute(text("UPDATE communities SET name = 'Go 2' WHERE id = 'c-go'"))
+        mid_alan, alan = read_all(app, "u-alan", start.cursor.position)
+        mid_ada, ada = read_all(app, "u-ada", start.cursor.position)
+        assert [(r.type, r.community_id) for r in alan] == [("community_updated", "c-go")]
+        assert [(r.type, r.community_id) for r in ada] == [
+            ("joined", "c-go"), ("community_updated", "c-go"),
+        ]
+        commit()
+    _, alan_late = read_all(app, "u-alan", mid_alan.cursor.position)
+    _, ada_late = read_all(app, "u-ada", mid_ada.cursor.position)
+    assert alan_late == []
+    assert [(r.type, r.community_id) for r in ada_late] == [("community_updated", "c-rust")]
+    # The late row has the lowest id: an id cursor would have skipped it.
+    assert ada_late[0].id < min(r.id for r in ada)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_join_racing_a_deletion_is_refused_or_told_of_it(seeded, database):
+    app = seeded
+    start, _ = read_all(app, "u-alan", cursors.SequencePosition(0))
+    failures = []
+    with held_open(database, "DELETE FROM communities WHERE id = 'c-rust'") as (commit, writers):
+
+        def join():
+            try:
+                with writers.begin() as connection:
+                    connection.execute(
+                        text("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+                    )
+            except IntegrityError as error:
+                failures.append(error)
+
+        blocked_then_released(commit, join)
+    assert len(failures) == 1 and failures[0].orig.pgcode == "23503"
+    _, rows = read_all(app, "u-alan", start.cursor.position)
+    assert rows == []
+
+
+def test_a_cursor_from_before_the_upgrade_reads_on_with_no_gap_or_duplicate(database):
+    engine = make_engine(database.url)
+    try:
+        migrations.upgrade(engine, "0001")
+        with engine.begin() as connection:
+            for statement in (
+                "INSERT INTO users (id) VALUES ('u-1'), ('u-2')",
+                "INSERT INTO communities (id, slug, name) VALUES ('c-1', 'one', 'One')",
+                "INSERT INTO memberships (user_id, community_id) VALUES ('u-1', 'c-1')",
+            ):
+                connection.execute(text(statement))
+        with read_transaction(engine) as connection:
+            epoch, old = feed.read_head(connection)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE communities SET name = 'Uno' WHERE id = 'c-1'"))
+            connection.execute(text("INSERT INTO memberships (user_id, community_id) VALUES ('u-2', 'c-1')"))
+        with read_transaction(engine) as connection:
+            _, later = feed.read_head(connection)
+
+        migrations.upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE communities SET name = 'Eins' WHERE id = 'c-1'"))
+            connection.execute(text("DELETE FROM communities WHERE id = 'c-1'"))
+        with read_transaction(engine) as connection:
+            one = feed.read_changes(connection, "u-1", old)
+            two = feed.read_changes(connection, "u-2", old)
+            one_later = feed.read_changes(connection, "u-1", later)
+        assert [(r.type, r.shared) for r in one] == [
+            ("community_updated", False), ("community_updated", True), ("community_deleted", True),
+        ]
+        assert [r.type for r in two] == ["joined", "community_updated", "community_deleted"]
+        assert [r.type for r in one_later] == ["community_updated", "community_deleted"]
+        assert len({r.id for r in one}) == 3
+    finally:
+        engine.dispose()

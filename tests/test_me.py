@@ -3,23 +3,27 @@ import re
 
 import pytest
 
-from app import feed
+from app import cursors, wire
 
 
 def test_snapshot_body_and_headers(seeded, client, auth):
     response = client.get("/me/communities", headers=auth("u-ada", name="Ada"))
     assert response.status_code == 200
     body = response.json
-    assert set(body) == {"user", "communities", "hash", "cursor", "server_time"}
+    assert set(body) == {"user", "communities", "notifications_unread", "hash", "cursor",
+                         "server_time"}
+    assert body["notifications_unread"] == 0
     assert body["user"] == {"id": "u-ada", "name": "Ada"}
     assert [c["id"] for c in body["communities"]] == ["c-python", "c-rust"]
     entry = body["communities"][0]
-    assert set(entry) == {"id", "slug", "name", "logo_url", "is_public", "role", "joined_at"}
+    assert set(entry) == {"id", "slug", "name", "logo_url", "is_public", "role", "joined_at",
+                          "unread", "last_activity_at"}
+    assert entry["unread"] == 0 and entry["last_activity_at"] is None
     assert entry["role"] == "moderator" and entry["is_public"] is True
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["joined_at"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["server_time"])
-    assert body["hash"] == feed.state_hash(body["communities"])
-    feed.Cursor.decode(body["cursor"])
+    assert body["hash"] == wire.user_state_hash(body["communities"], body["notifications_unread"])
+    cursors.Cursor.decode(body["cursor"])
     assert response.headers["ETag"] == f'"{body["hash"]}"'
     assert response.headers["Cache-Control"] == "private, no-cache"
     assert response.headers["Vary"] == "Authorization"
@@ -48,10 +52,10 @@ def test_304_stops_after_a_change(seeded, client, auth):
 
 
 def test_equal_lists_give_equal_hashes_across_users(seeded, client, auth):
-    # The hash covers the list alone, not whose it is.
+    # The hash covers the state alone, not whose it is.
     empty_a = client.get("/me/communities", headers=auth("u-x1")).json["hash"]
     empty_b = client.get("/me/communities", headers=auth("u-x2")).json["hash"]
-    assert empty_a == empty_b == feed.state_hash([])
+    assert empty_a == empty_b == wire.user_state_hash([], 0)
 
 
 def test_users_see_only_their_own_state(seeded, client, auth):

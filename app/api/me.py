@@ -1,9 +1,9 @@
-"""``GET /me/communities``: the caller's memberships, ETag-conditional."""
+"""``/me``: the caller's memberships (ETag-conditional), notifications and read markers."""
 from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
 
-from .. import feed
+from .. import feed, validation, wire, writes
 from ..auth import current_identity
 from ..db import read_transaction
 from ..intervals import advise_interval
@@ -15,10 +15,12 @@ bp = Blueprint("me", __name__, url_prefix="/me")
 @bp.get("/communities")
 def communities():
     identity = current_identity()
-    with read_transaction(single_statement=True) as session:
-        state = feed.read_state(session, identity.user_id)
+    with read_transaction(single_statement=True) as connection:
+        state = feed.read_state(connection, identity.user_id)
     now = datetime.now(timezone.utc)
-    current_app.extensions["hub"].served_state(identity.user_id, state.hash, state.last_change_at)
+    current_app.extensions["hub"].vouching.served_state(
+        identity.user_id, state.hash, state.last_change_at, state.communities
+    )
     headers = {
         "ETag": etag(state.hash),
         "Cache-Control": "private, no-cache",
@@ -27,11 +29,33 @@ def communities():
     }
     if matches(if_none_match(), state.hash):
         return "", 304, headers
-    body = {
-        "user": {"id": identity.user_id, "name": identity.name},
-        "communities": state.communities,
-        "hash": state.hash,
-        "cursor": state.cursor.encode(),
-        "server_time": feed.iso(now, milliseconds=True),
-    }
-    return jsonify(body), 200, headers
+    return jsonify(wire.snapshot_body(identity, state, now)), 200, headers
+
+
+@bp.put("/communities/<community_id>/read")
+def read_community(community_id):
+    """Mark the community's activity read, up to now: its entry, ``unread`` 0."""
+    identity = current_identity()
+    validation.community_id(community_id)
+    with writes.writing(identity.user_id) as session:
+        entry = writes.mark_community_read(session, identity, community_id)
+    return jsonify(wire.community_entry(entry))
+
+
+@bp.get("/notifications")
+def notifications():
+    """The caller's notifications, newest first, a page at a time."""
+    identity = current_identity()
+    before, limit = validation.page()
+    with read_transaction(single_statement=True) as connection:
+        rows, next_cursor = feed.read_notifications(connection, identity.user_id, before, limit)
+    return jsonify(wire.notification_page(rows, next_cursor)), 200, {"Cache-Control": "no-store"}
+
+
+@bp.put("/notifications/read")
+def read_notifications():
+    """Mark the caller's notifications read, up to now."""
+    identity = current_identity()
+    with writes.writing(identity.user_id) as session:
+        unread = writes.mark_notifications_read(session, identity)
+    return jsonify(wire.compose((wire.NOTIFICATIONS_UNREAD,), notifications_unread=unread))

@@ -1,0 +1,159 @@
+"""Positions and cursors: which change-log rows a reader has seen, and how a client carries it.
+
+A *position* says which change-log rows a reader has already seen.
+
+On PostgreSQL two transactions can commit in the opposite order of the ids
+their rows were given, so "every id up to N" is not a safe position: a reader
+that advanced past an id whose transaction had not committed yet would never
+see that row. A position there is the reader's MVCC snapshot
+(``pg_current_snapshot()``: xmin, xmax and the transactions in progress), and
+"after the position" means "written by a transaction that snapshot did not
+see". Visibility only grows, so every committed row is delivered exactly once
+to a reader that follows its positions, whatever order the commits came in.
+
+On SQLite there is one writer at a time and ids are given in commit order, so
+a position is the highest id seen.
+
+A cursor is a position with the change log's identity (``epoch``), opaque to
+clients (base64url); page cursors of the notification list are opaque too.
+"""
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+from . import queries
+
+CURSOR_VERSION = "1"
+# Change ids and transaction ids are 64-bit signed integers on both backends.
+LARGEST_NUMBER = 2**63 - 1
+MAX_CURSOR_LENGTH = 4096
+SNAPSHOT_PATTERN = re.compile(r"(\d{1,19}):(\d{1,19}):((?:\d{1,19})(?:,\d{1,19})*)?")
+CURSOR_PATTERN = re.compile(r"1\|([0-9a-f]{1,32})\|(s\d{1,19}|x[0-9:,]{3,3900})")
+PAGE_PATTERN = re.compile(r"n1\|([1-9]\d{0,18})")
+
+
+class InvalidCursor(ValueError):
+    """The cursor cannot be decoded: a client error, not a reason to reset."""
+
+
+@dataclass(frozen=True)
+class SequencePosition:
+    """SQLite: every change with an id up to ``last_id`` has been seen."""
+
+    last_id: int
+
+    def sees(self, change):
+        return change.id <= self.last_id
+
+    def covers(self, other):
+        return isinstance(other, SequencePosition) and self.last_id >= other.last_id
+
+    def unseen(self, table):
+        return queries.unseen_by_sequence(table.id, self.last_id)
+
+    def pruned_past(self, pruned_through):
+        return self.last_id < pruned_through
+
+    def token(self):
+        return f"s{self.last_id}"
+
+    def numbers(self):
+        return (self.last_id,)
+
+
+@dataclass(frozen=True)
+class SnapshotPosition:
+    """PostgreSQL: the changes of the transactions this snapshot saw have been seen."""
+
+    xmin: int
+    xmax: int
+    xip: frozenset
+
+    def sees(self, change):
+        xid = change.xid
+        return xid < self.xmin or (xid < self.xmax and xid not in self.xip)
+
+    def covers(self, other):
+        """True when this snapshot sees everything ``other`` sees."""
+        if not isinstance(other, SnapshotPosition):
+            return False
+        return (
+            self.xmin >= other.xmin
+            and self.xmax >= other.xmax
+            and all(x in other.xip or x >= other.xmax for x in self.xip)
+        )
+
+    def unseen(self, table):
+        return queries.unseen_by_snapshot(table.xid, self.xmin, self.xmax, self.xip)
+
+    def pruned_past(self, pruned_through):
+        # Pruned rows have xids up to pruned_through; all of them are seen only
+        # when every one of those transactions had ended before this snapshot.
+        return pruned_through >= self.xmin
+
+    def numbers(self):
+        return (self.xmin, self.xmax, *self.xip)
+
+    def token(self):
+        return f"x{self.xmin}:{self.xmax}:{','.join(str(x) for x in sorted(self.xip))}"
+
+
+def parse_position(raw):
+    """A position from its text: ``pg_current_snapshot()`` output or a sequence number."""
+    match = SNAPSHOT_PATTERN.fullmatch(raw)
+    if match:
+        xmin, xmax = int(match[1]), int(match[2])
+        xip = frozenset(int(x) for x in match[3].split(",")) if match[3] else frozenset()
+        if xmin > xmax or any(not xmin <= x < xmax for x in xip):
+            raise InvalidCursor("the cursor's snapshot is inconsistent")
+        position = SnapshotPosition(xmin, xmax, xip)
+    elif raw.isdigit():
+        position = SequencePosition(int(raw))
+    else:
+        raise InvalidCursor("the cursor's position is not recognised")
+    # 19 digits fit a cursor, more than a 64-bit id or transaction id: no
+    # position this service issued, and SQLite could not even bind one.
+    if max(position.numbers()) > LARGEST_NUMBER:
+        raise InvalidCursor("the cursor's position is out of range")
+    return position
+
+
+@dataclass(frozen=True)
+class Cursor:
+    epoch: str
+    position: object
+
+    def encode(self):
+        raw = f"{CURSOR_VERSION}|{self.epoch}|{self.position.token()}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text):
+        """Parse an opaque cursor or raise :class:`InvalidCursor`."""
+        match = _opaque(text, MAX_CURSOR_LENGTH, CURSOR_PATTERN)
+        return cls(match[1], parse_position(match[2][1:]))
+
+
+def _opaque(text, max_length, pattern):
+    """The match of ``pattern`` in an opaque (base64url) token, or :class:`InvalidCursor`."""
+    if not text or len(text) > max_length:
+        raise InvalidCursor("the cursor is empty or too long")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("the cursor is not valid base64url") from None
+    match = pattern.fullmatch(raw)
+    if not match:
+        raise InvalidCursor("the cursor is not one this service issued")
+    return match
+
+
+def encode_page(before):
+    """An opaque cursor for the page of notifications with ids below ``before``."""
+    return base64.urlsafe_b64encode(f"n1|{before}".encode()).decode().rstrip("=")
+
+
+def decode_page(text):
+    """The id a page cursor continues below, or :class:`InvalidCursor`."""
+    return int(_opaque(text, 64, PAGE_PATTERN)[1])
