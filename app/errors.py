@@ -1,4 +1,5 @@
 """One error path: every 4xx/5xx leaves as RFC 9457 problem details."""
+import json
 import logging
 import random
 
@@ -26,21 +27,57 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(status, detail, slug=None, title=None, headers=None, **extra):
-    body = {
+def problem_body(status, detail, slug=None, title=None, **extra):
+    """The RFC 9457 members of a problem answer."""
+    return {
         "type": PROBLEM_TYPE + slug if slug else "about:blank",
         "title": title or _status_phrase(status),
         "status": status,
         "detail": detail,
         **extra,
     }
-    response = jsonify(body)
+
+
+def problem_response(status, detail, slug=None, title=None, headers=None, **extra):
+    response = jsonify(problem_body(status, detail, slug, title, **extra))
     response.status_code = status
     response.content_type = "application/problem+json"
     response.headers["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+# What gunicorn refuses itself, before the application (see raw_problem).
+SERVER_DETAILS = {
+    400: "The request is not valid HTTP/1.1.",
+    414: "The request line is longer than this server accepts.",
+    431: "The request has more header fields, or larger ones, than this server accepts.",
+    500: "The server could not answer this request.",
+}
+
+
+def raw_problem(status):
+    """A whole HTTP/1.1 problem answer, for errors the server answers without the app.
+
+    It carries the headers every answer of the app carries, and closes the
+    connection: the server could not make sense of the request, so nor of
+    where a next one would start.
+    """
+    from .observability import SECURITY_HEADERS
+
+    reason = _status_phrase(status)
+    detail = SERVER_DETAILS.get(status, f"{reason}.")
+    body = json.dumps(problem_body(status, detail)).encode()
+    headers = {
+        "Content-Type": "application/problem+json",
+        "Content-Length": str(len(body)),
+        "Cache-Control": "no-store",
+        "Connection": "close",
+        **SECURITY_HEADERS,
+    }
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n").encode("latin-1") + body
 
 
 def _status_phrase(status):

@@ -1,20 +1,22 @@
 """The OpenAPI 3.1 description served at ``/openapi.json``.
 
-Written by hand, next to the contract it describes; tests check that it names
-every route the app has and no other, and a schemathesis run checks the app's
-answers against it.
+Operations written by hand, next to the contract they describe; the schemas of
+the API's own bodies come from ``app.wire``, where its answers are made. Tests
+check that it names every route the app has and no other, and a schemathesis
+run checks the app's answers against it.
+
+Longer than most modules because it is one literal: every operation, its
+parameters and its answers, in the order of the contract. Split by resource,
+the shared error answers and headers would have to travel between files and
+the document could no longer be read top to bottom against the contract.
 """
+from . import wire
 from .auth import ID_PATTERN
-from .models import CHANGE_TYPES, ROLES
-from .validation import SLUG
+from .wire import POLL_STATUSES, ref
 
 VERSION = "1.0.0"
 ID = ID_PATTERN.pattern
 PROBLEM = "application/problem+json"
-
-
-def ref(name):
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def problem(description, headers=None):
@@ -52,7 +54,8 @@ COMMON_ERRORS = {
 WRITE_ERRORS = {
     "400": problem("A malformed id or body."),
     "403": problem("The caller may not make this change."),
-    "404": problem("There is no such community."),
+    "404": problem("No such community, or a private one the caller is not in."),
+    "408": problem("The body did not arrive within REQUEST_BODY_TIMEOUT seconds."),
     "413": problem("The body is larger than 16 KiB."),
     "415": problem("The body is not application/json."),
     "422": problem("The body is JSON but not an acceptable value."),
@@ -77,27 +80,6 @@ IF_NONE_MATCH = {
 
 
 def schemas():
-    community = {
-        "type": "object",
-        "required": ["id", "slug", "name", "logo_url", "is_public"],
-        "properties": {
-            "id": {"type": "string", "pattern": f"^{ID}$"},
-            "slug": {"type": "string", "pattern": f"^{SLUG.pattern}$"},
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "logo_url": {"type": ["string", "null"], "maxLength": 2048},
-            "is_public": {"type": "boolean"},
-        },
-    }
-    membership_entry = {
-        **community,
-        "required": community["required"] + ["role", "joined_at"],
-        "properties": {
-            **community["properties"],
-            "role": {"enum": list(ROLES)},
-            "joined_at": {"type": ["string", "null"], "format": "date-time"},
-        },
-    }
-    timestamp = {"type": "string", "format": "date-time"}
     return {
         "Problem": {
             "type": "object",
@@ -110,95 +92,8 @@ def schemas():
                 "detail": {"type": "string"},
             },
         },
-        "Community": community,
-        "CommunityDetail": {
-            **community,
-            "required": community["required"] + ["member_count"],
-            "properties": {**community["properties"], "member_count": {"type": "integer", "minimum": 0}},
-        },
-        "CommunityList": {
-            "type": "object",
-            "required": ["communities"],
-            "properties": {"communities": {"type": "array", "items": ref("Community")}},
-        },
-        "NewCommunity": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["slug", "name"],
-            "properties": {
-                "id": {"type": "string", "pattern": f"^{ID}$"},
-                "slug": {"type": "string", "pattern": f"^{SLUG.pattern}$"},
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "logo_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
-                "is_public": {"type": "boolean"},
-            },
-        },
-        "CommunityPatch": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "slug": {"type": "string", "pattern": f"^{SLUG.pattern}$"},
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "logo_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
-                "is_public": {"type": "boolean"},
-            },
-        },
-        "MembershipEntry": membership_entry,
-        "Membership": {
-            "type": "object",
-            "required": ["user_id", "community_id", "role", "joined_at"],
-            "properties": {
-                "user_id": {"type": "string"},
-                "community_id": {"type": "string"},
-                "role": {"enum": list(ROLES)},
-                "joined_at": {"type": ["string", "null"], "format": "date-time"},
-            },
-        },
-        "MembershipBody": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"role": {"enum": list(ROLES)}},
-        },
-        "Snapshot": {
-            "type": "object",
-            "required": ["user", "communities", "hash", "cursor", "server_time"],
-            "properties": {
-                "user": {
-                    "type": "object",
-                    "required": ["id", "name"],
-                    "properties": {"id": {"type": "string"}, "name": {"type": ["string", "null"]}},
-                },
-                "communities": {"type": "array", "items": ref("MembershipEntry")},
-                "hash": {"type": "string"},
-                "cursor": {"type": "string"},
-                "server_time": timestamp,
-            },
-        },
-        "Change": {
-            "type": "object",
-            "required": ["type", "community_id", "at", "by"],
-            "properties": {
-                "type": {"enum": list(CHANGE_TYPES)},
-                "community_id": {"type": "string"},
-                "at": timestamp,
-                "by": {"type": ["string", "null"]},
-                "role": {"enum": list(ROLES)},
-            },
-        },
-        "PollAnswer": {
-            "type": "object",
-            "required": ["status", "cursor", "hash", "server_time"],
-            "properties": {
-                "status": {"enum": ["changed", "unchanged", "reset"]},
-                "cursor": {"type": "string"},
-                "hash": {"type": "string"},
-                "server_time": timestamp,
-                "changes": {"type": "array", "items": ref("Change")},
-                "added": {"type": "array", "items": {"type": "string"}},
-                "removed": {"type": "array", "items": {"type": "string"}},
-                "communities": {"type": "array", "items": ref("MembershipEntry")},
-            },
-        },
+        # The API's own shapes: the same definitions its answers are made from.
+        **wire.schemas(),
         "Health": {
             "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}},
         },
@@ -238,6 +133,16 @@ def schemas():
                 "admin": {"type": "boolean"},
             },
         },
+        "DemoPublication": {
+            **wire.schemas()["Publication"],
+            "required": ["kind", "ref"],
+            "properties": {
+                "community_id": {"type": "string", "pattern": f"^{ID}$"},
+                "user_id": {"type": "string", "pattern": f"^{ID}$"},
+                **wire.schemas()["Publication"]["properties"],
+            },
+            "oneOf": [{"required": ["community_id"]}, {"required": ["user_id"]}],
+        },
         "DemoToken": {
             "type": "object",
             "required": ["token", "user_id", "expires_in"],
@@ -245,6 +150,20 @@ def schemas():
                 "token": {"type": "string"}, "user_id": {"type": "string"},
                 "expires_in": {"type": "integer"},
             },
+        },
+    }
+
+
+def publishing(operation_id, summary, description, errors):
+    """A platform publishing endpoint: a ``Publication`` in, ``201`` with what was published."""
+    return {
+        "operationId": operation_id, "tags": ["activity"],
+        "summary": summary, "description": description,
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": ref("Publication")}}},
+        "responses": {
+            "201": json_body(ref("Published"), "Published."),
+            **errors, **COMMON_ERRORS,
         },
     }
 
@@ -319,6 +238,46 @@ def operations(max_timeout):
                 **COMMON_ERRORS,
             },
         }},
+        "/me/communities/{community_id}/read": {
+            "parameters": [COMMUNITY_ID],
+            "put": {
+                "operationId": "readCommunity", "tags": ["activity"],
+                "summary": "Mark the community's activity read, up to now.",
+                "description": "Wakes the caller's other polls with a `read` change.",
+                "responses": {
+                    "200": json_body(ref("MembershipEntry"), "The caller's entry, `unread` 0."),
+                    "400": problem("A malformed id."),
+                    "404": problem("`not-a-member`: the caller is not a member of it."),
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/me/notifications": {"get": {
+            "operationId": "listNotifications", "tags": ["activity"],
+            "summary": "The caller's notifications, newest first, a page at a time.",
+            "parameters": [
+                {"name": "cursor", "in": "query", "required": False,
+                 "description": "Opaque: `next_cursor` of the previous page.",
+                 "schema": {"type": "string", "maxLength": 64}},
+                {"name": "limit", "in": "query", "required": False,
+                 "description": "How many, 1 to 100 (default 20).",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            ],
+            "responses": {
+                "200": json_body(ref("NotificationPage"), "A page; `next_cursor` null on the last."),
+                "400": problem("A cursor that cannot be decoded, or a bad limit."),
+                **COMMON_ERRORS,
+            },
+        }},
+        "/me/notifications/read": {"put": {
+            "operationId": "readNotifications", "tags": ["activity"],
+            "summary": "Mark the caller's notifications read, up to now.",
+            "description": "Wakes the caller's other polls with a `read` change.",
+            "responses": {
+                "200": json_body(ref("NotificationsRead"), "The unread count after it."),
+                **COMMON_ERRORS,
+            },
+        }},
         "/community-changes/poll": {"get": {
             "operationId": "poll", "tags": ["memberships"],
             "summary": "Wait for changes after a cursor (long poll), or check at once.",
@@ -344,7 +303,7 @@ def operations(max_timeout):
             ],
             "responses": {
                 "200": json_body(ref("PollAnswer"), "What changed, or nothing.", {
-                    "X-Poll-Result": header("changed, unchanged or reset", {"enum": ["changed", "unchanged", "reset"]}),
+                    "X-Poll-Result": header("changed, unchanged or reset", {"enum": list(POLL_STATUSES)}),
                     "ETag": header("The state hash."),
                     "Cache-Control": header("no-store"),
                     "X-Poll-Interval": header("Advised seconds until the next smart poll."),
@@ -416,6 +375,7 @@ def operations(max_timeout):
                 "responses": {
                     "200": json_body(ref("Membership"), "Already a member (role set if asked)."),
                     "201": json_body(ref("Membership"), "Added.", {"Location": header("The membership.")}),
+                    "409": problem("`last-owner`: the change would demote the community's last owner."),
                     **WRITE_ERRORS, **COMMON_ERRORS,
                 },
             },
@@ -423,8 +383,24 @@ def operations(max_timeout):
                 "operationId": "deleteMember", "tags": ["communities"],
                 "summary": "Remove a member; idempotent.",
                 "responses": {"204": {"description": "Not a member (any more)."},
+                              "409": problem("`last-owner`: the member is the community's last owner."),
                               **WRITE_ERRORS, **COMMON_ERRORS},
             },
+        },
+        "/communities/{community_id}/activity": {
+            "parameters": [COMMUNITY_ID],
+            "post": publishing(
+                "publishActivity", "Publish activity in a community (platform admins).",
+                "Its members' polls carry it; their `unread` counts grow.", WRITE_ERRORS,
+            ),
+        },
+        "/users/{user_id}/notifications": {
+            "parameters": [USER_ID],
+            "post": publishing(
+                "notifyUser", "Publish a notification to one user (platform admins).",
+                "An unknown user id is provisioned, as membership writes do.",
+                {code: answer for code, answer in WRITE_ERRORS.items() if code != "404"},
+            ),
         },
         "/demo/users": {"get": {
             **public, "operationId": "demoUsers", "tags": ["demo"],
@@ -443,6 +419,19 @@ def operations(max_timeout):
             "responses": {
                 "201": json_body(ref("DemoToken"), "A token."),
                 "404": problem("Demo mode is off."),
+                **{code: WRITE_ERRORS[code] for code in ("400", "413", "415", "422", "429")},
+                "default": problem("Any other error."),
+            },
+        }},
+        "/demo/sql-activity": {"post": {
+            **public, "operationId": "demoSqlActivity", "tags": ["demo"],
+            "summary": "Publish with a raw `INSERT INTO activity` (DEMO_MODE, this machine only).",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": ref("DemoPublication")}}},
+            "responses": {
+                "201": json_body(ref("Published"), "Published."),
+                "403": problem("The request does not come from the server's own machine."),
+                "404": problem("Demo mode is off, or no such community."),
                 **{code: WRITE_ERRORS[code] for code in ("400", "413", "415", "422", "429")},
                 "default": problem("Any other error."),
             },

@@ -1,22 +1,25 @@
 """Request parsing that refuses bad input with a clear problem, before any write."""
-import re
-
 from flask import request
 
-from .auth import valid_id, valid_name
+from . import cursors, wire
+from .auth import CALLER_ALIAS, ID_RULE, USER_ID_RULE, valid_id, valid_user_id
 from .errors import Problem
 from .models import ROLES
 
-SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
-URL = re.compile(r"https?://[^\s\x00-\x1f\x7f]{1,2040}")
 
-
-def path_id(value, what):
+def community_id(value):
+    """A community id from the path, or a 400 problem."""
     if not valid_id(value):
-        raise Problem(
-            400, "invalid-id",
-            f"The {what} id must be 1 to 64 characters of A-Z a-z 0-9 . _ ~ : @ | + = -.",
-        )
+        raise Problem(400, "invalid-id", f"The community id must be {ID_RULE}.")
+    return value
+
+
+def user_id(value, caller):
+    """The user a member path names: ``caller`` for ``me``, otherwise a valid user id or a 400 problem."""
+    if value == CALLER_ALIAS:
+        return caller
+    if not valid_user_id(value):
+        raise Problem(400, "invalid-id", f"The user id must be {USER_ID_RULE}.")
     return value
 
 
@@ -26,9 +29,13 @@ def json_object(allowed, required=(), optional_body=False):
         return {}
     if not request.is_json:
         raise Problem(415, "unsupported-media-type", "Send the body as application/json.")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # Nested deeper than the parser recurses: 16 KiB of "[" is enough.
+        body = None
     if body is None:
-        raise Problem(400, "malformed-json", "The body is not valid JSON.")
+        raise Problem(400, "malformed-json", "The body is not valid JSON (or nests too deeply).")
     if not isinstance(body, dict):
         raise Problem(422, "invalid-body", "The body must be a JSON object.")
     unknown = sorted(set(body) - set(allowed))
@@ -46,35 +53,51 @@ def role(value):
     return value
 
 
-def community_fields(body):
-    """Validate the community fields present in ``body``; returns them cleaned."""
-    fields = {}
-    if "id" in body:
-        fields["id"] = _field(body["id"], valid_id, "id must be 1 to 64 id characters.")
-    if "slug" in body:
-        fields["slug"] = _field(
-            body["slug"],
-            lambda v: isinstance(v, str) and SLUG.fullmatch(v),
-            "slug must be 1 to 64 lowercase letters, digits and inner hyphens.",
-        )
-    if "name" in body:
-        fields["name"] = _field(
-            body["name"], valid_name, "name must be 1 to 200 characters without control characters."
-        ).strip()
-    if "logo_url" in body:
-        fields["logo_url"] = _field(
-            body["logo_url"],
-            lambda v: v is None or (isinstance(v, str) and URL.fullmatch(v)),
-            "logo_url must be null or an http(s) URL of at most 2048 characters.",
-        )
-    if "is_public" in body:
-        fields["is_public"] = _field(
-            body["is_public"], lambda v: isinstance(v, bool), "is_public must be true or false."
-        )
+def community_fields(creating):
+    """The community fields of the request's body, validated and cleaned.
+
+    ``creating`` (a POST) also accepts the id and requires the fields a
+    community cannot be without; otherwise (a PATCH) any writable subset.
+    """
+    return body_fields(wire.accepted(wire.COMMUNITY, creating), creating)
+
+
+def publication(recipients=()):
+    """A published activity or notification from the request's body, validated.
+
+    ``recipients``: the fields naming whom it is for, when the body carries
+    them (the demo's SQL path): exactly one of them must be given.
+    """
+    fields = body_fields(wire.PUBLICATION, creating=True, extra=recipients)
+    if recipients:
+        named = [name for name in recipients if name in fields]
+        if len(named) != 1:
+            raise Problem(422, "invalid-body", f"Give exactly one of: {', '.join(recipients)}.")
+        if not valid_id(fields[named[0]]):
+            raise Problem(422, "invalid-field", f"{named[0]} must be {ID_RULE}.")
     return fields
 
 
-def _field(value, check, message):
-    if not check(value):
-        raise Problem(422, "invalid-field", message)
-    return value
+def body_fields(fields, creating, extra=()):
+    """The request body's values of ``fields`` (and the unchecked ``extra`` keys), validated."""
+    required = wire.required_on_create(fields) if creating else ()
+    body = json_object(tuple(f.name for f in fields) + tuple(extra), required=required)
+    values = {f.name: f.parse(body[f.name]) for f in fields if f.name in body}
+    values.update({name: body[name] for name in extra if name in body})
+    return values
+
+
+def page(default_limit=20, max_limit=100):
+    """``cursor`` and ``limit`` from the query string: (the id to continue below or None, limit)."""
+    raw_limit = request.args.get("limit")
+    limit = default_limit
+    if raw_limit is not None:
+        if not raw_limit.isdecimal() or not 1 <= int(raw_limit) <= max_limit:
+            raise Problem(400, "invalid-limit", f"limit must be a whole number from 1 to {max_limit}.")
+        limit = int(raw_limit)
+    raw_cursor = request.args.get("cursor")
+    try:
+        before = cursors.decode_page(raw_cursor) if raw_cursor is not None else None
+    except cursors.InvalidCursor as error:
+        raise Problem(400, "invalid-cursor", f"The cursor cannot be used: {error}.") from None
+    return before, limit

@@ -5,7 +5,9 @@ import time
 import gevent
 import pytest
 
-from app import feed, intervals
+from app import cursors, intervals, wire
+from app.api import community_changes
+from conftest import eventually, until_blocked
 
 
 def snapshot(client, headers):
@@ -19,9 +21,9 @@ def poll(client, headers, **params):
 
 
 def in_background(client, headers, **params):
+    """A poll in a greenlet, returned once it waits in the hub (or has answered)."""
     greenlet = gevent.spawn(poll, client, headers, **params)
-    gevent.sleep(0.1)  # let it read and start waiting
-    return greenlet
+    return until_blocked(client.application.extensions["hub"], greenlet)
 
 
 def test_no_cursor_resets_with_full_state(seeded, client, auth):
@@ -51,7 +53,7 @@ def test_changes_after_cursor_answer_at_once(seeded, client, auth):
     ]
     assert body["added"] == ["c-go"] and body["removed"] == []
     assert "c-go" in [c["id"] for c in body["communities"]]
-    assert body["hash"] == feed.state_hash(body["communities"])
+    assert body["hash"] == wire.user_state_hash(body["communities"], body["notifications_unread"])
     # Following the returned cursor: nothing more.
     again = poll(client, auth("u-ada"), cursor=body["cursor"], hash=body["hash"], timeout=0)
     assert again.json["status"] == "unchanged" and "communities" not in again.json
@@ -118,8 +120,8 @@ def test_hash_in_if_none_match_compared_weakly(seeded, client, auth, form):
 
 def test_cursor_from_a_rebuilt_database_resets(seeded, client, auth):
     cursor, digest = snapshot(client, auth("u-ada"))
-    decoded = feed.Cursor.decode(cursor)
-    foreign = feed.Cursor("feedfacefeedface", decoded.position).encode()
+    decoded = cursors.Cursor.decode(cursor)
+    foreign = cursors.Cursor("feedfacefeedface", decoded.position).encode()
     assert poll(client, auth("u-ada"), cursor=foreign, hash=digest, timeout=0).json["status"] == "reset"
 
 
@@ -180,6 +182,38 @@ def test_per_user_cap_gives_429(seeded, app_factory, auth):
     assert all(g.get(timeout=10).json["status"] == "unchanged" for g in held)
 
 
+def slow_provisioning(monkeypatch):
+    """Provisioning yields, as it does on PostgreSQL: the step between a cap's check and its count."""
+    original = community_changes.provision
+
+    def provision(identity):
+        gevent.sleep(0.01)
+        return original(identity)
+
+    monkeypatch.setattr(community_changes, "provision", provision)
+
+
+@pytest.mark.parametrize("cap, users, refusal", [
+    ({"POLL_MAX_PER_USER": 2}, ["u-ada"] * 6, 429),
+    ({"POLL_MAX_WAITING": 2}, ["u-ada", "u-alan", "u-grace"] * 2, 503),
+])
+def test_a_burst_of_polls_cannot_walk_past_a_cap(seeded, app_factory, auth, monkeypatch, cap, users,
+                                                  refusal):
+    app = app_factory(**cap)
+    client = app.test_client()
+    known = {user: snapshot(client, auth(user)) for user in set(users)}
+    slow_provisioning(monkeypatch)
+    burst = [gevent.spawn(poll, client, auth(user), cursor=known[user][0], hash=known[user][1],
+                          timeout=5) for user in users]
+    hub = app.extensions["hub"]
+    # Every poll is either refused or waiting: their clients are up to date.
+    assert eventually(lambda: sum(g.dead for g in burst) + hub.waiting_polls == len(users))
+    assert hub.waiting_polls == 2
+    hub.close()
+    statuses = sorted(g.get(timeout=10).status_code for g in burst)
+    assert statuses == [200, 200] + [refusal] * (len(users) - 2)
+
+
 def test_worker_cap_gives_503_before_any_database_work(seeded, app_factory, auth):
     app = app_factory(POLL_MAX_WAITING=1)
     client = app.test_client()
@@ -218,9 +252,9 @@ def test_retention_resets_old_cursors(seeded, client, app, auth, database):
 
     cursor, digest = snapshot(client, auth("u-ada"))
     client.put("/communities/c-go/members/me", headers=auth("u-ada"))
-    hub = app.extensions["hub"]
-    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=hub.retention + 3600)):
-        assert hub.prune() >= 1
+    pruner = app.extensions["hub"].pruner
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=pruner.retention + 3600)):
+        assert pruner.prune() >= 1
     response = poll(client, auth("u-ada"), cursor=cursor, hash=digest, timeout=0)
     assert response.json["status"] == "reset"
     assert "c-go" in [c["id"] for c in response.json["communities"]]
@@ -245,11 +279,11 @@ def test_interval_advice_grows_with_quiet_and_load(app):
         assert advice(60) == app.config["POLL_INTERVAL_MAX"]
         assert intervals.advise_interval(None, now, app) == app.config["POLL_INTERVAL_MAX"]
         hub = app.extensions["hub"]
-        hub.waiting = int(hub.max_waiting * 0.9)
+        hub.waiting_polls = int(hub.max_waiting * 0.9)
         try:
             assert advice(0) == 4 * app.config["POLL_INTERVAL_MIN"]
         finally:
-            hub.waiting = 0
+            hub.waiting_polls = 0
 
 
 def test_jitter_stays_within_bounds():

@@ -1,22 +1,28 @@
 """``GET /community-changes/poll``: the long poll.
 
-The whole story, top to bottom: parse; authenticate; admit (caps, before any
-database work); subscribe to the hub *before* reading, so that a change that
-commits after the read is sure to be news; read state and changes in one
-snapshot; answer at once if there is anything to say; otherwise wait for news,
-check it, and answer ``changed`` or, at the timeout, ``unchanged``.
+The whole story, top to bottom (``poll()``): authenticate; parse; admit and
+subscribe to the hub in one step (caps taken before any database work, and
+the subscription made *before* reading, so that a change that commits after
+the read is sure to be news); read state and changes
+in one snapshot (or skip the read when the hub vouches for the client's
+cursor); answer at once if there is anything to say; otherwise wait for news,
+check it, and answer ``changed`` or, at the timeout, ``unchanged``. The hub's
+side of the wait is ``app/hub.py``.
 """
+import random
 import re
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from .. import feed
+from .. import cursors, feed, wire
 from ..auth import authenticate, provision
 from ..db import read_transaction
 from ..errors import Problem
+from ..hub import OverCapacity, TooManyPolls
 from ..intervals import advise_interval, jittered_wait
 from .conditional import etag, strip_validator
 
@@ -28,19 +34,38 @@ SOCKET_KEYS = ("gunicorn.socket", "gunicorn.sock")
 
 
 @dataclass(frozen=True)
-class PollRequest:
-    cursor: feed.Cursor | None
+class Known:
+    """What a client knows: its cursor, the hash of its state, when that state last changed."""
+
+    cursor: cursors.Cursor | None
     hash: str | None
+    last_change_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    known: Known
     timeout: int
     preference_applied: str | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to give: its status, what the client will know, and what it brings."""
+
+    status: str
+    known: Known
+    communities: list | None = None
+    changes: tuple = ()
+    notifications_unread: int | None = None
 
 
 def parse_request():
     config = current_app.config
     raw_cursor = request.args.get("cursor")
     try:
-        cursor = feed.Cursor.decode(raw_cursor) if raw_cursor is not None else None
-    except feed.InvalidCursor as error:
+        cursor = cursors.Cursor.decode(raw_cursor) if raw_cursor is not None else None
+    except cursors.InvalidCursor as error:
         raise Problem(400, "invalid-cursor", f"The cursor cannot be used: {error}.") from None
 
     raw_hash = request.args.get("hash") or request.headers.get("If-None-Match")
@@ -64,7 +89,7 @@ def parse_request():
             applied = f"wait={min(timeout, config['POLL_MAX_TIMEOUT'])}"
     # Longer than the server allows is clamped rather than refused: a client
     # cannot know each deployment's maximum.
-    return PollRequest(cursor, client_hash, min(timeout, config["POLL_MAX_TIMEOUT"]), applied)
+    return PollRequest(Known(cursor, client_hash), min(timeout, config["POLL_MAX_TIMEOUT"]), applied)
 
 
 @bp.get("/poll")
@@ -72,53 +97,91 @@ def poll():
     hub = current_app.extensions["hub"]
     identity = authenticate()
     ask = parse_request()
-    hub.admit(identity.user_id)
-    provision(identity)
 
-    socket = next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
-    # A plain check (timeout=0) never waits, so it takes no place in the hub;
-    # nor does a poll that reaches a worker shutting down: it gets a prompt
-    # answer (and Connection: close) and reconnects to a worker that stays.
-    waits = ask.timeout > 0 and not hub.closing
-    ticket = hub.subscribe(identity.user_id, socket) if waits else None
+    if ask.timeout == 0 or hub.closing:
+        # A plain check never waits, so it takes no place in the hub; nor does
+        # a poll that reaches a worker shutting down: it gets a prompt answer
+        # (and Connection: close) and reconnects to a worker that stays.
+        with caps_as_problems():
+            hub.admit(identity.user_id)
+        provision(identity)
+        reply = look(identity.user_id, ask.known)
+    else:
+        # Admitted and counted in one step, before any database work.
+        with caps_as_problems(), hub.waiting(identity.user_id, request_socket()) as ticket:
+            provision(identity)
+            if hub.vouching.vouches(identity.user_id, ask.known.cursor, ask.known.hash):
+                # This hub has read every change since before the client's
+                # cursor and none was this user's: nothing to read, straight
+                # to waiting.
+                last_change_at = hub.vouching.last_change_served(identity.user_id)
+                reply = Reply("unchanged", replace(ask.known, last_change_at=last_change_at))
+            else:
+                reply = look(identity.user_id, ask.known)
+            if reply.status == "unchanged":
+                reply = wait(hub, ticket, ask, reply.known)
+
+    now = datetime.now(timezone.utc)
+    if reply.status == "changed":
+        # The client's state changes with this very answer.
+        reply = replace(reply, known=replace(reply.known, last_change_at=now))
+    # Noted for vouching for this client's next poll.
+    hub.vouching.served_state(identity.user_id, reply.known.hash, reply.known.last_change_at,
+                              reply.communities)
+    return answer(ask, reply, now)
+
+
+@contextmanager
+def caps_as_problems():
+    """The hub's caps, answered as the contract says: 503 for the worker, 429 for the user."""
     try:
-        if ticket is not None and hub.vouches(identity.user_id, ask.cursor, ask.hash):
-            # This hub has read every change since before the client's cursor
-            # and none was this user's: nothing to read, straight to waiting.
-            last_change_at = hub.last_change_served(identity.user_id)
-            return wait(hub, ticket, ask, ask.cursor, ask.hash, last_change_at)
-
-        state, usable, changes = read(identity.user_id, ask.cursor)
-        if not usable:
-            return answer(ask, "reset", state.cursor, state.communities, state.hash,
-                          state.last_change_at)
-        if changes:
-            return answer(ask, "changed", state.cursor, state.communities, state.hash,
-                          state.last_change_at, changes)
-        if ask.hash is not None and ask.hash != state.hash:
-            # Same cursor, different state: the client's copy is not ours.
-            return answer(ask, "reset", state.cursor, state.communities, state.hash,
-                          state.last_change_at)
-        if ticket is None:
-            return answer(ask, "unchanged", state.cursor, None, state.hash, state.last_change_at)
-        cursor, digest, last_change_at = state.cursor, state.hash, state.last_change_at
-        # A waiting poll keeps only what its answer needs (thousands wait at once).
-        del state, changes
-        return wait(hub, ticket, ask, cursor, digest, last_change_at)
-    finally:
-        if ticket is not None:
-            hub.unsubscribe(ticket)
+        yield
+    except OverCapacity:
+        raise Problem(
+            503, "over-capacity", "This worker holds as many waiting polls as it can.",
+            headers={"Retry-After": str(random.randint(2, 10))},
+        ) from None
+    except TooManyPolls as refusal:
+        raise Problem(
+            429, "too-many-polls",
+            f"At most {refusal.limit} polls may wait for one user at once.",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
-def wait(hub, ticket, ask, cursor, digest, last_change_at):
+def request_socket():
+    """The client's socket, to notice a hang-up mid-wait; None where the server offers none."""
+    return next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
+
+
+def look(user_id, known):
+    """Read, and say what the client must be told now, or ``unchanged`` (then a poll may wait).
+
+    A waiting poll keeps only what its answer needs (thousands wait at once):
+    an ``unchanged`` reply holds no state, only what the client will know.
+    """
+    state, usable, changes = read(user_id, known.cursor)
+    now_known = Known(state.cursor, state.hash, state.last_change_at)
+    unread = state.notifications_unread
+    if not usable:
+        return Reply("reset", now_known, state.communities, notifications_unread=unread)
+    if changes:
+        return Reply("changed", now_known, state.communities, changes, unread)
+    if known.hash is not None and known.hash != state.hash:
+        # Same cursor, different state: the client's copy is not ours.
+        return Reply("reset", now_known, state.communities, notifications_unread=unread)
+    return Reply("unchanged", now_known)
+
+
+def wait(hub, ticket, ask, known):
     """Wait for news of changes the client's cursor did not see, or the timeout.
 
-    ``cursor`` is where the poll's knowledge stands (its own read, or the
-    client's cursor when the hub vouched for it); news from an older snapshot
+    ``known`` is where the poll's knowledge stands (its own read, or what the
+    client sent when the hub vouched for it); news from an older snapshot
     says nothing new, and rows the client saw are not sent again.
     """
-    seen = ask.cursor.position
-    latest = cursor.position
+    seen = ask.known.cursor.position
+    epoch, latest = known.cursor.epoch, known.cursor.position
     collected = {}
     deadline = time.monotonic() + jittered_wait(ask.timeout)
     while True:
@@ -135,47 +198,34 @@ def wait(hub, ticket, ask, cursor, digest, last_change_at):
                     collected[row.id] = row
         if collected:
             rows = [collected[key] for key in sorted(collected)]
-            current_app.extensions["metrics"].observe_wake(min(feed.utc(r.at) for r in rows))
-            return answer(ask, "changed", feed.Cursor(cursor.epoch, latest), newest.communities,
-                          newest.hash, None, rows)
-    return answer(ask, "unchanged", feed.Cursor(cursor.epoch, latest), None, digest,
-                  last_change_at)
+            current_app.extensions["metrics"].observe_wake(min(wire.utc(r.at) for r in rows))
+            return Reply("changed", Known(cursors.Cursor(epoch, latest), newest.hash),
+                         newest.communities, rows, newest.notifications_unread)
+    return Reply("unchanged", replace(known, cursor=cursors.Cursor(epoch, latest)))
 
 
 def read(user_id, cursor):
     """State, whether the cursor can be answered, and the changes after it: one snapshot.
 
-    A function of its own so its session is gone before the poll waits.
+    A function of its own so its connection is gone before the poll waits.
     """
-    with read_transaction() as session:
-        state = feed.read_state(session, user_id)
+    with read_transaction() as connection:
+        state = feed.read_state(connection, user_id)
         usable = cursor is not None and state.accepts(cursor)
-        changes = feed.read_changes(session, user_id, cursor.position) if usable else []
+        changes = feed.read_changes(connection, user_id, cursor.position) if usable else []
     return state, usable, changes
 
 
-def answer(ask, status, cursor, communities, state_hash, last_change_at, changes=()):
-    now = datetime.now(timezone.utc)
-    body = {
-        "status": status,
-        "cursor": cursor.encode(),
-        "hash": state_hash,
-        "server_time": feed.iso(now, milliseconds=True),
-    }
-    if status == "changed":
-        added, removed = feed.net_membership(changes)
-        body["changes"] = [feed.change_entry(change) for change in changes]
-        body["added"] = added
-        body["removed"] = removed
-    if communities is not None:
-        body["communities"] = communities
-    last_change = now if status == "changed" else last_change_at
-    current_app.extensions["hub"].served_state(g.identity.user_id, state_hash, last_change)
+def answer(ask, reply, now):
+    """The response for ``reply``, as of ``now``."""
+    known = reply.known
+    body = wire.poll_body(reply.status, known.cursor, known.hash, now,
+                          reply.communities, reply.changes, reply.notifications_unread)
     headers = {
-        "X-Poll-Result": status,
-        "ETag": etag(state_hash),
+        "X-Poll-Result": reply.status,
+        "ETag": etag(known.hash),
         "Cache-Control": "no-store",
-        "X-Poll-Interval": str(advise_interval(last_change, now, current_app)),
+        "X-Poll-Interval": str(advise_interval(known.last_change_at, now, current_app)),
     }
     if ask.preference_applied:
         headers["Preference-Applied"] = ask.preference_applied

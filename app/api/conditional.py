@@ -1,5 +1,6 @@
 """ETag helpers shared by the snapshot, the community view and the poll."""
 from flask import request
+from werkzeug.http import parse_etags
 
 
 def strip_validator(value):
@@ -11,12 +12,14 @@ def strip_validator(value):
 
 
 def matches(header_value, current):
-    """RFC 9110 ``If-None-Match`` with weak comparison, lists and ``*`` included."""
+    """RFC 9110 ``If-None-Match`` with weak comparison, lists and ``*`` included.
+
+    Parsed as entity tags (werkzeug's parser), not split on commas: an opaque
+    tag may itself contain one.
+    """
     if header_value is None:
         return False
-    if header_value.strip() == "*":
-        return True
-    return any(strip_validator(tag) == current for tag in header_value.split(",") if tag.strip())
+    return parse_etags(header_value.strip()).contains_weak(current)
 
 
 def if_none_match():

@@ -1,0 +1,383 @@
+"""The JSON the API sends and accepts: each shape defined once, as a tuple of fields.
+
+From a shape come its serializer (:func:`serialize` for a row, :func:`compose`
+for a body assembled from several values), the validation of the request
+bodies that carry it (``app.validation``), and its OpenAPI schema
+(:func:`schemas`, which ``app.openapi`` serves). Keys leave in the order of
+the fields: answers are compared byte for byte and state hashes are taken over
+them, so reordering a shape's fields changes what clients see.
+"""
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import timezone
+from operator import attrgetter
+from typing import Callable
+
+from .auth import CONTROL, ID_PATTERN, ID_RULE, NAME_LENGTH, SURROGATE, valid_id, valid_name
+from .errors import Problem
+from .models import CHANGE_TYPES, ID_LENGTH, KIND_LENGTH, ROLES
+
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+# Lone surrogates (JSON "\udfff") excluded: no database encoding can store them.
+URL = re.compile(r"https?://[^\s\x00-\x1f\x7f\ud800-\udfff]{1,2040}")
+KIND = re.compile(r"[a-z][a-z0-9_.-]{0,%d}" % (KIND_LENGTH - 1))
+# Activity and notifications an answer carries at most, of each type; the
+# oldest go first (the counts in the state say how many there are).
+MAX_PUBLISHED_PER_ANSWER = 100
+
+
+def utc(moment):
+    """Datetimes from SQLite come back naive; every stored time is UTC."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def iso(moment, milliseconds=False):
+    if moment is None:
+        return None
+    moment = utc(moment).astimezone(timezone.utc)
+    if milliseconds:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, eq=False)
+class Field:
+    """One key of a wire shape: its JSON schema, how it is read, and how a client may send it.
+
+    ``read`` takes the row (or object) being serialized; by default it reads
+    the attribute of the field's name. An ``optional`` field is left out when
+    its value is None, and the schema does not require it. ``writable`` is
+    ``"create"`` for a field a client may set only when creating, ``"always"``
+    for one it may also change; ``check`` then decides what it may send.
+    """
+
+    name: str
+    schema: dict
+    read: Callable | None = None
+    optional: bool = False
+    writable: str = ""
+    required_on_create: bool = False
+    input_schema: dict | None = None
+    check: Callable = lambda value: True
+    problem: str = ""
+    clean: Callable = lambda value: value
+
+    def __post_init__(self):
+        if self.read is None:
+            object.__setattr__(self, "read", attrgetter(self.name))
+
+    def parse(self, value):
+        """The value as sent, checked and cleaned, or a 422 problem."""
+        if not self.check(value):
+            raise Problem(422, "invalid-field", self.problem)
+        return self.clean(value)
+
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+
+
+def array_of(items):
+    return {"type": "array", "items": items}
+
+
+def response_schema(fields):
+    return {
+        "type": "object",
+        "required": [f.name for f in fields if not f.optional],
+        "properties": {f.name: f.schema for f in fields},
+    }
+
+
+def request_schema(fields, required=()):
+    schema = {"type": "object", "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    schema["properties"] = {f.name: f.input_schema or f.schema for f in fields}
+    return schema
+
+
+COMMUNITY = (
+    Field("id", {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"},
+          writable="create", check=valid_id, problem=f"id must be {ID_RULE}."),
+    Field("slug", {"type": "string", "pattern": f"^{SLUG.pattern}$"},
+          writable="always", required_on_create=True,
+          check=lambda v: isinstance(v, str) and SLUG.fullmatch(v) is not None,
+          problem="slug must be 1 to 64 lowercase letters, digits and inner hyphens."),
+    Field("name", {"type": "string", "minLength": 1, "maxLength": NAME_LENGTH},
+          writable="always", required_on_create=True, check=valid_name, clean=str.strip,
+          problem="name must be 1 to 200 characters without control characters."),
+    Field("logo_url", {"type": ["string", "null"], "maxLength": 2048},
+          writable="always",
+          input_schema={"type": ["string", "null"], "format": "uri", "maxLength": 2048},
+          check=lambda v: v is None or (isinstance(v, str) and URL.fullmatch(v) is not None),
+          problem="logo_url must be null or an http(s) URL of at most 2048 characters."),
+    Field("is_public", {"type": "boolean"}, read=lambda row: bool(row.is_public),
+          writable="always", check=lambda v: isinstance(v, bool),
+          problem="is_public must be true or false."),
+)
+ROLE = Field("role", {"enum": list(ROLES)})
+JOINED_AT = Field(
+    "joined_at", {"type": ["string", "null"], "format": "date-time"},
+    # Seconds: both backends store at least that, so equal lists hash equally.
+    read=lambda row: iso(row.joined_at),
+)
+UNREAD_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 100}
+# A community as listed in a user's state (the snapshot and the poll).
+COMMUNITY_ENTRY = COMMUNITY + (
+    ROLE,
+    JOINED_AT,
+    Field("unread", UNREAD_SCHEMA),
+    Field("last_activity_at", {"type": ["string", "null"], "format": "date-time"},
+          read=lambda row: iso(row.last_activity_at, milliseconds=True)),
+)
+NOTIFICATIONS_UNREAD = Field("notifications_unread", UNREAD_SCHEMA)
+MEMBER_COUNT = Field("member_count", {"type": "integer", "minimum": 0})
+COMMUNITY_DETAIL = COMMUNITY + (MEMBER_COUNT,)
+COMMUNITY_LIST = (Field("communities", array_of(ref("Community"))),)
+MEMBERSHIP = (Field("user_id", STRING), Field("community_id", STRING), ROLE, JOINED_AT)
+
+
+def valid_ref(value):
+    """An id the platform names (a post, a user): 1 to 64 characters of storable text."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= ID_LENGTH
+        and not CONTROL.search(value)
+        and not SURROGATE.search(value)
+    )
+
+
+REF_SCHEMA = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH}
+REF_RULE = "1 to 64 characters without control characters"
+KIND_FIELD = Field(
+    "kind", {"type": "string", "pattern": f"^{KIND.pattern}$"},
+    writable="create", required_on_create=True,
+    check=lambda v: isinstance(v, str) and KIND.fullmatch(v) is not None,
+    problem="kind must be 1 to 32 of a-z 0-9 _ . -, starting with a letter.",
+)
+REF_FIELD = Field("ref", REF_SCHEMA, writable="create", required_on_create=True,
+                  check=valid_ref, problem=f"ref must be {REF_RULE}.")
+# What the platform publishes: a community's activity or a notification.
+PUBLICATION = (
+    KIND_FIELD,
+    REF_FIELD,
+    Field("actor", REF_SCHEMA, optional=True, writable="create",
+          check=valid_ref, problem=f"actor must be {REF_RULE}."),
+)
+PUBLISHED = (
+    Field("community_id", STRING, optional=True),
+    Field("user_id", STRING, optional=True),
+) + PUBLICATION
+CHANGE = (
+    Field("type", {"enum": list(CHANGE_TYPES)}),
+    # Absent from a notification, which concerns no community.
+    Field("community_id", STRING, optional=True),
+    Field("at", TIMESTAMP, read=lambda change: iso(change.at, milliseconds=True)),
+    Field("by", NULLABLE_STRING, read=attrgetter("actor")),
+    replace(ROLE, optional=True),
+    Field("kind", STRING, optional=True),
+    Field("ref", STRING, optional=True),
+)
+NOTIFICATION = (
+    Field("kind", STRING),
+    Field("ref", STRING),
+    Field("by", NULLABLE_STRING, read=attrgetter("actor")),
+    Field("at", TIMESTAMP, read=lambda change: iso(change.at, milliseconds=True)),
+    Field("unread", {"type": "boolean"}, read=lambda change: bool(change.unread)),
+)
+NOTIFICATION_PAGE = (
+    Field("notifications", array_of(ref("Notification"))),
+    Field("next_cursor", NULLABLE_STRING),
+)
+USER = (Field("id", STRING, read=attrgetter("user_id")), Field("name", NULLABLE_STRING))
+SNAPSHOT = (
+    Field("user", response_schema(USER)),
+    Field("communities", array_of(ref("MembershipEntry"))),
+    NOTIFICATIONS_UNREAD,
+    Field("hash", STRING),
+    Field("cursor", STRING),
+    Field("server_time", TIMESTAMP),
+)
+POLL_STATUSES = ("changed", "unchanged", "reset")
+POLL_ANSWER = (
+    Field("status", {"enum": list(POLL_STATUSES)}),
+    Field("cursor", STRING),
+    Field("hash", STRING),
+    Field("server_time", TIMESTAMP),
+    Field("changes", array_of(ref("Change")), optional=True),
+    Field("added", array_of(STRING), optional=True),
+    Field("removed", array_of(STRING), optional=True),
+    Field("communities", array_of(ref("MembershipEntry")), optional=True),
+    # With the communities: the rest of the state.
+    replace(NOTIFICATIONS_UNREAD, optional=True),
+    Field("truncated", {"const": True}, optional=True),
+)
+
+
+def serialize(fields, source):
+    """``source`` (a row or an object) as the JSON object of ``fields``."""
+    entry = {field.name: field.read(source) for field in fields}
+    for field in fields:
+        if field.optional and entry[field.name] is None:
+            del entry[field.name]
+    return entry
+
+
+def compose(fields, **values):
+    """A body of ``fields`` from ``values``: required ones must be given, optional ones may be None."""
+    return {
+        field.name: values[field.name]
+        for field in fields
+        if not field.optional or values.get(field.name) is not None
+    }
+
+
+def community_body(community):
+    return serialize(COMMUNITY, community)
+
+
+def community_detail(community, member_count):
+    return {**community_body(community), MEMBER_COUNT.name: member_count}
+
+
+def community_entry(row):
+    return serialize(COMMUNITY_ENTRY, row)
+
+
+def membership_body(membership):
+    return serialize(MEMBERSHIP, membership)
+
+
+def published_body(fields, **recipient):
+    return compose(PUBLISHED, **recipient, **{f.name: fields.get(f.name) for f in PUBLICATION})
+
+
+def notification_page(rows, next_cursor):
+    return compose(NOTIFICATION_PAGE, notifications=[serialize(NOTIFICATION, row) for row in rows],
+                   next_cursor=next_cursor)
+
+
+def change_entry(change):
+    return serialize(CHANGE, change)
+
+
+def sort_communities(entries):
+    return sorted(entries, key=lambda entry: (entry["name"].casefold(), entry["id"]))
+
+
+def state_hash(value):
+    """A digest of exactly ``value`` (a ``communities`` list, say) as served (canonical JSON)."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def user_state_hash(communities, notifications_unread):
+    """The hash of a user's state: its communities and its unread notification count."""
+    return state_hash({"communities": communities, "notifications_unread": notifications_unread})
+
+
+REMOVING = ("left", "community_deleted")
+PUBLISHED_TYPES = ("activity", "notification")
+
+
+def net_membership(changes):
+    """Which communities a run of changes added and removed, net of each other.
+
+    The first change of a community says whether the user was a member before
+    the run (only a join can come first for a non-member); the last says
+    whether the user is one after it.
+    """
+    first, last = {}, {}
+    for change in changes:
+        first.setdefault(change.community_id, change.type)
+        last[change.community_id] = change.type
+    added = [cid for cid in first if first[cid] == "joined" and last[cid] not in REMOVING]
+    removed = [cid for cid in first if first[cid] != "joined" and last[cid] in REMOVING]
+    return added, removed
+
+
+def snapshot_body(identity, state, now):
+    """``GET /me/communities``: who asks, the state, and the cursor to follow it from."""
+    return compose(
+        SNAPSHOT,
+        user=serialize(USER, identity),
+        communities=state.communities,
+        notifications_unread=state.notifications_unread,
+        hash=state.hash,
+        cursor=state.cursor.encode(),
+        server_time=iso(now, milliseconds=True),
+    )
+
+
+def capped(changes):
+    """``changes`` with at most MAX_PUBLISHED_PER_ANSWER activity and notification rows
+    each, the oldest dropped first, and whether any were."""
+    excess = Counter(c.type for c in changes if c.type in PUBLISHED_TYPES)
+    for kind in excess:
+        excess[kind] -= MAX_PUBLISHED_PER_ANSWER
+    truncated = any(count > 0 for count in excess.values())
+    kept = []
+    for change in changes:
+        if excess[change.type] > 0:
+            excess[change.type] -= 1
+            continue
+        kept.append(change)
+    return kept, truncated
+
+
+def poll_body(status, cursor, digest, now, communities=None, changes=(), notifications_unread=None):
+    """A poll's answer; the changes, and what they added and removed, only when ``changed``."""
+    listed = {}
+    if status == "changed":
+        added, removed = net_membership(changes)
+        kept, truncated = capped(changes)
+        listed = {"changes": [change_entry(c) for c in kept], "added": added, "removed": removed,
+                  "truncated": truncated or None}
+    return compose(
+        POLL_ANSWER, status=status, cursor=cursor.encode(), hash=digest,
+        server_time=iso(now, milliseconds=True), communities=communities,
+        notifications_unread=notifications_unread, **listed,
+    )
+
+
+def accepted(fields, creating):
+    """The fields a client may send: when ``creating`` (a POST), or when changing (a PATCH)."""
+    return tuple(f for f in fields if f.writable == "always" or (creating and f.writable))
+
+
+def required_on_create(fields):
+    return tuple(f.name for f in fields if f.required_on_create)
+
+
+def schemas():
+    """The OpenAPI component schemas of these shapes, by component name."""
+    creatable = accepted(COMMUNITY, creating=True)
+    return {
+        "Community": response_schema(COMMUNITY),
+        "CommunityDetail": response_schema(COMMUNITY_DETAIL),
+        "CommunityList": response_schema(COMMUNITY_LIST),
+        "NewCommunity": request_schema(creatable, required=required_on_create(creatable)),
+        "CommunityPatch": request_schema(accepted(COMMUNITY, creating=False)),
+        "MembershipEntry": response_schema(COMMUNITY_ENTRY),
+        "Membership": response_schema(MEMBERSHIP),
+        "MembershipBody": request_schema((ROLE,)),
+        "Snapshot": response_schema(SNAPSHOT),
+        "Change": response_schema(CHANGE),
+        "PollAnswer": response_schema(POLL_ANSWER),
+        "NotificationsRead": response_schema((NOTIFICATIONS_UNREAD,)),
+        "Notification": response_schema(NOTIFICATION),
+        "NotificationPage": response_schema(NOTIFICATION_PAGE),
+        "Publication": request_schema(PUBLICATION, required=required_on_create(PUBLICATION)),
+        "Published": response_schema(PUBLISHED),
+    }

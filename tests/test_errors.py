@@ -1,0 +1,40 @@
+"""Problem details: every problem type the code can produce is documented, and no other."""
+import ast
+import re
+from pathlib import Path
+
+from app.errors import PROBLEM_TYPE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def slugs_in_code():
+    """Every slug given to Problem(...) or problem_response(...) in the app's source."""
+    found = set()
+    for path in [*(ROOT / "app").rglob("*.py"), ROOT / "gunicorn.conf.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            position = {"Problem": 1, "problem_response": 2}.get(node.func.id)
+            if position is None:
+                continue
+            slug = next((k.value for k in node.keywords if k.arg == "slug"), None)
+            if slug is None and len(node.args) > position:
+                slug = node.args[position]
+            if isinstance(slug, ast.Constant) and isinstance(slug.value, str):
+                found.add(slug.value)
+    return found
+
+
+def test_problem_types_keep_their_urn_format():
+    assert PROBLEM_TYPE == "urn:community-sync:problem:"
+
+
+def test_every_problem_type_has_an_entry_in_the_api_reference():
+    slugs = slugs_in_code()
+    # Raising problems some other way would empty the scan, not fail it.
+    assert {"unauthorized", "invalid-cursor", "over-capacity", "database-unavailable"} <= slugs
+    section = (ROOT / "docs" / "api.md").read_text().split("\n## Problem types\n", 1)[1]
+    documented = set(re.findall(r"^### (\S+)$", section, re.MULTILINE))
+    assert slugs - documented == set()
+    assert documented - slugs == {"about:blank"}

@@ -1,0 +1,98 @@
+"""Wire shapes: the state hash, net membership, and bodies that keep to their schemas."""
+import re
+from datetime import datetime, timezone
+
+from app import cursors, wire
+
+
+def test_hash_is_canonical_and_sensitive():
+    one = [{"id": "c-1", "slug": "a", "name": "A", "logo_url": None, "is_public": True,
+            "role": "member", "joined_at": "2026-11-22T10:00:00Z"}]
+    reordered = [dict(reversed(list(one[0].items())))]
+    assert wire.state_hash(one) == wire.state_hash(reordered)
+    changed = [dict(one[0], role="admin")]
+    assert wire.state_hash(one) != wire.state_hash(changed)
+    assert wire.state_hash([]) != wire.state_hash(one)
+    assert len(wire.state_hash(one)) == 16
+
+
+def test_net_membership():
+    class C:
+        def __init__(self, kind, cid):
+            self.type, self.community_id = kind, cid
+
+    added, removed = wire.net_membership(
+        [C("joined", "a"), C("left", "b"), C("joined", "c"), C("left", "c"),
+         C("left", "d"), C("joined", "d"), C("role_changed", "e"), C("community_deleted", "f"),
+         C("joined", "g"), C("role_changed", "g"), C("left", "h"), C("joined", "h"), C("left", "h")]
+    )
+    assert added == ["a", "g"]
+    assert removed == ["b", "f", "h"]
+
+
+class Row:
+    """A change-log row as read: activity's ``kind`` and ``ref`` are NULL on other rows."""
+
+    def __init__(self, **values):
+        self.__dict__.update({"kind": None, "ref": None, **values})
+
+
+JOINED = datetime(2026, 11, 22, 10, 0, 0, 123456)  # naive, as SQLite returns it
+
+
+def test_a_community_entry_keeps_its_keys_in_order_and_its_times_in_seconds():
+    row = Row(id="c-1", slug="one", name="One", logo_url=None, is_public=1, role="member",
+              joined_at=JOINED, updated_at=JOINED, unread=3, last_activity_at=JOINED)
+    entry = wire.community_entry(row)
+    assert list(entry.items()) == [
+        ("id", "c-1"), ("slug", "one"), ("name", "One"), ("logo_url", None), ("is_public", True),
+        ("role", "member"), ("joined_at", "2026-11-22T10:00:00Z"), ("unread", 3),
+        # The time of the activity's change, as its change says it.
+        ("last_activity_at", "2026-11-22T10:00:00.123Z"),
+    ]
+    assert wire.community_body(row) == {key: entry[key] for key in list(entry)[:5]}
+
+
+def test_a_change_entry_names_its_actor_and_leaves_out_a_missing_role():
+    left = Row(type="left", community_id="c-1", at=JOINED, actor=None, role=None)
+    assert wire.change_entry(left) == {
+        "type": "left", "community_id": "c-1", "at": "2026-11-22T10:00:00.123Z", "by": None,
+    }
+    promoted = Row(type="role_changed", community_id="c-1", at=JOINED, actor="u-ada", role="admin")
+    assert list(wire.change_entry(promoted)) == ["type", "community_id", "at", "by", "role"]
+    note = Row(type="notification", community_id=None, at=JOINED, actor=None, role=None,
+               kind="mention", ref="p-1")
+    assert list(wire.change_entry(note)) == ["type", "at", "by", "kind", "ref"]
+
+
+def test_a_poll_body_lists_changes_only_when_changed():
+    cursor = cursors.Cursor("ab12cd34ef56ab78", cursors.SequencePosition(7))
+    now = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+    joined = Row(type="joined", community_id="c-1", at=JOINED, actor="u-ada", role="member")
+    changed = wire.poll_body("changed", cursor, "h", now, communities=[], changes=[joined])
+    assert list(changed) == ["status", "cursor", "hash", "server_time", "changes", "added",
+                             "removed", "communities"]
+    assert changed["added"] == ["c-1"] and changed["removed"] == []
+    assert changed["cursor"] == cursor.encode()
+    assert changed["server_time"] == "2026-11-22T10:00:00.000Z"
+    unchanged = wire.poll_body("unchanged", cursor, "h", now)
+    assert list(unchanged) == ["status", "cursor", "hash", "server_time"]
+
+
+def test_every_body_schema_requires_exactly_its_non_optional_fields():
+    schemas = wire.schemas()
+    assert schemas["PollAnswer"]["required"] == ["status", "cursor", "hash", "server_time"]
+    # A notification concerns no community: its change has no community_id.
+    assert schemas["Change"]["required"] == ["type", "at", "by"]
+    assert schemas["NewCommunity"]["required"] == ["slug", "name"]
+    assert "required" not in schemas["CommunityPatch"]
+    assert "id" not in schemas["CommunityPatch"]["properties"]
+    assert schemas["NewCommunity"]["properties"]["logo_url"]["format"] == "uri"
+
+
+def test_the_id_pattern_refuses_what_a_url_path_cannot_carry():
+    pattern = re.compile(wire.schemas()["NewCommunity"]["properties"]["id"]["pattern"])
+    for unaddressable in (".", "..", "", "a/b", "a b", "c" * 65):
+        assert not pattern.search(unaddressable), unaddressable
+    for good in ("...", ".a", "a..", "me", "c-1", "u:7@x|y+z=w~v_"):
+        assert pattern.search(good), good
