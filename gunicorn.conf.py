@@ -3,7 +3,8 @@
 Sized so a worker holds thousands of waiting polls: gevent workers, a
 connection limit above POLL_MAX_WAITING (so the over-capacity 503 can still be
 answered), and a graceful timeout above the longest wait. Every value can be
-set from the environment; README.md lists them.
+set from the environment, parsed by the app's own table (app/settings.py);
+README.md lists them.
 """
 import os
 import shutil
@@ -11,46 +12,51 @@ import signal
 import tempfile
 from pathlib import Path
 
-_env = os.environ.get
+# Standard library only: this runs in the master, before the gevent workers
+# monkey-patch, and must not load Flask or SQLAlchemy there (app/settings.py).
+from app import settings
+
+_server = settings.server()
 
 # Metrics from every worker: prometheus_client keeps per-process files in this
 # directory and /metrics sums them. It must be in the environment before any
 # process imports prometheus_client, so it is set while this file is read (the
 # master reads it again on a reload and then finds it set).
-if not _env("PROMETHEUS_MULTIPROC_DIR"):
+if not _server["PROMETHEUS_MULTIPROC_DIR"]:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="community-sync-metrics-")
     os.environ["COMMUNITY_SYNC_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
-bind = _env("BIND", "127.0.0.1:8000")
-worker_class = "gevent"
-workers = int(_env("WEB_CONCURRENCY", "2"))
+bind = _server["BIND"]
+# gunicorn's gevent worker, answering its own errors as problem+json (app/worker.py).
+worker_class = "app.worker.ProblemWorker"
+workers = _server["WEB_CONCURRENCY"]
 # Each waiting poll is one connection. Keep this above POLL_MAX_WAITING.
-worker_connections = int(_env("WORKER_CONNECTIONS", "15000"))
+worker_connections = _server["WORKER_CONNECTIONS"]
 # The longest poll waits POLL_MAX_TIMEOUT (55 s by default); a reload or a
 # SIGTERM answers waiting polls at once (see post_worker_init), and this is
 # only the bound for whatever else is in flight.
-graceful_timeout = int(_env("GRACEFUL_TIMEOUT", str(int(_env("POLL_MAX_TIMEOUT", "55")) + 10)))
+graceful_timeout = _server["GRACEFUL_TIMEOUT"]
 # The gevent worker heartbeats every second whatever its requests do.
-timeout = int(_env("WORKER_TIMEOUT", "30"))
+timeout = _server["WORKER_TIMEOUT"]
 # Longer than a typical load balancer's idle timeout (60 s), so the balancer
 # closes idle connections first and never races a reused one.
-keepalive = int(_env("KEEPALIVE", "75"))
+keepalive = _server["KEEPALIVE"]
 # Never preload with gevent: the app (its engine, hub and listener) must be
 # built after the fork, in the patched worker.
 preload_app = False
-accesslog = "-" if _env("ACCESS_LOG", "0") in ("1", "true", "yes") else None
+accesslog = "-" if _server["ACCESS_LOG"] else None
 errorlog = "-"
-loglevel = _env("LOG_LEVEL", "info")
+loglevel = _server["LOG_LEVEL"]
 limit_request_line = 8190
 limit_request_fields = 100
 # Above the application's own limit (8 KiB a field, app/ratelimit.py), which
 # refuses with problem+json; this is only the backstop for larger ones.
 limit_request_field_size = 16380
-forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = _server["FORWARDED_ALLOW_IPS"]
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "app.observability.JsonFormatter"}},
+    "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
     },
@@ -67,6 +73,18 @@ logconfig_dict = {
 
 
 def post_worker_init(worker):
+    """Warn when demo mode is reachable from elsewhere; drain on SIGTERM (see below)."""
+    app = worker.wsgi if hasattr(worker.wsgi, "extensions") else None
+    if app is not None:
+        from app.api.demo import exposure_warning
+
+        warning = exposure_warning(app.config, worker.cfg.address)
+        if warning:
+            worker.log.warning(warning)
+    _drain_on_sigterm(worker)
+
+
+def _drain_on_sigterm(worker):
     """Drain on SIGTERM (shutdown, reload) instead of holding polls and idle connections.
 
     gunicorn's own SIGTERM handler only stops accepting and waits for every

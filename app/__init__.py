@@ -1,11 +1,15 @@
 """community-sync: live community membership for browser sidebars over plain HTTP."""
-from flask import Flask
-
-from . import config
 
 
 def create_app(test_config=None):
     """Build the application: defaults, then environment, then each concern."""
+    # Imported here, not at the top: gunicorn.conf.py imports app.settings in
+    # the gunicorn master, which must not load Flask or SQLAlchemy before the
+    # gevent workers monkey-patch (app/settings.py).
+    from flask import Flask
+
+    from . import config
+
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH))
     app.config.from_mapping(config.load(overrides=test_config))
     app.json.sort_keys = False
@@ -21,9 +25,9 @@ def create_app(test_config=None):
     ratelimit.init_app(app)
     hub.init_app(app)
 
-    from .api import communities, community_changes, demo, health, me, pages
+    from .api import communities, community_changes, demo, health, me, pages, users
 
-    for module in (health, me, communities, community_changes, demo, pages):
+    for module in (health, me, communities, users, community_changes, demo, pages):
         app.register_blueprint(module.bp)
 
     from . import cli

@@ -1,25 +1,35 @@
 """Bearer-token identity: HS256 JWTs signed with SECRET_KEY, users provisioned on first sight."""
+import math
 import re
 import time
 from dataclasses import dataclass
 
 import jwt
 from flask import current_app, g, request
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import update
 
 from . import db
 from .cache import LRU
 from .errors import Problem
-from .models import ID_LENGTH, User
+from .models import ID_LENGTH, NAME_LENGTH, User
 
 ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096
-NAME_LENGTH = 200
-# Ids travel in URL paths and logs: printable ASCII without '/', '%' or spaces.
-ID_PATTERN = re.compile(r"[A-Za-z0-9._~:@|+=-]{1,%d}" % ID_LENGTH)
+# Ids travel in URL paths and logs: printable ASCII without '/', '%' or spaces,
+# and never the path segments "." and "..", which browsers and proxies resolve
+# away (RFC 3986, 5.2.4) before a request could name them. The lookahead is
+# valid in Python and in ECMA-262, so the OpenAPI document carries the same rule.
+ID_PATTERN = re.compile(r"(?!\.\.?$)[A-Za-z0-9._~:@|+=-]{1,%d}" % ID_LENGTH)
+# A user's id is also never "me": /members/me names the caller, so no one
+# else could ever manage a user of that name.
+CALLER_ALIAS = "me"
+ID_CHARACTERS = "1 to 64 characters of A-Z a-z 0-9 . _ ~ : @ | + = -"
+ID_RULE = f"{ID_CHARACTERS}, other than '.' and '..'"
+USER_ID_RULE = f"{ID_CHARACTERS}, other than '.', '..' and '{CALLER_ALIAS}'"
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# JSON can carry lone surrogates ("\ud800"); no database encoding can store them.
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True)
@@ -30,15 +40,54 @@ class Identity:
 
 
 def valid_id(value):
+    """Whether ``value`` can be an id (of a community or a user) and travel in a URL path."""
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
+def valid_user_id(value):
+    """Whether ``value`` can be a user's id: an id other than the caller's alias."""
+    return valid_id(value) and value != CALLER_ALIAS
+
+
 def valid_name(value):
+    """A display name that fits its column once trimmed: 1 to NAME_LENGTH characters, storable text."""
     return (
         isinstance(value, str)
         and 0 < len(value.strip()) <= NAME_LENGTH
         and not CONTROL.search(value)
+        and not SURROGATE.search(value)
     )
+
+
+def _numeric_date(value):
+    """RFC 7519's NumericDate: a JSON number, which a bool or a numeric string is not."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _claims_problem(claims):
+    """Why verified ``claims`` cannot be used, or None.
+
+    PyJWT lets through some claims of the wrong type (an ``exp`` of
+    "1700000000", an ``iat`` of true): they would fail later, where the
+    verified-token cache compares ``exp`` with the clock, on every request.
+    """
+    for name in NUMERIC_DATES:
+        if name in claims and not _numeric_date(claims[name]):
+            return f"{name} must be a number of seconds"
+    if not valid_user_id(claims.get("sub")):
+        return f"sub is not a valid user id ({USER_ID_RULE})"
+    if "adm" in claims and not isinstance(claims["adm"], bool):
+        return "adm must be true or false"
+    if "iss" in claims and not isinstance(claims["iss"], str):
+        return "iss must be a string"
+    audience = claims.get("aud", "")
+    if not isinstance(audience, str) and not (
+        isinstance(audience, list) and all(isinstance(item, str) for item in audience)
+    ):
+        return "aud must be a string or a list of strings"
+    return None
 
 
 def mint_token(user_id, name=None, admin=False, ttl=3600, key=None):
@@ -103,13 +152,17 @@ def _verify(token):
         raise _unauthorized("The token has expired.") from None
     except jwt.InvalidTokenError as error:
         raise _unauthorized(f"The token is not valid: {error}.") from None
-    subject = claims.get("sub")
-    if not valid_id(subject):
-        raise _unauthorized("The token's sub is not a valid user id.")
+    except RecursionError:
+        # Header or payload JSON nested deeper than the parser goes: PyJWT
+        # turns this into a DecodeError only in its more recent releases.
+        raise _unauthorized("The token is not valid: its JSON is nested too deeply.") from None
+    problem = _claims_problem(claims)
+    if problem:
+        raise _unauthorized(f"The token's {problem}.")
+    # The name is only for display: one that cannot be stored is left out.
     name = claims.get("name")
-    if name is not None and not valid_name(name):
-        name = None
-    return Identity(subject, name, claims.get("adm") is True), claims["exp"]
+    name = name.strip() if valid_name(name) else None
+    return Identity(claims["sub"], name, claims.get("adm") is True), claims["exp"]
 
 
 def authenticate():
@@ -133,21 +186,18 @@ def provision(identity):
     cache = current_app.extensions["provisioned"]
     if cache.get(identity):
         return
-    # A session of its own, closed here: a long poll must not keep a
-    # connection (or a transaction) through its wait.
-    with Session(db.engine()) as session:
-        user = session.get(User, identity.user_id)
-        if user is None:
-            session.add(User(id=identity.user_id, name=identity.name))
-        elif identity.name and user.name != identity.name:
-            user.name = identity.name
-        try:
-            session.commit()
-        except IntegrityError:
-            # Another request provisioned the same user concurrently.
-            session.rollback()
-            if session.scalar(select(User.id).where(User.id == identity.user_id)) is None:
-                raise
+    # A transaction of its own, over when this returns: a long poll must not
+    # keep a connection (or a transaction) through its wait. Another request
+    # may provision the same user meanwhile (its other tabs, an admin adding
+    # it): the insert then finds the row, and the name still lands.
+    with db.write_transaction() as session:
+        db.insert_if_absent(session, User, id=identity.user_id, name=identity.name)
+        if identity.name:
+            session.execute(
+                update(User)
+                .where(User.id == identity.user_id, User.name.is_distinct_from(identity.name))
+                .values(name=identity.name)
+            )
     cache.put(identity, True)
 
 

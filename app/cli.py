@@ -2,10 +2,10 @@
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy.orm import Session
 
 from . import migrations
-from .auth import mint_token, valid_id
+from .auth import USER_ID_RULE, mint_token, valid_user_id
+from .db import write_transaction
 from .models import Community, Membership, User
 
 DEMO_USERS = [
@@ -47,8 +47,8 @@ def db_upgrade(revision):
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1), help="Seconds.")
 def token(user_id, name, admin, ttl):
     """Print a bearer token for USER_ID, signed with SECRET_KEY."""
-    if not valid_id(user_id):
-        raise click.BadParameter("1 to 64 characters of A-Z a-z 0-9 . _ ~ : @ | + = -", param_hint="USER_ID")
+    if not valid_user_id(user_id):
+        raise click.BadParameter(USER_ID_RULE, param_hint="USER_ID")
     click.echo(mint_token(user_id, name=name, admin=admin, ttl=ttl))
 
 
@@ -56,7 +56,7 @@ def token(user_id, name, admin, ttl):
 @with_appcontext
 def seed_demo():
     """Load the demo users, communities and memberships (idempotent)."""
-    with Session(current_app.extensions["db"]) as session, session.begin():
+    with write_transaction() as session:
         for user_id, name, _admin in DEMO_USERS:
             session.merge(User(id=user_id, name=name))
         for community_id, slug, name, public in DEMO_COMMUNITIES:
@@ -74,7 +74,7 @@ def seed_demo():
 @with_appcontext
 def prune():
     """Delete change-log rows older than CHANGE_RETENTION now."""
-    deleted = current_app.extensions["hub"].prune()
+    deleted = current_app.extensions["hub"].pruner.prune()
     click.echo(f"pruned {deleted} change-log rows")
 
 

@@ -1,55 +1,12 @@
-"""Settings: defaults, overridden by the environment (documented in README.md)."""
+"""The app's settings: app/settings.py's table, with the defaults that depend on the database."""
 import os
 import secrets
 from pathlib import Path
 
 from .db import default_sqlite_url
+from .settings import SETTINGS, read
 
 INSTANCE_PATH = Path(__file__).resolve().parent.parent / "instance"
-
-# name: (type, default). A default of None means "derived" (see load()).
-SETTINGS = {
-    "DATABASE_URL": (str, None),
-    "SECRET_KEY": (str, None),
-    "JWT_ISSUER": (str, ""),
-    "JWT_AUDIENCE": (str, ""),
-    "CORS_ORIGINS": (str, ""),
-    "CORS_MAX_AGE": (int, 86400),
-    "DEMO_MODE": (bool, None),
-    "AUTO_MIGRATE": (bool, None),
-    "POLL_DEFAULT_TIMEOUT": (int, 25),
-    "POLL_MAX_TIMEOUT": (int, 55),
-    "POLL_MAX_WAITING": (int, 12000),
-    "POLL_MAX_PER_USER": (int, 10),
-    "POLL_INTERVAL_MIN": (int, 2),
-    "POLL_INTERVAL_MAX": (int, 120),
-    "SAFETY_NET_INTERVAL": (float, None),
-    "CHANGE_RETENTION": (int, 7 * 24 * 3600),
-    "PRUNE_INTERVAL": (int, 3600),
-    "DB_POOL_SIZE": (int, 10),
-    "DB_MAX_OVERFLOW": (int, 10),
-    "DB_POOL_TIMEOUT": (float, 30.0),
-    "SQL_ECHO": (bool, False),
-    "MAX_CONTENT_LENGTH": (int, 16 * 1024),
-    "RATELIMIT_WRITES": (str, "120 per minute"),
-    "RATELIMIT_STORAGE_URI": (str, "memory://"),
-    "TRUSTED_PROXIES": (int, 0),
-}
-
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off", ""}
-
-
-def _parse(name, kind, raw):
-    if kind is bool:
-        lowered = raw.strip().lower()
-        if lowered not in TRUE | FALSE:
-            raise ValueError(f"{name} must be one of 1/0/true/false, not {raw!r}")
-        return lowered in TRUE
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a {kind.__name__}, not {raw!r}") from None
 
 
 def database_url(environ=os.environ):
@@ -59,10 +16,7 @@ def database_url(environ=os.environ):
 
 def load(environ=os.environ, overrides=None):
     """Return the settings dict: defaults < environment < ``overrides``."""
-    config = {name: default for name, (_kind, default) in SETTINGS.items()}
-    for name, (kind, _default) in SETTINGS.items():
-        if name in environ:
-            config[name] = _parse(name, kind, environ[name])
+    config = read(SETTINGS, environ)
     config.update(overrides or {})
 
     embedded = not config["DATABASE_URL"]

@@ -1,15 +1,18 @@
-"""Engine, per-request session and the declarative ``Model`` base.
+"""Engine, the declarative ``Model`` base, and the one way into the database.
 
-The engine lives in ``app.extensions["db"]``; a request gets its session lazily
-through :func:`session` and loses it in teardown, so a long poll that is waiting
+The engine lives in ``app.extensions["db"]``. Everything reads through
+:func:`read_transaction` (a Core connection) and writes through
+:func:`write_transaction` (an ORM session); each is a short transaction that
+gives its connection back when its block ends, so a long poll that is waiting
 holds no connection and no transaction.
 """
 import functools
 from contextlib import contextmanager
 from pathlib import Path
 
-from flask import current_app, g
+from flask import current_app
 from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session
 
@@ -83,7 +86,7 @@ def _configure_sqlite(engine):
 
     @event.listens_for(engine, "begin")
     def on_begin(connection):
-        # Writers ask for IMMEDIATE (see app.writes.writing); reads stay DEFERRED
+        # Writers ask for IMMEDIATE (see write_transaction); reads stay DEFERRED
         # so they never wait for a writer.
         mode = connection.get_execution_options().get("sqlite_begin", "")
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
@@ -118,24 +121,10 @@ def init_app(app):
     metrics = app.extensions.get("metrics")
     if metrics is not None:
         event.listen(engine, "before_cursor_execute", lambda *_args: metrics.queries.inc())
-    app.teardown_appcontext(close_session)
 
 
 def engine():
     return current_app.extensions["db"]
-
-
-def session():
-    """The request's session, created on first use and closed in teardown."""
-    if "db_session" not in g:
-        g.db_session = Session(engine(), expire_on_commit=False)
-    return g.db_session
-
-
-def close_session(_exc=None):
-    db_session = g.pop("db_session", None)
-    if db_session is not None:
-        db_session.close()
 
 
 @contextmanager
@@ -166,7 +155,41 @@ def _reading(bind, single_statement):
     )
 
 
+@contextmanager
+def write_transaction(bind=None):
+    """An ORM session in a transaction of its own: committed when the block ends, rolled back if it raises.
+
+    Objects stay readable after the commit (``expire_on_commit=False``), so a
+    view can shape its answer from them without another query. On SQLite the
+    transaction starts IMMEDIATE: a deferred one that reads first can fail to
+    upgrade to a write lock instead of waiting for it.
+    """
+    bind = bind if bind is not None else engine()
+    with Session(_writing(bind), expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+@functools.lru_cache(maxsize=16)
+def _writing(bind):
+    """The engine variant writes run on, made once rather than per request."""
+    if bind.dialect.name == "postgresql":
+        return bind
+    return bind.execution_options(sqlite_begin="IMMEDIATE")
+
+
 def is_postgres(bind=None):
     bind = bind if bind is not None else engine()
     return bind.dialect.name == "postgresql"
+
+
+def insert_if_absent(session, model, **values):
+    """Insert a row of ``model`` unless one with its key exists: ``INSERT ... ON CONFLICT DO NOTHING``.
+
+    Checking first and then inserting fails (a unique violation that spoils
+    the whole transaction) when another transaction inserts the same key in
+    between; this waits for that one instead, and does nothing if it commits.
+    Both backends speak the same clause.
+    """
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
 

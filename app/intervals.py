@@ -19,7 +19,7 @@ def advise_interval(last_change_at, now, app):
         # change, 30 s after five quiet minutes, the maximum after twenty.
         interval = min(high, max(low, quiet / 10))
     hub = app.extensions.get("hub")
-    load = hub.waiting / hub.max_waiting if hub and hub.max_waiting else 0.0
+    load = hub.waiting_polls / hub.max_waiting if hub and hub.max_waiting else 0.0
     if load >= 0.8:
         interval *= 4
     elif load >= 0.5:

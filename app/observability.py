@@ -1,4 +1,4 @@
-"""Request ids, structured logs, security headers and Prometheus metrics.
+"""Request ids, security headers and Prometheus metrics (the JSON log lines: app/logs.py).
 
 Metrics under several gunicorn workers: each worker is its own process, so a
 scrape reaching one of them would see only its share. With
@@ -7,14 +7,12 @@ environment does not), prometheus_client keeps every value in a per-process
 file there and ``/metrics`` adds them up across the live and dead workers;
 gauges count only live ones (``livesum``).
 """
-import json
-import logging
 import os
 import re
 import secrets
 import time
 
-from flask import g, has_request_context, request
+from flask import g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -96,45 +94,6 @@ class Metrics:
     def observe_wake(self, earliest):
         """A waiting poll answered with changes, the earliest recorded at ``earliest``."""
         self.wake_latency.observe(max(0.0, time.time() - earliest.timestamp()))
-
-
-# gunicorn access-log atoms worth a field of their own in a JSON line.
-ACCESS_FIELDS = {
-    "h": "remote", "m": "method", "U": "path", "s": "status", "B": "bytes", "D": "duration_us",
-    "{x-request-id}o": "request_id", "a": "user_agent",
-}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; the request id comes from the request being served."""
-
-    def format(self, record):
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-        }
-        if record.name == "gunicorn.access" and isinstance(record.args, dict):
-            entry["message"] = "request"
-            for atom, field in ACCESS_FIELDS.items():
-                value = record.args.get(atom)
-                if value not in (None, "-"):
-                    entry[field] = value
-        else:
-            entry["message"] = record.getMessage()
-        request_id = getattr(record, "request_id", None) or _current_request_id()
-        if request_id:
-            entry.setdefault("request_id", request_id)
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def _current_request_id():
-    if has_request_context():
-        return g.get("request_id")
-    return None
 
 
 def init_app(app):

@@ -1,9 +1,10 @@
 """Request limits: how large a request may be, and how often a client may write.
 
-Bodies stop at MAX_CONTENT_LENGTH (16 KiB), header fields at 8 KiB each.
+Bodies stop at MAX_CONTENT_LENGTH (16 KiB), header fields at 8 KiB each, and
+a body must arrive within REQUEST_BODY_TIMEOUT seconds (15) of its headers.
 
-Writes (``POST``/``PUT``/``PATCH``/``DELETE`` under ``/communities`` and the
-demo's token minting) are limited twice with ``RATELIMIT_WRITES`` (default
+Writes (``POST``/``PUT``/``PATCH``/``DELETE`` under ``/communities`` and
+``/users``, and the demo's writes) are limited twice with ``RATELIMIT_WRITES`` (default
 "120 per minute"): once per user (the verified token's ``sub``) and once per
 client address, so neither many tokens from one address nor one token from
 many addresses escapes. Reads and long polls are not rate limited here: the
@@ -19,18 +20,20 @@ per-address limit count the real client instead.
 """
 import io
 import math
+import socket
 import time
 
 from flask import current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import ClosingIterator
 
 from .auth import authenticate
 from .errors import Problem, problem_response
 
 WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
-# gunicorn refuses larger header fields itself (gunicorn.conf.py), with a
-# plain-text answer; below its limit the refusal is problem+json from here.
+# gunicorn refuses larger header fields itself, before the app (a 431 made
+# problem+json by gunicorn.conf.py's worker); below its limit, from here.
 MAX_HEADER_FIELD = 8192
 MAX_HEADERS_TOTAL = 32 * 1024
 
@@ -104,25 +107,119 @@ def refuse_large_streamed_bodies():
     environ["CONTENT_LENGTH"] = str(len(body))
 
 
+class BodyDeadline:
+    """WSGI middleware: a request body must arrive within ``timeout`` seconds.
+
+    gunicorn reads a body from the socket only when the application asks, and
+    without a timeout: a client that sends the headers and half a body would
+    hold the connection (before authentication) for as long as it likes. The
+    deadline is set on the socket only while a body is read, and only for
+    requests that declare one, so a waiting long poll (which reads nothing; its
+    disconnect watch polls the descriptor) and gunicorn's keep-alive reads
+    between requests are untouched. What the application leaves unread is
+    drained after the answer under the same deadline and size limit, or the
+    connection is closed.
+    """
+
+    def __init__(self, app, timeout, limit):
+        self.app = app
+        self.timeout = timeout
+        self.limit = limit
+
+    def __call__(self, environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        declared = environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
+        if sock is None or self.timeout <= 0 or not declared:
+            return self.app(environ, start_response)
+        body = _DeadlineInput(environ["wsgi.input"], sock, self.timeout)
+        environ["wsgi.input"] = body
+        return ClosingIterator(self.app(environ, start_response), lambda: body.drain(self.limit))
+
+
+class _DeadlineInput:
+    """``wsgi.input`` whose reads fail with a 408 problem once the deadline has passed."""
+
+    def __init__(self, stream, sock, timeout):
+        self.stream, self.sock, self.timeout = stream, sock, timeout
+        self.deadline = time.monotonic() + timeout
+
+    def read(self, size=-1):
+        return self._timed(self.stream.read, size)
+
+    def readline(self, size=-1):
+        return self._timed(self.stream.readline, size)
+
+    def readlines(self, hint=-1):
+        return self._timed(self.stream.readlines, hint)
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+    def drain(self, limit):
+        """Read what the application left (at most ``limit`` bytes), or stop reading."""
+        try:
+            left = limit + 1
+            while left > 0:
+                chunk = self.read(min(left, 65536))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except Problem:
+            return  # reading has already stopped
+        self._stop_reading()
+
+    def _timed(self, read, size):
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self._expire()
+        previous = self.sock.gettimeout()
+        self.sock.settimeout(remaining)
+        try:
+            return read(size)
+        except TimeoutError:
+            self._expire()
+        finally:
+            self.sock.settimeout(previous)
+
+    def _stop_reading(self):
+        # Where the next request would start is unknown: with the reading side
+        # shut, gunicorn finds the end of the stream and closes the connection
+        # once the answer is written.
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def _expire(self):
+        self._stop_reading()
+        raise Problem(
+            408, "request-timeout",
+            f"The request body did not arrive within {self.timeout:g} s.",
+        )
+
+
 def init_app(app):
     """Set up the limiter and apply the write limits to the write endpoints."""
     proxies = max(0, app.config["TRUSTED_PROXIES"])
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    app.wsgi_app = BodyDeadline(
+        app.wsgi_app, app.config["REQUEST_BODY_TIMEOUT"], app.config["MAX_CONTENT_LENGTH"]
+    )
     app.before_request(refuse_large_headers)
     app.before_request(refuse_large_streamed_bodies)
 
     limiter = Limiter(
         key_func=by_address,
         storage_uri=app.config["RATELIMIT_STORAGE_URI"],
-        strategy=app.config.get("RATELIMIT_STRATEGY", "moving-window"),
+        strategy="moving-window",
         on_breach=remember_reset,
         headers_enabled=False,
     )
     limiter.init_app(app)
     app.extensions["ratelimit"] = limiter
 
-    from .api import communities, community_changes, demo, health, me, pages
+    from .api import communities, community_changes, demo, health, me, pages, users
 
     # Reads carry no limit (the hub's caps bound polls): skip the check there.
     for blueprint in (me.bp, community_changes.bp, health.bp, pages.bp):
@@ -130,7 +227,7 @@ def init_app(app):
 
     # Applied to the blueprints, for the writing methods only: every write
     # view there is limited, including ones added later.
-    for blueprint in (communities.bp, demo.bp):
+    for blueprint in (communities.bp, users.bp, demo.bp):
         limiter.shared_limit(write_limit, scope="writes-by-user", key_func=by_user,
                              methods=WRITE_METHODS)(blueprint)
         limiter.shared_limit(write_limit, scope="writes-by-address", key_func=by_address,

@@ -58,6 +58,22 @@ def test_bad_tokens_get_401_problem(client, app, kind):
     assert table_dump(app) == before
 
 
+# Ids a URL path cannot carry: browsers resolve "." and ".." away, and
+# "/members/me" names the caller, so a user called "me" could not be managed.
+UNADDRESSABLE_SUBS = [".", "..", "me"]
+
+
+@pytest.mark.parametrize("sub", UNADDRESSABLE_SUBS)
+def test_a_sub_no_url_can_address_is_refused(client, app, sub):
+    before = table_dump(app)
+    token = jwt.encode(claims(sub=sub), SECRET, "HS256")
+    response = client.get("/me/communities", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401, response.json
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "sub" in response.json["detail"] and "'me'" in response.json["detail"]
+    assert table_dump(app) == before
+
+
 def rsa_private_key():
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -128,3 +144,90 @@ def test_minted_tokens_carry_the_contract_claims(app):
     decoded = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert decoded["sub"] == "u-ada" and decoded["name"] == "Ada" and decoded["adm"] is True
     assert 50 <= decoded["exp"] - time.time() <= 61
+
+
+def signed(payload):
+    """``payload`` signed with the server's key, whatever its claims' types."""
+    return hs256_with_key(payload, SECRET.encode())
+
+
+# Claims a standard library lets through but this service cannot use: each is
+# refused on first sight, and stays refused (never cached as valid).
+WRONG_CLAIMS = {
+    "exp as a numeric string": lambda now: {"exp": str(now + 600)},
+    "exp as true": lambda now: {"exp": True},
+    "exp as a list": lambda now: {"exp": [now + 600]},
+    "nbf as a numeric string": lambda now: {"nbf": str(now - 10)},
+    "iat as a numeric string": lambda now: {"iat": str(now)},
+    "iat as true": lambda now: {"iat": True},
+    "adm as a string": lambda now: {"adm": "true"},
+    "adm as a number": lambda now: {"adm": 1},
+    "iss as a number": lambda now: {"iss": 7},
+    "aud as a list of numbers": lambda now: {"aud": [1, 2]},
+    "sub as a list": lambda now: {"sub": ["u-ada"]},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRONG_CLAIMS))
+def test_claims_of_the_wrong_type_are_refused_every_time(client, app, kind):
+    now = int(time.time())
+    token = signed({**claims(), **WRONG_CLAIMS[kind](now)})
+    before = table_dump(app)
+    for _ in range(2):
+        response = client.get("/me/communities", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, response.json
+        assert response.content_type == "application/problem+json"
+    assert table_dump(app) == before
+
+
+def test_a_fractional_exp_is_a_valid_numeric_date(client):
+    token = signed(claims(exp=time.time() + 600.5))
+    for _ in range(2):
+        assert client.get("/me/communities", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def stored_name(app, user_id):
+    with app.extensions["db"].connect() as connection:
+        return connection.execute(text("SELECT name FROM users WHERE id = :id"), {"id": user_id}).scalar()
+
+
+NAMES = {
+    # claim value: the name stored (names that cannot be stored are ignored).
+    "a list": (["Ada"], None),
+    "a number": (42, None),
+    "201 characters": ("a" * 201, None),
+    "padded to 300 characters": (" " * 297 + "Ada", "Ada"),
+    "200 characters of 4 bytes each": ("\U0001F600" * 200, "\U0001F600" * 200),
+    "a lone surrogate": ("Ada \ud800", None),
+    "blank": ("   ", None),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NAMES))
+def test_names_are_stored_only_when_they_fit(client, app, kind):
+    value, expected = NAMES[kind]
+    token = signed(claims(sub="u-named", name=value))
+    for _ in range(2):  # the first provisions, the second finds the user
+        response = client.get("/me/communities", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.json
+    assert response.json["user"] == {"id": "u-named", "name": expected}
+    assert stored_name(app, "u-named") == expected
+
+
+def test_deeply_nested_tokens_are_refused_not_crashed(client, caplog):
+    """JSON nested past the parser's recursion limit, in the header or in a signed payload."""
+    def raw(text):
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    deep = "[" * 1300 + "]" * 1300  # deeper than Python's recursion limit, under 4 KiB
+    in_header = raw('{"alg": "HS256", "x": %s}' % deep) + f".{b64(claims())}.c2ln"
+    payload = '{"sub": "u-ada", "exp": %d, "x": %s}' % (time.time() + 600, deep)
+    signing_input = f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{raw(payload)}"
+    digest = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    in_payload = f"{signing_input}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+    for token in (in_header, in_payload):
+        assert len(token) <= 4096
+        response = client.get("/me/communities", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, response.json
+        assert response.content_type == "application/problem+json"
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]

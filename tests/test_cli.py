@@ -16,9 +16,11 @@ def test_token_command_mints_a_valid_token(app):
     assert claims["sub"] == "u-ada" and claims["name"] == "Ada" and claims["adm"] is True
 
 
-def test_token_command_refuses_bad_ids(app):
-    result = app.test_cli_runner().invoke(args=["token", "bad id"])
+@pytest.mark.parametrize("user_id", ["bad id", ".", "..", "me"])
+def test_token_command_refuses_bad_ids(app, user_id):
+    result = app.test_cli_runner().invoke(args=["token", user_id])
     assert result.exit_code != 0
+    assert "Invalid value for USER_ID" in result.output
 
 
 def test_seed_demo_is_idempotent(app, client, auth):

@@ -2,21 +2,19 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 import logging
-import signal
-import socket
-import subprocess
+import re
 import time
-from pathlib import Path
 
 import gevent
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability import JsonFormatter
-from conftest import BIN, SECRET
+from app.logs import JsonFormatter
+from conftest import SECRET
+from harness.servers import Server, flask, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 NAMES = [
     "community_sync_waiting_polls",
     "community_sync_poll_answers_total",
@@ -128,6 +126,19 @@ def test_gunicorn_access_records_become_json_fields():
     assert entry["request_id"] == "abc" and "bytes" not in entry
 
 
+def test_log_times_are_utc_rfc3339_to_the_millisecond(monkeypatch):
+    # A zone far from UTC, so that a local time could not pass for it.
+    monkeypatch.setenv("TZ", "NST+03:30")
+    time.tzset()
+    try:
+        record = logging.makeLogRecord({"msg": "hello", "created": 1795429265.123, "msecs": 123.0})
+        entry = json.loads(JsonFormatter().format(record))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert entry["time"] == "2026-11-23T10:21:05.123Z"
+
+
 def test_readyz_reports_ready_and_shutting_down(app, client):
     deadline = time.monotonic() + 10
     while not app.extensions["hub"].ready and time.monotonic() < deadline:
@@ -159,69 +170,46 @@ def test_readyz_reports_an_unreachable_database(pg_database):
         app.extensions["db"].dispose()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
     """Whichever worker a scrape reaches, it reports every worker's counts."""
-    port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     env = database.environ(ACCESS_LOG=1, AUTO_MIGRATE=1, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
-    log_path = tmp_path / "gunicorn.log"
-    subprocess.run([str(BIN / "flask"), "--app", "wsgi", "db-upgrade"], cwd=ROOT, env=env,
-                   check=True, capture_output=True)
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [str(BIN / "gunicorn"), "wsgi:app", "-c", "gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{port}", "--workers", "3"],
-            cwd=ROOT, env=env, stdout=log, stderr=log,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(base + "/healthz", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
-            # Every worker writes its metric files once its app is built: wait for
-            # all three, or the requests below could all reach the first one.
-            while len({path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("*.db")}) < 3:
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
-            import jwt
+    flask(env, "db-upgrade")
+    server = Server(env, workers=3, log_path=tmp_path / "gunicorn.log").start()
+    try:
+        base = server.url
+        # Every worker writes its metric files once its app is built: wait for
+        # all three, or the requests below could all reach the first one.
+        assert wait_for(lambda: len({path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("*.db")}) >= 3,
+                        30, interval=0.2), server.log()
+        import jwt
 
-            token = jwt.encode({"sub": "u-1", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
-            polls = 30
+        token = jwt.encode({"sub": "u-1", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+        polls = 30
 
-            def poll(index):
-                return index, requests.get(base + "/community-changes/poll?timeout=0",
-                                           headers={"Authorization": f"Bearer {token}",
-                                                    "X-Request-ID": f"poll-{index}",
-                                                    "Connection": "close"}, timeout=10)
+        def poll(index):
+            return index, requests.get(base + "/community-changes/poll?timeout=0",
+                                       headers={"Authorization": f"Bearer {token}",
+                                                "X-Request-ID": f"poll-{index}",
+                                                "Connection": "close"}, timeout=10)
 
-            # New connections, several at once, so the requests spread over the workers.
-            with ThreadPoolExecutor(max_workers=10) as pool:
-                for index, response in pool.map(poll, range(polls)):
-                    assert response.status_code == 200
-                    assert response.headers["X-Request-ID"] == f"poll-{index}"
-            answered = set()
-            for _ in range(10):
-                text = requests.get(base + "/metrics", headers={"Connection": "close"}, timeout=5).text
-                answered.add(samples(text)["community_sync_poll_answers_total|result=reset"])
-            assert answered == {polls}
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        # New connections, several at once, so the requests spread over the workers.
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            for index, response in pool.map(poll, range(polls)):
+                assert response.status_code == 200
+                assert response.headers["X-Request-ID"] == f"poll-{index}"
+        answered = set()
+        for _ in range(10):
+            text = requests.get(base + "/metrics", headers={"Connection": "close"}, timeout=5).text
+            answered.add(samples(text)["community_sync_poll_answers_total|result=reset"])
+        assert answered == {polls}
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    # The master's lines and the workers' alike.
+    assert all(RFC3339_UTC.fullmatch(line["time"]) for line in lines)
     access = [line for line in lines if line.get("request_id", "").startswith("poll-")]
     assert len(access) == polls
     assert all(line["path"] == "/community-changes/poll" and line["status"] == "200" for line in access)

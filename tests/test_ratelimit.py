@@ -1,5 +1,7 @@
 """Write rate limits: per user and per address, 429 problem+json with Retry-After."""
+import os
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -90,24 +92,33 @@ def test_forwarded_addresses_are_ignored_without_trusted_proxies(limited, auth):
     assert_rate_limited(spoofed)
 
 
-def redis_reachable():
+def redis_url():
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def require_redis():
+    """Like the PostgreSQL tests: without Redis a skip, except when CI=true, where a failure."""
+    url = urlsplit(redis_url())
     try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
+        import redis  # noqa: F401 (the limiter's storage needs it)
+
+        with socket.create_connection((url.hostname, url.port or 6379), timeout=0.5):
+            return
+    except (ImportError, OSError) as error:
+        message = f"Redis at {redis_url()} is not usable: {error}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (required when CI=true)")
+    pytest.skip(message)
 
 
 def test_limits_shared_through_redis_between_processes(app_factory, auth):
     """Two apps (two workers, or two hosts) with one Redis share one budget."""
-    pytest.importorskip("redis")
-    if not redis_reachable():
-        pytest.skip("no Redis at 127.0.0.1:6379")
+    require_redis()
     import secrets
 
     prefix = secrets.token_hex(4)
     apps = [
-        app_factory(RATELIMIT_WRITES="3 per minute", RATELIMIT_STORAGE_URI="redis://127.0.0.1:6379",
+        app_factory(RATELIMIT_WRITES="3 per minute", RATELIMIT_STORAGE_URI=redis_url(),
                     RATELIMIT_KEY_PREFIX=prefix)
         for _ in range(2)
     ]

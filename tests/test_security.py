@@ -4,14 +4,22 @@ import hashlib
 import hmac
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import SECRET
+from app.api import demo
+from conftest import SECRET, assert_problem, bearer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROTECTED = [
     ("GET", "/me/communities"),
@@ -70,16 +78,6 @@ BAD_TOKENS = {
     "truncated": lambda: jwt.encode(claims(), SECRET, algorithm="HS256")[:-10],
     "signature stripped": lambda: jwt.encode(claims(), SECRET, algorithm="HS256").rsplit(".", 1)[0] + ".",
 }
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    body = response.get_json()
-    assert body["status"] == status
-    assert {"type", "title", "detail"} <= set(body)
-    assert "Traceback" not in response.get_data(as_text=True)
-    return body
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
@@ -194,6 +192,26 @@ def test_oversized_chunked_bodies_are_refused(seeded, client, auth):
     assert_problem(response, 413)
 
 
+DEEP_JSON = "[" * 5000 + "]" * 5000  # within the body limit, past the parser's recursion
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("PUT", "/communities/c-go/members/me"),
+    ("POST", "/communities"),
+    ("PATCH", "/communities/c-rust"),
+    ("POST", "/demo/tokens"),
+])
+def test_deeply_nested_json_bodies_are_malformed_not_crashes(app_factory, auth, caplog, method, path):
+    client = app_factory(DEMO_MODE=True).test_client()
+    client.application.test_cli_runner().invoke(args=["seed-demo"])
+    for body in (DEEP_JSON, '{"role": %s}' % DEEP_JSON):
+        response = client.open(path, method=method, data=body, content_type="application/json",
+                               headers=auth("u-admin", admin=True))
+        problem = assert_problem(response, 400)
+        assert problem["type"].endswith(":malformed-json")
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
 def test_oversized_headers_are_refused(client, auth):
     response = client.get("/me/communities", headers={**auth("u-ada"), "X-Filler": "x" * 9000})
     assert_problem(response, 431)
@@ -268,6 +286,80 @@ def test_demo_tokens_only_for_demo_users_when_on(app_factory):
     assert_problem(client.post("/demo/tokens", json={"user_id": "u-root", "admin": True}), 422)
 
 
+def test_demo_tokens_never_carry_admin_rights(app_factory):
+    client = app_factory(DEMO_MODE=True).test_client()
+    client.application.test_cli_runner().invoke(args=["seed-demo"])
+    minted = client.post("/demo/tokens", json={"user_id": "u-admin", "admin": True})
+    assert minted.status_code == 201
+    token = minted.get_json()["token"]
+    assert "adm" not in jwt.decode(token, SECRET, algorithms=["HS256"])
+    headers = {"Authorization": f"Bearer {token}"}
+    assert_problem(client.put("/communities/c-go/members/u-ada", headers=headers), 403)
+    # Without admin rights, a private community it is not in does not exist for it.
+    assert_problem(client.put("/communities/c-ops/members/u-ada", headers=headers), 404)
+    assert_problem(client.post("/communities", json={"slug": "x", "name": "X"}, headers=headers), 403)
+
+
+def page_admin_token(response):
+    match = re.search(r'data-admin-token="([^"]*)"', response.get_data(as_text=True))
+    return match.group(1)
+
+
+def test_the_demo_page_carries_the_admin_token_only_on_the_servers_machine(app_factory):
+    client = app_factory(DEMO_MODE=True).test_client()
+    local = client.get("/", base_url="http://127.0.0.1:8000")
+    assert jwt.decode(page_admin_token(local), SECRET, algorithms=["HS256"])["adm"] is True
+    assert local.headers["Cache-Control"] == "no-store"
+    assert page_admin_token(client.get("/", base_url="http://[::1]:8000",
+                                       environ_base={"REMOTE_ADDR": "::1"}))
+    elsewhere = [
+        client.get("/", environ_base={"REMOTE_ADDR": "192.0.2.7"}),
+        client.get("/", headers={"X-Forwarded-For": "192.0.2.7"}),
+        client.get("/", headers={"Forwarded": "for=192.0.2.7"}),
+        # DNS rebinding: a browser reaches 127.0.0.1 under another site's name.
+        client.get("/", base_url="http://evil.example:8000"),
+    ]
+    for response in elsewhere:
+        assert response.status_code == 200 and page_admin_token(response) == ""
+    off = app_factory(DEMO_MODE=False).test_client().get("/", base_url="http://127.0.0.1:8000")
+    assert page_admin_token(off) == ""
+
+
+@pytest.mark.parametrize(("addresses", "warns"), [
+    ([("127.0.0.1", 8000)], False),
+    ([("localhost", 8000), ("::1", 8000)], False),
+    ([("0.0.0.0", 8000)], True),
+    ([("127.0.0.1", 8000), ("192.0.2.1", 8000)], True),
+    ([("", 8000)], True),
+    (["/run/community-sync.sock"], True),
+])
+def test_demo_mode_beyond_loopback_is_warned_about(addresses, warns):
+    warning = demo.exposure_warning({"DEMO_MODE": True}, addresses)
+    assert bool(warning) is warns
+    assert demo.exposure_warning({"DEMO_MODE": False}, addresses) is None
+
+
+def test_gunicorn_logs_the_demo_warning_from_its_config(tmp_path):
+    """The hook in gunicorn.conf.py, with a worker as gunicorn passes it."""
+    script = """
+import runpy, types
+from app import create_app
+warnings = []
+app = create_app({"DEMO_MODE": True, "DATABASE_URL": "sqlite:///%s", "SECRET_KEY": "k" * 40})
+worker = types.SimpleNamespace(
+    wsgi=app, cfg=types.SimpleNamespace(address=[("0.0.0.0", 8000)], graceful_timeout=1),
+    log=types.SimpleNamespace(warning=warnings.append))
+app.extensions.pop("hub").stop()
+runpy.run_path("gunicorn.conf.py")["post_worker_init"](worker)
+print(warnings)
+""" % (tmp_path / "db.sqlite3")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "DEMO MODE IS ON" in result.stdout and "0.0.0.0:8000" in result.stdout
+
+
 def test_demo_token_requests_with_a_non_string_user_id(app_factory):
     client = app_factory(DEMO_MODE=True).test_client()
     assert_problem(client.post("/demo/tokens", json={"user_id": {"a": 1}}), 422)
@@ -280,3 +372,101 @@ def test_unexpected_errors_leak_nothing(app, client):
 
     body = assert_problem(client.get("/boom"), 500)
     assert "secret internals" not in json.dumps(body)
+
+
+# -- a real gunicorn, spoken to over raw sockets -----------------------------------
+
+
+def raw_exchange(server, data, wait=10):
+    """Send ``data`` and read until the server closes or ``wait`` seconds pass."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pytest.fail(f"the server neither answered nor closed within {wait} s: {received!r}")
+    return received
+
+
+def http_head(received):
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+# framing: (header, half a body, the answer without a token). A chunked body is
+# read before authentication (to refuse one over the size limit).
+HALF_BODIES = {
+    "content-length": (b"Content-Length: 100\r\n", b'{"role": "mem', 401),
+    "chunked": (b"Transfer-Encoding: chunked\r\n", b'20\r\n{"role": "mem', 408),
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("framing", sorted(HALF_BODIES))
+def test_half_a_body_is_timed_out(server_factory, database, framing):
+    server = server_factory(database, REQUEST_BODY_TIMEOUT="1")
+    header, partial, anonymous = HALF_BODIES[framing]
+    start = (b"PUT /communities/c-go/members/me HTTP/1.1\r\nHost: x\r\n"
+             b"Content-Type: application/json\r\n" + header)
+    authorization = f"Authorization: {bearer('u-ada')['Authorization']}\r\n".encode()
+    # Read by the application: 408, then the connection closes.
+    status, headers, body = http_head(raw_exchange(server, start + authorization + b"\r\n" + partial))
+    assert status == 408, body
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["type"].endswith(":request-timeout")
+    # Without a token: answered (read or not), and the connection closes all the same.
+    status, _headers, body = http_head(raw_exchange(server, start + b"\r\n" + partial))
+    assert status == anonymous, body
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_body_deadline_spares_keep_alive_and_long_polls(server_factory, database):
+    import requests
+
+    server = server_factory(database, REQUEST_BODY_TIMEOUT="1")
+    with requests.Session() as session:
+        headers = bearer("u-ada")
+        assert session.get(server.url + "/healthz").status_code == 200
+        time.sleep(1.5)  # idle on the kept-alive connection, past the body deadline
+        put = session.put(server.url + "/communities/c-nope/members/me", json={"role": "member"},
+                          headers=headers)
+        assert put.status_code == 404, put.text
+        poll = session.get(server.url + "/community-changes/poll", headers=headers, timeout=10)
+        cursor, state = poll.json()["cursor"], poll.json()["hash"]
+        # A wait longer than the deadline reads nothing and answers as usual.
+        waited = session.get(server.url + "/community-changes/poll", headers=headers, timeout=10,
+                             params={"cursor": cursor, "hash": state, "timeout": 2})
+        assert waited.status_code == 200 and waited.json()["status"] == "unchanged"
+
+
+SERVER_REFUSALS = {
+    "not HTTP": (b"GARBAGE\r\n\r\n", 400),
+    "bad header name": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),
+    "request line over 8 KiB": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "a header over 16 KiB": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 17000 + b"\r\n\r\n", 431),
+    "over 100 headers": (b"GET /healthz HTTP/1.1\r\n"
+                         + b"".join(b"X-H%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_servers_own_refusals_are_problem_json(server_factory, database):
+    from app.observability import SECURITY_HEADERS
+
+    server = server_factory(database)
+    for kind, (request, expected) in SERVER_REFUSALS.items():
+        status, headers, body = http_head(raw_exchange(server, request))
+        assert status == expected, (kind, body)
+        assert headers["content-type"] == "application/problem+json", kind
+        problem = json.loads(body)
+        assert problem["status"] == expected and problem["title"] and problem["detail"], kind
+        assert problem["type"] == "about:blank"
+        for name, value in SECURITY_HEADERS.items():
+            assert headers[name.lower()] == value, (kind, name)
+        assert b"<html" not in body

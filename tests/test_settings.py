@@ -1,0 +1,81 @@
+"""The settings table: one parser for the app and gunicorn, every setting documented."""
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import config, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"SECRET_KEY": "k", "DATABASE_URL": "sqlite:///x.db"}
+
+
+def test_the_environment_overrides_the_defaults():
+    loaded = config.load({**BASE, "POLL_MAX_PER_USER": "3", "SQL_ECHO": "On",
+                          "DB_POOL_TIMEOUT": "2.5", "HUB_AUTOSTART": "no"})
+    assert loaded["POLL_MAX_PER_USER"] == 3
+    assert loaded["SQL_ECHO"] is True
+    assert loaded["DB_POOL_TIMEOUT"] == 2.5
+    assert loaded["HUB_AUTOSTART"] is False
+    assert loaded["POLL_MAX_TIMEOUT"] == 55
+
+
+def test_derived_defaults_follow_the_database():
+    postgres = config.load({**BASE, "DATABASE_URL": "postgresql://db/x", "CORS_ORIGINS": "a, b,"})
+    assert postgres["AUTO_MIGRATE"] is False and postgres["DEMO_MODE"] is False
+    assert postgres["SAFETY_NET_INTERVAL"] == 5.0
+    assert postgres["CORS_ORIGINS"] == ["a", "b"]
+    sqlite = config.load({**BASE, "DATABASE_URL": "sqlite:///x.db"})
+    assert sqlite["AUTO_MIGRATE"] is True and sqlite["SAFETY_NET_INTERVAL"] == 0.5
+
+
+@pytest.mark.parametrize("name, raw", [("SQL_ECHO", "maybe"), ("POLL_MAX_WAITING", "many"),
+                                       ("ACCESS_LOG", "sometimes"), ("WEB_CONCURRENCY", "2.5")])
+def test_a_malformed_value_names_its_setting(name, raw):
+    with pytest.raises(ValueError, match=name):
+        settings.read(settings.SETTINGS | settings.SERVER_SETTINGS, {name: raw})
+
+
+def test_the_default_poll_timeout_stays_within_the_longest():
+    with pytest.raises(ValueError, match="POLL_DEFAULT_TIMEOUT"):
+        config.load({**BASE, "POLL_DEFAULT_TIMEOUT": "60"})
+
+
+def test_gunicorn_reads_the_same_table(monkeypatch, tmp_path):
+    for name, value in {"WEB_CONCURRENCY": "5", "POLL_MAX_TIMEOUT": "30", "ACCESS_LOG": "on",
+                        "KEEPALIVE": "90", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GRACEFUL_TIMEOUT", raising=False)
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert conf["workers"] == 5 and conf["keepalive"] == 90
+    assert conf["graceful_timeout"] == 40
+    assert conf["accesslog"] == "-"
+    assert conf["bind"] == "127.0.0.1:8000"
+    monkeypatch.setenv("GRACEFUL_TIMEOUT", "7")
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"] == 7
+
+
+def test_the_gunicorn_master_loads_no_framework(tmp_path):
+    """gunicorn.conf.py and its log formatter run before the workers monkey-patch."""
+    script = (
+        "import logging.config, runpy, sys; conf = runpy.run_path('gunicorn.conf.py');"
+        "logging.config.dictConfig(conf['logconfig_dict']);"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('flask', 'werkzeug', 'sqlalchemy', 'gevent', 'ssl', 'prometheus_client', 'psycopg2'))))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
+
+
+def test_every_setting_is_documented():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):]
+    section = section[:section.index("\n## ", 1)]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
+    missing = (set(settings.SETTINGS) | set(settings.SERVER_SETTINGS)) - documented
+    assert not missing
