@@ -8,18 +8,18 @@ import functools
 import http.server
 import json
 import os
-import socket
-import subprocess
+import re
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import servers
+
+ROOT = servers.ROOT
 BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,12 +33,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch_chromium(playwright):
     """Debian's Chromium; missing is a skip on a laptop and a failure in CI."""
     if not CHROMIUM.exists():
@@ -49,15 +43,12 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
-class Server:
-    """gunicorn serving wsgi:app on 127.0.0.1:port, with the demo data seeded."""
+class Server(servers.Server):
+    """gunicorn serving wsgi:app with one worker on a SQLite file of its own."""
 
     def __init__(self, tmp_path, *, port=None, cors_origins=(), demo_mode=True):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = tmp_path / "db.sqlite3"
-        self.log_path = tmp_path / "gunicorn.log"
-        self.env = {
+        env = {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "DATABASE_URL": f"sqlite:///{self.db_path}",
@@ -68,53 +59,11 @@ class Server:
             # worker alive until the graceful timeout; a test needs no 65 s drain.
             "GRACEFUL_TIMEOUT": "3",
         }
-        self.process = None
+        super().__init__(env, port=port, log_path=tmp_path / "gunicorn.log")
 
     def seed(self):
-        subprocess.run(
-            [BIN / "flask", "--app", "wsgi", "seed-demo"],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [BIN / "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}", "--workers", "1"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not answer /healthz within 30 s:\n{self.log()}")
-
-    def stop(self):
-        """Stop gunicorn like a deploy does (SIGTERM), killing it if it lingers."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.process = None
-
-    def log(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """The demo communities and users (``flask seed-demo``)."""
+        servers.flask(self.env, "seed-demo", timeout=60)
 
     # --- the API, as another service would call it ------------------------------
 
@@ -138,6 +87,11 @@ class Server:
 
     @functools.cache
     def token(self, user_id):
+        if user_id == "u-admin":
+            # Demo mode gives the admin's token only inside the page, on this machine.
+            with urllib.request.urlopen(self.url, timeout=10) as response:
+                page = response.read().decode()
+            return re.search(r'data-admin-token="([^"]+)"', page).group(1)
         status, body = self.request("POST", "/demo/tokens", body={"user_id": user_id})
         assert status == 201, body
         return body["token"]

@@ -11,17 +11,32 @@ import sys
 import time
 from pathlib import Path
 
+import gevent
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.auth import mint_token
 from app.db import normalize_url
+from app.coalescing import Coalescing
+from app.vouching import Vouching
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 SECRET = "test-secret-key-long-enough-for-every-hmac-variant-0123456789abcdef"
 BIN = Path(sys.executable).parent
+
+# Hypothesis (tests/test_properties.py). "ci", the default, replays the same
+# examples on every run (no example database, nothing written) and is bounded
+# so that the file stays within a couple of minutes on two cores.
+# HYPOTHESIS_PROFILE=explore draws fresh random examples, many more, and keeps
+# any failure in .hypothesis/ to replay it first next time. No deadline in
+# either: a request's time depends on the machine, and speed is the benchmarks' job.
+settings.register_profile("ci", derandomize=True, database=None, max_examples=500, deadline=None,
+                          print_blob=True)
+settings.register_profile("explore", max_examples=5000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def postgres_url():
@@ -48,7 +63,7 @@ def require_postgres():
 
 
 class Database:
-    """A fresh, migrated database: a SQLite file or a PostgreSQL schema."""
+    """A fresh database, empty until an app (or a test) migrates it: a SQLite file or a PostgreSQL schema."""
 
     def __init__(self, backend, tmp_path):
         self.backend = backend
@@ -187,10 +202,56 @@ def seeded(app):
     return app
 
 
+@pytest.fixture
+def quiet_app(app_factory):
+    """A seeded app whose hub does nothing unless the test tells it to."""
+    app = app_factory(HUB_AUTOSTART=False, SAFETY_NET_INTERVAL=3600)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    return app
+
+
+def eventually(condition, timeout=10):
+    """True once ``condition()`` holds, letting greenlets run meanwhile; False after ``timeout``."""
+    with gevent.Timeout(timeout, False):
+        while not condition():
+            gevent.sleep(0.01)
+    return bool(condition())
+
+
+def blocked_polls(hub):
+    """How many polls are blocked in ``hub.wait`` now: read, registered and waiting for news."""
+    return sum(waiters.event.linkcount() for waiters in hub.users.values())
+
+
+def until_blocked(hub, greenlet, timeout=10):
+    """Return ``greenlet`` (a poll) once one more poll waits in ``hub``, or once it has ended."""
+    before = blocked_polls(hub)
+    assert eventually(lambda: blocked_polls(hub) > before or greenlet.dead, timeout), "the poll never waited"
+    return greenlet
+
+
+@pytest.fixture(autouse=True)
+def vouching_checks(monkeypatch):
+    """Every test asserts the vouching and coalescing invariants after each update (off in production)."""
+    monkeypatch.setattr(Vouching, "checking", True)
+    monkeypatch.setattr(Coalescing, "checking", True)
+
+
+def assert_problem(response, status):
+    """``response`` is an RFC 9457 problem with ``status``, leaking no traceback; its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.content_type == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
 def table_dump(app):
     """Every row of every table, for "nothing changed" assertions."""
     engine = app.extensions["db"]
-    tables = ["users", "communities", "memberships", "changes", "feed_meta", "change_actor"]
+    tables = ["users", "communities", "memberships", "changes", "feed_meta", "change_actor", "activity"]
     with engine.connect() as connection:
         return {
             table: sorted(map(tuple, connection.execute(text(f"SELECT * FROM {table}")).all()), key=repr)
@@ -201,73 +262,22 @@ def table_dump(app):
 # -- real servers ----------------------------------------------------------------
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A real gunicorn (gevent workers) on a database, on a free loopback port."""
-
-    def __init__(self, database, workers=1, port=None, graceful=10, **env):
-        self.database = database
-        self.workers = workers
-        self.graceful = graceful
-        self.port = port or free_port()
-        self.env = database.environ(AUTO_MIGRATE="1", **env)
-        self.process = None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout=30):
-        import requests
-
-        self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(self.workers), "--graceful-timeout", str(self.graceful)],
-            env=self.env, cwd=str(Path(__file__).resolve().parent.parent),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.process.stderr.read()[-2000:]}")
-            try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("gunicorn did not become ready")
-
-    def worker_pids(self):
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
-
-    def stop(self):
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
-
-
 @pytest.fixture
-def server_factory():
+def server_factory(tmp_path):
+    """``factory(database, workers=1, graceful=10, **env)``: a real gunicorn on ``database``, ready.
+
+    gevent workers on a free loopback port, migrating on start; ``env`` adds
+    settings. Every server started is stopped after the test.
+    """
+    from harness.servers import Server
+
     servers = []
 
-    def factory(database, **kwargs):
-        server = Server(database, **kwargs).start()
+    def factory(database, workers=1, graceful=10, **env):
+        server = Server(database.environ(AUTO_MIGRATE="1", **env), workers=workers, graceful=graceful,
+                        log_path=tmp_path / f"gunicorn-{len(servers)}.log")
         servers.append(server)
-        return server
+        return server.start()
 
     yield factory
     for server in servers:

@@ -1,10 +1,10 @@
 """Many long-poll clients in one gevent process, for the fault tests.
 
-Run as ``python tests/fault_client.py '<json settings>'``. Each client follows
-one user's changes the way the browser client does: a first poll without a
-cursor (``reset``), then polls with the returned cursor and hash, retrying
-after connection errors and refusals with the cursor it has. Cursors advance
-only on answers received, so an answer lost to a fault is asked for again.
+Run as ``python tests/fault_client.py '<json settings>'`` with the repository
+root on PYTHONPATH. Each client is a harness.polls follower of one user's
+changes (a first poll without a cursor, then polls with the returned cursor
+and hash), retrying after connection errors and refusals with the cursor it
+has, so an answer lost to a fault is asked for again.
 
 Settings: ``base`` (URL), ``secret`` (to mint tokens), ``users`` (ids),
 ``per_user`` (clients per user), ``timeout`` (poll seconds), ``disconnect``
@@ -19,18 +19,17 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import http.client  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from urllib.parse import urlencode, urlsplit  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
-import jwt  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.fileobject import FileObjectThread  # noqa: E402
+
+from harness.polls import Follower, HTTPError, bearer_token, header_value  # noqa: E402
 
 
 class Hangup(Exception):
@@ -38,104 +37,50 @@ class Hangup(Exception):
 
 
 class Client:
+    """A harness follower, plus what the fault tests check: hang-ups, refusals and late changes."""
+
     def __init__(self, settings, user_id, index):
         self.settings = settings
         self.user_id = user_id
         self.index = index
         split = urlsplit(settings["base"])
-        self.host, self.port = split.hostname, split.port
-        now = int(time.time())
-        token = jwt.encode({"sub": user_id, "iat": now, "exp": now + 3600},
-                           settings["secret"], algorithm="HS256")
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.connection = None
-        self.cursor = None
-        self.hash = None
-        self.communities = None
-        self.received = []
-        self.resets = 0
-        self.answers = Counter()
-        self.statuses = Counter()
-        self.errors = Counter()
+        # One connect attempt a poll: a refusal is a failure to count and retry here.
+        self.follower = Follower(split.port, bearer_token(settings["secret"], user_id),
+                                 host=split.hostname, connect_retry=0)
         self.hangups = 0
-        self.late = 0
-        self.late_changes = []
         self.failures = []
         self.events = []
-        self.catching_up = False
+        self.caught_up_from = None  # changes from here on arrived only when asked again
         self.ready = Event()
-
-    def request(self, timeout):
-        query = {"timeout": timeout}
-        if self.cursor:
-            query.update(cursor=self.cursor, hash=self.hash)
-        if self.connection is None:
-            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout + 30)
-        self.connection.request("GET", "/community-changes/poll?" + urlencode(query),
-                                headers=self.headers)
-        response = self.connection.getresponse()
-        body = response.read()
-        if response.getheader("Connection", "").lower() == "close":
-            self.drop()
-        return response, body
-
-    def drop(self):
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.close()
 
     def poll_once(self, timeout, hangup_after=None):
         """One poll; returns the answer's status, or None after a failure."""
         try:
-            if hangup_after is not None:
-                with gevent.Timeout(hangup_after, Hangup):
-                    response, body = self.request(timeout)
-            else:
-                response, body = self.request(timeout)
+            with gevent.Timeout(hangup_after, Hangup):  # no hang-up when None
+                response = self.follower.poll(timeout)
         except Hangup:
             self.hangups += 1
-            self.drop()
+            self.follower.close()
             return None
-        except (OSError, http.client.HTTPException) as error:
-            self.errors[type(error).__name__] += 1
+        except (OSError, HTTPError) as error:
             self.events.append([time.time(), type(error).__name__, None])
-            self.drop()
             gevent.sleep(random.uniform(0.05, 0.3))
             return None
-        self.statuses[response.status] += 1
         if response.status != 200:
             self.failures.append([time.time(), response.status])
             self.events.append([time.time(), response.status, None])
-            retry = response.getheader("Retry-After")
+            retry = header_value(response.head, b"retry-after")
             delay = min(float(retry), 1.0) if retry and retry.isdigit() else 0.2
             gevent.sleep(delay * random.uniform(0.5, 1.0))
             return None
-        answer = json.loads(body)
-        status = answer["status"]
-        self.answers[status] += 1
+        status = response.answer["status"]
         self.events.append([time.time(), 200, status])
-        if status == "reset":
-            if self.cursor is not None:
-                self.resets += 1
-            self.communities = answer["communities"]
-        elif status == "changed":
-            if self.catching_up:
-                # Changes the live path should have delivered while waiting.
-                self.late += len(answer["changes"])
-                self.late_changes.extend(c["community_id"] for c in answer["changes"])
-            self.received.extend(
-                [c["type"], c["community_id"], c.get("role"), c["at"], c["by"]]
-                for c in answer["changes"]
-            )
-            self.communities = answer["communities"]
-        self.cursor = answer["cursor"]
-        self.hash = answer["hash"]
         return status
 
     def follow(self):
         """Wait for changes until killed."""
         try:
-            while self.cursor is None:
+            while self.follower.cursor is None:
                 self.poll_once(0)
             self.ready.set()
             while True:
@@ -144,32 +89,36 @@ class Client:
                     hangup = random.uniform(0.05, self.settings["timeout"])
                 self.poll_once(self.settings["timeout"], hangup)
         finally:
-            self.drop()
+            self.follower.close()
 
     def catch_up(self):
         """Non-waiting polls until the server has nothing newer for this client."""
-        self.catching_up = True
+        # Changes from here on are ones the live path should have delivered while waiting.
+        self.caught_up_from = len(self.follower.changes)
         for _attempt in range(200):
-            if self.cursor is not None and self.poll_once(0) == "unchanged":
+            if self.follower.cursor is not None and self.poll_once(0) == "unchanged":
                 return True
-            if self.cursor is None:
+            if self.follower.cursor is None:
                 self.poll_once(0)
         return False
 
     def report(self):
+        follower = self.follower
+        late = follower.changes[self.caught_up_from:] if self.caught_up_from is not None else []
         return {
             "user": self.user_id,
             "index": self.index,
-            "received": self.received,
-            "communities": self.communities,
-            "hash": self.hash,
-            "resets": self.resets,
-            "answers": dict(self.answers),
-            "statuses": {str(k): v for k, v in self.statuses.items()},
-            "errors": dict(self.errors),
+            "received": [[c["type"], c["community_id"], c.get("role"), c["at"], c["by"]]
+                         for c in follower.changes],
+            "communities": follower.communities,
+            "hash": follower.hash,
+            "resets": follower.resets,
+            "answers": dict(follower.answers),
+            "statuses": {str(k): v for k, v in follower.statuses.items()},
+            "errors": dict(follower.errors),
             "hangups": self.hangups,
-            "late": self.late,
-            "late_changes": self.late_changes,
+            "late": len(late),
+            "late_changes": [c["community_id"] for c in late],
             "failures": self.failures,
             "events": self.events if self.settings.get("events") else [],
         }

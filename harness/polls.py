@@ -1,0 +1,205 @@
+"""Long-poll clients for the gevent load processes of the tests and the benchmarks.
+
+:class:`Connection` speaks just enough HTTP/1.1 (keep-alive, Content-Length
+bodies) to hold thousands of connections from one process without a
+general-purpose client's overhead. :class:`Follower` is one user's poll loop
+state, kept the way the browser client keeps it. Beyond a connection's retries
+of a refused connect, nothing here sleeps or spawns: the callers decide how to
+retry, pace and stop, in their own processes, which patch the standard library
+with gevent before importing this module.
+"""
+import json
+import random
+import socket
+import time
+from collections import Counter
+from typing import NamedTuple
+from urllib.parse import urlencode
+
+import jwt
+
+POLL_PATH = "/community-changes/poll"
+# A poll still unanswered this long after its own timeout has failed.
+ANSWER_GRACE = 30
+
+
+class HTTPError(Exception):
+    """The server hung up before a whole answer came, or sent one this client does not read."""
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the server under test.
+
+    A connect refused or timed out is tried again for ``connect_retry`` s (a
+    full accept backlog clears); 0 gives up after one attempt, for callers
+    that count every failure themselves.
+    """
+
+    def __init__(self, port, host="127.0.0.1", connect_timeout=30.0, connect_retry=30.0):
+        self.port = port
+        self.host = host
+        self.connect_timeout = connect_timeout
+        self.connect_retry = connect_retry
+        self.sock = None
+        self.buffer = b""
+
+    def open(self):
+        delay = 0.05
+        deadline = time.monotonic() + self.connect_retry
+        while True:
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+                sock.settimeout(None)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.sock = sock
+                self.buffer = b""
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 1.0)
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def request(self, path, headers=b"", timeout=None):
+        """Send a GET and return ``(status, header_block, body)``; ``timeout`` bounds the wait for it."""
+        if self.sock is None:
+            self.open()
+        self.sock.settimeout(timeout)
+        self.sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n" + headers + b"\r\n")
+        return self.read_response()
+
+    def read_response(self):
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.close()
+                raise HTTPError("connection closed by the server")
+            self.buffer += chunk
+        head = self.buffer[:end]
+        status = int(head[9:12])
+        length = 0
+        lowered = head.lower()
+        index = lowered.find(b"\r\ncontent-length:")
+        if index >= 0:
+            line_end = lowered.find(b"\r\n", index + 2)
+            length = int(lowered[index + 17:line_end if line_end >= 0 else None])
+        elif b"transfer-encoding: chunked" in lowered:
+            raise HTTPError("chunked responses are not expected here")
+        total = end + 4 + length
+        while len(self.buffer) < total:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.close()
+                raise HTTPError("connection closed mid-body")
+            self.buffer += chunk
+        body = self.buffer[end + 4:total]
+        self.buffer = self.buffer[total:]
+        if b"\r\nconnection: close" in lowered:
+            self.close()
+        return status, head, body
+
+
+def header_value(head, name):
+    """The value of header ``name`` (lower-case bytes) in a response's header block, or None."""
+    lowered = head.lower()
+    index = lowered.find(b"\r\n" + name + b":")
+    if index < 0:
+        return None
+    start = index + len(name) + 3
+    end = lowered.find(b"\r\n", start)
+    return head[start:end if end >= 0 else None].strip().decode()
+
+
+def bearer_token(secret, user_id, *, admin=False, ttl=3 * 3600):
+    """A token as the platform in front of the service mints it, valid for ``ttl`` s (the longest run)."""
+    now = int(time.time())
+    claims = {"sub": user_id, "iat": now, "exp": now + ttl}
+    if admin:
+        claims["adm"] = True
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def authorization(token):
+    """An Authorization header line for :meth:`Connection.request`."""
+    return b"Authorization: Bearer " + token.encode() + b"\r\n"
+
+
+class Response(NamedTuple):
+    status: int
+    head: bytes
+    body: bytes
+    answer: dict | None  # the decoded body of a 200
+    arrived: float  # time.monotonic() when the whole response was read
+
+
+class Follower:
+    """One user's communities, followed the way the browser client follows them.
+
+    The first poll carries no cursor and is answered ``reset`` with a
+    snapshot; every later one sends the cursor and hash of the last answer.
+    They advance only on answers received, so an answer lost to a fault is
+    asked for again. Keeps what it saw: the communities, every change in
+    order, answers by status, HTTP statuses, and errors by name.
+    """
+
+    def __init__(self, port, token, *, host="127.0.0.1", path=POLL_PATH, connect_retry=30.0):
+        self.connection = Connection(port, host, connect_retry=connect_retry)
+        self.path = path
+        self.auth = authorization(token)
+        self.cursor = None
+        self.hash = None
+        self.communities = None
+        self.changes = []
+        self.resets = 0  # resets after the first: the server gave up on a cursor
+        self.answers = Counter()
+        self.statuses = Counter()
+        self.errors = Counter()
+
+    def poll(self, timeout):
+        """One poll waiting up to ``timeout`` s on the server.
+
+        Returns a :class:`Response`, whatever its status. A connection that
+        fails (refused, reset, closed, timed out) raises OSError or HTTPError,
+        counted and with the connection closed, ready for the next poll.
+        """
+        query = {"timeout": timeout}
+        if self.cursor is not None:
+            query.update(cursor=self.cursor, hash=self.hash)
+        try:
+            status, head, body = self.connection.request(
+                f"{self.path}?{urlencode(query)}", self.auth, timeout + ANSWER_GRACE)
+        except (OSError, HTTPError) as error:
+            self.errors[type(error).__name__] += 1
+            self.connection.close()
+            raise
+        arrived = time.monotonic()
+        self.statuses[status] += 1
+        answer = json.loads(body) if status == 200 else None
+        if answer is not None:
+            self._follow(answer)
+        return Response(status, head, body, answer, arrived)
+
+    def _follow(self, answer):
+        self.answers[answer["status"]] += 1
+        if answer["status"] == "reset" and self.cursor is not None:
+            self.resets += 1
+        self.changes.extend(answer.get("changes", ()))
+        if "communities" in answer:
+            self.communities = answer["communities"]
+        self.cursor = answer["cursor"]
+        self.hash = answer["hash"]
+
+    def close(self):
+        """Hang up; the next poll connects again."""
+        self.connection.close()
