@@ -5,6 +5,7 @@ are generous on purpose: these tests prove that things happen without a reload, 
 how fast; the observed latency is printed for the curious.
 """
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -19,7 +20,9 @@ pytestmark = pytest.mark.browser
 
 WAIT = 10_000  # ms; a change normally shows in well under a second
 RECOVER = 30_000  # ms; reconnecting after an outage includes a backoff of up to 8 s
-SCREENSHOT = ROOT / "docs" / "demo.png"
+# docs/demo.png is rewritten only when asked (UPDATE_SCREENSHOT=1): a test run
+# leaves tracked files as they were.
+UPDATE_SCREENSHOT = os.environ.get("UPDATE_SCREENSHOT") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +197,9 @@ PARENT_PAGE = """<!doctype html>
 <ul id="seen"></ul>
 <iframe id="sync" src="{child}"></iframe>
 <iframe id="intruder" src="{intruder}"></iframe>
+<iframe id="sibling" src="{sibling}"></iframe>
 <script type="module">
-  import {{ listenForRelay }} from "{api}/static/community-sync.js";
+  import {{ listenForRelay }} from "{api}/static/community-sync-relay.js";
   // Every message that reaches this window, allowed or not, so the test can tell
   // that the intruder's messages did arrive and were ignored.
   addEventListener("message", (event) => {{
@@ -205,6 +209,7 @@ PARENT_PAGE = """<!doctype html>
   }});
   listenForRelay({{
     allowedOrigins: ["{frame_origin}"],
+    source: document.querySelector("#sync"),
     onUpdate: (update) => {{
       document.querySelector("#relayed").replaceChildren(...update.communities.map((c) => {{
         const item = document.createElement("li");
@@ -260,11 +265,14 @@ def test_iframe_relays_updates_to_its_parent_only_from_allowed_origins(browser, 
                 api=server.url,
                 child=f"{frame_origin}/child.html#token={token}",
                 intruder=f"http://127.0.0.1:{intruder.port}/intruder.html",
+                # Same origin as the relaying frame, another window: only `source` tells.
+                sibling=f"{frame_origin}/intruder.html",
                 frame_origin=frame_origin,
             )
         )
         (site_dir / "child.html").write_text(CHILD_PAGE.format(api=server.url, parent_origin=parent_origin))
         (intruder_dir / "intruder.html").write_text(INTRUDER_PAGE)
+        (site_dir / "intruder.html").write_text(INTRUDER_PAGE)
 
         context = browser.new_context()
         try:
@@ -294,7 +302,7 @@ def test_iframe_relays_updates_to_its_parent_only_from_allowed_origins(browser, 
             context.close()
 
 
-def test_demo_page_screenshot(context, server):
+def test_demo_page_screenshot(context, server, tmp_path):
     tab = Tab(context, server)
     tab.expect_live()
     page = tab.page
@@ -312,9 +320,9 @@ def test_demo_page_screenshot(context, server):
     expect(page.locator("#log li")).to_have_count(3, timeout=WAIT)
     expect(page.locator("#log li").first).to_contain_text("joined Go by u-ada")
 
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 10_000
+    screenshot = ROOT / "docs" / "demo.png" if UPDATE_SCREENSHOT else tmp_path / "demo.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
     assert tab.errors == []
 
 
@@ -435,3 +443,183 @@ def test_pauses_while_hidden_and_offline_then_catches_up(context, server):
     expect(tab.community("c-rust")).to_have_count(0, timeout=WAIT)
     tab.expect_live()
     assert tab.errors == []
+
+
+TABS_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<p id="status"></p>
+<p id="role"></p>
+<ul id="communities"></ul>
+<script type="module">
+  import {{ createCommunitySync }} from "{api}/static/community-sync.js";
+  // The test plays the app: it swaps window.token, and #fail-first makes the first
+  // getToken call fail, as an app whose session is not ready yet.
+  const params = new URLSearchParams(location.hash.slice(1));
+  window.token = params.get("token");
+  window.seen = new Set();
+  let calls = 0;
+  const sync = createCommunitySync({{
+    baseUrl: "{api}",
+    getToken: async () => {{
+      calls += 1;
+      if (params.has("fail-first") && calls === 1) throw new Error("session not ready");
+      return window.token;
+    }},
+    backoff: {{ maxDelay: 2000 }},
+  }});
+  window.sync = sync;
+  const show = () => {{
+    document.querySelector("#status").textContent = sync.status;
+    document.querySelector("#role").textContent = sync.isLeader ? "leader" : "follower";
+  }};
+  sync.onStatus(show);
+  setInterval(show, 100); // leadership can change without a status change
+  sync.subscribe((update) => {{
+    for (const c of update.communities) window.seen.add(c.id);
+    document.querySelector("#communities").replaceChildren(...update.communities.map((c) => {{
+      const item = document.createElement("li");
+      item.dataset.communityId = c.id;
+      item.textContent = c.name;
+      return item;
+    }}));
+  }});
+</script>
+"""
+
+
+class SyncTab:
+    """A page of an embedding app running the client with a token the test controls."""
+
+    def __init__(self, context, url, token, *, fail_first=False):
+        self.page = context.new_page()
+        self.polls = []
+        self.errors = []
+        self.page.on("request", lambda r: "/community-changes/poll" in r.url and self.polls.append(r.url))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.goto(f"{url}#token={token}" + ("&fail-first" if fail_first else ""))
+
+    def community(self, community_id):
+        return self.page.locator(f'#communities [data-community-id="{community_id}"]')
+
+    def expect(self, status=None, role=None):
+        if status:
+            expect(self.page.locator("#status")).to_have_text(status, timeout=WAIT)
+        if role:
+            expect(self.page.locator("#role")).to_have_text(role, timeout=WAIT)
+
+    def set_stale_token(self):
+        """The app's token expired: same user, a signature the server refuses."""
+        self.page.evaluate("() => { window.token = window.token.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')); }")
+
+    def set_token(self, token):
+        self.page.evaluate("(token) => { window.token = token; }", token)
+
+    def call(self, method):
+        self.page.evaluate(f"() => window.sync.{method}()")
+
+    def seen(self):
+        return set(self.page.evaluate("() => [...window.seen]"))
+
+
+@pytest.fixture
+def tabs_site(browser, start_server, tmp_path):
+    """An app origin serving TABS_PAGE against its own server: (server, page url, context)."""
+    with StaticSite(tmp_path) as site:
+        origin = f"http://127.0.0.1:{site.port}"
+        server = start_server(cors_origins=(origin,))
+        (tmp_path / "tabs.html").write_text(TABS_PAGE.format(api=server.url))
+        context = browser.new_context()
+        try:
+            yield server, f"{origin}/tabs.html", context
+        finally:
+            context.close()
+
+
+def test_a_leader_with_a_stale_token_hands_over_to_a_tab_with_a_valid_one(tabs_site):
+    server, url, context = tabs_site
+    first = SyncTab(context, url, server.token("u-ada"))
+    first.expect("live", "leader")
+    second = SyncTab(context, url, server.token("u-ada"))
+    expect(second.community("c-rust")).to_be_visible(timeout=WAIT)
+    second.expect("live", "follower")
+
+    # The first tab's app lost its session; the second one's is fine.
+    first.set_stale_token()
+    first.call("refresh")
+    second.expect("live", "leader")
+    first.expect("live", "follower")
+
+    server.put_member("c-go", "u-ada")
+    for tab in (first, second):
+        expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+    assert first.errors == [] and second.errors == []
+
+
+def test_reconnect_works_from_a_follower_tab(tabs_site):
+    server, url, context = tabs_site
+    token = server.token("u-ada")
+    first = SyncTab(context, url, token)
+    first.expect("live", "leader")
+    second = SyncTab(context, url, token)
+    second.expect("live", "follower")
+
+    # Forwarded to the leader: it drops its held poll and asks again.
+    polls = len(first.polls)
+    second.call("reconnect")
+    deadline = time.monotonic() + WAIT / 1000
+    while len(first.polls) <= polls and time.monotonic() < deadline:
+        first.page.wait_for_timeout(100)
+    assert len(first.polls) > polls, "the leader did not hear the follower's reconnect()"
+    assert second.polls == []
+
+    # Every tab's app lost its session: each leader steps down in turn, none loops.
+    for tab in (first, second):
+        tab.set_stale_token()
+    first.call("refresh")
+    for tab in (first, second):
+        tab.expect("unauthorized", "follower")
+    stalled = len(first.polls) + len(second.polls)
+    first.page.wait_for_timeout(1500)
+    assert len(first.polls) + len(second.polls) == stalled
+
+    # The apps have new tokens; reconnect() in either tab brings both back.
+    for tab in (first, second):
+        tab.set_token(token)
+    second.call("reconnect")
+    second.expect("live", "leader")
+    first.expect("live", "follower")
+    server.put_member("c-go", "u-ada")
+    for tab in (first, second):
+        expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+
+
+def test_two_users_in_one_browser_profile_never_share_state(tabs_site):
+    server, url, context = tabs_site
+    ada = SyncTab(context, url, server.token("u-ada"))
+    ada.expect("live", "leader")
+    ada_too = SyncTab(context, url, server.token("u-ada"))
+    ada_too.expect("live", "follower")
+    grace = SyncTab(context, url, server.token("u-grace"))
+    grace.expect("live", "leader")
+    # No identity at start (getToken failed): it polls alone, on no shared channel.
+    unknown = SyncTab(context, url, server.token("u-grace"), fail_first=True)
+    unknown.expect("live", "leader")
+    for tab in (grace, unknown):
+        expect(tab.community("c-design")).to_be_visible(timeout=WAIT)
+    expect(ada_too.community("c-rust")).to_be_visible(timeout=WAIT)
+
+    server.put_member("c-go", "u-grace")
+    for tab in (grace, unknown):
+        expect(tab.community("c-go")).to_be_visible(timeout=WAIT)
+
+    # Ada's leader tab now gets Grace's token (a logout and login elsewhere): it leaves
+    # Ada's channel before asking anything with it, and Ada's other tab takes over.
+    ada.set_token(server.token("u-grace"))
+    ada.call("refresh")
+    expect(ada.community("c-design")).to_be_visible(timeout=WAIT)
+    ada_too.expect("live", "leader")
+    server.put_member("c-ops", "u-ada")
+    expect(ada_too.community("c-ops")).to_be_visible(timeout=WAIT)
+
+    assert ada_too.seen() <= {"c-rust", "c-python", "c-ops"}, ada_too.seen()
+    assert {"c-rust", "c-ops"}.isdisjoint(grace.seen() | unknown.seen())

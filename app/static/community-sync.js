@@ -4,13 +4,54 @@
  *   import { createCommunitySync } from "/static/community-sync.js";
  *   const sync = createCommunitySync({ getToken: async () => token });
  *   const unsubscribe = sync.subscribe(({ communities, added, removed }) => render(communities));
+ *   await sync.markRead(communityId); // unread 0 here at once, then on the server
  *   sync.stop();
  *
- * One tab per browser profile (the leader) talks to the server; the other tabs follow
- * over a BroadcastChannel. The decisions the fetch loop makes (delays, diffs, header
- * parsing, long poll or smart poll) are the small exported functions at the top, so
- * they can be tested without a browser. No dependencies, no globals.
+ * One tab per user and browser profile (the leader) talks to the server; the other tabs
+ * of that user follow over a BroadcastChannel. Every decision the fetch loop makes
+ * (delays, diffs, ordering, what a response means) is a pure function in
+ * community-sync-decisions.js; this module only wires them to fetch, timers, Web Locks
+ * and the channel. No dependencies, no globals.
  */
+
+import {
+  DEFAULT_BACKOFF,
+  DEFAULT_TRANSPORT,
+  LONG_POLL,
+  LoopGuard,
+  SMART_POLL,
+  SNAPSHOT,
+  SyncError,
+  applyAnswer,
+  applyRead,
+  buildPollUrl,
+  callResult,
+  channelName,
+  chooseTransport,
+  earlyUnchangedDelay,
+  followUpdate,
+  initialState,
+  initialTransport,
+  interpretResponse,
+  isDropped,
+  isNewerState,
+  localReadUpdate,
+  maskReads,
+  notificationsPage,
+  notificationsUrl,
+  readKey,
+  recordTransportOutcome,
+  retryDelay,
+  settleReads,
+  snapshotUrl,
+  tokenSubject,
+  trimSlash,
+} from "./community-sync-decisions.js";
+import { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-relay.js";
+
+// listenForRelay now lives in community-sync-relay.js (a parent page needs nothing
+// else); it stays importable from here for pages that already do.
+export { RELAY_STATUS, RELAY_UPDATE, SyncError, listenForRelay };
 
 export const STATUS = Object.freeze({
   CONNECTING: "connecting",
@@ -23,211 +64,6 @@ export const STATUS = Object.freeze({
   STOPPED: "stopped",
 });
 
-export const LONG_POLL = "long-poll";
-export const SMART_POLL = "smart-poll";
-export const SNAPSHOT = "snapshot";
-
-/** Message tag of updates relayed from an iframe to its parent with postMessage. */
-export const RELAY_UPDATE = "community-sync:update";
-export const RELAY_STATUS = "community-sync:status";
-
-export const DEFAULT_BACKOFF = Object.freeze({ initialDelay: 500, maxDelay: 30_000, multiplier: 2 });
-
-export const DEFAULT_TRANSPORT = Object.freeze({
-  // Consecutive failures of held long polls before switching to smart polling.
-  fallbackAfter: 3,
-  // A failure only counts against long polling when the request had been held this
-  // long: a refused connection (server down) says nothing about proxies.
-  heldFailureAfter: 1_000,
-  // How long to stay on smart polling before trying a long poll again.
-  retryLongPollAfter: 180_000,
-});
-
-// ---------------------------------------------------------------------------
-// Pure decisions
-// ---------------------------------------------------------------------------
-
-/**
- * Delay before retry number `attempt` (0 for the first retry): exponential backoff
- * with full jitter, a random value between 0 and min(maxDelay, initial * multiplier^n).
- * Full jitter keeps many tabs that lost the same server from coming back in step.
- */
-export function backoffDelay(attempt, options = {}, random = Math.random) {
-  const { initialDelay, maxDelay, multiplier } = { ...DEFAULT_BACKOFF, ...options };
-  const ceiling = Math.min(maxDelay, initialDelay * multiplier ** Math.max(0, attempt));
-  return Math.floor(random() * ceiling);
-}
-
-/**
- * `Retry-After` in milliseconds from now: delay-seconds or an HTTP date (RFC 9110).
- * Returns null when the header is absent or unreadable; a date in the past gives 0.
- */
-export function parseRetryAfter(value, now = Date.now()) {
-  if (value == null) return null;
-  const text = String(value).trim();
-  if (text === "") return null;
-  if (/^\d+$/.test(text)) return Number(text) * 1000;
-  // Only accept what looks like an HTTP date; Date.parse is lenient about junk.
-  if (!/^[A-Za-z]{3},? /.test(text)) return null;
-  const at = Date.parse(text);
-  if (Number.isNaN(at)) return null;
-  return Math.max(0, at - now);
-}
-
-/** `X-Poll-Interval` (whole or decimal seconds) in milliseconds, or null. */
-export function parsePollInterval(value) {
-  if (value == null) return null;
-  const text = String(value).trim();
-  if (!/^\d+(\.\d+)?$/.test(text)) return null;
-  return Math.round(Number(text) * 1000);
-}
-
-/**
- * What changed between two community lists, matched by id. `added` and `updated` hold
- * entries of `next`, `removed` holds entries of `previous`. Order follows the lists.
- */
-export function diffCommunities(previous = [], next = []) {
-  const before = new Map(previous.map((c) => [c.id, c]));
-  const after = new Map(next.map((c) => [c.id, c]));
-  const added = next.filter((c) => !before.has(c.id));
-  const removed = previous.filter((c) => !after.has(c.id));
-  const updated = next.filter((c) => before.has(c.id) && !sameFields(before.get(c.id), c));
-  return { added, removed, updated };
-}
-
-function sameFields(a, b) {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-  for (const key of keys) if (a[key] !== b[key]) return false;
-  return true;
-}
-
-/** A fresh transport state: start on long polling. */
-export function initialTransport() {
-  return { mode: LONG_POLL, failures: 0, smartSince: null };
-}
-
-/**
- * Which request to make next while following a cursor: a held long poll or a
- * `timeout=0` smart poll. After `retryLongPollAfter` on smart polling a long poll is
- * tried again (a probe); `recordTransportOutcome` decides whether it sticks.
- */
-export function chooseTransport(state, now, options = {}) {
-  const { retryLongPollAfter } = { ...DEFAULT_TRANSPORT, ...options };
-  if (state.mode === LONG_POLL) return LONG_POLL;
-  return now - state.smartSince >= retryLongPollAfter ? LONG_POLL : SMART_POLL;
-}
-
-/**
- * The transport state after a request. `outcome` is `{transport, ok, heldFor}`:
- * which request it was, whether it got an answer, and how long it was open.
- */
-export function recordTransportOutcome(state, outcome, now, options = {}) {
-  const { fallbackAfter, heldFailureAfter } = { ...DEFAULT_TRANSPORT, ...options };
-  if (outcome.transport !== LONG_POLL) return state;
-  if (outcome.ok) return { mode: LONG_POLL, failures: 0, smartSince: null };
-  const held = (outcome.heldFor ?? 0) >= heldFailureAfter;
-  if (state.mode === SMART_POLL) {
-    // A failed probe: stay on smart polling and wait a full period before the next one.
-    return held ? { ...state, smartSince: now } : state;
-  }
-  if (!held) return state;
-  const failures = state.failures + 1;
-  if (failures >= fallbackAfter) return { mode: SMART_POLL, failures: 0, smartSince: now };
-  return { ...state, failures };
-}
-
-/** The poll URL for a cursor and hash (both optional) and a timeout in seconds. */
-export function buildPollUrl(baseUrl, { cursor, hash, timeout }) {
-  const params = new URLSearchParams();
-  if (cursor) params.set("cursor", cursor);
-  if (hash) params.set("hash", hash);
-  params.set("timeout", String(timeout));
-  return `${trimSlash(baseUrl)}/community-changes/poll?${params}`;
-}
-
-export function snapshotUrl(baseUrl) {
-  return `${trimSlash(baseUrl)}/me/communities`;
-}
-
-function trimSlash(url) {
-  return String(url ?? "").replace(/\/+$/, "");
-}
-
-/**
- * Apply one server answer to the client state. `answer` is a snapshot body, a poll body
- * or `{status: "unchanged"}` for a 304. Returns the next state and the update handed to
- * subscribers. The returned cursor and hash are always adopted, even on `unchanged`.
- */
-export function applyAnswer(state, answer, source) {
-  const status = source === SNAPSHOT && answer.communities ? SNAPSHOT : answer.status;
-  const communities = answer.communities ?? state.communities;
-  const { added, removed, updated } = answer.communities
-    ? diffCommunities(state.communities, answer.communities)
-    : { added: [], removed: [], updated: [] };
-  const next = {
-    communities,
-    cursor: answer.cursor ?? state.cursor,
-    hash: answer.hash ?? state.hash,
-    user: answer.user ?? state.user,
-  };
-  const update = {
-    communities,
-    added,
-    removed,
-    updated,
-    changes: answer.changes ?? [],
-    status,
-    source,
-    serverTime: answer.server_time ?? null,
-    receivedAt: new Date().toISOString(),
-    relayed: false,
-  };
-  return { state: next, update };
-}
-
-/**
- * The `sub` claim of a JWT, read without verifying it (the server verifies). Used only
- * to keep different users' tabs on different channels.
- */
-export function tokenSubject(token) {
-  try {
-    const part = String(token).split(".")[1];
-    const base64 = part.replace(/-/g, "+").replace(/_/g, "/");
-    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
-    const sub = JSON.parse(atob(padded)).sub;
-    return typeof sub === "string" ? sub : null;
-  } catch {
-    return null;
-  }
-}
-
-/** True when a postMessage event is a relayed update from an allowed origin. */
-export function isAllowedRelayMessage(event, allowedOrigins, types = [RELAY_UPDATE, RELAY_STATUS]) {
-  if (!allowedOrigins.includes(event.origin)) return false;
-  const data = event.data;
-  return data !== null && typeof data === "object" && types.includes(data.type);
-}
-
-// ---------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------
-
-/** A failed request. `kind`: network, timeout, http, token (getToken threw), unauthorized. */
-export class SyncError extends Error {
-  constructor(kind, message, { status = null, retryAfter = null, problem = null } = {}) {
-    super(message);
-    this.name = "SyncError";
-    this.kind = kind;
-    this.status = status;
-    this.retryAfter = retryAfter;
-    this.problem = problem;
-  }
-}
-
-// A proxy that cuts held requests typically answers 502 or 504; treat those like a
-// dropped connection rather than as an answer from the service.
-const GATEWAY_STATUSES = new Set([502, 504]);
-
 // ---------------------------------------------------------------------------
 // Leader election
 // ---------------------------------------------------------------------------
@@ -235,18 +71,17 @@ const GATEWAY_STATUSES = new Set([502, 504]);
 /**
  * Web Locks election. The leader holds the lock by returning a promise that does not
  * settle while the tab lives, so when the tab closes the browser hands the lock to the
- * next queued tab at once. `resign()` settles it (on stop); aborting `signal` leaves
- * the queue.
+ * next queued tab at once. Aborting `signal` leaves the queue or releases the lock.
  */
-export function electWithWebLocks(name, { onLeader, onUnavailable, signal }) {
-  let resign = () => {};
+function electWithWebLocks(name, { onLeader, onUnavailable, signal }) {
+  let release = () => {};
   const held = new Promise((resolve) => {
-    resign = resolve;
+    release = resolve;
   });
-  signal.addEventListener("abort", () => resign(), { once: true });
+  signal.addEventListener("abort", () => release(), { once: true });
   const denied = (error) => {
-    // Cross-site iframes with partitioned or blocked storage get a SecurityError
-    // ("The request was denied"): someone else has to decide who leads.
+    // Sandboxed frames and blocked storage get a SecurityError ("The request was
+    // denied"): this tab cannot coordinate with others.
     if (error?.name !== "AbortError" && !signal.aborted) onUnavailable(error);
   };
   try {
@@ -263,12 +98,14 @@ export function electWithWebLocks(name, { onLeader, onUnavailable, signal }) {
 }
 
 /**
- * Heartbeat election over localStorage, for browsers without Web Locks. The leader
- * writes `{id, expires}` every `interval`; a tab that finds the entry missing or expired
- * claims it, waits a beat and leads only if its claim survived, since two tabs can
- * claim in the same instant. Slower to hand over than a lock (up to `ttl`).
+ * Heartbeat election over localStorage, only when asked for (`election: "heartbeat"`):
+ * for plain-http origins, where Web Locks do not exist. The leader writes `{id,
+ * expires}` every `interval`; a tab that finds the entry missing or expired claims it,
+ * waits a beat and leads only if its claim survived, since two tabs can claim in the
+ * same instant. Slower to hand over than a lock (up to `ttl`), and browsers throttle
+ * timers in hidden tabs, so two leaders for a moment are possible.
  */
-export class HeartbeatElection {
+class HeartbeatElection {
   constructor(name, { tabId, onLeader, onResign, signal, storage = globalThis.localStorage, interval = 1000, ttl = 3000 }) {
     this.key = `${name}:leader`;
     this.tabId = tabId;
@@ -281,7 +118,7 @@ export class HeartbeatElection {
     this.timer = setInterval(() => this.tick(), interval);
     this.release = () => this.resign();
     globalThis.addEventListener?.("pagehide", this.release);
-    signal.addEventListener("abort", () => this.resign(), { once: true });
+    signal.addEventListener("abort", this.release, { once: true });
     this.tick();
   }
 
@@ -299,8 +136,8 @@ export class HeartbeatElection {
 
   tick() {
     if (this.leading) {
-      // Browsers throttle timers in hidden tabs; if ours slipped past the ttl another
-      // tab may have claimed the entry. Two leaders poll twice, so step down.
+      // If our timer slipped past the ttl another tab may have claimed the entry. Two
+      // leaders poll twice, so step down.
       const current = this.read();
       if (current && current.id !== this.tabId && current.expires > Date.now()) {
         this.leading = false;
@@ -329,14 +166,14 @@ export class HeartbeatElection {
   }
 }
 
+/** "locks", "heartbeat" or "none" (this tab polls alone). */
 function pickElection(preference) {
   const hasLocks = typeof navigator !== "undefined" && typeof navigator.locks?.request === "function";
-  const hasChannel = typeof BroadcastChannel === "function";
-  if (preference === "none" || !hasChannel) return "none";
-  if (preference === "locks") return hasLocks ? "locks" : "none";
+  if (preference === "none" || typeof BroadcastChannel !== "function") return "none";
   if (preference === "heartbeat") return storageUsable() ? "heartbeat" : "none";
-  if (hasLocks) return "locks";
-  return storageUsable() ? "heartbeat" : "none";
+  // "auto" and "locks": Web Locks exist in every current browser, in secure contexts
+  // (https, localhost). Elsewhere each tab polls for itself rather than trust timers.
+  return hasLocks ? "locks" : "none";
 }
 
 /** localStorage exists and can be written (reading the global itself can throw). */
@@ -357,11 +194,11 @@ function storageUsable() {
 
 const DEFAULTS = {
   baseUrl: "",
-  pollTimeout: 25, // seconds a long poll may be held by the server
+  pollTimeout: 25, // whole seconds a long poll may be held by the server
   pollTimeoutGrace: 10_000, // extra wait before a held poll counts as lost
-  requestTimeout: 15_000, // snapshots and smart polls
+  requestTimeout: 15_000, // snapshots and smart polls, body included
   smartInterval: 10_000, // used when the server sends no X-Poll-Interval
-  minLongPollGap: 1_000, // never re-poll faster than this after an instant "unchanged"
+  minLongPollGap: 1_000, // a long poll answered "unchanged" sooner than this was not held
   pauseWhenHidden: true,
   election: "auto", // "auto" | "locks" | "heartbeat" | "none"
   channelKey: null,
@@ -373,8 +210,9 @@ const DEFAULTS = {
 };
 
 /**
- * Start keeping a user's community list live. Returns
- * `{subscribe, onStatus, stop, refresh, reconnect, status, isLeader, communities}`.
+ * Start keeping a user's community list live. Returns `{subscribe, onChange, onStatus,
+ * stop, refresh, reconnect, markRead, markNotificationsRead, notifications, status,
+ * isLeader, communities, notificationsUnread}`.
  * See docs/client.md for every option.
  */
 export function createCommunitySync(options) {
@@ -386,14 +224,26 @@ class CommunitySync {
   #backoff;
   #transportOptions;
   #fetch;
+  #guard;
   #subscribers = new Set();
   #statusListeners = new Set();
   #status = STATUS.CONNECTING;
-  #state = { communities: [], cursor: null, hash: null, user: null };
+  #state = initialState();
   #hasState = false;
+  // {from, seq, serverTime} of the state held, to order what leaders relay.
+  #heard = null;
+  #seq = 0;
   #transport = initialTransport();
+  // Read markers moved here (or, while leading, in a follower) that the server has not
+  // yet confirmed in an answer: masked to 0 in answers until then. See settleReads.
+  #pendingReads = new Map();
+  #requestNo = 0; // numbers the loop's requests, to tell answers sent after a read
   #revalidated = false;
-  #attempt = 0;
+  // A tab that just took over (or reconnected) first asks with timeout=0: it learns at
+  // once what it missed, and can say `live` without waiting for a held poll to end.
+  #catchUp = true;
+  #failures = 0; // failed requests since the cursor last moved
+  #earlyStreak = 0; // long polls answered "unchanged" at once, in a row
   #pollInterval = null;
   #stopController = new AbortController();
   #requestController = null;
@@ -401,6 +251,13 @@ class CommunitySync {
   #leader = false;
   #running = false;
   #channel = null;
+  #channelName = null;
+  // The token subject the channel is keyed by; every token used while leading must
+  // carry it, or this tab leaves the channel.
+  #subject = null;
+  #election = "none";
+  #electionController = null;
+  #outOfQueue = false; // stepped down after `unauthorized`; rejoins on reconnect()
   #tabId = randomId();
   #followerVisibility = new Map();
   #cleanups = [];
@@ -410,19 +267,27 @@ class CommunitySync {
       throw new TypeError("createCommunitySync needs a getToken function");
     }
     if (options.relayTo) checkRelayTarget(options.relayTo);
-    this.#options = { ...DEFAULTS, ...options };
+    this.#options = { ...DEFAULTS, ...options, pollTimeout: wholeSeconds(options.pollTimeout ?? DEFAULTS.pollTimeout) };
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.#transportOptions = { ...DEFAULT_TRANSPORT, ...options.transport };
+    this.#guard = new LoopGuard(options.loopGuard);
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     if (options.onStatus) this.#statusListeners.add(options.onStatus);
-    if (options.signal) {
-      if (options.signal.aborted) {
+    const signal = options.signal;
+    if (signal) {
+      if (signal.aborted) {
         this.#status = STATUS.STOPPED;
         return;
       }
-      options.signal.addEventListener("abort", () => this.stop(), { once: true });
+      const onAbort = () => this.stop();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#cleanups.push(() => signal.removeEventListener("abort", onAbort));
     }
-    this.#start();
+    this.#start().catch((error) => {
+      // Whatever failed while joining the other tabs, this tab still shows live data.
+      this.#report(asSyncError("internal", error));
+      this.#pollAlone();
+    });
   }
 
   /** The current connection status, one of STATUS. */
@@ -440,18 +305,64 @@ class CommunitySync {
     return this.#state.communities;
   }
 
+  /** Unread notifications (100 means 100 or more), or null from a server that does not count them. */
+  get notificationsUnread() {
+    return this.#state.notificationsUnread;
+  }
+
   /**
    * Call `callback(update)` for every answer: `{communities, added, removed, updated,
-   * changes, status, source, relayed, ...}`. If a state is already known the callback
-   * gets it at once. Returns a function that unsubscribes.
+   * changes, notificationsUnread, truncated, status, source, relayed, ...}`. If a state
+   * is already known the callback gets it at once. Returns a function that unsubscribes.
    */
   subscribe(callback) {
     this.#subscribers.add(callback);
     if (this.#hasState) {
-      const { update } = applyAnswer({ communities: [] }, this.#state, SNAPSHOT);
-      queueMicrotask(() => this.#subscribers.has(callback) && callback({ ...update, status: "current" }));
+      const update = { ...followUpdate({ communities: [] }, this.#state), relayed: false };
+      queueMicrotask(() => this.#subscribers.has(callback) && isolated(callback, update));
     }
     return () => this.#subscribers.delete(callback);
+  }
+
+  /**
+   * Call `callback(change, update)` for each change entry the server sends (each reaches
+   * every tab once), only those whose `type` is in `types` if given, for example
+   * `["activity", "notification"]`. Returns a function that unsubscribes.
+   */
+  onChange(callback, { types = null } = {}) {
+    return this.subscribe((update) => {
+      for (const change of update.changes) {
+        if (types === null || types.includes(change?.type)) isolated(callback, change, update);
+      }
+    });
+  }
+
+  /**
+   * Mark a community's activity read up to now (`PUT /me/communities/{id}/read`) and
+   * resolve with the server's entry for it (`unread: 0`). Every tab of this user in
+   * this browser shows `unread: 0` at once; the server's next answer confirms it, and
+   * other devices see it through their own polls. Rejects with a SyncError: `not-found`
+   * when the user is not a member; the server's count then comes back.
+   */
+  markRead(communityId) {
+    const path = `/me/communities/${encodeURIComponent(communityId)}/read`;
+    const notFound = `not a member of community ${communityId}, or the server keeps no read markers`;
+    return this.#markRead(readKey(communityId), path, notFound);
+  }
+
+  /** Mark every notification read (`PUT /me/notifications/read`), like markRead. */
+  markNotificationsRead() {
+    return this.#markRead(readKey(), "/me/notifications/read", "the server keeps no notifications read marker");
+  }
+
+  /**
+   * One page of the user's notifications, newest first (`GET /me/notifications`):
+   * resolves with `{notifications, nextCursor, body}`; pass `nextCursor` back as
+   * `cursor` for the next, older page (null after the last). Rejects with a SyncError.
+   */
+  async notifications({ cursor = null, limit = null } = {}) {
+    const url = notificationsUrl(this.#options.baseUrl, { cursor, limit });
+    return notificationsPage(await this.#call("GET", url, "the server lists no notifications"));
   }
 
   /** Call `callback(status)` on every status change. Returns an unsubscribe function. */
@@ -466,11 +377,18 @@ class CommunitySync {
     else this.#post({ type: "refresh" });
   }
 
-  /** Start over after `unauthorized` (for example once the app has a new token). */
+  /**
+   * Start over after `unauthorized`, once the app can produce a valid token. From any
+   * tab: a follower asks the leader, and rejoins the election if it had stepped down.
+   */
   reconnect() {
-    if (this.#status === STATUS.STOPPED) return;
-    this.#attempt = 0;
-    if (this.#leader) this.#interrupt("reconnect");
+    if (this.#stopController.signal.aborted) return;
+    if (this.#leader) {
+      this.#interrupt("reconnect");
+      return;
+    }
+    this.#post({ type: "reconnect" });
+    if (this.#outOfQueue) this.#joinElection();
   }
 
   /** Stop polling, leave the election (another tab takes over) and close the channel. */
@@ -481,8 +399,7 @@ class CommunitySync {
     this.#wakeUp?.();
     for (const cleanup of this.#cleanups) cleanup();
     this.#post({ type: "bye", tabId: this.#tabId });
-    this.#channel?.close();
-    this.#channel = null;
+    this.#closeChannel();
     this.#leader = false;
     this.#setStatus(STATUS.STOPPED);
   }
@@ -490,41 +407,81 @@ class CommunitySync {
   // --- setup -------------------------------------------------------------
 
   async #start() {
-    const signal = this.#stopController.signal;
     const election = pickElection(this.#options.election);
-    let key = this.#options.channelKey;
-    if (election !== "none" && key == null) {
-      let token = null;
-      try {
-        token = await this.#options.getToken({ forceRefresh: false });
-      } catch (error) {
-        this.#report(error);
-      }
-      key = `${absoluteUrl(this.#options.baseUrl)}|${tokenSubject(token) ?? "anonymous"}`;
-    }
-    if (signal.aborted) return;
     this.#listenToPage();
-    if (election === "none") {
-      this.#becomeLeader();
-      return;
+    if (election === "none") return this.#pollAlone();
+    let identity = this.#options.channelKey;
+    if (identity == null) {
+      identity = await this.#subjectAtStart();
+      this.#subject = identity;
     }
-    const name = `community-sync:${key}`;
+    if (this.#stopController.signal.aborted) return undefined;
+    const name = channelName(absoluteUrl(this.#options.baseUrl), identity);
+    if (name === null) return this.#pollAlone(); // no identity: nothing may be shared
     try {
       this.#channel = new BroadcastChannel(name);
     } catch {
-      this.#becomeLeader(); // no way to reach other tabs: poll for this one
-      return;
+      return this.#pollAlone();
     }
+    this.#channelName = name;
+    this.#election = election;
     this.#channel.onmessage = (event) => this.#onChannelMessage(event.data);
     // Ask the leader (if any) for what it knows, so this tab renders at once.
     this.#post({ type: "hello", tabId: this.#tabId, visible: pageVisible() });
+    this.#joinElection();
+    return undefined;
+  }
+
+  /** The user the tab's token is for, or null (getToken failed, or not a JWT). */
+  async #subjectAtStart() {
+    try {
+      return tokenSubject(await this.#options.getToken({ forceRefresh: false }));
+    } catch (error) {
+      this.#report(new SyncError("token", `getToken failed: ${error?.message ?? error}`, { cause: error }));
+      return null;
+    }
+  }
+
+  #joinElection() {
+    if (this.#stopController.signal.aborted || !this.#channelName) return;
+    this.#outOfQueue = false;
+    this.#electionController?.abort();
+    const controller = new AbortController();
+    this.#electionController = controller;
+    const stopped = this.#stopController.signal;
+    stopped.addEventListener("abort", () => controller.abort(), { once: true });
+    const signal = controller.signal;
     const onLeader = () => this.#becomeLeader();
-    const heartbeat = () => {
-      if (!storageUsable()) return this.#becomeLeader();
-      return new HeartbeatElection(name, { tabId: this.#tabId, onLeader, onResign: () => this.#resign(), signal });
-    };
-    if (election === "locks") electWithWebLocks(name, { onLeader, onUnavailable: heartbeat, signal });
-    else heartbeat();
+    if (this.#election === "locks") {
+      electWithWebLocks(this.#channelName, { onLeader, onUnavailable: () => this.#pollAlone(), signal });
+    } else {
+      new HeartbeatElection(this.#channelName, { tabId: this.#tabId, onLeader, onResign: () => this.#resign(), signal });
+    }
+  }
+
+  /** Leave the election (and the lock, if held) without rejoining by itself. */
+  #leaveElection() {
+    this.#electionController?.abort();
+    this.#electionController = null;
+  }
+
+  /** No other tab to share with (or none that may be trusted): poll for this one. */
+  #pollAlone() {
+    this.#leaveElection();
+    this.#closeChannel();
+    this.#election = "none";
+    this.#becomeLeader();
+  }
+
+  #closeChannel() {
+    try {
+      this.#channel?.close();
+    } catch {
+      // Already closed.
+    }
+    this.#channel = null;
+    this.#channelName = null;
+    this.#subject = null;
   }
 
   #listenToPage() {
@@ -539,10 +496,7 @@ class CommunitySync {
       this.#cleanups.push(() => doc.removeEventListener("visibilitychange", onVisibility));
     }
     if (win?.addEventListener) {
-      const onOnline = () => {
-        this.#attempt = 0;
-        this.#interrupt("online");
-      };
+      const onOnline = () => this.#interrupt("online");
       const onOffline = () => this.#interrupt("offline");
       const onPageHide = () => this.#post({ type: "bye", tabId: this.#tabId });
       win.addEventListener("online", onOnline);
@@ -559,6 +513,7 @@ class CommunitySync {
   #becomeLeader() {
     if (this.#stopController.signal.aborted || this.#leader) return;
     this.#leader = true;
+    this.#catchUp = true;
     this.#followerVisibility.clear();
     this.#post({ type: "leader", tabId: this.#tabId });
     // Whatever the old leader last said, this tab has no request of its own yet.
@@ -571,6 +526,17 @@ class CommunitySync {
     this.#leader = false;
     this.#requestController?.abort();
     this.#wakeUp?.();
+  }
+
+  /**
+   * `unauthorized` while leading: let another tab (whose app may hold a valid token)
+   * try. This tab stays out of the queue until reconnect() or until a leader is live
+   * again, so tabs that all hold stale tokens do not hand the lock round in a loop.
+   */
+  #stepDown() {
+    this.#resign();
+    this.#outOfQueue = true;
+    this.#leaveElection();
   }
 
   // --- the channel between tabs -----------------------------------------
@@ -587,25 +553,25 @@ class CommunitySync {
     if (!message || typeof message !== "object") return;
     switch (message.type) {
       case "update":
+        if (!this.#leader) this.#follow(message, message.update);
+        break;
+      case "state":
         if (this.#leader) return;
-        this.#state = message.state;
-        this.#hasState = true;
-        this.#emit({ ...message.update, relayed: true });
+        this.#follow(message, { status: "current" });
+        this.#setStatus(message.status);
         break;
       case "status":
-        if (!this.#leader) this.#setStatus(message.status);
+        if (this.#leader) return;
+        this.#setStatus(message.status);
+        // Someone leads successfully: queue up again to take over when that tab closes.
+        if (this.#outOfQueue && (message.status === STATUS.LIVE || message.status === STATUS.SMART)) this.#joinElection();
         break;
       case "hello":
         if (!this.#leader) return;
         this.#followerVisibility.set(message.tabId, message.visible);
-        if (this.#hasState) this.#post({ type: "state", state: this.#state, status: this.#status });
+        if (this.#hasState) this.#post({ type: "state", ...this.#stamp(), status: this.#status });
         else this.#post({ type: "status", status: this.#status });
         this.#interrupt("visibility");
-        break;
-      case "state":
-        if (this.#leader || this.#hasState) return;
-        this.#adoptState(message.state);
-        this.#setStatus(message.status);
         break;
       case "leader":
         // A new leader took over: tell it whether this tab is being looked at.
@@ -622,14 +588,85 @@ class CommunitySync {
       case "refresh":
         if (this.#leader) this.#interrupt("refresh");
         break;
+      case "reconnect":
+        if (this.#leader) this.#interrupt("reconnect");
+        break;
+      case "read":
+        if (this.#leader && typeof message.key === "string" && READ_PHASES.has(message.phase)) {
+          const entry = message.entry !== null && typeof message.entry === "object" ? message.entry : null;
+          this.#moveRead(message.key, message.phase, entry);
+        }
+        break;
     }
   }
 
-  #adoptState(state) {
-    const { update } = applyAnswer(this.#state, state, SNAPSHOT);
+  /** The state this tab holds, with what orders it against others. */
+  #stamp() {
+    return { from: this.#tabId, seq: this.#seq, state: this.#state };
+  }
+
+  /** A state relayed by the leader: adopt it unless it is older than the one held. */
+  #follow({ from, seq, state }, leaderUpdate) {
+    if (!state || typeof state !== "object" || !Array.isArray(state.communities)) return;
+    const incoming = { from, seq, serverTime: state.serverTime };
+    if (this.#hasState && !isNewerState(this.#heard, incoming)) return;
+    const update = followUpdate(this.#state, state, leaderUpdate);
     this.#state = state;
+    this.#heard = incoming;
     this.#hasState = true;
-    this.#emit({ ...update, status: "current", relayed: true });
+    this.#emit(update);
+  }
+
+  // --- read markers --------------------------------------------------------
+
+  /**
+   * The PUT is sent by the tab it is asked in, follower or leader: no request crosses
+   * the channel, so a leader that closes meanwhile loses nothing. The leader is told
+   * of each phase so that every tab shows the read at once and keeps showing it.
+   */
+  async #markRead(key, path, notFound) {
+    if (this.#stopController.signal.aborted) throw new SyncError("internal", "the client is stopped");
+    this.#moveRead(key, "begin");
+    let entry;
+    try {
+      entry = await this.#call("PUT", `${trimSlash(this.#options.baseUrl)}${path}`, notFound);
+    } catch (error) {
+      this.#moveRead(key, "failed");
+      throw error;
+    }
+    this.#moveRead(key, "done", entry !== null && typeof entry === "object" && !Array.isArray(entry) ? entry : null);
+    return entry;
+  }
+
+  /** A read marker moving (`begin`, `done` or `failed`) here or, when leading, in a follower. */
+  #moveRead(key, phase, entry = null) {
+    if (!this.#leader) {
+      this.#post({ type: "read", key, phase, entry });
+      if (phase !== "failed") this.#adoptRead(applyRead(this.#state, key, entry));
+      return;
+    }
+    if (phase === "failed") {
+      // The server's count is the truth again: ask for it rather than wait a long poll.
+      this.#pendingReads.delete(key);
+      this.#interrupt("refresh");
+      return;
+    }
+    // Until the PUT is answered no request is known to see it; then every later one does.
+    const after = phase === "begin" ? Infinity : this.#requestNo;
+    this.#pendingReads.set(key, { after, since: Date.now() });
+    this.#adoptRead(applyRead(this.#state, key, entry));
+  }
+
+  #adoptRead(state) {
+    if (state === this.#state) return;
+    const update = localReadUpdate(this.#state, state);
+    this.#state = state;
+    if (this.#leader) {
+      this.#seq += 1;
+      this.#heard = { from: this.#tabId, seq: this.#seq, serverTime: state.serverTime };
+      this.#post({ type: "update", ...this.#stamp(), update });
+    }
+    this.#emit(update);
   }
 
   // --- the fetch loop (leader only) --------------------------------------
@@ -637,71 +674,100 @@ class CommunitySync {
   async #run() {
     this.#running = true;
     const stopped = this.#stopController.signal;
-    while (!stopped.aborted && this.#leader) {
-      if (this.#shouldPause()) {
-        this.#setStatus(STATUS.PAUSED);
-        await this.#sleep(Infinity);
-        continue;
+    try {
+      while (!stopped.aborted && this.#leader) {
+        let delay;
+        try {
+          delay = await this.#turn();
+        } catch (error) {
+          // A bug here must not end polling while the page still says "live".
+          this.#report(asSyncError("internal", error));
+          this.#setStatus(STATUS.RECONNECTING);
+          delay = retryDelay(this.#failures++, null, this.#backoff);
+        }
+        if (!stopped.aborted && this.#leader && delay > 0) await this.#sleep(delay);
       }
-      if (globalThis.navigator?.onLine === false) {
-        this.#setStatus(STATUS.OFFLINE);
-        await this.#sleep(Infinity);
-        continue;
-      }
-      if (this.#status === STATUS.UNAUTHORIZED) {
-        await this.#sleep(Infinity);
-        continue;
-      }
-      const delay = await this.#step();
-      if (!stopped.aborted) await this.#sleep(delay);
+    } finally {
+      this.#running = false;
     }
-    this.#running = false;
   }
 
-  /** One request and what it means; returns how long to wait before the next. */
+  /** Wait while there is nothing to do, else make one request; returns the next delay. */
+  async #turn() {
+    if (this.#shouldPause()) {
+      this.#setStatus(STATUS.PAUSED);
+      await this.#sleep(Infinity);
+      return 0;
+    }
+    if (globalThis.navigator?.onLine === false) {
+      this.#setStatus(STATUS.OFFLINE);
+      await this.#sleep(Infinity);
+      return 0;
+    }
+    if (this.#status === STATUS.UNAUTHORIZED) {
+      await this.#sleep(Infinity);
+      return 0;
+    }
+    // The guard's pause holds whatever wakes the loop: a wake-up only looks again.
+    const held = this.#guard.holdFor(Date.now());
+    if (held > 0) return held;
+    const { delay, news } = await this.#step();
+    if (this.#guard.record(Date.now(), news)) {
+      this.#report(new SyncError("loop", "too many requests without progress: holding off"));
+      this.#setStatus(STATUS.RECONNECTING);
+      return Math.max(delay, this.#guard.holdFor(Date.now()));
+    }
+    return delay;
+  }
+
+  /** One request and what it means: `{delay, news}`. */
   async #step() {
-    const request = this.#nextRequest();
+    const request = { ...this.#nextRequest(), no: ++this.#requestNo };
     const startedAt = Date.now();
+    let outcome;
     try {
-      const answer = await this.#send(request);
+      outcome = await this.#exchange(request);
+    } catch (error) {
+      if (error?.name === "AbortError") return { delay: 0, news: false }; // paused, stopped or woken on purpose
+      if (!(error instanceof SyncError)) throw error;
+      if (error.kind === "identity") return { delay: 0, news: false }; // starts over alone
+      outcome = { kind: "failure", error, pollInterval: null };
+    }
+    if (outcome.pollInterval !== null) this.#pollInterval = outcome.pollInterval;
+    if (this.#stopController.signal.aborted || !this.#leader) return { delay: 0, news: false };
+    const heldFor = Date.now() - startedAt;
+    if (outcome.kind === "answer") return this.#answered(request, outcome, heldFor);
+    this.#report(outcome.error);
+    if (outcome.kind === "unauthorized") {
+      this.#setStatus(STATUS.UNAUTHORIZED);
+      if (this.#election !== "none") this.#stepDown();
+      return { delay: 0, news: false };
+    }
+    if (outcome.kind === "rejected") this.#state = { ...this.#state, cursor: null };
+    else if (isDropped(outcome.error)) {
       this.#transport = recordTransportOutcome(
         this.#transport,
-        { transport: request.transport, ok: true },
+        { transport: request.transport, ok: false, heldFor },
         Date.now(),
         this.#transportOptions,
       );
-      this.#attempt = 0;
-      if (this.#stopController.signal.aborted || !this.#leader) return 0;
-      if (answer.answer) this.#apply(answer.answer, request.source);
-      if (answer.dropCursor) this.#state = { ...this.#state, cursor: null };
-      // A 304 confirms the list but carries no cursor; a poll without one answers
-      // `reset` at once with a fresh cursor.
-      this.#revalidated = request.conditional === true && answer.notModified === true;
-      this.#setStatus(this.#transport.mode === LONG_POLL ? STATUS.LIVE : STATUS.SMART);
-      return this.#delayAfter(request, answer, Date.now() - startedAt);
-    } catch (error) {
-      if (error?.name === "AbortError") return 0; // paused, stopped or woken up on purpose
-      const failure = error instanceof SyncError ? error : new SyncError("network", String(error?.message ?? error));
-      const heldFor = Date.now() - startedAt;
-      const dropped = failure.kind === "network" || failure.kind === "timeout" || GATEWAY_STATUSES.has(failure.status);
-      if (this.#stopController.signal.aborted) return 0;
-      if (dropped) {
-        this.#transport = recordTransportOutcome(
-          this.#transport,
-          { transport: request.transport, ok: false, heldFor },
-          Date.now(),
-          this.#transportOptions,
-        );
-      }
-      this.#report(failure);
-      if (failure.kind === "unauthorized") {
-        this.#setStatus(STATUS.UNAUTHORIZED);
-        return 0;
-      }
-      this.#setStatus(globalThis.navigator?.onLine === false ? STATUS.OFFLINE : STATUS.RECONNECTING);
-      const backoff = backoffDelay(this.#attempt++, this.#backoff);
-      return failure.retryAfter ?? backoff;
     }
+    this.#setStatus(globalThis.navigator?.onLine === false ? STATUS.OFFLINE : STATUS.RECONNECTING);
+    return { delay: retryDelay(this.#failures++, outcome.error.retryAfter, this.#backoff), news: false };
+  }
+
+  #answered(request, { answer, notModified }, heldFor) {
+    this.#transport = recordTransportOutcome(this.#transport, { transport: request.transport, ok: true }, Date.now(), this.#transportOptions);
+    this.#catchUp = false;
+    const { progressed, news } = this.#apply(answer, request);
+    if (progressed) this.#failures = 0;
+    // A 304 confirms the list but carries no cursor; a poll without one answers
+    // `reset` at once with a fresh cursor.
+    this.#revalidated = request.conditional === true && notModified === true;
+    this.#setStatus(this.#transport.mode === LONG_POLL ? STATUS.LIVE : STATUS.SMART);
+    const early = request.transport === LONG_POLL && answer.status === "unchanged" && heldFor < this.#options.minLongPollGap;
+    this.#earlyStreak = early ? this.#earlyStreak + 1 : 0;
+    return { delay: this.#delayAfter(request), news };
   }
 
   #nextRequest() {
@@ -710,51 +776,87 @@ class CommunitySync {
       // The cursor was rejected: revalidate the list we have against its ETag.
       return { source: SNAPSHOT, transport: SNAPSHOT, conditional: true };
     }
+    if (this.#catchUp) return { source: SMART_POLL, transport: SMART_POLL, catchUp: true };
     const transport = chooseTransport(this.#transport, Date.now(), this.#transportOptions);
     return { source: transport, transport };
   }
 
-  #delayAfter(request, result, elapsed) {
-    if (result.dropCursor) return 0;
-    if (!this.#state.cursor) return request.transport === SNAPSHOT ? 0 : this.#options.minLongPollGap;
+  #delayAfter(request) {
+    if (request.transport === SNAPSHOT || request.catchUp) return 0;
+    // A poll that answered without a cursor would be asked again without one.
+    if (!this.#state.cursor) return this.#options.minLongPollGap;
     if (request.transport === LONG_POLL) {
-      // A long poll that ended at once with nothing new (a server that does not hold)
-      // must not turn into a busy loop.
-      const instant = result.answer?.status === "unchanged" && elapsed < this.#options.minLongPollGap;
-      return instant ? Math.max(this.#options.minLongPollGap, this.#pollInterval ?? 0) : 0;
+      // Not held (a draining worker, a server that does not hold): a short gap, growing
+      // only while it keeps happening; never the smart-poll interval.
+      if (this.#earlyStreak === 0) return 0;
+      return earlyUnchangedDelay(this.#earlyStreak, this.#options.minLongPollGap, this.#backoff);
     }
-    if (request.transport === SNAPSHOT && this.#transport.mode === LONG_POLL) return 0;
     return this.#pollInterval ?? this.#options.smartInterval;
   }
 
-  #apply(answer, source) {
-    const { state, update } = applyAnswer(this.#state, answer, source);
+  #apply(answer, request) {
+    this.#pendingReads = settleReads(this.#pendingReads, {
+      changes: answer.changes ?? [],
+      requestNo: request.no,
+      now: Date.now(),
+      maxAge: 2 * this.#options.requestTimeout,
+    });
+    const { state, update, progressed, news } = applyAnswer(this.#state, maskReads(answer, this.#pendingReads), request.source);
     this.#state = state;
     this.#hasState = true;
-    this.#post({ type: "update", update, state });
+    this.#seq += 1;
+    this.#heard = { from: this.#tabId, seq: this.#seq, serverTime: state.serverTime };
+    this.#post({ type: "update", ...this.#stamp(), update });
     this.#emit(update);
+    return { progressed, news };
   }
 
-  /** Send one request, refreshing the token once on 401. */
-  async #send(request) {
+  /** Send one request, refreshing the token once on 401; returns what it means. */
+  async #exchange(request) {
     let response = await this.#fetchOnce(request, false);
-    if (response.status === 401) {
-      await discard(response);
-      response = await this.#fetchOnce(request, true);
-    }
-    return this.#read(response, request);
+    if (response.status === 401) response = await this.#fetchOnce(request, true);
+    return interpretResponse(response, request.transport);
   }
 
-  async #fetchOnce(request, forceRefresh) {
+  async #token(forceRefresh) {
     let token;
     try {
       token = await this.#options.getToken({ forceRefresh });
     } catch (error) {
       // The app could not produce a token right now (its own server may be down too):
       // retry with backoff rather than give up.
-      throw new SyncError("token", `getToken failed: ${error?.message ?? error}`);
+      throw new SyncError("token", `getToken failed: ${error?.message ?? error}`, { cause: error });
     }
-    const headers = { Accept: "application/json", Authorization: `Bearer ${token}` };
+    const subject = tokenSubject(token);
+    if (this.#subject !== null && subject !== null && subject !== this.#subject) {
+      // The app now speaks for someone else (a logout and login in another tab): what
+      // this tab learns from here on must not reach the old user's tabs. A token with
+      // no readable subject can only be refused (the server requires `sub`), so it is
+      // sent, and ends in `unauthorized` like any stale token.
+      this.#leaveSharedIdentity();
+      throw new SyncError("identity", "the token is for another user: polling for this tab alone");
+    }
+    return token;
+  }
+
+  #leaveSharedIdentity() {
+    this.#leaveElection();
+    this.#closeChannel();
+    this.#election = "none";
+    this.#state = { ...initialState(), communities: this.#state.communities };
+    this.#hasState = false;
+    this.#pendingReads = new Map();
+    this.#heard = null;
+    this.#report(new SyncError("identity", "the token is for another user: polling for this tab alone"));
+  }
+
+  /**
+   * One HTTP exchange, read to the end: `{status, statusText, headers, body}`. The
+   * timeout covers the body too, since a stalled body holds the loop as surely as a
+   * stalled connection.
+   */
+  async #fetchOnce(request, forceRefresh) {
+    const headers = {};
     let url;
     let timeout;
     if (request.transport === SNAPSHOT) {
@@ -766,8 +868,29 @@ class CommunitySync {
       url = buildPollUrl(this.#options.baseUrl, { cursor: this.#state.cursor, hash: this.#state.hash, timeout: wait });
       timeout = request.transport === LONG_POLL ? wait * 1000 + this.#options.pollTimeoutGrace : this.#options.requestTimeout;
     }
+    return this.#send(url, { headers, timeout, forceRefresh, loop: true });
+  }
+
+  /** A call the app asked for, outside the loop: the body, or a thrown SyncError. */
+  async #call(method, url, notFound) {
+    const timeout = this.#options.requestTimeout;
+    let response = await this.#send(url, { method, timeout, forceRefresh: false });
+    if (response.status === 401) response = await this.#send(url, { method, timeout, forceRefresh: true });
+    return callResult(response, notFound);
+  }
+
+  /**
+   * Send one request with a token: `loop` requests are the ones an interrupt may cut
+   * short; any request ends with stop().
+   */
+  async #send(url, { method = "GET", headers = {}, timeout, forceRefresh, loop = false }) {
+    const token = await this.#token(forceRefresh);
+    const allHeaders = { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers };
     const controller = new AbortController();
-    this.#requestController = controller;
+    const stopped = this.#stopController.signal;
+    const onStop = () => controller.abort();
+    if (loop) this.#requestController = controller;
+    else stopped.addEventListener("abort", onStop, { once: true });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -776,43 +899,19 @@ class CommunitySync {
     try {
       // no-store: the client does its own revalidation; the HTTP cache must not answer
       // a poll or turn our If-None-Match into a 200 from cache.
-      return await this.#fetch(url, { headers, signal: controller.signal, cache: "no-store", credentials: "omit" });
+      const init = { method, headers: allHeaders, signal: controller.signal, cache: "no-store", credentials: "omit" };
+      const response = await this.#fetch(url, init);
+      const body = await readBody(response);
+      return { status: response.status, statusText: response.statusText, headers: response.headers, body };
     } catch (error) {
-      if (timedOut) throw new SyncError("timeout", `no answer within ${timeout} ms`);
+      if (timedOut) throw new SyncError("timeout", `no complete answer within ${timeout} ms`);
       if (error?.name === "AbortError") throw error;
-      throw new SyncError("network", String(error?.message ?? error));
+      throw new SyncError("network", String(error?.message ?? error), { cause: error });
     } finally {
       clearTimeout(timer);
+      stopped.removeEventListener("abort", onStop);
       if (this.#requestController === controller) this.#requestController = null;
     }
-  }
-
-  async #read(response, request) {
-    const interval = parsePollInterval(response.headers.get("X-Poll-Interval"));
-    if (interval !== null) this.#pollInterval = interval;
-    if (response.status === 304) return { answer: { status: "unchanged" }, notModified: true };
-    if (response.ok) {
-      const body = await response.json();
-      if (request.transport === SNAPSHOT) {
-        const etag = response.headers.get("ETag");
-        const hash = body.hash ?? (etag ? etag.replace(/^W\//, "").replace(/"/g, "") : null);
-        return { answer: { ...body, hash } };
-      }
-      return { answer: body };
-    }
-    const problem = await readProblem(response);
-    const detail = problem?.detail ?? problem?.title ?? response.statusText;
-    if (response.status === 400 && request.transport !== SNAPSHOT) {
-      // The cursor cannot be read (for example a database was rebuilt under another
-      // format): start over from the list, which the server always answers.
-      this.#report(new SyncError("http", `poll rejected: ${detail}`, { status: 400, problem }));
-      return { dropCursor: true };
-    }
-    if (response.status === 401) {
-      throw new SyncError("unauthorized", `unauthorized: ${detail}`, { status: 401, problem });
-    }
-    const retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
-    throw new SyncError("http", `HTTP ${response.status}: ${detail}`, { status: response.status, retryAfter, problem });
   }
 
   // --- waiting and waking ------------------------------------------------
@@ -839,36 +938,24 @@ class CommunitySync {
     });
   }
 
-  /** Something changed outside the loop (visibility, network, a refresh): look again. */
+  /**
+   * Something changed outside the loop (visibility, network, a refresh): cut any wait
+   * short and look again. The backoff count stays: only progress resets it, and the
+   * loop guard bounds how often wake-ups can turn into requests.
+   */
   #interrupt(reason) {
     if (!this.#leader) return;
-    const pause = this.#shouldPause();
-    const offline = reason === "offline";
-    const resuming = this.#status === STATUS.PAUSED || this.#status === STATUS.OFFLINE || this.#status === STATUS.UNAUTHORIZED;
+    if (reason === "reconnect") this.#catchUp = true;
     if (reason === "reconnect" && this.#status === STATUS.UNAUTHORIZED) this.#setStatus(STATUS.CONNECTING);
-    if (pause || offline) {
-      this.#requestController?.abort();
-    } else if (reason === "refresh" || reason === "online" || reason === "reconnect") {
-      this.#requestController?.abort();
-      this.#attempt = 0;
-    } else if (!resuming) {
-      return; // still visible somewhere and already running: nothing to do
-    }
+    const abort = this.#shouldPause() || reason === "offline" || reason === "refresh" || reason === "reconnect";
+    if (abort) this.#requestController?.abort();
     this.#wakeUp?.();
   }
 
-  // --- notifying ---------------------------------------------------------
+  // --- notifying: every integrator callback is isolated --------------------
 
   #emit(update) {
-    for (const callback of [...this.#subscribers]) {
-      try {
-        callback(update);
-      } catch (error) {
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
+    for (const callback of [...this.#subscribers]) isolated(callback, update);
     this.#relay({ type: RELAY_UPDATE, update });
   }
 
@@ -877,26 +964,18 @@ class CommunitySync {
     if (this.#status === STATUS.STOPPED) return;
     this.#status = status;
     if (this.#leader) this.#post({ type: "status", status });
-    for (const callback of [...this.#statusListeners]) {
-      try {
-        callback(status);
-      } catch (error) {
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
+    for (const callback of [...this.#statusListeners]) isolated(callback, status);
     this.#relay({ type: RELAY_STATUS, status });
   }
 
   #report(error) {
     const onError = this.#options.onError;
-    if (onError) onError(error);
+    if (onError) isolated(onError, error);
   }
 
   #relay(message) {
     const relay = this.#options.relayTo;
-    if (relay) relay.target.postMessage(message, relay.targetOrigin);
+    if (relay) isolated(() => relay.target.postMessage(message, relay.targetOrigin));
   }
 }
 
@@ -910,28 +989,39 @@ function checkRelayTarget(relayTo) {
   }
 }
 
+// --- small helpers ---------------------------------------------------------
+
+const READ_PHASES = new Set(["begin", "done", "failed"]);
+
 /**
- * Parent side of the iframe relay: call `onUpdate(update, event)` for relayed updates
- * (and `onStatus(status, event)` for statuses) from `allowedOrigins` only. Anything
- * else, from any other origin or without the type tag, is ignored. `source`, when
- * given (an iframe's contentWindow), must also match. Returns a function that stops
- * listening.
+ * Call an integrator's callback so that its bug cannot stop the loop: a throw (or a
+ * rejected promise) is reported to the page, the way an uncaught error would be, and
+ * the client carries on.
  */
-export function listenForRelay({ allowedOrigins, onUpdate, onStatus, source = null, target = globalThis.window }) {
-  if (!Array.isArray(allowedOrigins) || allowedOrigins.length === 0 || allowedOrigins.includes("*")) {
-    throw new TypeError("listenForRelay needs a list of explicit allowedOrigins");
+function isolated(callback, ...args) {
+  try {
+    const result = callback(...args);
+    if (typeof result?.then === "function") result.then(undefined, reportUncaught);
+  } catch (error) {
+    reportUncaught(error);
   }
-  const onMessage = (event) => {
-    if (!isAllowedRelayMessage(event, allowedOrigins)) return;
-    if (source && event.source !== source) return;
-    if (event.data.type === RELAY_UPDATE) onUpdate?.(event.data.update, event);
-    else onStatus?.(event.data.status, event);
-  };
-  target.addEventListener("message", onMessage);
-  return () => target.removeEventListener("message", onMessage);
 }
 
-// --- small helpers ---------------------------------------------------------
+function reportUncaught(error) {
+  if (typeof globalThis.reportError === "function") globalThis.reportError(error);
+  else globalThis.console?.error?.(error);
+}
+
+function asSyncError(kind, error) {
+  return error instanceof SyncError ? error : new SyncError(kind, String(error?.message ?? error), { cause: error });
+}
+
+/** The server takes whole seconds; 2.5 would be answered 400 on every poll. */
+function wholeSeconds(value) {
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds < 0) throw new TypeError("pollTimeout must be a number of seconds >= 0");
+  return Math.floor(seconds);
+}
 
 function pageVisible() {
   const doc = globalThis.document;
@@ -951,11 +1041,18 @@ function randomId() {
   return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
 }
 
-async function readProblem(response) {
-  try {
-    return await response.json();
-  } catch {
+/** The body as JSON; null when empty, undefined when it is not JSON. */
+async function readBody(response) {
+  if (response.status === 204 || response.status === 304) {
+    await discard(response);
     return null;
+  }
+  const text = await response.text();
+  if (text === "") return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,6 +1,8 @@
 // The live demo page: a sidebar kept current by community-sync.js, plus buttons that
-// change memberships through the API so the sidebar has something to follow.
+// change memberships and publish activity through the API so the sidebar has
+// something to follow.
 import { createCommunitySync } from "./community-sync.js";
+import { unreadLabel } from "./community-sync-decisions.js";
 
 const page = document.body.dataset;
 const demoMode = page.demoMode === "true";
@@ -18,14 +20,22 @@ const STATUS_LABELS = {
   stopped: "Stopped",
 };
 const LOG_LINES = 12;
+const NOTIFICATIONS_PAGE = 5;
 
 let session = null; // {sync, getToken, user}
 let myCommunities = [];
 let publicCommunities = [];
+let opened = null; // the id of the community open in the "Opened" card
+let openedActivity = [];
 
 // --- talking to the API ----------------------------------------------------
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
 
 async function api(path, { method = "GET", token, body } = {}) {
   const headers = { Accept: "application/json" };
@@ -39,7 +49,7 @@ async function api(path, { method = "GET", token, body } = {}) {
   });
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new ApiError(data?.detail ?? data?.title ?? `HTTP ${response.status}`);
+  if (!response.ok) throw new ApiError(data?.detail ?? data?.title ?? `HTTP ${response.status}`, response.status);
   return data;
 }
 
@@ -50,10 +60,28 @@ function demoTokens(user) {
     if (!forceRefresh && cached && cached.expiresAt - Date.now() > 60_000) return cached.token;
     const minted = await api("/demo/tokens", {
       method: "POST",
-      body: { user_id: user.id, name: user.name, admin: user.admin },
+      body: { user_id: user.id },
     });
     cached = { token: minted.token, expiresAt: Date.now() + minted.expires_in * 1000 };
     return cached.token;
+  };
+}
+
+/**
+ * Demo mode on the server's own machine only: the demo admin's token, which the server
+ * puts in the page itself (never in /demo/tokens). Renewed by loading the page again.
+ */
+function embeddedAdminToken() {
+  let token = page.adminToken;
+  const expiresAt = (jwt) => JSON.parse(atob(jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp * 1000;
+  return async ({ forceRefresh = false } = {}) => {
+    if (forceRefresh || expiresAt(token) - Date.now() < 60_000) {
+      const html = await (await fetch(`${apiBase}/`, { cache: "no-store" })).text();
+      const fresh = new DOMParser().parseFromString(html, "text/html").body.dataset.adminToken;
+      if (!fresh) throw new Error("the server no longer gives this page the admin's token");
+      token = fresh;
+    }
+    return token;
   };
 }
 
@@ -86,11 +114,21 @@ function renderMine(fresh = new Set()) {
       const leave = element("button", { type: "button", className: "ghost", textContent: "Leave" });
       leave.dataset.leave = community.id;
       leave.addEventListener("click", () => changeMembership(community.id, "DELETE", leave));
+      const open = element(
+        "button",
+        { type: "button", className: "name", title: "Open (marks its activity read)" },
+        community.name,
+        element("small", {}, community.is_public ? "public" : "private"),
+      );
+      open.dataset.open = community.id;
+      open.addEventListener("click", () => openCommunity(community.id));
+      const unread = unreadLabel(community.unread);
       const item = element(
         "li",
-        { className: fresh.has(community.id) ? "fresh" : "" },
+        { className: [fresh.has(community.id) ? "fresh" : "", community.id === opened ? "opened" : ""].join(" ").trim() },
         avatar(community),
-        element("span", { className: "name" }, community.name, element("small", {}, community.is_public ? "public" : "private")),
+        open,
+        element("span", { className: "unread", hidden: unread === "", textContent: unread }),
         element("span", { className: "badge" }, community.role),
         leave,
       );
@@ -132,17 +170,29 @@ function renderDirectory() {
   );
 }
 
+function describeChange(change, names) {
+  const by = change.by ? ` by ${change.by}` : "";
+  const name = names.get(change.community_id) ?? change.community_id;
+  switch (change.type) {
+    case "activity":
+      return `${change.kind} ${change.ref} in ${name}${by}`;
+    case "notification":
+      return `notification ${change.kind} ${change.ref}${by}`;
+    case "read":
+      return change.community_id ? `read ${name}` : "read notifications";
+    default:
+      // A type this page does not know yet (a newer server): its name is enough.
+      return change.community_id ? `${change.type} ${name}${by}` : String(change.type);
+  }
+}
+
 function describeChanges(update) {
   if (update.changes.length > 0) {
     const names = new Map(
       [...publicCommunities, ...update.removed, ...update.communities].map((c) => [c.id, c.name]),
     );
-    return update.changes
-      .map((change) => {
-        const name = names.get(change.community_id) ?? change.community_id;
-        return `${change.type} ${name}${change.by ? ` by ${change.by}` : ""}`;
-      })
-      .join(", ");
+    const text = update.changes.map((change) => describeChange(change, names)).join(", ");
+    return update.truncated ? `${text} (older entries dropped)` : text;
   }
   const parts = [
     ...update.added.map((c) => `+${c.name}`),
@@ -167,10 +217,82 @@ function log(kind, status, text) {
   while (list.children.length > LOG_LINES) list.lastElementChild.remove();
 }
 
-function showResult(text, isError = false) {
-  const result = $("#admin-result");
+function showResult(text, isError = false, selector = "#admin-result") {
+  const result = $(selector);
   result.textContent = text;
   result.classList.toggle("error", isError);
+}
+
+// --- opened community and notifications -----------------------------------
+
+function renderOpened() {
+  const card = $("#opened");
+  const community = myCommunities.find((c) => c.id === opened);
+  card.hidden = !community;
+  if (!community) return;
+  $("#opened-name").textContent = community.name;
+  $("#opened-activity").replaceChildren(
+    ...openedActivity.map((change) =>
+      element("li", {}, element("time", {}, change.at ?? ""), element("span", { className: "kind" }, change.kind), element("span", {}, `${change.ref}${change.by ? ` by ${change.by}` : ""}`)),
+    ),
+  );
+}
+
+/** Open a community: what a reader of it does, so its activity counts as read. */
+function openCommunity(communityId) {
+  if (opened !== communityId) openedActivity = [];
+  opened = communityId;
+  renderMine();
+  renderOpened();
+  markOpenedRead();
+}
+
+function markOpenedRead() {
+  if (!session || !opened) return;
+  showResult("", false, "#opened-result");
+  session.sync.markRead(opened).catch((error) => {
+    const text = error.kind === "not-found" ? "This server keeps no read markers (or you left the community)." : error.message;
+    showResult(text, true, "#opened-result");
+  });
+}
+
+function renderNotificationsUnread(count) {
+  $("#notifications-unread").textContent = count == null ? "–" : unreadLabel(count) || "0";
+  $("#notifications-read").disabled = !(count > 0);
+}
+
+let notificationsCursor = null;
+let notificationsLoading = null;
+
+/** Load the newest notifications (or, with `older`, the next page) into the sidebar. */
+function loadNotifications({ older = false } = {}) {
+  const sync = session?.sync;
+  if (!sync || notificationsLoading) return notificationsLoading;
+  const list = $("#notifications");
+  notificationsLoading = (async () => {
+    try {
+      const page = await sync.notifications({ cursor: older ? notificationsCursor : null, limit: NOTIFICATIONS_PAGE });
+      if (sync !== session?.sync) return;
+      const items = page.notifications.map((n) =>
+        element("li", {}, element("span", { className: "kind" }, n.kind), ` ${n.ref ?? ""}`, n.by ?? n.actor ? element("small", {}, ` by ${n.by ?? n.actor}`) : null),
+      );
+      if (older) list.append(...items);
+      else list.replaceChildren(...items);
+      notificationsCursor = page.nextCursor;
+      $("#notifications-more").hidden = notificationsCursor == null;
+      showResult(list.children.length === 0 ? "No notifications yet." : "", false, "#notifications-result");
+    } catch (error) {
+      const text = error.kind === "not-found" ? "This server does not list notifications." : `Notifications: ${error.message}`;
+      showResult(text, error.kind !== "not-found", "#notifications-result");
+    } finally {
+      notificationsLoading = null;
+    }
+  })();
+  return notificationsLoading;
+}
+
+function markNotificationsRead() {
+  session?.sync.markNotificationsRead().catch((error) => showResult(error.message, true, "#notifications-result"));
 }
 
 // --- actions ---------------------------------------------------------------
@@ -208,12 +330,18 @@ function loadDirectory() {
 function connect(user, getToken) {
   session?.sync.stop();
   myCommunities = [];
+  opened = null;
+  openedActivity = [];
+  notificationsCursor = null;
+  $("#notifications").replaceChildren();
+  renderNotificationsUnread(null);
   renderMine();
+  renderOpened();
   const sync = createCommunitySync({
     baseUrl: apiBase,
     getToken,
-    // Keyed by user, so tabs showing different demo users never share a leader.
-    channelKey: user ? `${new URL(apiBase || "/", location.href).href}|${user.id}` : null,
+    // No channelKey: the client keys its tabs by the token's user, so tabs showing
+    // different demo users never share a leader, and checks every token against it.
     backoff: { maxDelay: 8000 },
     onError: (error) => log(error.kind, "error", error.message),
   });
@@ -222,13 +350,27 @@ function connect(user, getToken) {
   sync.subscribe((update) => {
     myCommunities = update.communities;
     renderMine(new Set(update.added.map((c) => c.id)));
+    renderOpened();
+    renderNotificationsUnread(update.notificationsUnread);
     const via = update.relayed ? " (via leader)" : "";
     log(`${update.source}${via}`, update.status, describeChanges(update));
     const directoryChanged = update.changes.some((c) => c.type.startsWith("community_"));
     if (update.status !== "unchanged" && (directoryChanged || publicCommunities.length === 0)) loadDirectory();
   });
+  sync.onChange(
+    (change) => {
+      if (change.type === "notification") return loadNotifications();
+      if (change.community_id !== opened) return undefined;
+      // Someone reading the community sees its new activity as it comes.
+      openedActivity = [change, ...openedActivity].slice(0, LOG_LINES);
+      renderOpened();
+      return markOpenedRead();
+    },
+    { types: ["activity", "notification"] },
+  );
   renderStatus(sync.status);
   loadDirectory();
+  loadNotifications();
 }
 
 // --- admin panel -----------------------------------------------------------
@@ -244,9 +386,11 @@ function adminPanel(getAdminToken) {
   async function loadCommunities() {
     try {
       const { communities } = await api("/communities", { token: await getAdminToken() });
-      $("#admin-community").replaceChildren(
-        ...communities.map((c) => element("option", { value: c.id, textContent: `${c.name}${c.is_public ? "" : " (private)"}` })),
-      );
+      for (const select of [$("#admin-community"), $("#platform-community")]) {
+        select.replaceChildren(
+          ...communities.map((c) => element("option", { value: c.id, textContent: `${c.name}${c.is_public ? "" : " (private)"}` })),
+        );
+      }
     } catch (error) {
       showResult(`Cannot list communities: ${error.message}`, true);
     }
@@ -269,7 +413,58 @@ function adminPanel(getAdminToken) {
     send("PUT");
   });
   $("#admin-remove").addEventListener("click", () => send("DELETE"));
+  platformPanel(getAdminToken);
   return { loadCommunities };
+}
+
+// --- platform panel ----------------------------------------------------------
+
+let refs = 0;
+
+/** Publishes activity and notifications the way the platform's backend would. */
+function platformPanel(getAdminToken) {
+  const show = (text, isError = false) => showResult(text, isError, "#platform-result");
+  const record = () => {
+    const ref = $("#platform-ref").value.trim() || `p-${Date.now().toString(36)}${(refs += 1)}`;
+    const actor = $("#platform-actor").value.trim();
+    return { kind: $("#platform-kind").value.trim(), ref, ...(actor ? { actor } : {}) };
+  };
+
+  async function publish(how) {
+    const community = $("#platform-community").value;
+    if (!community) return show("Pick a community.", true);
+    const body = record();
+    try {
+      const token = await getAdminToken();
+      if (how === "sql") await api("/demo/sql-activity", { method: "POST", token, body: { community_id: community, ...body } });
+      else await api(`/communities/${encodeURIComponent(community)}/activity`, { method: "POST", token, body });
+      show(`Published ${body.kind} ${body.ref} in ${community} ${how === "sql" ? "from SQL" : "over HTTP"}.`);
+    } catch (error) {
+      if (error.status === 404 && how === "sql") return show("This server has no /demo/sql-activity (demo mode off, or no activity support).", true);
+      show(error.status === 404 ? `${error.message} (unknown community, or a server without activity)` : error.message, true);
+    }
+    return undefined;
+  }
+
+  async function notify() {
+    const user = $("#platform-user").value.trim();
+    if (!user) return show("Pick a user.", true);
+    const body = record();
+    try {
+      await api(`/users/${encodeURIComponent(user)}/notifications`, { method: "POST", token: await getAdminToken(), body });
+      show(`Sent ${body.kind} ${body.ref} to ${user}.`);
+    } catch (error) {
+      show(error.status === 404 ? `${error.message} (a server without notifications?)` : error.message, true);
+    }
+    return undefined;
+  }
+
+  $("#platform-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    publish("http");
+  });
+  $("#platform-sql").addEventListener("click", () => publish("sql"));
+  $("#platform-notify").addEventListener("click", notify);
 }
 
 // --- start -----------------------------------------------------------------
@@ -279,7 +474,9 @@ async function startDemo() {
   const select = $("#user-select");
   const regular = users.filter((u) => !u.admin);
   select.replaceChildren(...users.map((u) => element("option", { value: u.id, textContent: u.name })));
-  $("#admin-user").replaceChildren(...regular.map((u) => element("option", { value: u.id, textContent: u.name })));
+  for (const target of [$("#admin-user"), $("#platform-user")]) {
+    target.replaceChildren(...regular.map((u) => element("option", { value: u.id, textContent: u.name })));
+  }
 
   const wanted = new URLSearchParams(location.search).get("user");
   const pick = (id) => users.find((u) => u.id === id) ?? regular[0] ?? users[0];
@@ -293,9 +490,12 @@ async function startDemo() {
   select.addEventListener("change", () => choose(pick(select.value)));
   choose(pick(wanted));
 
-  const admin = users.find((u) => u.admin);
-  if (admin) adminPanel(demoTokens(admin)).loadCommunities();
-  else showResult("No demo admin configured.", true);
+  if (page.adminToken) adminPanel(embeddedAdminToken()).loadCommunities();
+  else {
+    showResult("The admin panel acts as the platform admin: open this page on the server's own machine.", true);
+    showResult("The platform panel uses the admin's token: open this page on the server's own machine.", true, "#platform-result");
+    for (const button of document.querySelectorAll("#platform-form button")) button.disabled = true;
+  }
 }
 
 function startWithPastedToken() {
@@ -317,6 +517,8 @@ function startWithPastedToken() {
 }
 
 $("#public-refresh").addEventListener("click", loadDirectory);
+$("#notifications-read").addEventListener("click", markNotificationsRead);
+$("#notifications-more").addEventListener("click", () => loadNotifications({ older: true }));
 if (demoMode) {
   startDemo().catch((error) => log("demo users", "error", error.message));
 } else {

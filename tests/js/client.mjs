@@ -1,18 +1,33 @@
-// app/static/community-sync.js as an ES module, on any Node from 18 on. Node before
-// 20.19 reads a .js file with no package.json around it as CommonJS and fails on
-// `export`; there the same source is imported from a data: URL instead.
-import { readFile } from "node:fs/promises";
+// The browser client's modules, from app/static, on any Node from 18 on. The default
+// export is the public module (community-sync.js); `decisions` is its pure internal
+// module and `relay` the parent-page module. Node before 20.19 reads a .js file with no
+// package.json around it as CommonJS and fails on `export`; there the files are copied
+// next to a package.json that says "module", so their relative imports still resolve.
+import { cp, mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 
-const file = new URL("../../app/static/community-sync.js", import.meta.url);
+const staticDir = new URL("../../app/static/", import.meta.url);
+const MODULES = ["community-sync.js", "community-sync-decisions.js", "community-sync-relay.js"];
+
+async function importAll(base) {
+  return Promise.all(MODULES.map((name) => import(new URL(name, base).href)));
+}
 
 async function load() {
   try {
-    return await import(file.href);
+    return await importAll(staticDir);
   } catch (error) {
     if (!(error instanceof SyntaxError)) throw error;
-    const source = await readFile(file, "utf8");
-    return import(`data:text/javascript;base64,${Buffer.from(source).toString("base64")}`);
+    const dir = await mkdtemp(join(tmpdir(), "community-sync-"));
+    await writeFile(join(dir, "package.json"), '{"type": "module"}');
+    for (const name of MODULES) await cp(new URL(name, staticDir), join(dir, name));
+    return importAll(pathToFileURL(`${dir}/`));
   }
 }
 
-export default await load();
+const [client, decisions, relay] = await load();
+
+export { decisions, relay };
+export default client;

@@ -2,74 +2,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import client from "./client.mjs";
+import client, { relay } from "./client.mjs";
+
+import { go, json, rust, scriptedFetch, snapshot, start } from "./support.mjs";
 
 const { createCommunitySync, listenForRelay } = client;
-
-const rust = { id: "c-rust", slug: "rust", name: "Rust", role: "member" };
-const go = { id: "c-go", slug: "go", name: "Go", role: "member" };
-
-function json(body, { status = 200, headers = {} } = {}) {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "Content-Type": "application/json", ...headers },
-  });
-}
-
-/**
- * A fetch that answers from `script`, one entry per request. An entry is a Response,
- * a function (request) => Response | Promise, or an Error to throw. When the script
- * runs out, requests hang until aborted, like a long poll with nothing to say.
- */
-function scriptedFetch(script) {
-  const requests = [];
-  let waiting = null;
-  const fetch = async (url, init) => {
-    const request = { url: new URL(url, "http://api.test"), headers: init.headers, signal: init.signal };
-    requests.push(request);
-    waiting?.();
-    const step = script.shift();
-    if (step === undefined) {
-      return new Promise((_, reject) => {
-        init.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
-      });
-    }
-    if (step instanceof Error) throw step;
-    return typeof step === "function" ? step(request) : step;
-  };
-  fetch.requests = requests;
-  fetch.untilRequests = (n) =>
-    new Promise((resolve) => {
-      const check = () => (requests.length >= n ? resolve(requests) : (waiting = check));
-      check();
-    });
-  return fetch;
-}
-
-function start(fetch, options = {}) {
-  const updates = [];
-  const statuses = [];
-  const errors = [];
-  const tokens = [];
-  const sync = createCommunitySync({
-    baseUrl: "http://api.test",
-    election: "none",
-    fetch,
-    getToken: async (opts) => {
-      tokens.push(opts);
-      return opts.forceRefresh ? "fresh" : "stale";
-    },
-    onError: (error) => errors.push(error),
-    backoff: { initialDelay: 1, maxDelay: 5 },
-    ...options,
-  });
-  sync.subscribe((update) => updates.push(update));
-  sync.onStatus((status) => statuses.push(status));
-  return { sync, updates, statuses, errors, tokens };
-}
-
-const snapshot = (communities, cursor = "c1", hash = "h1") =>
-  json({ user: { id: "u-ada", name: "Ada" }, communities, hash, cursor, server_time: "t" }, { headers: { ETag: `"${hash}"` } });
 
 test("starts from the snapshot, then long-polls with the returned cursor and hash", async (t) => {
   const fetch = scriptedFetch([
@@ -244,8 +181,9 @@ test("relayTo refuses '*' and posts each update to the explicit origin", async (
 test("listenForRelay accepts allowed origins only", () => {
   const target = new EventTarget();
   const received = [];
-  assert.throws(() => listenForRelay({ allowedOrigins: ["*"], onUpdate() {}, target }), /explicit/);
-  const stop = listenForRelay({ allowedOrigins: ["https://frame.example"], onUpdate: (u) => received.push(u), target });
+  const anySource = true;
+  assert.throws(() => listenForRelay({ allowedOrigins: ["*"], onUpdate() {}, target, anySource }), /explicit/);
+  const stop = listenForRelay({ allowedOrigins: ["https://frame.example"], onUpdate: (u) => received.push(u), target, anySource });
   const send = (origin, data) => target.dispatchEvent(new MessageEvent("message", { origin, data }));
   send("https://evil.example", { type: "community-sync:update", update: { evil: true } });
   send("https://frame.example", { type: "something-else", update: { other: true } });
@@ -253,4 +191,32 @@ test("listenForRelay accepts allowed origins only", () => {
   stop();
   send("https://frame.example", { type: "community-sync:update", update: { late: true } });
   assert.deepEqual(received, [{ ok: true }]);
+});
+
+test("listenForRelay needs the source window unless told any will do", () => {
+  const target = new EventTarget();
+  const frame = new EventTarget(); // stands for the iframe's window
+  const other = new EventTarget(); // another window of the same origin
+  const received = [];
+  assert.throws(() => listenForRelay({ allowedOrigins: ["https://frame.example"], onUpdate() {}, target }), /source/);
+  const stop = listenForRelay({
+    allowedOrigins: ["https://frame.example"],
+    source: { contentWindow: frame }, // an iframe element: its window is read per message
+    onUpdate: (u) => received.push(u),
+    target,
+  });
+  const send = (source, update) =>
+    // Node's MessageEvent only takes a MessagePort as source; a browser's carries a window.
+    target.dispatchEvent(
+      Object.assign(new Event("message"), { origin: "https://frame.example", source, data: { type: "community-sync:update", update } }),
+    );
+  send(other, { forged: true });
+  send(null, { forged: true });
+  send(frame, { ok: true });
+  stop();
+  assert.deepEqual(received, [{ ok: true }]);
+});
+
+test("the relay module is also reachable from the main module", () => {
+  assert.equal(listenForRelay, relay.listenForRelay);
 });

@@ -1,0 +1,534 @@
+/**
+ * The decisions of community-sync.js, as pure functions: how long to wait, what
+ * changed, which answer is newer, what a response means. The client imports them; the
+ * tests import them from here. Not an API: names and shapes may change in any release.
+ * No dependencies, no globals, no clocks or randomness except what is passed in.
+ */
+
+export const LONG_POLL = "long-poll";
+export const SMART_POLL = "smart-poll";
+export const SNAPSHOT = "snapshot";
+
+export const DEFAULT_BACKOFF = Object.freeze({
+  initialDelay: 500,
+  maxDelay: 30_000,
+  multiplier: 2,
+  // A Retry-After longer than this (a date far ahead, a typo) is not honoured in full:
+  // a tab waiting an hour would look dead.
+  maxRetryAfter: 300_000,
+});
+
+export const DEFAULT_TRANSPORT = Object.freeze({
+  // Consecutive failures of held long polls before switching to smart polling.
+  fallbackAfter: 3,
+  // A failure only counts against long polling when the request had been held this
+  // long: a refused connection (server down) says nothing about proxies.
+  heldFailureAfter: 1_000,
+  // How long to stay on smart polling before trying a long poll again.
+  retryLongPollAfter: 180_000,
+});
+
+export const DEFAULT_LOOP_GUARD = Object.freeze({
+  // More than maxRequests requests that brought nothing new within `window` ms means
+  // the pacing failed somewhere: stop asking for `pause` ms.
+  maxRequests: 20,
+  window: 10_000,
+  pause: 60_000,
+});
+
+/**
+ * A failed request. `kind`: network, timeout, http, token, unauthorized, identity, loop,
+ * internal, or not-found (a read marker or listing the server does not have for this user).
+ */
+export class SyncError extends Error {
+  constructor(kind, message, { status = null, retryAfter = null, problem = null, cause = undefined } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "SyncError";
+    this.kind = kind;
+    this.status = status;
+    this.retryAfter = retryAfter;
+    this.problem = problem;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Pacing
+// ---------------------------------------------------------------------------
+
+/**
+ * Delay after `failures` failures in a row (0 for the first): exponential, capped at
+ * maxDelay, with "equal jitter", a random value between half the ceiling and the
+ * ceiling. The jitter keeps many tabs that lost the same server from coming back in
+ * step; the lower half keeps a run of unlucky draws from turning into a fast loop.
+ */
+export function backoffDelay(failures, options = {}, random = Math.random) {
+  const { initialDelay, maxDelay, multiplier } = { ...DEFAULT_BACKOFF, ...options };
+  const ceiling = Math.min(maxDelay, initialDelay * multiplier ** Math.max(0, failures));
+  return Math.floor(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+/**
+ * The one pacing rule of every retry: at least the backoff for `failures`, and at
+ * least the server's Retry-After (capped at maxRetryAfter) spread over a quarter more,
+ * so that tabs told the same instant do not return in the same one. Retry-After: 0 or a
+ * date in the past therefore never shortens the backoff.
+ */
+export function retryDelay(failures, retryAfter = null, options = {}, random = Math.random) {
+  const { maxRetryAfter } = { ...DEFAULT_BACKOFF, ...options };
+  const backoff = backoffDelay(failures, options, random);
+  if (retryAfter == null || !(retryAfter > 0)) return backoff;
+  const told = Math.min(retryAfter, maxRetryAfter);
+  return Math.max(backoff, Math.floor(told + (random() * told) / 4));
+}
+
+/**
+ * The gap before re-polling after a long poll answered `unchanged` at once (a worker
+ * shutting down, a server that does not hold): `streak` such answers in a row (1 for
+ * the first) wait between gap * 2^(streak-1) and twice that, capped at maxDelay. Short
+ * at first, so a draining worker costs a second or two, not a smart-poll interval.
+ */
+export function earlyUnchangedDelay(streak, gap, options = {}, random = Math.random) {
+  const { maxDelay } = { ...DEFAULT_BACKOFF, ...options };
+  const base = Math.min(maxDelay, gap * 2 ** Math.max(0, streak - 1));
+  return Math.floor(Math.min(maxDelay, base * (1 + random())));
+}
+
+/**
+ * The last line of defence against a fast loop: counts requests that brought nothing
+ * new and, when more than maxRequests fall within `window`, holds every request for
+ * `pause`. `now` is passed in, so it is tested without a clock.
+ */
+export class LoopGuard {
+  constructor(options = {}) {
+    this.options = { ...DEFAULT_LOOP_GUARD, ...options };
+    this.times = [];
+    this.until = 0;
+  }
+
+  /** Note one finished request; returns true when this one tripped the guard. */
+  record(now, progressed) {
+    if (progressed) {
+      this.times = [];
+      return false;
+    }
+    const { maxRequests, window, pause } = this.options;
+    this.times = this.times.filter((at) => now - at < window);
+    this.times.push(now);
+    if (this.times.length <= maxRequests || now < this.until) return false;
+    this.until = now + pause;
+    return true;
+  }
+
+  /** How long requests are still held (0: go ahead). */
+  holdFor(now) {
+    return Math.max(0, this.until - now);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reading answers
+// ---------------------------------------------------------------------------
+
+/**
+ * `Retry-After` in milliseconds from now: delay-seconds or an HTTP date (RFC 9110).
+ * Returns null when the header is absent or unreadable; a date in the past gives 0.
+ */
+export function parseRetryAfter(value, now = Date.now()) {
+  if (value == null) return null;
+  const text = String(value).trim();
+  if (text === "") return null;
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  // Only accept what looks like an HTTP date; Date.parse is lenient about junk.
+  if (!/^[A-Za-z]{3},? /.test(text)) return null;
+  const at = Date.parse(text);
+  if (Number.isNaN(at)) return null;
+  return Math.max(0, at - now);
+}
+
+/** `X-Poll-Interval` (whole or decimal seconds) in milliseconds, or null. */
+export function parsePollInterval(value) {
+  if (value == null) return null;
+  const text = String(value).trim();
+  if (!/^\d+(\.\d+)?$/.test(text)) return null;
+  return Math.round(Number(text) * 1000);
+}
+
+// A proxy that cuts held requests typically answers 502 or 504; treat those like a
+// dropped connection rather than as an answer from the service.
+const GATEWAY_STATUSES = new Set([502, 504]);
+
+/** Whether a failure looks like a lost connection (what counts against long polling). */
+export function isDropped(error) {
+  return error.kind === "network" || error.kind === "timeout" || GATEWAY_STATUSES.has(error.status);
+}
+
+/**
+ * What one response means. `response` is `{status, statusText, headers, body}` with the
+ * body already read (parsed JSON, null when empty, undefined when unreadable). Returns
+ * `{kind: "answer", answer, notModified}`, `{kind: "rejected", error}` (a poll the
+ * server refused: the cursor or a parameter), `{kind: "unauthorized", error}` or
+ * `{kind: "failure", error}`, each with the `pollInterval` the server advised (or null).
+ */
+export function interpretResponse(response, transport, now = Date.now()) {
+  const { status, headers, body } = response;
+  const pollInterval = parsePollInterval(headers.get("X-Poll-Interval"));
+  if (status === 304) return { kind: "answer", answer: { status: "unchanged" }, notModified: true, pollInterval };
+  if (status >= 200 && status < 300) {
+    if (body === null || typeof body !== "object") {
+      const error = new SyncError("http", `HTTP ${status} with an unreadable body`, { status });
+      return { kind: "failure", error, pollInterval };
+    }
+    if (transport !== SNAPSHOT) return { kind: "answer", answer: body, notModified: false, pollInterval };
+    const etag = headers.get("ETag");
+    const hash = body.hash ?? (etag ? etag.replace(/^W\//, "").replace(/"/g, "") : null);
+    return { kind: "answer", answer: { ...body, hash }, notModified: false, pollInterval };
+  }
+  const { problem, detail } = problemOf(response);
+  if (status === 401) {
+    return { kind: "unauthorized", error: new SyncError("unauthorized", `unauthorized: ${detail}`, { status, problem }), pollInterval };
+  }
+  const retryAfter = parseRetryAfter(headers.get("Retry-After"), now);
+  if (status === 400 && transport !== SNAPSHOT) {
+    // The cursor cannot be read (a database rebuilt under another format), or a proxy
+    // refuses the request: drop the cursor and start over from the list, paced.
+    const error = new SyncError("http", `poll rejected: ${detail}`, { status, retryAfter, problem });
+    return { kind: "rejected", error, pollInterval };
+  }
+  const error = new SyncError("http", `HTTP ${status}: ${detail}`, { status, retryAfter, problem });
+  return { kind: "failure", error, pollInterval };
+}
+
+function problemOf({ body, statusText }) {
+  const problem = body !== null && typeof body === "object" ? body : null;
+  return { problem, detail: problem?.detail ?? problem?.title ?? statusText ?? "" };
+}
+
+/**
+ * What the answer to a call the app asked for (a read marker, a page of notifications)
+ * means: the body of a 2xx, else a thrown SyncError. A 404 is `not-found` with
+ * `notFound` as its message, since the server answers 404 both for a community the user
+ * is not a member of and when it has no such endpoint at all.
+ */
+export function callResult(response, notFound) {
+  const { status, body } = response;
+  if (status >= 200 && status < 300) return body ?? null;
+  const { problem, detail } = problemOf(response);
+  if (status === 401) throw new SyncError("unauthorized", `unauthorized: ${detail}`, { status, problem });
+  if (status === 404) throw new SyncError("not-found", notFound, { status, problem });
+  const retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
+  throw new SyncError("http", `HTTP ${status}: ${detail}`, { status, retryAfter, problem });
+}
+
+// ---------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------
+
+/**
+ * What changed between two community lists, matched by id. `added` and `updated` hold
+ * entries of `next`, `removed` holds entries of `previous`. Order follows the lists.
+ */
+export function diffCommunities(previous = [], next = []) {
+  const before = new Map(previous.map((c) => [c.id, c]));
+  const after = new Map(next.map((c) => [c.id, c]));
+  const added = next.filter((c) => !before.has(c.id));
+  const removed = previous.filter((c) => !after.has(c.id));
+  const updated = next.filter((c) => before.has(c.id) && !sameFields(before.get(c.id), c));
+  return { added, removed, updated };
+}
+
+function sameFields(a, b) {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const key of keys) if (a[key] !== b[key]) return false;
+  return true;
+}
+
+/**
+ * An empty client state. `notificationsUnread` stays null until a server that counts
+ * notifications says otherwise.
+ */
+export function initialState() {
+  return { communities: [], cursor: null, hash: null, user: null, serverTime: null, notificationsUnread: null };
+}
+
+/**
+ * Apply one server answer to the client state. `answer` is a snapshot body, a poll body
+ * or `{status: "unchanged"}` for a 304. Returns the next state, the update handed to
+ * subscribers, `progressed`: whether the answer moved the cursor (what resets the
+ * backoff) and `news`: whether it brought a new list (what the loop guard forgives).
+ * The returned cursor and hash are always adopted, even on `unchanged`.
+ */
+export function applyAnswer(state, answer, source, receivedAt = new Date().toISOString()) {
+  const status = source === SNAPSHOT && answer.communities ? SNAPSHOT : answer.status;
+  const communities = answer.communities ?? state.communities;
+  const { added, removed, updated } = answer.communities
+    ? diffCommunities(state.communities, answer.communities)
+    : { added: [], removed: [], updated: [] };
+  const next = {
+    communities,
+    cursor: answer.cursor ?? state.cursor,
+    hash: answer.hash ?? state.hash,
+    user: answer.user ?? state.user,
+    serverTime: answer.server_time ?? state.serverTime ?? null,
+    notificationsUnread: answer.notifications_unread ?? state.notificationsUnread ?? null,
+  };
+  const update = {
+    communities,
+    added,
+    removed,
+    updated,
+    // Passed through whole, types this client does not know included: it acts on none
+    // of them (the lists are the state), so a newer server's entries cost nothing.
+    changes: answer.changes ?? [],
+    notificationsUnread: next.notificationsUnread,
+    truncated: answer.truncated === true,
+    status,
+    source,
+    serverTime: answer.server_time ?? null,
+    receivedAt,
+    relayed: false,
+  };
+  // Only a cursor that replaces one the client followed is progress: a `reset` after
+  // the cursor was dropped is the server starting over, and must not undo the backoff
+  // of a cycle that keeps rejecting its own cursors.
+  const progressed = state.cursor != null && answer.cursor != null && answer.cursor !== state.cursor;
+  const news = (answer.hash != null && answer.hash !== state.hash) || update.changes.length > 0;
+  return { state: next, update, progressed, news };
+}
+
+/**
+ * Whether a state relayed by a leader tab is newer than the one a follower holds.
+ * `held` and `incoming` are `{from, seq, serverTime}`: the tab that sent it, that
+ * tab's own counter, and the server's clock for the answer. From the same tab the
+ * counter decides (servers' clocks may differ by a few ms); from another tab (a new
+ * leader, or a late message of an old one) the server's time does.
+ */
+export function isNewerState(held, incoming) {
+  if (!held) return true;
+  if (incoming.from === held.from) return incoming.seq > held.seq;
+  const before = Date.parse(held.serverTime ?? "");
+  const after = Date.parse(incoming.serverTime ?? "");
+  if (Number.isNaN(before) || Number.isNaN(after)) return true;
+  return after >= before;
+}
+
+/**
+ * A follower's own update for a state the leader relayed: the diff against the list
+ * this tab holds (it may have missed messages, or joined late), the leader's changes
+ * and status otherwise.
+ */
+export function followUpdate(held, state, leaderUpdate = {}) {
+  const { added, removed, updated } = diffCommunities(held.communities, state.communities);
+  return {
+    changes: [],
+    status: "current",
+    source: SNAPSHOT,
+    serverTime: state.serverTime ?? null,
+    receivedAt: new Date().toISOString(),
+    truncated: false,
+    ...leaderUpdate,
+    communities: state.communities,
+    notificationsUnread: state.notificationsUnread ?? null,
+    added,
+    removed,
+    updated,
+    relayed: true,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Read markers
+// ---------------------------------------------------------------------------
+
+/** The key of the notifications read marker among pending reads. */
+export const NOTIFICATIONS = "notifications";
+
+/** The key of a read marker: a community's, or (no id) the notifications'. */
+export function readKey(communityId = null) {
+  return communityId == null ? NOTIFICATIONS : `community:${communityId}`;
+}
+
+function isReadOf(change, key) {
+  return change?.type === "read" && readKey(change.community_id ?? null) === key;
+}
+
+/**
+ * The state with one read marker moved to now: that community's `unread` (or
+ * `notificationsUnread`) becomes 0, and `entry`, the server's fresh community entry,
+ * if given, replaces the held one. A count the server never sent stays absent.
+ * Returns `state` itself when nothing changes.
+ */
+export function applyRead(state, key, entry = null) {
+  if (key === NOTIFICATIONS) {
+    if (state.notificationsUnread == null || state.notificationsUnread === 0) return state;
+    return { ...state, notificationsUnread: 0 };
+  }
+  let changed = false;
+  const communities = state.communities.map((community) => {
+    if (readKey(community.id) !== key) return community;
+    const next = { ...community, ...entry };
+    if (typeof next.unread === "number") next.unread = 0;
+    if (sameFields(community, next)) return community;
+    changed = true;
+    return next;
+  });
+  return changed ? { ...state, communities } : state;
+}
+
+/**
+ * A server answer with the pending read markers applied, so an answer that was already
+ * on its way when the user read a community does not bring its old count back.
+ */
+export function maskReads(answer, pending) {
+  if (pending.size === 0) return answer;
+  const masked = { ...answer };
+  if (pending.has(NOTIFICATIONS) && typeof answer.notifications_unread === "number") masked.notifications_unread = 0;
+  if (Array.isArray(answer.communities)) {
+    masked.communities = answer.communities.map((c) =>
+      pending.has(readKey(c.id)) && typeof c.unread === "number" && c.unread !== 0 ? { ...c, unread: 0 } : c,
+    );
+  }
+  return masked;
+}
+
+/**
+ * The read markers still pending after an answer to request number `requestNo`.
+ * `pending` maps a key to `{after, since}`: `after` is the number of the last request
+ * sent before the server confirmed the marker (Infinity while the PUT is in flight),
+ * `since` when it was asked for. A marker is settled by an answer that carries its
+ * `read` change or answers a later request (the server's count then includes the
+ * read), or, still in flight after `maxAge` ms, given up: the tab that sent the PUT
+ * may have closed, and the server's count is the truth.
+ */
+export function settleReads(pending, { changes = [], requestNo, now, maxAge }) {
+  const left = new Map();
+  for (const [key, mark] of pending) {
+    if (changes.some((change) => isReadOf(change, key))) continue;
+    if (requestNo > mark.after) continue;
+    if (mark.after === Infinity && now - mark.since > maxAge) continue;
+    left.set(key, mark);
+  }
+  return left;
+}
+
+/** The update subscribers get for a read applied before the server confirmed it. */
+export function localReadUpdate(held, state, receivedAt = new Date().toISOString()) {
+  return {
+    ...followUpdate(held, state, { status: "read", source: "local", receivedAt }),
+    relayed: false,
+  };
+}
+
+/**
+ * One page of `GET /me/notifications`: `{notifications, nextCursor, body}`, the
+ * entries newest first and the cursor of the next (older) page, null on the last one.
+ */
+export function notificationsPage(body) {
+  const page = body !== null && typeof body === "object" ? body : {};
+  return {
+    notifications: Array.isArray(page.notifications) ? page.notifications : [],
+    nextCursor: page.next_cursor ?? page.cursor ?? null,
+    body: page,
+  };
+}
+
+/** The URL of one page of notifications. */
+export function notificationsUrl(baseUrl, { cursor = null, limit = null } = {}) {
+  const params = new URLSearchParams();
+  if (cursor) params.set("cursor", cursor);
+  if (limit != null) params.set("limit", String(limit));
+  const query = String(params);
+  return `${trimSlash(baseUrl)}/me/notifications${query ? `?${query}` : ""}`;
+}
+
+/** A badge for an unread count: "3 new", "99+" for the server's cap (100 or more), "" for none. */
+export function unreadLabel(count) {
+  if (!(count > 0)) return "";
+  return count >= 100 ? "99+" : `${count} new`;
+}
+
+// ---------------------------------------------------------------------------
+// Transport and addresses
+// ---------------------------------------------------------------------------
+
+/** A fresh transport state: start on long polling. */
+export function initialTransport() {
+  return { mode: LONG_POLL, failures: 0, smartSince: null };
+}
+
+/**
+ * Which request to make next while following a cursor: a held long poll or a
+ * `timeout=0` smart poll. After `retryLongPollAfter` on smart polling a long poll is
+ * tried again (a probe); `recordTransportOutcome` decides whether it sticks.
+ */
+export function chooseTransport(state, now, options = {}) {
+  const { retryLongPollAfter } = { ...DEFAULT_TRANSPORT, ...options };
+  if (state.mode === LONG_POLL) return LONG_POLL;
+  return now - state.smartSince >= retryLongPollAfter ? LONG_POLL : SMART_POLL;
+}
+
+/**
+ * The transport state after a request. `outcome` is `{transport, ok, heldFor}`:
+ * which request it was, whether it got an answer, and how long it was open.
+ */
+export function recordTransportOutcome(state, outcome, now, options = {}) {
+  const { fallbackAfter, heldFailureAfter } = { ...DEFAULT_TRANSPORT, ...options };
+  if (outcome.transport !== LONG_POLL) return state;
+  if (outcome.ok) return { mode: LONG_POLL, failures: 0, smartSince: null };
+  const held = (outcome.heldFor ?? 0) >= heldFailureAfter;
+  if (state.mode === SMART_POLL) {
+    // A failed probe: stay on smart polling and wait a full period before the next one.
+    return held ? { ...state, smartSince: now } : state;
+  }
+  if (!held) return state;
+  const failures = state.failures + 1;
+  if (failures >= fallbackAfter) return { mode: SMART_POLL, failures: 0, smartSince: now };
+  return { ...state, failures };
+}
+
+/** The poll URL for a cursor and hash (both optional) and a timeout in seconds. */
+export function buildPollUrl(baseUrl, { cursor, hash, timeout }) {
+  const params = new URLSearchParams();
+  if (cursor) params.set("cursor", cursor);
+  if (hash) params.set("hash", hash);
+  params.set("timeout", String(timeout));
+  return `${trimSlash(baseUrl)}/community-changes/poll?${params}`;
+}
+
+export function snapshotUrl(baseUrl) {
+  return `${trimSlash(baseUrl)}/me/communities`;
+}
+
+export function trimSlash(url) {
+  return String(url ?? "").replace(/\/+$/, "");
+}
+
+// ---------------------------------------------------------------------------
+// Identity
+// ---------------------------------------------------------------------------
+
+/**
+ * The `sub` claim of a JWT, read without verifying it (the server verifies). Used only
+ * to keep different users' tabs on different channels; null when the token is not a
+ * JWT with a string `sub`.
+ */
+export function tokenSubject(token) {
+  try {
+    const part = String(token).split(".")[1];
+    const base64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const sub = JSON.parse(atob(padded)).sub;
+    return typeof sub === "string" && sub !== "" ? sub : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The name of the lock and channel shared by one user's tabs, or null when there is no
+ * identity to key it by: then the tab must poll alone, since a shared fallback name
+ * would let one user's leader feed another user's tabs.
+ */
+export function channelName(apiUrl, identity) {
+  if (identity == null || identity === "") return null;
+  return `community-sync:${trimSlash(apiUrl)}|${identity}`;
+}
