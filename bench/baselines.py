@@ -6,7 +6,8 @@
   It answers like the real poll (``status``, ``hash``, ``cursor``,
   ``communities``) so the same load generator drives both.
 - ``gunicorn 'bench.baselines:hello_app()'`` is a bare Flask app with one view
-  returning a short text: the framework's ceiling for request throughput.
+  returning a short text (and ``/readyz``, for the harness): the framework's
+  ceiling for request throughput.
   ``/bench/hello`` on the first is the same view behind this application's
   request hooks.
 """
@@ -63,15 +64,21 @@ def naive_app():
     return application
 
 
-def hello_app():
+def bare_flask():
+    """A Flask app with nothing but ``/readyz``, which the harness waits for before using any server."""
     application = Flask(__name__)
+    application.add_url_rule("/readyz", "readyz", lambda: "ready")
+    return application
+
+
+def hello_app():
+    application = bare_flask()
 
     @application.get("/bench/hello")
     def hello_view():
         return "Hello, World!"
 
     return application
-
 
 
 def bare_wait_app():
@@ -83,7 +90,7 @@ def bare_wait_app():
     """
     from gevent.event import Event
 
-    application = Flask(__name__)
+    application = bare_flask()
     forever = Event()
     waiting = [0]
 

@@ -1,9 +1,8 @@
 """The load generator: a gevent process of its own, driven over stdin/stdout.
 
 The benchmark driver starts ``python -m bench.client`` and sends it one JSON
-command per line; the client answers with one JSON event per line. It speaks
-just enough HTTP/1.1 (keep-alive, Content-Length bodies) to hold thousands of
-connections from one process without a general-purpose client's overhead.
+command per line; the client answers with one JSON event per line. Its polls
+are harness.polls followers, on that module's lean HTTP/1.1 connections.
 
 Times are ``time.monotonic()``: CLOCK_MONOTONIC is system-wide on Linux, so
 the driver's commit times and the client's arrival times share one clock.
@@ -14,108 +13,19 @@ monkey.patch_all()
 
 import json  # noqa: E402
 import random  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from urllib.parse import quote  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.fileobject import FileObject  # noqa: E402
 from gevent.lock import Semaphore  # noqa: E402
 
-from .stack import raise_fd_limit, token  # noqa: E402
+from harness.polls import (  # noqa: E402
+    POLL_PATH, Connection, Follower, HTTPError, authorization, bearer_token, header_value,
+)
 
-
-class HTTPError(Exception):
-    pass
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection to the server under test."""
-
-    def __init__(self, port, host="127.0.0.1", connect_timeout=30.0):
-        self.port = port
-        self.host = host
-        self.connect_timeout = connect_timeout
-        self.sock = None
-        self.buffer = b""
-
-    def open(self):
-        delay = 0.05
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            try:
-                sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-                sock.settimeout(None)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.sock = sock
-                self.buffer = b""
-                return
-            except OSError:
-                # A full accept backlog refuses or times out: back off and retry.
-                if time.monotonic() > deadline:
-                    raise
-                gevent.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 1.0)
-
-    def close(self):
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
-
-    def request(self, path, headers=b""):
-        """Send a GET and return ``(status, header_block, body)``."""
-        if self.sock is None:
-            self.open()
-        self.sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n" + headers + b"\r\n")
-        return self.read_response()
-
-    def read_response(self):
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                self.close()
-                raise HTTPError("connection closed by the server")
-            self.buffer += chunk
-        head = self.buffer[:end]
-        status = int(head[9:12])
-        length = 0
-        lowered = head.lower()
-        index = lowered.find(b"\r\ncontent-length:")
-        if index >= 0:
-            line_end = lowered.find(b"\r\n", index + 2)
-            length = int(lowered[index + 17:line_end if line_end >= 0 else None])
-        elif b"transfer-encoding: chunked" in lowered:
-            raise HTTPError("chunked responses are not expected here")
-        total = end + 4 + length
-        while len(self.buffer) < total:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                self.close()
-                raise HTTPError("connection closed mid-body")
-            self.buffer += chunk
-        body = self.buffer[end + 4:total]
-        self.buffer = self.buffer[total:]
-        if b"\r\nconnection: close" in lowered:
-            self.close()
-        return status, head, body
-
-
-def header_value(head, name):
-    lowered = head.lower()
-    index = lowered.find(b"\r\n" + name + b":")
-    if index < 0:
-        return None
-    start = index + len(name) + 3
-    end = lowered.find(b"\r\n", start)
-    return head[start:end if end >= 0 else None].strip().decode()
+from .stack import raise_fd_limit  # noqa: E402
 
 
 class Poller:
@@ -124,25 +34,21 @@ class Poller:
     def __init__(self, client, index, user_id, spec):
         self.client = client
         self.index = index
-        self.user_id = user_id
-        self.port = spec["ports"][index % len(spec["ports"])]
-        self.path = spec.get("path", "/community-changes/poll")
         self.timeout = spec.get("timeout", 25)
-        self.auth = b"Authorization: Bearer " + token(spec["secret"], user_id).encode() + b"\r\n"
-        self.cursor = None
-        self.hash = None
+        port = spec["ports"][index % len(spec["ports"])]
+        self.follower = Follower(port, bearer_token(spec["secret"], user_id), path=spec.get("path", POLL_PATH))
 
     def run(self, ramp):
         client = self.client
-        connection = Connection(self.port)
+        follower = self.follower
         try:
             with ramp:
                 for attempt in range(6):
+                    status, body = 0, b""
                     try:
-                        status, head, body = connection.request(f"{self.path}?timeout=0", self.auth)
+                        status, _head, body, _answer, _arrived = follower.poll(0)
                     except (OSError, HTTPError):
-                        status, body = 0, b""
-                        connection.close()
+                        pass
                     if status == 200:
                         break
                     # A restarting database or a full backlog is retried, as browsers do.
@@ -150,35 +56,25 @@ class Poller:
                     gevent.sleep(0.5 * 2**attempt * random.uniform(0.5, 1.5))
                 else:
                     raise HTTPError(f"reset poll answered {status}: {body[:200]!r}")
-                self.follow(body)
             while not client.closing:
-                query = f"{self.path}?timeout={self.timeout}&hash={self.hash}"
-                if self.cursor:
-                    query += f"&cursor={quote(self.cursor)}"
                 client.sent += 1
                 client.requests += 1
-                status, head, body = connection.request(query, self.auth)
-                arrived = time.monotonic()
+                response = follower.poll(self.timeout)
                 client.sent -= 1
-                if status != 200:
-                    client.failures.append([self.index, status, body[:200].decode(errors="replace")])
+                if response.status != 200:
+                    client.failures.append([self.index, response.status,
+                                            response.body[:200].decode(errors="replace")])
                     gevent.sleep(random.uniform(1, 3))
                     continue
-                result = self.follow(body)
-                client.answers.append([self.index, round(arrived, 6), result, len(body)])
+                client.answers.append([self.index, round(response.arrived, 6), response.answer["status"],
+                                       len(response.body)])
                 while not client.repoll and not client.closing:
                     client.resume.wait()
         except Exception as error:  # every failure is reported, none is fatal
             if not client.closing:
                 client.failures.append([self.index, 0, f"{error.__class__.__name__}: {error}"])
         finally:
-            connection.close()
-
-    def follow(self, body):
-        answer = json.loads(body)
-        self.cursor = answer.get("cursor")
-        self.hash = answer.get("hash")
-        return answer.get("status")
+            follower.close()
 
 
 class Client:
@@ -241,7 +137,7 @@ class Client:
             headers = b""
             user = spec.get("users", [None])[number % len(spec.get("users", [None]))]
             if user:
-                headers += b"Authorization: Bearer " + token(spec["secret"], user).encode() + b"\r\n"
+                headers += authorization(bearer_token(spec["secret"], user))
             try:
                 if spec.get("conditional"):
                     status, head, _body = connection.request(spec["path"], headers)
@@ -285,7 +181,7 @@ class Client:
 
         def tab(number, user_id):
             connection = Connection(spec["port"])
-            headers = b"Authorization: Bearer " + token(spec["secret"], user_id).encode() + b"\r\n"
+            headers = authorization(bearer_token(spec["secret"], user_id))
             etag = None
             interval = spec.get("interval") or 10
             # Steady state: tabs are out of phase with each other.

@@ -16,7 +16,9 @@ import random
 import time
 
 from . import stack
-from .stack import SECRET, ClientProcess, Server, log, percentile, wait_for
+from harness.servers import wait_for
+
+from .stack import SECRET, ClientProcess, Server, log, percentile
 
 TARGETS = {
     "longpoll": ("wsgi:app", "/community-changes/poll"),

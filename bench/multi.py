@@ -10,7 +10,10 @@ import random
 import time
 import urllib.request
 
-from .stack import SECRET, ClientProcess, Server, log, percentile, token, wait_for
+from harness.polls import bearer_token
+from harness.servers import wait_for
+
+from .stack import SECRET, ClientProcess, Server, log, percentile
 
 
 def run(database, options, users):
@@ -30,7 +33,7 @@ def run(database, options, users):
             request = urllib.request.Request(
                 f"http://127.0.0.1:{writer.port}/communities/c-x{random.randrange(10)}/members/me",
                 method="PUT", data=b"{}",
-                headers={"Authorization": f"Bearer {token(SECRET, users[index])}",
+                headers={"Authorization": f"Bearer {bearer_token(SECRET, users[index])}",
                          "Content-Type": "application/json"})
             sent = time.monotonic()
             with urllib.request.urlopen(request, timeout=10) as response:

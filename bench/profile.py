@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.servers import wait_for
+
 from . import stack
 from .stack import SECRET, ClientProcess, Server, raise_fd_limit
 
@@ -89,26 +91,22 @@ def memory(database, waiters):
     out = directory / "tracemalloc.txt"
     conf = directory / "gunicorn_tracemalloc.py"
     conf.write_text(TRACEMALLOC_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
-    server = Server(database, target="wsgi:app")
-    command = [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", str(conf),
-               "--bind", f"127.0.0.1:{server.port}", "--workers", "1"]
-    server.process = subprocess.Popen(command, cwd=stack.ROOT, env=server.env, start_new_session=True)
+    server = Server(database, target="wsgi:app", config=conf).start()
     client = None
     try:
-        stack.wait_for(lambda: len(server.worker_pids()) == 1, 30)
         time.sleep(2)
         client = ClientProcess()
         client.call("load", "load", port=server.port, path="/community-changes/poll?timeout=0",
                     users=["warm"], secret=SECRET, connections=4, duration=1.0)
         pid = server.worker_pids()[0]
         os.kill(pid, signal.SIGUSR2)
-        stack.wait_for(lambda: Path(str(out) + ".base").exists(), 30)
+        wait_for(lambda: Path(str(out) + ".base").exists(), 30)
         client.call("hold", "held", users=[f"u{i}" for i in range(waiters)], ports=[server.port],
                     path="/community-changes/poll", timeout=290, secret=SECRET, ramp=100)
-        stack.wait_for(lambda: server.waiting() >= waiters, 60)
+        wait_for(lambda: server.waiting() >= waiters, 60)
         time.sleep(1)
         os.kill(pid, signal.SIGUSR2)
-        stack.wait_for(out.exists, 60)
+        wait_for(out.exists, 60)
         time.sleep(1)
     finally:
         if client is not None:

@@ -9,23 +9,20 @@ import os
 import platform
 import resource
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 
-import jwt
 import psycopg2
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import servers
+from harness.servers import ROOT, flask, python_environ
+
 SECRET = "bench-secret-key-" + "0123456789abcdef" * 3
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -39,20 +36,8 @@ def raise_fd_limit():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def token(secret, user_id, ttl=3 * 3600):
-    """A bearer token as the platform in front of the service would mint it."""
-    now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl}, secret, algorithm="HS256")
-
-
 def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def dsn(url):
@@ -100,11 +85,7 @@ class Database:
         return connection
 
     def migrate(self):
-        env = server_environ(self)
-        subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "db-upgrade"],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-        )
+        flask(server_environ(self), "db-upgrade")
 
     def seed(self, users, small):
         """``users`` users u0..; everyone in ``c-all``, one of 100 groups, the first
@@ -186,65 +167,30 @@ def server_environ(database, **extra):
         "WORKER_CONNECTIONS": "15000",
         "POLL_MAX_TIMEOUT": "300",
         "RATELIMIT_WRITES": "100000 per minute",
-        "PYTHONPATH": str(ROOT),
     })
     env.update({key: str(value) for key, value in extra.items()})
     return env
 
 
-class Server:
-    """``gunicorn <target>`` with the project's gunicorn.conf.py, on a port of its own."""
+class Server(servers.Server):
+    """``gunicorn <target>`` on the run's database, with the /proc readings the scenarios take.
 
-    def __init__(self, database, target="wsgi:app", workers=1, **env):
-        self.port = free_port()
-        self.target = target
-        self.workers = workers
-        self.env = server_environ(database, **env)
-        self.process = None
+    ``config`` replaces the project's gunicorn.conf.py (the memory profile's
+    adds a hook to it); keywords are more environment.
+    """
 
-    def start(self):
-        command = [
-            sys.executable, "-m", "gunicorn", self.target, "-c", str(ROOT / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-        ]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.target} exited with {self.process.returncode}")
-            try:
-                self.get("/healthz")
-                answered = True
-            except urllib.error.HTTPError:
-                answered = True  # an app without /healthz answered all the same
-            except OSError:
-                answered = False
-            if answered and len(self.worker_pids()) == self.workers:
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.target} did not start")
+    def __init__(self, database, target="wsgi:app", workers=1, config=servers.CONFIG, **env):
+        log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)
+        log.close()
+        super().__init__(server_environ(database, **env), app=target, workers=workers, config=config,
+                         log_path=log.name)
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def get(self, path, headers=None):
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-
-    def worker_pids(self):
-        try:
-            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as children:
-                return [int(pid) for pid in children.read().split()]
-        except OSError:
-            return []
+        """Stop it; what it logged (warnings and worse) joins the run's own log on stderr."""
+        super().stop()
+        if self.log_path.exists():
+            sys.stderr.write(self.log())
+            self.log_path.unlink()
 
     def rss(self):
         """Resident memory of the workers, in bytes (VmRSS)."""
@@ -264,16 +210,6 @@ class Server:
                 fields = stat.read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
         return total / TICK
-
-    def metrics(self):
-        """The counters of whichever worker answers (all of them with one worker)."""
-        _status, body = self.get("/metrics")
-        values = {}
-        for line in body.decode().splitlines():
-            if line.startswith("community_sync_") and " " in line:
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
 
     def waiting(self):
         return self.metrics().get("community_sync_waiting_polls", 0)
@@ -296,7 +232,7 @@ class ClientProcess:
 
     def __init__(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.client"], cwd=ROOT, env=server_environ_for_client(),
+            [sys.executable, "-m", "bench.client"], cwd=ROOT, env=python_environ(),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         self.expect("ready")
@@ -326,22 +262,6 @@ class ClientProcess:
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait()
-
-
-def server_environ_for_client():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def wait_for(predicate, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def machine():
