@@ -77,7 +77,12 @@ class Ticket:
 
 
 class Hub:
-    """The registry of waiting polls, and the background parts that wake them."""
+    """The registry of waiting polls, and the background parts that wake them.
+
+    A little over the usual class size: its life cycle (start, close, drain,
+    stop) and the registry share the ``closing`` flag and the counts, and the
+    background parts it owns are classes of their own.
+    """
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
                  coalesce=0.0, listen=None, pruner=None, metrics=None):

@@ -1,4 +1,9 @@
-"""Functions that build the ``select()``s the feed and the views run."""
+"""Functions that build the ``select()``s the feed and the views run.
+
+Longer than most modules on purpose: every SQL statement the service reads
+with is here, so the indexes (``app.models``, the migrations) can be checked
+against one file, and each statement's cost is stated next to it.
+"""
 import functools
 import json
 

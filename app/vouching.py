@@ -17,6 +17,10 @@ none of its community's rows to it, and they are not noted yet), and a
 position is taken by one greenlet at a time while the others wait for it
 (``ensure_position``). ``check()`` states what must
 hold at every yield; tests switch it on (``Vouching.checking``).
+
+``Vouching`` is one class of some 200 lines, most of them the reasoning its
+fields rest on: they change together, and ``check()`` can only state their
+invariants if one object holds them all.
 """
 import time
 

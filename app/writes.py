@@ -3,6 +3,9 @@
 Views call these inside :func:`writing`, a :func:`app.db.write_transaction`
 that names its actor; the change log itself is written by the database
 triggers, never here.
+
+A little over the usual module size: the permission rules of every write sit
+together, so who may do what reads in one place.
 """
 import secrets
 from contextlib import contextmanager
