@@ -411,12 +411,13 @@ class Writers:
     answer's cap (``wire.MAX_PUBLISHED_PER_ANSWER``) for any one user, so that
     every row can be checked for: publications are paced to ``publish_rate``
     a second, all writers together, whatever the speed of the rest. A user,
-    in about half the communities, hears of one or two a second, so even a
-    client that the loaded server leaves without an answer for 20 s gets well
-    under 100 in one answer.
+    in about half the communities, hears of under one activity a second, so
+    even a client that a loaded server leaves without an answer for a minute
+    gets well under 100 in one answer. (Activity wakes every member, so it
+    also adds more load per row than a membership change does.)
     """
 
-    def __init__(self, server, database, users, communities, publish_rate=4):
+    def __init__(self, server, database, users, communities, publish_rate=2):
         self.server = server
         self.database = database
         self.users = users
