@@ -94,13 +94,14 @@ class Tab:
     def publish(self, button, community_id, ref):
         """Publish a post_created through the page's platform panel, with ``button``."""
         page = self.page
-        expect(page.locator(f'#platform-community option[value="{community_id}"]')).to_be_attached(timeout=WAIT)
+        option = page.locator(f'#platform-community option[value="{community_id}"]')
+        expect(option).to_be_attached(timeout=WAIT)
         page.select_option("#platform-community", community_id)
         page.fill("#platform-kind", "post_created")
         page.fill("#platform-ref", ref)
         page.click(button)
-        expect(page.locator("#platform-result")).to_contain_text(f"Published post_created {ref} in {community_id}",
-                                                                 timeout=WAIT)
+        published = f"Published post_created {ref} in {community_id}"
+        expect(page.locator("#platform-result")).to_contain_text(published, timeout=WAIT)
 
     def notify(self, user_id, ref):
         """Send a mention to ``user_id`` through the page's platform panel."""
@@ -110,7 +111,8 @@ class Tab:
         page.fill("#platform-kind", "mention")
         page.fill("#platform-ref", ref)
         page.click("#platform-notify")
-        expect(page.locator("#platform-result")).to_contain_text(f"Sent mention {ref} to {user_id}", timeout=WAIT)
+        sent = f"Sent mention {ref} to {user_id}"
+        expect(page.locator("#platform-result")).to_contain_text(sent, timeout=WAIT)
 
 
 def test_admin_change_reaches_the_sidebar_without_reload(context, server):

@@ -617,8 +617,9 @@ class CommitOrder:
                 while True:
                     last = self.stopping.is_set()
                     cursor.execute("SELECT pg_current_snapshot()::text")
-                    xmin, xmax, xip = cursor.fetchone()[0].split(":")
-                    self.samples.append((int(xmin), int(xmax), frozenset(map(int, filter(None, xip.split(","))))))
+                    xmin, xmax, running = cursor.fetchone()[0].split(":")
+                    running = frozenset(int(xid) for xid in running.split(",") if xid)
+                    self.samples.append((int(xmin), int(xmax), running))
                     if last:
                         return
                     time.sleep(self.interval)
