@@ -150,7 +150,9 @@ class Follower:
     snapshot; every later one sends the cursor and hash of the last answer.
     They advance only on answers received, so an answer lost to a fault is
     asked for again. Keeps what it saw: the communities, every change in
-    order, answers by status, HTTP statuses, and errors by name.
+    order, answers by status, HTTP statuses, and errors by name. Also the
+    unread notifications of the last state, and how many answers left
+    activity or notifications out (``truncated``: over an answer's cap).
     """
 
     def __init__(self, port, token, *, host="127.0.0.1", path=POLL_PATH, connect_retry=30.0):
@@ -160,7 +162,9 @@ class Follower:
         self.cursor = None
         self.hash = None
         self.communities = None
+        self.notifications_unread = None
         self.changes = []
+        self.truncated = 0
         self.resets = 0  # resets after the first: the server gave up on a cursor
         self.answers = Counter()
         self.statuses = Counter()
@@ -195,8 +199,11 @@ class Follower:
         if answer["status"] == "reset" and self.cursor is not None:
             self.resets += 1
         self.changes.extend(answer.get("changes", ()))
+        if answer.get("truncated"):
+            self.truncated += 1
         if "communities" in answer:
             self.communities = answer["communities"]
+            self.notifications_unread = answer.get("notifications_unread")
         self.cursor = answer["cursor"]
         self.hash = answer["hash"]
 

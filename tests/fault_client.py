@@ -23,6 +23,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
@@ -51,6 +52,7 @@ class Client:
         self.failures = []
         self.events = []
         self.caught_up_from = None  # changes from here on arrived only when asked again
+        self.most_published = 0  # the most activity (or notification) changes in one answer
         self.ready = Event()
 
     def poll_once(self, timeout, hangup_after=None):
@@ -75,6 +77,9 @@ class Client:
             return None
         status = response.answer["status"]
         self.events.append([time.time(), 200, status])
+        published = Counter(c["type"] for c in response.answer.get("changes", ())
+                            if c["type"] in ("activity", "notification"))
+        self.most_published = max(self.most_published, *published.values(), 0)
         return status
 
     def follow(self):
@@ -108,9 +113,12 @@ class Client:
         return {
             "user": self.user_id,
             "index": self.index,
-            "received": [[c["type"], c["community_id"], c.get("role"), c["at"], c["by"]]
+            "received": [[c["type"], c.get("community_id"), c.get("role"), c["at"], c["by"], c.get("ref")]
                          for c in follower.changes],
             "communities": follower.communities,
+            "notifications_unread": follower.notifications_unread,
+            "truncated": follower.truncated,
+            "most_published": self.most_published,
             "hash": follower.hash,
             "resets": follower.resets,
             "answers": dict(follower.answers),
@@ -118,7 +126,7 @@ class Client:
             "errors": dict(follower.errors),
             "hangups": self.hangups,
             "late": len(late),
-            "late_changes": [c["community_id"] for c in late],
+            "late_changes": [c.get("community_id") for c in late],
             "failures": self.failures,
             "events": self.events if self.settings.get("events") else [],
         }

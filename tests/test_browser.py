@@ -87,6 +87,33 @@ class Tab:
     def is_leader(self):
         return self.page.locator("#tab-role").get_attribute("data-leader") == "true"
 
+    def unread(self, community_id):
+        """The community's "N new" badge in the sidebar (hidden when nothing is unread)."""
+        return self.community(community_id).locator(".unread")
+
+    def publish(self, button, community_id, ref):
+        """Publish a post_created through the page's platform panel, with ``button``."""
+        page = self.page
+        option = page.locator(f'#platform-community option[value="{community_id}"]')
+        expect(option).to_be_attached(timeout=WAIT)
+        page.select_option("#platform-community", community_id)
+        page.fill("#platform-kind", "post_created")
+        page.fill("#platform-ref", ref)
+        page.click(button)
+        published = f"Published post_created {ref} in {community_id}"
+        expect(page.locator("#platform-result")).to_contain_text(published, timeout=WAIT)
+
+    def notify(self, user_id, ref):
+        """Send a mention to ``user_id`` through the page's platform panel."""
+        page = self.page
+        expect(page.locator(f'#platform-user option[value="{user_id}"]')).to_be_attached(timeout=WAIT)
+        page.select_option("#platform-user", user_id)
+        page.fill("#platform-kind", "mention")
+        page.fill("#platform-ref", ref)
+        page.click("#platform-notify")
+        sent = f"Sent mention {ref} to {user_id}"
+        expect(page.locator("#platform-result")).to_contain_text(sent, timeout=WAIT)
+
 
 def test_admin_change_reaches_the_sidebar_without_reload(context, server):
     tab = Tab(context, server)
@@ -183,6 +210,137 @@ def test_catches_up_with_changes_made_while_the_server_was_down(context, server)
     server.put_member("c-ops", "u-ada")
     expect(tab.community("c-ops")).to_be_visible(timeout=WAIT)
     assert tab.errors == []
+
+
+@pytest.mark.parametrize("button", ["#platform-http", "#platform-sql"], ids=["http", "sql"])
+def test_published_activity_raises_the_badge_of_members_only(context, server, button):
+    # The platform panel of a third user's page publishes; Ada is in Rust and
+    # Python, Grace in Python only (the demo data).
+    platform = Tab(context, server, user="u-alan")
+    ada = Tab(context, server, user="u-ada")
+    grace = Tab(context, server, user="u-grace")
+    for tab in (platform, ada, grace):
+        tab.expect_live()
+    expect(ada.unread("c-rust")).to_be_hidden()
+    expect(ada.unread("c-python")).to_be_hidden()
+    expect(grace.unread("c-python")).to_be_hidden()
+
+    platform.publish(button, "c-rust", "p-rust-1")
+    expect(ada.unread("c-rust")).to_have_text("1 new", timeout=WAIT)
+    platform.publish(button, "c-python", "p-python-1")
+    expect(ada.unread("c-python")).to_have_text("1 new", timeout=WAIT)
+    expect(grace.unread("c-python")).to_have_text("1 new", timeout=WAIT)
+    platform.publish(button, "c-rust", "p-rust-2")
+    expect(ada.unread("c-rust")).to_have_text("2 new", timeout=WAIT)
+    platform.publish(button, "c-python", "p-python-2")
+    expect(grace.unread("c-python")).to_have_text("2 new", timeout=WAIT)
+
+    # Grace has answered after both of Rust's posts: they never reached her.
+    expect(grace.community("c-rust")).to_have_count(0)
+    expect(grace.page.locator("#my-communities .unread:visible")).to_have_count(1)
+    expect(grace.page.locator("#log")).not_to_contain_text("p-rust")
+    expect(ada.page.locator("#log")).to_contain_text("post_created p-rust-2 in Rust")
+    expect(ada.unread("c-rust")).to_have_text("2 new")
+    # Nor the publisher's own sidebar: Alan is in neither community.
+    expect(platform.page.locator("#my-communities .unread:visible")).to_have_count(0)
+    expect(platform.page.locator("#log")).not_to_contain_text("post_created")
+    for tab in (platform, ada, grace):
+        assert tab.errors == []
+
+
+def test_reading_a_community_clears_its_badge_in_every_tab_of_the_user(browser, context, server):
+    leader = Tab(context, server)
+    leader.expect_live()
+    follower = Tab(context, server)
+    # Another device: its own browser profile, its own poll, no channel to the others.
+    other_device = browser.new_context()
+    try:
+        device = Tab(other_device, server)
+        device.expect_live()
+        grace = Tab(context, server, user="u-grace")
+        grace.expect_live()
+        tabs = (leader, follower, device)
+        for community_id, ref in [("c-rust", "p-1"), ("c-rust", "p-2"), ("c-python", "p-3")]:
+            status, body = server.request("POST", f"/communities/{community_id}/activity",
+                                          token=server.token("u-admin"),
+                                          body={"kind": "post_created", "ref": ref})
+            assert status == 201, body
+        for tab in tabs:
+            expect(tab.unread("c-rust")).to_have_text("2 new", timeout=WAIT)
+            expect(tab.unread("c-python")).to_have_text("1 new", timeout=WAIT)
+        expect(grace.unread("c-python")).to_have_text("1 new", timeout=WAIT)
+
+        # Opening Rust in the tab that does not poll marks it read.
+        follower.page.locator('#my-communities button[data-open="c-rust"]').click()
+        expect(follower.page.locator("#opened-name")).to_have_text("Rust")
+        for tab in tabs:
+            expect(tab.unread("c-rust")).to_be_hidden(timeout=WAIT)
+            expect(tab.unread("c-python")).to_have_text("1 new")
+        # The server holds the marker (the other device learnt it from there)...
+        status, snapshot = server.request("GET", "/me/communities", token=server.token("u-ada"))
+        unread = {c["id"]: c["unread"] for c in snapshot["communities"]}
+        assert status == 200 and unread == {"c-rust": 0, "c-python": 1}, snapshot
+        # ...and it is Ada's alone: Grace still has Python's post unread.
+        expect(grace.unread("c-python")).to_have_text("1 new")
+
+        # While Rust stays open there, its new activity is read as it comes, on
+        # every tab and device; Python's still counts.
+        for community_id, ref in [("c-rust", "p-4"), ("c-python", "p-5")]:
+            server.request("POST", f"/communities/{community_id}/activity", token=server.token("u-admin"),
+                           body={"kind": "post_created", "ref": ref})
+        expect(follower.page.locator("#opened-activity")).to_contain_text("p-4", timeout=WAIT)
+        for tab in tabs:
+            expect(tab.unread("c-python")).to_have_text("2 new", timeout=WAIT)
+            expect(tab.unread("c-rust")).to_be_hidden(timeout=WAIT)
+        for tab in (*tabs, grace):
+            assert tab.errors == []
+    finally:
+        other_device.close()
+
+
+def test_a_notification_reaches_its_user_and_reading_clears_it_in_every_tab(browser, context, server):
+    leader = Tab(context, server)
+    leader.expect_live()
+    follower = Tab(context, server)
+    other_device = browser.new_context()
+    try:
+        device = Tab(other_device, server)
+        device.expect_live()
+        grace = Tab(context, server, user="u-grace")
+        grace.expect_live()
+        tabs = (leader, follower, device)
+        for tab in (*tabs, grace):
+            expect(tab.page.locator("#notifications-unread")).to_have_text("0", timeout=WAIT)
+            expect(tab.page.locator("#notifications-result")).to_have_text("No notifications yet.")
+
+        # Sent from Grace's page, whose platform panel acts as the platform.
+        grace.notify("u-ada", "n-first")
+        grace.notify("u-ada", "n-second")
+        for tab in tabs:
+            expect(tab.page.locator("#notifications-unread")).to_have_text("2 new", timeout=WAIT)
+            items = tab.page.locator("#notifications li")
+            expect(items).to_have_count(2, timeout=WAIT)
+            # Newest first.
+            expect(items.first).to_contain_text("mention n-second")
+            expect(items.last).to_contain_text("mention n-first")
+            expect(tab.page.locator("#notifications-read")).to_be_enabled()
+
+        # Marked read in the tab that does not poll.
+        follower.page.click("#notifications-read")
+        for tab in tabs:
+            expect(tab.page.locator("#notifications-unread")).to_have_text("0", timeout=WAIT)
+            expect(tab.page.locator("#notifications-read")).to_be_disabled()
+            expect(tab.page.locator("#notifications li")).to_have_count(2)
+        status, snapshot = server.request("GET", "/me/communities", token=server.token("u-ada"))
+        assert status == 200 and snapshot["notifications_unread"] == 0, snapshot
+
+        # They were Ada's: Grace's list and count stayed empty.
+        expect(grace.page.locator("#notifications li")).to_have_count(0)
+        expect(grace.page.locator("#notifications-unread")).to_have_text("0")
+        for tab in (*tabs, grace):
+            assert tab.errors == []
+    finally:
+        other_device.close()
 
 
 def _one_of(*values):
