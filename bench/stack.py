@@ -84,8 +84,9 @@ class Database:
         connection = psycopg2.connect(**dsn(self.url), application_name="bench-writer")
         return connection
 
-    def migrate(self):
-        flask(server_environ(self), "db-upgrade")
+    def migrate(self, revision="head"):
+        """Migrate to ``revision``: head, or an older schema to measure against."""
+        flask(server_environ(self), "db-upgrade", revision)
 
     def seed(self, users, small):
         """``users`` users u0..; everyone in ``c-all``, one of 100 groups, the first
@@ -114,8 +115,17 @@ class Database:
                 "UNION ALL SELECT 'u' || i, 'c-small', 'member' FROM generate_series(0, %s - 1) AS i",
                 (users, users, small))
             cursor.execute("UPDATE changes SET at = at - interval '1 day'")
-            # Autovacuum's transactions count in pg_stat_database too; the writes of a
-            # run would wake it in the middle of an idle window.
+        connection.close()
+        self.vacuum()
+
+    def vacuum(self):
+        """Switch autovacuum off for the run's tables, then VACUUM ANALYZE them once, after seeding.
+
+        Autovacuum's transactions count in pg_stat_database too; the writes of a
+        run would wake it in the middle of an idle window.
+        """
+        connection = self.connect()
+        with connection, connection.cursor() as cursor:
             for table in ("users", "communities", "memberships", "changes", "feed_meta"):
                 cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         connection.close()
