@@ -4,7 +4,9 @@
 conditional snapshots (304) on keep-alive connections, and prints the functions
 with the largest inclusive share. ``python -m bench.profile memory``: tracemalloc
 snapshots of the worker before and after ``--waiters`` polls are held, compared
-by traceback and by file. Both use a database of their own, like the suite.
+by traceback and by file. ``python -m bench.profile burst [--quick]``: scenario
+9 (bench/v2.py) with py-spy sampling the worker while the activity is
+published. All use a database of their own, like the suite.
 """
 import argparse
 import collections
@@ -14,11 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.servers import wait_for
 
-from . import stack
+from . import stack, v2
 from .stack import SECRET, ClientProcess, Server, raise_fd_limit
 
 # A gunicorn config that is the project's plus a tracemalloc hook in the worker:
@@ -73,6 +76,11 @@ def cpu304(database, seconds):
         client.close()
         server.stop()
     print(f"{result['requests'] / result['elapsed']:.0f} requests/s during the profile")
+    print_inclusive(output)
+
+
+def print_inclusive(output, top=45):
+    """The functions of py-spy's raw ``output`` with the largest inclusive share of the samples."""
     total, inclusive = 0, collections.Counter()
     for line in output.read_text().splitlines():
         stack_text, _, count = line.rpartition(" ")
@@ -82,8 +90,34 @@ def cpu304(database, seconds):
         for name in names:
             inclusive[name] += int(count)
     print(f"{total} samples; inclusive share:")
-    for name, count in inclusive.most_common(45):
+    for name, count in inclusive.most_common(top):
         print(f"{100 * count / total:5.1f}%  {name}")
+
+
+def burst(quick):
+    """Scenario 9 with the worker sampled (``py-spy record``) while the activity is published."""
+    from .__main__ import FULL, QUICK
+
+    options = dict(QUICK if quick else FULL)
+    stack.SETTLE = options["settle"]
+    output = Path(tempfile.mkdtemp()) / "py-spy.txt"
+
+    @contextmanager
+    def sampled(server):
+        spy = subprocess.Popen([
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.worker_pids()[0]),
+            "-d", str(int(options["burst_seconds"]) + 1), "-r", "100", "-f", "raw", "-o", str(output)])
+        try:
+            yield
+        finally:
+            spy.wait()
+
+    result = v2.burst(options, profile=sampled)
+    print(f"{result['published']} rows published in {result['publish_seconds']:.1f} s, "
+          f"{result['answers_per_member']['p50']} answers per member, "
+          f"{result['statements_per_second']:.0f} statements/s, worker CPU {result['worker_cpu_percent']:.0f}%, "
+          f"join wake p99 {result['wake_p99']}")
+    print_inclusive(output, top=60)
 
 
 def memory(database, waiters):
@@ -118,11 +152,15 @@ def memory(database, waiters):
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=("cpu304", "memory"))
+    parser.add_argument("what", choices=("cpu304", "memory", "burst"))
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--waiters", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="burst: the small version")
     args = parser.parse_args()
     raise_fd_limit()
+    if args.what == "burst":
+        burst(args.quick)
+        return
     database = stack.Database()
     try:
         database.migrate()
