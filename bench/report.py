@@ -385,7 +385,9 @@ def v2_section(results, existing, add):
     add("change log (`user_id` NULL), resolved to the community's members when read; before it")
     add("(revision 0001) a rename wrote one row per member inside the writer's transaction. Each")
     add("scenario runs on databases of its own, seeded in bulk with SQL, against real gunicorn")
-    add("servers (one gevent worker), and says which run its figures come from.")
+    add("servers (one gevent worker), and says which run its figures come from. What bounds the")
+    add("targets missed here, and the profiles behind it, are under")
+    add("[Profiles](#profiles-and-what-bounds-the-targets-that-were-missed) below.")
     add("")
     for name in V2_SCENARIOS:
         if name in blocks:
@@ -493,9 +495,13 @@ def burst_block(results, add):
     add(f"| PostgreSQL transactions per second of burst, the writer's excluded | (report) | "
         f"{num(b['transactions_per_second'])} | | | |")
     add(f"| Worker CPU during the burst | (report) | {num(b['worker_cpu_percent'])}% | | | |")
+    refused = ", ".join(f"{count:,} answered {status}" for status, count in sorted(b.get("refused", {}).items()))
+    add(f"| Polls refused meanwhile (until the drain ended) | none | {refused or 'none'} | | | "
+        f"{verdict(not refused)} |")
+    failed = ", ".join(f"{count:,} answered {status}" for status, count in sorted(b.get("snapshot_failures", {}).items()))
     add(f"| Nothing lost: client state = snapshot | all {b['members']:,} | {b['compared'] - b['mismatches']:,} of "
-        f"{b['compared']:,} equal (hash and `unread`); {b['caught_up']:,} had the last activity "
-        f"{b['drain_seconds']:.1f} s after the burst | | | {verdict(ok_kept)} |")
+        f"{b['compared']:,} equal (hash and `unread`){'; snapshots: ' + failed if failed else ''}; "
+        f"{b['caught_up']:,} had the last activity {b['drain_seconds']:.1f} s after the burst | | | {verdict(ok_kept)} |")
     add("")
     unread = ", ".join(f"{value} ({count:,} members)" for value, count in b["final_unread"])
     add(f"Each member's `unread` at the end: {unread} (counts stop at 100). Answers carry at most 100")
