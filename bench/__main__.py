@@ -1,22 +1,27 @@
 """``python -m bench SCENARIO [--quick] [--runs N]``: run benchmarks, record, render.
 
 Scenarios: held, idle, wake, fanout (these four share held polls), conditional,
-freshness, multi, or all. ``report [RESULTS.json]`` renders docs/benchmarks.md
-and the plots from recorded results (``all`` does it itself unless --quick).
+freshness, multi; rename, burst, unread (the change log v2, on databases of
+their own; ``v2`` runs the three); or all. ``report [RESULTS.json]`` renders
+docs/benchmarks.md and the plots from recorded results (``all`` and ``v2`` do
+it themselves unless --quick; a run of v2 scenarios only replaces their
+sections).
 """
 import argparse
 import json
 import random
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from . import conditional, freshness, longpoll, multi, report, stack
+from . import conditional, freshness, longpoll, multi, report, stack, v2
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
-SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi")
+V2_SCENARIOS = ("rename", "burst", "unread")
+SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + V2_SCENARIOS
 
 FULL = {
     "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
@@ -25,6 +30,10 @@ FULL = {
     "freshness_users": 500, "freshness_seconds": 60, "freshness_changes": 25,
     "multi_waiters": 1000, "multi_changes": 100, "naive_runs": 1, "settle": stack.SETTLE,
     "naive_small_waiters": 1000,
+    "rename_members": 100000, "rename_waiters": 10000, "rename_runs": 5,
+    "burst_members": 5000, "burst_bystanders": 150, "burst_quiet_joins": 30, "burst_rate": 200,
+    "burst_seconds": 10, "drain_wait": 120,
+    "unread_communities": 200, "unread_rows": 1000000, "unread_seconds": 5.0,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -33,13 +42,17 @@ QUICK = {
     "freshness_users": 20, "freshness_seconds": 12, "freshness_changes": 4,
     "multi_waiters": 40, "multi_changes": 10, "naive_runs": 1, "settle": 1.0,
     "naive_small_waiters": 0,
+    "rename_members": 2000, "rename_waiters": 200, "rename_runs": 2,
+    "burst_members": 200, "burst_bystanders": 40, "burst_quiet_joins": 5, "burst_rate": 50,
+    "burst_seconds": 3, "drain_wait": 30,
+    "unread_communities": 20, "unread_rows": 20000, "unread_seconds": 1.0,
 }
 
 
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=SCENARIOS + ("all", "report"))
+    parser.add_argument("scenario", choices=SCENARIOS + ("v2", "all", "report"))
     parser.add_argument("results", nargs="?", help="for report: a results file (default: the latest full run)")
     parser.add_argument("--quick", action="store_true", help="a small, fast version (smoke test)")
     parser.add_argument("--runs", type=int, help="repetitions of each measurement (default 3, quick 1)")
@@ -47,8 +60,9 @@ def parse(argv):
     parser.add_argument("--waiters", type=int, help="held polls for scenarios 1-4 (default 10000)")
     parser.add_argument("--naive-runs", type=int, help="sessions of the naive baseline (default 1)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the naive long poll sessions")
-    parser.add_argument("--database-url", help="use this (empty, migrated) database instead of creating one; "
-                        "PostgreSQL's per-database counters then include other traffic")
+    parser.add_argument("--database-url", help="use this (empty, migrated) database instead of creating one "
+                        "(not for rename, burst, unread); PostgreSQL's per-database counters then include "
+                        "other traffic")
     parser.add_argument("--output", type=Path, help="where to write the results JSON")
     parser.add_argument("--docs", type=Path, help="also render the report into this directory")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
@@ -75,22 +89,39 @@ def main(argv=None):
     output = args.output or RESULTS / f"{stamp}-{args.scenario}{'-quick' if args.quick else ''}.json"
     output.write_text(json.dumps(results, indent=1))
     log(f"results in {output}")
-    if args.scenario == "all" and not args.quick:
-        (RESULTS / "latest-all.json").write_text(json.dumps(results, indent=1))
+    if args.scenario in ("all", "v2") and not args.quick:
+        (RESULTS / f"latest-{args.scenario}.json").write_text(json.dumps(results, indent=1))
         report.render(results)
     if args.docs:
         report.render(results, args.docs)
-    return 0
+    return 1 if results.get("errors") else 0
 
 
 def run(args, options):
     begin = time.monotonic()
-    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    scenarios = {"all": SCENARIOS, "v2": V2_SCENARIOS}.get(args.scenario, (args.scenario,))
     results = {
         "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
         else "python -m bench " + args.scenario,
         "quick": args.quick, "options": options, "machine": stack.machine(),
     }
+    if any(s not in V2_SCENARIOS for s in scenarios):
+        run_shared(args, options, scenarios, results)
+    # Each on databases of its own, seeded for it alone; one that fails leaves the others' figures.
+    for name in V2_SCENARIOS:
+        if name in scenarios:
+            try:
+                results[name] = getattr(v2, name)(options)
+            except Exception:
+                results.setdefault("errors", {})[name] = traceback.format_exc()
+                log(f"{name} failed:\n{results['errors'][name]}")
+    results["elapsed_seconds"] = round(time.monotonic() - begin, 1)
+    log(f"done in {results['elapsed_seconds']} s")
+    return results
+
+
+def run_shared(args, options, scenarios, results):
+    """Scenarios 1-7, on one database of users u0.. (stack.Database.seed)."""
     users_needed = max(options["waiters"], 4 * options["freshness_users"] + options["multi_waiters"])
     database = stack.Database(shared_url=args.database_url)
     try:
@@ -133,9 +164,6 @@ def run(args, options):
             results["multi"] = multi.run(database, options, free[-options["multi_waiters"]:])
     finally:
         database.drop()
-    results["elapsed_seconds"] = round(time.monotonic() - begin, 1)
-    log(f"done in {results['elapsed_seconds']} s")
-    return results
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
@@ -29,14 +30,43 @@ from .stack import raise_fd_limit  # noqa: E402
 
 
 class Poller:
-    """One simulated browser tab: a reset poll, then long polls that follow the cursor."""
+    """One simulated browser tab: a reset poll, then long polls that follow the cursor.
+
+    Of the changes it receives it keeps a tally (by type, the last activity's
+    ``ref``, answers truncated), not the changes themselves: a member of a busy
+    community receives thousands.
+    """
 
     def __init__(self, client, index, user_id, spec):
         self.client = client
         self.index = index
         self.timeout = spec.get("timeout", 25)
-        port = spec["ports"][index % len(spec["ports"])]
-        self.follower = Follower(port, bearer_token(spec["secret"], user_id), path=spec.get("path", POLL_PATH))
+        self.port = spec["ports"][index % len(spec["ports"])]
+        self.token = bearer_token(spec["secret"], user_id)
+        self.follower = Follower(self.port, self.token, path=spec.get("path", POLL_PATH))
+        self.types = Counter()
+        self.last_ref = None
+        self.truncated = 0
+
+    def tally(self, answer):
+        """Count what an answer brought, and let go of its changes."""
+        if answer is None:
+            return
+        for change in answer.get("changes", ()):
+            self.types[change["type"]] += 1
+            if change["type"] == "activity":
+                self.last_ref = change["ref"]
+        self.truncated += bool(answer.get("truncated"))
+        self.follower.changes.clear()
+
+    def summary(self):
+        """What this tab holds now: its state's hash, its communities' unread counts, its tally."""
+        communities = self.follower.communities or []
+        return {
+            "index": self.index, "hash": self.follower.hash,
+            "unread": {c["id"]: [c.get("unread"), c.get("last_activity_at")] for c in communities},
+            "types": dict(self.types), "last_ref": self.last_ref, "truncated": self.truncated,
+        }
 
     def run(self, ramp):
         client = self.client
@@ -46,10 +76,11 @@ class Poller:
                 for attempt in range(6):
                     status, body = 0, b""
                     try:
-                        status, _head, body, _answer, _arrived = follower.poll(0)
+                        status, _head, body, answer, _arrived = follower.poll(0)
                     except (OSError, HTTPError):
                         pass
                     if status == 200:
+                        self.tally(answer)
                         break
                     # A restarting database or a full backlog is retried, as browsers do.
                     client.retries += 1
@@ -66,6 +97,7 @@ class Poller:
                                             response.body[:200].decode(errors="replace")])
                     gevent.sleep(random.uniform(1, 3))
                     continue
+                self.tally(response.answer)
                 client.answers.append([self.index, round(response.arrived, 6), response.answer["status"],
                                        len(response.body)])
                 while not client.repoll and not client.closing:
@@ -88,6 +120,7 @@ class Client:
         self.requests = 0
         self.retries = 0
         self.greenlets = []
+        self.pollers = []
 
     def emit(self, **event):
         sys.stdout.write(json.dumps(event) + "\n")
@@ -102,6 +135,7 @@ class Client:
         offset = len(self.greenlets)
         for number, user_id in enumerate(users):
             poller = Poller(self, offset + number, user_id, spec)
+            self.pollers.append(poller)
             self.greenlets.append(gevent.spawn(poller.run, ramp))
         deadline = time.monotonic() + spec.get("deadline", 120)
         while time.monotonic() < deadline:
@@ -122,6 +156,42 @@ class Client:
         answers, self.answers = self.answers, []
         failures, self.failures = self.failures, []
         self.emit(event="report", answers=answers, failures=failures, sent=self.sent)
+
+    def followers(self, spec):
+        """Each poller's :meth:`Poller.summary` (those of ``indices``, default all)."""
+        indices = spec.get("indices")
+        chosen = self.pollers if indices is None else [self.pollers[i] for i in indices]
+        self.emit(event="followers", followers=[poller.summary() for poller in chosen])
+
+    def snapshots(self, spec):
+        """``GET /me/communities`` as the user of each poller of ``indices``, ``connections`` at a time.
+
+        Emits, per poller, the snapshot's status, hash and unread counts, in the
+        shape of :meth:`Poller.summary`, to compare with what the poller holds.
+        """
+        gate = Semaphore(spec.get("connections", 20))
+        found = []
+
+        def fetch(poller):
+            with gate:
+                connection = Connection(poller.port)
+                try:
+                    status, _head, body = connection.request("/me/communities", authorization(poller.token),
+                                                             spec.get("timeout", 60))
+                    entry = {"index": poller.index, "status": status}
+                    if status == 200:
+                        snapshot = json.loads(body)
+                        entry.update(hash=snapshot["hash"], unread={
+                            c["id"]: [c.get("unread"), c.get("last_activity_at")] for c in snapshot["communities"]})
+                except (OSError, HTTPError) as error:
+                    entry = {"index": poller.index, "status": 0, "error": f"{error.__class__.__name__}: {error}"}
+                finally:
+                    connection.close()
+                found.append(entry)
+
+        indices = spec.get("indices", range(len(self.pollers)))
+        gevent.joinall([gevent.spawn(fetch, self.pollers[i]) for i in indices])
+        self.emit(event="snapshots", snapshots=sorted(found, key=lambda entry: entry["index"]))
 
     def load(self, spec):
         """Keep-alive GETs as fast as the server answers, on ``connections`` connections."""
@@ -223,6 +293,7 @@ class Client:
         commands = {
             "hold": self.hold, "repoll": self.set_repoll, "report": self.report,
             "load": self.load, "periodic": self.periodic, "close": self.close,
+            "followers": self.followers, "snapshots": self.snapshots,
         }
         stdin = FileObject(sys.stdin, "r")
         for line in stdin:

@@ -4,21 +4,28 @@
 conditional snapshots (304) on keep-alive connections, and prints the functions
 with the largest inclusive share. ``python -m bench.profile memory``: tracemalloc
 snapshots of the worker before and after ``--waiters`` polls are held, compared
-by traceback and by file. Both use a database of their own, like the suite.
+by traceback and by file. ``python -m bench.profile burst [--quick]``: scenario
+9 (bench/v2.py) with py-spy sampling the worker while the activity is
+published. ``python -m bench.profile reread``: the hub's batched re-read
+(``feed.read_news``) after activity in a community whose members all wait,
+timed in this process and explained by PostgreSQL (EXPLAIN ANALYZE). All use
+a database of their own, like the suite.
 """
 import argparse
 import collections
 import os
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.servers import wait_for
 
-from . import stack
+from . import stack, v2
 from .stack import SECRET, ClientProcess, Server, raise_fd_limit
 
 # A gunicorn config that is the project's plus a tracemalloc hook in the worker:
@@ -73,6 +80,11 @@ def cpu304(database, seconds):
         client.close()
         server.stop()
     print(f"{result['requests'] / result['elapsed']:.0f} requests/s during the profile")
+    print_inclusive(output)
+
+
+def print_inclusive(output, top=45):
+    """The functions of py-spy's raw ``output`` with the largest inclusive share of the samples."""
     total, inclusive = 0, collections.Counter()
     for line in output.read_text().splitlines():
         stack_text, _, count = line.rpartition(" ")
@@ -82,8 +94,34 @@ def cpu304(database, seconds):
         for name in names:
             inclusive[name] += int(count)
     print(f"{total} samples; inclusive share:")
-    for name, count in inclusive.most_common(45):
+    for name, count in inclusive.most_common(top):
         print(f"{100 * count / total:5.1f}%  {name}")
+
+
+def burst(quick):
+    """Scenario 9 with the worker sampled (``py-spy record``) while the activity is published."""
+    from .__main__ import FULL, QUICK
+
+    options = dict(QUICK if quick else FULL)
+    stack.SETTLE = options["settle"]
+    output = Path(tempfile.mkdtemp()) / "py-spy.txt"
+
+    @contextmanager
+    def sampled(server):
+        spy = subprocess.Popen([
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.worker_pids()[0]),
+            "-d", str(int(options["burst_seconds"]) + 1), "-r", "100", "-f", "raw", "-o", str(output)])
+        try:
+            yield
+        finally:
+            spy.wait()
+
+    result = v2.burst(options, profile=sampled)
+    print(f"{result['published']} rows published in {result['publish_seconds']:.1f} s, "
+          f"{result['answers_per_member']['p50']} answers per member, "
+          f"{result['statements_per_second']:.0f} statements/s, worker CPU {result['worker_cpu_percent']:.0f}%, "
+          f"join wake p99 {result['wake_p99']}")
+    print_inclusive(output, top=60)
 
 
 def memory(database, waiters):
@@ -116,13 +154,73 @@ def memory(database, waiters):
     print(out.read_text())
 
 
+def reread(members, fetched, explained):
+    """The re-read's rows and cost after activity in ``c-small``, whose ``members`` all wait.
+
+    ``fetched`` activity rows are read through ``feed.read_news`` here (its
+    rows are held in memory: keep it small), ``explained`` are only run
+    inside PostgreSQL (EXPLAIN ANALYZE, rows discarded there).
+    """
+    from sqlalchemy.dialects import postgresql
+
+    from app import feed, queries
+    from app.db import make_engine, read_transaction
+
+    database = stack.Database()
+    try:
+        database.migrate()
+        database.seed(members, members)
+        engine = make_engine(database.url)
+        with read_transaction(engine) as connection:
+            start = feed.read_position(connection)
+        users = [f"u{i}" for i in range(members)]
+        writer = database.connect()
+
+        def publish(count):
+            with writer, writer.cursor() as cursor:
+                cursor.execute("INSERT INTO activity (community_id, kind, ref) "
+                               "SELECT 'c-small', 'post_created', 'p' || i FROM generate_series(1, %s) AS i",
+                               (count,))
+
+        publish(fetched)
+        begin = time.monotonic()
+        with read_transaction(engine) as connection:
+            rows, _position = feed.read_news(connection, start, lambda: users)
+        elapsed = time.monotonic() - begin
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"read_news: {fetched} activity rows x {members} waiting members = {len(rows):,} rows in "
+              f"{elapsed:.2f} s ({elapsed / max(1, len(rows)) * 1e6:.1f} us a row); peak RSS {peak:.0f} MiB")
+        del rows
+        publish(explained - fetched)
+        statement = queries.changes_after(start, lambda column: queries.in_json_list(column, users, "postgresql"))
+        compiled = statement.compile(dialect=postgresql.psycopg2.dialect())
+        with writer, writer.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + compiled.string, compiled.params)
+            plan = cursor.fetchone()[0][0]
+        writer.close()
+        print(f"EXPLAIN ANALYZE of the same statement: {explained} activity rows x {members} waiting members = "
+              f"{plan['Plan']['Actual Rows']:,} rows, {plan['Execution Time']:.0f} ms in PostgreSQL")
+        engine.dispose()
+    finally:
+        database.drop()
+
+
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=("cpu304", "memory"))
+    parser.add_argument("what", choices=("cpu304", "memory", "burst", "reread"))
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--waiters", type=int, default=2000)
+    parser.add_argument("--waiters", type=int, default=2000, help="memory: polls held; reread: members waiting")
+    parser.add_argument("--quick", action="store_true", help="burst: the small version")
+    parser.add_argument("--rows", type=int, default=100, help="reread: activity rows read through read_news")
+    parser.add_argument("--explained", type=int, default=2000, help="reread: activity rows explained")
     args = parser.parse_args()
     raise_fd_limit()
+    if args.what == "burst":
+        burst(args.quick)
+        return
+    if args.what == "reread":
+        reread(args.waiters, args.rows, args.explained)
+        return
     database = stack.Database()
     try:
         database.migrate()

@@ -2,7 +2,13 @@
 
 The tables come from the results JSON; ``bench/notes.md`` (the profiles, what
 bounds a missed target and what would move it) is appended as written.
+
+Scenarios 8-10 (the change log v2) each render as a block of their own, with
+the command and machine of the run they come from: results of those scenarios
+alone replace their blocks in the existing page and leave the rest as it is,
+and a full render keeps the blocks of the page for scenarios its results lack.
 """
+import re
 from pathlib import Path
 
 from .stack import median
@@ -10,6 +16,10 @@ from .stack import median
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 NOTES = Path(__file__).resolve().parent / "notes.md"
+V2_SCENARIOS = ("rename", "burst", "unread")
+SHARED_KEYS = ("sessions", "conditional", "freshness", "multi")
+V2_HEADING = "## 8-10. Change log v2: community-wide changes written once"
+BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
 def ms(seconds):
@@ -45,9 +55,39 @@ def med(entries, *path):
 
 
 def render(results, docs=DOCS):
-    """Write ``benchmarks.md`` and the plots into ``docs``."""
+    """Write ``benchmarks.md`` (and the plots) into ``docs``: the whole page, or scenarios 8-10's blocks."""
     docs = Path(docs)
     docs.mkdir(exist_ok=True)
+    page = docs / "benchmarks.md"
+    existing = page.read_text() if page.exists() else ""
+    if any(key in results for key in SHARED_KEYS):
+        lines = shared_part(results, docs)
+    else:
+        lines = kept_shared_part(existing)
+    v2_section(results, existing, lines.append)
+    if NOTES.exists():
+        lines.append(NOTES.read_text().rstrip())
+        lines.append("")
+    page.write_text("\n".join(lines) + "\n")
+
+
+def kept_shared_part(existing):
+    """The page's part before scenarios 8-10 and the notes, as it is (a bare title on a new page)."""
+    end = len(existing)
+    for marker in (V2_HEADING, first_line(NOTES)):
+        found = existing.find("\n" + marker + "\n") if marker else -1
+        if found >= 0:
+            end = min(end, found + 1)
+    kept = existing[:end].rstrip("\n")
+    return (kept or "# Benchmarks").split("\n") + [""]
+
+
+def first_line(path):
+    return path.read_text().split("\n", 1)[0] if path.exists() else None
+
+
+def shared_part(results, docs):
+    """Scenarios 1-7: how they were made, the summary, the plots and the details."""
     plots = draw(results, docs)
     lines = []
     add = lines.append
@@ -87,10 +127,7 @@ def render(results, docs=DOCS):
             add(f"![{title}]({name})")
             add("")
     details(results, add)
-    if NOTES.exists():
-        add(NOTES.read_text().rstrip())
-        add("")
-    (docs / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def summary_rows(results, add):
@@ -324,3 +361,194 @@ def draw(results, docs):
         plt.close(figure)
         plots.append(("Freshness against requests", "bench-freshness.png"))
     return plots
+
+
+# -- scenarios 8-10: the change log v2 ---------------------------------------------------
+
+
+def v2_section(results, existing, add):
+    """The section of scenarios 8-10: a block per scenario, from ``results`` or kept from the page."""
+    kept = {match[1]: match[2] for match in BLOCK.finditer(existing)}
+    blocks = {}
+    for name in V2_SCENARIOS:
+        if name in results:
+            lines = []
+            V2_BLOCKS[name](results, lines.append)
+            blocks[name] = "\n".join(lines) + "\n"
+        elif name in kept:
+            blocks[name] = kept[name]
+    if not blocks:
+        return
+    add(V2_HEADING)
+    add("")
+    add("Since migration 0002 a rename, a deletion and activity are one community-scoped row in the")
+    add("change log (`user_id` NULL), resolved to the community's members when read; before it")
+    add("(revision 0001) a rename wrote one row per member inside the writer's transaction. Each")
+    add("scenario runs on databases of its own, seeded in bulk with SQL, against real gunicorn")
+    add("servers (one gevent worker), and says which run its figures come from. What bounds the")
+    add("targets missed here, and the profiles behind it, are under")
+    add("[Profiles](#profiles-and-what-bounds-the-targets-that-were-missed) below.")
+    add("")
+    for name in V2_SCENARIOS:
+        if name in blocks:
+            add(f"<!-- bench:{name} -->")
+            add(blocks[name].rstrip("\n"))
+            add(f"<!-- /bench:{name} -->")
+            add("")
+
+
+def factor(a, b):
+    """``a / b`` as a factor, with the digits its size needs; n/a without both."""
+    if not a or not b:
+        return "n/a"
+    value = a / b
+    return f"{value:,.0f}x" if value >= 10 else f"{value:.1f}x" if value >= 1 else f"{value:.2f}x"
+
+
+def run_line(results, add):
+    machine = results["machine"]
+    minutes = results["elapsed_seconds"] / 60
+    quick = " (--quick)" if results.get("quick") and "--quick" not in results["command"] else ""
+    add(f"Run: `{results['command']}`{quick}, {minutes:.1f} minutes, {machine['date']}, commit `{machine.get('commit') or 'unknown'}`; "
+        f"{machine['cpu']}, {machine['cores']} cores (shared), {machine['postgresql_client']}.")
+    add("")
+
+
+def rename_block(results, add):
+    r = results["rename"]
+    before, after, waiting = r["before"], r["after"], r["waiting"]
+    add(f"### 8. Rename a community of {r['members']:,} members")
+    add("")
+    run_line(results, add)
+    add(f"Two databases seeded alike ({r['members']:,} users, all members of `{r['community']}`, each also in one")
+    add(f"of 100 groups), one at revision {r['revisions']['before']} (before), one at head (after). "
+        f"{before['sql']['runs']} renames on each, taking")
+    add("turns: `UPDATE communities SET name` from SQL (timed from the transaction's first statement to")
+    add("`COMMIT` returning) and `PATCH /communities/{id}` as a platform admin (timed from request to")
+    add("response; the server runs the same code on both schemas); rows written counted in `changes`.")
+    add("")
+    add("| | Target | Before (0001) | After (head) | Before / after | |")
+    add("| --- | --- | --- | --- | --- | --- |")
+    for path, label in (("sql", "Writer, SQL `UPDATE`: p50 (max)"), ("api", "Writer, `PATCH` request: p50 (max)")):
+        b, a = before[path], after[path]
+        add(f"| {label} | < 20 ms | {ms(b['p50'])} ({ms(b['max'])}) | {ms(a['p50'])} ({ms(a['max'])}) | "
+            f"{factor(b['p50'], a['p50'])} | {verdict(a['p50'] < 0.020)} |")
+    add(f"| Change rows written per rename | O(1) | {num(before['sql']['rows'])} | {num(after['sql']['rows'])} | "
+        f"{factor(before['sql']['rows'], after['sql']['rows'])} | "
+        f"{verdict(after['sql']['rows'] == 1 and after['api']['rows'] == 1)} |")
+    add("")
+    add(f"Every run, in ms: before SQL {runs(before['sql'])}; after SQL {runs(after['sql'])}; before PATCH "
+        f"{runs(before['api'])}; after PATCH {runs(after['api'])}.")
+    add("")
+    all_there = waiting["answered"] >= waiting["waiters"] and waiting["with_rename"] >= waiting["waiters"]
+    add(f"**At head, with {waiting['waiters']:,} of the members waiting** (long polls held as in scenario 3, the")
+    add("rename from SQL, the members not polling again after their answer):")
+    add("")
+    add("| Waiting | Answered | With the rename | Writer's transaction | Rows written | First answer | p50 | "
+        "Last answer | Statements | Worker CPU | |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    add(f"| {waiting['held']:,} | {waiting['answered']:,} | {waiting['with_rename']:,} | "
+        f"{ms(waiting['writer_seconds'])} | {num(waiting['rows'])} | {ms(waiting['first'])} | {ms(waiting['p50'])} | {ms(waiting['last'])} | "
+        f"{num(waiting['statements'])} | {waiting['worker_cpu_seconds']:.1f} s | {verdict(all_there)} |")
+    add("")
+    add("Answer times run from `COMMIT` returning in the writer to the answer's last byte at the client;")
+    add("statements are the server's `community_sync_db_queries_total` over that time.")
+    add("")
+
+
+def runs(entry):
+    return ", ".join(f"{s * 1000:.1f}" for s in entry["seconds"])
+
+
+def burst_block(results, add):
+    b = results["burst"]
+    quiet = b.get("quiet", {})
+    per = b["answers_per_member"]
+    add(f"### 9. Activity burst: {b['rate']} rows/s for {b['publish_seconds']:.0f} s to "
+        f"{b['members']:,} waiting members")
+    add("")
+    run_line(results, add)
+    add(f"{b['members']:,} members of one community and {b['bystanders']} other users hold long polls on one worker,")
+    add("each following its cursor and polling again at once after every answer, as the browser client")
+    add(f"does. Activity is published in SQL (`INSERT INTO activity`), one row per transaction, "
+        f"{b['rate']} a second;")
+    add("every 100 ms one of the other users joins another community (also SQL), and the time from its")
+    add("`COMMIT` to its poll's answer at the client is its wake latency. The same joins, with no burst,")
+    add("on the same server just before it are the baseline. Afterwards every member's client state is")
+    add("compared with the snapshot (`GET /me/communities`) the server gives that member.")
+    add("")
+    ok_wake = b["wake_p99"] is not None and b["wake_p99"] < 0.100 and b["joins_answered"] == b["joins"]
+    ok_kept = b["mismatches"] == 0 and b["caught_up"] == b["members"] and b["compared"] == b["members"]
+    add("| | Target | During the burst | Baseline: no burst | Ratio | |")
+    add("| --- | --- | --- | --- | --- | --- |")
+    add(f"| Published | {b['rate']} rows/s | {num(b['published'])} rows in {b['publish_seconds']:.1f} s "
+        f"({b['published_rate']:.0f}/s) | | | |")
+    add(f"| Unrelated join, wake latency p50 / p99 (max) | p99 < 100 ms | {ms(b['wake_p50'])} / {ms(b['wake_p99'])} "
+        f"({ms(b['wake_max'])}), {b['joins_answered']}/{b['joins']} answered | {ms(quiet.get('wake_p50'))} / "
+        f"{ms(quiet.get('wake_p99'))}, {quiet.get('joins_answered', 0)}/{quiet.get('joins', 0)} answered | "
+        f"p99 {factor(b['wake_p99'], quiet.get('wake_p99'))} | {verdict(ok_wake)} |")
+    add(f"| Answers per member: p50 (min-max) | (report) | {num(per['p50'])} ({per['min']}-{per['max']}), "
+        f"{b['answers_per_member_second']:.2f}/s | | | |")
+    add(f"| Answers, all clients | (report) | {num(b['answers_total'])} | | | |")
+    add(f"| Statements per second (server counter) | (report) | {num(b['statements_per_second'])} | "
+        f"{num(quiet.get('statements_per_second'))} | {factor(b['statements_per_second'], quiet.get('statements_per_second'))} | |")
+    add(f"| PostgreSQL transactions per second of burst, the writer's excluded | (report) | "
+        f"{num(b['transactions_per_second'])} | | | |")
+    add(f"| Worker CPU during the burst | (report) | {num(b['worker_cpu_percent'])}% | | | |")
+    refused = ", ".join(f"{count:,} answered {status}" for status, count in sorted(b.get("refused", {}).items()))
+    add(f"| Polls refused meanwhile (until the drain ended) | none | {refused or 'none'} | | | "
+        f"{verdict(not refused)} |")
+    failed = ", ".join(f"{count:,} answered {status}" for status, count in sorted(b.get("snapshot_failures", {}).items()))
+    add(f"| Nothing lost: client state = snapshot | all {b['members']:,} | {b['compared'] - b['mismatches']:,} of "
+        f"{b['compared']:,} equal (hash and `unread`){'; snapshots: ' + failed if failed else ''}; "
+        f"{b['caught_up']:,} had the last activity {b['drain_seconds']:.1f} s after the burst | | | {verdict(ok_kept)} |")
+    add("")
+    unread = ", ".join(f"{value} ({count:,} members)" for value, count in b["final_unread"])
+    add(f"Each member's `unread` at the end: {unread} (counts stop at 100). Answers carry at most 100")
+    add(f"activity changes each (oldest dropped, `truncated`); {num(b['truncated_answers'])} answers were "
+        f"truncated, and a member")
+    add(f"received {num(b['activity_received'])} activity changes (median) of the {num(b['published'])} published. "
+        f"Statements over the")
+    add(f"burst and its drain: {num(b['statements_total'])}.")
+    add("")
+
+
+def unread_block(results, add):
+    u = results["unread"]
+    busy, quiet = u["busy"], u["quiet"]
+    add(f"### 10. Unread counts: a user in {u['communities']} communities with {u['rows']:,} activity rows")
+    add("")
+    run_line(results, add)
+    add(f"One user is a member of {u['communities']} communities among which {u['rows']:,} activity rows were "
+        f"written straight")
+    add("into the change log, as the activity trigger writes them, after the user joined: every one of its")
+    add(f"communities is at the unread cap (its unread counts add up to {num(busy['unread'])}), the worst case "
+        f"of the count. Its")
+    add(f"baseline is a user in {u['communities']} communities with no activity, in the same database. One "
+        f"request at a time,")
+    rounds = len(busy["snapshot"]["rounds"])
+    add(f"{results['options']['unread_seconds']:.0f} s per round, {rounds} round{'s' if rounds > 1 else ''}, the "
+        f"two users and the two reads taking turns:")
+    add("`GET /me/communities` (a full 200 answer) and `GET /community-changes/poll?timeout=0` with the")
+    add("cursor and hash of the user's snapshot (nothing changed: `unchanged`).")
+    add("")
+    add("| | Busy user | Quiet user (baseline) | Busy / quiet |")
+    add("| --- | --- | --- | --- |")
+    for read, label in (("snapshot", "`GET /me/communities`"), ("poll", "poll, `timeout=0`")):
+        b, q = busy[read], quiet[read]
+        add(f"| {label}: p50 / p99 | {ms(b['p50'])} / {ms(b['p99'])} | {ms(q['p50'])} / {ms(q['p99'])} | "
+            f"{factor(b['p50'], q['p50'])} / {factor(b['p99'], q['p99'])} |")
+        add(f"| {label}: requests/s, one at a time | {num(b['rps'])} | {num(q['rps'])} | {factor(b['rps'], q['rps'])} |")
+        add(f"| {label}: statements per request | {num(b['statements_per_request'], 2)} | "
+            f"{num(q['statements_per_request'], 2)} | |")
+    plans = u["plans"]
+    add(f"| Snapshot statement in PostgreSQL (EXPLAIN ANALYZE): execution | "
+        f"{plans['busy']['execution_ms']:.1f} ms, {num(plans['busy']['shared_hit'])} buffers hit | "
+        f"{plans['quiet']['execution_ms']:.1f} ms, {num(plans['quiet']['shared_hit'])} buffers hit | "
+        f"{factor(plans['busy']['execution_ms'], plans['quiet']['execution_ms'])} |")
+    add("")
+    add(f"Seeding the {u['rows']:,} rows took {u['seed_seconds']:.0f} s.")
+    add("")
+
+
+V2_BLOCKS = {"rename": rename_block, "burst": burst_block, "unread": unread_block}

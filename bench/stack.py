@@ -9,15 +9,18 @@ import os
 import platform
 import resource
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import psycopg2
+from prometheus_client import CollectorRegistry, multiprocess
 from sqlalchemy.engine import make_url
 
 from harness import servers
@@ -84,8 +87,9 @@ class Database:
         connection = psycopg2.connect(**dsn(self.url), application_name="bench-writer")
         return connection
 
-    def migrate(self):
-        flask(server_environ(self), "db-upgrade")
+    def migrate(self, revision="head"):
+        """Migrate to ``revision``: head, or an older schema to measure against."""
+        flask(server_environ(self), "db-upgrade", revision)
 
     def seed(self, users, small):
         """``users`` users u0..; everyone in ``c-all``, one of 100 groups, the first
@@ -114,8 +118,17 @@ class Database:
                 "UNION ALL SELECT 'u' || i, 'c-small', 'member' FROM generate_series(0, %s - 1) AS i",
                 (users, users, small))
             cursor.execute("UPDATE changes SET at = at - interval '1 day'")
-            # Autovacuum's transactions count in pg_stat_database too; the writes of a
-            # run would wake it in the middle of an idle window.
+        connection.close()
+        self.vacuum()
+
+    def vacuum(self):
+        """Switch autovacuum off for the run's tables, then VACUUM ANALYZE them once, after seeding.
+
+        Autovacuum's transactions count in pg_stat_database too; the writes of a
+        run would wake it in the middle of an idle window.
+        """
+        connection = self.connect()
+        with connection, connection.cursor() as cursor:
             for table in ("users", "communities", "memberships", "changes", "feed_meta"):
                 cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         connection.close()
@@ -182,6 +195,9 @@ class Server(servers.Server):
     def __init__(self, database, target="wsgi:app", workers=1, config=servers.CONFIG, **env):
         log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)
         log.close()
+        # The workers' metrics files, read here rather than through /metrics (see metrics()).
+        self.metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", self.metrics_dir)
         super().__init__(server_environ(database, **env), app=target, workers=workers, config=config,
                          log_path=log.name)
 
@@ -191,6 +207,22 @@ class Server(servers.Server):
         if self.log_path.exists():
             sys.stderr.write(self.log())
             self.log_path.unlink()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def metrics(self):
+        """The workers' metrics as ``/metrics`` sums them, read from their files in this process.
+
+        Asking a worker would add a request to what is measured, and a worker
+        saturated by the scenario answers it late or not at all.
+        """
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
+        values = Counter()
+        for metric in registry.collect():
+            for sample in metric.samples:
+                labels = ",".join(f'{key}="{value}"' for key, value in sample.labels.items())
+                values[sample.name + (f"{{{labels}}}" if labels else "")] += sample.value
+        return values
 
     def rss(self):
         """Resident memory of the workers, in bytes (VmRSS)."""

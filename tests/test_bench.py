@@ -4,11 +4,14 @@ It checks that every poll was held and every change answered, not how fast:
 speed is what ``python -m bench`` itself reports.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import postgres_url, require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,3 +41,39 @@ def test_held_and_wake_smoke(pg_database, tmp_path):
         assert all(latency > 0 for latency in wake["latencies"])
     report = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "Wake latency" in report
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_change_log_v2_smoke(tmp_path):
+    """rename, burst and unread, small, each on databases of its own; their section rendered."""
+    require_postgres()
+    output = tmp_path / "results.json"
+    command = [sys.executable, "-m", "bench", "v2", "--quick", "--output", str(output),
+               "--docs", str(tmp_path / "docs")]
+    finished = subprocess.run(command, cwd=ROOT, env=dict(os.environ, BENCH_DATABASE_URL=postgres_url()),
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    results = json.loads(output.read_text())
+    options = results["options"]
+    rename = results["rename"]
+    # Revision 0001 fans a rename out to every member; head writes one row.
+    assert rename["before"]["sql"]["rows"] == rename["before"]["api"]["rows"] == options["rename_members"]
+    assert rename["after"]["sql"]["rows"] == rename["after"]["api"]["rows"] == 1
+    waiting = rename["waiting"]
+    assert waiting["answered"] == waiting["with_rename"] == waiting["waiters"], waiting
+    burst = results["burst"]
+    assert burst["published"] == options["burst_rate"] * options["burst_seconds"]
+    assert burst["quiet"]["joins"] == options["burst_quiet_joins"]
+    assert burst["quiet"]["joins_answered"] > 0
+    assert burst["compared"] + sum(burst["snapshot_failures"].values()) == options["burst_members"]
+    unread = results["unread"]
+    # Every busy community is at the cap; the quiet ones have nothing.
+    assert unread["busy"]["unread"] == 100 * options["unread_communities"]
+    assert unread["quiet"]["unread"] == 0
+    for user in ("busy", "quiet"):
+        assert all(r["counts"] == {"200": r["requests"]} for r in unread[user]["snapshot"]["rounds"])
+    report = (tmp_path / "docs" / "benchmarks.md").read_text()
+    for heading in ("### 8. Rename", "### 9. Activity burst", "### 10. Unread counts"):
+        assert heading in report
