@@ -5,13 +5,15 @@ Positions and cursors (what a reader has seen) are ``app.cursors``.
 A row is user-scoped (``joined``, ``left``, ``role_changed``: it names its
 user) or community-scoped (a rename, a deletion: written once, ``user_id``
 NULL). A reader resolves community-scoped rows to the communities its user is
-a member of *in the reader's own snapshot*, or left within the range read, in
-the statement that reads them, and keeps those written while the user was a
+a member of *in the reader's own snapshot*, or left within the range read (a
+poll in the statement that reads them, the hub's batched read in a statement
+of its own), and keeps those written while the user was a
 member (:func:`addressed`). That is exact because, within one community, a
 join or leave and a rename or deletion lock the community row against each
 other (see the migrations), so their ids follow their commit order: a
 snapshot that sees a join sees every earlier row of that community.
 """
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -119,13 +121,37 @@ def read_head(connection):
     return row[0], parse_position(row[1])
 
 
-def read_news(connection, position, waiting_users):
-    """Every change the position does not see, and the position that sees them.
+@dataclass(frozen=True)
+class Batch:
+    """What one batched re-read found: each new row once, and who the community rows may concern.
 
-    Community-scoped rows come once for each waiting user that is or was a
-    member of the community in the range (``user_id`` set to that user; see
-    ``addressed()`` for which to keep), or once with ``user_id`` NULL when
-    none is. One statement after the position, whatever the number of users.
+    ``recipients``: community id -> the waiting users who are or were members
+    of it in the range (see ``queries.recipients``), for the communities of
+    the batch's community-scoped rows only.
+    """
+
+    rows: list
+    recipients: dict
+    position: object
+
+    def by_user(self, users):
+        """``{user_id: rows in id order}`` for the ``users`` with any, before ``addressed()``."""
+        found = defaultdict(list)
+        for row in self.rows:
+            if row.shared:
+                for user_id in self.recipients.get(row.community_id, ()):
+                    found[user_id].append(row)
+            elif row.user_id in users:
+                found[row.user_id].append(row)
+        return found
+
+
+def read_news(connection, position, waiting_users):
+    """Every change the position does not see, the position that sees them, and their recipients.
+
+    Three statements whatever the number of users and rows: the position,
+    the rows (each once), and the waiting users who are or were members of
+    the communities those rows concern.
 
     ``waiting_users()`` (the hub's live registry) is called only once the
     position is read: a poll that registered before this snapshot is among
@@ -135,12 +161,19 @@ def read_news(connection, position, waiting_users):
     """
     new_position = read_position(connection)
     user_ids = list(waiting_users())
-    dialect = connection.dialect.name
-
-    def picked(column):
-        return queries.in_json_list(column, user_ids, dialect)
-
-    return connection.execute(queries.changes_after(position, picked)).all(), new_position
+    rows = connection.execute(queries.changes_after(position)).all()
+    communities = sorted({row.community_id for row in rows if row.shared})
+    recipients = defaultdict(list)
+    if communities and user_ids:
+        dialect = connection.dialect.name
+        statement = queries.recipients(
+            position,
+            lambda column: queries.in_json_list(column, user_ids, dialect),
+            lambda column: queries.in_json_list(column, communities, dialect),
+        )
+        for user_id, community_id in connection.execute(statement):
+            recipients[community_id].append(user_id)
+    return Batch(rows, dict(recipients), new_position)
 
 
 @dataclass(frozen=True)

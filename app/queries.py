@@ -252,65 +252,59 @@ def _change_columns(recipient):
     )
 
 
-def _left_unseen(position, user_clause):
-    """(user, community) of the ``left`` rows the position does not see, for the users picked."""
-    left = aliased(Change)
-    return select(left.user_id.label("user_id"), left.community_id.label("community_id")).where(
-        left.type == "left", user_clause(left.user_id), position.unseen(left)
-    )
+def _everything(_column):
+    return literal(True)
 
 
-def _recipients(position, user_clause):
+def recipients(position, user_clause, community_clause=_everything):
     """Who may have been a member when a community-scoped row was written, among the users picked.
 
-    Members as of this snapshot (a deleted community's through its
-    tombstones), and those whose leaving the position has not seen yet: they
-    were members before it. Which rows each one was a member for is decided
-    from its own rows (``app.feed.addressed``).
+    ``(user_id, community_id)`` pairs: members as of this snapshot (a deleted
+    community's through its tombstones), and those whose leaving the position
+    has not seen yet: they were members before it. Which rows each one was a
+    member for is decided from its own rows (``app.feed.addressed``).
     """
     members = select(Membership.user_id, Membership.community_id).where(
-        user_clause(Membership.user_id)
+        user_clause(Membership.user_id), community_clause(Membership.community_id)
     )
-    return union(members, _left_unseen(position, user_clause)).subquery("recipients")
+    left = aliased(Change)
+    departed = select(left.user_id.label("user_id"), left.community_id.label("community_id")).where(
+        left.type == "left", user_clause(left.user_id), community_clause(left.community_id),
+        position.unseen(left),
+    )
+    return union(members, departed)
 
 
 def changes_of(position, user_id):
     """The user's changes the position does not see, in sequence order.
 
     Its own rows, and the community-scoped rows of the communities it is or
-    was a member of in the range (see ``_recipients``); those from while it
+    was a member of in the range (see ``recipients``); those from while it
     was not a member are dropped afterwards (``app.feed.addressed``). Each
     branch is an index range.
     """
     own = select(*_change_columns(Change.user_id)).where(
         Change.user_id == user_id, position.unseen(Change)
     )
-    recipients = _recipients(position, lambda column: column == user_id)
+    members = recipients(position, lambda column: column == user_id).subquery("recipients")
     shared = (
-        select(*_change_columns(recipients.c.user_id))
-        .join(recipients, recipients.c.community_id == Change.community_id)
+        select(*_change_columns(members.c.user_id))
+        .join(members, members.c.community_id == Change.community_id)
         .where(Change.user_id.is_(None), position.unseen(Change))
     )
     return union_all(own, shared).order_by(literal_column("id"))
 
 
-def changes_after(position, user_clause=None):
-    """Every change-log row the position does not see, in sequence order.
+def changes_after(position):
+    """Every change-log row the position does not see, each once, in sequence order.
 
-    A community-scoped row comes once for each recipient (see
-    ``_recipients``) among the users ``user_clause(column)`` picks, with
-    ``user_id`` set to that user, or once with ``user_id`` NULL when it picks
-    none.
+    A community-scoped row comes with ``user_id`` NULL, however many members
+    it concerns: who they are is a statement of its own (``recipients``), so
+    a burst of activity in a big community is read as rows, not as rows
+    times members.
     """
     # Plain rows, not ORM objects: the hub may hold thousands of them briefly.
-    recipients = _recipients(position, user_clause or (lambda _column: literal(False)))
-    shared = and_(Change.user_id.is_(None), recipients.c.community_id == Change.community_id)
-    return (
-        select(*_change_columns(func.coalesce(recipients.c.user_id, Change.user_id)))
-        .select_from(Change.__table__.outerjoin(recipients, shared))
-        .where(position.unseen(Change))
-        .order_by(Change.id)
-    )
+    return select(*_change_columns(Change.user_id)).where(position.unseen(Change)).order_by(Change.id)
 
 
 def unseen_by_sequence(column_id, last_id):

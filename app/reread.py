@@ -2,9 +2,10 @@
 
 On a hint (a NOTIFY, this process's own write, or the safety-net timer) it
 reads, in one snapshot, the new position and every change-log row since the
-hub's position (community-scoped rows resolved to the waiting members in the
-same statement), then the state of the waiting users those rows touch in one
-statement: a fixed number of statements whatever the number of waiters. Each
+hub's position, each once, and which waiting users are or were members of the
+communities of its community-scoped rows; then the state of the waiting users
+those rows touch in one statement: a fixed number of statements whatever the
+number of waiters, and rows read once however many members they concern. Each
 touched user gets the result as ``News`` and is woken, unless it is only
 activity for a user woken less than ``ACTIVITY_COALESCE`` seconds ago: then
 it is held until that window ends (``app/coalescing.py``). With nobody
@@ -13,7 +14,6 @@ waiting it reads nothing at all.
 import logging
 import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import gevent
@@ -73,16 +73,13 @@ class Reread:
         start, position = vouching.position, None
         try:
             with read_transaction(self.engine) as connection:
-                rows, position = feed.read_news(connection, start, self._waiting_users)
+                batch = feed.read_news(connection, start, self._waiting_users)
+                position = batch.position
                 # Noted before the next query yields: from here on a poll of a
                 # user with rows in this batch is not vouched for, and one
                 # already waiting is among those woken below.
-                vouching.advance(rows, position)
-                touched = defaultdict(list)
-                for row in rows:
-                    if row.user_id in self.users:
-                        touched[row.user_id].append(row)
-                touched = {user: kept for user, user_rows in touched.items()
+                vouching.advance(batch.rows, position)
+                touched = {user: kept for user, user_rows in batch.by_user(self.users).items()
                            if (kept := feed.addressed(user_rows))}
                 states = feed.read_states(connection, list(touched)) if touched else {}
         except BaseException:

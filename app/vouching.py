@@ -114,7 +114,6 @@ class Vouching:
             else:
                 for row in rows:
                     if row.shared:
-                        # Once per row, though it comes once per waiting member.
                         _note(self.recent_communities, row.community_id, row)
                     else:
                         _note(self.recent, row.user_id, row)

@@ -325,8 +325,8 @@ def test_a_member_who_leaves_after_a_community_change_still_receives_it(seeded, 
     _, rows = read_all(app, "u-alan", start.cursor.position)
     assert [(r.type, r.community_id) for r in rows] == [("community_updated", "c-go"), ("left", "c-go")]
     # The hub's batched read, for the waiting users, resolves it the same way.
-    news, _position = read_news_of(app, start.cursor.position, ["u-alan", "u-ada"])
-    alan = feed.addressed([r for r in news if r.user_id == "u-alan"])
+    batch = read_news_of(app, start.cursor.position, ["u-alan", "u-ada"])
+    alan = feed.addressed(batch.by_user({"u-alan", "u-ada"})["u-alan"])
     assert [(r.type, r.community_id) for r in alan] == [("community_updated", "c-go"), ("left", "c-go")]
 
 

@@ -52,9 +52,9 @@ def test_one_rename_costs_the_same_few_statements_for_any_number_of_waiters(quie
     users = add_members(quiet_app, "c-go", 400)
     few = rename_and_refresh(quiet_app, database, hub, users[:5], "Go 1")
     many = rename_and_refresh(quiet_app, database, hub, users, "Go 2")
-    # The new position, the new rows, the waiting users' state (plus SQLite's
-    # explicit BEGIN), whatever the number of waiters.
-    assert few == many <= 4
+    # The new position, the new rows, their recipients, the waiting users'
+    # state (plus SQLite's explicit BEGIN), whatever the number of waiters.
+    assert few == many <= 5
     # Each rename is one community-scoped row however many members it reached.
     with quiet_app.extensions["db"].connect() as connection:
         renames = connection.scalar(text("SELECT count(*) FROM changes WHERE type = 'community_updated'"))
@@ -183,3 +183,28 @@ def test_a_poll_registering_while_a_re_read_begins_gets_that_batch(quiet_app, da
         hub.reread.refresh()
         news = hub.wait(tickets[0], 0)
     assert [(row.type, row.community_id) for row in news[0].rows] == [("community_updated", "c-python")]
+
+
+def test_a_community_row_is_read_once_however_many_members_wait(quiet_app, database, monkeypatch):
+    """A burst in a big community reads rows, not rows times members."""
+    from app import feed
+
+    hub = quiet_app.extensions["hub"]
+    users = add_members(quiet_app, "c-go", 300)
+    original = feed.read_news
+    batches = []
+
+    def read_news(*args):
+        batches.append(original(*args))
+        return batches[-1]
+
+    monkeypatch.setattr(feed, "read_news", read_news)
+    with ExitStack() as stack:
+        tickets = [stack.enter_context(hub.waiting(user)) for user in users]
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-go', 'post', 'p-1')")
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-go', 'post', 'p-2')")
+        hub.reread.refresh()
+        woken = [[row.ref for row in hub.wait(ticket, 0)[0].rows] for ticket in tickets]
+    assert [row.ref for row in batches[0].rows] == ["p-1", "p-2"]
+    assert sorted(batches[0].recipients["c-go"]) == sorted(users)
+    assert woken == [["p-1", "p-2"]] * len(users)

@@ -210,9 +210,9 @@ def test_a_re_read_notes_its_rows_before_anything_yields(
     original = feed.read_news
 
     def read_news(*args):
-        rows, position = original(*args)
-        returned.extend(rows)
-        return rows, position
+        batch = original(*args)
+        returned.extend(batch.rows)
+        return batch
 
     monkeypatch.setattr(feed, "read_news", read_news)
     broken = []
