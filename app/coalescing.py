@@ -65,6 +65,26 @@ class Coalescing:
         self._checked()
         return news
 
+    def pause(self, user_id, rows):
+        """Seconds a poll that read only activity ``rows`` itself should wait before answering.
+
+        A poll whose own read finds activity answers at once otherwise, and
+        its client polls again at once: in a burst each member would loop
+        read-answer-read at the rate of the burst. It waits out the window
+        of the user's last answer instead (gathering what comes meanwhile),
+        and its answer starts the next window (``answered``).
+        """
+        last = self.woken_at.get(user_id)
+        if last is None or not rows or not coalescable(rows):
+            return 0.0
+        return max(0.0, last + self.window - self.clock())
+
+    def answered(self, user_id):
+        """The user's poll answered with changes it read itself: a window starts."""
+        if self.window > 0:
+            self.woken_at[user_id] = self.clock()
+        self._checked()
+
     def due(self):
         """``[(user_id, news)]`` whose window has ended, taken out of ``held``."""
         now = self.clock()

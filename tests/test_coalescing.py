@@ -128,3 +128,56 @@ def test_a_burst_costs_a_few_answers_and_loses_nothing(app_factory, database, au
     # Twenty wake-ups without coalescing; here the first, the re-polls that
     # read what had committed, and the window's end.
     assert answers.count("changed") <= 5
+
+
+def test_a_poll_reading_activity_moments_after_an_answer_waits_out_the_window(hub_app, auth):
+    """Its own read finds a post: it waits out the window instead of answering at once."""
+    hub = hub_app.extensions["hub"]
+    client = hub_app.test_client()
+    ada, admin = auth("u-ada"), auth("u-admin", admin=True)
+
+    def publish(ref):
+        response = client.post("/communities/c-python/activity",
+                               json={"kind": "post_created", "ref": ref}, headers=admin)
+        assert response.status_code == 201
+
+    def poll(cursor):
+        return client.get(f"/community-changes/poll?cursor={cursor}&timeout=10", headers=ada).json
+
+    cursor = client.get("/me/communities", headers=ada).json["cursor"]
+    publish("p-0")
+    first = poll(cursor)
+    assert [c["ref"] for c in first["changes"]] == ["p-0"]
+    publish("p-1")
+    poller = until_blocked(hub, gevent.spawn(poll, first["cursor"]))
+    assert not poller.dead, "answered p-1 at once, moments after the last answer"
+    # The hub holds a later post for the same window; nothing is lost.
+    publish("p-2")
+    hub.reread.refresh()
+    second = poller.get(timeout=10)
+    assert second["status"] == "changed"
+    assert [c["ref"] for c in second["changes"]] == ["p-1"]
+    third = poll(second["cursor"])
+    assert [c["ref"] for c in third["changes"]] == ["p-2"]
+    assert [c["unread"] for c in third["communities"] if c["id"] == "c-python"] == [3]
+
+
+def test_a_join_ends_the_pause_at_once(hub_app, auth, database):
+    hub = hub_app.extensions["hub"]
+    client = hub_app.test_client()
+    ada, admin = auth("u-ada"), auth("u-admin", admin=True)
+    hub.reread.coalescing.window = 3600
+    cursor = client.get("/me/communities", headers=ada).json["cursor"]
+    client.post("/communities/c-python/activity", json={"kind": "post_created", "ref": "p-0"},
+                headers=admin)
+    first = client.get(f"/community-changes/poll?cursor={cursor}&timeout=10", headers=ada).json
+    client.post("/communities/c-python/activity", json={"kind": "post_created", "ref": "p-1"},
+                headers=admin)
+    poller = until_blocked(hub, gevent.spawn(
+        lambda: client.get(f"/community-changes/poll?cursor={first['cursor']}&timeout=10",
+                           headers=ada).json))
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+    hub.reread.refresh()
+    answer = poller.get(timeout=10)
+    assert [(c["type"], c.get("ref")) for c in answer["changes"]] == [
+        ("activity", "p-1"), ("joined", None)]

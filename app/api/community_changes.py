@@ -20,6 +20,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from .. import cursors, feed, wire
 from ..auth import authenticate, provision
+from ..coalescing import coalescable
 from ..db import read_transaction
 from ..errors import Problem
 from ..hub import OverCapacity, TooManyPolls
@@ -118,8 +119,15 @@ def poll():
                 reply = Reply("unchanged", replace(ask.known, last_change_at=last_change_at))
             else:
                 reply = look(identity.user_id, ask.known)
+            coalescing = hub.reread.coalescing
             if reply.status == "unchanged":
                 reply = wait(hub, ticket, ask, reply.known)
+            elif pause := coalescing.pause(identity.user_id, reply.changes):
+                # Only activity, for a user answered moments ago: gather for
+                # the rest of its window rather than answer at the burst's rate.
+                reply = wait(hub, ticket, ask, reply.known, held=reply, pause=pause)
+            if reply.status == "changed":
+                coalescing.answered(identity.user_id)
 
     now = datetime.now(timezone.utc)
     if reply.status == "changed":
@@ -173,17 +181,23 @@ def look(user_id, known):
     return Reply("unchanged", now_known)
 
 
-def wait(hub, ticket, ask, known):
+def wait(hub, ticket, ask, known, held=None, pause=0.0):
     """Wait for news of changes the client's cursor did not see, or the timeout.
 
     ``known`` is where the poll's knowledge stands (its own read, or what the
     client sent when the hub vouched for it); news from an older snapshot
     says nothing new, and rows the client saw are not sent again.
+
+    ``held``: a ``changed`` reply of activity only, held back for ``pause``
+    seconds; news meanwhile joins it, and anything but activity ends the
+    pause at once.
     """
     seen = ask.known.cursor.position
     epoch, latest = known.cursor.epoch, known.cursor.position
-    collected = {}
-    deadline = time.monotonic() + jittered_wait(ask.timeout)
+    # The newest state seen: (hash, communities, notifications_unread).
+    state = (held.known.hash, held.communities, held.notifications_unread) if held else None
+    collected = {row.id: row for row in held.changes} if held else {}
+    deadline = time.monotonic() + (pause if held else jittered_wait(ask.timeout))
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or hub.closing or ticket.gone:
@@ -192,15 +206,18 @@ def wait(hub, ticket, ask, known):
             if not news.position.covers(latest):
                 continue
             latest = news.position
-            newest = news
+            state = (news.hash, news.communities, news.notifications_unread)
             for row in news.rows:
                 if not seen.sees(row):
                     collected[row.id] = row
-        if collected:
-            rows = [collected[key] for key in sorted(collected)]
+        if collected and not (held and coalescable(collected.values())):
+            break
+    if collected:
+        rows = [collected[key] for key in sorted(collected)]
+        if not held:
             current_app.extensions["metrics"].observe_wake(min(wire.utc(r.at) for r in rows))
-            return Reply("changed", Known(cursors.Cursor(epoch, latest), newest.hash),
-                         newest.communities, rows, newest.notifications_unread)
+        digest, communities, unread = state
+        return Reply("changed", Known(cursors.Cursor(epoch, latest), digest), communities, rows, unread)
     return Reply("unchanged", replace(known, cursor=cursors.Cursor(epoch, latest)))
 
 
