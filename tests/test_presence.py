@@ -1,0 +1,291 @@
+"""Presence: who is online, counted from the polls themselves, per the contract's v2 section."""
+import http.client
+import json
+import os
+import signal
+
+import gevent
+import pytest
+
+from app import wire
+from conftest import assert_problem, bearer, eventually, table_dump, until_blocked
+from harness.servers import flask, wait_for
+
+# Short enough that a test sees a TTL run out; the refresh well inside it.
+QUICK = {"PRESENCE_TTL": 1.0, "PRESENCE_INTERVAL": 0.2}
+# A TTL no test outlives, with the same quick refresh.
+STEADY = {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 0.2}
+
+
+def seeded_app(app_factory, settings):
+    app = app_factory(**settings)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    return app
+
+
+@pytest.fixture
+def quick_app(app_factory):
+    return seeded_app(app_factory, QUICK)
+
+
+@pytest.fixture
+def steady_app(app_factory):
+    return seeded_app(app_factory, STEADY)
+
+
+def listed(client, headers, community="c-python"):
+    response = client.get(f"/communities/{community}/presence", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [user["id"] for user in response.json["users"]]
+
+
+def poll_in_greenlet(client, headers, timeout):
+    """A long poll of the caller, held in a greenlet until it is answered."""
+    first = client.get("/community-changes/poll?timeout=0", headers=headers).json
+    return gevent.spawn(
+        client.get,
+        f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout={timeout}",
+        headers=headers,
+    )
+
+
+# -- the presence endpoint ---------------------------------------------------------
+
+
+def test_presence_lists_members_online_with_etag_and_poll_interval(steady_app, auth):
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada", name="Ada"), auth("u-grace")
+    client.get("/me/communities", headers=grace)
+    assert eventually(lambda: set(listed(client, ada)) == {"u-ada", "u-grace"})
+    response = client.get("/communities/c-python/presence", headers=ada)
+    body = response.json
+    assert list(body) == ["online", "users", "truncated"]
+    assert body["online"] == 2 and body["truncated"] is False
+    assert {u["id"]: u["name"] for u in body["users"]} == {"u-ada": "Ada", "u-grace": "Grace Hopper"}
+    assert all(set(user) == {"id", "name", "since"} for user in body["users"])
+    tag = response.headers["ETag"]
+    assert tag == f'"{wire.state_hash(body)}"'
+    assert response.headers["Cache-Control"] == "private, no-cache"
+    assert response.headers["Vary"] == "Authorization"
+    assert int(response.headers["X-Poll-Interval"]) >= 1
+    for header in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        again = client.get("/communities/c-python/presence", headers={**ada, "If-None-Match": header})
+        assert again.status_code == 304 and again.data == b""
+        assert again.headers["ETag"] == tag and again.headers["X-Poll-Interval"]
+    stale = client.get("/communities/c-python/presence", headers={**ada, "If-None-Match": '"other"'})
+    assert stale.status_code == 200
+
+
+def test_presence_is_for_members_only(steady_app, auth):
+    client = steady_app.test_client()
+    alan = auth("u-alan")
+    client.get("/me/communities", headers=auth("u-ada"))
+    unknown = assert_problem(client.get("/communities/c-nope/presence", headers=alan), 404)
+    # A public community alan is not in, a private one, a platform admin who is
+    # in neither: each answered like an unknown id.
+    for community, headers in (("c-python", alan), ("c-ops", alan),
+                               ("c-python", auth("u-admin", admin=True))):
+        body = assert_problem(client.get(f"/communities/{community}/presence", headers=headers), 404)
+        assert body["type"] == unknown["type"] and body["title"] == unknown["title"]
+        assert community in body["detail"]
+    assert_problem(client.get("/communities/bad%20id/presence", headers=alan), 400)
+    assert_problem(client.get("/communities/c-python/presence"), 401)
+
+
+def test_counts_ride_every_answer_outside_the_hash(steady_app, auth):
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    alone = client.get("/me/communities", headers=ada).json
+    assert set(alone["online"]) == {c["id"] for c in alone["communities"]}
+    client.get("/me/communities", headers=grace)
+
+    def counted():
+        body = client.get("/me/communities", headers=ada).json
+        return body if body["online"]["c-python"] == 2 else None
+
+    both = eventually(counted) and counted()
+    assert both and both["hash"] == alone["hash"]
+    answer = client.get(f"/community-changes/poll?cursor={both['cursor']}&hash={both['hash']}&timeout=0",
+                        headers=ada)
+    assert answer.json["status"] == "unchanged" and answer.json["online"]["c-python"] >= 1
+    assert answer.headers["ETag"] == f'"{both["hash"]}"'
+
+
+def test_a_count_that_changes_wakes_no_poll(steady_app, auth):
+    client = steady_app.test_client()
+    hub = steady_app.extensions["hub"]
+    ada = auth("u-ada")
+    poll = until_blocked(hub, poll_in_greenlet(client, ada, timeout=2))
+    client.get("/me/communities", headers=auth("u-grace"))  # grace comes online in c-python
+    answer = poll.get(timeout=10).json
+    # Answered at its timeout, unchanged, carrying the counts as they are by then.
+    assert answer["status"] == "unchanged"
+    assert answer["online"] == {"c-python": 2, "c-rust": 1}
+
+
+def test_a_held_poll_keeps_its_user_online_past_the_ttl(quick_app, auth):
+    client = quick_app.test_client()
+    hub = quick_app.extensions["hub"]
+    poll = until_blocked(hub, poll_in_greenlet(client, auth("u-ada"), timeout=4))
+    grace = auth("u-grace")
+    gevent.sleep(2 * QUICK["PRESENCE_TTL"])  # well past the TTL of ada's last request
+    assert "u-ada" in listed(client, grace)
+    poll.get(timeout=10)
+    # Answered: online for one TTL more, then gone.
+    assert eventually(lambda: "u-ada" not in listed(client, grace))
+
+
+def test_a_hang_up_ends_presence_without_waiting_for_the_ttl(app_factory, auth):
+    app = app_factory(PRESENCE_TTL=3600, PRESENCE_INTERVAL=0.2)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    presence, hub = app.extensions["presence"], app.extensions["hub"]
+    app.test_client().get("/me/communities", headers=auth("u-ada"))
+    with hub.waiting("u-ada") as ticket:
+        assert "u-ada" in presence.online()
+        hub.drop(ticket)  # what app/disconnects.py does when the client hangs up
+    assert "u-ada" not in presence.online()
+    with hub.waiting("u-grace"), hub.waiting("u-grace") as ticket:
+        hub.drop(ticket)
+    # Her other poll ended normally: she is only between two polls.
+    assert "u-grace" in presence.online()
+
+
+# -- visibility ------------------------------------------------------------------------
+
+
+def test_an_invisible_user_appears_nowhere_and_can_come_back(steady_app, auth):
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    assert client.get("/me/presence", headers=grace).json == {"visible": True}
+    client.get("/me/communities", headers=grace)
+    assert eventually(lambda: "u-grace" in listed(client, ada))
+    hidden = client.put("/me/presence", json={"visible": False}, headers=grace)
+    assert hidden.status_code == 200 and hidden.json == {"visible": False}
+    assert client.get("/me/presence", headers=grace).json == {"visible": False}
+
+    def hidden_everywhere():
+        body = client.get("/communities/c-python/presence", headers=ada).json
+        counts = client.get("/me/communities", headers=ada).json["online"]
+        return "u-grace" not in [u["id"] for u in body["users"]] and body["online"] == counts["c-python"] == 1
+
+    assert eventually(hidden_everywhere)
+    # Her own view counts her out too.
+    assert "u-grace" not in listed(client, grace)
+    assert client.put("/me/presence", json={"visible": True}, headers=grace).json == {"visible": True}
+    assert eventually(lambda: "u-grace" in listed(client, ada))
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), [
+    ('{"visible": "no"}', {"Content-Type": "application/json"}, 422),
+    ('{"visible": null}', {"Content-Type": "application/json"}, 422),
+    ('{"visible": 0}', {"Content-Type": "application/json"}, 422),
+    ('{}', {"Content-Type": "application/json"}, 422),
+    ('{"visible": false, "extra": 1}', {"Content-Type": "application/json"}, 422),
+    ('[false]', {"Content-Type": "application/json"}, 422),
+    ('{"visible": fal', {"Content-Type": "application/json"}, 400),
+    ('visible=false', {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+])
+def test_bad_visibility_bodies_are_refused_and_change_nothing(seeded, client, auth, body, headers, status):
+    grace = auth("u-grace")
+    client.get("/me/communities", headers=grace)
+    before = table_dump(seeded)
+    response = client.put("/me/presence", data=body, headers={**grace, **headers})
+    assert_problem(response, status)
+    assert table_dump(seeded) == before
+    assert client.get("/me/presence", headers=grace).json == {"visible": True}
+
+
+# -- across worker processes ------------------------------------------------------------
+
+
+class Connection:
+    """A keep-alive connection to a gunicorn server, and the worker that serves it."""
+
+    def __init__(self, server):
+        self.http = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        self.get("/healthz")
+        self.worker = server.worker_serving(self.http.sock.getsockname()[1])
+
+    def get(self, path, headers=None):
+        self.send(path, headers)
+        return self.answer()
+
+    def send(self, path, headers=None):
+        self.http.request("GET", path, headers=headers or {})
+
+    def answer(self):
+        response = self.http.getresponse()
+        body = response.read()
+        return response.status, json.loads(body) if body else None
+
+    def close(self):
+        self.http.close()
+
+
+def one_connection_per_worker(server, tries=200):
+    """Keep-alive connections served by two different workers (the kernel decides who accepts)."""
+    found, spare = {}, []
+    for _ in range(tries):
+        connection = Connection(server)
+        if connection.worker is not None and connection.worker not in found:
+            found[connection.worker] = connection
+        else:
+            spare.append(connection)
+        if len(found) == 2:
+            break
+    for connection in spare:
+        connection.close()
+    assert len(found) == 2, "every connection went to one worker"
+    return list(found.values())
+
+
+def seeded_server(server_factory, database, **settings):
+    server = server_factory(database, workers=2, RATELIMIT_WRITES="100000 per minute", **settings)
+    flask(server.env, "seed-demo")
+    return server
+
+
+def present(connection, community="c-python", user="u-grace"):
+    status, body = connection.get(f"/communities/{community}/presence", headers=bearer(user))
+    assert status == 200, body
+    return [u["id"] for u in body["users"]]
+
+
+def hold_a_poll(connection, user):
+    """Send a long poll of ``user`` on ``connection`` and leave it waiting (unread)."""
+    status, first = connection.get("/community-changes/poll?timeout=0", headers=bearer(user))
+    assert status == 200
+    connection.send(f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout=50",
+                    headers=bearer(user))
+
+
+@pytest.mark.slow
+def test_a_poll_on_one_worker_is_online_for_a_reader_on_the_other(server_factory, database):
+    # A TTL far longer than the test: whatever makes ada go offline here is the hang-up.
+    server = seeded_server(server_factory, database, PRESENCE_TTL=600, PRESENCE_INTERVAL=0.5)
+    polling, reading = one_connection_per_worker(server)
+    assert polling.worker != reading.worker
+    hold_a_poll(polling, "u-ada")
+    wait_for(lambda: "u-ada" in present(reading), 30, message="ada online for the other worker")
+    status, snapshot = reading.get("/me/communities", headers=bearer("u-grace"))
+    assert snapshot["online"]["c-python"] == 2
+    polling.close()  # ada closes her tab
+    wait_for(lambda: "u-ada" not in present(reading), 30, message="ada offline after hanging up")
+    reading.close()
+
+
+@pytest.mark.slow
+def test_a_killed_workers_users_go_offline_within_the_ttl(server_factory, database):
+    ttl, interval = 3, 0.5
+    server = seeded_server(server_factory, database, PRESENCE_TTL=ttl, PRESENCE_INTERVAL=interval)
+    polling, reading = one_connection_per_worker(server)
+    hold_a_poll(polling, "u-ada")
+    wait_for(lambda: "u-ada" in present(reading), 30, message="ada online for the other worker")
+    # Longer than the TTL: her held poll, refreshed by its worker, keeps her online.
+    wait_for(lambda: False, ttl + 2 * interval)
+    assert "u-ada" in present(reading)
+    os.kill(polling.worker, signal.SIGKILL)  # nothing of that worker cleans up after it
+    wait_for(lambda: "u-ada" not in present(reading), 60, message="ada offline once her worker died")
+    assert "u-grace" in present(reading)
+    polling.close()
+    reading.close()
