@@ -41,6 +41,9 @@ from .db import read_transaction, write_transaction
 
 log = logging.getLogger(__name__)
 
+# A worker silent for this many TTLs is dead, whatever it was doing: its rows
+# go. Readers stopped counting them long before; this only reclaims space.
+SWEEP_AFTER_TTLS = 10
 # Counts remembered per worker (a community's count costs a few bytes).
 CACHED_COMMUNITIES = 100_000
 
@@ -134,7 +137,7 @@ class Presence:
         """Delete what dead workers left behind (readers ignore it already)."""
         with write_transaction(self.engine) as session:
             dialect = session.get_bind().dialect.name
-            for statement in queries.sweep_dead_workers(2 * self.ttl, dialect):
+            for statement in queries.sweep_dead_workers(SWEEP_AFTER_TTLS * self.ttl, dialect):
                 session.execute(statement)
 
     def leave(self):

@@ -6,8 +6,10 @@ import signal
 
 import gevent
 import pytest
+from sqlalchemy import create_engine, text
 
 from app import wire
+from app.db import normalize_url
 from conftest import assert_problem, bearer, eventually, table_dump, until_blocked
 from harness.servers import flask, wait_for
 
@@ -150,6 +152,29 @@ def test_a_hang_up_ends_presence_without_waiting_for_the_ttl(app_factory, auth):
     assert "u-grace" in presence.online()
 
 
+def test_dead_workers_rows_are_swept_and_a_swept_worker_writes_its_users_again(steady_app, auth):
+    client = steady_app.test_client()
+    presence = steady_app.extensions["presence"]
+    client.get("/me/communities", headers=auth("u-ada"))
+    assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
+    engine = steady_app.extensions["db"]
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO presence_workers (id, refreshed_at) "
+                                "VALUES ('gone:1:ab', '2000-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO presence (user_id, worker_id, since) "
+                                "VALUES ('u-grace', 'gone:1:ab', '2000-01-01 00:00:00')"))
+    # Long dead: not counted even before it is swept.
+    assert "u-grace" not in listed(client, auth("u-ada"))
+    # A live worker stalled as long would be swept too (its row made stale here).
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE presence_workers SET refreshed_at = '2000-01-01 00:00:00'"))
+    presence.sweep()
+    with engine.connect() as connection:
+        assert connection.scalars(text("SELECT worker_id FROM presence")).all() == []
+    # Its next refresh finds its row gone and writes all of its users again.
+    assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
+
+
 # -- visibility ------------------------------------------------------------------------
 
 
@@ -222,6 +247,22 @@ class Connection:
         self.http.close()
 
 
+@pytest.fixture
+def two_workers(server_factory, database):
+    """``start(**settings)``: a seeded two-worker server and a connection to each worker, closed after."""
+    opened = []
+
+    def start(**settings):
+        server = server_factory(database, workers=2, RATELIMIT_WRITES="100000 per minute", **settings)
+        flask(server.env, "seed-demo")
+        opened.extend(one_connection_per_worker(server))
+        return server, opened[0], opened[1]
+
+    yield start
+    for connection in opened:
+        connection.close()
+
+
 def one_connection_per_worker(server, tries=200):
     """Keep-alive connections served by two different workers (the kernel decides who accepts)."""
     found, spare = {}, []
@@ -239,16 +280,20 @@ def one_connection_per_worker(server, tries=200):
     return list(found.values())
 
 
-def seeded_server(server_factory, database, **settings):
-    server = server_factory(database, workers=2, RATELIMIT_WRITES="100000 per minute", **settings)
-    flask(server.env, "seed-demo")
-    return server
-
-
 def present(connection, community="c-python", user="u-grace"):
     status, body = connection.get(f"/communities/{community}/presence", headers=bearer(user))
     assert status == 200, body
     return [u["id"] for u in body["users"]]
+
+
+def presence_rows(server):
+    """The users with a presence row, fresh or not."""
+    engine = create_engine(normalize_url(server.env["DATABASE_URL"]))
+    try:
+        with engine.connect() as connection:
+            return set(connection.scalars(text("SELECT user_id FROM presence")))
+    finally:
+        engine.dispose()
 
 
 def hold_a_poll(connection, user):
@@ -260,25 +305,22 @@ def hold_a_poll(connection, user):
 
 
 @pytest.mark.slow
-def test_a_poll_on_one_worker_is_online_for_a_reader_on_the_other(server_factory, database):
+def test_a_poll_on_one_worker_is_online_for_a_reader_on_the_other(two_workers):
     # A TTL far longer than the test: whatever makes ada go offline here is the hang-up.
-    server = seeded_server(server_factory, database, PRESENCE_TTL=600, PRESENCE_INTERVAL=0.5)
-    polling, reading = one_connection_per_worker(server)
+    _server, polling, reading = two_workers(PRESENCE_TTL=600, PRESENCE_INTERVAL=0.5)
     assert polling.worker != reading.worker
     hold_a_poll(polling, "u-ada")
     wait_for(lambda: "u-ada" in present(reading), 30, message="ada online for the other worker")
-    status, snapshot = reading.get("/me/communities", headers=bearer("u-grace"))
-    assert snapshot["online"]["c-python"] == 2
+    wait_for(lambda: reading.get("/me/communities", headers=bearer("u-grace"))[1]["online"]
+             == {"c-python": 2, "c-design": 1}, 30, message="both counted in grace's snapshot")
     polling.close()  # ada closes her tab
     wait_for(lambda: "u-ada" not in present(reading), 30, message="ada offline after hanging up")
-    reading.close()
 
 
 @pytest.mark.slow
-def test_a_killed_workers_users_go_offline_within_the_ttl(server_factory, database):
+def test_a_killed_workers_users_go_offline_within_the_ttl(two_workers):
     ttl, interval = 3, 0.5
-    server = seeded_server(server_factory, database, PRESENCE_TTL=ttl, PRESENCE_INTERVAL=interval)
-    polling, reading = one_connection_per_worker(server)
+    server, polling, reading = two_workers(PRESENCE_TTL=ttl, PRESENCE_INTERVAL=interval)
     hold_a_poll(polling, "u-ada")
     wait_for(lambda: "u-ada" in present(reading), 30, message="ada online for the other worker")
     # Longer than the TTL: her held poll, refreshed by its worker, keeps her online.
@@ -286,6 +328,6 @@ def test_a_killed_workers_users_go_offline_within_the_ttl(server_factory, databa
     assert "u-ada" in present(reading)
     os.kill(polling.worker, signal.SIGKILL)  # nothing of that worker cleans up after it
     wait_for(lambda: "u-ada" not in present(reading), 60, message="ada offline once her worker died")
+    # Not deleted: her row is still there, and no longer counts.
+    assert presence_rows(server) == {"u-ada", "u-grace"}
     assert "u-grace" in present(reading)
-    polling.close()
-    reading.close()
