@@ -267,7 +267,7 @@ def operations(max_timeout):
                     "application/json": {"schema": ref("VisibilityBody")}}},
                 "responses": {
                     "200": json_body(ref("Visibility"), "The caller's choice, as stored."),
-                    **{code: WRITE_ERRORS[code] for code in ("400", "408", "413", "415", "422", "429")},
+                    **{code: WRITE_ERRORS[code] for code in ("400", "408", "413", "415", "422")},
                     **COMMON_ERRORS,
                 },
             },
