@@ -3,10 +3,11 @@ import http.client
 import json
 import os
 import signal
+from contextlib import contextmanager
 
 import gevent
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from app import wire
 from app.db import normalize_url
@@ -173,6 +174,62 @@ def test_dead_workers_rows_are_swept_and_a_swept_worker_writes_its_users_again(s
         assert connection.scalars(text("SELECT worker_id FROM presence")).all() == []
     # Its next refresh finds its row gone and writes all of its users again.
     assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
+
+
+@contextmanager
+def statements(engine):
+    """The SQL statements run on ``engine`` by this greenlet meanwhile (the hub's own are not counted)."""
+    caller = gevent.getcurrent()
+    seen = []
+
+    def note(_conn, _cursor, statement, *_args):
+        if gevent.getcurrent() is caller:
+            seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_factory, auth, database):
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    client = app.test_client()
+    joins = "".join(f"INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', '{c}');"
+                    for c in ("c-go", "c-design", "c-ops"))
+    database.psql(joins)
+    with statements(app.extensions["db"]) as run:
+        body = client.get("/me/communities", headers=auth("u-ada")).json
+    assert len(body["online"]) == 5
+    assert len([s for s in run if "presence" in s]) == 1
+    with statements(app.extensions["db"]) as run:
+        client.get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
+        client.get("/me/communities", headers=auth("u-ada"))
+    assert [s for s in run if "presence" in s] == []
+
+
+def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(quiet_app, auth):
+    presence, hub = quiet_app.extensions["presence"], quiet_app.extensions["hub"]
+    engine = quiet_app.extensions["db"]
+    users = [f"u-{n}" for n in range(50)]
+    for user in users:
+        presence.seen_now(user)
+    with statements(engine) as run:
+        presence.refresh()  # registers the worker, then every arrival at once
+    assert [s.split()[0] for s in run if "presence" in s] == ["UPDATE", "INSERT", "INSERT"]
+    with statements(engine) as run:
+        presence.refresh()  # nobody came or went: the worker's own row only
+    assert [s.split()[:2] for s in run if "presence" in s] == [["UPDATE", "presence_workers"]]
+    for user in users[:10]:
+        with hub.waiting(user) as ticket:
+            hub.drop(ticket)
+    with statements(engine) as run:
+        presence.refresh()
+    assert [s.split()[0] for s in run if "presence" in s] == ["UPDATE", "DELETE"]
+    with engine.connect() as connection:
+        written = set(connection.scalars(text("SELECT user_id FROM presence")))
+    assert written == set(users[10:])
 
 
 # -- visibility ------------------------------------------------------------------------
