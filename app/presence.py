@@ -112,9 +112,14 @@ class Presence:
         One transaction: the refresh first (a row another worker swept away as
         dead makes this worker write all of its users again), then one
         statement for the arrivals and one for the departures, when there are
-        any. What changes while it runs is written next time.
+        any. What changes while it runs is written next time. Nothing at all
+        while the worker has no user online and has written none.
         """
         online = self.online()
+        if not online and not self.written:
+            # Nobody here, and no row of ours that readers count: an idle
+            # worker does no database work (its own row may go stale).
+            return
         with write_transaction(self.engine) as session:
             dialect = session.get_bind().dialect.name
             refreshed = session.execute(queries.refresh_worker(self.worker_id, dialect)).rowcount
