@@ -114,6 +114,18 @@ def test_counts_ride_every_answer_outside_the_hash(steady_app, auth):
     assert answer.headers["ETag"] == f'"{both["hash"]}"'
 
 
+def test_an_answer_whose_communities_this_worker_does_not_know_reads_them(steady_app, auth):
+    from app.api.community_changes import Known, Reply, online_counts
+
+    steady_app.test_client().get("/me/communities", headers=auth("u-grace"))
+
+    def counts():
+        with steady_app.app_context():
+            return online_counts("u-ada", Reply("unchanged", Known(None, None)))
+
+    assert eventually(lambda: counts() == {"c-python": 1, "c-rust": 0})
+
+
 def test_a_count_that_changes_wakes_no_poll(steady_app, auth):
     client = steady_app.test_client()
     hub = steady_app.extensions["hub"]

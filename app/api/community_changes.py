@@ -6,8 +6,9 @@ the subscription made *before* reading, so that a change that commits after
 the read is sure to be news); read state and changes
 in one snapshot (or skip the read when the hub vouches for the client's
 cursor); answer at once if there is anything to say; otherwise wait for news,
-check it, and answer ``changed`` or, at the timeout, ``unchanged``. The hub's
-side of the wait is ``app/hub.py``.
+check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
+answer carries the online counts of the user's communities, read after the
+wait (``app/presence.py``). The hub's side of the wait is ``app/hub.py``.
 """
 import random
 import re
