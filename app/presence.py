@@ -71,6 +71,8 @@ class Presence:
         self.seen = {}
         self.written = set()
         self.cache = LRU(CACHED_COMMUNITIES)
+        # The ids of the live workers (refreshed within ``ttl``), and when they were read.
+        self.live = ((), float("-inf"))
         self._wake = Event()
         self._stopping = False
         self._next_sweep = time.monotonic() + ttl * random.uniform(0.5, 1.5)
@@ -208,7 +210,8 @@ class Presence:
                 stale.append(community_id)
         if stale:
             with read_transaction(self.engine, single_statement=True) as connection:
-                statement = queries.online_counts(stale, self.ttl, connection.dialect.name)
+                workers = self.live_workers(connection)
+                statement = queries.online_counts(stale, workers, connection.dialect.name)
                 read = dict(connection.execute(statement).all())
             for community_id in stale:
                 known[community_id] = read.get(community_id, 0)
@@ -217,7 +220,22 @@ class Presence:
 
     def members(self, connection, community_id):
         """The community's visible members online now: (how many, the first of them)."""
-        statement = queries.online_members(community_id, self.ttl, wire.MAX_ONLINE_LISTED,
-                                           connection.dialect.name)
+        statement = queries.online_members(community_id, self.live_workers(connection),
+                                           wire.MAX_ONLINE_LISTED, connection.dialect.name)
         rows = connection.execute(statement).all()
         return (rows[0].total if rows else 0), rows
+
+    def live_workers(self, connection):
+        """The workers whose rows count, read at most once per ``interval`` (a tiny table).
+
+        So a worker that dies stops counting within ``ttl`` plus one interval.
+        """
+        workers, read_at = self.live
+        if time.monotonic() - read_at >= self.interval:
+            statement = queries.live_workers(self.ttl, connection.dialect.name)
+            workers = tuple(connection.scalars(statement).all())
+            self.live = (workers, time.monotonic())
+        if self.written and self.worker_id not in workers:
+            # This worker's own rows count from the moment it has written them.
+            workers += (self.worker_id,)
+        return workers

@@ -10,6 +10,7 @@ import json
 from sqlalchemy import (
     Text,
     and_,
+    any_,
     bindparam,
     cast,
     delete,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
 from .models import Change, Community, FeedMeta, Membership, Presence, PresenceWorker, User
@@ -439,42 +440,65 @@ def presence_visible(user_id):
     return select(User.presence_visible).where(User.id == user_id)
 
 
-def _online(ttl, dialect):
-    """Presence rows that count: their worker refreshed within ``ttl``, their user visible.
+def live_workers(ttl, dialect):
+    """The workers refreshed within ``ttl``: those whose presence rows count."""
+    return select(PresenceWorker.id).where(PresenceWorker.refreshed_at > database_ago(ttl, dialect))
 
-    A user online through several workers has several rows.
+
+def in_planned_list(column, values, dialect):
+    """``column IN (values)`` as one bound parameter whose values the planner sees.
+
+    On PostgreSQL an array: its statistics then tell a community of ten
+    members from one of a million, and pick the plan for each (a JSON array
+    hides them). SQLite, which plans without such statistics, gets the JSON
+    array of ``in_json_list``.
     """
-    return (
-        select(Presence.user_id, Presence.since)
-        .join(PresenceWorker, PresenceWorker.id == Presence.worker_id)
-        .join(User, User.id == Presence.user_id)
-        .where(PresenceWorker.refreshed_at > database_ago(ttl, dialect), User.presence_visible)
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(Text)))
+    return in_json_list(column, values, dialect)
+
+
+def _online(workers, dialect):
+    """Presence rows that count: through one of the live ``workers``, of a user not hidden.
+
+    The live workers are named rather than joined by their refresh time: a
+    time that only moves forward defeats the planner's statistics (it would
+    take every count for a handful of rows), while the rows of named workers
+    it estimates well. A user online through several workers has several
+    rows. Hidden users are few: they are looked up in a partial index of them
+    alone (migration 0005), not by a probe of ``users`` per online user.
+    """
+    hidden = select(literal(1)).where(User.id == Presence.user_id, ~User.presence_visible)
+    return select(Presence.user_id, Presence.since).where(
+        in_planned_list(Presence.worker_id, workers, dialect), ~hidden.exists()
     )
 
 
-def online_counts(community_ids, ttl, dialect):
+def online_counts(community_ids, workers, dialect):
     """(community id, members online) of the given communities that have any: one statement.
 
-    Driven from the online users (a few thousand rows, say) through the
-    memberships' primary key, or from the communities' memberships through
-    ``presence``'s: the planner picks by the sizes.
+    Small communities are read through their memberships' index and matched
+    against ``presence``; one with more members than there are users online
+    is counted from the online users through the memberships' primary key.
+    The planner picks by the sizes (``in_planned_list``); a count costs at
+    most one probe per member or one per online user.
     """
-    online = _online(ttl, dialect).subquery("online")
+    online = _online(workers, dialect).subquery("online")
     return (
         select(Membership.community_id, func.count(func.distinct(online.c.user_id)))
         .join(online, online.c.user_id == Membership.user_id)
-        .where(in_json_list(Membership.community_id, community_ids, dialect))
+        .where(in_planned_list(Membership.community_id, community_ids, dialect))
         .group_by(Membership.community_id)
     )
 
 
-def online_members(community_id, ttl, limit, dialect):
+def online_members(community_id, workers, limit, dialect):
     """The community's members online, longest online first, at most ``limit``.
 
     ``total`` on every row counts them all (a window over the groups, before
     the limit), so the list and its count come from one snapshot.
     """
-    online = _online(ttl, dialect).subquery("online")
+    online = _online(workers, dialect).subquery("online")
     since = func.min(online.c.since)
     return (
         select(User.id, User.name, since.label("since"), func.count().over().label("total"))
