@@ -17,8 +17,9 @@ by one greenlet per worker, never per request:
   row in ``presence_workers``, whatever the number of its users.
 
 Readers count a ``presence`` row only while its worker's refresh is within
-``PRESENCE_TTL`` of the database's clock, so a worker that dies (SIGKILL, a
-lost host) takes its users offline within ``PRESENCE_TTL`` without anyone
+``PRESENCE_TTL`` of the database's clock (the live workers, read once per
+``PRESENCE_INTERVAL``), so a worker that dies (SIGKILL, a lost host) takes its
+users offline within ``PRESENCE_TTL`` plus one interval without anyone
 cleaning up after it; any worker deletes such leftovers now and then.
 
 Counts per community are read for the communities of an answer in one
