@@ -174,6 +174,10 @@ def authenticate():
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("This endpoint needs an Authorization: Bearer token.", "invalid_request")
     g.identity = decode_token(token.strip())
+    # Every authenticated request is a sign of life (app/presence.py).
+    presence = current_app.extensions.get("presence")
+    if presence is not None:
+        presence.seen_now(g.identity.user_id)
     return g.identity
 
 

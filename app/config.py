@@ -35,6 +35,9 @@ def load(environ=os.environ, overrides=None):
     config["CORS_ORIGINS"] = [o.strip() for o in config["CORS_ORIGINS"].split(",") if o.strip()]
     if config["POLL_DEFAULT_TIMEOUT"] > config["POLL_MAX_TIMEOUT"]:
         raise ValueError("POLL_DEFAULT_TIMEOUT must not exceed POLL_MAX_TIMEOUT")
+    if not 0 < config["PRESENCE_INTERVAL"] < config["PRESENCE_TTL"]:
+        # A live worker's rows must be refreshed before they stop counting.
+        raise ValueError("PRESENCE_INTERVAL must be above 0 and below PRESENCE_TTL")
     return config
 
 

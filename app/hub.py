@@ -13,7 +13,8 @@ writes (``notify()``), and the safety-net timer of the batched re-read
 its ``News`` (a burst of activity held to one wake-up per window by
 ``app/coalescing.py``). What the hub has read, and so can vouch for without a
 read, is ``app/vouching.py``; clients that hang up are noticed by
-``app/disconnects.py``; the change log is pruned by ``app/pruning.py``.
+``app/disconnects.py``; the change log is pruned by ``app/pruning.py``. Who
+is online, which the registry is half of, is ``app/presence.py``.
 """
 import functools
 import time
@@ -24,6 +25,7 @@ from gevent.event import Event
 
 from .disconnects import DisconnectWatch
 from .listener import Listener
+from .presence import Presence
 from .pruning import Pruner
 from .reread import Reread, read_head
 from .vouching import Vouching
@@ -85,7 +87,8 @@ class Hub:
     """
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
-                 coalesce=0.0, listen=None, pruner=None, metrics=None):
+                 coalesce=0.0, listen=None, pruner=None, metrics=None, presence_ttl=None,
+                 presence_interval=10.0):
         self.max_waiting = max_waiting
         self.max_per_user = max_per_user
         self.metrics = metrics
@@ -101,6 +104,11 @@ class Hub:
         # The pooled connections are not pinged on checkout (a round trip per
         # request): when the listener's breaks, the pool starts afresh.
         self.listener = Listener(listen, self.notify, engine.dispose, metrics) if listen else None
+        # Presence is off unless asked for (hub tests drive the registry alone).
+        self.presence = None
+        if presence_ttl:
+            self.presence = Presence(engine, self.users, ttl=presence_ttl,
+                                     interval=presence_interval)
         self._greenlets = []
 
     # -- life cycle -----------------------------------------------------------
@@ -113,6 +121,8 @@ class Hub:
         if self.listener is not None:
             self._greenlets.append(self.listener.start())
         self._greenlets.append(self.pruner.start())
+        if self.presence is not None:
+            self._greenlets.append(self.presence.start())
 
     def close(self):
         """Answer every waiting poll now (``unchanged``) and refuse new ones.
@@ -127,6 +137,8 @@ class Hub:
             self.listener.stop()
         self.reread.stop()
         self.pruner.stop()
+        if self.presence is not None:
+            self.presence.stop()
 
     def drain(self, timeout, quiet=1.0):
         """Close, then wait (up to ``timeout``) for ``quiet`` seconds with no request in flight.
@@ -216,6 +228,8 @@ class Hub:
                 self.metrics.waiting.dec()
             if waiters.count == 0 and self.users.get(user_id) is waiters:
                 del self.users[user_id]
+            if self.presence is not None:
+                self.presence.released(user_id, ticket.gone)
             if not self.users:
                 # Nobody waits: forget the position rather than read from a
                 # stale one later. The next subscriber takes a fresh one first.
@@ -259,8 +273,11 @@ def init_app(app):
         pruner=Pruner(engine, retention=app.config["CHANGE_RETENTION"],
                       interval=app.config["PRUNE_INTERVAL"]),
         metrics=app.extensions.get("metrics"),
+        presence_ttl=app.config["PRESENCE_TTL"],
+        presence_interval=app.config["PRESENCE_INTERVAL"],
     )
     app.extensions["hub"] = hub
+    app.extensions["presence"] = hub.presence
 
     @app.before_request
     def request_started():

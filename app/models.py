@@ -42,12 +42,20 @@ ChangeId = BigInteger().with_variant(Integer, "sqlite")
 
 class User(Model):
     __tablename__ = "users"
+    __table_args__ = (
+        # The few users hidden from presence, looked up by every count (migration 0005);
+        # each backend's condition as its queries spell it, or the index goes unused.
+        Index("ix_users_presence_hidden", "id", postgresql_where=text("NOT presence_visible"),
+              sqlite_where=text("presence_visible = 0")),
+    )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # The newest notification change id the user has read (migration 0004).
     notifications_read_through: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # False hides the user from every presence count and list (migration 0005).
+    presence_visible: Mapped[bool] = mapped_column(Boolean, server_default="1")
 
 
 class Community(Model):
@@ -175,3 +183,34 @@ class ChangeActor(Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     actor: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+
+
+class PresenceWorker(Model):
+    """A worker process that reports who is online through it, and when it last said so.
+
+    Its ``presence`` rows count only while ``refreshed_at`` is within
+    ``PRESENCE_TTL`` of the database's clock: a worker that dies stops
+    refreshing, and its users drop out without anyone deleting a row. On
+    PostgreSQL both tables are UNLOGGED (migration 0005): presence is
+    rebuilt within one refresh after a crash, so it is not worth WAL.
+    """
+
+    __tablename__ = "presence_workers"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Presence(Model):
+    """One user online through one worker (a held poll, or a request within ``PRESENCE_TTL``).
+
+    Written only when that changes (the user arrives or leaves there), never
+    per request; ``since`` is when it arrived.
+    """
+
+    __tablename__ = "presence"
+    __table_args__ = (Index("ix_presence_worker_id", "worker_id"),)
+
+    user_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

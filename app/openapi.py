@@ -252,6 +252,26 @@ def operations(max_timeout):
                 },
             },
         },
+        "/me/presence": {
+            "get": {
+                "operationId": "getPresenceVisibility", "tags": ["presence"],
+                "summary": "Whether the caller shows in presence counts and lists.",
+                "responses": {"200": json_body(ref("Visibility"), "The caller's choice."),
+                              **COMMON_ERRORS},
+            },
+            "put": {
+                "operationId": "setPresenceVisibility", "tags": ["presence"],
+                "summary": "Show or hide the caller in every presence count and list.",
+                "description": "Counts follow within PRESENCE_INTERVAL; no poll is woken.",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": ref("VisibilityBody")}}},
+                "responses": {
+                    "200": json_body(ref("Visibility"), "The caller's choice, as stored."),
+                    **{code: WRITE_ERRORS[code] for code in ("400", "408", "413", "415", "422")},
+                    **COMMON_ERRORS,
+                },
+            },
+        },
         "/me/notifications": {"get": {
             "operationId": "listNotifications", "tags": ["activity"],
             "summary": "The caller's notifications, newest first, a page at a time.",
@@ -363,6 +383,25 @@ def operations(max_timeout):
                 "operationId": "deleteCommunity", "tags": ["communities"],
                 "summary": "Delete a community (platform admins).",
                 "responses": {"204": {"description": "Deleted."}, **WRITE_ERRORS, **COMMON_ERRORS},
+            },
+        },
+        "/communities/{community_id}/presence": {
+            "parameters": [COMMUNITY_ID],
+            "get": {
+                "operationId": "communityPresence", "tags": ["presence"],
+                "summary": "The community's members online now (members only); ETag-conditional.",
+                "description": (
+                    "`online` counts every visible member online; `users` names the first "
+                    "100, longest online first, and `truncated` says whether there are more."
+                ),
+                "parameters": [IF_NONE_MATCH],
+                "responses": {
+                    "200": json_body(ref("Presence"), "Who is online.", snapshot_headers),
+                    "304": {"description": "Unchanged.", "headers": snapshot_headers},
+                    "400": problem("A malformed id."),
+                    "404": problem("No such community, or the caller is not a member."),
+                    **COMMON_ERRORS,
+                },
             },
         },
         "/communities/{community_id}/members/{user_id}": {

@@ -10,9 +10,13 @@ import json
 from sqlalchemy import (
     Text,
     and_,
+    any_,
     bindparam,
     cast,
+    delete,
+    exists,
     func,
+    insert,
     literal,
     literal_column,
     or_,
@@ -20,11 +24,13 @@ from sqlalchemy import (
     text,
     union,
     union_all,
+    update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
-from .models import Change, Community, FeedMeta, Membership, User
+from .models import Change, Community, FeedMeta, Membership, Presence, PresenceWorker, User
 
 # unread counts stop here: "100" means 100 or more, and a count costs at most
 # 100 index entries however far behind a reader is.
@@ -106,6 +112,15 @@ def current_position(dialect):
     )
 
 
+def json_values(values, dialect):
+    """``values`` as a one-column select, from one bound parameter (a JSON array)."""
+    payload = json.dumps(list(values))
+    if dialect == "postgresql":
+        ids = cast(literal(payload, Text), JSONB)
+        return select(func.jsonb_array_elements_text(ids).label("value"))
+    return select(func.json_each(payload).table_valued("value").c.value)
+
+
 def in_json_list(column, values, dialect):
     """``column IN (values)`` as one bound parameter, however many values.
 
@@ -113,11 +128,7 @@ def in_json_list(column, values, dialect):
     waiters, and SQLite limits bound parameters; a JSON array is one parameter
     on both backends.
     """
-    payload = json.dumps(list(values))
-    if dialect == "postgresql":
-        ids = cast(literal(payload, Text), JSONB)
-        return column.in_(select(func.jsonb_array_elements_text(ids)))
-    return column.in_(select(func.json_each(payload).table_valued("value").c.value))
+    return column.in_(json_values(values, dialect))
 
 
 def community(community_id):
@@ -145,6 +156,15 @@ def role_in(user_id, community_id):
         select(Membership.role)
         .select_from(live_memberships())
         .where(Membership.user_id == user_id, Membership.community_id == community_id)
+    )
+
+
+def community_ids_of(user_id):
+    """The ids of the user's communities."""
+    return (
+        select(Membership.community_id)
+        .select_from(live_memberships())
+        .where(Membership.user_id == user_id)
     )
 
 
@@ -332,3 +352,155 @@ def notifications_of(user_id, before, limit):
         .limit(limit)
     )
     return query if before is None else query.where(Change.id < before)
+
+
+# -- presence (app/presence.py) ------------------------------------------------
+# Times are the database's own clock, so that the workers of every host
+# write and compare them with one clock. SQLite's text has the format of the
+# change log's times (migration 0004), to the millisecond.
+SQLITE_NOW = "%Y-%m-%d %H:%M:%f"
+
+
+def database_now(dialect):
+    if dialect == "postgresql":
+        return func.now()
+    return func.strftime(SQLITE_NOW, "now")
+
+
+def database_ago(seconds, dialect):
+    if dialect == "postgresql":
+        return func.now() - func.make_interval(0, 0, 0, 0, 0, 0, float(seconds))
+    return func.strftime(SQLITE_NOW, "now", f"-{float(seconds)} seconds")
+
+
+def refresh_worker(worker_id, dialect):
+    """The worker's refresh: one row, whatever the number of its users (0 rows: not registered)."""
+    return (
+        update(PresenceWorker)
+        .where(PresenceWorker.id == worker_id)
+        .values(refreshed_at=database_now(dialect))
+    )
+
+
+def register_worker(worker_id, dialect):
+    return insert(PresenceWorker).values(id=worker_id, refreshed_at=database_now(dialect))
+
+
+def arrive(worker_id, user_ids, dialect):
+    """Users online through the worker from now: one statement, one parameter for them all."""
+    users = json_values(sorted(user_ids), dialect).subquery()
+    rows = (
+        select(users.c.value, literal(worker_id), database_now(dialect))
+        # SQLite reads "INSERT ... SELECT ... ON CONFLICT" only with a WHERE.
+        .where(literal_column("1") == 1)
+    )
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(Presence)
+        .from_select(["user_id", "worker_id", "since"], rows)
+        .on_conflict_do_nothing()
+    )
+
+
+def depart(worker_id, user_ids, dialect):
+    """Users no longer online through the worker: one statement for them all."""
+    return delete(Presence).where(
+        Presence.worker_id == worker_id,
+        in_json_list(Presence.user_id, sorted(user_ids), dialect),
+    )
+
+
+def forget_worker(worker_id):
+    """A worker that stops: its users and its own row."""
+    return (
+        delete(Presence).where(Presence.worker_id == worker_id),
+        delete(PresenceWorker).where(PresenceWorker.id == worker_id),
+    )
+
+
+def sweep_dead_workers(age, dialect):
+    """Workers not refreshed for ``age`` seconds, then every presence row without its worker.
+
+    In that order: a worker refreshed meanwhile keeps its row and its users;
+    one whose row went writes all of its users again (``Presence.refresh``).
+    """
+    return (
+        delete(PresenceWorker).where(PresenceWorker.refreshed_at < database_ago(age, dialect)),
+        delete(Presence).where(~exists().where(PresenceWorker.id == Presence.worker_id)),
+    )
+
+
+def presence_visible(user_id):
+    return select(User.presence_visible).where(User.id == user_id)
+
+
+def live_workers(ttl, dialect):
+    """The workers refreshed within ``ttl``: those whose presence rows count."""
+    return select(PresenceWorker.id).where(PresenceWorker.refreshed_at > database_ago(ttl, dialect))
+
+
+def in_planned_list(column, values, dialect):
+    """``column IN (values)`` as one bound parameter whose values the planner sees.
+
+    On PostgreSQL an array: its statistics then tell a community of ten
+    members from one of a million, and pick the plan for each (a JSON array
+    hides them). SQLite, which plans without such statistics, gets the JSON
+    array of ``in_json_list``.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(Text)))
+    return in_json_list(column, values, dialect)
+
+
+def _online(workers, dialect):
+    """Presence rows that count: through one of the live ``workers``, of a user not hidden.
+
+    The live workers are named rather than joined by their refresh time: a
+    time that only moves forward defeats the planner's statistics (it would
+    take every count for a handful of rows), while the rows of named workers
+    it estimates well. A user online through several workers has several
+    rows. Hidden users are few: they are looked up in a partial index of them
+    alone (migration 0005), not by a probe of ``users`` per online user.
+    """
+    hidden = select(literal(1)).where(User.id == Presence.user_id, ~User.presence_visible)
+    return select(Presence.user_id, Presence.since).where(
+        in_planned_list(Presence.worker_id, workers, dialect), ~hidden.exists()
+    )
+
+
+def online_counts(community_ids, workers, dialect):
+    """(community id, members online) of the given communities that have any: one statement.
+
+    Small communities are read through their memberships' index and matched
+    against ``presence``; one with more members than there are users online
+    is counted from the online users through the memberships' primary key.
+    The planner picks by the sizes (``in_planned_list``); a count costs at
+    most one probe per member or one per online user.
+    """
+    online = _online(workers, dialect).subquery("online")
+    return (
+        select(Membership.community_id, func.count(func.distinct(online.c.user_id)))
+        .join(online, online.c.user_id == Membership.user_id)
+        .where(in_planned_list(Membership.community_id, community_ids, dialect))
+        .group_by(Membership.community_id)
+    )
+
+
+def online_members(community_id, workers, limit, dialect):
+    """The community's members online, longest online first, at most ``limit``.
+
+    ``total`` on every row counts them all (a window over the groups, before
+    the limit), so the list and its count come from one snapshot.
+    """
+    online = _online(workers, dialect).subquery("online")
+    since = func.min(online.c.since)
+    return (
+        select(User.id, User.name, since.label("since"), func.count().over().label("total"))
+        .select_from(online)
+        .join(User, User.id == online.c.user_id)
+        .join(Membership, and_(Membership.user_id == online.c.user_id,
+                               Membership.community_id == community_id))
+        .group_by(User.id, User.name)
+        .order_by(since, User.id)
+        .limit(limit)
+    )

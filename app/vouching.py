@@ -173,6 +173,11 @@ class Vouching:
         served = self.served.get(user_id)
         return served[1] if served else None
 
+    def communities_served(self, user_id):
+        """The ids of the communities last served to the user, or None when unknown."""
+        served = self.served.get(user_id)
+        return tuple(sorted(served[2])) if served and served[2] is not None else None
+
     def vouches(self, user_id, cursor, client_hash):
         """Can a poll with this cursor and hash wait without reading the database?
 

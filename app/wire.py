@@ -204,6 +204,9 @@ NOTIFICATION_PAGE = (
     Field("next_cursor", NULLABLE_STRING),
 )
 USER = (Field("id", STRING, read=attrgetter("user_id")), Field("name", NULLABLE_STRING))
+# Members online per community of the user's state; beside the state, never
+# in its hash (app/presence.py).
+ONLINE = Field("online", {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}})
 SNAPSHOT = (
     Field("user", response_schema(USER)),
     Field("communities", array_of(ref("MembershipEntry"))),
@@ -211,6 +214,7 @@ SNAPSHOT = (
     Field("hash", STRING),
     Field("cursor", STRING),
     Field("server_time", TIMESTAMP),
+    ONLINE,
 )
 POLL_STATUSES = ("changed", "unchanged", "reset")
 POLL_ANSWER = (
@@ -225,6 +229,22 @@ POLL_ANSWER = (
     # With the communities: the rest of the state.
     replace(NOTIFICATIONS_UNREAD, optional=True),
     Field("truncated", {"const": True}, optional=True),
+    ONLINE,
+)
+ONLINE_USER = (
+    Field("id", STRING),
+    Field("name", NULLABLE_STRING),
+    Field("since", TIMESTAMP, read=lambda row: iso(row.since)),
+)
+MAX_ONLINE_LISTED = 100
+PRESENCE = (
+    Field("online", {"type": "integer", "minimum": 0}),
+    Field("users", {**array_of(ref("OnlineUser")), "maxItems": MAX_ONLINE_LISTED}),
+    Field("truncated", {"type": "boolean"}),
+)
+VISIBILITY = (
+    Field("visible", {"type": "boolean"}, writable="always", required_on_create=True,
+          check=lambda v: isinstance(v, bool), problem="visible must be true or false."),
 )
 
 
@@ -310,8 +330,8 @@ def net_membership(changes):
     return added, removed
 
 
-def snapshot_body(identity, state, now):
-    """``GET /me/communities``: who asks, the state, and the cursor to follow it from."""
+def snapshot_body(identity, state, now, online):
+    """``GET /me/communities``: who asks, the state, the cursor to follow it from, who is online."""
     return compose(
         SNAPSHOT,
         user=serialize(USER, identity),
@@ -320,7 +340,14 @@ def snapshot_body(identity, state, now):
         hash=state.hash,
         cursor=state.cursor.encode(),
         server_time=iso(now, milliseconds=True),
+        online=online,
     )
+
+
+def presence_body(online, rows):
+    """``GET /communities/{id}/presence``: how many are online, and the first of them."""
+    users = [serialize(ONLINE_USER, row) for row in rows[:MAX_ONLINE_LISTED]]
+    return compose(PRESENCE, online=online, users=users, truncated=online > len(users))
 
 
 def capped(changes):
@@ -339,8 +366,12 @@ def capped(changes):
     return kept, truncated
 
 
-def poll_body(status, cursor, digest, now, communities=None, changes=(), notifications_unread=None):
-    """A poll's answer; the changes, and what they added and removed, only when ``changed``."""
+def poll_body(status, cursor, digest, now, communities=None, changes=(), notifications_unread=None,
+              online=None):
+    """A poll's answer; the changes, and what they added and removed, only when ``changed``.
+
+    ``online`` (members online per community) comes with every status.
+    """
     listed = {}
     if status == "changed":
         added, removed = net_membership(changes)
@@ -350,7 +381,7 @@ def poll_body(status, cursor, digest, now, communities=None, changes=(), notific
     return compose(
         POLL_ANSWER, status=status, cursor=cursor.encode(), hash=digest,
         server_time=iso(now, milliseconds=True), communities=communities,
-        notifications_unread=notifications_unread, **listed,
+        notifications_unread=notifications_unread, online=online or {}, **listed,
     )
 
 
@@ -383,4 +414,8 @@ def schemas():
         "NotificationPage": response_schema(NOTIFICATION_PAGE),
         "Publication": request_schema(PUBLICATION, required=required_on_create(PUBLICATION)),
         "Published": response_schema(PUBLISHED),
+        "OnlineUser": response_schema(ONLINE_USER),
+        "Presence": response_schema(PRESENCE),
+        "Visibility": response_schema(VISIBILITY),
+        "VisibilityBody": request_schema(VISIBILITY, required=required_on_create(VISIBILITY)),
     }

@@ -309,3 +309,12 @@ def mark_notifications_read(session, identity):
     return session.scalar(
         select(queries.unread_notifications(identity.user_id, marker.scalar_subquery()))
     )
+
+
+def set_presence_visible(session, identity, visible):
+    """The caller's own choice to show in presence counts and lists, or not.
+
+    Not a change of anyone's state: no change-log row, no poll woken.
+    Counts cached by the workers follow within ``PRESENCE_INTERVAL``.
+    """
+    session.execute(update(User).where(User.id == identity.user_id).values(presence_visible=visible))

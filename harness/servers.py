@@ -157,6 +157,35 @@ class Server:
             return []
         return [int(pid) for pid in children.split()]
 
+    def worker_serving(self, client_port):
+        """The pid of the worker holding the connection from local ``client_port``, or None.
+
+        Found from the kernel's socket tables: the server end of the
+        connection, then the worker with that socket among its descriptors.
+        A connection is a worker's once it has had an answer (before that it
+        may still wait in the accept queue).
+        """
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if (int(local.rsplit(":", 1)[1], 16) == self.port
+                        and int(remote.rsplit(":", 1)[1], 16) == client_port):
+                    inodes.add(f"socket:[{fields[9]}]")
+        for pid in self.worker_pids():
+            try:
+                descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+            except OSError:
+                continue
+            for descriptor in descriptors:
+                try:
+                    if os.readlink(descriptor) in inodes:
+                        return pid
+                except OSError:
+                    continue
+        return None
+
     def metrics(self):
         """``/metrics`` as {sample: value}, equal samples summed (any worker's answer holds them all)."""
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:

@@ -11,7 +11,8 @@ def test_snapshot_body_and_headers(seeded, client, auth):
     assert response.status_code == 200
     body = response.json
     assert set(body) == {"user", "communities", "notifications_unread", "hash", "cursor",
-                         "server_time"}
+                         "server_time", "online"}
+    assert set(body["online"]) == {"c-python", "c-rust"}
     assert body["notifications_unread"] == 0
     assert body["user"] == {"id": "u-ada", "name": "Ada"}
     assert [c["id"] for c in body["communities"]] == ["c-python", "c-rust"]

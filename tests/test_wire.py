@@ -71,17 +71,18 @@ def test_a_poll_body_lists_changes_only_when_changed():
     joined = Row(type="joined", community_id="c-1", at=JOINED, actor="u-ada", role="member")
     changed = wire.poll_body("changed", cursor, "h", now, communities=[], changes=[joined])
     assert list(changed) == ["status", "cursor", "hash", "server_time", "changes", "added",
-                             "removed", "communities"]
+                             "removed", "communities", "online"]
     assert changed["added"] == ["c-1"] and changed["removed"] == []
     assert changed["cursor"] == cursor.encode()
     assert changed["server_time"] == "2026-11-22T10:00:00.000Z"
-    unchanged = wire.poll_body("unchanged", cursor, "h", now)
-    assert list(unchanged) == ["status", "cursor", "hash", "server_time"]
+    unchanged = wire.poll_body("unchanged", cursor, "h", now, online={"c-1": 2})
+    assert list(unchanged) == ["status", "cursor", "hash", "server_time", "online"]
+    assert unchanged["online"] == {"c-1": 2}
 
 
 def test_every_body_schema_requires_exactly_its_non_optional_fields():
     schemas = wire.schemas()
-    assert schemas["PollAnswer"]["required"] == ["status", "cursor", "hash", "server_time"]
+    assert schemas["PollAnswer"]["required"] == ["status", "cursor", "hash", "server_time", "online"]
     # A notification concerns no community: its change has no community_id.
     assert schemas["Change"]["required"] == ["type", "at", "by"]
     assert schemas["NewCommunity"]["required"] == ["slug", "name"]

@@ -1,5 +1,7 @@
 """Communities and their members: ``/communities/...``."""
-from flask import Blueprint, jsonify, url_for
+import math
+
+from flask import Blueprint, current_app, jsonify, url_for
 
 from .. import queries, validation, wire, writes
 from ..auth import current_identity
@@ -50,6 +52,29 @@ def show(community_id):
     if matches(if_none_match(), tag):
         return "", 304, headers
     return jsonify(wire.community_detail(community, count)), 200, headers
+
+
+@bp.get("/<community_id>/presence")
+def presence(community_id):
+    """Who of the community's members is online now: members only (else the unknown id's 404)."""
+    identity = current_identity()
+    validation.community_id(community_id)
+    tracker = current_app.extensions["presence"]
+    with read_transaction() as connection:
+        if connection.scalar(queries.role_in(identity.user_id, community_id)) is None:
+            raise writes.unknown_community(community_id)
+        online, rows = tracker.members(connection, community_id)
+    body = wire.presence_body(online, rows)
+    tag = wire.state_hash(body)
+    headers = {
+        "ETag": etag(tag), "Cache-Control": "private, no-cache", "Vary": "Authorization",
+        # Who is online is written within a moment of arriving or leaving,
+        # and refreshed every PRESENCE_INTERVAL: asking more often finds the same.
+        "X-Poll-Interval": str(max(1, math.ceil(tracker.interval))),
+    }
+    if matches(if_none_match(), tag):
+        return "", 304, headers
+    return jsonify(body), 200, headers
 
 
 @bp.patch("/<community_id>")

@@ -6,8 +6,9 @@ the subscription made *before* reading, so that a change that commits after
 the read is sure to be news); read state and changes
 in one snapshot (or skip the read when the hub vouches for the client's
 cursor); answer at once if there is anything to say; otherwise wait for news,
-check it, and answer ``changed`` or, at the timeout, ``unchanged``. The hub's
-side of the wait is ``app/hub.py``.
+check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
+answer carries the online counts of the user's communities, read after the
+wait (``app/presence.py``). The hub's side of the wait is ``app/hub.py``.
 """
 import random
 import re
@@ -18,7 +19,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import cursors, feed, wire
+from .. import cursors, feed, queries, wire
 from ..auth import authenticate, provision
 from ..coalescing import coalescable
 from ..db import read_transaction
@@ -59,6 +60,9 @@ class Reply:
     communities: list | None = None
     changes: tuple = ()
     notifications_unread: int | None = None
+    # Without ``communities`` (``unchanged``): their ids, for the online
+    # counts; None when this process does not know them.
+    community_ids: tuple | None = None
 
 
 def parse_request():
@@ -116,12 +120,16 @@ def poll():
                 # cursor and none was this user's: nothing to read, straight
                 # to waiting.
                 last_change_at = hub.vouching.last_change_served(identity.user_id)
-                reply = Reply("unchanged", replace(ask.known, last_change_at=last_change_at))
+                reply = Reply("unchanged", replace(ask.known, last_change_at=last_change_at),
+                              community_ids=hub.vouching.communities_served(identity.user_id))
             else:
                 reply = look(identity.user_id, ask.known)
             coalescing = hub.reread.coalescing
             if reply.status == "unchanged":
-                reply = wait(hub, ticket, ask, reply.known)
+                waited = wait(hub, ticket, ask, reply.known)
+                if waited.status == "unchanged":
+                    waited = replace(waited, community_ids=reply.community_ids)
+                reply = waited
             elif pause := coalescing.pause(identity.user_id, reply.changes):
                 # Only activity, for a user answered moments ago: gather for
                 # the rest of its window rather than answer at the burst's rate.
@@ -136,7 +144,7 @@ def poll():
     # Noted for vouching for this client's next poll.
     hub.vouching.served_state(identity.user_id, reply.known.hash, reply.known.last_change_at,
                               reply.communities)
-    return answer(ask, reply, now)
+    return answer(ask, reply, now, online_counts(identity.user_id, reply))
 
 
 @contextmanager
@@ -178,7 +186,7 @@ def look(user_id, known):
     if known.hash is not None and known.hash != state.hash:
         # Same cursor, different state: the client's copy is not ours.
         return Reply("reset", now_known, state.communities, notifications_unread=unread)
-    return Reply("unchanged", now_known)
+    return Reply("unchanged", now_known, community_ids=tuple(c["id"] for c in state.communities))
 
 
 def wait(hub, ticket, ask, known, held=None, pause=0.0):
@@ -233,11 +241,23 @@ def read(user_id, cursor):
     return state, usable, changes
 
 
-def answer(ask, reply, now):
-    """The response for ``reply``, as of ``now``."""
+def online_counts(user_id, reply):
+    """Members online in each of the reply's communities (read after any wait, never during it)."""
+    if reply.communities is not None:
+        ids = [entry["id"] for entry in reply.communities]
+    elif reply.community_ids is not None:
+        ids = reply.community_ids
+    else:
+        with read_transaction(single_statement=True) as connection:
+            ids = connection.scalars(queries.community_ids_of(user_id)).all()
+    return current_app.extensions["presence"].counts(ids)
+
+
+def answer(ask, reply, now, online):
+    """The response for ``reply``, as of ``now``, with ``online`` counts beside the state."""
     known = reply.known
     body = wire.poll_body(reply.status, known.cursor, known.hash, now,
-                          reply.communities, reply.changes, reply.notifications_unread)
+                          reply.communities, reply.changes, reply.notifications_unread, online)
     headers = {
         "X-Poll-Result": reply.status,
         "ETag": etag(known.hash),

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
 
-from .. import feed, validation, wire, writes
+from .. import db, feed, queries, validation, wire, writes
 from ..auth import current_identity
 from ..db import read_transaction
 from ..intervals import advise_interval
@@ -29,7 +29,27 @@ def communities():
     }
     if matches(if_none_match(), state.hash):
         return "", 304, headers
-    return jsonify(wire.snapshot_body(identity, state, now)), 200, headers
+    online = current_app.extensions["presence"].counts([c["id"] for c in state.communities])
+    return jsonify(wire.snapshot_body(identity, state, now, online)), 200, headers
+
+
+@bp.get("/presence")
+def presence():
+    """Whether the caller shows in presence counts and lists."""
+    identity = current_identity()
+    with read_transaction(single_statement=True) as connection:
+        visible = connection.scalar(queries.presence_visible(identity.user_id))
+    return jsonify(wire.compose(wire.VISIBILITY, visible=bool(visible)))
+
+
+@bp.put("/presence")
+def set_presence():
+    """Show or hide the caller in every presence count and list (from the next refresh on)."""
+    identity = current_identity()
+    visible = validation.body_fields(wire.VISIBILITY, creating=True)["visible"]
+    with db.write_transaction() as session:
+        writes.set_presence_visible(session, identity, visible)
+    return jsonify(wire.compose(wire.VISIBILITY, visible=visible))
 
 
 @bp.put("/communities/<community_id>/read")

@@ -244,10 +244,11 @@ function sameFields(a, b) {
 
 /**
  * An empty client state. `notificationsUnread` stays null until a server that counts
- * notifications says otherwise.
+ * notifications says otherwise, and `online` (members online per community id) until
+ * one that counts presence does.
  */
 export function initialState() {
-  return { communities: [], cursor: null, hash: null, user: null, serverTime: null, notificationsUnread: null };
+  return { communities: [], cursor: null, hash: null, user: null, serverTime: null, notificationsUnread: null, online: null };
 }
 
 /**
@@ -270,6 +271,8 @@ export function applyAnswer(state, answer, source, receivedAt = new Date().toISO
     user: answer.user ?? state.user,
     serverTime: answer.server_time ?? state.serverTime ?? null,
     notificationsUnread: answer.notifications_unread ?? state.notificationsUnread ?? null,
+    // Beside the state, not in its hash: every answer carries the counts as they are.
+    online: onlineCounts(answer.online) ?? state.online ?? null,
   };
   const update = {
     communities,
@@ -280,6 +283,7 @@ export function applyAnswer(state, answer, source, receivedAt = new Date().toISO
     // of them (the lists are the state), so a newer server's entries cost nothing.
     changes: answer.changes ?? [],
     notificationsUnread: next.notificationsUnread,
+    online: next.online,
     truncated: answer.truncated === true,
     status,
     source,
@@ -328,6 +332,7 @@ export function followUpdate(held, state, leaderUpdate = {}) {
     ...leaderUpdate,
     communities: state.communities,
     notificationsUnread: state.notificationsUnread ?? null,
+    online: state.online ?? null,
     added,
     removed,
     updated,
@@ -438,6 +443,44 @@ export function notificationsUrl(baseUrl, { cursor = null, limit = null } = {}) 
   if (limit != null) params.set("limit", String(limit));
   const query = String(params);
   return `${trimSlash(baseUrl)}/me/notifications${query ? `?${query}` : ""}`;
+}
+
+// ---------------------------------------------------------------------------
+// Presence
+// ---------------------------------------------------------------------------
+
+/** `online` from an answer: `{communityId: count}` with whole counts only, or null. */
+export function onlineCounts(value) {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
+  const counts = {};
+  for (const [id, count] of Object.entries(value)) {
+    if (Number.isInteger(count) && count >= 0) counts[id] = count;
+  }
+  return counts;
+}
+
+/** The URL of a community's presence list. */
+export function presenceUrl(baseUrl, communityId) {
+  return `${trimSlash(baseUrl)}/communities/${encodeURIComponent(communityId)}/presence`;
+}
+
+/**
+ * A presence answer as the app uses it: `{online, users, truncated}`; `users` are
+ * `{id, name, since}`, longest online first.
+ */
+export function presenceList(body) {
+  const list = body !== null && typeof body === "object" ? body : {};
+  const users = Array.isArray(list.users) ? list.users : [];
+  return {
+    online: Number.isInteger(list.online) ? list.online : users.length,
+    users,
+    truncated: list.truncated === true,
+  };
+}
+
+/** A label for an online count: "3 online", "" for none. */
+export function onlineLabel(count) {
+  return count > 0 ? `${count} online` : "";
 }
 
 /** A badge for an unread count: "3 new", "99+" for the server's cap (100 or more), "" for none. */

@@ -5,6 +5,7 @@
  *   const sync = createCommunitySync({ getToken: async () => token });
  *   const unsubscribe = sync.subscribe(({ communities, added, removed }) => render(communities));
  *   await sync.markRead(communityId); // unread 0 here at once, then on the server
+ *   const { online, users } = await sync.presence(communityId); // who is here now
  *   sync.stop();
  *
  * One tab per user and browser profile (the leader) talks to the server; the other tabs
@@ -39,6 +40,8 @@ import {
   maskReads,
   notificationsPage,
   notificationsUrl,
+  presenceList,
+  presenceUrl,
   readKey,
   recordTransportOutcome,
   retryDelay,
@@ -211,8 +214,9 @@ const DEFAULTS = {
 
 /**
  * Start keeping a user's community list live. Returns `{subscribe, onChange, onStatus,
- * stop, refresh, reconnect, markRead, markNotificationsRead, notifications, status,
- * isLeader, communities, notificationsUnread}`.
+ * stop, refresh, reconnect, markRead, markNotificationsRead, notifications, presence,
+ * presenceVisible, setPresenceVisible, status, isLeader, communities, notificationsUnread,
+ * online}`.
  * See docs/client.md for every option.
  */
 export function createCommunitySync(options) {
@@ -260,6 +264,8 @@ class CommunitySync {
   #outOfQueue = false; // stepped down after `unauthorized`; rejoins on reconnect()
   #tabId = randomId();
   #followerVisibility = new Map();
+  // communityId -> {etag, list}: the presence list last read, to ask conditionally.
+  #presenceSeen = new Map();
   #cleanups = [];
 
   constructor(options = {}) {
@@ -311,8 +317,16 @@ class CommunitySync {
   }
 
   /**
+   * Members online per community id (`{"c-1": 3}`), as of the last answer, or null from
+   * a server that does not count presence.
+   */
+  get online() {
+    return this.#state.online;
+  }
+
+  /**
    * Call `callback(update)` for every answer: `{communities, added, removed, updated,
-   * changes, notificationsUnread, truncated, status, source, relayed, ...}`. If a state
+   * changes, notificationsUnread, online, truncated, status, source, relayed, ...}`. If a state
    * is already known the callback gets it at once. Returns a function that unsubscribes.
    */
   subscribe(callback) {
@@ -363,6 +377,43 @@ class CommunitySync {
   async notifications({ cursor = null, limit = null } = {}) {
     const url = notificationsUrl(this.#options.baseUrl, { cursor, limit });
     return notificationsPage(await this.#call("GET", url, "the server lists no notifications"));
+  }
+
+  /**
+   * Who of a community's members is online now (`GET /communities/{id}/presence`):
+   * resolves with `{online, users, truncated}`, `users` being `{id, name, since}`,
+   * longest online first (at most 100; `online` counts them all). Asks conditionally:
+   * an unchanged list costs the server no body. Rejects with a SyncError: `not-found`
+   * when the user is not a member.
+   */
+  async presence(communityId) {
+    const url = presenceUrl(this.#options.baseUrl, communityId);
+    const seen = this.#presenceSeen.get(communityId);
+    const options = { timeout: this.#options.requestTimeout, headers: seen ? { "If-None-Match": seen.etag } : {} };
+    let response = await this.#send(url, { ...options, forceRefresh: false });
+    if (response.status === 401) response = await this.#send(url, { ...options, forceRefresh: true });
+    if (response.status === 304 && seen) return seen.list;
+    const list = presenceList(callResult(response, `not a member of community ${communityId}, or the server keeps no presence`));
+    const etag = response.headers.get("ETag");
+    if (etag) this.#presenceSeen.set(communityId, { etag, list });
+    return list;
+  }
+
+  /** Whether the user shows in presence counts and lists (`GET /me/presence`). */
+  async presenceVisible() {
+    const body = await this.#call("GET", `${trimSlash(this.#options.baseUrl)}/me/presence`, "the server keeps no presence");
+    return body?.visible !== false;
+  }
+
+  /**
+   * Show the user in presence counts and lists, or hide them everywhere
+   * (`PUT /me/presence`); resolves with the stored choice. Counts follow within the
+   * server's presence interval.
+   */
+  async setPresenceVisible(visible) {
+    const url = `${trimSlash(this.#options.baseUrl)}/me/presence`;
+    const body = await this.#call("PUT", url, "the server keeps no presence", { visible: visible === true });
+    return body?.visible !== false;
   }
 
   /** Call `callback(status)` on every status change. Returns an unsubscribe function. */
@@ -872,10 +923,10 @@ class CommunitySync {
   }
 
   /** A call the app asked for, outside the loop: the body, or a thrown SyncError. */
-  async #call(method, url, notFound) {
+  async #call(method, url, notFound, payload = undefined) {
     const timeout = this.#options.requestTimeout;
-    let response = await this.#send(url, { method, timeout, forceRefresh: false });
-    if (response.status === 401) response = await this.#send(url, { method, timeout, forceRefresh: true });
+    let response = await this.#send(url, { method, timeout, payload, forceRefresh: false });
+    if (response.status === 401) response = await this.#send(url, { method, timeout, payload, forceRefresh: true });
     return callResult(response, notFound);
   }
 
@@ -883,9 +934,10 @@ class CommunitySync {
    * Send one request with a token: `loop` requests are the ones an interrupt may cut
    * short; any request ends with stop().
    */
-  async #send(url, { method = "GET", headers = {}, timeout, forceRefresh, loop = false }) {
+  async #send(url, { method = "GET", headers = {}, payload = undefined, timeout, forceRefresh, loop = false }) {
     const token = await this.#token(forceRefresh);
     const allHeaders = { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers };
+    if (payload !== undefined) allHeaders["Content-Type"] = "application/json";
     const controller = new AbortController();
     const stopped = this.#stopController.signal;
     const onStop = () => controller.abort();
@@ -900,6 +952,7 @@ class CommunitySync {
       // no-store: the client does its own revalidation; the HTTP cache must not answer
       // a poll or turn our If-None-Match into a 200 from cache.
       const init = { method, headers: allHeaders, signal: controller.signal, cache: "no-store", credentials: "omit" };
+      if (payload !== undefined) init.body = JSON.stringify(payload);
       const response = await this.#fetch(url, init);
       const body = await readBody(response);
       return { status: response.status, statusText: response.statusText, headers: response.headers, body };

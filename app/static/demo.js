@@ -3,6 +3,7 @@
 // something to follow.
 import { createCommunitySync } from "./community-sync.js";
 import { unreadLabel } from "./community-sync-decisions.js";
+import { PresenceView } from "./demo-presence.js";
 
 const page = document.body.dataset;
 const demoMode = page.demoMode === "true";
@@ -27,6 +28,7 @@ let myCommunities = [];
 let publicCommunities = [];
 let opened = null; // the id of the community open in the "Opened" card
 let openedActivity = [];
+const presence = new PresenceView();
 
 // --- talking to the API ----------------------------------------------------
 
@@ -138,6 +140,7 @@ function renderMine(fresh = new Set()) {
   );
   $("#my-count").textContent = String(myCommunities.length);
   $("#my-empty").hidden = myCommunities.length > 0;
+  presence.decorate();
   renderDirectory();
 }
 
@@ -244,6 +247,7 @@ function openCommunity(communityId) {
   opened = communityId;
   renderMine();
   renderOpened();
+  presence.open(communityId);
   markOpenedRead();
 }
 
@@ -346,9 +350,11 @@ function connect(user, getToken) {
     onError: (error) => log(error.kind, "error", error.message),
   });
   session = { sync, getToken, user };
+  presence.connect(sync);
   sync.onStatus(renderStatus);
   sync.subscribe((update) => {
     myCommunities = update.communities;
+    presence.counts(update.online);
     renderMine(new Set(update.added.map((c) => c.id)));
     renderOpened();
     renderNotificationsUnread(update.notificationsUnread);

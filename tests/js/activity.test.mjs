@@ -175,3 +175,28 @@ test("a server without notifications makes notifications() reject clearly", asyn
   t.after(() => sync.stop());
   await assert.rejects(sync.notifications(), { name: "SyncError", kind: "not-found", message: /lists no notifications/ });
 });
+
+test("online counts reach subscribers; presence() asks conditionally; visibility is a PUT", async (t) => {
+  const users = [{ id: "u-ada", name: "Ada", since: "2026-11-22T10:00:00Z" }];
+  const fetch = withCalls(
+    [json({ user: { id: "u-ada" }, communities: [rust], hash: "h1", cursor: "c1", server_time: "t1", online: { "c-rust": 2 } })],
+    (request) => {
+      if (request.url.pathname === "/me/presence") return json(JSON.parse(request.body));
+      if (request.headers["If-None-Match"] === '"p1"') return new Response(null, { status: 304, headers: { ETag: '"p1"' } });
+      return json({ online: 2, users, truncated: false }, { headers: { ETag: '"p1"' } });
+    },
+  );
+  const { sync, updates } = start(fetch);
+  t.after(() => sync.stop());
+  await fetch.loop.untilRequests(2);
+  assert.deepEqual(updates[0].online, { "c-rust": 2 });
+  assert.deepEqual(sync.online, { "c-rust": 2 });
+  const first = await sync.presence("c-rust");
+  assert.deepEqual(first, { online: 2, users, truncated: false });
+  assert.deepEqual(await sync.presence("c-rust"), first);
+  assert.deepEqual(fetch.calls.map((c) => c.headers["If-None-Match"] ?? null), [null, '"p1"']);
+  assert.equal(await sync.setPresenceVisible(false), false);
+  const put = fetch.calls.at(-1);
+  assert.deepEqual([put.method, put.url.pathname, JSON.parse(put.body)], ["PUT", "/me/presence", { visible: false }]);
+  assert.equal(put.headers["Content-Type"], "application/json");
+});

@@ -153,8 +153,8 @@ test("applyAnswer on a changed answer adopts list, cursor and hash and diffs", (
     LONG_POLL,
   );
   const expected = { communities: [rust, python, go], cursor: "c2", hash: "h2", user: { id: "u-ada" }, serverTime: null };
-  // A v1 answer carries no notifications count: none is made up.
-  assert.deepEqual(next, { ...expected, notificationsUnread: null });
+  // A v1 answer carries no notifications count nor presence: none is made up.
+  assert.deepEqual(next, { ...expected, notificationsUnread: null, online: null });
   assert.deepEqual(update.added, [go]);
   assert.deepEqual(update.removed, []);
   assert.deepEqual(update.changes, [change]);
@@ -374,4 +374,33 @@ test("callResult gives the body of a 2xx and a SyncError naming what a 404 means
 
 test("unreadLabel shows the count, and the server's cap of 100 as 99+", () => {
   assert.deepEqual([0, null, undefined, 1, 3, 99, 100].map(unreadLabel), ["", "", "", "1 new", "3 new", "99 new", "99+"]);
+});
+
+const { onlineCounts, onlineLabel, presenceList, presenceUrl } = decisions;
+
+test("online counts ride every answer, unchanged included, and a 304 keeps the last ones", () => {
+  const state = { communities: [rust], cursor: "c1", hash: "h1", user: null, online: { "c-rust": 1 } };
+  const { state: next, update, news } = applyAnswer(
+    state, { status: "unchanged", cursor: "c2", hash: "h1", online: { "c-rust": 4 } }, LONG_POLL,
+  );
+  assert.deepEqual(next.online, { "c-rust": 4 });
+  assert.deepEqual(update.online, { "c-rust": 4 });
+  // Not news: a count is not the state, and forgives no loop.
+  assert.equal(news, false);
+  const kept = applyAnswer(next, { status: "unchanged" }, SNAPSHOT);
+  assert.deepEqual(kept.state.online, { "c-rust": 4 });
+});
+
+test("onlineCounts keeps whole counts only", () => {
+  assert.deepEqual(onlineCounts({ a: 2, b: -1, c: "3", d: 1.5, e: 0 }), { a: 2, e: 0 });
+  assert.equal(onlineCounts(null), null);
+  assert.equal(onlineCounts([1]), null);
+});
+
+test("presenceUrl and presenceList read a community's presence", () => {
+  assert.equal(presenceUrl("http://api.test/", "c/1"), "http://api.test/communities/c%2F1/presence");
+  const users = [{ id: "u-ada", name: "Ada", since: "2026-11-22T10:00:00Z" }];
+  assert.deepEqual(presenceList({ online: 3, users, truncated: true }), { online: 3, users, truncated: true });
+  assert.deepEqual(presenceList(null), { online: 0, users: [], truncated: false });
+  assert.deepEqual([0, null, 1, 12].map(onlineLabel), ["", "", "1 online", "12 online"]);
 });

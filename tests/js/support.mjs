@@ -51,7 +51,7 @@ export function withCalls(script, calls) {
     const parsed = new URL(url, "http://api.test");
     const isLoop = parsed.pathname === "/me/communities" || parsed.pathname === "/community-changes/poll";
     if (isLoop && (init.method ?? "GET") === "GET") return loop(url, init);
-    const request = { url: parsed, method: init.method, headers: init.headers };
+    const request = { url: parsed, method: init.method, headers: init.headers, body: init.body };
     made.push(request);
     return calls(request);
   };

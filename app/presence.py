@@ -1,0 +1,242 @@
+"""Who is online: each worker's own users, shared through the database, counted per community.
+
+A user is online while one of its long polls is held, or for ``PRESENCE_TTL``
+seconds after a request of its own. Each worker knows only its own users: the
+hub's registry holds the waiting polls, every authenticated request is noted
+here (``seen``), and a poll whose client hung up (``app/disconnects.py``)
+ends its user's presence on this worker at once, without the TTL's grace: the
+tab is gone, not between two polls.
+
+The workers share what they know through two tables (migration 0005), written
+by one greenlet per worker, never per request:
+
+- on a transition (a user arrives on this worker or leaves it), within a
+  fraction of a second, one statement for all the arrivals and one for all
+  the departures gathered meanwhile;
+- every ``PRESENCE_INTERVAL``, one statement that refreshes this worker's own
+  row in ``presence_workers``, whatever the number of its users.
+
+Readers count a ``presence`` row only while its worker's refresh is within
+``PRESENCE_TTL`` of the database's clock (the live workers, read once per
+``PRESENCE_INTERVAL``), so a worker that dies (SIGKILL, a lost host) takes its
+users offline within ``PRESENCE_TTL`` plus one interval without anyone
+cleaning up after it; any worker deletes such leftovers now and then.
+
+Counts per community are read for the communities of an answer in one
+statement and reused for ``PRESENCE_INTERVAL`` (``counts()``). They are not
+part of any state hash: a count that changes wakes no poll.
+"""
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+
+import gevent
+from gevent.event import Event
+
+from . import queries, wire
+from .cache import LRU
+from .db import read_transaction, write_transaction
+
+log = logging.getLogger(__name__)
+
+# A worker silent for this many TTLs is dead, whatever it was doing: its rows
+# go. Readers stopped counting them long before; this only reclaims space.
+SWEEP_AFTER_TTLS = 10
+# Counts remembered per worker (a community's count costs a few bytes).
+CACHED_COMMUNITIES = 100_000
+
+
+def worker_id():
+    """This process, unique across hosts and restarts (a pid is reused, the random part not)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Presence:
+    """This worker's online users, written on transitions and refreshed on a timer.
+
+    ``holding`` is the hub's registry (user id -> its waiting polls here),
+    read only. ``seen``: user id -> when its last request here started (or
+    its last poll here ended). ``written``: the users whose ``presence`` row
+    this worker has committed.
+    """
+
+    def __init__(self, engine, holding, *, ttl=70.0, interval=10.0):
+        self.engine = engine
+        self.holding = holding
+        self.ttl = ttl
+        self.interval = interval
+        self.worker_id = worker_id()
+        self.seen = {}
+        self.written = set()
+        self.cache = LRU(CACHED_COMMUNITIES)
+        # The ids of the live workers (refreshed within ``ttl``), and when they were read.
+        self.live = ((), float("-inf"))
+        self._wake = Event()
+        self._stopping = False
+        self._next_sweep = time.monotonic() + ttl * random.uniform(0.5, 1.5)
+
+    # -- what this worker sees --------------------------------------------------
+
+    def seen_now(self, user_id):
+        """A request of the user (authenticated): online here for ``ttl`` from now."""
+        self.seen[user_id] = time.monotonic()
+        if user_id not in self.written:
+            self._wake.set()
+
+    def released(self, user_id, hung_up):
+        """One of the user's polls here ended; ``hung_up``: its client went away mid-wait.
+
+        Called once the hub has let the poll go. An answered poll is a request
+        that just ended, and the client is expected back at once; a hang-up
+        with no other poll of the user left here ends its presence here now.
+        """
+        if not hung_up:
+            self.seen_now(user_id)
+        elif user_id not in self.holding:
+            self.seen.pop(user_id, None)
+            if user_id in self.written:
+                self._wake.set()
+
+    def online(self, now=None):
+        """The users online through this worker: a poll held, or seen within ``ttl``."""
+        now = time.monotonic() if now is None else now
+        for user_id in [u for u, at in self.seen.items() if now - at >= self.ttl]:
+            del self.seen[user_id]
+        return set(self.holding) | set(self.seen)
+
+    # -- writing it down ----------------------------------------------------------
+
+    def refresh(self):
+        """Refresh this worker's row and write the arrivals and departures since the last time.
+
+        One transaction: the refresh first (a row another worker swept away as
+        dead makes this worker write all of its users again), then one
+        statement for the arrivals and one for the departures, when there are
+        any. What changes while it runs is written next time. Nothing at all
+        while the worker has no user online and has written none.
+        """
+        online = self.online()
+        if not online and not self.written:
+            # Nobody here, and no row of ours that readers count: an idle
+            # worker does no database work (its own row may go stale).
+            return
+        with write_transaction(self.engine) as session:
+            dialect = session.get_bind().dialect.name
+            refreshed = session.execute(queries.refresh_worker(self.worker_id, dialect)).rowcount
+            if not refreshed:
+                session.execute(queries.register_worker(self.worker_id, dialect))
+                written = set()
+            else:
+                written = self.written
+            arrived, departed = online - written, written - online
+            if arrived:
+                session.execute(queries.arrive(self.worker_id, arrived, dialect))
+            if departed:
+                session.execute(queries.depart(self.worker_id, departed, dialect))
+        self.written = online
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.ttl * random.uniform(0.5, 1.5)
+            self.sweep()
+
+    def sweep(self):
+        """Delete what dead workers left behind (readers ignore it already)."""
+        with write_transaction(self.engine) as session:
+            dialect = session.get_bind().dialect.name
+            for statement in queries.sweep_dead_workers(SWEEP_AFTER_TTLS * self.ttl, dialect):
+                session.execute(statement)
+
+    def leave(self):
+        """This worker stops: its users are no longer online through it."""
+        with write_transaction(self.engine) as session:
+            for statement in queries.forget_worker(self.worker_id):
+                session.execute(statement)
+        self.written = set()
+
+    def start(self):
+        """Write on transitions and refresh on the timer, in a greenlet of its own (returned)."""
+        return gevent.spawn(self._run)
+
+    def stop(self):
+        """End the loop and take this worker's users out (best effort: else they expire)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            self.leave()
+        except Exception:
+            log.warning("presence rows left to expire: the database could not be reached",
+                        exc_info=True)
+
+    def _run(self):
+        # Arrivals and departures within this gap go in one write.
+        gap = min(0.5, self.interval / 4)
+        failures = 0
+        due = 0.0
+        while not self._stopping:
+            self._wake.wait(max(0.0, due - time.monotonic()))
+            if self._stopping:
+                return
+            self._wake.clear()
+            try:
+                self.refresh()
+                failures = 0
+                due = time.monotonic() + self.interval
+            except Exception:
+                failures += 1
+                delay = min(self.interval, 0.1 * 2**failures)
+                log.exception("presence refresh failed; retrying in %.1fs", delay)
+                gevent.sleep(delay * random.uniform(0.5, 1.0))
+                continue
+            gevent.sleep(gap)
+
+    # -- reading it back ----------------------------------------------------------
+
+    def counts(self, community_ids):
+        """``{community id: members online}`` for these communities, in their order.
+
+        Counts read less than ``interval`` ago are reused; the rest are read
+        in one statement, whatever their number.
+        """
+        now = time.monotonic()
+        known, stale = {}, []
+        for community_id in community_ids:
+            cached = self.cache.get(community_id)
+            if cached is not None and now - cached[1] < self.interval:
+                known[community_id] = cached[0]
+            else:
+                stale.append(community_id)
+        if stale:
+            with read_transaction(self.engine, single_statement=True) as connection:
+                workers = self.live_workers(connection)
+                statement = queries.online_counts(stale, workers, connection.dialect.name)
+                read = dict(connection.execute(statement).all())
+            for community_id in stale:
+                known[community_id] = read.get(community_id, 0)
+                self.cache.put(community_id, (known[community_id], now))
+        return {community_id: known[community_id] for community_id in community_ids}
+
+    def members(self, connection, community_id):
+        """The community's visible members online now: (how many, the first of them)."""
+        statement = queries.online_members(community_id, self.live_workers(connection),
+                                           wire.MAX_ONLINE_LISTED, connection.dialect.name)
+        rows = connection.execute(statement).all()
+        return (rows[0].total if rows else 0), rows
+
+    def live_workers(self, connection):
+        """The workers whose rows count, read at most once per ``interval`` (a tiny table).
+
+        So a worker that dies stops counting within ``ttl`` plus one interval.
+        """
+        workers, read_at = self.live
+        if time.monotonic() - read_at >= self.interval:
+            statement = queries.live_workers(self.ttl, connection.dialect.name)
+            workers = tuple(connection.scalars(statement).all())
+            self.live = (workers, time.monotonic())
+        if self.written and self.worker_id not in workers:
+            # This worker's own rows count from the moment it has written them.
+            workers += (self.worker_id,)
+        return workers

@@ -1,0 +1,404 @@
+"""Presence: who is online, counted from the polls themselves, per the contract's v2 section."""
+import http.client
+import json
+import os
+import signal
+from contextlib import contextmanager
+
+import gevent
+import pytest
+from sqlalchemy import create_engine, event, text
+
+from app import wire
+from app.db import normalize_url
+from conftest import assert_problem, bearer, eventually, table_dump, until_blocked
+from harness.servers import flask, wait_for
+
+# Short enough that a test sees a TTL run out; the refresh well inside it.
+QUICK = {"PRESENCE_TTL": 1.0, "PRESENCE_INTERVAL": 0.2}
+# A TTL no test outlives, with the same quick refresh.
+STEADY = {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 0.2}
+
+
+def seeded_app(app_factory, settings):
+    app = app_factory(**settings)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    return app
+
+
+@pytest.fixture
+def quick_app(app_factory):
+    return seeded_app(app_factory, QUICK)
+
+
+@pytest.fixture
+def steady_app(app_factory):
+    return seeded_app(app_factory, STEADY)
+
+
+def listed(client, headers, community="c-python"):
+    response = client.get(f"/communities/{community}/presence", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [user["id"] for user in response.json["users"]]
+
+
+def poll_in_greenlet(client, headers, timeout):
+    """A long poll of the caller, held in a greenlet until it is answered."""
+    first = client.get("/community-changes/poll?timeout=0", headers=headers).json
+    return gevent.spawn(
+        client.get,
+        f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout={timeout}",
+        headers=headers,
+    )
+
+
+# -- the presence endpoint ---------------------------------------------------------
+
+
+def test_presence_lists_members_online_with_etag_and_poll_interval(steady_app, auth):
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada", name="Ada"), auth("u-grace")
+    client.get("/me/communities", headers=grace)
+    assert eventually(lambda: set(listed(client, ada)) == {"u-ada", "u-grace"})
+    response = client.get("/communities/c-python/presence", headers=ada)
+    body = response.json
+    assert list(body) == ["online", "users", "truncated"]
+    assert body["online"] == 2 and body["truncated"] is False
+    assert {u["id"]: u["name"] for u in body["users"]} == {"u-ada": "Ada", "u-grace": "Grace Hopper"}
+    assert all(set(user) == {"id", "name", "since"} for user in body["users"])
+    tag = response.headers["ETag"]
+    assert tag == f'"{wire.state_hash(body)}"'
+    assert response.headers["Cache-Control"] == "private, no-cache"
+    assert response.headers["Vary"] == "Authorization"
+    assert int(response.headers["X-Poll-Interval"]) >= 1
+    for header in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        again = client.get("/communities/c-python/presence", headers={**ada, "If-None-Match": header})
+        assert again.status_code == 304 and again.data == b""
+        assert again.headers["ETag"] == tag and again.headers["X-Poll-Interval"]
+    stale = client.get("/communities/c-python/presence", headers={**ada, "If-None-Match": '"other"'})
+    assert stale.status_code == 200
+
+
+def test_presence_is_for_members_only(steady_app, auth):
+    client = steady_app.test_client()
+    alan = auth("u-alan")
+    client.get("/me/communities", headers=auth("u-ada"))
+    unknown = assert_problem(client.get("/communities/c-nope/presence", headers=alan), 404)
+    # A public community alan is not in, a private one, a platform admin who is
+    # in neither: each answered like an unknown id.
+    for community, headers in (("c-python", alan), ("c-ops", alan),
+                               ("c-python", auth("u-admin", admin=True))):
+        body = assert_problem(client.get(f"/communities/{community}/presence", headers=headers), 404)
+        assert body["type"] == unknown["type"] and body["title"] == unknown["title"]
+        assert community in body["detail"]
+    assert_problem(client.get("/communities/bad%20id/presence", headers=alan), 400)
+    assert_problem(client.get("/communities/c-python/presence"), 401)
+
+
+def test_counts_ride_every_answer_outside_the_hash(steady_app, auth):
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    alone = client.get("/me/communities", headers=ada).json
+    assert set(alone["online"]) == {c["id"] for c in alone["communities"]}
+    client.get("/me/communities", headers=grace)
+
+    def counted():
+        body = client.get("/me/communities", headers=ada).json
+        return body if body["online"]["c-python"] == 2 else None
+
+    both = eventually(counted) and counted()
+    assert both and both["hash"] == alone["hash"]
+    answer = client.get(f"/community-changes/poll?cursor={both['cursor']}&hash={both['hash']}&timeout=0",
+                        headers=ada)
+    assert answer.json["status"] == "unchanged" and answer.json["online"]["c-python"] >= 1
+    assert answer.headers["ETag"] == f'"{both["hash"]}"'
+
+
+def test_an_answer_whose_communities_this_worker_does_not_know_reads_them(steady_app, auth):
+    from app.api.community_changes import Known, Reply, online_counts
+
+    steady_app.test_client().get("/me/communities", headers=auth("u-grace"))
+
+    def counts():
+        with steady_app.app_context():
+            return online_counts("u-ada", Reply("unchanged", Known(None, None)))
+
+    assert eventually(lambda: counts() == {"c-python": 1, "c-rust": 0})
+
+
+def test_a_count_that_changes_wakes_no_poll(steady_app, auth):
+    client = steady_app.test_client()
+    hub = steady_app.extensions["hub"]
+    ada = auth("u-ada")
+    poll = until_blocked(hub, poll_in_greenlet(client, ada, timeout=2))
+    client.get("/me/communities", headers=auth("u-grace"))  # grace comes online in c-python
+    answer = poll.get(timeout=10).json
+    # Answered at its timeout, unchanged, carrying the counts as they are by then.
+    assert answer["status"] == "unchanged"
+    assert answer["online"] == {"c-python": 2, "c-rust": 1}
+
+
+def test_a_held_poll_keeps_its_user_online_past_the_ttl(quick_app, auth):
+    client = quick_app.test_client()
+    hub = quick_app.extensions["hub"]
+    poll = until_blocked(hub, poll_in_greenlet(client, auth("u-ada"), timeout=4))
+    grace = auth("u-grace")
+    gevent.sleep(2 * QUICK["PRESENCE_TTL"])  # well past the TTL of ada's last request
+    assert "u-ada" in listed(client, grace)
+    poll.get(timeout=10)
+    # Answered: online for one TTL more, then gone.
+    assert eventually(lambda: "u-ada" not in listed(client, grace))
+
+
+def test_a_hang_up_ends_presence_without_waiting_for_the_ttl(app_factory, auth):
+    app = app_factory(PRESENCE_TTL=3600, PRESENCE_INTERVAL=0.2)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    presence, hub = app.extensions["presence"], app.extensions["hub"]
+    app.test_client().get("/me/communities", headers=auth("u-ada"))
+    with hub.waiting("u-ada") as ticket:
+        assert "u-ada" in presence.online()
+        hub.drop(ticket)  # what app/disconnects.py does when the client hangs up
+    assert "u-ada" not in presence.online()
+    with hub.waiting("u-grace"), hub.waiting("u-grace") as ticket:
+        hub.drop(ticket)
+    # Her other poll ended normally: she is only between two polls.
+    assert "u-grace" in presence.online()
+
+
+def test_dead_workers_rows_are_swept_and_a_swept_worker_writes_its_users_again(steady_app, auth):
+    client = steady_app.test_client()
+    presence = steady_app.extensions["presence"]
+    client.get("/me/communities", headers=auth("u-ada"))
+    assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
+    engine = steady_app.extensions["db"]
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO presence_workers (id, refreshed_at) "
+                                "VALUES ('gone:1:ab', '2000-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO presence (user_id, worker_id, since) "
+                                "VALUES ('u-grace', 'gone:1:ab', '2000-01-01 00:00:00')"))
+    # Long dead: not counted even before it is swept.
+    assert "u-grace" not in listed(client, auth("u-ada"))
+    # A live worker stalled as long would be swept too (its row made stale here).
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE presence_workers SET refreshed_at = '2000-01-01 00:00:00'"))
+    presence.sweep()
+    with engine.connect() as connection:
+        assert connection.scalars(text("SELECT worker_id FROM presence")).all() == []
+    # Its next refresh finds its row gone and writes all of its users again.
+    assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
+
+
+@contextmanager
+def statements(engine):
+    """The SQL statements run on ``engine`` by this greenlet meanwhile (the hub's own are not counted)."""
+    caller = gevent.getcurrent()
+    seen = []
+
+    def note(_conn, _cursor, statement, *_args):
+        if gevent.getcurrent() is caller:
+            seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_factory, auth, database):
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    client = app.test_client()
+    joins = "".join(f"INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', '{c}');"
+                    for c in ("c-go", "c-design", "c-ops"))
+    database.psql(joins)
+    with statements(app.extensions["db"]) as run:
+        body = client.get("/me/communities", headers=auth("u-ada")).json
+    assert len(body["online"]) == 5
+    # One count for the five, and (once per interval) which workers are alive.
+    assert len([s for s in run if "presence" in s and "memberships" in s]) == 1
+    assert len([s for s in run if "presence" in s and "memberships" not in s]) <= 1
+    with statements(app.extensions["db"]) as run:
+        client.get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
+        client.get("/me/communities", headers=auth("u-ada"))
+    assert [s for s in run if "presence" in s] == []
+
+
+def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(quiet_app, auth):
+    presence, hub = quiet_app.extensions["presence"], quiet_app.extensions["hub"]
+    engine = quiet_app.extensions["db"]
+    users = [f"u-{n}" for n in range(50)]
+    for user in users:
+        presence.seen_now(user)
+    with statements(engine) as run:
+        presence.refresh()  # registers the worker, then every arrival at once
+    assert [s.split()[0] for s in run if "presence" in s] == ["UPDATE", "INSERT", "INSERT"]
+    with statements(engine) as run:
+        presence.refresh()  # nobody came or went: the worker's own row only
+    assert [s.split()[:2] for s in run if "presence" in s] == [["UPDATE", "presence_workers"]]
+    for user in users[:10]:
+        with hub.waiting(user) as ticket:
+            hub.drop(ticket)
+    with statements(engine) as run:
+        presence.refresh()
+    assert [s.split()[0] for s in run if "presence" in s] == ["UPDATE", "DELETE"]
+    with engine.connect() as connection:
+        written = set(connection.scalars(text("SELECT user_id FROM presence")))
+    assert written == set(users[10:])
+
+
+# -- visibility ------------------------------------------------------------------------
+
+
+def test_an_invisible_user_appears_nowhere_and_can_come_back(steady_app, auth):
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    assert client.get("/me/presence", headers=grace).json == {"visible": True}
+    client.get("/me/communities", headers=grace)
+    assert eventually(lambda: "u-grace" in listed(client, ada))
+    hidden = client.put("/me/presence", json={"visible": False}, headers=grace)
+    assert hidden.status_code == 200 and hidden.json == {"visible": False}
+    assert client.get("/me/presence", headers=grace).json == {"visible": False}
+
+    def hidden_everywhere():
+        body = client.get("/communities/c-python/presence", headers=ada).json
+        counts = client.get("/me/communities", headers=ada).json["online"]
+        return "u-grace" not in [u["id"] for u in body["users"]] and body["online"] == counts["c-python"] == 1
+
+    assert eventually(hidden_everywhere)
+    # Her own view counts her out too.
+    assert "u-grace" not in listed(client, grace)
+    assert client.put("/me/presence", json={"visible": True}, headers=grace).json == {"visible": True}
+    assert eventually(lambda: "u-grace" in listed(client, ada))
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), [
+    ('{"visible": "no"}', {"Content-Type": "application/json"}, 422),
+    ('{"visible": null}', {"Content-Type": "application/json"}, 422),
+    ('{"visible": 0}', {"Content-Type": "application/json"}, 422),
+    ('{}', {"Content-Type": "application/json"}, 422),
+    ('{"visible": false, "extra": 1}', {"Content-Type": "application/json"}, 422),
+    ('[false]', {"Content-Type": "application/json"}, 422),
+    ('{"visible": fal', {"Content-Type": "application/json"}, 400),
+    ('visible=false', {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+])
+def test_bad_visibility_bodies_are_refused_and_change_nothing(seeded, client, auth, body, headers, status):
+    grace = auth("u-grace")
+    client.get("/me/communities", headers=grace)
+    before = table_dump(seeded)
+    response = client.put("/me/presence", data=body, headers={**grace, **headers})
+    assert_problem(response, status)
+    assert table_dump(seeded) == before
+    assert client.get("/me/presence", headers=grace).json == {"visible": True}
+
+
+# -- across worker processes ------------------------------------------------------------
+
+
+class Connection:
+    """A keep-alive connection to a gunicorn server, and the worker that serves it."""
+
+    def __init__(self, server):
+        self.http = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        self.get("/healthz")
+        self.worker = server.worker_serving(self.http.sock.getsockname()[1])
+
+    def get(self, path, headers=None):
+        self.send(path, headers)
+        return self.answer()
+
+    def send(self, path, headers=None):
+        self.http.request("GET", path, headers=headers or {})
+
+    def answer(self):
+        response = self.http.getresponse()
+        body = response.read()
+        return response.status, json.loads(body) if body else None
+
+    def close(self):
+        self.http.close()
+
+
+@pytest.fixture
+def two_workers(server_factory, database):
+    """``start(**settings)``: a seeded two-worker server and a connection to each worker, closed after."""
+    opened = []
+
+    def start(**settings):
+        server = server_factory(database, workers=2, RATELIMIT_WRITES="100000 per minute", **settings)
+        flask(server.env, "seed-demo")
+        opened.extend(one_connection_per_worker(server))
+        return server, opened[0], opened[1]
+
+    yield start
+    for connection in opened:
+        connection.close()
+
+
+def one_connection_per_worker(server, tries=200):
+    """Keep-alive connections served by two different workers (the kernel decides who accepts)."""
+    found, spare = {}, []
+    for _ in range(tries):
+        connection = Connection(server)
+        if connection.worker is not None and connection.worker not in found:
+            found[connection.worker] = connection
+        else:
+            spare.append(connection)
+        if len(found) == 2:
+            break
+    for connection in spare:
+        connection.close()
+    assert len(found) == 2, "every connection went to one worker"
+    return list(found.values())
+
+
+def present(connection, community="c-python", user="u-grace"):
+    status, body = connection.get(f"/communities/{community}/presence", headers=bearer(user))
+    assert status == 200, body
+    return [u["id"] for u in body["users"]]
+
+
+def presence_rows(server):
+    """The users with a presence row, fresh or not."""
+    engine = create_engine(normalize_url(server.env["DATABASE_URL"]))
+    try:
+        with engine.connect() as connection:
+            return set(connection.scalars(text("SELECT user_id FROM presence")))
+    finally:
+        engine.dispose()
+
+
+def hold_a_poll(connection, user):
+    """Send a long poll of ``user`` on ``connection`` and leave it waiting (unread)."""
+    status, first = connection.get("/community-changes/poll?timeout=0", headers=bearer(user))
+    assert status == 200
+    connection.send(f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout=50",
+                    headers=bearer(user))
+
+
+@pytest.mark.slow
+def test_a_poll_on_one_worker_is_online_for_a_reader_on_the_other(two_workers):
+    # A TTL far longer than the test: whatever makes ada go offline here is the hang-up.
+    _server, polling, reading = two_workers(PRESENCE_TTL=600, PRESENCE_INTERVAL=0.5)
+    assert polling.worker != reading.worker
+    hold_a_poll(polling, "u-ada")
+    wait_for(lambda: "u-ada" in present(reading), 30, message="ada online for the other worker")
+    wait_for(lambda: reading.get("/me/communities", headers=bearer("u-grace"))[1]["online"]
+             == {"c-python": 2, "c-design": 1}, 30, message="both counted in grace's snapshot")
+    polling.close()  # ada closes her tab
+    wait_for(lambda: "u-ada" not in present(reading), 30, message="ada offline after hanging up")
+
+
+@pytest.mark.slow
+def test_a_killed_workers_users_go_offline_within_the_ttl(two_workers):
+    ttl, interval = 3, 0.5
+    server, polling, reading = two_workers(PRESENCE_TTL=ttl, PRESENCE_INTERVAL=interval)
+    hold_a_poll(polling, "u-ada")
+    wait_for(lambda: "u-ada" in present(reading), 30, message="ada online for the other worker")
+    # Longer than the TTL: her held poll, refreshed by its worker, keeps her online.
+    wait_for(lambda: False, ttl + 2 * interval)
+    assert "u-ada" in present(reading)
+    os.kill(polling.worker, signal.SIGKILL)  # nothing of that worker cleans up after it
+    wait_for(lambda: "u-ada" not in present(reading), 60, message="ada offline once her worker died")
+    # Not deleted: her row is still there, and no longer counts.
+    assert presence_rows(server) == {"u-ada", "u-grace"}
+    assert "u-grace" in present(reading)
