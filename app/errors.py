@@ -3,6 +3,7 @@ import json
 import logging
 import random
 
+import psycopg2
 from flask import jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -12,6 +13,11 @@ log = logging.getLogger(__name__)
 
 # A URN: these types name problems, they are not pages to fetch.
 PROBLEM_TYPE = "urn:community-sync:problem:"
+
+# A lost connection is raised unwrapped where SQLAlchemy does not wrap it:
+# resetting a pooled connection as it is given back, after a read that
+# changed its isolation level, when the server went away meanwhile.
+UNWRAPPED_OUTAGES = (psycopg2.OperationalError,)
 
 
 class Problem(Exception):
@@ -103,7 +109,7 @@ def handle_http_exception(error):
 def handle_database_unavailable(error):
     """A lost or refused database connection, or an exhausted pool, is a passing outage."""
     if not getattr(error, "connection_invalidated", False) and not isinstance(
-        error, (OperationalError, PoolTimeout)
+        error, (OperationalError, PoolTimeout, *UNWRAPPED_OUTAGES)
     ):
         return handle_unexpected(error)
     log.warning("database unavailable: %s", error.__class__.__name__)
@@ -123,4 +129,6 @@ def init_app(app):
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_unavailable)
     app.register_error_handler(PoolTimeout, handle_database_unavailable)
+    for outage in UNWRAPPED_OUTAGES:
+        app.register_error_handler(outage, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -38,3 +38,21 @@ def test_every_problem_type_has_an_entry_in_the_api_reference():
     documented = set(re.findall(r"^### (\S+)$", section, re.MULTILINE))
     assert slugs - documented == set()
     assert documented - slugs == {"about:blank"}
+
+
+def test_a_connection_lost_as_it_is_given_back_is_a_503(app_factory, auth, monkeypatch):
+    """psycopg2 raises unwrapped when a pooled connection's reset fails: still a passing outage."""
+    import psycopg2
+
+    from app.api import community_changes
+    from conftest import assert_problem
+
+    app = app_factory()
+
+    def lost(*_args):
+        raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(community_changes, "look", lost)
+    response = app.test_client().get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
+    assert_problem(response, 503)
+    assert response.get_json()["type"].endswith("database-unavailable")
