@@ -35,6 +35,7 @@ import time
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from . import queries, wire
 from .cache import LRU
@@ -72,6 +73,9 @@ class Presence:
         self.seen = {}
         self.written = set()
         self.cache = LRU(CACHED_COMMUNITIES)
+        # One count read at a time per worker: the answers of a fan-out all
+        # find the same counts stale at once, and would each read them.
+        self._counting = Semaphore()
         # The ids of the live workers (refreshed within ``ttl``), and when they were read.
         self.live = ((), float("-inf"))
         self._wake = Event()
@@ -201,23 +205,34 @@ class Presence:
         Counts read less than ``interval`` ago are reused; the rest are read
         in one statement, whatever their number.
         """
+        known = {}
+        stale = self._cached(community_ids, known)
+        if stale:
+            with self._counting:
+                # Whoever held the lock before may have read these meanwhile.
+                stale = self._cached(stale, known)
+                if stale:
+                    now = time.monotonic()
+                    with read_transaction(self.engine, single_statement=True) as connection:
+                        workers = self.live_workers(connection)
+                        statement = queries.online_counts(stale, workers, connection.dialect.name)
+                        read = dict(connection.execute(statement).all())
+                    for community_id in stale:
+                        known[community_id] = read.get(community_id, 0)
+                        self.cache.put(community_id, (known[community_id], now))
+        return {community_id: known[community_id] for community_id in community_ids}
+
+    def _cached(self, community_ids, known):
+        """Fill ``known`` with the counts read less than ``interval`` ago; return the others."""
         now = time.monotonic()
-        known, stale = {}, []
+        stale = []
         for community_id in community_ids:
             cached = self.cache.get(community_id)
             if cached is not None and now - cached[1] < self.interval:
                 known[community_id] = cached[0]
             else:
                 stale.append(community_id)
-        if stale:
-            with read_transaction(self.engine, single_statement=True) as connection:
-                workers = self.live_workers(connection)
-                statement = queries.online_counts(stale, workers, connection.dialect.name)
-                read = dict(connection.execute(statement).all())
-            for community_id in stale:
-                known[community_id] = read.get(community_id, 0)
-                self.cache.put(community_id, (known[community_id], now))
-        return {community_id: known[community_id] for community_id in community_ids}
+        return stale
 
     def members(self, connection, community_id):
         """The community's visible members online now: (how many, the first of them)."""

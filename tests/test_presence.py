@@ -223,6 +223,34 @@ def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_fa
     assert [s for s in run if "presence" in s] == []
 
 
+def test_answers_that_find_a_count_stale_together_read_it_once(app_factory, database, monkeypatch):
+    """A fan-out answers thousands of polls at once: they share one count read, not one each."""
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    presence, engine = app.extensions["presence"], app.extensions["db"]
+    live_workers = presence.live_workers
+
+    def yielding(connection):
+        # The read yields, as it does under gunicorn's gevent worker.
+        gevent.sleep(0.01)
+        return live_workers(connection)
+
+    monkeypatch.setattr(presence, "live_workers", yielding)
+    run = []
+
+    def note(_conn, _cursor, statement, *_args):
+        run.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        with app.app_context():
+            answers = [gevent.spawn(presence.counts, ["c-python", "c-rust"]) for _ in range(50)]
+            gevent.joinall(answers, raise_error=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert len({tuple(sorted(answer.value.items())) for answer in answers}) == 1
+    assert len([s for s in run if "presence" in s and "memberships" in s]) == 1
+
+
 def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(quiet_app, auth):
     presence, hub = quiet_app.extensions["presence"], quiet_app.extensions["hub"]
     engine = quiet_app.extensions["db"]
