@@ -73,9 +73,11 @@ class Presence:
         self.seen = {}
         self.written = set()
         self.cache = LRU(CACHED_COMMUNITIES)
-        # One count read at a time per worker: the answers of a fan-out all
-        # find the same counts stale at once, and would each read them.
+        # One count read at a time per worker, for every answer waiting on it:
+        # the answers of a fan-out all find the same counts stale at once, and
+        # would each read them. ``_wanted``: the communities they wait for.
         self._counting = Semaphore()
+        self._wanted = set()
         # The ids of the live workers (refreshed within ``ttl``), and when they were read.
         self.live = ((), float("-inf"))
         self._wake = Event()
@@ -202,25 +204,36 @@ class Presence:
     def counts(self, community_ids):
         """``{community id: members online}`` for these communities, in their order.
 
-        Counts read less than ``interval`` ago are reused; the rest are read
-        in one statement, whatever their number.
+        Counts read less than ``interval`` ago are reused. The rest are read
+        in one statement, whatever their number, together with those that the
+        answers queued behind this one want: the answers of a fan-out find
+        their users' communities stale all at once, and share a read or two.
         """
         known = {}
         stale = self._cached(community_ids, known)
         if stale:
+            self._wanted.update(stale)
             with self._counting:
                 # Whoever held the lock before may have read these meanwhile.
                 stale = self._cached(stale, known)
                 if stale:
-                    now = time.monotonic()
-                    with read_transaction(self.engine, single_statement=True) as connection:
-                        workers = self.live_workers(connection)
-                        statement = queries.online_counts(stale, workers, connection.dialect.name)
-                        read = dict(connection.execute(statement).all())
-                    for community_id in stale:
-                        known[community_id] = read.get(community_id, 0)
-                        self.cache.put(community_id, (known[community_id], now))
+                    wanted = set(stale).union(self._cached(self._wanted, {}))
+                    self._wanted.clear()
+                    read = self._read(wanted)
+                    known.update((community_id, read[community_id]) for community_id in stale)
         return {community_id: known[community_id] for community_id in community_ids}
+
+    def _read(self, community_ids):
+        """The counts of these communities, read in one statement and cached."""
+        now = time.monotonic()
+        with read_transaction(self.engine, single_statement=True) as connection:
+            workers = self.live_workers(connection)
+            statement = queries.online_counts(community_ids, workers, connection.dialect.name)
+            read = dict(connection.execute(statement).all())
+        counts = {community_id: read.get(community_id, 0) for community_id in community_ids}
+        for community_id, count in counts.items():
+            self.cache.put(community_id, (count, now))
+        return counts
 
     def _cached(self, community_ids, known):
         """Fill ``known`` with the counts read less than ``interval`` ago; return the others."""

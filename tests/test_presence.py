@@ -223,14 +223,16 @@ def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_fa
     assert [s for s in run if "presence" in s] == []
 
 
-def test_answers_that_find_a_count_stale_together_read_it_once(app_factory, database, monkeypatch):
-    """A fan-out answers thousands of polls at once: they share one count read, not one each."""
-    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+def counts_read_together(app, monkeypatch, wanted):
+    """``presence.counts`` of each of ``wanted`` in a greenlet of its own, all at once.
+
+    Returns the answers and the count statements run; the reads yield, as they
+    do under gunicorn's gevent worker.
+    """
     presence, engine = app.extensions["presence"], app.extensions["db"]
     live_workers = presence.live_workers
 
     def yielding(connection):
-        # The read yields, as it does under gunicorn's gevent worker.
         gevent.sleep(0.01)
         return live_workers(connection)
 
@@ -243,12 +245,29 @@ def test_answers_that_find_a_count_stale_together_read_it_once(app_factory, data
     event.listen(engine, "before_cursor_execute", note)
     try:
         with app.app_context():
-            answers = [gevent.spawn(presence.counts, ["c-python", "c-rust"]) for _ in range(50)]
+            answers = [gevent.spawn(presence.counts, ids) for ids in wanted]
             gevent.joinall(answers, raise_error=True)
     finally:
         event.remove(engine, "before_cursor_execute", note)
-    assert len({tuple(sorted(answer.value.items())) for answer in answers}) == 1
-    assert len([s for s in run if "presence" in s and "memberships" in s]) == 1
+    return [answer.value for answer in answers], [s for s in run if "presence" in s and "memberships" in s]
+
+
+def test_answers_that_find_a_count_stale_together_read_it_once(app_factory, monkeypatch):
+    """A fan-out answers thousands of polls at once: they share one count read, not one each."""
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    answers, reads = counts_read_together(app, monkeypatch, [["c-python", "c-rust"]] * 50)
+    assert len({tuple(sorted(answer.items())) for answer in answers}) == 1
+    assert len(reads) == 1
+
+
+def test_answers_waiting_for_different_counts_share_the_next_read(app_factory, monkeypatch):
+    """The users of a fan-out are in different communities: those queued behind a read share the next."""
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    communities = ["c-python", "c-rust", "c-go", "c-design", "c-ops"]
+    answers, reads = counts_read_together(app, monkeypatch, [[communities[n % 5]] for n in range(50)])
+    assert [list(answer) for answer in answers] == [[communities[n % 5]] for n in range(50)]
+    # The first read is of the first answer's community; everyone queued meanwhile shares the second.
+    assert len(reads) == 2
 
 
 def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(quiet_app, auth):
