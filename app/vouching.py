@@ -13,8 +13,8 @@ greenlet and by polls subscribing and leaving. Its correctness rests on where
 those greenlets yield: a re-read notes a batch's rows (``advance``) before its
 next query yields, a poll that subscribes after a re-read listed the waiting
 users and before it noted its rows is not vouched for (that batch resolved
-none of its community's rows to it, and they are not noted yet), and a
-position is taken by one greenlet at a time while the others wait for it
+none of its community's rows to it, and they are not noted yet: it may wait
+for them, ``settle``), and a position is taken by one greenlet at a time while the others wait for it
 (``ensure_position``). ``check()`` states what must
 hold at every yield; tests switch it on (``Vouching.checking``).
 
@@ -38,7 +38,8 @@ ROWS_PER_USER = 8
 class Vouching:
     """The hub's read position and what it read since, for ``vouches()``.
 
-    ``position``: where the next re-read starts (None while nobody waits).
+    ``position``: where the next re-read starts (None once nobody has waited for a
+    safety interval, ``Reread.refresh``).
     ``epoch``: the change log's identity when the position was taken.
     ``since``: from where every row read was noted in ``recent`` (None: no vouching).
     ``recent``: user id -> the rows read since ``since`` (None: too many to keep).
@@ -48,6 +49,7 @@ class Vouching:
     unknown) of the state last served.
     ``listing``: a re-read has listed the waiting users and not noted its rows yet.
     ``unlisted``: the users who subscribed meanwhile (not among that list).
+    ``listing_ended``: set when that re-read has noted its rows (or failed).
     """
 
     # Off in production (one attribute test per update); the test suite turns it on.
@@ -64,6 +66,7 @@ class Vouching:
         self.served = LRU(RECENT_USERS)
         self.listing = False
         self.unlisted = set()
+        self.listing_ended = Event()
         self._positioning = None
 
     # -- the position -----------------------------------------------------------
@@ -100,7 +103,22 @@ class Vouching:
     def listed(self):
         """A re-read lists the waiting users: who subscribes from now on is not among them."""
         self.listing = True
+        # A new event each time: a poll waiting for this listing to end must
+        # not miss it because the next one began before it woke.
+        self.listing_ended = Event()
         self._checked()
+
+    def settle(self, user_id, timeout):
+        """Wait (at most ``timeout`` seconds) until no re-read in flight left the user unlisted.
+
+        A poll that subscribed while a re-read's query ran cannot be vouched
+        for until that re-read has noted its rows. During a fan-out the
+        answered clients poll again while the hub re-reads: waiting here, the
+        few milliseconds the re-read takes, lets them be vouched for instead
+        of each reading the database at once.
+        """
+        if user_id in self.unlisted:
+            self.listing_ended.wait(timeout)
 
     def advance(self, rows, position):
         """A re-read returned ``rows`` and ``position``: note them before anything yields."""
@@ -136,9 +154,10 @@ class Vouching:
     def _listed_done(self):
         self.listing = False
         self.unlisted.clear()
+        self.listing_ended.set()
 
     def forget(self):
-        """Nobody waits: drop the position rather than read from a stale one later."""
+        """Nobody has waited for a while: drop the position rather than read from a stale one later."""
         self.position = None
         self.since = None
         self.recent = {}

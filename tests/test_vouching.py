@@ -269,3 +269,39 @@ def test_a_poll_subscribing_after_a_re_read_listed_the_waiting_users_is_not_vouc
         # Once the rows are noted, the rename is what refuses.
         assert not state.vouches("u-ada", before, "h1")
         assert state.listing is False and not state.unlisted
+
+
+def test_a_poll_subscribing_while_a_re_read_runs_waits_for_its_rows_then_is_vouched_for(
+    quiet_app, database, monkeypatch
+):
+    """In a fan-out the answered clients poll again while the hub re-reads: they need not read."""
+    hub = quiet_app.extensions["hub"]
+    state = hub.vouching
+    original = state.advance
+    asked = []
+
+    def poll_again():
+        with hub.waiting("u-ada"):
+            state.settle("u-ada", 5.0)
+            asked.append(state.vouches("u-ada", before, "h1"))
+
+    def advance(rows, position):
+        # A poll of u-ada subscribes while the re-read's query runs, and waits for its rows.
+        polling = gevent.spawn(poll_again)
+        gevent.sleep(0.01)
+        assert not polling.dead and "u-ada" in state.unlisted
+        original(rows, position)
+        polling.join()
+
+    monkeypatch.setattr(state, "advance", advance)
+    with hub.waiting("u-alan"):
+        before = cursors.Cursor(state.epoch, state.position)
+        state.served_state("u-ada", "h1", None, [{"id": "c-python"}])
+        # A community of others: once the rows are noted, nothing refuses.
+        database.psql("UPDATE communities SET name = 'Gophers' WHERE id = 'c-go'")
+        hub.reread.refresh()
+        # Its own community: the rename, noted, refuses.
+        database.psql("UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'")
+        hub.reread.refresh()
+    assert asked == [True, False]
+    assert state.listing is False and not state.unlisted

@@ -5,7 +5,7 @@ subscribe to the hub in one step (caps taken before any database work, and
 the subscription made *before* reading, so that a change that commits after
 the read is sure to be news); read state and changes
 in one snapshot (or skip the read when the hub vouches for the client's
-cursor); answer at once if there is anything to say; otherwise wait for news,
+cursor, once a re-read in flight has noted its rows); answer at once if there is anything to say; otherwise wait for news,
 check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
 answer carries the online counts of the user's communities, read after the
 wait (``app/presence.py``). The hub's side of the wait is ``app/hub.py``.
@@ -31,6 +31,9 @@ from .conditional import etag, strip_validator
 bp = Blueprint("community_changes", __name__, url_prefix="/community-changes")
 
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
+# The longest a re-poll waits for an in-flight re-read to note its rows, so
+# that it can be vouched for (``Vouching.settle``); then it reads.
+SETTLE_TIMEOUT = 2.0
 # A socket under gunicorn's gevent worker; other servers offer none.
 SOCKET_KEYS = ("gunicorn.socket", "gunicorn.sock")
 
@@ -115,6 +118,7 @@ def poll():
         # Admitted and counted in one step, before any database work.
         with caps_as_problems(), hub.waiting(identity.user_id, request_socket()) as ticket:
             provision(identity)
+            hub.vouching.settle(identity.user_id, SETTLE_TIMEOUT)
             if hub.vouching.vouches(identity.user_id, ask.known.cursor, ask.known.hash):
                 # This hub has read every change since before the client's
                 # cursor and none was this user's: nothing to read, straight
