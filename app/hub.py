@@ -231,9 +231,9 @@ class Hub:
             if self.presence is not None:
                 self.presence.released(user_id, ticket.gone)
             if not self.users:
-                # Nobody waits: forget the position rather than read from a
-                # stale one later. The next subscriber takes a fresh one first.
-                self.vouching.forget()
+                # Nobody waits: the position is kept, and read on, for the
+                # re-polls of the clients just answered; then forgotten.
+                self.reread.emptied()
 
     def wait(self, ticket, timeout):
         """Block until news for the ticket's user, a drop, shutdown or ``timeout``.

@@ -8,8 +8,14 @@ those rows touch in one statement: a fixed number of statements whatever the
 number of waiters, and rows read once however many members they concern. Each
 touched user gets the result as ``News`` and is woken, unless it is only
 activity for a user woken less than ``ACTIVITY_COALESCE`` seconds ago: then
-it is held until that window ends (``app/coalescing.py``). With nobody
-waiting it reads nothing at all.
+it is held until that window ends (``app/coalescing.py``).
+
+When the last poll leaves, it goes on reading on hints for one safety
+interval, then forgets the position and reads nothing at all until a poll
+comes again. The clients answered last poll again within moments: with the
+position kept and read on, the hub can vouch for them (``app/vouching.py``),
+where a fresh position would send every one of them to the database at once
+(ten thousand reads on one worker after a fan-out).
 """
 import logging
 import random
@@ -59,15 +65,26 @@ class Reread:
         self.coalescing = Coalescing(coalesce)
         self.metrics = metrics
         self.closed = False
+        # When the last waiting poll left (see ``emptied``).
+        self.emptied_at = float("-inf")
         self._hint = Event()
 
     def notify(self):
         """A hint that the change log may have grown; cheap, callable anywhere."""
         self._hint.set()
 
+    def emptied(self):
+        """The last waiting poll left: keep the position for one safety interval more."""
+        self.emptied_at = time.monotonic()
+
     def refresh(self):
-        """Read what changed since the position and hand it to the waiters it concerns."""
+        """Read what changed since the position and hand it to the waiters it concerns.
+
+        With nobody waiting for a safety interval, forget the position instead.
+        """
         vouching = self.vouching
+        if not self.users and time.monotonic() - self.emptied_at >= self.safety_interval:
+            vouching.forget()
         if vouching.position is None:
             return
         start, position = vouching.position, None
@@ -88,8 +105,6 @@ class Reread:
             # stay behind the position, lost to every waiting poll.
             vouching.rewind(start, position)
             raise
-        if not self.users:
-            vouching.forget()
         self._deliver(
             (user_id, News(rows, states[user_id].communities, states[user_id].notifications_unread,
                            states[user_id].hash, position))
@@ -143,7 +158,7 @@ class Reread:
                 # A held wake-up's window ending is no reason to read.
                 if hinted or time.monotonic() - last_read >= self.safety_interval:
                     last_read = time.monotonic()
-                    if self.users:
+                    if self.users or self.vouching.position is not None:
                         self.refresh()
                 failures = 0
             except Exception:

@@ -3,6 +3,7 @@ from contextlib import ExitStack
 
 import gevent
 import pytest
+from freezegun import freeze_time
 from sqlalchemy import event, text
 
 
@@ -83,14 +84,26 @@ def test_news_goes_only_to_the_users_it_concerns(quiet_app, database):
     assert wakeups._value.get() == before + 1
 
 
-def test_a_refresh_finding_nobody_waiting_forgets_the_position(quiet_app):
+def test_the_position_outlives_the_last_poll_by_one_safety_interval(quiet_app, database):
+    """The clients answered last poll again at once: read on for them, then forget."""
     hub = quiet_app.extensions["hub"]
-    with hub.waiting("u-ada"):
-        pass
-    hub.vouching.ensure_position()  # as a poll arriving took it, then left mid-read
-    assert hub.vouching.position is not None
-    hub.reread.refresh()
-    assert hub.vouching.position is None
+    with freeze_time() as frozen:
+        with hub.waiting("u-ada"):
+            pass
+        kept = hub.vouching.position
+        assert kept is not None
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+        frozen.tick(1)
+        hub.reread.refresh()
+        # Still read on: the join is noted, a re-poll that did not see it is not vouched for.
+        assert hub.vouching.position != kept and "u-ada" in hub.vouching.recent
+        frozen.tick(hub.reread.safety_interval)
+        counter = StatementCounter(quiet_app.extensions["db"])
+        try:
+            hub.reread.refresh()
+        finally:
+            counter.close()
+        assert hub.vouching.position is None and counter.count == 0
 
 
 def test_idle_hub_does_no_database_work(app_factory):
