@@ -2,10 +2,10 @@
 
 Scenarios: held, idle, wake, fanout (these four share held polls), conditional,
 freshness, multi; rename, burst, unread (the change log v2, on databases of
-their own; ``v2`` runs the three); or all. ``report [RESULTS.json]`` renders
-docs/benchmarks.md and the plots from recorded results (``all`` and ``v2`` do
-it themselves unless --quick; a run of v2 scenarios only replaces their
-sections).
+their own; ``v2`` runs the three); presence (on a database of its own); or
+all. ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
+recorded results (``all``, ``v2`` and ``presence`` do it themselves unless
+--quick; a run of scenarios 8-11 only replaces their sections).
 """
 import argparse
 import json
@@ -15,13 +15,15 @@ import time
 import traceback
 from pathlib import Path
 
-from . import conditional, freshness, longpoll, multi, report, stack, v2
+from . import conditional, freshness, longpoll, multi, presence, report, stack, v2
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
-SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + V2_SCENARIOS
+# Each on databases of its own, seeded for it alone.
+OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run}
+SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + tuple(OWN_DATABASES)
 
 FULL = {
     "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
@@ -34,6 +36,8 @@ FULL = {
     "burst_members": 5000, "burst_bystanders": 150, "burst_quiet_joins": 30, "burst_rate": 200,
     "burst_seconds": 10, "drain_wait": 120,
     "unread_communities": 200, "unread_rows": 1000000, "unread_seconds": 5.0,
+    "presence_online": 10000, "presence_small": 1000, "presence_seconds": 60, "presence_runs": 200,
+    "presence_other_host": 100,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -46,6 +50,8 @@ QUICK = {
     "burst_members": 200, "burst_bystanders": 40, "burst_quiet_joins": 5, "burst_rate": 50,
     "burst_seconds": 3, "drain_wait": 30,
     "unread_communities": 20, "unread_rows": 20000, "unread_seconds": 1.0,
+    "presence_online": 200, "presence_small": 50, "presence_seconds": 5, "presence_runs": 20,
+    "presence_other_host": 10,
 }
 
 
@@ -89,7 +95,7 @@ def main(argv=None):
     output = args.output or RESULTS / f"{stamp}-{args.scenario}{'-quick' if args.quick else ''}.json"
     output.write_text(json.dumps(results, indent=1))
     log(f"results in {output}")
-    if args.scenario in ("all", "v2") and not args.quick:
+    if args.scenario in ("all", "v2", "presence") and not args.quick:
         (RESULTS / f"latest-{args.scenario}.json").write_text(json.dumps(results, indent=1))
         report.render(results)
     if args.docs:
@@ -105,13 +111,13 @@ def run(args, options):
         else "python -m bench " + args.scenario,
         "quick": args.quick, "options": options, "machine": stack.machine(),
     }
-    if any(s not in V2_SCENARIOS for s in scenarios):
+    if any(s not in OWN_DATABASES for s in scenarios):
         run_shared(args, options, scenarios, results)
-    # Each on databases of its own, seeded for it alone; one that fails leaves the others' figures.
-    for name in V2_SCENARIOS:
+    # One that fails leaves the others' figures.
+    for name, scenario in OWN_DATABASES.items():
         if name in scenarios:
             try:
-                results[name] = getattr(v2, name)(options)
+                results[name] = scenario(options)
             except Exception:
                 results.setdefault("errors", {})[name] = traceback.format_exc()
                 log(f"{name} failed:\n{results['errors'][name]}")

@@ -8,8 +8,10 @@ by traceback and by file. ``python -m bench.profile burst [--quick]``: scenario
 9 (bench/v2.py) with py-spy sampling the worker while the activity is
 published. ``python -m bench.profile reread``: the hub's batched re-read
 (``feed.read_news``) after activity in a community whose members all wait,
-timed in this process and explained by PostgreSQL (EXPLAIN ANALYZE). All use
-a database of their own, like the suite.
+timed in this process and explained by PostgreSQL (EXPLAIN ANALYZE).
+``python -m bench.profile fanout [--waiters N]``: py-spy samples the worker
+while one rename wakes ``--waiters`` held polls. All use a database of their
+own, like the suite.
 """
 import argparse
 import collections
@@ -81,6 +83,38 @@ def cpu304(database, seconds):
         server.stop()
     print(f"{result['requests'] / result['elapsed']:.0f} requests/s during the profile")
     print_inclusive(output)
+
+
+def fanout(database, waiters):
+    """Hold ``waiters`` polls, then sample the worker while a rename of everyone's community wakes them."""
+    server = Server(database, target="wsgi:app").start()
+    client = ClientProcess()
+    output = Path(tempfile.mkdtemp()) / "py-spy.txt"
+    try:
+        v2.hold(client, server, [f"u{i}" for i in range(waiters)], {})
+        client.call("repoll", "ok", value=False)
+        client.call("report", "report")
+        spy = subprocess.Popen([
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.worker_pids()[0]),
+            "-r", "200", "-f", "raw", "-o", str(output)])
+        time.sleep(1)
+        began = time.monotonic()
+        connection = database.connect()
+        with connection, connection.cursor() as cursor:
+            cursor.execute("UPDATE communities SET name = 'Renamed' WHERE id = 'c-all'")
+        connection.close()
+        answered = 0
+        while answered < waiters and time.monotonic() - began < 60:
+            time.sleep(0.2)
+            answered += sum(1 for a in client.call("report", "report")["answers"] if a[2] == "changed")
+        elapsed = time.monotonic() - began
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
+    finally:
+        client.close()
+        server.stop()
+    print(f"{answered} of {waiters} answered in {elapsed:.2f} s")
+    print_inclusive(output, top=60)
 
 
 def print_inclusive(output, top=45):
@@ -207,9 +241,10 @@ def reread(members, fetched, explained):
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=("cpu304", "memory", "burst", "reread"))
+    parser.add_argument("what", choices=("cpu304", "memory", "burst", "reread", "fanout"))
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--waiters", type=int, default=2000, help="memory: polls held; reread: members waiting")
+    parser.add_argument("--waiters", type=int, default=2000,
+                        help="memory, fanout: polls held; reread: members waiting")
     parser.add_argument("--quick", action="store_true", help="burst: the small version")
     parser.add_argument("--rows", type=int, default=100, help="reread: activity rows read through read_news")
     parser.add_argument("--explained", type=int, default=2000, help="reread: activity rows explained")
@@ -227,6 +262,8 @@ def main():
         database.seed(max(args.waiters, 64), 50)
         if args.what == "cpu304":
             cpu304(database, args.seconds)
+        elif args.what == "fanout":
+            fanout(database, args.waiters)
         else:
             memory(database, args.waiters)
     finally:

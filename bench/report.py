@@ -3,10 +3,11 @@
 The tables come from the results JSON; ``bench/notes.md`` (the profiles, what
 bounds a missed target and what would move it) is appended as written.
 
-Scenarios 8-10 (the change log v2) each render as a block of their own, with
-the command and machine of the run they come from: results of those scenarios
-alone replace their blocks in the existing page and leave the rest as it is,
-and a full render keeps the blocks of the page for scenarios its results lack.
+Scenarios 8-11 (the change log v2, presence) each render as a block of their
+own, with the command and machine of the run they come from: results of those
+scenarios alone replace their blocks in the existing page and leave the rest as
+it is, and a full render keeps the blocks of the page for scenarios its results
+lack.
 """
 import re
 from pathlib import Path
@@ -16,9 +17,9 @@ from .stack import median
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 NOTES = Path(__file__).resolve().parent / "notes.md"
-V2_SCENARIOS = ("rename", "burst", "unread")
 SHARED_KEYS = ("sessions", "conditional", "freshness", "multi")
 V2_HEADING = "## 8-10. Change log v2: community-wide changes written once"
+PRESENCE_HEADING = "## 11. Presence"
 BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
@@ -55,7 +56,7 @@ def med(entries, *path):
 
 
 def render(results, docs=DOCS):
-    """Write ``benchmarks.md`` (and the plots) into ``docs``: the whole page, or scenarios 8-10's blocks."""
+    """Write ``benchmarks.md`` (and the plots) into ``docs``: the whole page, or scenarios 8-11's blocks."""
     docs = Path(docs)
     docs.mkdir(exist_ok=True)
     page = docs / "benchmarks.md"
@@ -64,7 +65,9 @@ def render(results, docs=DOCS):
         lines = shared_part(results, docs)
     else:
         lines = kept_shared_part(existing)
-    v2_section(results, existing, lines.append)
+    kept = {match[1]: match[2] for match in BLOCK.finditer(existing)}
+    for heading, intro, blocks in SECTIONS:
+        section(results, kept, heading, intro, blocks, lines.append)
     if NOTES.exists():
         lines.append(NOTES.read_text().rstrip())
         lines.append("")
@@ -72,9 +75,9 @@ def render(results, docs=DOCS):
 
 
 def kept_shared_part(existing):
-    """The page's part before scenarios 8-10 and the notes, as it is (a bare title on a new page)."""
+    """The page's part before scenarios 8-11 and the notes, as it is (a bare title on a new page)."""
     end = len(existing)
-    for marker in (V2_HEADING, first_line(NOTES)):
+    for marker in (V2_HEADING, PRESENCE_HEADING, first_line(NOTES)):
         found = existing.find("\n" + marker + "\n") if marker else -1
         if found >= 0:
             end = min(end, found + 1)
@@ -363,38 +366,48 @@ def draw(results, docs):
     return plots
 
 
-# -- scenarios 8-10: the change log v2 ---------------------------------------------------
+# -- scenarios 8-11: on databases of their own ---------------------------------------------
 
 
-def v2_section(results, existing, add):
-    """The section of scenarios 8-10: a block per scenario, from ``results`` or kept from the page."""
-    kept = {match[1]: match[2] for match in BLOCK.finditer(existing)}
+def section(results, kept, heading, intro, scenarios, add):
+    """A section of blocks, one per scenario: rendered from ``results``, else ``kept`` from the page."""
     blocks = {}
-    for name in V2_SCENARIOS:
+    for name, render_block in scenarios.items():
         if name in results:
             lines = []
-            V2_BLOCKS[name](results, lines.append)
+            render_block(results, lines.append)
             blocks[name] = "\n".join(lines) + "\n"
         elif name in kept:
             blocks[name] = kept[name]
     if not blocks:
         return
-    add(V2_HEADING)
+    add(heading)
     add("")
-    add("Since migration 0002 a rename, a deletion and activity are one community-scoped row in the")
-    add("change log (`user_id` NULL), resolved to the community's members when read; before it")
-    add("(revision 0001) a rename wrote one row per member inside the writer's transaction. Each")
-    add("scenario runs on databases of its own, seeded in bulk with SQL, against real gunicorn")
-    add("servers (one gevent worker), and says which run its figures come from. What bounds the")
-    add("targets missed here, and the profiles behind it, are under")
-    add("[Profiles](#profiles-and-what-bounds-the-targets-that-were-missed) below.")
+    for line in intro:
+        add(line)
     add("")
-    for name in V2_SCENARIOS:
+    for name in scenarios:
         if name in blocks:
             add(f"<!-- bench:{name} -->")
             add(blocks[name].rstrip("\n"))
             add(f"<!-- /bench:{name} -->")
             add("")
+
+
+V2_INTRO = (
+    "Since migration 0002 a rename, a deletion and activity are one community-scoped row in the",
+    "change log (`user_id` NULL), resolved to the community's members when read; before it",
+    "(revision 0001) a rename wrote one row per member inside the writer's transaction. Each",
+    "scenario runs on databases of its own, seeded in bulk with SQL, against real gunicorn",
+    "servers (one gevent worker), and says which run its figures come from. What bounds the",
+    "targets missed here, and the profiles behind it, are under",
+    "[Profiles](#profiles-and-what-bounds-the-targets-that-were-missed) below.",
+)
+PRESENCE_INTRO = (
+    "A held poll is the heartbeat: each worker knows its own online users and shares them through",
+    "two UNLOGGED tables, one statement per worker per `PRESENCE_INTERVAL` (10 s) plus one per batch",
+    "of arrivals or departures (design: [design.md](design.md), API: [api.md](api.md#presence)).",
+)
 
 
 def factor(a, b):
@@ -551,4 +564,75 @@ def unread_block(results, add):
     add("")
 
 
-V2_BLOCKS = {"rename": rename_block, "burst": burst_block, "unread": unread_block}
+def presence_block(results, add):
+    r = results["presence"]
+    small, online = r["phases"]["small"], r["phases"]["online"]
+    workers = r["workers"]
+    across = r["across_workers"]
+    counts = r["counts"]
+    add(f"### 11. Presence: {online['held']:,} users online across {workers} workers")
+    add("")
+    run_line(results, add)
+    add(f"One gunicorn with {workers} gevent workers; each user online holds one long poll (the kernel hands")
+    add(f"each connection to either worker). With {small['held']:,}, then {online['held']:,} online and nothing "
+        f"changing, an idle")
+    add(f"window of {r['seconds']} s each counts PostgreSQL's transactions (`pg_stat_database`, after "
+        f"statistics settled)")
+    add("and the workers' statements: presence's refreshes and the hub's own safety-net reads together.")
+    add(f"The {small['held']:,}-user phase is the baseline: the design's cost should not grow with the users.")
+    add("")
+    grows = factor(online["statements_per_second"], small["statements_per_second"])
+    per_worker = online["transactions_per_second"] / workers
+    add(f"| | Target | {online['held']:,} online | Baseline: {small['held']:,} online | Ratio | |")
+    add("| --- | --- | --- | --- | --- | --- |")
+    add(f"| Transactions/s, both workers (per worker) | a few per second per worker | "
+        f"{num(online['transactions_per_second'], 2)} ({num(per_worker, 2)}) | "
+        f"{num(small['transactions_per_second'], 2)} ({num(small['transactions_per_second'] / workers, 2)}) | "
+        f"{factor(online['transactions_per_second'], small['transactions_per_second'])} | "
+        f"{verdict(per_worker <= 3)} |")
+    add(f"| Statements/s, both workers | independent of the users | {num(online['statements_per_second'], 2)} | "
+        f"{num(small['statements_per_second'], 2)} | {grows} | "
+        f"{verdict(online['statements_per_second'] <= 1.5 * max(small['statements_per_second'], 0.1))} |")
+    add(f"| `presence` rows per worker | | {', '.join(num(n) for n in online['rows_per_worker'])} | "
+        f"{', '.join(num(n) for n in small['rows_per_worker'])} | | |")
+    add(f"| `c-all`'s `online`, {len(across['counted'])} reads on new connections | every user of both workers "
+        f"({across['held']:,}) | {', '.join(num(n) for n in sorted(set(across['counted'])))} | | | "
+        f"{verdict(min(across['counted']) >= across['held'])} |")
+    hosts = r["across_hosts"]
+    for host in ("host 1", "host 2"):
+        add(f"| Two hosts: `c-all`'s `online` read through {host} | every user of the four workers "
+            f"({hosts['held']:,}) | {', '.join(num(n) for n in hosts[host]['counted'])} "
+            f"({hosts[host]['seconds']:.1f} s after the polls were held) | | | "
+            f"{verdict(min(hosts[host]['counted']) >= hosts['held'])} |")
+    add("")
+    add(f"Two hosts: a second gunicorn with {workers} workers on the same database, "
+        f"{hosts['held_on_second']:,} more users polling there;")
+    add(f"`presence` rows per worker then: {', '.join(num(n) for n in hosts['rows_per_worker'])}.")
+    add("")
+    reader, two = counts["snapshots"]["reader"], counts["snapshots"]["u0"]
+    statements = counts["statements"]
+    add(f"A reader in {counts['communities']} communities of {counts['members']} members each: its snapshot (`GET /me/communities`, one request at a time, its "
+        f"counts reused")
+    add("within the interval as they are between refreshes) against that of a user in two communities, and")
+    add(f"the count statement of its communities alone ({counts['reader_online']:,} members online among them, "
+        f"{counts['live_workers']} live")
+    add("workers), which a worker pays once per interval for the communities it serves; beside it the")
+    add(f"count of `c-all` and a group, the worst case: every one of the {online['held']:,} online users is a "
+        f"member of `c-all`.")
+    add("")
+    add(f"| | Reader ({counts['communities']} communities) | User in 2 communities | Ratio |")
+    add("| --- | --- | --- | --- |")
+    add(f"| Snapshot p50 / p99 | {ms(reader['p50'])} / {ms(reader['p99'])} | {ms(two['p50'])} / {ms(two['p99'])} | "
+        f"{factor(reader['p50'], two['p50'])} |")
+    add(f"| Statements per snapshot | {num(reader['statements_per_request'], 2)} | "
+        f"{num(two['statements_per_request'], 2)} | |")
+    add(f"| Count statement, median / p95 | {statements['reader']['median']:.2f} ms / "
+        f"{statements['reader']['p95']:.2f} ms | `c-all` + 1: {statements['everyone']['median']:.2f} ms / "
+        f"{statements['everyone']['p95']:.2f} ms | |")
+    add("")
+
+
+SECTIONS = (
+    (V2_HEADING, V2_INTRO, {"rename": rename_block, "burst": burst_block, "unread": unread_block}),
+    (PRESENCE_HEADING, PRESENCE_INTRO, {"presence": presence_block}),
+)

@@ -77,3 +77,33 @@ def test_change_log_v2_smoke(tmp_path):
     report = (tmp_path / "docs" / "benchmarks.md").read_text()
     for heading in ("### 8. Rename", "### 9. Activity burst", "### 10. Unread counts"):
         assert heading in report
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_presence_smoke(tmp_path):
+    """Scenario 11, small: both workers' users counted through either, and through a second host."""
+    require_postgres()
+    output = tmp_path / "results.json"
+    command = [sys.executable, "-m", "bench", "presence", "--quick", "--output", str(output),
+               "--docs", str(tmp_path / "docs")]
+    finished = subprocess.run(command, cwd=ROOT, env=dict(os.environ, BENCH_DATABASE_URL=postgres_url()),
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    presence = json.loads(output.read_text())["presence"]
+    options = json.loads(output.read_text())["options"]
+    online = presence["phases"]["online"]
+    assert online["held"] == options["presence_online"]
+    # Both workers hold some of the users, and each read counts them all.
+    assert len(online["rows_per_worker"]) == 2 and sum(online["rows_per_worker"]) >= online["held"]
+    assert min(presence["across_workers"]["counted"]) >= online["held"]
+    hosts = presence["across_hosts"]
+    assert hosts["held"] == online["held"] + options["presence_other_host"]
+    assert len(hosts["rows_per_worker"]) == 4
+    assert min(hosts["host 1"]["counted"]) >= hosts["held"] and min(hosts["host 2"]["counted"]) >= hosts["held"]
+    counts = presence["counts"]
+    assert counts["reader_counted"] == counts["communities"]
+    assert counts["snapshots"]["reader"]["statuses"] == {"200": counts["snapshots"]["reader"]["statuses"]["200"]}
+    report = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "### 11. Presence" in report
