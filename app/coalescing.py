@@ -3,30 +3,32 @@
 A busy community publishes many activity rows a second; each one woken poll
 answers and its client polls again at once, so waking every member for every
 row would cost an answer and a read per member per row. The hub's re-read
-offers each user's news here first (``offer``): news made only of activity,
-for a user woken less than ``window`` seconds ago, is held back; anything
+offers each user's rows here first (``offer``): rows that are only activity,
+for a user woken less than ``window`` seconds ago, are held back; anything
 else (a join, a rename, a notification, a read marker) goes at once, and
-takes the held news with it. Held news is released when its window ends
-(``due``). Nothing is lost: held news is merged, never dropped; news held
-for a user whose polls have all left meanwhile goes nowhere, and their
-cursors, which never saw it, read it on the next poll.
+takes the held rows with it. Held rows are released when their window ends
+(``due``), by the re-read that follows. Nothing is lost: held rows are
+merged, never dropped; rows held for a user whose polls have all left
+meanwhile go nowhere, and their cursors, which never saw them, read them on
+the next poll.
 
-Order: news for one user is delivered oldest first, never newer news before
-held older news, because delivering merges what is held into what goes out.
+Rows, not states, are held: the re-read reads the state of a user only when
+it delivers to that user, in the snapshot of the rows it delivers with it.
+In a burst most members are inside their window at every re-read, and
+reading their states for nothing is what would make a busy community's
+activity cost a worker its CPU.
+
+Order: rows for one user are delivered oldest first, never newer rows before
+held older ones, because delivering merges what is held into what goes out.
 A poll skips news whose position does not cover what it already has, so
-delivering older news after newer would lose its rows.
+delivering older rows after newer would lose them.
 
 Updated by the re-read greenlet only, with no yield inside a call; ``check()``
 states what holds between calls (tests switch it on, like vouching's).
 """
 import time
-from dataclasses import replace
 
-
-def merge(older, newer):
-    """One ``News`` with the rows of both, in id order, and the newer state and position."""
-    rows = {row.id: row for row in (*older.rows, *newer.rows)}
-    return replace(newer, rows=[rows[key] for key in sorted(rows)])
+from .feed import merged
 
 
 def coalescable(rows):
@@ -37,9 +39,10 @@ def coalescable(rows):
 class Coalescing:
     """Who was woken when, and the news held back for them.
 
-    ``woken_at``: user id -> when news was last delivered to the user (kept
-    for one window). ``held``: user id -> the ``News`` held back, due at
-    ``woken_at[user] + window``.
+    ``woken_at``: user id -> when rows were last delivered to the user (kept
+    for one window). ``held``: user id -> the lists of rows held back, in the
+    order offered (merged only when delivered: in a burst each offer then
+    costs the same however much is held), due at ``woken_at[user] + window``.
     """
 
     checking = False
@@ -50,20 +53,25 @@ class Coalescing:
         self.woken_at = {}
         self.held = {}
 
-    def offer(self, user_id, news):
-        """The news to deliver to the user now (merged with any held), or None: held back."""
+    def offer(self, user_id, rows, activity_only=None):
+        """The rows to deliver to the user now (merged with any held), or None: held back.
+
+        ``activity_only``: ``coalescable(rows)``, when the caller knows it already.
+        """
         held = self.held.pop(user_id, None)
-        if held is not None:
-            news = merge(held, news)
+        if activity_only is None:
+            activity_only = coalescable(rows)
         now = self.clock()
         last = self.woken_at.get(user_id)
-        if coalescable(news.rows) and last is not None and now - last < self.window:
-            self.held[user_id] = news
+        if activity_only and last is not None and now - last < self.window:
+            if held:
+                held.append(rows)
+            self.held[user_id] = held or [rows]
             self._checked()
             return None
         self.woken_at[user_id] = now
         self._checked()
-        return news
+        return merged(*held, rows) if held else rows
 
     def pause(self, user_id, rows):
         """Seconds a poll that read only activity ``rows`` itself should wait before answering.
@@ -85,10 +93,24 @@ class Coalescing:
             self.woken_at[user_id] = self.clock()
         self._checked()
 
+    def hold_again(self, woken, reread):
+        """A re-read failed after ``woken`` ({user: rows}) was taken from here: hold its rows again.
+
+        Those in ``reread`` (ids of rows the next re-read reads again) are
+        left out; the rest came from earlier batches and are held for the
+        next re-read to deliver, whatever their type.
+        """
+        for user_id, rows in woken.items():
+            older = [row for row in rows if row.id not in reread]
+            if older:
+                self.held[user_id] = [older, *self.held.get(user_id, ())]
+                self.woken_at.setdefault(user_id, self.clock())
+        self._checked()
+
     def due(self):
-        """``[(user_id, news)]`` whose window has ended, taken out of ``held``."""
+        """``[(user_id, rows)]`` whose window has ended, taken out of ``held``."""
         now = self.clock()
-        released = [(user, news) for user, news in self.held.items()
+        released = [(user, merged(*chunks)) for user, chunks in self.held.items()
                     if now - self.woken_at[user] >= self.window]
         for user, _news in released:
             del self.held[user]
@@ -101,7 +123,7 @@ class Coalescing:
         return released
 
     def next_due(self):
-        """Seconds until the earliest held news is due (None: nothing held)."""
+        """Seconds until the earliest held rows are due (None: nothing held)."""
         if not self.held:
             return None
         earliest = min(self.woken_at[user] for user in self.held)
@@ -109,12 +131,13 @@ class Coalescing:
 
     def check(self):
         """Assert what ``offer`` and ``due`` rest on; run after every update when ``checking``."""
-        for user, news in self.held.items():
-            assert user in self.woken_at, f"{user}: news held with no wake-up to wait out"
-            assert news.rows, f"{user}: held news without rows"
-            assert coalescable(news.rows), f"{user}: urgent news held back"
-            ids = [row.id for row in news.rows]
-            assert ids == sorted(set(ids)), f"{user}: held rows out of order or twice"
+        for user, chunks in self.held.items():
+            assert user in self.woken_at, f"{user}: rows held with no wake-up to wait out"
+            assert chunks and all(chunks), f"{user}: nothing held"
+            for rows in chunks:
+                assert coalescable(rows), f"{user}: urgent rows held back"
+                ids = [row.id for row in rows]
+                assert ids == sorted(set(ids)), f"{user}: held rows out of order or twice"
 
     def _checked(self):
         if self.checking:

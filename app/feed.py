@@ -135,15 +135,45 @@ class Batch:
     position: object
 
     def by_user(self, users):
-        """``{user_id: rows in id order}`` for the ``users`` with any, before ``addressed()``."""
-        found = defaultdict(list)
+        """``{user_id: rows in id order}`` for the ``users`` with any, before ``addressed()``.
+
+        A user with only one community's rows gets that community's list
+        itself, shared with its other members: in a busy community thousands
+        of members have the same rows, and ``addressed()`` and coalescing can
+        then look at each list once (``per_list``) rather than once a member.
+        """
+        shared, own = defaultdict(list), defaultdict(list)
         for row in self.rows:
             if row.shared:
-                for user_id in self.recipients.get(row.community_id, ()):
-                    found[user_id].append(row)
+                shared[row.community_id].append(row)
             elif row.user_id in users:
-                found[row.user_id].append(row)
+                own[row.user_id].append(row)
+        found = {}
+        for community_id, rows in shared.items():
+            for user_id in self.recipients.get(community_id, ()):
+                found[user_id] = merged(found[user_id], rows) if user_id in found else rows
+        for user_id, rows in own.items():
+            found[user_id] = merged(found[user_id], rows) if user_id in found else rows
         return found
+
+
+def merged(*lists):
+    """The rows of several lists, once each, in id order, in a new list."""
+    rows = {row.id: row for rows in lists for row in rows}
+    return [rows[key] for key in sorted(rows)]
+
+
+def per_list(function):
+    """``function(rows)``, computed once per list object for as long as the returned callable lives."""
+    done = {}
+
+    def once(rows):
+        key = id(rows)
+        if key not in done:
+            done[key] = (rows, function(rows))  # the list is kept: its id stays its own
+        return done[key][1]
+
+    return once
 
 
 def read_news(connection, position, waiting_users):

@@ -8,7 +8,8 @@ those rows touch in one statement: a fixed number of statements whatever the
 number of waiters, and rows read once however many members they concern. Each
 touched user gets the result as ``News`` and is woken, unless it is only
 activity for a user woken less than ``ACTIVITY_COALESCE`` seconds ago: then
-it is held until that window ends (``app/coalescing.py``).
+its rows are held until that window ends and go with the re-read that
+follows (``app/coalescing.py``); states are read only for the users woken.
 
 When the last poll leaves, it goes on reading on hints for one safety
 interval, then forgets the position and reads nothing at all until a poll
@@ -26,7 +27,7 @@ import gevent
 from gevent.event import Event
 
 from . import feed
-from .coalescing import Coalescing
+from .coalescing import Coalescing, coalescable
 from .db import read_transaction
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Reread:
             vouching.forget()
         if vouching.position is None:
             return
-        start, position = vouching.position, None
+        start, position, woken = vouching.position, None, {}
         try:
             with read_transaction(self.engine) as connection:
                 batch = feed.read_news(connection, start, self._waiting_users)
@@ -96,43 +97,50 @@ class Reread:
                 # user with rows in this batch is not vouched for, and one
                 # already waiting is among those woken below.
                 vouching.advance(batch.rows, position)
-                touched = {user: kept for user, user_rows in batch.by_user(self.users).items()
-                           if (kept := feed.addressed(user_rows))}
-                states = feed.read_states(connection, list(touched)) if touched else {}
+                woken = self._woken(batch.by_user(self.users))
+                states = feed.read_states(connection, list(woken)) if woken else {}
         except BaseException:
             # Nothing of this batch reached its waiters (the database went
             # away mid-read, say): read it again next time, or its rows would
             # stay behind the position, lost to every waiting poll.
             vouching.rewind(start, position)
+            # The rows held from earlier batches are not read again: hold them again.
+            self.coalescing.hold_again(woken, {row.id for row in batch.rows} if position is not None else set())
             raise
-        self._deliver(
-            (user_id, News(rows, states[user_id].communities, states[user_id].notifications_unread,
-                           states[user_id].hash, position))
-            for user_id, rows in touched.items()
-        )
+        delivered = 0
+        for user_id, rows in woken.items():
+            waiters = self.users.get(user_id)
+            if waiters is None:
+                continue  # left while the states were read; its next poll reads these rows
+            state = states[user_id]
+            waiters.deliver(News(rows, state.communities, state.notifications_unread, state.hash, position))
+            delivered += 1
+        if self.metrics and delivered:
+            self.metrics.wakeups.inc(delivered)
+
+    def _woken(self, by_user):
+        """``{user: rows}`` to wake now: what coalescing lets through of ``by_user``; and held rows now due.
+
+        Only users still waiting: rows of one that left go nowhere (its
+        cursor never saw them, its next poll reads them). Members with the
+        same rows share one list (``Batch.by_user``): each list is looked at once.
+        """
+        addressed = feed.per_list(feed.addressed)
+        activity_only = feed.per_list(coalescable)
+        woken = {}
+        for user_id, rows in by_user.items():
+            kept = addressed(rows)
+            if kept:
+                offered = self.coalescing.offer(user_id, kept, activity_only(kept))
+                if offered is not None:
+                    woken[user_id] = offered
+        woken.update(self.coalescing.due())
+        return {user_id: rows for user_id, rows in woken.items() if user_id in self.users}
 
     def _waiting_users(self):
         """The users to resolve a batch's community rows to, once its snapshot is taken."""
         self.vouching.listed()
         return list(self.users)
-
-    def release(self):
-        """Deliver the held-back news whose coalescing window has ended."""
-        self._deliver(self.coalescing.due(), offered=False)
-
-    def _deliver(self, news_by_user, offered=True):
-        """Wake each user with its news, or let coalescing hold it back (``offered``)."""
-        woken = 0
-        for user_id, news in news_by_user:
-            if offered:
-                news = self.coalescing.offer(user_id, news)
-            waiters = self.users.get(user_id)
-            if news is None or waiters is None:
-                continue
-            waiters.deliver(news)
-            woken += 1
-        if self.metrics and woken:
-            self.metrics.wakeups.inc(woken)
 
     def start(self):
         """Re-read on hints in a greenlet of its own, which is returned."""
@@ -148,18 +156,16 @@ class Reread:
         last_read = time.monotonic()
         while not self.closed:
             until_read = self.safety_interval - (time.monotonic() - last_read)
-            held = self.coalescing.next_due()
-            hinted = self._hint.wait(max(0.0, until_read if held is None else min(held, until_read)))
+            # Held rows go with a re-read when their window ends.
+            held = self.coalescing.next_due() if self.users else None
+            self._hint.wait(max(0.0, until_read if held is None else min(held, until_read)))
             self._hint.clear()
             if self.closed:
                 return
             try:
-                self.release()
-                # A held wake-up's window ending is no reason to read.
-                if hinted or time.monotonic() - last_read >= self.safety_interval:
-                    last_read = time.monotonic()
-                    if self.users or self.vouching.position is not None:
-                        self.refresh()
+                last_read = time.monotonic()
+                if self.users or self.vouching.position is not None:
+                    self.refresh()
                 failures = 0
             except Exception:
                 failures += 1

@@ -1,5 +1,6 @@
 """The change log as a feed: cursors, raw-SQL capture, out-of-order commits, retention."""
 import base64
+from collections import namedtuple
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -501,3 +502,14 @@ def test_a_cursor_from_before_the_upgrade_reads_on_with_no_gap_or_duplicate(data
         assert len({r.id for r in one}) == 3
     finally:
         engine.dispose()
+
+
+def test_members_with_the_same_rows_share_one_list_and_others_get_theirs_merged_in_order():
+    Row = namedtuple("Row", "id shared community_id user_id type")
+    first, second = Row(1, True, "c-1", None, "activity"), Row(2, True, "c-1", None, "activity")
+    own, elsewhere = Row(3, False, "c-2", "u-3", "joined"), Row(4, True, "c-2", None, "activity")
+    batch = feed.Batch([first, second, own, elsewhere], {"c-1": ["u-1", "u-2", "u-3"], "c-2": ["u-3"]}, None)
+    found = batch.by_user({"u-1", "u-2", "u-3"})
+    assert found["u-1"] is found["u-2"] and found["u-1"] == [first, second]
+    assert found["u-3"] == [first, second, own, elsewhere]
+    assert found["u-1"] == [first, second]  # merging for u-3 left the shared list alone
