@@ -43,19 +43,23 @@ def test_held_and_wake_smoke(pg_database, tmp_path):
     assert "Wake latency" in report
 
 
-@pytest.mark.postgres
-@pytest.mark.slow
-def test_change_log_v2_smoke(tmp_path):
-    """rename, burst and unread, small, each on databases of its own; their section rendered."""
+def quick_run(tmp_path, scenario):
+    """``python -m bench SCENARIO --quick`` on databases of its own; its results, its report in tmp_path/docs."""
     require_postgres()
     output = tmp_path / "results.json"
-    command = [sys.executable, "-m", "bench", "v2", "--quick", "--output", str(output),
+    command = [sys.executable, "-m", "bench", scenario, "--quick", "--output", str(output),
                "--docs", str(tmp_path / "docs")]
     finished = subprocess.run(command, cwd=ROOT, env=dict(os.environ, BENCH_DATABASE_URL=postgres_url()),
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads(output.read_text())
 
-    results = json.loads(output.read_text())
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_change_log_v2_smoke(tmp_path):
+    """rename, burst and unread, small, each on databases of its own; their section rendered."""
+    results = quick_run(tmp_path, "v2")
     options = results["options"]
     rename = results["rename"]
     # Revision 0001 fans a rename out to every member; head writes one row.
@@ -83,16 +87,8 @@ def test_change_log_v2_smoke(tmp_path):
 @pytest.mark.slow
 def test_presence_smoke(tmp_path):
     """Scenario 11, small: both workers' users counted through either, and through a second host."""
-    require_postgres()
-    output = tmp_path / "results.json"
-    command = [sys.executable, "-m", "bench", "presence", "--quick", "--output", str(output),
-               "--docs", str(tmp_path / "docs")]
-    finished = subprocess.run(command, cwd=ROOT, env=dict(os.environ, BENCH_DATABASE_URL=postgres_url()),
-                              capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-
-    presence = json.loads(output.read_text())["presence"]
-    options = json.loads(output.read_text())["options"]
+    results = quick_run(tmp_path, "presence")
+    presence, options = results["presence"], results["options"]
     online = presence["phases"]["online"]
     assert online["held"] == options["presence_online"]
     # Both workers hold some of the users, and each read counts them all.
