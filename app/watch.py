@@ -270,13 +270,16 @@ class Watch:
         started = time.monotonic()
         try:
             answer = self.request(url, timeout)
+            if not isinstance(answer.get("cursor"), str):
+                # Not this service's answer (a proxy's page?): asking again at once would loop.
+                raise Failure("HTTP 200 without a cursor")
         except Failure as failure:
             return self.failed(failure, polling)
         round_trip = time.monotonic() - started
         sent_cursor = self.cursor
         self.show(answer, round_trip)
         # Only an answer that moves the cursor followed is progress (docs/client.md).
-        if sent_cursor is not None and answer.get("cursor") not in (None, sent_cursor):
+        if sent_cursor is not None and answer["cursor"] != sent_cursor:
             self.failures = 0
         early = polling and answer.get("status") == "unchanged" and round_trip < MIN_LONG_POLL_GAP
         self.early_streak = self.early_streak + 1 if early else 0
@@ -314,7 +317,7 @@ class Watch:
         status = answer.get("status", "snapshot")  # a snapshot body has none
         if "communities" in answer:
             self.communities = {entry["id"]: entry for entry in answer["communities"]}
-        self.cursor = answer.get("cursor", self.cursor)
+        self.cursor = answer["cursor"]
         self.hash = answer.get("hash", self.hash)
         server_time = _server_time(answer)
         age = None
