@@ -228,14 +228,15 @@ class Watch:
     is tested without waiting.
     """
 
-    def __init__(self, url, get_token, *, json_lines=False, timeout=POLL_TIMEOUT, out=sys.stdout,
-                 err=sys.stderr, sleep=time.sleep, now=time.time, random=random.random):
+    def __init__(self, url, get_token, *, json_lines=False, timeout=POLL_TIMEOUT, out=None, err=None,
+                 sleep=time.sleep, now=time.time, random=random.random):
         self.url = base_url(url)
         self.get_token = get_token
         self.json_lines = json_lines
         self.timeout = timeout
-        self.out = out
-        self.err = err
+        # Looked up now, not at import: a caller (click's test runner) may have replaced them.
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
         self.sleep = sleep
         self.now = now
         self.random = random

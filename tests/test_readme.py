@@ -57,7 +57,8 @@ class Terminal:
         self.pasted = 0
         self.current = []
         self.finished = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         for line in self.process.stdout:
@@ -86,13 +87,14 @@ class Terminal:
 
     def close(self):
         """Close the terminal; whatever still runs in it (a failed test's poll) is ended."""
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(30)
+        self.process.stdin.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(30)
+        self.reader.join(30)
+        self.process.stdout.close()
 
 
 def waiting_polls(server):
@@ -147,10 +149,15 @@ def test_the_readme_walkthrough_works_when_pasted(tmp_path):
         server.stop()
 
 
+def lines(text):
+    """The non-blank lines of a block's output (the ``; echo`` after each JSON body adds blank ones)."""
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def check_outputs(outputs, watched, server):
     """The walkthrough's key outputs, in the order of its blocks (watch apart)."""
     first, join, left_poll, sql_delete, activity_poll, publish, counts, mark_read, outbox = outputs
-    snapshot_line, not_modified, poll_line = first.splitlines()
+    snapshot_line, not_modified, poll_line = lines(first)
     snapshot = json.loads(snapshot_line)
     assert [c["id"] for c in snapshot["communities"]] == ["c-go"] and snapshot["user"]["name"] == "Alan Turing"
     assert not_modified == "304"
@@ -168,21 +175,21 @@ def check_outputs(outputs, watched, server):
     assert published["status"] == "changed"
     assert ("activity", "post_created", "p-42") in [(c["type"], c.get("kind"), c.get("ref"))
                                                     for c in published["changes"]]
-    assert [json.loads(line)["ref"] for line in publish.splitlines()] == ["p-42", "p-42"]
+    assert [json.loads(line)["ref"] for line in lines(publish)] == ["p-42", "p-42"]
 
-    count_line, listing = counts.splitlines()
+    count_line, listing = lines(counts)
     assert json.loads(count_line) == {"unread": {"c-go": 1}, "notifications_unread": 1}
     assert [(n["kind"], n["ref"]) for n in json.loads(listing)["notifications"]] == [("mention", "p-42")]
-    community_read, notifications_read = map(json.loads, mark_read.splitlines())
+    community_read, notifications_read = map(json.loads, lines(mark_read))
     assert community_read["unread"] == 0 and notifications_read == {"notifications_unread": 0}
 
     assert outbox == ""
     state = requests.get(server.url + "/me/communities", headers=bearer("u-alan"), timeout=10).json()
     assert {c["id"]: c["unread"] for c in state["communities"]} == {"c-go": 1}
 
-    lines = watched.splitlines()
-    assert " snapshot " in lines[0] and "1 community: c-go (member)" in lines[0], watched
+    watched_lines = lines(watched)
+    assert " snapshot " in watched_lines[0] and "1 community: c-go (member)" in watched_lines[0], watched
     for words in ("joined c-rust as member", "left c-rust", "activity post_created p-42 in c-go",
                   "notification mention p-42", "read c-go", "read notifications", "activity post_created p-43 in c-go"):
-        assert any(words in line for line in lines), (words, watched)
+        assert any(words in line for line in watched_lines), (words, watched)
     assert "Traceback" not in watched
