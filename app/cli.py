@@ -1,9 +1,9 @@
-"""``flask --app wsgi ...`` commands: db-upgrade, token, seed-demo, prune."""
+"""``flask --app wsgi ...`` commands: db-upgrade, token, watch, seed-demo, prune."""
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import migrations
+from . import migrations, watch as watching
 from .auth import USER_ID_RULE, mint_token, valid_user_id
 from .db import write_transaction
 from .models import Community, Membership, User
@@ -39,17 +39,47 @@ def db_upgrade(revision):
     click.echo(f"database at {revision}")
 
 
+def _user_id(_ctx, _param, value):
+    if not valid_user_id(value):
+        raise click.BadParameter(USER_ID_RULE, param_hint="USER_ID")
+    return value
+
+
+def _base_url(_ctx, _param, value):
+    try:
+        return watching.base_url(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.command("token")
 @with_appcontext
-@click.argument("user_id")
+@click.argument("user_id", callback=_user_id)
 @click.option("--name", help="Display name carried in the token.")
 @click.option("--admin", is_flag=True, help="Mint a platform-admin token.")
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1), help="Seconds.")
 def token(user_id, name, admin, ttl):
     """Print a bearer token for USER_ID, signed with SECRET_KEY."""
-    if not valid_user_id(user_id):
-        raise click.BadParameter(USER_ID_RULE, param_hint="USER_ID")
     click.echo(mint_token(user_id, name=name, admin=admin, ttl=ttl))
+
+
+@click.command("watch")
+@with_appcontext
+@click.argument("user_id", callback=_user_id)
+@click.option("--url", default=watching.DEFAULT_URL, show_default=True, envvar=watching.URL_ENV,
+              show_envvar=True, callback=_base_url, help="The server to follow.")
+@click.option("--json", "json_lines", is_flag=True, help="Print each answer as one JSON line, for jq.")
+@click.option("--timeout", default=watching.POLL_TIMEOUT, show_default=True, type=click.IntRange(1),
+              help="Seconds each poll may wait (the server caps it).")
+def watch(user_id, url, json_lines, timeout):
+    """Follow USER_ID's communities on a server: a line per answer, until Ctrl-C.
+
+    The token is minted here with SECRET_KEY, and minted again if the server
+    refuses it (expired). With a token of your own: python -m app.watch URL
+    --token TOKEN.
+    """
+    follower = watching.Watch(url, lambda _refresh: mint_token(user_id), json_lines=json_lines, timeout=timeout)
+    click.get_current_context().exit(follower.run())
 
 
 @click.command("seed-demo")
@@ -79,5 +109,5 @@ def prune():
 
 
 def init_app(app):
-    for command in (db_upgrade, token, seed_demo, prune):
+    for command in (db_upgrade, token, watch, seed_demo, prune):
         app.cli.add_command(command)

@@ -71,7 +71,8 @@ export function backoffDelay(failures, options = {}, random = Math.random) {
  * The one pacing rule of every retry: at least the backoff for `failures`, and at
  * least the server's Retry-After (capped at maxRetryAfter) spread over a quarter more,
  * so that tabs told the same instant do not return in the same one. Retry-After: 0 or a
- * date in the past therefore never shortens the backoff.
+ * date in the past therefore never shortens the backoff. app/watch.py's retry_delay is
+ * this rule in Python: change both together.
  */
 export function retryDelay(failures, retryAfter = null, options = {}, random = Math.random) {
   const { maxRetryAfter } = { ...DEFAULT_BACKOFF, ...options };
