@@ -45,7 +45,7 @@ def check(tsc, project, name):
     shutil.copyfile(TYPES / name, source)
     result = subprocess.run(
         [tsc, "--noEmit", "--strict", "--target", "es2022", "--lib", "es2022,dom,dom.iterable",
-         "--module", "nodenext", "--moduleResolution", "nodenext", "--types", "", name],
+         "--module", "nodenext", "--moduleResolution", "nodenext", name],
         cwd=project, capture_output=True, text=True, timeout=300,
     )
     return result.returncode, result.stdout + result.stderr

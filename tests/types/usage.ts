@@ -116,7 +116,9 @@ if (frame) {
   const stopListening = listenForRelay({
     allowedOrigins: ["https://sync.example.com"],
     source: frame,
-    onUpdate: (update, event) => render(update.communities, update.notificationsUnread) ?? event.origin,
+    onUpdate: (update, event) => {
+      if (event.origin === "https://sync.example.com") render(update.communities, update.notificationsUnread);
+    },
     onStatus: (status: Status) => console.info(status),
   });
   stopListening();
