@@ -25,9 +25,9 @@ def create_app(test_config=None):
     ratelimit.init_app(app)
     hub.init_app(app)
 
-    from .api import communities, community_changes, demo, health, me, pages, users
+    from .api import client, communities, community_changes, demo, docs, health, me, pages, users
 
-    for module in (health, me, communities, users, community_changes, demo, pages):
+    for module in (health, me, communities, users, community_changes, demo, pages, client, docs):
         app.register_blueprint(module.bp)
 
     from . import cli

@@ -72,6 +72,16 @@ def path_parameter(name, description, pattern=ID):
 
 COMMUNITY_ID = path_parameter("community_id", "A community id.")
 USER_ID = path_parameter("user_id", "A user id, or `me` for the caller.")
+FILENAME = {
+    "name": "filename", "in": "path", "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"},
+}
+HTML_PAGE = {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}
+STATIC_FILE_ANSWERS = {
+    "200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
+    "304": {"description": "Not modified."},
+    "404": problem("No such file."),
+}
 IF_NONE_MATCH = {
     "name": "If-None-Match", "in": "header", "required": False,
     "description": "Entity tags from an earlier answer (RFC 9110 weak comparison, lists, `*`).",
@@ -211,22 +221,46 @@ def operations(max_timeout):
         "/": {"get": {
             **public, "operationId": "demoPage", "tags": ["browser"],
             "summary": "The live demo page.",
-            "responses": {"200": {
-                "description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}},
-            }},
+            "responses": {"200": HTML_PAGE},
         }},
         "/static/{filename}": {"get": {
             **public, "operationId": "staticFile", "tags": ["browser"],
             "summary": "Static files, among them the browser client `community-sync.js`.",
-            "parameters": [{
-                "name": "filename", "in": "path", "required": True,
-                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"},
-            }],
+            "parameters": [FILENAME],
+            "responses": STATIC_FILE_ANSWERS,
+        }},
+        "/static/v/{version}/{filename}": {"get": {
+            **public, "operationId": "versionedClientModule", "tags": ["browser"],
+            "summary": "The browser client's modules at its package version, cached for a year.",
+            "description": (
+                "Only the version in `app/static/package.json` exists; its modules "
+                "(`community-sync.js`, `community-sync-relay.js`...) never change under it."
+            ),
+            "parameters": [
+                {"name": "version", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9.+-]{1,64}$"}},
+                FILENAME,
+            ],
             "responses": {
-                "200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
-                "304": {"description": "Not modified."},
-                "404": problem("No such file."),
+                "200": {
+                    "description": "The module.",
+                    "headers": {"Cache-Control": header("public, max-age=31536000, immutable")},
+                    "content": {"text/javascript": {"schema": {"type": "string"}}},
+                },
+                "304": STATIC_FILE_ANSWERS["304"],
+                "404": problem("Another version, or no such module."),
             },
+        }},
+        "/docs": {"get": {
+            **public, "operationId": "apiDocs", "tags": ["browser"],
+            "summary": "This document, rendered for people (Swagger UI).",
+            "responses": {"200": HTML_PAGE},
+        }},
+        "/docs/{filename}": {"get": {
+            **public, "operationId": "apiDocsRenderer", "tags": ["browser"],
+            "summary": "The scripts and styles of the `/docs` page.",
+            "parameters": [FILENAME],
+            "responses": STATIC_FILE_ANSWERS,
         }},
         "/me/communities": {"get": {
             "operationId": "snapshot", "tags": ["memberships"],

@@ -5,6 +5,7 @@ are generous on purpose: these tests prove that things happen without a reload, 
 how fast; the observed latency is printed for the curious.
 """
 
+import json
 import os
 import re
 import sqlite3
@@ -357,7 +358,7 @@ PARENT_PAGE = """<!doctype html>
 <iframe id="intruder" src="{intruder}"></iframe>
 <iframe id="sibling" src="{sibling}"></iframe>
 <script type="module">
-  import {{ listenForRelay }} from "{api}/static/community-sync-relay.js";
+  import {{ listenForRelay }} from "{client}/community-sync-relay.js";
   // Every message that reaches this window, allowed or not, so the test can tell
   // that the intruder's messages did arrive and were ignored.
   addEventListener("message", (event) => {{
@@ -384,7 +385,7 @@ PARENT_PAGE = """<!doctype html>
 CHILD_PAGE = """<!doctype html>
 <meta charset="utf-8">
 <script type="module">
-  import {{ createCommunitySync }} from "{api}/static/community-sync.js";
+  import {{ createCommunitySync }} from "{client}/community-sync.js";
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
   createCommunitySync({{
     baseUrl: "{api}",
@@ -406,7 +407,13 @@ INTRUDER_PAGE = """<!doctype html>
 """
 
 
-def test_iframe_relays_updates_to_its_parent_only_from_allowed_origins(browser, start_server, tmp_path):
+# Today's URL, and the package's versioned one (its modules import each other by
+# relative URL, so everything the client loads comes from that version).
+CLIENT_PATHS = ["/static", f"/static/v/{json.loads((ROOT / 'app/static/package.json').read_text())['version']}"]
+
+
+@pytest.mark.parametrize("client_path", CLIENT_PATHS)
+def test_iframe_relays_updates_to_its_parent_only_from_allowed_origins(browser, start_server, tmp_path, client_path):
     site_dir = tmp_path / "site"
     intruder_dir = tmp_path / "intruder"
     site_dir.mkdir()
@@ -420,7 +427,7 @@ def test_iframe_relays_updates_to_its_parent_only_from_allowed_origins(browser, 
         token = server.token("u-ada")
         (site_dir / "parent.html").write_text(
             PARENT_PAGE.format(
-                api=server.url,
+                client=server.url + client_path,
                 child=f"{frame_origin}/child.html#token={token}",
                 intruder=f"http://127.0.0.1:{intruder.port}/intruder.html",
                 # Same origin as the relaying frame, another window: only `source` tells.
@@ -428,7 +435,8 @@ def test_iframe_relays_updates_to_its_parent_only_from_allowed_origins(browser, 
                 frame_origin=frame_origin,
             )
         )
-        (site_dir / "child.html").write_text(CHILD_PAGE.format(api=server.url, parent_origin=parent_origin))
+        (site_dir / "child.html").write_text(CHILD_PAGE.format(
+            api=server.url, client=server.url + client_path, parent_origin=parent_origin))
         (intruder_dir / "intruder.html").write_text(INTRUDER_PAGE)
         (site_dir / "intruder.html").write_text(INTRUDER_PAGE)
 

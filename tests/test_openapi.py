@@ -9,6 +9,8 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -52,6 +54,17 @@ def test_the_document_is_openapi_31_with_bearer_jwt(client):
     assert document["security"] == [{"bearer": []}]
 
 
+def test_the_document_passes_the_openapi_validator(client):
+    validate(client.get("/openapi.json").get_json())
+
+
+def test_a_broken_document_fails_the_validator(client):
+    document = client.get("/openapi.json").get_json()
+    document["paths"]["/healthz"]["get"]["responses"]["200"] = {"content": {}}  # no description
+    with pytest.raises(OpenAPIValidationError):
+        validate(document)
+
+
 def test_every_route_is_documented_and_nothing_else(app, client):
     document = client.get("/openapi.json").get_json()
     assert documented_routes(document) == flask_routes(app)
@@ -60,6 +73,7 @@ def test_every_route_is_documented_and_nothing_else(app, client):
 def test_public_endpoints_need_no_token_and_the_rest_do(client):
     document = client.get("/openapi.json").get_json()
     public = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/", "/static/{filename}",
+              "/static/v/{version}/{filename}", "/docs", "/docs/{filename}",
               "/demo/users", "/demo/tokens", "/demo/sql-activity"}
     for path, item in document["paths"].items():
         for method, operation in item.items():

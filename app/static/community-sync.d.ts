@@ -1,0 +1,325 @@
+/**
+ * Types of community-sync.js, the browser client. Written by hand beside the module
+ * (which has no build step); docs/client.md describes the behaviour and docs/api.md
+ * the JSON the shapes below come from. tests/test_client_types.py checks that a
+ * program using all of it type-checks under `tsc --strict`.
+ */
+
+import type { RelayMessage } from "./community-sync-relay.js";
+
+export { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-relay.js";
+export type { RelayListenerOptions, RelayMessage, RelaySource } from "./community-sync-relay.js";
+
+// ---------------------------------------------------------------------------
+// The server's JSON (docs/api.md)
+// ---------------------------------------------------------------------------
+
+/** A member's role in a community. */
+export type Role = "member" | "moderator" | "admin" | "owner";
+
+/** One of the user's communities, as the snapshot and the polls send it. */
+export interface MembershipEntry {
+  id: string;
+  slug: string;
+  name: string;
+  logo_url: string | null;
+  is_public: boolean;
+  role: Role;
+  joined_at: string | null;
+  /** Activity after the user's read marker, counted up to 100 (100 means "100 or more"); absent from a server without activity. */
+  unread?: number;
+  /** When the community last had activity; absent from a server without activity. */
+  last_activity_at?: string | null;
+}
+
+interface ChangeBase {
+  /** When the change was made (ISO 8601). */
+  at: string;
+  /** Who made it, or null. */
+  by: string | null;
+}
+
+/** A membership or a community changed. */
+export interface MembershipChange extends ChangeBase {
+  type: "joined" | "left" | "role_changed" | "community_updated" | "community_deleted";
+  community_id: string;
+  /** The new role (`joined`, `role_changed`). */
+  role?: Role;
+}
+
+/** Activity published in a community. */
+export interface ActivityChange extends ChangeBase {
+  type: "activity";
+  community_id: string;
+  kind: string;
+  ref: string;
+}
+
+/** A notification published to the user. */
+export interface NotificationChange extends ChangeBase {
+  type: "notification";
+  kind: string;
+  ref: string;
+}
+
+/** A read marker moved: a community's, or (no `community_id`) the notifications'. */
+export interface ReadChange extends ChangeBase {
+  type: "read";
+  community_id?: string;
+}
+
+/**
+ * A change entry of a poll answer. A newer server may send types not listed here;
+ * the client passes them on unchanged.
+ */
+export type Change = MembershipChange | ActivityChange | NotificationChange | ReadChange;
+export type ChangeType = Change["type"];
+
+/** RFC 9457 problem details, the body of every error answer. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  [extension: string]: unknown;
+}
+
+/** One notification of `GET /me/notifications`. */
+export interface Notification {
+  kind: string;
+  ref: string;
+  by: string | null;
+  at: string;
+  unread: boolean;
+}
+
+/** The answer of `PUT /me/notifications/read`. */
+export interface NotificationsRead {
+  notifications_unread: number;
+}
+
+/** A member online now. */
+export interface OnlineUser {
+  id: string;
+  name: string | null;
+  since: string;
+}
+
+// ---------------------------------------------------------------------------
+// What the client hands the app
+// ---------------------------------------------------------------------------
+
+export declare const STATUS: Readonly<{
+  CONNECTING: "connecting";
+  LIVE: "live";
+  SMART: "smart";
+  RECONNECTING: "reconnecting";
+  OFFLINE: "offline";
+  PAUSED: "paused";
+  UNAUTHORIZED: "unauthorized";
+  STOPPED: "stopped";
+}>;
+
+/** The connection status (docs/client.md, "Status"). */
+export type Status = (typeof STATUS)[keyof typeof STATUS];
+
+/** What an update answers: a server's poll status, or the client's own. */
+export type UpdateStatus = "snapshot" | "changed" | "unchanged" | "reset" | "current" | "read";
+
+/** Where an update came from. */
+export type UpdateSource = "snapshot" | "long-poll" | "smart-poll" | "local";
+
+/** What subscribers get for every answer. */
+export interface CommunitySyncUpdate {
+  /** The full list, as in the snapshot. */
+  communities: MembershipEntry[];
+  /** Communities in this list and not in the previous one. */
+  added: MembershipEntry[];
+  /** Communities in the previous list and not in this one. */
+  removed: MembershipEntry[];
+  /** Same id, some field changed. */
+  updated: MembershipEntry[];
+  /** The server's change entries, in order; [] for snapshots and resets. */
+  changes: Change[];
+  /** Unread notifications (100 means "100 or more"), or null from a server that does not count them. */
+  notificationsUnread: number | null;
+  /** Members online per community id, or null from a server that does not count presence. */
+  online: Record<string, number> | null;
+  /** The server dropped the oldest activity/notification entries of this answer. */
+  truncated: boolean;
+  status: UpdateStatus;
+  source: UpdateSource;
+  /** Another tab made the request. */
+  relayed: boolean;
+  /** The server's time for the answer (ISO 8601), or null. */
+  serverTime: string | null;
+  /** When this browser received it (ISO 8601). */
+  receivedAt: string;
+}
+
+/** One page of notifications, newest first. */
+export interface NotificationPage {
+  notifications: Notification[];
+  /** Pass back as `cursor` for the next, older page; null after the last. */
+  nextCursor: string | null;
+  /** The body as received. */
+  body: Record<string, unknown>;
+}
+
+/** Who of a community's members is online now. */
+export interface PresenceList {
+  /** Every visible member online. */
+  online: number;
+  /** At most 100, longest online first. */
+  users: OnlineUser[];
+  /** More are online than `users` names. */
+  truncated: boolean;
+}
+
+export type SyncErrorKind =
+  | "network"
+  | "timeout"
+  | "http"
+  | "token"
+  | "unauthorized"
+  | "identity"
+  | "loop"
+  | "internal"
+  | "not-found";
+
+/** Every failure the client reports (`onError`) or rejects with (`markRead`...). */
+export declare class SyncError extends Error {
+  constructor(
+    kind: SyncErrorKind,
+    message: string,
+    details?: { status?: number | null; retryAfter?: number | null; problem?: Problem | null; cause?: unknown },
+  );
+  readonly name: "SyncError";
+  kind: SyncErrorKind;
+  /** The HTTP status, when there was an answer. */
+  status: number | null;
+  /** Milliseconds the server asked to wait (Retry-After), or null. */
+  retryAfter: number | null;
+  /** The problem+json body, when there was one. */
+  problem: Problem | null;
+}
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+/** Retry delays after errors (docs/client.md, "Pacing"). */
+export interface BackoffOptions {
+  initialDelay: number;
+  maxDelay: number;
+  multiplier: number;
+  maxRetryAfter: number;
+}
+
+/** The last line of defence against a fast loop. */
+export interface LoopGuardOptions {
+  maxRequests: number;
+  window: number;
+  pause: number;
+}
+
+/** When to switch between long and smart polling. */
+export interface TransportOptions {
+  fallbackAfter: number;
+  heldFailureAfter: number;
+  retryLongPollAfter: number;
+}
+
+/** How the tabs of one user pick the one that polls. */
+export type ElectionMode = "auto" | "locks" | "heartbeat" | "none";
+
+/** A window to post every update and status to (an iframe's parent). */
+export interface RelayTarget {
+  target: { postMessage(message: RelayMessage, targetOrigin: string): void };
+  /** An explicit origin; `"*"` throws. */
+  targetOrigin: string;
+}
+
+export interface CommunitySyncOptions {
+  /** A JWT for the user; called before every request, with `forceRefresh: true` once after a 401. */
+  getToken: (request: { forceRefresh: boolean }) => string | Promise<string>;
+  /** Where the API lives; `""` (same origin) by default. */
+  baseUrl?: string;
+  /** Whole seconds the server may hold a long poll (25). */
+  pollTimeout?: number;
+  /** Milliseconds past `pollTimeout` before a held poll counts as lost (10000). */
+  pollTimeoutGrace?: number;
+  /** Milliseconds for snapshots, smart polls and the app's calls, body included (15000). */
+  requestTimeout?: number;
+  /** Milliseconds between smart polls when the server sends no X-Poll-Interval (10000). */
+  smartInterval?: number;
+  /** A long poll answered `unchanged` sooner than this (ms) was not held (1000). */
+  minLongPollGap?: number;
+  backoff?: Partial<BackoffOptions>;
+  loopGuard?: Partial<LoopGuardOptions>;
+  transport?: Partial<TransportOptions>;
+  /** Stop asking while no tab of this user is visible (true). */
+  pauseWhenHidden?: boolean;
+  election?: ElectionMode;
+  /** Who the tabs belong to; the token's `sub` by default. */
+  channelKey?: string | null;
+  relayTo?: RelayTarget | null;
+  /** Aborting it is `stop()`. */
+  signal?: AbortSignal | null;
+  onError?: ((error: SyncError) => void) | null;
+  onStatus?: ((status: Status) => void) | null;
+  fetch?: typeof fetch | null;
+}
+
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+
+/** What `createCommunitySync` returns. */
+export interface CommunitySync {
+  /** The current connection status. */
+  readonly status: Status;
+  /** Whether this tab is the one talking to the server. */
+  readonly isLeader: boolean;
+  /** The last known community list. */
+  readonly communities: MembershipEntry[];
+  /** Unread notifications, or null from a server that does not count them. */
+  readonly notificationsUnread: number | null;
+  /** Members online per community id, or null from a server that does not count presence. */
+  readonly online: Record<string, number> | null;
+
+  /** Call `callback` for every answer (at once with the current state if known); returns an unsubscribe function. */
+  subscribe(callback: (update: CommunitySyncUpdate) => void): () => void;
+  /** Call `callback` for each change entry of the given types; returns an unsubscribe function. */
+  onChange<T extends ChangeType>(
+    callback: (change: Extract<Change, { type: T }>, update: CommunitySyncUpdate) => void,
+    options: { types: readonly T[] },
+  ): () => void;
+  /** Call `callback` for every change entry; returns an unsubscribe function. */
+  onChange(callback: (change: Change, update: CommunitySyncUpdate) => void, options?: { types?: null }): () => void;
+  /** Call `callback` on every status change; returns an unsubscribe function. */
+  onStatus(callback: (status: Status) => void): () => void;
+
+  /** Ask the server now instead of at the next poll. */
+  refresh(): void;
+  /** Start again after `unauthorized`, from any tab. */
+  reconnect(): void;
+  /** Stop polling, leave the election and close the channel. */
+  stop(): void;
+
+  /** `PUT /me/communities/{id}/read`, optimistic; resolves with the server's entry (`unread: 0`). */
+  markRead(communityId: string): Promise<MembershipEntry>;
+  /** `PUT /me/notifications/read`, optimistic. */
+  markNotificationsRead(): Promise<NotificationsRead>;
+  /** One page of `GET /me/notifications`. */
+  notifications(page?: { cursor?: string | null; limit?: number | null }): Promise<NotificationPage>;
+  /** `GET /communities/{id}/presence`, asked conditionally. */
+  presence(communityId: string): Promise<PresenceList>;
+  /** Whether the user shows in presence counts and lists. */
+  presenceVisible(): Promise<boolean>;
+  /** Show or hide the user everywhere; resolves with the stored choice. */
+  setPresenceVisible(visible: boolean): Promise<boolean>;
+}
+
+/** Start keeping a user's community list live. Throws a TypeError without `getToken`, or with a `relayTo` to `"*"`. */
+export declare function createCommunitySync(options: CommunitySyncOptions): CommunitySync;

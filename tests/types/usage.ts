@@ -1,0 +1,137 @@
+// Every public name of the client's package, used as an app would: this file must
+// type-check under `tsc --strict` (tests/test_client_types.py). It is never run.
+import {
+  RELAY_STATUS,
+  RELAY_UPDATE,
+  STATUS,
+  SyncError,
+  createCommunitySync,
+  listenForRelay as listenFromClient,
+  type ActivityChange,
+  type Change,
+  type CommunitySync,
+  type CommunitySyncOptions,
+  type CommunitySyncUpdate,
+  type MembershipEntry,
+  type NotificationPage,
+  type PresenceList,
+  type Problem,
+  type Status,
+} from "community-sync-client";
+import { isAllowedRelayMessage, listenForRelay, type RelayMessage } from "community-sync-client/relay";
+
+declare const myToken: () => Promise<string>;
+declare function render(communities: readonly MembershipEntry[], unread: number | null): void;
+
+const controller = new AbortController();
+const options: CommunitySyncOptions = {
+  getToken: async ({ forceRefresh }) => (forceRefresh ? myToken() : "cached.jwt.token"),
+  baseUrl: "https://sync.example.com",
+  pollTimeout: 25,
+  pollTimeoutGrace: 10_000,
+  requestTimeout: 15_000,
+  smartInterval: 10_000,
+  minLongPollGap: 1_000,
+  backoff: { initialDelay: 500, maxDelay: 30_000 },
+  loopGuard: { maxRequests: 20, window: 10_000, pause: 60_000 },
+  transport: { fallbackAfter: 3, heldFailureAfter: 1_000, retryLongPollAfter: 180_000 },
+  pauseWhenHidden: true,
+  election: "auto",
+  channelKey: "u-ada",
+  relayTo: { target: window.parent, targetOrigin: "https://app.example.com" },
+  signal: controller.signal,
+  onError: (error) => console.warn(error.kind, error.status, error.retryAfter, error.problem?.detail),
+  onStatus: (status) => console.info(status),
+  fetch: (input, init) => fetch(input, init),
+};
+
+const sync: CommunitySync = createCommunitySync(options);
+const minimal = createCommunitySync({ getToken: () => "a.jwt.token" });
+minimal.stop();
+
+const unsubscribe = sync.subscribe((update: CommunitySyncUpdate) => {
+  if (update.status === "unchanged") return;
+  render(update.communities, update.notificationsUnread);
+  for (const entry of [...update.added, ...update.updated]) {
+    const badge: string = entry.unread === undefined ? "" : `${entry.unread} new`;
+    console.log(entry.id, entry.slug, entry.name, entry.role, entry.logo_url, entry.is_public, entry.joined_at, badge);
+  }
+  const gone: string[] = update.removed.map((entry) => entry.id);
+  const online: number = update.online?.["c-1"] ?? 0;
+  const source: "snapshot" | "long-poll" | "smart-poll" | "local" = update.source;
+  console.log(gone, online, source, update.truncated, update.relayed, update.serverTime, update.receivedAt);
+});
+
+sync.onChange((change: ActivityChange, update) => {
+  const where: string = change.community_id;
+  console.log(where, change.kind, change.ref, change.by, change.at, update.status);
+}, { types: ["activity"] });
+
+sync.onChange((change: Change) => {
+  switch (change.type) {
+    case "notification":
+      return console.log(change.kind, change.ref);
+    case "read":
+      return console.log(change.community_id ?? "notifications");
+    case "activity":
+      return console.log(change.community_id, change.kind);
+    default:
+      return console.log(change.type, change.community_id, change.role);
+  }
+});
+
+const stopWatching = sync.onStatus((status: Status) => {
+  if (status === STATUS.UNAUTHORIZED) sync.reconnect();
+});
+
+async function app(): Promise<void> {
+  const entry: MembershipEntry = await sync.markRead("c-1");
+  const { notifications_unread } = await sync.markNotificationsRead();
+  const first: NotificationPage = await sync.notifications({ limit: 20 });
+  const older = await sync.notifications({ cursor: first.nextCursor, limit: 20 });
+  for (const notification of [...first.notifications, ...older.notifications]) {
+    console.log(notification.kind, notification.ref, notification.by, notification.at, notification.unread);
+  }
+  const here: PresenceList = await sync.presence("c-1");
+  console.log(here.online, here.truncated, here.users.map((user) => [user.id, user.name, user.since]));
+  const visible: boolean = await sync.setPresenceVisible(!(await sync.presenceVisible()));
+  console.log(entry.unread, notifications_unread, visible, await sync.notifications());
+}
+
+app().catch((error: unknown) => {
+  if (error instanceof SyncError && error.kind === "not-found") {
+    const problem: Problem | null = error.problem;
+    console.log(problem?.type, problem?.title, problem?.status, error.message);
+  }
+});
+
+const failure = new SyncError("http", "HTTP 503", { status: 503, retryAfter: 1_000 });
+const statuses: Status[] = Object.values(STATUS);
+console.log(sync.status, sync.isLeader, sync.communities.length, sync.notificationsUnread, sync.online, failure, statuses);
+sync.refresh();
+
+// The parent page of an iframe that runs the client.
+const frame = document.querySelector("iframe");
+if (frame) {
+  const stopListening = listenForRelay({
+    allowedOrigins: ["https://sync.example.com"],
+    source: frame,
+    onUpdate: (update, event) => {
+      if (event.origin === "https://sync.example.com") render(update.communities, update.notificationsUnread);
+    },
+    onStatus: (status: Status) => console.info(status),
+  });
+  stopListening();
+}
+listenFromClient({ allowedOrigins: ["https://sync.example.com"], anySource: true, target: window })();
+window.addEventListener("message", (event) => {
+  if (!isAllowedRelayMessage(event, ["https://sync.example.com"], [RELAY_UPDATE, RELAY_STATUS])) return;
+  const message: RelayMessage = event.data;
+  if (message.type === RELAY_UPDATE) render(message.update.communities, null);
+  else console.info(message.status);
+});
+
+unsubscribe();
+stopWatching();
+sync.stop();
+controller.abort();
