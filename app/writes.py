@@ -208,8 +208,11 @@ def sync_memberships(session, identity, community_id, additions, removals):
     transaction rolls back. Returns how many entries had each outcome.
 
     Locks are taken in one order, the community's owners first (as a single
-    write that touches an owner does), then the targets by user id, so two
-    batches on one community wait for each other instead of deadlocking.
+    write that touches an owner does), then the targets by user id, so the
+    batches of a community's managers wait for each other instead of
+    deadlocking. A platform admin's batch takes no owner lock, as its single
+    writes do not: if it meets a manager's batch in the other order,
+    PostgreSQL refuses one of them, a 503 to retry.
     """
     _, authority = _community_for(session, identity, community_id)
     if authority is None:
