@@ -101,8 +101,9 @@ def ratelimit_fields(response):
     for limit in limits:
         name = limit.request_args[-1]  # the scope, e.g. "writes-by-user"
         policies.append(f'"{name}";q={limit.limit.amount};w={limit.limit.get_expiry()}')
-        reset = max(0, math.ceil(limit.reset_at - now))
-        states.append(f'"{name}";r={max(0, limit.remaining)};t={reset}')
+        # The window itself: RequestLimit.reset_at adds a second to it.
+        reset_time, remaining = limit.window
+        states.append(f'"{name}";r={max(0, remaining)};t={max(0, math.ceil(reset_time - now))}')
     response.headers["RateLimit-Policy"] = ", ".join(policies)
     response.headers["RateLimit"] = ", ".join(states)
     return response

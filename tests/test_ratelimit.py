@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture
 def limited(app_factory):
-    app = app_factory(RATELIMIT_WRITES="3 per minute")
+    app = app_factory(RATELIMIT_WRITES="3 per minute", RATELIMIT_PLATFORM_WRITES="3 per minute")
     app.test_cli_runner().invoke(args=["seed-demo"])
     return app
 
