@@ -207,3 +207,13 @@ def test_browsers_do_not_use_the_platform_limit(app_factory, auth):
         assert set(fields(response, "RateLimit-Policy")) == {"writes-by-user", "writes-by-address"}
     assert_rate_limited(client.patch("/communities/c-design/members", headers=grace,
                                      json={"add": [{"user_id": "u-new"}]}))
+
+
+def test_browsers_on_allowed_origins_may_read_the_fields(app_factory, auth):
+    app = app_factory(CORS_ORIGINS="https://ok.example")
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    response = app.test_client().put("/communities/c-rust/members/me",
+                                     headers={**auth("u-ada"), "Origin": "https://ok.example"})
+    assert response.status_code == 200 and "RateLimit" in response.headers
+    exposed = {name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"RateLimit-Policy", "RateLimit"} <= exposed
