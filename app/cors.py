@@ -2,7 +2,7 @@
 from flask_cors import CORS
 
 EXPOSED = ["ETag", "X-Poll-Interval", "X-Poll-Result", "Retry-After", "Preference-Applied",
-           "X-Request-ID", "Location"]
+           "X-Request-ID", "Location", "RateLimit-Policy", "RateLimit"]
 ALLOWED = ["Authorization", "If-None-Match", "Prefer", "Content-Type", "X-Request-ID"]
 
 

@@ -38,6 +38,13 @@ def header(description, schema=None):
 
 
 RETRY_AFTER = {"Retry-After": header("Seconds to wait before trying again.", {"type": "string"})}
+# On every answer to a rate-limited write (draft-ietf-httpapi-ratelimit-headers).
+RATE_LIMITED = {
+    "RateLimit-Policy": header(
+        'The limits this request counted against: `"writes-by-user";q=120;w=60, '
+        '"writes-by-address";q=120;w=60`, or `"platform-writes";q=6000;w=60` for platform admins.'),
+    "RateLimit": header('What is left of each, and the seconds until more is: `"writes-by-user";r=117;t=42, …`.'),
+}
 CONDITIONAL_HEADERS = {
     "ETag": header("The state hash as an entity tag."),
     "Cache-Control": header("private, no-cache"),
@@ -59,7 +66,7 @@ WRITE_ERRORS = {
     "413": problem("The body is larger than 16 KiB."),
     "415": problem("The body is not application/json."),
     "422": problem("The body is JSON but not an acceptable value."),
-    "429": problem("Too many writes from this user or address.", RETRY_AFTER),
+    "429": problem("Too many writes from this user or address.", {**RETRY_AFTER, **RATE_LIMITED}),
 }
 
 
@@ -172,7 +179,7 @@ def publishing(operation_id, summary, description, errors):
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": ref("Publication")}}},
         "responses": {
-            "201": json_body(ref("Published"), "Published."),
+            "201": json_body(ref("Published"), "Published.", RATE_LIMITED),
             **errors, **COMMON_ERRORS,
         },
     }
@@ -382,7 +389,7 @@ def operations(max_timeout):
                     "application/json": {"schema": ref("NewCommunity")}}},
                 "responses": {
                     "201": json_body(ref("Community"), "Created.", {
-                        "Location": header("The new community's URL.")}),
+                        "Location": header("The new community's URL."), **RATE_LIMITED}),
                     "409": problem("The id or slug is taken."),
                     **WRITE_ERRORS, **COMMON_ERRORS,
                 },
@@ -408,7 +415,7 @@ def operations(max_timeout):
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": ref("CommunityPatch")}}},
                 "responses": {
-                    "200": json_body(ref("Community"), "The community as changed."),
+                    "200": json_body(ref("Community"), "The community as changed.", RATE_LIMITED),
                     "409": problem("The slug is taken."),
                     **WRITE_ERRORS, **COMMON_ERRORS,
                 },
@@ -416,7 +423,8 @@ def operations(max_timeout):
             "delete": {
                 "operationId": "deleteCommunity", "tags": ["communities"],
                 "summary": "Delete a community (platform admins).",
-                "responses": {"204": {"description": "Deleted."}, **WRITE_ERRORS, **COMMON_ERRORS},
+                "responses": {"204": {"description": "Deleted.", "headers": RATE_LIMITED},
+                              **WRITE_ERRORS, **COMMON_ERRORS},
             },
         },
         "/communities/{community_id}/presence": {
@@ -446,8 +454,10 @@ def operations(max_timeout):
                 "requestBody": {"required": False, "content": {
                     "application/json": {"schema": ref("MembershipBody")}}},
                 "responses": {
-                    "200": json_body(ref("Membership"), "Already a member (role set if asked)."),
-                    "201": json_body(ref("Membership"), "Added.", {"Location": header("The membership.")}),
+                    "200": json_body(ref("Membership"), "Already a member (role set if asked).",
+                                     RATE_LIMITED),
+                    "201": json_body(ref("Membership"), "Added.",
+                                     {"Location": header("The membership."), **RATE_LIMITED}),
                     "409": problem("`last-owner`: the change would demote the community's last owner."),
                     **WRITE_ERRORS, **COMMON_ERRORS,
                 },
@@ -455,9 +465,35 @@ def operations(max_timeout):
             "delete": {
                 "operationId": "deleteMember", "tags": ["communities"],
                 "summary": "Remove a member; idempotent.",
-                "responses": {"204": {"description": "Not a member (any more)."},
+                "responses": {"204": {"description": "Not a member (any more).", "headers": RATE_LIMITED},
                               "409": problem("`last-owner`: the member is the community's last owner."),
                               **WRITE_ERRORS, **COMMON_ERRORS},
+            },
+        },
+        "/communities/{community_id}/members": {
+            "parameters": [COMMUNITY_ID],
+            "patch": {
+                "operationId": "syncMembers", "tags": ["communities"],
+                "summary": "Add, re-role and remove many members at once; all or nothing.",
+                "description": (
+                    "Platform admins and the community's admins and owners. Each entry is "
+                    "checked and applied as the single-member `PUT` or `DELETE` would be, all in "
+                    "one transaction: one bad or refused entry changes nothing, and its problem "
+                    "names the entries (`errors`: `pointer`, `detail`). Bodies up to 128 KiB. "
+                    "A rate-limited request, counted once however many entries it carries."
+                ),
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": ref("MembershipSyncBody")}}},
+                "responses": {
+                    "200": json_body(ref("MembershipSync"), "Applied: how many entries had each outcome.",
+                                     RATE_LIMITED),
+                    "409": problem("`last-owner`: an entry would remove or demote the last owner."),
+                    **WRITE_ERRORS,
+                    "413": problem("The body is larger than 128 KiB."),
+                    "422": problem("`invalid-entries` (with `errors`), `too-many-entries`, or "
+                                   "`invalid-body`: nothing to change, or not an object of lists."),
+                    **COMMON_ERRORS,
+                },
             },
         },
         "/communities/{community_id}/activity": {
@@ -490,7 +526,7 @@ def operations(max_timeout):
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": ref("DemoTokenRequest")}}},
             "responses": {
-                "201": json_body(ref("DemoToken"), "A token."),
+                "201": json_body(ref("DemoToken"), "A token.", RATE_LIMITED),
                 "404": problem("Demo mode is off."),
                 **{code: WRITE_ERRORS[code] for code in ("400", "413", "415", "422", "429")},
                 "default": problem("Any other error."),
@@ -502,7 +538,7 @@ def operations(max_timeout):
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": ref("DemoPublication")}}},
             "responses": {
-                "201": json_body(ref("Published"), "Published."),
+                "201": json_body(ref("Published"), "Published.", RATE_LIMITED),
                 "403": problem("The request does not come from the server's own machine."),
                 "404": problem("Demo mode is off, or no such community."),
                 **{code: WRITE_ERRORS[code] for code in ("400", "413", "415", "422", "429")},

@@ -1,14 +1,25 @@
 """Request limits: how large a request may be, and how often a client may write.
 
-Bodies stop at MAX_CONTENT_LENGTH (16 KiB), header fields at 8 KiB each, and
-a body must arrive within REQUEST_BODY_TIMEOUT seconds (15) of its headers.
+Bodies stop at MAX_CONTENT_LENGTH (16 KiB), except on the views marked with
+:func:`larger_body` (the bulk membership change: BULK_MAX_CONTENT_LENGTH,
+128 KiB); header fields stop at 8 KiB each, and a body must arrive within
+REQUEST_BODY_TIMEOUT seconds (15) of its headers.
 
 Writes (``POST``/``PUT``/``PATCH``/``DELETE`` under ``/communities`` and
-``/users``, and the demo's writes) are limited twice with ``RATELIMIT_WRITES`` (default
-"120 per minute"): once per user (the verified token's ``sub``) and once per
-client address, so neither many tokens from one address nor one token from
-many addresses escapes. Reads and long polls are not rate limited here: the
-hub's own caps bound them.
+``/users``, and the demo's writes) are limited to throttle browsers, not the
+platform's backend. A request with a platform-admin token (``adm: true``)
+counts once against ``RATELIMIT_PLATFORM_WRITES`` (default "6000 per
+minute") for its user and nothing else, a bulk change of 1,000 members
+included. Every other write is limited twice with ``RATELIMIT_WRITES``
+(default "120 per minute"): once per user (the verified token's ``sub``) and
+once per client address, so neither many tokens from one address nor one
+token from many addresses escapes. Reads and long polls are not rate limited
+here: the hub's own caps bound them.
+
+Each limited answer names the limits it counted against, in the fields of
+draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy: "writes-by-user";q=120;w=60``
+(the quota and its window in seconds) and ``RateLimit: "writes-by-user";r=117;t=42``
+(what is left, and the seconds until more is).
 
 ``RATELIMIT_STORAGE_URI`` says where the counts live: ``memory://`` is per
 worker process (so N workers allow N times the limit), ``redis://host:6379``
@@ -36,6 +47,9 @@ WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
 # problem+json by gunicorn.conf.py's worker); below its limit, from here.
 MAX_HEADER_FIELD = 8192
 MAX_HEADERS_TOTAL = 32 * 1024
+# The bulk membership change's body: 1,000 entries of the longest id and
+# role take about 100 KB of JSON.
+BULK_MAX_CONTENT_LENGTH = 128 * 1024
 
 
 def by_user():
@@ -51,8 +65,48 @@ def by_address():
     return f"address:{request.remote_addr}"
 
 
+def platform_caller():
+    """Whether a verified platform-admin token makes the request: the platform's backend."""
+    try:
+        return authenticate().is_admin
+    except Problem:
+        return False
+
+
+def browser_caller():
+    return not platform_caller()
+
+
 def write_limit():
     return current_app.config["RATELIMIT_WRITES"]
+
+
+def platform_write_limit():
+    return current_app.config["RATELIMIT_PLATFORM_WRITES"]
+
+
+def ratelimit_fields(response):
+    """``RateLimit-Policy`` and ``RateLimit`` for the limits this request counted against.
+
+    Flask-Limiter's own headers are the older ``X-RateLimit-*`` (an epoch for
+    the reset); the draft's structured fields are written here from the same
+    limits, each named by its scope. Requests no limit applies to (reads,
+    polls) get neither.
+    """
+    limits = current_app.extensions["ratelimit"].current_limits
+    if not limits:
+        return response
+    now = time.time()
+    policies, states = [], []
+    for limit in limits:
+        name = limit.request_args[-1]  # the scope, e.g. "writes-by-user"
+        policies.append(f'"{name}";q={limit.limit.amount};w={limit.limit.get_expiry()}')
+        # The window itself: RequestLimit.reset_at adds a second to it.
+        reset_time, remaining = limit.window
+        states.append(f'"{name}";r={max(0, remaining)};t={max(0, math.ceil(reset_time - now))}')
+    response.headers["RateLimit-Policy"] = ", ".join(policies)
+    response.headers["RateLimit"] = ", ".join(states)
+    return response
 
 
 def remember_reset(limit):
@@ -82,8 +136,24 @@ def refuse_large_headers():
             )
 
 
+def larger_body(limit):
+    """Mark a view that accepts bodies of up to ``limit`` bytes instead of MAX_CONTENT_LENGTH."""
+    def mark(view):
+        view.max_content_length = limit
+        return view
+    return mark
+
+
+def apply_body_limit():
+    """The matched view's own body limit (see :func:`larger_body`), before any body is read."""
+    view = current_app.view_functions.get(request.endpoint)
+    limit = getattr(view, "max_content_length", None)
+    if limit is not None:
+        request.max_content_length = limit
+
+
 def refuse_large_streamed_bodies():
-    """413 for a chunked body past MAX_CONTENT_LENGTH.
+    """413 for a chunked body past the request's limit (MAX_CONTENT_LENGTH, or its view's).
 
     With no Content-Length to check up front, Werkzeug stops reading at the
     limit without saying so: a large body would be cut short and the start of
@@ -94,7 +164,7 @@ def refuse_large_streamed_bodies():
         return
     if request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
         return
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    limit = request.max_content_length
     stream, body = environ["wsgi.input"], bytearray()
     while len(body) <= limit:
         chunk = stream.read(limit + 1 - len(body))
@@ -207,6 +277,7 @@ def init_app(app):
         app.wsgi_app, app.config["REQUEST_BODY_TIMEOUT"], app.config["MAX_CONTENT_LENGTH"]
     )
     app.before_request(refuse_large_headers)
+    app.before_request(apply_body_limit)
     app.before_request(refuse_large_streamed_bodies)
 
     limiter = Limiter(
@@ -226,10 +297,14 @@ def init_app(app):
         limiter.exempt(blueprint)
 
     # Applied to the blueprints, for the writing methods only: every write
-    # view there is limited, including ones added later.
+    # view there is limited, including ones added later. A request meets
+    # either the browsers' two limits or the platform's one, never both.
     for blueprint in (communities.bp, users.bp, demo.bp):
         limiter.shared_limit(write_limit, scope="writes-by-user", key_func=by_user,
-                             methods=WRITE_METHODS)(blueprint)
+                             methods=WRITE_METHODS, exempt_when=platform_caller)(blueprint)
         limiter.shared_limit(write_limit, scope="writes-by-address", key_func=by_address,
-                             methods=WRITE_METHODS)(blueprint)
+                             methods=WRITE_METHODS, exempt_when=platform_caller)(blueprint)
+        limiter.shared_limit(platform_write_limit, scope="platform-writes", key_func=by_user,
+                             methods=WRITE_METHODS, exempt_when=browser_caller)(blueprint)
     app.register_error_handler(RateLimitExceeded, too_many_requests)
+    app.after_request(ratelimit_fields)

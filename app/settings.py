@@ -40,6 +40,7 @@ SETTINGS = {
     "MAX_CONTENT_LENGTH": (int, 16 * 1024),
     "REQUEST_BODY_TIMEOUT": (float, 15.0),
     "RATELIMIT_WRITES": (str, "120 per minute"),
+    "RATELIMIT_PLATFORM_WRITES": (str, "6000 per minute"),
     "RATELIMIT_STORAGE_URI": (str, "memory://"),
     "TRUSTED_PROXIES": (int, 0),
 }

@@ -4,7 +4,6 @@ from flask import request
 from . import cursors, wire
 from .auth import CALLER_ALIAS, ID_RULE, USER_ID_RULE, valid_id, valid_user_id
 from .errors import Problem
-from .models import ROLES
 
 
 def community_id(value):
@@ -48,9 +47,94 @@ def json_object(allowed, required=(), optional_body=False):
 
 
 def role(value):
-    if not isinstance(value, str) or value not in ROLES:
-        raise Problem(422, "invalid-role", f"role must be one of: {', '.join(ROLES)}.")
+    if not wire.ROLE.check(value):
+        raise Problem(422, "invalid-role", wire.ROLE.problem)
     return value
+
+
+# A refusal lists at most this many of the body's problems (its detail counts them all).
+MAX_LISTED_ERRORS = 100
+
+
+def membership_changes():
+    """The entries of a bulk membership change, ``{"add": [...], "remove": [...]}``, every one checked.
+
+    Returns (additions, removals): (pointer, user_id, role or None) and
+    (pointer, user_id), the pointer naming the entry in the body (``/add/3``).
+    Any bad entry refuses them all with ``422 invalid-entries``, whose
+    ``errors`` name each problem by its JSON pointer (``/add/3/role``) and say
+    what is wrong. Each user may be named once, in one of the lists.
+    """
+    body = json_object(("add", "remove"), optional_body=True)
+    lists = {name: body.get(name, []) for name in ("add", "remove")}
+    for name, entries in lists.items():
+        if not isinstance(entries, list):
+            raise Problem(422, "invalid-body", f"{name} must be a list.",
+                          errors=[{"pointer": f"/{name}", "detail": f"{name} must be a list."}])
+    total = len(lists["add"]) + len(lists["remove"])
+    if not total:
+        raise Problem(422, "invalid-body", "Nothing to change: list members to add or remove.")
+    if total > wire.MAX_SYNC_ENTRIES:
+        raise Problem(422, "too-many-entries",
+                      f"At most {wire.MAX_SYNC_ENTRIES} entries in add and remove together, not {total}: "
+                      "send them in several requests.")
+    errors, named = [], {}
+
+    def once(pointer, user_id):
+        """Whether ``user_id`` is named here first; a problem for the entry otherwise."""
+        if user_id in named:
+            errors.append({"pointer": pointer,
+                           "detail": f"{user_id!r} is already named at {named[user_id]}: name each user once."})
+            return False
+        named[user_id] = pointer
+        return True
+
+    additions = []
+    for index, entry in enumerate(lists["add"]):
+        pointer = f"/add/{index}"
+        values = _entry_values(wire.MEMBER_ADDITION, entry, pointer, errors)
+        if values is not None and once(pointer, values["user_id"]):
+            additions.append((pointer, values["user_id"], values.get("role")))
+    removals = []
+    for index, user_id in enumerate(lists["remove"]):
+        pointer = f"/remove/{index}"
+        if not wire.MEMBER_ID.check(user_id):
+            errors.append({"pointer": pointer, "detail": f"Each entry must be a user id: {USER_ID_RULE}."})
+        elif once(pointer, user_id):
+            removals.append((pointer, user_id))
+    if errors:
+        listed = "" if len(errors) <= MAX_LISTED_ERRORS else f"; the first {MAX_LISTED_ERRORS} are listed"
+        raise Problem(422, "invalid-entries",
+                      f"{len(errors)} problem(s) in the entries{listed}. Nothing was changed.",
+                      errors=errors[:MAX_LISTED_ERRORS])
+    return additions, removals
+
+
+def _entry_values(fields, entry, pointer, errors):
+    """The entry's values of ``fields``; None, its problems added to ``errors``, when it has any."""
+    if not isinstance(entry, dict):
+        names = ", ".join(f.name for f in fields)
+        errors.append({"pointer": pointer, "detail": f"Each entry must be an object of: {names}."})
+        return None
+    found = len(errors)
+    known = {f.name: f for f in fields}
+    for name in entry:
+        if name not in known:
+            errors.append({"pointer": f"{pointer}/{_escaped(name)}", "detail": "Unknown field."})
+    for field in fields:
+        if field.name not in entry:
+            if field.required_on_create:
+                errors.append({"pointer": f"{pointer}/{field.name}", "detail": f"{field.name} is missing."})
+        elif not field.check(entry[field.name]):
+            errors.append({"pointer": f"{pointer}/{field.name}", "detail": field.problem})
+    if len(errors) > found:
+        return None
+    return {name: entry[name] for name in known if name in entry}
+
+
+def _escaped(name):
+    """``name`` as one JSON pointer token (RFC 6901)."""
+    return name.replace("~", "~0").replace("/", "~1")
 
 
 def community_fields(creating):

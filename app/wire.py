@@ -19,7 +19,10 @@ from datetime import timezone
 from operator import attrgetter
 from typing import Callable
 
-from .auth import CONTROL, ID_PATTERN, ID_RULE, NAME_LENGTH, SURROGATE, valid_id, valid_name
+from .auth import (
+    CALLER_ALIAS, CONTROL, ID_PATTERN, ID_RULE, NAME_LENGTH, SURROGATE, USER_ID_RULE, valid_id,
+    valid_name, valid_user_id,
+)
 from .errors import Problem
 from .models import CHANGE_TYPES, ID_LENGTH, KIND_LENGTH, ROLES
 
@@ -129,7 +132,9 @@ COMMUNITY = (
           writable="always", check=lambda v: isinstance(v, bool),
           problem="is_public must be true or false."),
 )
-ROLE = Field("role", {"enum": list(ROLES)})
+ROLE = Field("role", {"enum": list(ROLES)},
+             check=lambda v: isinstance(v, str) and v in ROLES,
+             problem=f"role must be one of: {', '.join(ROLES)}.")
 JOINED_AT = Field(
     "joined_at", {"type": ["string", "null"], "format": "date-time"},
     # Seconds: both backends store at least that, so equal lists hash equally.
@@ -149,6 +154,17 @@ MEMBER_COUNT = Field("member_count", {"type": "integer", "minimum": 0})
 COMMUNITY_DETAIL = COMMUNITY + (MEMBER_COUNT,)
 COMMUNITY_LIST = (Field("communities", array_of(ref("Community"))),)
 MEMBERSHIP = (Field("user_id", STRING), Field("community_id", STRING), ROLE, JOINED_AT)
+# A bulk membership change (PATCH /communities/{id}/members): entries of
+# "add" in this shape, user ids in "remove", at most MAX_SYNC_ENTRIES in all.
+MAX_SYNC_ENTRIES = 1000
+USER_ID_SCHEMA = {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$", "not": {"const": CALLER_ALIAS}}
+MEMBER_ID = Field("user_id", USER_ID_SCHEMA, writable="create", required_on_create=True,
+                  check=valid_user_id, problem=f"user_id must be {USER_ID_RULE}.")
+MEMBER_ADDITION = (MEMBER_ID, replace(ROLE, writable="create"))
+MEMBERSHIP_SYNC = tuple(
+    Field(outcome, {"type": "integer", "minimum": 0, "maximum": MAX_SYNC_ENTRIES})
+    for outcome in ("created", "updated", "unchanged", "removed")
+)
 
 
 def valid_ref(value):
@@ -394,6 +410,18 @@ def required_on_create(fields):
     return tuple(f.name for f in fields if f.required_on_create)
 
 
+def membership_sync_schema():
+    """The body of a bulk membership change: something to add or remove, MAX_SYNC_ENTRIES at most."""
+    lists = {"add": array_of(ref("MemberAddition")), "remove": array_of(USER_ID_SCHEMA)}
+    for schema in lists.values():
+        schema["maxItems"] = MAX_SYNC_ENTRIES
+    return {
+        "type": "object", "additionalProperties": False, "properties": lists,
+        "description": f"At most {MAX_SYNC_ENTRIES} entries in all, each user named once.",
+        "anyOf": [{"required": [name], "properties": {name: {"minItems": 1}}} for name in lists],
+    }
+
+
 def schemas():
     """The OpenAPI component schemas of these shapes, by component name."""
     creatable = accepted(COMMUNITY, creating=True)
@@ -406,6 +434,9 @@ def schemas():
         "MembershipEntry": response_schema(COMMUNITY_ENTRY),
         "Membership": response_schema(MEMBERSHIP),
         "MembershipBody": request_schema((ROLE,)),
+        "MemberAddition": request_schema(MEMBER_ADDITION, required=required_on_create(MEMBER_ADDITION)),
+        "MembershipSyncBody": membership_sync_schema(),
+        "MembershipSync": response_schema(MEMBERSHIP_SYNC),
         "Snapshot": response_schema(SNAPSHOT),
         "Change": response_schema(CHANGE),
         "PollAnswer": response_schema(POLL_ANSWER),

@@ -91,6 +91,10 @@ def _lock_owners_first(session, identity, community_id, user_id):
     """
     if identity.is_admin or role_of(session, user_id, community_id) != "owner":
         return
+    _lock_owners(session, community_id)
+
+
+def _lock_owners(session, community_id):
     session.scalars(
         select(Membership.user_id)
         .where(Membership.community_id == community_id, Membership.role == "owner")
@@ -119,7 +123,11 @@ def _keep_an_owner(session, identity, membership):
 
 
 def put_membership(session, identity, community_id, user_id, role, retry=True):
-    """Add ``user_id`` to the community or set its role. Returns (membership, created)."""
+    """Add ``user_id`` to the community or set its role.
+
+    Returns (membership, outcome): ``"created"``, ``"updated"`` (its role set)
+    or ``"unchanged"``.
+    """
     community, authority = _community_for(session, identity, community_id)
     _lock_owners_first(session, identity, community_id, user_id)
     # Locked: another writer may change or remove it before our update lands.
@@ -143,7 +151,8 @@ def put_membership(session, identity, community_id, user_id, role, retry=True):
             _keep_an_owner(session, identity, membership)
             membership.role = role
             session.flush()
-        return membership, False
+            return membership, "updated"
+        return membership, "unchanged"
     ensure_user(session, user_id)
     membership = Membership(user_id=user_id, community_id=community_id, role=role or "member")
     try:
@@ -162,11 +171,11 @@ def put_membership(session, identity, community_id, user_id, role, retry=True):
         session.expire_all()
         return put_membership(session, identity, community_id, user_id, role, retry=False)
     session.refresh(membership)
-    return membership, True
+    return membership, "created"
 
 
 def delete_membership(session, identity, community_id, user_id):
-    """Remove ``user_id`` from the community; nothing to remove is not an error."""
+    """Remove ``user_id`` from the community: ``"removed"``, or ``"unchanged"`` when it was not a member."""
     _, authority = _community_for(session, identity, community_id)
     _lock_owners_first(session, identity, community_id, user_id)
     membership = session.get(Membership, (user_id, community_id), with_for_update=True)
@@ -177,10 +186,53 @@ def delete_membership(session, identity, community_id, user_id):
             "platform", "owner"
         ):
             _forbid("Only owners and platform admins may remove an owner.")
-    if membership is not None:
-        _keep_an_owner(session, identity, membership)
-        session.delete(membership)
-        session.flush()
+    if membership is None:
+        return "unchanged"
+    _keep_an_owner(session, identity, membership)
+    session.delete(membership)
+    session.flush()
+    return "removed"
+
+
+SYNC_OUTCOMES = ("created", "updated", "unchanged", "removed")
+
+
+def sync_memberships(session, identity, community_id, additions, removals):
+    """Apply many membership changes in the caller's transaction: all of them, or none.
+
+    ``additions`` are (pointer, user_id, role or None), ``removals`` (pointer,
+    user_id), each user named once (app.validation). Every entry goes through
+    :func:`put_membership` or :func:`delete_membership`, so it meets the very
+    rules, provisioning and triggers of the single-member writes; one refused
+    entry raises its problem, naming the entry by its pointer, and the
+    transaction rolls back. Returns how many entries had each outcome.
+
+    Locks are taken in one order, the community's owners first (as a single
+    write that touches an owner does), then the targets by user id, so the
+    batches of a community's managers wait for each other instead of
+    deadlocking. A platform admin's batch takes no owner lock, as its single
+    writes do not: if it meets a manager's batch in the other order,
+    PostgreSQL refuses one of them, a 503 to retry.
+    """
+    _, authority = _community_for(session, identity, community_id)
+    if authority is None:
+        _forbid("Only platform admins and the community's admins may change its members in bulk.")
+    if authority != "platform":
+        _lock_owners(session, community_id)
+    entries = [(user_id, pointer, role, True) for pointer, user_id, role in additions]
+    entries += [(user_id, pointer, None, False) for pointer, user_id in removals]
+    counts = dict.fromkeys(SYNC_OUTCOMES, 0)
+    for user_id, pointer, role, adding in sorted(entries):
+        try:
+            if adding:
+                _, outcome = put_membership(session, identity, community_id, user_id, role)
+            else:
+                outcome = delete_membership(session, identity, community_id, user_id)
+        except Problem as problem:
+            problem.extra.setdefault("errors", [{"pointer": pointer, "detail": problem.detail}])
+            raise
+        counts[outcome] += 1
+    return counts
 
 
 def _ensure_free(session, community_id, fields, creating):

@@ -66,6 +66,8 @@ FIELD_VALUES = {
 FIELDS = st.fixed_dictionaries({}, optional={
     name: st.one_of(values, JSON) for name, values in FIELD_VALUES.items()
 })
+# Users a bulk membership change names: callers, new ones, and ids no one can have.
+BULK_USERS = st.one_of(st.sampled_from(sorted(CALLERS) + ["u-new", "u-other", "me", "..", "u" * 65]), JSON)
 # Bodies one value away from valid, which reach the permission and uniqueness checks.
 NEAR_VALID = st.one_of(
     st.fixed_dictionaries(
@@ -73,6 +75,11 @@ NEAR_VALID = st.one_of(
         optional={name: FIELD_VALUES[name] for name in ("id", "logo_url", "is_public")},
     ),
     st.fixed_dictionaries({"role": FIELD_VALUES["role"]}),
+    st.fixed_dictionaries({}, optional={
+        "add": st.lists(st.fixed_dictionaries({"user_id": BULK_USERS},
+                                              optional={"role": FIELD_VALUES["role"]}), max_size=4),
+        "remove": st.lists(BULK_USERS, max_size=4),
+    }),
 )
 BODY_VALUES = st.one_of(
     NEAR_VALID, NEAR_VALID, FIELDS,
@@ -205,6 +212,7 @@ def write_requests(app):
         st.tuples(st.sampled_from(["PATCH", "DELETE"]), communities.map(lambda c: f"/communities/{c}")),
         st.tuples(st.sampled_from(["PUT", "DELETE"]),
                   st.builds(lambda c, u: f"/communities/{c}/members/{u}", communities, users)),
+        st.tuples(st.just("PATCH"), communities.map(lambda c: f"/communities/{c}/members")),
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture
 def limited(app_factory):
-    app = app_factory(RATELIMIT_WRITES="3 per minute")
+    app = app_factory(RATELIMIT_WRITES="3 per minute", RATELIMIT_PLATFORM_WRITES="3 per minute")
     app.test_cli_runner().invoke(args=["seed-demo"])
     return app
 
@@ -129,3 +129,91 @@ def test_limits_shared_through_redis_between_processes(app_factory, auth):
     assert put(clients[1], ada).status_code in (200, 201)
     assert put(clients[0], ada).status_code in (200, 201)
     assert_rate_limited(put(clients[1], ada))
+
+
+# -- RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers) ------------
+
+
+def fields(response, name):
+    """A RateLimit field's items as {policy: {parameter: int}}."""
+    items = {}
+    for item in response.headers[name].split(","):
+        policy, *parameters = item.strip().split(";")
+        assert policy.startswith('"') and policy.endswith('"'), item
+        items[policy.strip('"')] = {key: int(value) for key, value in (p.split("=") for p in parameters)}
+    return items
+
+
+def test_writes_carry_the_policies_and_what_is_left(limited, auth):
+    client = limited.test_client()
+    ada = auth("u-ada")
+    first = put(client, ada)
+    policy = {"q": 3, "w": 60}
+    assert fields(first, "RateLimit-Policy") == {"writes-by-user": policy, "writes-by-address": policy}
+    assert {name: state["r"] for name, state in fields(first, "RateLimit").items()} == {
+        "writes-by-user": 2, "writes-by-address": 2}
+    assert all(0 <= state["t"] <= 60 for state in fields(first, "RateLimit").values())
+    put(client, auth("u-alan"))  # the same address, another user
+    second = put(client, ada, address="10.0.0.1")
+    assert {name: state["r"] for name, state in fields(second, "RateLimit").items()} == {
+        "writes-by-user": 1, "writes-by-address": 0}
+    refused = put(client, ada)
+    assert_rate_limited(refused)
+    assert fields(refused, "RateLimit")["writes-by-address"]["r"] == 0
+    assert 1 <= fields(refused, "RateLimit")["writes-by-address"]["t"] <= 60
+
+
+def test_reads_and_polls_carry_no_rate_limit_fields(limited, auth):
+    client = limited.test_client()
+    ada = auth("u-ada")
+    for path in ("/me/communities", "/communities", "/communities/c-rust",
+                 "/community-changes/poll?timeout=0"):
+        response = client.get(path, headers=ada)
+        assert response.status_code == 200
+        assert "RateLimit" not in response.headers and "RateLimit-Policy" not in response.headers
+
+
+def test_platform_admins_have_their_own_higher_limit(app_factory, auth):
+    app = app_factory(RATELIMIT_WRITES="2 per minute", RATELIMIT_PLATFORM_WRITES="5 per minute")
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    client = app.test_client()
+    admin = auth("u-admin", admin=True)
+    for index in range(4):
+        response = put(client, admin, user=f"u-{index}")
+        assert response.status_code == 201
+        assert fields(response, "RateLimit-Policy") == {"platform-writes": {"q": 5, "w": 60}}
+        assert fields(response, "RateLimit")["platform-writes"]["r"] == 4 - index
+    # A bulk change counts once, however many entries it carries.
+    bulk = client.patch("/communities/c-rust/members", headers=admin, environ_base={"REMOTE_ADDR": "10.0.0.1"},
+                        json={"add": [{"user_id": f"u-bulk-{i}"} for i in range(50)]})
+    assert bulk.status_code == 200 and bulk.json["created"] == 50
+    assert fields(bulk, "RateLimit")["platform-writes"]["r"] == 0
+    assert_rate_limited(put(client, admin, user="u-late"))
+    # The platform's writes used nothing of the browsers' budgets at that address.
+    assert put(client, auth("u-ada")).status_code in (200, 201)
+    assert put(client, auth("u-alan")).status_code in (200, 201)
+    assert_rate_limited(put(client, auth("u-grace")))
+
+
+def test_browsers_do_not_use_the_platform_limit(app_factory, auth):
+    app = app_factory(RATELIMIT_WRITES="2 per minute", RATELIMIT_PLATFORM_WRITES="100 per minute")
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    client = app.test_client()
+    grace = auth("u-grace")  # an admin of c-design: may sync it, but is a browser's user
+    for _ in range(2):
+        response = client.patch("/communities/c-design/members", headers=grace,
+                                json={"add": [{"user_id": "u-new"}]})
+        assert response.status_code == 200
+        assert set(fields(response, "RateLimit-Policy")) == {"writes-by-user", "writes-by-address"}
+    assert_rate_limited(client.patch("/communities/c-design/members", headers=grace,
+                                     json={"add": [{"user_id": "u-new"}]}))
+
+
+def test_browsers_on_allowed_origins_may_read_the_fields(app_factory, auth):
+    app = app_factory(CORS_ORIGINS="https://ok.example")
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    response = app.test_client().put("/communities/c-rust/members/me",
+                                     headers={**auth("u-ada"), "Origin": "https://ok.example"})
+    assert response.status_code == 200 and "RateLimit" in response.headers
+    exposed = {name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"RateLimit-Policy", "RateLimit"} <= exposed

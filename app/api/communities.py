@@ -3,7 +3,7 @@ import math
 
 from flask import Blueprint, current_app, jsonify, url_for
 
-from .. import queries, validation, wire, writes
+from .. import queries, ratelimit, validation, wire, writes
 from ..auth import current_identity
 from ..db import read_transaction
 from .conditional import etag, if_none_match, matches
@@ -104,11 +104,11 @@ def put_member(community_id, user_id):
     body = validation.json_object(("role",), optional_body=True)
     role = validation.role(body["role"]) if "role" in body else None
     with writes.writing(identity.user_id) as session:
-        membership, created = writes.put_membership(session, identity, community_id, target, role)
-    headers = {}
-    if created:
-        headers["Location"] = url_for(".put_member", community_id=community_id, user_id=target)
-    return jsonify(wire.membership_body(membership)), 201 if created else 200, headers
+        membership, outcome = writes.put_membership(session, identity, community_id, target, role)
+    if outcome != "created":
+        return jsonify(wire.membership_body(membership))
+    location = url_for(".put_member", community_id=community_id, user_id=target)
+    return jsonify(wire.membership_body(membership)), 201, {"Location": location}
 
 
 @bp.delete("/<community_id>/members/<user_id>")
@@ -119,6 +119,18 @@ def delete_member(community_id, user_id):
     with writes.writing(identity.user_id) as session:
         writes.delete_membership(session, identity, community_id, target)
     return "", 204
+
+
+@bp.patch("/<community_id>/members")
+@ratelimit.larger_body(ratelimit.BULK_MAX_CONTENT_LENGTH)
+def sync_members(community_id):
+    """Add, re-role and remove many members at once (the platform's sync): all or nothing."""
+    identity = current_identity()
+    validation.community_id(community_id)
+    additions, removals = validation.membership_changes()
+    with writes.writing(identity.user_id) as session:
+        counts = writes.sync_memberships(session, identity, community_id, additions, removals)
+    return jsonify(wire.compose(wire.MEMBERSHIP_SYNC, **counts))
 
 
 @bp.post("/<community_id>/activity")
