@@ -5,6 +5,7 @@ with a schema of their own. When CI=true they must run: an unreachable server
 fails them instead of skipping them.
 """
 import os
+import shutil
 import secrets
 import subprocess
 import sys
@@ -60,6 +61,16 @@ def require_postgres():
     if os.environ.get("CI") == "true":
         pytest.fail(f"PostgreSQL at {postgres_url()} is required when CI=true")
     pytest.skip(f"PostgreSQL at {postgres_url()} is not reachable")
+
+
+def require_command(name, install):
+    """The path of the program ``name``: a skip without it, a failure when CI=true."""
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required when CI=true ({install})")
+        pytest.skip(f"{name} is not installed ({install})")
+    return found
 
 
 class Database:

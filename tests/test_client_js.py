@@ -1,21 +1,14 @@
 """The browser client's pure decisions and fetch loop, tested under Node's test runner."""
-
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from conftest import require_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_client_js_unit_tests_pass():
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("node is required in CI to test app/static/community-sync.js")
-        pytest.skip("node is not installed")
+    node = require_command("node", "apt-get install nodejs")
     result = subprocess.run(
         [node, "--test", "tests/js/"],
         cwd=ROOT,

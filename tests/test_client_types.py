@@ -6,13 +6,14 @@ app/static/package.json's `exports` the way a bundler or Node resolves them) and
 type-check under `--strict`; tests/types/misuse.ts must be rejected, on exactly the
 lines it marks.
 """
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from conftest import require_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "app" / "static"
@@ -22,12 +23,7 @@ ERROR = re.compile(r"^(?P<file>[^(\s]+)\((?P<line>\d+),\d+\): error TS\d+", re.M
 
 @pytest.fixture(scope="module")
 def tsc():
-    found = shutil.which("tsc")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tsc is required in CI (apt-get install node-typescript)")
-        pytest.skip("tsc is not installed (apt-get install node-typescript)")
-    return found
+    return require_command("tsc", "apt-get install node-typescript")
 
 
 @pytest.fixture
