@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
 from .models import Change, Community, FeedMeta, Membership, Presence, PresenceWorker, User
+from .wire import MAX_PUBLISHED_PER_ANSWER
 
 # unread counts stop here: "100" means 100 or more, and a count costs at most
 # 100 index entries however far behind a reader is.
@@ -312,7 +313,18 @@ def changes_of(position, user_id):
         .join(members, members.c.community_id == Change.community_id)
         .where(Change.user_id.is_(None), position.unseen(Change))
     )
-    return union_all(own, shared).order_by(literal_column("id"))
+    # An answer carries the newest MAX_PUBLISHED_PER_ANSWER activity rows: read
+    # one more than that (so it still knows it dropped some), not every one
+    # since an old cursor: in a busy community that is thousands a poll.
+    activity = (
+        shared.where(Change.type == "activity")
+        .order_by(Change.id.desc())
+        .limit(MAX_PUBLISHED_PER_ANSWER + 1)
+        .subquery("activity")
+    )
+    return union_all(
+        own, shared.where(Change.type != "activity"), select(*activity.c)
+    ).order_by(literal_column("id"))
 
 
 def changes_after(position):

@@ -5,7 +5,8 @@ import gevent
 import pytest
 from sqlalchemy import text
 
-from app import wire
+from app import cursors, feed, wire
+from app.db import read_transaction
 from conftest import eventually, table_dump, until_blocked
 
 ADMIN = ("u-admin", True)
@@ -101,6 +102,19 @@ def test_each_kind_is_capped_per_answer_oldest_dropped_first(seeded, client, aut
     assert activity == [f"p-{n}" for n in range(5, 105)]
     assert [c["ref"] for c in body["changes"] if c["type"] == "notification"] == ["m-0", "m-1", "m-2"]
     assert body["truncated"] is True
+
+
+def test_a_poll_reads_one_activity_row_more_than_an_answer_carries(seeded, client, auth, database):
+    """Behind a busy community a cursor's backlog is thousands of rows: the read stops at the cap."""
+    cursor, _digest = snapshot(client, auth("u-ada"))
+    values = ", ".join(f"('c-rust', 'post_created', 'p-{n}')" for n in range(300))
+    database.psql(f"INSERT INTO activity (community_id, kind, ref) VALUES {values}; "
+                  "INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+    position = cursors.Cursor.decode(cursor).position
+    with seeded.app_context(), read_transaction() as connection:
+        rows = feed.read_changes(connection, "u-ada", position)
+    assert [row.ref for row in rows if row.type == "activity"] == [f"p-{n}" for n in range(199, 300)]
+    assert [(row.type, row.community_id) for row in rows if row.type != "activity"] == [("joined", "c-go")]
 
 
 def test_capped_keeps_the_newest_of_each_type():
