@@ -7,12 +7,15 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
+# Inside the package, so an installed copy (``pip install .``) migrates from
+# any directory; the repository's alembic.ini points the ``alembic`` command here.
+SCRIPTS = Path(__file__).resolve().parent / "alembic"
 
 
 def alembic_config(connection=None):
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    """Alembic's configuration for the package's migration scripts (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(SCRIPTS))
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
