@@ -1,4 +1,8 @@
-"""gunicorn settings for long polls (``gunicorn wsgi:app``; command-line flags override).
+"""gunicorn settings for long polls; command-line flags override.
+
+From the repository root, ``gunicorn wsgi:app`` reads them through
+gunicorn.conf.py there; an installed copy names this module:
+``gunicorn -c python:app.gunicorn_conf app.wsgi:app``.
 
 Sized so a worker holds thousands of waiting polls: gevent workers, a
 connection limit above POLL_MAX_WAITING (so the over-capacity 503 can still be
