@@ -2,4 +2,6 @@
 
 An installed copy names the package's own module, ``app.wsgi:app``.
 """
-from app.wsgi import app  # noqa: F401
+from app.wsgi import app
+
+__all__ = ["app"]
