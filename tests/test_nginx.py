@@ -5,6 +5,7 @@ the test's temporary directory and deploy/nginx.conf included as an operator
 would, its upstream and `listen` pointed at free loopback ports.
 """
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -14,10 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.settings import SETTINGS
 from conftest import bearer
 from harness.servers import ROOT, flask, free_port, wait_for
-
-pytestmark = pytest.mark.slow
 
 CONFIG = ROOT / "deploy" / "nginx.conf"
 UPSTREAM = "    server 127.0.0.1:8000;\n"
@@ -110,6 +110,13 @@ def proxied(server_factory, tmp_path):
         nginx.stop()
 
 
+def test_the_poll_location_outwaits_the_longest_poll_unbuffered():
+    poll = re.search(r"location = /community-changes/poll \{([^}]*)\}", CONFIG.read_text())[1]
+    timeout = int(re.search(r"proxy_read_timeout (\d+)s;", poll)[1])
+    assert timeout > SETTINGS["POLL_MAX_TIMEOUT"][1]
+    assert "proxy_buffering off;" in poll
+
+
 def poll_in_thread(url, headers, snapshot, timeout=20):
     """Start a poll from ``snapshot``'s cursor and hash; the dict gets its response."""
     result = {}
@@ -125,6 +132,7 @@ def poll_in_thread(url, headers, snapshot, timeout=20):
     return thread, result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_poll_through_nginx_waits_until_a_change_answers_it(proxied, database):
     nginx, _ = proxied(database)
@@ -143,6 +151,7 @@ def test_a_poll_through_nginx_waits_until_a_change_answers_it(proxied, database)
     assert "c-go" in [community["id"] for community in response.json()["communities"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_gzipped_snapshot_weak_etag_revalidates_to_304(proxied, database):
     nginx, (server,) = proxied(database)
@@ -162,6 +171,7 @@ def test_a_gzipped_snapshot_weak_etag_revalidates_to_304(proxied, database):
     assert again.content == b""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_draining_upstream_answers_its_polls_and_nginx_sends_no_5xx(proxied, database):
     nginx, (leaving, staying) = proxied(database, servers=2)
