@@ -1,4 +1,7 @@
-"""WSGI entry point: ``gunicorn wsgi:app`` (settings in gunicorn.conf.py)."""
-from app import create_app
+"""WSGI entry point from the repository root: ``gunicorn wsgi:app`` (settings in gunicorn.conf.py).
 
-app = create_app()
+An installed copy names the package's own module, ``app.wsgi:app``.
+"""
+from app.wsgi import app
+
+__all__ = ["app"]

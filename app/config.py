@@ -1,12 +1,28 @@
 """The app's settings: app/settings.py's table, with the defaults that depend on the database."""
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from .db import default_sqlite_url
 from .settings import SETTINGS, read
 
-INSTANCE_PATH = Path(__file__).resolve().parent.parent / "instance"
+
+
+def _instance_path(package=Path(__file__).resolve().parent, prefix=sys.prefix):
+    """Where the embedded database and the generated key live.
+
+    In a checkout, instance/ beside the package (the repository root); in an
+    installed copy, Flask's place for installed applications,
+    ``<prefix>/var/community-sync-instance``, rather than site-packages.
+    """
+    root = package.parent
+    if (root / "setup.cfg").exists():
+        return root / "instance"
+    return Path(prefix) / "var" / "community-sync-instance"
+
+
+INSTANCE_PATH = _instance_path()
 
 
 def database_url(environ=os.environ):

@@ -1,5 +1,6 @@
 """Alembic from inside the app: ``flask db-upgrade`` and the embedded default's self-upgrade."""
 import fcntl
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -7,12 +8,25 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
+# The migration scripts: the checkout's alembic/ (which alembic.ini names too),
+# or, in an installed copy (``pip install .``), where setup.cfg's data_files put
+# them under the environment's prefix, so it migrates from any directory.
+PLACES = (Path(__file__).resolve().parent.parent / "alembic",
+          Path(sys.prefix) / "share" / "community-sync" / "alembic")
+
+
+def scripts():
+    """The first of PLACES that holds the migration scripts."""
+    for place in PLACES:
+        if (place / "env.py").is_file() and (place / "versions").is_dir():
+            return place
+    raise RuntimeError(f"no migration scripts in {' or '.join(map(str, PLACES))}")
 
 
 def alembic_config(connection=None):
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    """Alembic's configuration for the migration scripts (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(scripts()))
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg

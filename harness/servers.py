@@ -77,12 +77,16 @@ class Server:
     ``graceful`` sets gunicorn's graceful timeout on the command line (else
     gunicorn.conf.py reads it from the environment); ``args`` are more
     gunicorn flags. The log (stdout and stderr) goes to ``log_path``, appended
-    to across restarts.
+    to across restarts. ``python`` and ``cwd`` run another installation from
+    elsewhere (an installed copy, with ``config="python:app.gunicorn_conf"``);
+    only a server run from the repository root imports from it.
     """
 
     def __init__(self, env, *, log_path, app="wsgi:app", workers=1, graceful=None, args=(), config=CONFIG,
-                 port=None):
-        self.env = python_environ(env)
+                 port=None, python=sys.executable, cwd=ROOT):
+        self.env = python_environ(env) if cwd == ROOT else dict(env)
+        self.python = python
+        self.cwd = cwd
         self.app = app
         self.workers = workers
         self.graceful = graceful
@@ -94,7 +98,7 @@ class Server:
         self.process = None
 
     def command(self):
-        command = [sys.executable, "-m", "gunicorn", self.app, "-c", str(self.config),
+        command = [str(self.python), "-m", "gunicorn", self.app, "-c", str(self.config),
                    "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
         if self.graceful is not None:
             command += ["--graceful-timeout", str(self.graceful)]
@@ -104,7 +108,7 @@ class Server:
         """Start gunicorn and return once it is ready; on failure, stop it and say why."""
         with open(self.log_path, "ab") as log:
             # A session of its own, so that a kill reaches the workers too.
-            self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log,
+            self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         try:
             if not wait_for(self._started, timeout):

@@ -1,0 +1,138 @@
+"""gunicorn settings for long polls; command-line flags override.
+
+From the repository root, ``gunicorn wsgi:app`` reads them through
+gunicorn.conf.py there; an installed copy names this module:
+``gunicorn -c python:app.gunicorn_conf app.wsgi:app``.
+
+Sized so a worker holds thousands of waiting polls: gevent workers, a
+connection limit above POLL_MAX_WAITING (so the over-capacity 503 can still be
+answered), and a graceful timeout above the longest wait. Every value can be
+set from the environment, parsed by the app's own table (app/settings.py);
+README.md lists them.
+"""
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+# Standard library only: this runs in the master, before the gevent workers
+# monkey-patch, and must not load Flask or SQLAlchemy there (app/settings.py).
+from app import settings
+
+_server = settings.server()
+
+# Metrics from every worker: prometheus_client keeps per-process files in this
+# directory and /metrics sums them. It must be in the environment before any
+# process imports prometheus_client, so it is set while this file is read (the
+# master reads it again on a reload and then finds it set).
+if not _server["PROMETHEUS_MULTIPROC_DIR"]:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="community-sync-metrics-")
+    os.environ["COMMUNITY_SYNC_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+bind = _server["BIND"]
+# gunicorn's gevent worker, answering its own errors as problem+json (app/worker.py).
+worker_class = "app.worker.ProblemWorker"
+workers = _server["WEB_CONCURRENCY"]
+# Each waiting poll is one connection. Keep this above POLL_MAX_WAITING.
+worker_connections = _server["WORKER_CONNECTIONS"]
+# The longest poll waits POLL_MAX_TIMEOUT (55 s by default); a reload or a
+# SIGTERM answers waiting polls at once (see post_worker_init), and this is
+# only the bound for whatever else is in flight.
+graceful_timeout = _server["GRACEFUL_TIMEOUT"]
+# The gevent worker heartbeats every second whatever its requests do.
+timeout = _server["WORKER_TIMEOUT"]
+# Longer than a typical load balancer's idle timeout (60 s), so the balancer
+# closes idle connections first and never races a reused one.
+keepalive = _server["KEEPALIVE"]
+# Never preload with gevent: the app (its engine, hub and listener) must be
+# built after the fork, in the patched worker.
+preload_app = False
+accesslog = "-" if _server["ACCESS_LOG"] else None
+errorlog = "-"
+loglevel = _server["LOG_LEVEL"]
+limit_request_line = 8190
+limit_request_fields = 100
+# Above the application's own limit (8 KiB a field, app/ratelimit.py), which
+# refuses with problem+json; this is only the backstop for larger ones.
+limit_request_field_size = 16380
+forwarded_allow_ips = _server["FORWARDED_ALLOW_IPS"]
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": loglevel.upper(), "handlers": ["console"]},
+    "loggers": {
+        # Each worker checks the embedded database's migrations on start.
+        "alembic": {"level": "WARNING"},
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {
+            "level": "INFO" if accesslog else "WARNING", "handlers": ["console"], "propagate": False,
+        },
+    },
+}
+
+
+def post_worker_init(worker):
+    """Warn when demo mode is reachable from elsewhere; drain on SIGTERM (see below)."""
+    app = worker.wsgi if hasattr(worker.wsgi, "extensions") else None
+    if app is not None:
+        from app.api.demo import exposure_warning
+
+        warning = exposure_warning(app.config, worker.cfg.address)
+        if warning:
+            worker.log.warning(warning)
+    _drain_on_sigterm(worker)
+
+
+def _drain_on_sigterm(worker):
+    """Drain on SIGTERM (shutdown, reload) instead of holding polls and idle connections.
+
+    gunicorn's own SIGTERM handler only stops accepting and waits for every
+    connection to go: waiting polls would sit out their timeout, and idle
+    keep-alive connections would hold the worker for the whole graceful
+    timeout. Draining the hub answers each waiting poll ``unchanged`` at once
+    (with ``Connection: close``); once no request is in flight the worker
+    leaves, closing the idle connections, whose clients simply reconnect.
+    """
+    import gevent
+
+    hub = worker.wsgi.extensions.get("hub") if hasattr(worker.wsgi, "extensions") else None
+    if hub is None:
+        return
+    original = worker.handle_exit
+
+    def drain_and_leave():
+        hub.drain(timeout=worker.cfg.graceful_timeout)
+        gevent.sleep(0.2)  # let the last answers reach their sockets
+        os.kill(os.getpid(), signal.SIGQUIT)
+
+    def handle_exit(sig, frame):
+        original(sig, frame)
+        gevent.spawn(drain_and_leave)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def on_starting(server):
+    """Start from empty metrics: files left by an earlier run would be summed in."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """A worker is gone (exit, crash, SIGKILL): its live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    own = os.environ.get("COMMUNITY_SYNC_OWN_METRICS_DIR")
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(own, ignore_errors=True)
