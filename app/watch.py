@@ -16,6 +16,10 @@ instead (the snapshot first), for ``jq``; errors then go to stderr.
 
 Retries follow the browser client's pacing rule (docs/client.md#pacing,
 ``retryDelay`` in app/static/community-sync-decisions.js), written once here.
+
+Longer than most modules because it is a whole client in one file (pacing,
+HTTP, the changes in words, the loop and its command line): the standalone
+form runs from this module alone.
 """
 import argparse
 import http.client
