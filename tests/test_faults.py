@@ -263,6 +263,9 @@ def test_database_outages_lose_nothing(own_postgres, servers, clients, pg_databa
         own_postgres.start()
     wait_for(server.all_ready, 60, interval=0.2, message="readyz after the restart")
     recovered = time.time()
+    # Clients refused during the outage come back after their backoff: the
+    # next change is for polls that wait again, as live delivery means.
+    wait_for(lambda: waiting_polls(server) == 1000, 60, message="1,000 polls waiting again")
     psql(pg_database, join_all(users, "c-3"))                        # after the restart
     time.sleep(3)  # the live path delivers in well under a second
     done = poll.stop()
