@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .db import default_sqlite_url
+from .listener import SOURCES
 from .settings import SETTINGS, read
 
 
@@ -54,6 +55,11 @@ def load(environ=os.environ, overrides=None):
     if not 0 < config["PRESENCE_INTERVAL"] < config["PRESENCE_TTL"]:
         # A live worker's rows must be refreshed before they stop counting.
         raise ValueError("PRESENCE_INTERVAL must be above 0 and below PRESENCE_TTL")
+    if config["WAKE_SOURCE"] not in SOURCES:
+        raise ValueError(f"WAKE_SOURCE must be one of {', '.join(SOURCES)}, "
+                         f"not {config['WAKE_SOURCE']!r}")
+    if not config["WAKE_POLL_INTERVAL"] > 0:
+        raise ValueError("WAKE_POLL_INTERVAL must be above 0")
     return config
 
 

@@ -7,7 +7,8 @@ event; a poll loops "check, wait, re-check" on it, so a spurious or shared
 wake-up does no harm.
 
 The hub learns that something *may* have changed from three sources, all of
-them hints: the PostgreSQL listener (``app/listener.py``), this process's own
+them hints: the worker's wake source on PostgreSQL (``LISTEN`` or a check of
+the log's head, ``app/listener.py``), this process's own
 writes (``notify()``), and the safety-net timer of the batched re-read
 (``app/reread.py``), which reads for all waiters at once and hands each user
 its ``News`` (a burst of activity held to one wake-up per window by
@@ -24,7 +25,7 @@ import gevent
 from gevent.event import Event
 
 from .disconnects import DisconnectWatch
-from .listener import Listener
+from .listener import HeadChecker, Listener
 from .presence import Presence
 from .pruning import Pruner
 from .reread import Reread, read_head
@@ -87,8 +88,8 @@ class Hub:
     """
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
-                 coalesce=0.0, listen=None, pruner=None, metrics=None, presence_ttl=None,
-                 presence_interval=10.0):
+                 coalesce=0.0, listen=None, wake="notify", wake_poll_interval=0.05,
+                 pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0):
         self.max_waiting = max_waiting
         self.max_per_user = max_per_user
         self.metrics = metrics
@@ -101,9 +102,16 @@ class Hub:
                              coalesce=coalesce, metrics=metrics)
         self.disconnects = DisconnectWatch(self.drop)
         self.pruner = pruner or Pruner(engine)
-        # The pooled connections are not pinged on checkout (a round trip per
-        # request): when the listener's breaks, the pool starts afresh.
-        self.listener = Listener(listen, self.notify, engine.dispose, metrics) if listen else None
+        # ``listen``: the database to watch for hints (PostgreSQL), as
+        # ``wake`` says (``WAKE_SOURCE``). The pooled connections are not pinged on checkout (a
+        # round trip per request): when the wake source's breaks, the pool
+        # starts afresh.
+        self.wake_source = None
+        if listen and wake == "head":
+            self.wake_source = HeadChecker(listen, self.reread.notify, lambda: self.vouching.position,
+                                           engine.dispose, metrics, interval=wake_poll_interval)
+        elif listen:
+            self.wake_source = Listener(listen, self.reread.notify, engine.dispose, metrics)
         # Presence is off unless asked for (hub tests drive the registry alone).
         self.presence = None
         if presence_ttl:
@@ -114,12 +122,12 @@ class Hub:
     # -- life cycle -----------------------------------------------------------
 
     def start(self):
-        """Start the re-read loop, the listener and the pruning timer."""
+        """Start the re-read loop, the wake source and the pruning timer."""
         if self._greenlets:
             return
         self._greenlets.append(self.reread.start())
-        if self.listener is not None:
-            self._greenlets.append(self.listener.start())
+        if self.wake_source is not None:
+            self._greenlets.append(self.wake_source.start())
         self._greenlets.append(self.pruner.start())
         if self.presence is not None:
             self._greenlets.append(self.presence.start())
@@ -133,8 +141,8 @@ class Hub:
         self.closing = True
         for waiters in list(self.users.values()):
             waiters.wake()
-        if self.listener is not None:
-            self.listener.stop()
+        if self.wake_source is not None:
+            self.wake_source.stop()
         self.reread.stop()
         self.pruner.stop()
         if self.presence is not None:
@@ -172,8 +180,8 @@ class Hub:
 
     @property
     def ready(self):
-        """Hints arrive: the listener, where there is one, is connected."""
-        return self.listener is None or self.listener.connected
+        """Hints arrive: the wake source, where there is one, is connected."""
+        return self.wake_source is None or self.wake_source.connected
 
     # -- admission and waiting ------------------------------------------------
 
@@ -254,7 +262,9 @@ class Hub:
         ticket.waiters.wake()
 
     def notify(self):
-        """A hint that the change log may have grown; cheap, callable anywhere."""
+        """This process wrote to the change log: a hint, cheap, callable anywhere."""
+        if self.metrics:
+            self.metrics.hints.labels("write").inc()
         self.reread.notify()
 
 
@@ -270,6 +280,8 @@ def init_app(app):
         max_per_user=app.config["POLL_MAX_PER_USER"],
         coalesce=app.config["ACTIVITY_COALESCE"],
         listen=listen,
+        wake=app.config["WAKE_SOURCE"],
+        wake_poll_interval=app.config["WAKE_POLL_INTERVAL"],
         pruner=Pruner(engine, retention=app.config["CHANGE_RETENTION"],
                       interval=app.config["PRUNE_INTERVAL"]),
         metrics=app.extensions.get("metrics"),

@@ -1,34 +1,58 @@
-"""PostgreSQL ``LISTEN``: every NOTIFY of the change-log triggers becomes a hint.
+"""How a worker learns that the change log may have grown: its wake source (PostgreSQL).
 
-One connection per worker process, outside the pool. NOTIFY is lost while the
-listener is down, so it reconnects with backoff and, once connected again,
-hints the hub to re-check everything waiting.
+``WAKE_SOURCE`` picks one per worker, each on one connection of its own
+outside the pool:
+
+- ``notify``: ``LISTEN`` for the log's trigger. A hint within a millisecond
+  of a commit, but every writing transaction then takes PostgreSQL's one
+  database-wide lock at commit (``PreCommit_Notify``): with many concurrent
+  writers that serialises the platform's own writes (docs/benchmarks.md).
+- ``head``: check the log's head every ``WAKE_POLL_INTERVAL`` with one
+  statement ("is any row past the hub's position?"), only while the hub
+  holds a position (polls wait, or did a moment ago). No lock for the
+  writers; hints up to one interval later; one statement per worker per
+  interval, whatever the number of clients.
+
+Each source sets ``feed_meta.notify`` to what it needs when it connects, so
+the trigger notifies exactly while some worker listens. Both lose hints
+while their connection is down, so they reconnect with backoff and, once
+connected again, hint the hub to re-check everything waiting.
 """
 import logging
 import random
+import time
 
 import gevent
 import gevent.socket
+from sqlalchemy import exists, select, update
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+
+from .models import Change, FeedMeta
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "community_sync"
+SOURCES = ("notify", "head")
+DIALECT = PGDialect_psycopg2()
 
 
-class Listener:
-    """Calls ``on_notify`` on every notification (and after every reconnect).
+class WakeSource:
+    """Calls ``on_hint`` when the log may have grown (and after every reconnect).
 
     ``on_lost`` is called when an established connection breaks: the
     database most likely went away, taking the pooled connections with it,
     and each of those would otherwise fail once, whenever next used.
     """
 
-    def __init__(self, dsn, on_notify, on_lost=None, metrics=None, keepalive=30.0):
+    name = None
+    application_name = None
+    notify = None  # what feed_meta.notify must be for this source to work best
+
+    def __init__(self, dsn, on_hint, on_lost=None, metrics=None):
         self.dsn = dsn
-        self.on_notify = on_notify
+        self.on_hint = on_hint
         self.on_lost = on_lost
         self.metrics = metrics
-        self.keepalive = keepalive
         self.connected = False
         self.closed = False
         self._connection = None
@@ -36,12 +60,12 @@ class Listener:
         self._failures = 0
 
     def start(self):
-        """Listen in a greenlet of its own, which is returned."""
+        """Watch in a greenlet of its own, which is returned."""
         self._greenlet = gevent.spawn(self.run)
         return self._greenlet
 
     def stop(self):
-        """Stop listening. The greenlet is killed rather than its connection closed
+        """Stop watching. The greenlet is killed rather than its connection closed
         under it: closing a socket that gevent is still watching aborts libev."""
         self.closed = True
         if self._greenlet is not None and not self._greenlet.dead:
@@ -54,55 +78,160 @@ class Listener:
             connection.close()
 
     def run(self):
-        """Listen until stopped, reconnecting with backoff whenever the connection fails."""
+        """Watch until stopped, reconnecting with backoff whenever the connection fails."""
         import psycopg2
 
         while not self.closed:
             try:
-                self._listen()
+                self._connect_and_watch()
             except (psycopg2.Error, OSError) as error:
                 if self.closed:
                     return
-                self.connected = False
+                self._set_connected(False)
                 if self.metrics:
-                    self.metrics.listener_reconnects.inc()
+                    self.metrics.wake_source_reconnects.inc()
                 self._failures += 1
                 delay = min(5.0, 0.05 * 2**self._failures) * random.uniform(0.5, 1.0)
-                log.warning("listener lost (%s); reconnecting in %.2fs", error, delay)
+                log.warning("%s wake source lost (%s); reconnecting in %.2fs", self.name, error, delay)
                 gevent.sleep(delay)
 
-    def _listen(self):
+    def _connect_and_watch(self):
         import psycopg2
         import psycopg2.extensions
 
-        connection = psycopg2.connect(self.dsn, application_name="community-sync-listener")
+        connection = psycopg2.connect(self.dsn, application_name=self.application_name)
         self._connection = connection
         try:
             connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-            with connection.cursor() as cursor:
-                cursor.execute(f"LISTEN {CHANNEL}")
-            self.connected = True
+            self.prepare(connection)
+            self._set_notify(connection)
+            self._set_connected(True)
             self._failures = 0  # the next outage backs off from the start again
-            # Whatever was notified while we were away is lost: look again.
-            self.on_notify()
-            while not self.closed:
-                try:
-                    gevent.socket.wait_read(connection.fileno(), timeout=self.keepalive)
-                except gevent.socket.timeout:
-                    # Quiet for a while: prove the connection is still alive.
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT 1")
-                    continue
-                connection.poll()
-                if connection.notifies:
-                    connection.notifies.clear()
-                    self.on_notify()
+            # Whatever changed while we were away went unnoticed: look again.
+            self.hint()
+            self.watch(connection)
         except (psycopg2.Error, OSError):
             if self.connected and not self.closed and self.on_lost is not None:
                 self.on_lost()
             raise
         finally:
-            self.connected = False
+            self._set_connected(False)
             if self._connection is connection:
                 self._connection = None
                 connection.close()
+
+    def _set_notify(self, connection):
+        """Make the log's trigger notify, or not, as this source wants.
+
+        Every worker of a deployment is meant to use one source; while a
+        rollout changes it, the last worker to connect decides, and the
+        safety-net re-read covers a listener left without notifications.
+        """
+        import psycopg2.errors
+
+        statement = (update(FeedMeta).where(FeedMeta.id == 1, FeedMeta.notify.is_not(self.notify))
+                     .values(notify=self.notify))
+        with connection.cursor() as cursor:
+            try:
+                cursor.execute(compiled(statement))
+            except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
+                # Not migrated yet (a deploy runs the new code first): the
+                # triggers of before revision 0006 always notify.
+                log.warning("the change log has no notify switch yet: run the migrations")
+                return
+            if cursor.rowcount:
+                log.info("the change log %s notifies (WAKE_SOURCE=%s)",
+                         "now" if self.notify else "no longer", self.name)
+
+    def _set_connected(self, connected):
+        self.connected = connected
+        if self.metrics:
+            self.metrics.wake_source_up.labels(self.name).set(1 if connected else 0)
+
+    def hint(self):
+        if self.metrics:
+            self.metrics.hints.labels(self.name).inc()
+        self.on_hint()
+
+    def prepare(self, connection):
+        """Set up a fresh connection before watching (nothing by default)."""
+
+    def watch(self, connection):
+        """Hint on every sign of new rows until stopped or the connection fails."""
+        raise NotImplementedError
+
+
+class Listener(WakeSource):
+    """``LISTEN``: every NOTIFY of the change-log trigger becomes a hint."""
+
+    name = "notify"
+    application_name = "community-sync-listener"
+    notify = True
+
+    def __init__(self, dsn, on_hint, on_lost=None, metrics=None, keepalive=30.0):
+        super().__init__(dsn, on_hint, on_lost, metrics)
+        self.keepalive = keepalive
+
+    def prepare(self, connection):
+        with connection.cursor() as cursor:
+            cursor.execute(f"LISTEN {CHANNEL}")
+
+    def watch(self, connection):
+        while not self.closed:
+            try:
+                gevent.socket.wait_read(connection.fileno(), timeout=self.keepalive)
+            except gevent.socket.timeout:
+                # Quiet for a while: prove the connection is still alive.
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                continue
+            connection.poll()
+            if connection.notifies:
+                connection.notifies.clear()
+                self.hint()
+
+
+class HeadChecker(WakeSource):
+    """Every ``interval`` seconds: is any row of the log past ``position()``? If so, a hint.
+
+    ``position`` returns the hub's read position, or None while it holds
+    none (nobody waits): then nothing is read. The check is one index probe
+    on ``changes.xid`` in autocommit, so it takes no lock and leaves no
+    transaction open between checks.
+
+    After a hint it checks again only once the hub has read past that
+    position (the re-read it asked for reads everything committed before it
+    began), so one change costs one re-read, not one per interval until the
+    re-read is done; the safety net re-reads anyway if that never happens.
+    """
+
+    name = "head"
+    application_name = "community-sync-head-check"
+    notify = False
+
+    def __init__(self, dsn, on_hint, position, on_lost=None, metrics=None, interval=0.05):
+        super().__init__(dsn, on_hint, on_lost, metrics)
+        self.position = position
+        self.interval = interval
+        self._hinted = None
+
+    def watch(self, connection):
+        while not self.closed:
+            gevent.sleep(self.interval)
+            position = self.position()
+            if position is None or position is self._hinted:
+                continue
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute(compiled(select(exists().where(position.unseen(Change)))))
+                grown = cursor.fetchone()[0]
+            if self.metrics:
+                self.metrics.head_checks.observe(time.perf_counter() - started)
+            if grown:
+                self._hinted = position
+                self.hint()
+
+
+def compiled(statement):
+    """A Core statement as SQL for a raw psycopg2 connection: its values are flags and xids."""
+    return str(statement.compile(dialect=DIALECT, compile_kwargs={"literal_binds": True}))

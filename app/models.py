@@ -160,6 +160,8 @@ class FeedMeta(Model):
     ``epoch`` is random per database, so a cursor from a rebuilt database is
     recognised and answered with a reset. ``pruned_through`` is the highest
     change id (SQLite) or transaction id (PostgreSQL) deleted by retention.
+    ``notify``: whether writing to the log NOTIFYs (PostgreSQL; see
+    ``app/listener.py``).
     """
 
     __tablename__ = "feed_meta"
@@ -168,6 +170,7 @@ class FeedMeta(Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     epoch: Mapped[str] = mapped_column(String(32))
     pruned_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
 
 class ChangeActor(Model):

@@ -60,8 +60,33 @@ class Metrics:
             "community_sync_wakeups_total", "Users woken by a batched re-read.",
             registry=self.registry,
         )
-        self.listener_reconnects = Counter(
-            "community_sync_listener_reconnects_total", "Times the LISTEN connection was lost.",
+        # What the capacity plan in docs/operations.md reads.
+        self.hints = Counter(
+            "community_sync_hints_total",
+            "Hints that the change log may have grown, by source: notify (LISTEN), head "
+            "(a head check that found rows), write (this worker's own write).",
+            ["source"], registry=self.registry,
+        )
+        self.wake_source_reconnects = Counter(
+            "community_sync_wake_source_reconnects_total",
+            "Times the wake source's connection (LISTEN or head check) was lost.",
+            registry=self.registry,
+        )
+        self.wake_source_up = Gauge(
+            "community_sync_wake_source_up",
+            "Workers whose wake source is connected, by source (notify or head).",
+            ["source"], registry=self.registry, multiprocess_mode="livesum",
+        )
+        self.head_checks = Histogram(
+            "community_sync_head_check_seconds",
+            "How long one check of the change log's head took (WAKE_SOURCE=head).",
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self.rereads = Histogram(
+            "community_sync_reread_rows",
+            "Change-log rows read by each batched re-read (its count: re-reads).",
+            buckets=(0, 1, 2, 5, 10, 50, 100, 500, 1000, 5000),
             registry=self.registry,
         )
         self.wake_latency = Histogram(

@@ -93,6 +93,8 @@ class Reread:
             with read_transaction(self.engine) as connection:
                 batch = feed.read_news(connection, start, self._waiting_users)
                 position = batch.position
+                if self.metrics:
+                    self.metrics.rereads.observe(len(batch.rows))
                 # Noted before the next query yields: from here on a poll of a
                 # user with rows in this batch is not vouched for, and one
                 # already waiting is among those woken below.

@@ -2,10 +2,12 @@
 
 Scenarios: held, idle, wake, fanout (these four share held polls), conditional,
 freshness, multi; rename, burst, unread (the change log v2, on databases of
-their own; ``v2`` runs the three); presence (on a database of its own); or
-all. ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
-recorded results (``all``, ``v2`` and ``presence`` do it themselves unless
---quick; a run of scenarios 8-11 only replaces their sections).
+their own; ``v2`` runs the three); presence; writes and sources (the wake
+sources: what they cost the writers and the wake-ups); or all.
+``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
+recorded results (``all``, ``v2``, ``presence``, ``writes`` and ``sources``
+do it themselves unless --quick; a run of scenarios 8-13 only replaces their
+sections).
 """
 import argparse
 import json
@@ -15,14 +17,15 @@ import time
 import traceback
 from pathlib import Path
 
-from . import conditional, freshness, longpoll, multi, presence, report, stack, v2
+from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, v2
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.
-OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run}
+OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run,
+                 "writes": scaleout.writes, "sources": scaleout.sources}
 SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + tuple(OWN_DATABASES)
 
 FULL = {
@@ -38,6 +41,8 @@ FULL = {
     "unread_communities": 200, "unread_rows": 1000000, "unread_seconds": 5.0,
     "presence_online": 10000, "presence_small": 1000, "presence_seconds": 60, "presence_runs": 200,
     "presence_other_host": 100,
+    "writes_clients": [1, 8, 32, 64], "writes_seconds": 10, "writes_runs": 2, "writes_users": 100000,
+    "sources_runs": 2, "sources_idle": 10,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -52,6 +57,8 @@ QUICK = {
     "unread_communities": 20, "unread_rows": 20000, "unread_seconds": 1.0,
     "presence_online": 200, "presence_small": 50, "presence_seconds": 5, "presence_runs": 20,
     "presence_other_host": 10,
+    "writes_clients": [1, 4], "writes_seconds": 1, "writes_runs": 1, "writes_users": 1000,
+    "sources_runs": 1, "sources_idle": 2,
 }
 
 
@@ -95,7 +102,7 @@ def main(argv=None):
     output = args.output or RESULTS / f"{stamp}-{args.scenario}{'-quick' if args.quick else ''}.json"
     output.write_text(json.dumps(results, indent=1))
     log(f"results in {output}")
-    if args.scenario in ("all", "v2", "presence") and not args.quick:
+    if args.scenario in ("all", "v2", "presence", "writes", "sources") and not args.quick:
         (RESULTS / f"latest-{args.scenario}.json").write_text(json.dumps(results, indent=1))
         report.render(results)
     if args.docs:

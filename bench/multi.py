@@ -13,11 +13,13 @@ import urllib.request
 from harness.polls import bearer_token
 from harness.servers import wait_for
 
+from . import stack
 from .stack import SECRET, ClientProcess, Server, log, percentile
 
 
-def run(database, options, users):
-    hosts = [Server(database, target="wsgi:app", workers=2).start() for _ in range(2)]
+def run(database, options, users, idle=0, **env):
+    """``env``: more settings for both hosts; ``idle``: seconds to measure the held polls' cost first."""
+    hosts = [Server(database, target="wsgi:app", workers=2, **env).start() for _ in range(2)]
     client = ClientProcess()
     ports = [host.port for host in hosts]
     try:
@@ -26,6 +28,7 @@ def run(database, options, users):
         # Each host's /metrics shows one worker's count; the client's count is the total.
         time.sleep(2.0)
         client.call("report", "report")
+        idle_cost = measure_idle(database, hosts, idle) if idle else None
         samples = []
         for number, index in enumerate(random.sample(range(len(users)), options["multi_changes"])):
             time.sleep(random.uniform(0.02, 0.1))
@@ -55,7 +58,7 @@ def run(database, options, users):
         sample["from_response"] = arrived - sample["done"] if arrived else None
         sample["cross_host"] = sample["writer"] != sample["poller"]
     result = {"waiters": len(users), "held_failures": held["failures"], "writes": len(samples),
-              "answered": sum(1 for s in samples if s["from_send"] is not None)}
+              "answered": sum(1 for s in samples if s["from_send"] is not None), "idle": idle_cost}
     for label, chosen in (("all", samples), ("cross_host", [s for s in samples if s["cross_host"]]),
                           ("same_host", [s for s in samples if not s["cross_host"]])):
         from_send = [s["from_send"] for s in chosen if s["from_send"] is not None]
@@ -70,6 +73,27 @@ def run(database, options, users):
     log(f"two hosts: {result['answered']}/{result['writes']} answered; cross-host p50 "
         f"{result['cross_host']['p50']}, p99 {result['cross_host']['p99']}")
     return result
+
+
+def measure_idle(database, hosts, seconds):
+    """Transactions/s at PostgreSQL and head checks/s by the workers, polls held and nothing written.
+
+    The wake sources' backends are never idle for long, so PostgreSQL's
+    statistics trail them by about a second at both ends of the window alike.
+    """
+    time.sleep(stack.SETTLE)
+    checks = "community_sync_head_check_seconds_count"
+
+    def reading():
+        return (time.monotonic(), database.transactions()["transactions"],
+                sum(host.metrics()[checks] for host in hosts))
+
+    start = reading()
+    time.sleep(seconds)
+    end = reading()
+    elapsed = end[0] - start[0]
+    return {"seconds": round(elapsed, 1), "transactions_per_second": (end[1] - start[1]) / elapsed,
+            "head_checks_per_second": (end[2] - start[2]) / elapsed}
 
 
 def collect(client, wanted, arrivals):

@@ -247,7 +247,7 @@ def test_database_outages_lose_nothing(own_postgres, servers, clients, pg_databa
 
     psql(pg_database, join_all(users, "c-0"))                        # before
     assert server.terminate_listeners(join_all(users, "c-1")).strip() == "2"  # during
-    wait_for(lambda: server.metric("community_sync_listener_reconnects_total") >= 2, 30,
+    wait_for(lambda: server.metric("community_sync_wake_source_reconnects_total") >= 2, 30,
              message="listeners reconnected")
     wait_for(server.all_ready, 30, message="ready again")
     psql(pg_database, join_all(users, "c-2"))                        # after

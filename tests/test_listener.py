@@ -1,16 +1,18 @@
-"""The PostgreSQL listener: NOTIFY becomes a hint, and a lost connection is made good."""
+"""The wake sources: NOTIFY or a head check becomes a hint, and a lost connection is made good."""
 import secrets
 import time
 
+import gevent
+import psycopg2
 import pytest
 
 from app import listener as listener_module
-from conftest import eventually
-from app.listener import Listener
+from app.listener import HeadChecker, Listener
+from app.observability import Metrics
+from app.reread import read_head
+from conftest import build_app, eventually
 
 pytestmark = pytest.mark.postgres
-
-
 
 
 @pytest.fixture
@@ -63,17 +65,18 @@ def test_stop_ends_the_greenlet(pg_database, channel):
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
-def test_listener_killed_while_polls_wait_loses_nothing(app_factory, database):
-    # The safety net is pushed out of reach: only the listener's reconnect
+@pytest.mark.parametrize("source", ["notify", "head"])
+def test_wake_source_killed_while_polls_wait_loses_nothing(app_factory, database, source):
+    # The safety net is pushed out of reach: only the wake source's reconnect
     # (which re-checks everything) can deliver the change made while it was down.
-    app = app_factory(SAFETY_NET_INTERVAL=3600)
+    app = app_factory(SAFETY_NET_INTERVAL=3600, WAKE_SOURCE=source)
     app.test_cli_runner().invoke(args=["seed-demo"])
     hub = app.extensions["hub"]
     assert eventually(lambda: hub.ready)
-    reconnects = app.extensions["metrics"].listener_reconnects
+    reconnects = app.extensions["metrics"].wake_source_reconnects
     pool = app.extensions["db"].pool
     # This app's listener only: other processes' listeners are not the test's to end.
-    pid = hub.listener._connection.get_backend_pid()
+    pid = hub.wake_source._connection.get_backend_pid()
     with hub.waiting("u-alan") as ticket:
         database.psql(
             f"SELECT pg_terminate_backend({pid}); "
@@ -85,3 +88,92 @@ def test_listener_killed_while_polls_wait_loses_nothing(app_factory, database):
     # The listener's loss also replaced the pool, whose connections a restart
     # would have broken.
     assert app.extensions["db"].pool is not pool
+
+
+@pytest.fixture
+def migrated(pg_database):
+    """The test's schema migrated, and its engine (no hub running)."""
+    app = build_app(pg_database, HUB_AUTOSTART=False)
+    engine = app.extensions["db"]
+    yield engine
+    engine.dispose()
+
+
+def notified(database, connection, sql):
+    """Whether ``sql`` run by an operator NOTIFYs a LISTEN on ``connection``."""
+    connection.notifies.clear()
+    database.psql(sql)
+    gevent.sleep(0.3)
+    connection.poll()
+    return bool(connection.notifies)
+
+
+def test_each_source_sets_the_logs_notify_switch_for_every_writer(migrated, pg_database):
+    watcher = psycopg2.connect(pg_database.url)
+    watcher.autocommit = True
+    watcher.cursor().execute(f"LISTEN {listener_module.CHANNEL}")
+    pg_database.psql("INSERT INTO communities (id, slug, name) VALUES ('c-1', 'c-1', 'One');"
+                     "INSERT INTO users (id) VALUES ('u-1'), ('u-2'), ('u-3')")
+    join = "INSERT INTO memberships (user_id, community_id) VALUES ('u-{0}', 'c-1')"
+    try:
+        assert notified(pg_database, watcher, join.format(1))   # as migrated
+        checker = HeadChecker(pg_database.url, lambda: None, lambda: None)
+        checker.start()
+        assert eventually(lambda: checker.connected)
+        checker.stop()
+        assert not notified(pg_database, watcher, join.format(2))
+        assert not notified(pg_database, watcher, "INSERT INTO activity (community_id, kind, ref) "
+                                                  "VALUES ('c-1', 'post', 'p-1')")
+        listener = Listener(pg_database.url, lambda: None)
+        listener.start()
+        assert eventually(lambda: listener.connected)
+        listener.stop()
+        assert notified(pg_database, watcher, join.format(3))
+    finally:
+        watcher.close()
+
+
+@pytest.fixture
+def checking(migrated, pg_database):
+    """A head checker over a position the test sets, and the hints and metrics it produced."""
+    hints, held = [], {"position": None}
+    metrics = Metrics()
+    checker = HeadChecker(pg_database.url, lambda: hints.append(time.monotonic()),
+                          lambda: held["position"], metrics=metrics, interval=0.01)
+    greenlet = checker.start()
+    assert eventually(lambda: checker.connected)
+    yield checker, hints, held, metrics
+    checker.stop()
+    greenlet.join(timeout=5)
+
+
+def checks(metrics):
+    """How many head checks ``metrics`` has timed."""
+    return next(sample.value for sample in metrics.head_checks.collect()[0].samples
+                if sample.name.endswith("_count"))
+
+
+def test_the_head_is_checked_only_while_the_hub_holds_a_position(checking, migrated):
+    checker, hints, held, metrics = checking
+    assert len(hints) == 1  # connecting: whatever changed meanwhile is looked for
+    gevent.sleep(0.2)
+    assert not checks(metrics)
+    held["position"] = read_head(migrated)[1]
+    assert eventually(lambda: checks(metrics) >= 3)
+    assert len(hints) == 1  # nothing past the position
+
+
+def test_a_row_past_the_position_is_one_hint_until_the_position_moves(checking, migrated, pg_database):
+    checker, hints, held, metrics = checking
+    held["position"] = read_head(migrated)[1]
+    pg_database.psql("INSERT INTO communities (id, slug, name) VALUES ('c-1', 'c-1', 'One');"
+                     "INSERT INTO users (id) VALUES ('u-1');"
+                     "INSERT INTO memberships (user_id, community_id) VALUES ('u-1', 'c-1')")
+    assert eventually(lambda: len(hints) == 2)
+    gevent.sleep(0.2)  # checked some twenty times: the same position, no new hint
+    assert len(hints) == 2
+    held["position"] = read_head(migrated)[1]  # the re-read moved past the row
+    gevent.sleep(0.2)
+    assert len(hints) == 2
+    pg_database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-1', 'post', 'p-1')")
+    assert eventually(lambda: len(hints) == 3)

@@ -19,7 +19,7 @@ NAMES = [
     "community_sync_waiting_polls",
     "community_sync_poll_answers_total",
     "community_sync_wakeups_total",
-    "community_sync_listener_reconnects_total",
+    "community_sync_wake_source_reconnects_total",
     "community_sync_wake_latency_seconds",
     "community_sync_db_queries_total",
 ]

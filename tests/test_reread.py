@@ -121,8 +121,8 @@ def test_safety_net_catches_what_no_hint_announced(app_factory, database):
     app = app_factory(SAFETY_NET_INTERVAL=0.1)
     app.test_cli_runner().invoke(args=["seed-demo"])
     hub = app.extensions["hub"]
-    if hub.listener is not None:
-        hub.listener.stop()  # no NOTIFY: only the safety net is left
+    if hub.wake_source is not None:
+        hub.wake_source.stop()  # no NOTIFY: only the safety net is left
     with hub.waiting("u-alan") as ticket:
         database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
         news = hub.wait(ticket, 5)
