@@ -82,18 +82,20 @@ def measure_idle(database, hosts, seconds):
     statistics trail them by about a second at both ends of the window alike.
     """
     time.sleep(stack.SETTLE)
-    checks = "community_sync_head_check_seconds_count"
+    checks = "community_sync_head_check_seconds"
 
     def reading():
+        metrics = [host.metrics() for host in hosts]
         return (time.monotonic(), database.transactions()["transactions"],
-                sum(host.metrics()[checks] for host in hosts))
+                sum(m[f"{checks}_count"] for m in metrics), sum(m[f"{checks}_sum"] for m in metrics))
 
     start = reading()
     time.sleep(seconds)
     end = reading()
-    elapsed = end[0] - start[0]
+    elapsed, count = end[0] - start[0], end[2] - start[2]
     return {"seconds": round(elapsed, 1), "transactions_per_second": (end[1] - start[1]) / elapsed,
-            "head_checks_per_second": (end[2] - start[2]) / elapsed}
+            "head_checks_per_second": count / elapsed,
+            "head_check_mean": (end[3] - start[3]) / count if count else None}
 
 
 def collect(client, wanted, arrivals):

@@ -3,7 +3,7 @@
 The tables come from the results JSON; ``bench/notes.md`` (the profiles, what
 bounds a missed target and what would move it) is appended as written.
 
-Scenarios 8-11 (the change log v2, presence) each render as a block of their
+Scenarios 8-13 (the change log v2, presence, the wake sources) each render as a block of their
 own, with the command and machine of the run they come from: results of those
 scenarios alone replace their blocks in the existing page and leave the rest as
 it is, and a full render keeps the blocks of the page for scenarios its results
@@ -20,6 +20,7 @@ NOTES = Path(__file__).resolve().parent / "notes.md"
 SHARED_KEYS = ("sessions", "conditional", "freshness", "multi")
 V2_HEADING = "## 8-10. Change log v2: community-wide changes written once"
 PRESENCE_HEADING = "## 11. Presence"
+SCALEOUT_HEADING = "## 12-13. Scale-out: the wake sources"
 BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
@@ -56,7 +57,7 @@ def med(entries, *path):
 
 
 def render(results, docs=DOCS):
-    """Write ``benchmarks.md`` (and the plots) into ``docs``: the whole page, or scenarios 8-11's blocks."""
+    """Write ``benchmarks.md`` (and the plots) into ``docs``: the whole page, or scenarios 8-13's blocks."""
     docs = Path(docs)
     docs.mkdir(exist_ok=True)
     page = docs / "benchmarks.md"
@@ -75,9 +76,9 @@ def render(results, docs=DOCS):
 
 
 def kept_shared_part(existing):
-    """The page's part before scenarios 8-11 and the notes, as it is (a bare title on a new page)."""
+    """The page's part before scenarios 8-13 and the notes, as it is (a bare title on a new page)."""
     end = len(existing)
-    for marker in (V2_HEADING, PRESENCE_HEADING, first_line(NOTES)):
+    for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, first_line(NOTES)):
         found = existing.find("\n" + marker + "\n") if marker else -1
         if found >= 0:
             end = min(end, found + 1)
@@ -366,7 +367,7 @@ def draw(results, docs):
     return plots
 
 
-# -- scenarios 8-11: on databases of their own ---------------------------------------------
+# -- scenarios 8-13: on databases of their own ---------------------------------------------
 
 
 def section(results, kept, heading, intro, scenarios, add):
@@ -632,7 +633,79 @@ def presence_block(results, add):
     add("")
 
 
+SCALEOUT_INTRO = (
+    "How a worker learns of new change-log rows (`WAKE_SOURCE`, [operations.md](operations.md#wake-sources)):",
+    "`notify`, LISTEN for the log's trigger, whose every writing transaction then takes PostgreSQL's one",
+    "database-wide lock at commit; or `head`, one check of the log's head per worker every",
+    "`WAKE_POLL_INTERVAL` (50 ms) while polls wait, with the trigger's NOTIFY switched off. These",
+    "figures made `head` the default; scenarios 1-7 above were run before, with `notify`: under `head`",
+    "their idle cost is the head checks (about 20 a second per worker, whatever the number of polls)",
+    "and a wake-up from another worker comes up to one interval later (scenario 13).",
+)
+
+
+def writes_block(results, add):
+    r = results["writes"]
+    add("### 12. Concurrent writers with and without NOTIFY")
+    add("")
+    run_line(results, add)
+    add(f"pgbench on a database of its own, one-row transactions (`BEGIN; INSERT; COMMIT`) for {r['seconds']} s "
+        f"at each")
+    add("concurrency: activity published with `INSERT INTO activity` (moved into the log by its trigger) and")
+    add("a membership added (a join). `notify`: the log's trigger notifies, as with `WAKE_SOURCE=notify`;")
+    add("`head`: it does not, as with `WAKE_SOURCE=head` (the trigger still runs and reads the switch).")
+    add(f"Nobody listens. The modes take turns, {r['runs']} runs each, on emptied tables; medians.")
+    add("")
+    add("| Writes | Clients | Transactions/s, notify | Transactions/s, head | head / notify | "
+        "Latency, notify (COMMIT) | Latency, head (COMMIT) |")
+    add("| --- | --- | --- | --- | --- | --- | --- |")
+    for key, cell in r["cells"].items():
+        name, clients = key.split("/")
+        notify, head = cell["notify"], cell["head"]
+        add(f"| {name} | {clients} | {num(notify['tps'])} | {num(head['tps'])} | "
+            f"{factor(head['tps'], notify['tps'])} | {notify['latency_ms']:.2f} ms ({notify['commit_ms']:.2f} ms) | "
+            f"{head['latency_ms']:.2f} ms ({head['commit_ms']:.2f} ms) |")
+    add("")
+
+
+def sources_block(results, add):
+    r = results["sources"]
+    first = r["notify"][0]
+    add("### 13. Two hosts x two workers, each wake source")
+    add("")
+    run_line(results, add)
+    add(f"Scenario 7 once per wake source, taking turns, {len(r['notify'])} runs each on users of their own: two")
+    add(f"gunicorn hosts of two gevent workers, {first['waiters']:,} polls held across them, {first['writes']} "
+        f"joins written one at a")
+    add("time through either host's API; from the write request's start to the poll's answer, on one clock.")
+    add("Then, polls held and nothing written, what the four workers cost PostgreSQL per second (after its")
+    add("statistics settled).")
+    add("")
+    add("| | Cross-host p50 / p99 | Same-host p50 / p99 | All p50 / p99 | Answered | "
+        "Idle transactions/s | Head checks/s (mean time) |")
+    add("| --- | --- | --- | --- | --- | --- | --- |")
+    for source in ("notify", "head"):
+        runs = r[source]
+
+        def both(label, runs=runs):
+            return (f"{ms(median([run[label]['p50'] for run in runs]))} / "
+                    f"{ms(median([run[label]['p99'] for run in runs]))}")
+
+        idle = [run["idle"] for run in runs if run.get("idle")]
+        add(f"| `{source}` | {both('cross_host')} | {both('same_host')} | {both('all')} | "
+            f"{sum(run['answered'] for run in runs)} / {sum(run['writes'] for run in runs)} | "
+            f"{num(median([i['transactions_per_second'] for i in idle]), 1)} | "
+            f"{num(median([i['head_checks_per_second'] for i in idle]), 1)}{check_time(idle)} |")
+    add("")
+
+
+def check_time(idle):
+    means = [i["head_check_mean"] for i in idle if i.get("head_check_mean")]
+    return f" ({median(means) * 1000:.2f} ms)" if means else ""
+
+
 SECTIONS = (
     (V2_HEADING, V2_INTRO, {"rename": rename_block, "burst": burst_block, "unread": unread_block}),
     (PRESENCE_HEADING, PRESENCE_INTRO, {"presence": presence_block}),
+    (SCALEOUT_HEADING, SCALEOUT_INTRO, {"writes": writes_block, "sources": sources_block}),
 )

@@ -24,7 +24,9 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
+from app.listener import HeadChecker, Listener
 from app.queries import UNREAD_CAP
+from app.settings import SETTINGS
 from app.wire import MAX_PUBLISHED_PER_ANSWER, iso
 from bench.stack import dsn
 
@@ -37,7 +39,8 @@ from harness.servers import ROOT, flask, free_port, python_environ, wait_for
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.slow]
 
 CLIENT = Path(__file__).with_name("fault_client.py")
-LISTENER = "community-sync-listener"
+# Each wake source's connection, by the name it gives PostgreSQL.
+WAKE_CONNECTIONS = {"notify": Listener.application_name, "head": HeadChecker.application_name}
 
 
 class Server(harness.servers.Server):
@@ -51,6 +54,7 @@ class Server(harness.servers.Server):
             "PROMETHEUS_MULTIPROC_DIR": "",
         }
         env = database.environ(**{**defaults, **settings})
+        self.wake_source = env.get("WAKE_SOURCE") or SETTINGS["WAKE_SOURCE"][1]
         # gunicorn.conf.py makes (and removes) a metrics directory of its own.
         env.pop("PROMETHEUS_MULTIPROC_DIR")
         port = free_port()
@@ -78,8 +82,8 @@ class Server(harness.servers.Server):
     def metric(self, name):
         return self.metrics()[name]
 
-    def listener_ports(self):
-        """Local ports of this server's own LISTEN connections (not other tests')."""
+    def database_ports(self):
+        """Local ports of this server's own database connections (not other tests')."""
         inodes = set()
         for pid in self.worker_pids():
             for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -98,13 +102,13 @@ class Server(harness.servers.Server):
                     ports.append(int(local.rsplit(":", 1)[1], 16))
         return ports
 
-    def terminate_listeners(self, then_sql=""):
-        """End this server's listener backends, then (same session) run ``then_sql``."""
-        ports = self.listener_ports()
+    def terminate_wake_sources(self, then_sql=""):
+        """End this server's wake-source backends, then (same session) run ``then_sql``."""
+        ports = self.database_ports()
         assert ports, "no database connections found for the workers"
         sql = (
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE application_name = '{LISTENER}' "
+            f"WHERE application_name = '{WAKE_CONNECTIONS[self.wake_source]}' "
             f"AND client_port IN ({','.join(map(str, ports))});"
         )
         return psql(self.database, sql + then_sql)
@@ -236,9 +240,10 @@ def expect_joined(done, communities):
         assert client["resets"] == 0, client
 
 
-def test_database_outages_lose_nothing(own_postgres, servers, clients, pg_database):
-    """1,000 waiting polls through a killed listener and a PostgreSQL restart."""
-    server = servers(workers=2, SAFETY_NET_INTERVAL=60, POLL_MAX_TIMEOUT=55)
+@pytest.mark.parametrize("source", WAKE_CONNECTIONS)
+def test_database_outages_lose_nothing(own_postgres, servers, clients, pg_database, source):
+    """1,000 waiting polls through killed wake sources and a PostgreSQL restart."""
+    server = servers(workers=2, SAFETY_NET_INTERVAL=60, POLL_MAX_TIMEOUT=55, WAKE_SOURCE=source)
     seed_communities(pg_database, 5)
     users = [f"u-{i:03d}" for i in range(200)]
     poll = clients(server, users, per_user=5, timeout=50, events=True)
@@ -246,9 +251,9 @@ def test_database_outages_lose_nothing(own_postgres, servers, clients, pg_databa
     wait_for(lambda: waiting_polls(server) == 1000, 60, message="1,000 waiting polls")
 
     psql(pg_database, join_all(users, "c-0"))                        # before
-    assert server.terminate_listeners(join_all(users, "c-1")).strip() == "2"  # during
+    assert server.terminate_wake_sources(join_all(users, "c-1")).strip() == "2"  # during
     wait_for(lambda: server.metric("community_sync_wake_source_reconnects_total") >= 2, 30,
-             message="listeners reconnected")
+             message="wake sources reconnected")
     wait_for(server.all_ready, 30, message="ready again")
     psql(pg_database, join_all(users, "c-2"))                        # after
 
@@ -281,8 +286,9 @@ def test_database_outages_lose_nothing(own_postgres, servers, clients, pg_databa
     assert server.metric("community_sync_wake_latency_seconds_count") > 0
 
 
-def test_killed_and_reloaded_workers_lose_nothing(servers, clients, pg_database):
-    server = servers(workers=2, SAFETY_NET_INTERVAL=60)
+@pytest.mark.parametrize("source", WAKE_CONNECTIONS)
+def test_killed_and_reloaded_workers_lose_nothing(servers, clients, pg_database, source):
+    server = servers(workers=2, SAFETY_NET_INTERVAL=60, WAKE_SOURCE=source)
     seed_communities(pg_database, 5)
     users = [f"u-{i:03d}" for i in range(50)]
     poll = clients(server, users, per_user=4, timeout=30)

@@ -85,6 +85,10 @@ def test_wake_source_killed_while_polls_wait_loses_nothing(app_factory, database
         news = hub.wait(ticket, 15)
     assert news and [row.community_id for row in news[0].rows] == ["c-python"]
     assert reconnects._value.get() >= 1
+    metrics = app.extensions["metrics"]
+    assert metrics.wake_source_up.labels(source)._value.get() == 1
+    assert metrics.hints.labels(source)._value.get() >= 2  # connected, then again
+    assert metrics.rereads._sum.get() >= 1  # the row, read by a re-read
     # The listener's loss also replaced the pool, whose connections a restart
     # would have broken.
     assert app.extensions["db"].pool is not pool

@@ -22,6 +22,10 @@ NAMES = [
     "community_sync_wake_source_reconnects_total",
     "community_sync_wake_latency_seconds",
     "community_sync_db_queries_total",
+    "community_sync_hints_total",
+    "community_sync_wake_source_up",
+    "community_sync_head_check_seconds",
+    "community_sync_reread_rows",
 ]
 
 

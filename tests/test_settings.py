@@ -44,6 +44,13 @@ def test_the_default_poll_timeout_stays_within_the_longest():
         config.load({**BASE, "POLL_DEFAULT_TIMEOUT": "60"})
 
 
+@pytest.mark.parametrize("name, raw", [("WAKE_SOURCE", "trigger"), ("WAKE_SOURCE", "Notify"),
+                                       ("WAKE_POLL_INTERVAL", "0"), ("WAKE_POLL_INTERVAL", "-1")])
+def test_an_unknown_wake_source_or_a_non_positive_head_check_interval_is_refused(name, raw):
+    with pytest.raises(ValueError, match=name):
+        config.load({**BASE, name: raw})
+
+
 def test_gunicorn_reads_the_same_table(monkeypatch, tmp_path):
     for name, value in {"WEB_CONCURRENCY": "5", "POLL_MAX_TIMEOUT": "30", "ACCESS_LOG": "on",
                         "KEEPALIVE": "90", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}.items():
