@@ -88,7 +88,7 @@ class Hub:
     """
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
-                 coalesce=0.0, listen=None, wake="notify", wake_poll_interval=0.05,
+                 coalesce=0.0, listen=None, wake="head", wake_poll_interval=0.05,
                  pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0):
         self.max_waiting = max_waiting
         self.max_per_user = max_per_user
@@ -241,7 +241,7 @@ class Hub:
             if not self.users:
                 # Nobody waits: the position is kept, and read on, for the
                 # re-polls of the clients just answered; then forgotten.
-                self.reread.emptied()
+                self.reread.keep()
 
     def wait(self, ticket, timeout):
         """Block until news for the ticket's user, a drop, shutdown or ``timeout``.
@@ -265,7 +265,20 @@ class Hub:
         """This process wrote to the change log: a hint, cheap, callable anywhere."""
         if self.metrics:
             self.metrics.hints.labels("write").inc()
+        self.vouching.wrote()
         self.reread.notify()
+
+    def keep_reading(self):
+        """A conditional snapshot: take a read position if there is none, and keep
+        reading for one safety interval more, so that the next one can be
+        answered from what the hub read (``Vouching.current``).
+
+        With polls waiting the position is held anyway; without, it costs the
+        wake source's checks and a re-read per hint for that interval.
+        """
+        self.vouching.ensure_position()
+        if not self.users:
+            self.reread.keep()
 
 
 def init_app(app):

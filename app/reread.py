@@ -66,7 +66,7 @@ class Reread:
         self.coalescing = Coalescing(coalesce)
         self.metrics = metrics
         self.closed = False
-        # When the last waiting poll left (see ``emptied``).
+        # When the last waiting poll left, or a snapshot asked (see ``keep``).
         self.emptied_at = float("-inf")
         self._hint = Event()
 
@@ -74,8 +74,12 @@ class Reread:
         """A hint that the change log may have grown; cheap, callable anywhere."""
         self._hint.set()
 
-    def emptied(self):
-        """The last waiting poll left: keep the position for one safety interval more."""
+    def keep(self):
+        """Keep the position, reading on hints, for one safety interval from now.
+
+        Called when the last waiting poll leaves (its client polls again within
+        moments) and on conditional snapshots the hub vouches for.
+        """
         self.emptied_at = time.monotonic()
 
     def refresh(self):
@@ -89,6 +93,7 @@ class Reread:
         if vouching.position is None:
             return
         start, position, woken = vouching.position, None, {}
+        writes = vouching.writes  # committed before this read's snapshot
         try:
             with read_transaction(self.engine) as connection:
                 batch = feed.read_news(connection, start, self._waiting_users)
@@ -98,7 +103,7 @@ class Reread:
                 # Noted before the next query yields: from here on a poll of a
                 # user with rows in this batch is not vouched for, and one
                 # already waiting is among those woken below.
-                vouching.advance(batch.rows, position)
+                vouching.advance(batch.rows, position, writes)
                 woken = self._woken(batch.by_user(self.users))
                 states = feed.read_states(connection, list(woken)) if woken else {}
         except BaseException:

@@ -46,7 +46,7 @@ class Vouching:
     ``recent_communities``: community id -> the community-scoped rows read since
     ``since`` (None: too many to keep).
     ``served``: user id -> (hash, last change time, community ids or None when
-    unknown) of the state last served.
+    unknown, cursor or None) of the state last served.
     ``listing``: a re-read has listed the waiting users and not noted its rows yet.
     ``unlisted``: the users who subscribed meanwhile (not among that list).
     ``listing_ended``: set when that re-read has noted its rows (or failed).
@@ -68,6 +68,10 @@ class Vouching:
         self.unlisted = set()
         self.listing_ended = Event()
         self._positioning = None
+        # This process's writes, counted as they commit, and how many of them
+        # the last re-read to note its rows began after (``current``).
+        self.writes = 0
+        self.writes_read = 0
 
     # -- the position -----------------------------------------------------------
 
@@ -120,9 +124,19 @@ class Vouching:
         if user_id in self.unlisted:
             self.listing_ended.wait(timeout)
 
-    def advance(self, rows, position):
-        """A re-read returned ``rows`` and ``position``: note them before anything yields."""
+    def wrote(self):
+        """This process committed a write: no ``current()`` until a re-read has read it."""
+        self.writes += 1
+
+    def advance(self, rows, position, writes=None):
+        """A re-read returned ``rows`` and ``position``: note them before anything yields.
+
+        ``writes``: this process's write count when the re-read began; its
+        snapshot saw those writes.
+        """
         self.position = position
+        if writes is not None:
+            self.writes_read = max(self.writes_read, writes)
         self._listed_done()
         if self.since is not None:
             tracked = len(self.recent) + len(self.recent_communities)
@@ -172,12 +186,13 @@ class Vouching:
 
     # -- vouching ---------------------------------------------------------------
 
-    def served_state(self, user_id, digest, last_change_at, communities=None):
-        """Note the state this process just gave the user (see vouches()).
+    def served_state(self, user_id, digest, last_change_at, communities=None, cursor=None):
+        """Note the state this process just gave the user (see vouches() and current()).
 
         ``communities``: its entries, when the answer carried them; an answer
         that did not (``unchanged``) keeps those of the same hash served
-        before, or leaves them unknown.
+        before, or leaves them unknown. ``cursor``: the position the state is
+        the user's state at, when known.
         """
         ids = None
         if communities is not None:
@@ -185,12 +200,37 @@ class Vouching:
         else:
             before = self.served.get(user_id)
             ids = before[2] if before is not None and before[0] == digest else None
-        self.served.put(user_id, (digest, last_change_at, ids))
+        self.served.put(user_id, (digest, last_change_at, ids, cursor))
 
     def last_change_served(self, user_id):
         """When the state last served to the user last changed, as that answer said."""
         served = self.served.get(user_id)
         return served[1] if served else None
+
+    def hash_served(self, user_id):
+        """The hash of the state last served to the user, or None."""
+        served = self.served.get(user_id)
+        return served[0] if served else None
+
+    def current(self, user_id, client_hash):
+        """Is ``client_hash`` the user's state as of this hub's position, with no read?
+
+        Yes when it is the hash last served to the user, at a cursor that
+        vouches() accepts: every change since before that cursor has been
+        read and none was the user's or its communities'. What answers a
+        conditional snapshot ``304`` without the database. As fresh as the
+        hub's last re-read: a change committed since by another process is
+        found by the next one (one hint later), and the ``304`` after that is a
+        ``200``; one of this process's own writes refuses it until read.
+        """
+        served = self.served.get(user_id)
+        if served is None or served[3] is None:
+            return False
+        if self.writes != self.writes_read:
+            # A write of this process is not read yet: it may be this user's,
+            # and the client that made it is owed what it wrote.
+            return False
+        return self.vouches(user_id, served[3], client_hash)
 
     def communities_served(self, user_id):
         """The ids of the communities last served to the user, or None when unknown."""

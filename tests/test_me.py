@@ -87,3 +87,51 @@ def test_an_exhausted_pool_is_503_not_500(app):
     assert response.status_code == 503
     assert response.content_type == "application/problem+json"
     assert response.headers["Retry-After"]
+
+
+def statements(app):
+    return app.extensions["metrics"].queries._value.get()
+
+
+def test_a_conditional_snapshot_the_hub_has_read_for_needs_no_database(quiet_app, auth, database):
+    """A 304 from what the hub read; a change the hub has read since, of the user's, is a 200."""
+    client, hub = quiet_app.test_client(), quiet_app.extensions["hub"]
+    ada = auth("u-ada")
+    tag = client.get("/me/communities", headers=ada).headers["ETag"]
+    conditional = {**ada, "If-None-Match": f"W/{tag}"}
+    assert client.get("/me/communities", headers=conditional).status_code == 304  # takes a position
+    hub.reread.refresh()  # what the loop does on a hint: reads the seeding's writes
+    before = statements(quiet_app)
+    again = client.get("/me/communities", headers=conditional)
+    assert again.status_code == 304 and statements(quiet_app) == before
+    assert again.data == b"" and again.headers["ETag"] == tag
+    assert int(again.headers["X-Poll-Interval"]) >= 1
+
+    # Another user's change, read by the hub: still nothing to read for Ada.
+    database.psql("INSERT INTO users (id) VALUES ('u-zed');"
+                  "INSERT INTO memberships (user_id, community_id) VALUES ('u-zed', 'c-go')")
+    hub.reread.refresh()
+    before = statements(quiet_app)
+    assert client.get("/me/communities", headers=conditional).status_code == 304
+    assert statements(quiet_app) == before
+
+    # Ada's own, written by another process: once read, never a 304 again for that tag.
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+    hub.reread.refresh()
+    changed = client.get("/me/communities", headers=conditional)
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+    assert "c-go" in [c["id"] for c in changed.json["communities"]]
+
+
+def test_a_write_through_this_process_is_never_answered_304_before_it_is_read(quiet_app, auth):
+    client, hub = quiet_app.test_client(), quiet_app.extensions["hub"]
+    ada = auth("u-ada")
+    conditional = {**ada, "If-None-Match": client.get("/me/communities", headers=ada).headers["ETag"]}
+    assert client.get("/me/communities", headers=conditional).status_code == 304
+    hub.reread.refresh()
+    assert hub.vouching.current("u-ada", hub.vouching.hash_served("u-ada"))
+    # The hub has not re-read (its loop is off): only the write's own mark refuses.
+    assert client.put("/communities/c-go/members/me", headers=ada).status_code in (200, 201)
+    changed = client.get("/me/communities", headers=conditional)
+    assert changed.status_code == 200
+    assert "c-go" in [c["id"] for c in changed.json["communities"]]

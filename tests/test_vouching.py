@@ -51,6 +51,38 @@ def test_vouches_for_a_cursor_that_saw_every_row_read_since():
     assert state.position == cursors.SequencePosition(12)
 
 
+def test_a_served_state_is_current_until_a_row_of_the_user_or_its_communities_is_read():
+    state = Vouching(heads(10))
+    state.ensure_position()
+    state.served_state("u-ada", "h1", None, [{"id": "c-go"}], at(10))
+    state.served_state("u-alan", "h2", None, [{"id": "c-go"}])  # no cursor: unknown when
+    assert state.current("u-ada", "h1")
+    assert not state.current("u-ada", "h0")  # not the hash served
+    assert not state.current("u-alan", "h2") and not state.current("u-grace", "h1")
+
+    state.advance([Row(11, "u-alan"), Row(12, None, True, "c-rust")], cursors.SequencePosition(12))
+    assert state.current("u-ada", "h1")  # another user's row, another community's
+    state.advance([Row(13, None, True, "c-go")], cursors.SequencePosition(13))
+    assert not state.current("u-ada", "h1")  # a rename of one of its communities
+    state.served_state("u-ada", "h3", None, [{"id": "c-go"}], at(13))
+    assert state.current("u-ada", "h3")
+    state.advance([Row(14, "u-ada")], cursors.SequencePosition(14))
+    assert not state.current("u-ada", "h3")
+
+
+def test_this_processs_own_write_is_not_current_until_a_re_read_that_began_after_it():
+    state = Vouching(heads(10))
+    state.ensure_position()
+    state.served_state("u-ada", "h1", None, [], at(10))
+    writes = state.writes
+    state.wrote()
+    assert not state.current("u-ada", "h1")
+    state.advance([], cursors.SequencePosition(11), writes)  # began before the write
+    assert not state.current("u-ada", "h1")
+    state.advance([], cursors.SequencePosition(12), state.writes)
+    assert state.current("u-ada", "h1")
+
+
 def test_a_busy_user_is_not_tracked_row_by_row():
     state = served(Vouching(heads(0)))
     state.ensure_position()
@@ -252,11 +284,11 @@ def test_a_poll_subscribing_after_a_re_read_listed_the_waiting_users_is_not_vouc
     original = state.advance
     asked = []
 
-    def advance(rows, position):
+    def advance(rows, position, writes):
         # A poll of u-ada subscribes while the re-read's query runs.
         with hub.waiting("u-ada"):
             asked.append(state.vouches("u-ada", before, "h1"))
-        original(rows, position)
+        original(rows, position, writes)
 
     with hub.waiting("u-alan"):
         before = cursors.Cursor(state.epoch, state.position)
@@ -285,12 +317,12 @@ def test_a_poll_subscribing_while_a_re_read_runs_waits_for_its_rows_then_is_vouc
             state.settle("u-ada", 5.0)
             asked.append(state.vouches("u-ada", before, "h1"))
 
-    def advance(rows, position):
+    def advance(rows, position, writes):
         # A poll of u-ada subscribes while the re-read's query runs, and waits for its rows.
         polling = gevent.spawn(poll_again)
         gevent.sleep(0.01)
         assert not polling.dead and "u-ada" in state.unlisted
-        original(rows, position)
+        original(rows, position, writes)
         polling.join()
 
     monkeypatch.setattr(state, "advance", advance)

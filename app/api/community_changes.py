@@ -147,7 +147,7 @@ def poll():
         reply = replace(reply, known=replace(reply.known, last_change_at=now))
     # Noted for vouching for this client's next poll.
     hub.vouching.served_state(identity.user_id, reply.known.hash, reply.known.last_change_at,
-                              reply.communities)
+                              reply.communities, reply.known.cursor)
     return answer(ask, reply, now, online_counts(identity.user_id, reply))
 
 
