@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import postgres_url, require_postgres
+from conftest import postgres_url, require_command, require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,3 +103,27 @@ def test_presence_smoke(tmp_path):
     assert counts["snapshots"]["reader"]["statuses"] == {"200": counts["snapshots"]["reader"]["statuses"]["200"]}
     report = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "### 11. Presence" in report
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_wake_sources_smoke(tmp_path):
+    """Scenarios 12 and 13, small: pgbench with and without NOTIFY, two hosts in each mode."""
+    require_command("pgbench", "apt-get install postgresql")
+    writes = quick_run(tmp_path, "writes")
+    options = writes["options"]
+    cells = writes["writes"]["cells"]
+    assert set(cells) == {f"{name}/{clients}" for name in ("activity", "membership")
+                          for clients in options["writes_clients"]}
+    for cell in cells.values():
+        for source in ("notify", "head"):
+            assert cell[source]["tps"] > 0 and 0 < cell[source]["commit_ms"] <= cell[source]["latency_ms"]
+    sources = quick_run(tmp_path, "sources")["sources"]
+    for source, runs in sources.items():
+        (run,) = runs
+        assert run["answered"] == run["writes"] == options["multi_changes"], (source, run)
+    # Only the head checker checks, and it does whatever the number of polls.
+    assert sources["head"][0]["idle"]["head_checks_per_second"] > 5
+    assert sources["notify"][0]["idle"]["head_checks_per_second"] == 0
+    report = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "### 12. Concurrent writers" in report and "### 13. Two hosts" in report

@@ -104,12 +104,15 @@ def migrated(pg_database):
 
 
 def notified(database, connection, sql):
-    """Whether ``sql`` run by an operator NOTIFYs a LISTEN on ``connection``."""
+    """Whether ``sql`` run by an operator NOTIFYs a LISTEN on ``connection`` (within a second)."""
     connection.notifies.clear()
     database.psql(sql)
-    gevent.sleep(0.3)
-    connection.poll()
-    return bool(connection.notifies)
+
+    def arrived():
+        connection.poll()
+        return bool(connection.notifies)
+
+    return eventually(arrived, timeout=1)
 
 
 def test_each_source_sets_the_logs_notify_switch_for_every_writer(migrated, pg_database):

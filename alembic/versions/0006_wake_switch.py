@@ -19,6 +19,9 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-14
 """
+import importlib.util
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -29,41 +32,31 @@ depends_on = None
 
 NOTIFY = "PERFORM pg_notify('community_sync', '');"
 
-# The two functions that wrote change-log rows (0001, 0003), with or without
-# their own NOTIFY.
-RECORD = r"""
-CREATE OR REPLACE FUNCTION community_sync_record(
-    p_user_id text, p_community_id text, p_type text, p_role text
-) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    -- clock_timestamp(): when the change was made, not when its transaction began.
-    INSERT INTO changes (xid, user_id, community_id, type, role, actor, at)
-    VALUES (pg_current_xact_id()::text::bigint, p_user_id, p_community_id, p_type, p_role,
-            nullif(current_setting('community_sync.actor', true), ''), clock_timestamp());
-    {notify}
-END $$;
 
-CREATE OR REPLACE FUNCTION community_sync_activity_published() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.community_id IS NOT NULL THEN
-        PERFORM 1 FROM communities WHERE id = NEW.community_id FOR SHARE;
-        IF NOT FOUND THEN
-            RAISE foreign_key_violation USING
-                MESSAGE = format('community %L does not exist', NEW.community_id),
-                TABLE = 'activity', CONSTRAINT = 'fk_activity_community_id_communities';
-        END IF;
-    END IF;
-    INSERT INTO changes (xid, user_id, community_id, type, kind, ref, actor, at)
-    VALUES (pg_current_xact_id()::text::bigint, NEW.user_id, NEW.community_id,
-            CASE WHEN NEW.community_id IS NULL THEN 'notification' ELSE 'activity' END,
-            NEW.kind, NEW.ref, NEW.actor, clock_timestamp());
-    {notify}
-    -- Moved, not copied: the change log is the one record.
-    DELETE FROM activity WHERE id = NEW.id;
-    RETURN NULL;
-END $$;
-"""
+def _revision(filename, name):
+    """An earlier revision module, for its function definitions."""
+    path = Path(__file__).with_name(filename)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _function(sql, name):
+    """The ``CREATE FUNCTION name`` statement of an earlier revision's SQL, as CREATE OR REPLACE."""
+    start = sql.index(f"CREATE FUNCTION {name}(")
+    end = sql.index("END $$;", start) + len("END $$;")
+    return "CREATE OR REPLACE" + sql[start + len("CREATE"):end]
+
+
+def _writers():
+    """The two functions that wrote change-log rows, each with its own NOTIFY, as last defined
+    (0001, 0003)."""
+    initial = _revision("0001_initial_schema.py", "community_sync_0001")
+    activity = _revision("0003_activity.py", "community_sync_0003")
+    return (_function(initial.POSTGRES_TRIGGERS, "community_sync_record") + "\n"
+            + _function(activity.POSTGRES_TRIGGERS, "community_sync_activity_published"))
+
 
 NOTIFY_TRIGGER = r"""
 CREATE FUNCTION community_sync_notify() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -90,13 +83,15 @@ def upgrade():
     op.add_column("feed_meta", sa.Column("notify", sa.Boolean, nullable=False,
                                          server_default=sa.true()))
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(RECORD.format(notify=""))
+        writers = _writers()
+        assert writers.count(NOTIFY) == 2, "the functions to change are not as expected"
+        op.execute(writers.replace(NOTIFY, ""))
         op.execute(NOTIFY_TRIGGER)
 
 
 def downgrade():
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NOTIFY_DROP)
-        op.execute(RECORD.format(notify=NOTIFY))
+        op.execute(_writers())
     with op.batch_alter_table("feed_meta") as batch:
         batch.drop_column("notify")
