@@ -14,7 +14,8 @@ outside the pool:
   interval, whatever the number of clients.
 
 Each source sets ``feed_meta.notify`` to what it needs when it connects, so
-the trigger notifies exactly while some worker listens. Both lose hints
+the log's trigger notifies when the workers listen and not when they check
+the head (a deployment uses one source; docs/operations.md). Both lose hints
 while their connection is down, so they reconnect with backoff and, once
 connected again, hint the hub to re-check everything waiting.
 """
