@@ -164,10 +164,11 @@ def run_shared(args, options, scenarios, results):
                 results["sessions"]["naive_small"] = [longpoll.run_session(
                     database, "naive", small_naive,
                     [p for p in phases if p in ("held", "idle", "wake")], small_options, used)]
-            if "held" in phases and not args.no_baselines:
-                # The floor: what holding a request costs a bare Flask view on this stack.
-                results["sessions"]["bare_wait"] = [
-                    longpoll.run_session(database, "bare_wait", options["waiters"], ("held",), options, used)]
+            if "held" in phases or "fanout" in phases:
+                # The floor: what holding a request, and waking it, costs a bare Flask view on this stack.
+                results["sessions"]["bare_wait"] = [longpoll.run_session(
+                    database, "bare_wait", options["waiters"], [p for p in phases if p in ("held", "fanout")],
+                    dict(options, fanout_small=False), used)]
         free = [f"u{i}" for i in range(users_needed) if i not in used]
         if "conditional" in scenarios:
             results["conditional"] = conditional.run(database, options)

@@ -85,28 +85,32 @@ def bare_wait_app():
     """The floor for a held request: a bare Flask view that only waits on an event.
 
     ``GET /bench/wait?timeout=N`` answers like a poll (``status``, ``cursor``,
-    ``hash``) after N seconds, at once when N is 0; ``/metrics`` counts the
-    waiting ones in the service's format, so the same harness holds them.
+    ``hash``) after N seconds, at once when N is 0; ``POST /bench/wake`` wakes
+    every waiting one, which answers ``changed`` (the floor for a fan-out);
+    the waiting ones are counted in the service's metric, which the harness
+    reads from the server's metrics directory.
     """
     from gevent.event import Event
+    from prometheus_client import CollectorRegistry, Gauge
 
     application = bare_flask()
-    forever = Event()
-    waiting = [0]
+    wake = [Event()]
+    waiting = Gauge("community_sync_waiting_polls", "Views waiting.", registry=CollectorRegistry(),
+                    multiprocess_mode="livesum")
 
     @application.get("/bench/wait")
     def wait_view():
         timeout = int(request.args.get("timeout", "25"))
+        status = "reset"
         if timeout:
-            waiting[0] += 1
-            try:
-                forever.wait(timeout)
-            finally:
-                waiting[0] -= 1
-        return jsonify({"status": "reset" if not timeout else "unchanged", "cursor": "c", "hash": "h"})
+            with waiting.track_inprogress():
+                status = "changed" if wake[0].wait(timeout) else "unchanged"
+        return jsonify({"status": status, "cursor": "c", "hash": "h"})
 
-    @application.get("/metrics")
-    def metrics_view():
-        return f"community_sync_waiting_polls {waiting[0]}\ncommunity_sync_db_queries_total 0\n"
+    @application.post("/bench/wake")
+    def wake_view():
+        woken, wake[0] = wake[0], Event()
+        woken.set()
+        return "", 204
 
     return application

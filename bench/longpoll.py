@@ -14,6 +14,7 @@ The same session runs against the real poll and against the naive baseline.
 """
 import random
 import time
+import urllib.request
 
 from . import stack
 from harness.servers import wait_for
@@ -185,13 +186,19 @@ def fanout_phase(database, server, client, waiters, options):
         client.call("report", "report")
         statements = server.queries()
         cpu = server.cpu()
-        connection = database.connect()
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE communities SET name = %s WHERE id = %s",
-                           (f"Renamed {number} {time.time():.0f}", community))
-            connection.commit()
+        if server.app == TARGETS["bare_wait"][0]:
+            # The floor: one event wakes every waiting view.
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{server.port}/bench/wake", method="POST"), timeout=10).close()
             committed = time.monotonic()
-        connection.close()
+        else:
+            connection = database.connect()
+            with connection.cursor() as cursor:
+                cursor.execute("UPDATE communities SET name = %s WHERE id = %s",
+                               (f"Renamed {number} {time.time():.0f}", community))
+                connection.commit()
+                committed = time.monotonic()
+            connection.close()
         arrivals = []
         deadline = committed + options.get("fanout_wait", 30)
         while len(arrivals) < members and time.monotonic() < deadline:

@@ -147,7 +147,7 @@ def summary_rows(results, add):
         add(f"| 1 | Held polls | {n:,} held, none failed, RSS ≤ 15 KB/poll | {held:,} held, {failures} failed, "
             f"{num(per_poll / 1000, 1)} KB/poll | naive: {num((naive_per_poll or 0) / 1000, 1)} KB/poll; bare Flask "
             f"view waiting on an event: {num((floor or 0) / 1000, 1)} KB | "
-            f"naive uses {ratio(naive_per_poll, per_poll)} as much | {verdict(held >= n and failures == 0 and per_poll <= 15000)} |")
+            f"naive uses {ratio(naive_per_poll, per_poll)} as much; {ratio(per_poll, floor)} the floor | {verdict(held >= n and failures == 0 and per_poll <= 15000)} |")
     if long_runs and "wake" in long_runs[0]:
         p50 = med(long_runs, "wake", "p50")
         p99 = med(long_runs, "wake", "p99")
@@ -171,10 +171,12 @@ def summary_rows(results, add):
         naive_big = [f for r in naive_runs for f in r["fanout"] if f["community"] == "c-all"]
         naive_last = median([f["last"] for f in naive_big])
         naive_statements = median([f["statements"] for f in naive_big])
+        floor_last = median([f["last"] for r in sessions(results, "bare_wait") for f in r.get("fanout", [])])
         add(f"| 3 | Fan-out: rename, {n:,} members waiting | all within 1 s; queries independent of members | "
             f"last answer {ms(last)}; {num(statements)} statements ({num(small_statements)} for "
             f"{results['options']['small']:,} members) | naive: last {ms(naive_last)}, {num(naive_statements)} "
-            f"statements | {ratio(naive_statements, statements)} fewer statements | "
+            f"statements; bare Flask views woken by one event: last {ms(floor_last)} | "
+            f"{ratio(naive_statements, statements)} fewer statements; last answer {ratio(last, floor_last)} the floor's | "
             f"{verdict(all_answered and last <= 1.0 and statements == small_statements)} |")
     if long_runs and "idle" in long_runs[0]:
         rate = med(long_runs, "idle", "transactions_per_second")
