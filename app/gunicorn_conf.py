@@ -10,6 +10,7 @@ answered), and a graceful timeout above the longest wait. Every value can be
 set from the environment, parsed by the app's own table (app/settings.py);
 README.md lists them.
 """
+import gc
 import os
 import shutil
 import signal
@@ -77,7 +78,15 @@ logconfig_dict = {
 
 
 def post_worker_init(worker):
-    """Warn when demo mode is reachable from elsewhere; drain on SIGTERM (see below)."""
+    """Warn when demo mode is reachable from elsewhere; drain on SIGTERM (see below).
+
+    The application is loaded by now: its few hundred thousand objects
+    (modules, the ORM's mappings, compiled routes) live as long as the worker,
+    so they leave the garbage collector's generations. Otherwise each full
+    collection walks them all again; one falling inside a fan-out held every
+    answer back for about half a second (docs/benchmarks.md, scenario 3).
+    """
+    gc.freeze()
     app = worker.wsgi if hasattr(worker.wsgi, "extensions") else None
     if app is not None:
         from app.api.demo import exposure_warning

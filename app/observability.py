@@ -30,6 +30,7 @@ SECURITY_HEADERS = {
     # Only honoured over HTTPS, where a deployment behind TLS wants it.
     "Strict-Transport-Security": "max-age=31536000",
 }
+SECURITY_HEADER_NAMES = {name.lower(): name for name in SECURITY_HEADERS}
 
 
 def multiprocess_dir():
@@ -56,6 +57,9 @@ class Metrics:
             "Poll answers by result: changed, unchanged, reset; refused (429/503) and error.",
             ["result"], registry=self.registry,
         )
+        # Its children by result, so that an answer (thousands in a fan-out)
+        # does not look its label up again.
+        self.answer_counters = {}
         self.wakeups = Counter(
             "community_sync_wakeups_total", "Users woken by a batched re-read.",
             registry=self.registry,
@@ -114,7 +118,10 @@ class Metrics:
         result = response.headers.get("X-Poll-Result")
         if result is None:
             result = "refused" if response.status_code in (429, 503) else "error"
-        self.answers.labels(result).inc()
+        counter = self.answer_counters.get(result)
+        if counter is None:
+            counter = self.answer_counters[result] = self.answers.labels(result)
+        counter.inc()
 
     def observe_wake(self, earliest):
         """A waiting poll answered with changes, the earliest recorded at ``earliest``."""
@@ -132,9 +139,14 @@ def init_app(app):
 
     @app.after_request
     def finish(response):
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
+        headers = response.headers
+        headers["X-Request-ID"] = g.get("request_id", "")
+        # Those the view did not set, found in one pass over the headers (a
+        # fan-out answers thousands of polls in a row).
+        missing = dict(SECURITY_HEADER_NAMES)
+        for name in headers.keys():
+            missing.pop(name.lower(), None)
+        headers.extend((name, SECURITY_HEADERS[name]) for name in missing.values())
         if request.endpoint == POLL_ENDPOINT:
             app.extensions["metrics"].observe_poll(response)
         return response

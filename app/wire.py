@@ -46,9 +46,8 @@ def iso(moment, milliseconds=False):
     if moment is None:
         return None
     moment = utc(moment).astimezone(timezone.utc)
-    if milliseconds:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat rather than strftime: every answer carries a few of these.
+    return moment.isoformat(timespec="milliseconds" if milliseconds else "seconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True, eq=False)

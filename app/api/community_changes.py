@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, jsonify, request
+import orjson
+from flask import Blueprint, current_app, request
 
 from .. import cursors, feed, queries, wire
 from ..auth import authenticate, provision
@@ -270,4 +271,7 @@ def answer(ask, reply, now, online):
     }
     if ask.preference_applied:
         headers["Preference-Applied"] = ask.preference_applied
-    return jsonify(body), 200, headers
+    # orjson rather than the framework's encoder: a fan-out serialises
+    # thousands of answers in a row, and this is a fifth of what it costs.
+    data = orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+    return current_app.response_class(data, mimetype="application/json"), 200, headers
