@@ -57,9 +57,6 @@ class Metrics:
             "Poll answers by result: changed, unchanged, reset; refused (429/503) and error.",
             ["result"], registry=self.registry,
         )
-        # Its children by result, so that an answer (thousands in a fan-out)
-        # does not look its label up again.
-        self.answer_counters = {}
         self.wakeups = Counter(
             "community_sync_wakeups_total", "Users woken by a batched re-read.",
             registry=self.registry,
@@ -118,10 +115,7 @@ class Metrics:
         result = response.headers.get("X-Poll-Result")
         if result is None:
             result = "refused" if response.status_code in (429, 503) else "error"
-        counter = self.answer_counters.get(result)
-        if counter is None:
-            counter = self.answer_counters[result] = self.answers.labels(result)
-        counter.inc()
+        self.answers.labels(result).inc()
 
     def observe_wake(self, earliest):
         """A waiting poll answered with changes, the earliest recorded at ``earliest``."""

@@ -74,7 +74,7 @@ def run_session(database, kind, waiters, phases, options, used_users):
             log(f"{kind}: wake p50 {fmt_ms(result['wake']['p50'])}, p99 {fmt_ms(result['wake']['p99'])}, "
                 f"{result['wake']['missing']} missing")
         if "fanout" in phases:
-            result["fanout"] = fanout_phase(database, server, client, result["waiting"], options)
+            result["fanout"] = fanout_phase(database, server, client, result["waiting"], options, kind)
         result["rss_end"] = server.rss()
     finally:
         client.close()
@@ -167,8 +167,11 @@ def wake_phase(database, client, waiters, changes, used_users, wait):
     }
 
 
-def fanout_phase(database, server, client, waiters, options):
-    """Rename a small community, then the one everyone is in; count statements meanwhile."""
+def fanout_phase(database, server, client, waiters, options, kind):
+    """Rename a small community, then the one everyone is in; count statements meanwhile.
+
+    The bare view (``kind`` "bare_wait") has no communities: one event wakes all its waiters.
+    """
     results = []
     plan = [("c-all", waiters)] * options["fanout_runs"]
     if options.get("fanout_small", True):
@@ -186,10 +189,9 @@ def fanout_phase(database, server, client, waiters, options):
         client.call("report", "report")
         statements = server.queries()
         cpu = server.cpu()
-        if server.app == TARGETS["bare_wait"][0]:
-            # The floor: one event wakes every waiting view.
+        if kind == "bare_wait":
             urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{server.port}/bench/wake", method="POST"), timeout=10).close()
+                f"{server.url}/bench/wake", method="POST"), timeout=10).close()
             committed = time.monotonic()
         else:
             connection = database.connect()

@@ -272,6 +272,6 @@ def answer(ask, reply, now, online):
     if ask.preference_applied:
         headers["Preference-Applied"] = ask.preference_applied
     # orjson rather than the framework's encoder: a fan-out serialises
-    # thousands of answers in a row, and this is a fifth of what it costs.
+    # thousands of answers in a row (about 4 µs a body against 17 µs).
     data = orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
     return current_app.response_class(data, mimetype="application/json"), 200, headers
