@@ -26,6 +26,7 @@ from gevent.event import Event
 
 from .disconnects import DisconnectWatch
 from .listener import HeadChecker, Listener
+from .parking import Parking
 from .presence import Presence
 from .pruning import Pruner
 from .reread import Reread, read_head
@@ -45,14 +46,21 @@ class TooManyPolls(Exception):
 
 
 class Waiters:
-    """The polls of one user in this process: one event they all wait on."""
+    """The polls of one user in this process: one event they all wait on.
 
-    __slots__ = ("count", "event", "news")
+    ``parked``: those of its polls that wait as a socket and a record rather
+    than a greenlet (``app/parking.py``); ``on_wake`` hands them to the hub's
+    answerer.
+    """
 
-    def __init__(self):
+    __slots__ = ("count", "event", "news", "parked", "on_wake")
+
+    def __init__(self, on_wake=None):
         self.count = 0
         self.event = Event()
         self.news = []
+        self.parked = None
+        self.on_wake = on_wake
 
     def deliver(self, news):
         """Hand the user's polls one re-read's ``News`` and wake them."""
@@ -64,12 +72,14 @@ class Waiters:
         # blocks on a fresh one instead of spinning on a set one.
         event, self.event = self.event, Event()
         event.set()
+        if self.parked:
+            self.on_wake(self)
 
 
 class Ticket:
     """One waiting poll: which news it has taken, and whether its client left."""
 
-    __slots__ = ("user_id", "waiters", "seen", "gone", "fd")
+    __slots__ = ("user_id", "waiters", "seen", "gone", "fd", "parked")
 
     def __init__(self, user_id, waiters):
         self.user_id = user_id
@@ -77,6 +87,8 @@ class Ticket:
         self.seen = len(waiters.news)
         self.gone = False
         self.fd = None
+        # Its poll waits parked (app/parking.py), which releases it.
+        self.parked = False
 
 
 class Hub:
@@ -101,6 +113,7 @@ class Hub:
         self.reread = Reread(engine, self.users, self.vouching, safety_interval=safety_interval,
                              coalesce=coalesce, metrics=metrics)
         self.disconnects = DisconnectWatch(self.drop)
+        self.parking = Parking(self)
         self.pruner = pruner or Pruner(engine)
         # ``listen``: the database to watch for hints (PostgreSQL), as
         # ``wake`` says (``WAKE_SOURCE``). The pooled connections are not pinged on checkout (a
@@ -175,6 +188,7 @@ class Hub:
     def stop(self):
         """Close and end the background greenlets (tests, app teardown)."""
         self.close()
+        self.parking.stop()
         gevent.killall(self._greenlets, block=True, timeout=2)
         self._greenlets.clear()
 
@@ -210,13 +224,13 @@ class Hub:
         poll reads, so no change falls between its read and its wait.
 
         Yields the poll's ``Ticket``. Leaving the block, however it is left,
-        releases what the wait took: the registry entry, the watch on
-        ``socket`` and the waiting-polls gauge.
+        releases what the wait took (``release``), unless the poll was
+        parked, which releases it when it is answered.
         """
         self.admit(user_id)
         waiters = self.users.get(user_id)
         if waiters is None:
-            waiters = self.users[user_id] = Waiters()
+            waiters = self.users[user_id] = Waiters(self.parking.wake)
         waiters.count += 1
         self.waiting_polls += 1
         ticket = Ticket(user_id, waiters)
@@ -229,19 +243,26 @@ class Hub:
                 self.disconnects.watch(ticket, socket)
             yield ticket
         finally:
-            self.disconnects.forget(ticket)
-            waiters.count -= 1
-            self.waiting_polls -= 1
-            if self.metrics:
-                self.metrics.waiting.dec()
-            if waiters.count == 0 and self.users.get(user_id) is waiters:
-                del self.users[user_id]
-            if self.presence is not None:
-                self.presence.released(user_id, ticket.gone)
-            if not self.users:
-                # Nobody waits: the position is kept, and read on, for the
-                # re-polls of the clients just answered; then forgotten.
-                self.reread.keep()
+            if not ticket.parked:
+                self.release(ticket)
+
+    def release(self, ticket):
+        """What a poll's wait took, given back: the registry entry, the watch on
+        its socket, the waiting-polls gauge."""
+        self.disconnects.forget(ticket)
+        waiters, user_id = ticket.waiters, ticket.user_id
+        waiters.count -= 1
+        self.waiting_polls -= 1
+        if self.metrics:
+            self.metrics.waiting.dec()
+        if waiters.count == 0 and self.users.get(user_id) is waiters:
+            del self.users[user_id]
+        if self.presence is not None:
+            self.presence.released(user_id, ticket.gone)
+        if not self.users:
+            # Nobody waits: the position is kept, and read on, for the
+            # re-polls of the clients just answered; then forgotten.
+            self.reread.keep()
 
     def wait(self, ticket, timeout):
         """Block until news for the ticket's user, a drop, shutdown or ``timeout``.
@@ -252,6 +273,11 @@ class Hub:
         waiters = ticket.waiters
         if len(waiters.news) == ticket.seen and not (self.closing or ticket.gone):
             waiters.event.wait(timeout)
+        return self.take(ticket)
+
+    def take(self, ticket):
+        """The news the ticket has not taken yet, without waiting."""
+        waiters = ticket.waiters
         fresh = waiters.news[ticket.seen:]
         ticket.seen = len(waiters.news)
         return fresh

@@ -15,6 +15,8 @@ import time
 from flask import g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
+from .parking import PARKED_KEY
+
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 POLL_ENDPOINT = "community_changes.poll"
@@ -141,6 +143,7 @@ def init_app(app):
         for name in headers.keys():
             missing.pop(name.lower(), None)
         headers.extend((name, SECURITY_HEADERS[name]) for name in missing.values())
-        if request.endpoint == POLL_ENDPOINT:
+        # A parked poll is counted when the hub answers it (app/parking.py).
+        if request.endpoint == POLL_ENDPOINT and PARKED_KEY not in request.environ:
             app.extensions["metrics"].observe_poll(response)
         return response

@@ -24,9 +24,10 @@ from .. import cursors, feed, queries, wire
 from ..auth import authenticate, provision
 from ..coalescing import coalescable
 from ..db import read_transaction
-from ..errors import Problem
+from ..errors import Problem, handle_database_unavailable
 from ..hub import OverCapacity, TooManyPolls
 from ..intervals import advise_interval, jittered_wait
+from ..parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
 from .conditional import etag, strip_validator
 
 bp = Blueprint("community_changes", __name__, url_prefix="/community-changes")
@@ -130,6 +131,9 @@ def poll():
             else:
                 reply = look(identity.user_id, ask.known)
             coalescing = hub.reread.coalescing
+            if reply.status == "unchanged" and PARKABLE_KEY in request.environ:
+                # Waits as its socket and a record (app/parking.py), not a greenlet.
+                return park(hub, ticket, ask, reply)
             if reply.status == "unchanged":
                 waited = wait(hub, ticket, ask, reply.known)
                 if waited.status == "unchanged":
@@ -142,14 +146,54 @@ def poll():
             if reply.status == "changed":
                 coalescing.answered(identity.user_id)
 
+    data, headers = conclude(hub, identity.user_id, ask, reply)
+    return current_app.response_class(data, mimetype="application/json"), 200, headers
+
+
+def conclude(hub, user_id, ask, reply):
+    """The answer for ``reply``: its body and headers, the state noted for vouching."""
     now = datetime.now(timezone.utc)
     if reply.status == "changed":
         # The client's state changes with this very answer.
         reply = replace(reply, known=replace(reply.known, last_change_at=now))
     # Noted for vouching for this client's next poll.
-    hub.vouching.served_state(identity.user_id, reply.known.hash, reply.known.last_change_at,
+    hub.vouching.served_state(user_id, reply.known.hash, reply.known.last_change_at,
                               reply.communities, reply.known.cursor)
-    return answer(ask, reply, now, online_counts(identity.user_id, reply))
+    return answer(ask, reply, now, online_counts(user_id, reply))
+
+
+def park(hub, ticket, ask, reply):
+    """Leave the poll to the hub's answerer: the worker keeps its socket (app/parking.py).
+
+    What the client is answered now is a stand-in, which the worker takes
+    the framework's headers from and never sends.
+    """
+    deadline = time.monotonic() + jittered_wait(ask.timeout)
+    record = hub.parking.park(ticket, ask, Waiting(ask, reply.known), reply.community_ids,
+                              deadline, respond_parked, current_app._get_current_object())
+    request.environ[PARKED_KEY] = record
+    return current_app.response_class(b"", mimetype="application/json"), 200, {PARKED_HEADER: "1"}
+
+
+def respond_parked(record):
+    """The answer to a parked poll, as (status line, body, headers); run by the hub's answerer."""
+    hub = current_app.extensions["hub"]
+    user_id = record.ticket.user_id
+    try:
+        reply = record.waiting.reply()
+        if reply.status == "unchanged":
+            reply = replace(reply, community_ids=record.community_ids)
+        else:
+            hub.reread.coalescing.answered(user_id)
+        data, headers = conclude(hub, user_id, record.ask, reply)
+        status = "200 OK"
+    except Exception as error:
+        # As the view's error handlers would answer it (a database outage: 503).
+        response = handle_database_unavailable(error)
+        status, data = response.status, response.get_data()
+        headers = {name: value for name, value in response.headers.items() if name != "Content-Length"}
+    current_app.extensions["metrics"].answers.labels(headers.get("X-Poll-Result", "error")).inc()
+    return status, data, headers
 
 
 @contextmanager
@@ -197,41 +241,62 @@ def look(user_id, known):
 def wait(hub, ticket, ask, known, held=None, pause=0.0):
     """Wait for news of changes the client's cursor did not see, or the timeout.
 
-    ``known`` is where the poll's knowledge stands (its own read, or what the
-    client sent when the hub vouched for it); news from an older snapshot
-    says nothing new, and rows the client saw are not sent again.
-
     ``held``: a ``changed`` reply of activity only, held back for ``pause``
     seconds; news meanwhile joins it, and anything but activity ends the
     pause at once.
     """
-    seen = ask.known.cursor.position
-    epoch, latest = known.cursor.epoch, known.cursor.position
-    # The newest state seen: (hash, communities, notifications_unread).
-    state = (held.known.hash, held.communities, held.notifications_unread) if held else None
-    collected = {row.id: row for row in held.changes} if held else {}
+    waiting = Waiting(ask, known, held)
     deadline = time.monotonic() + (pause if held else jittered_wait(ask.timeout))
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or hub.closing or ticket.gone:
             break
-        for news in hub.wait(ticket, remaining):
-            if not news.position.covers(latest):
-                continue
-            latest = news.position
-            state = (news.hash, news.communities, news.notifications_unread)
-            for row in news.rows:
-                if not seen.sees(row):
-                    collected[row.id] = row
-        if collected and not (held and coalescable(collected.values())):
+        if waiting.take(hub.wait(ticket, remaining)):
             break
-    if collected:
-        rows = [collected[key] for key in sorted(collected)]
-        if not held:
-            current_app.extensions["metrics"].observe_wake(min(wire.utc(r.at) for r in rows))
-        digest, communities, unread = state
-        return Reply("changed", Known(cursors.Cursor(epoch, latest), digest), communities, rows, unread)
-    return Reply("unchanged", replace(known, cursor=cursors.Cursor(epoch, latest)))
+    return waiting.reply()
+
+
+class Waiting:
+    """What a waiting poll has gathered so far, whether it waits in a greenlet or parked.
+
+    ``known`` is where the poll's knowledge stands (its own read, or what the
+    client sent when the hub vouched for it); news from an older snapshot
+    says nothing new, and rows the client saw are not sent again.
+    """
+
+    __slots__ = ("seen", "known", "latest", "state", "collected", "held")
+
+    def __init__(self, ask, known, held=None):
+        self.seen = ask.known.cursor.position
+        self.known = known
+        self.latest = known.cursor.position
+        self.held = held
+        # The newest state seen: (hash, communities, notifications_unread).
+        self.state = (held.known.hash, held.communities, held.notifications_unread) if held else None
+        self.collected = {row.id: row for row in held.changes} if held else {}
+
+    def take(self, fresh):
+        """Take news from the hub; True when the poll has something to answer now."""
+        for news in fresh:
+            if not news.position.covers(self.latest):
+                continue
+            self.latest = news.position
+            self.state = (news.hash, news.communities, news.notifications_unread)
+            for row in news.rows:
+                if not self.seen.sees(row):
+                    self.collected[row.id] = row
+        return bool(self.collected) and not (self.held and coalescable(self.collected.values()))
+
+    def reply(self):
+        """The answer as of now: ``changed`` with what was gathered, else ``unchanged``."""
+        cursor = cursors.Cursor(self.known.cursor.epoch, self.latest)
+        if self.collected:
+            rows = [self.collected[key] for key in sorted(self.collected)]
+            if not self.held:
+                current_app.extensions["metrics"].observe_wake(min(wire.utc(r.at) for r in rows))
+            digest, communities, unread = self.state
+            return Reply("changed", Known(cursor, digest), communities, rows, unread)
+        return Reply("unchanged", replace(self.known, cursor=cursor))
 
 
 def read(user_id, cursor):
@@ -259,11 +324,12 @@ def online_counts(user_id, reply):
 
 
 def answer(ask, reply, now, online):
-    """The response for ``reply``, as of ``now``, with ``online`` counts beside the state."""
+    """The body and headers for ``reply``, as of ``now``, with ``online`` counts beside the state."""
     known = reply.known
     body = wire.poll_body(reply.status, known.cursor, known.hash, now,
                           reply.communities, reply.changes, reply.notifications_unread, online)
     headers = {
+        "Content-Type": "application/json",
         "X-Poll-Result": reply.status,
         "ETag": etag(known.hash),
         "Cache-Control": "no-store",
@@ -273,5 +339,4 @@ def answer(ask, reply, now, online):
         headers["Preference-Applied"] = ask.preference_applied
     # orjson rather than the framework's encoder: a fan-out serialises
     # thousands of answers in a row (about 4 µs a body against 17 µs).
-    data = orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
-    return current_app.response_class(data, mimetype="application/json"), 200, headers
+    return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE), headers
