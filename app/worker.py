@@ -4,6 +4,9 @@ Named by ``worker_class`` in gunicorn.conf.py as a dotted path, so that the
 master loads it only as gunicorn loads any worker class; nothing of the app is
 imported until a worker answers an error.
 """
+import functools
+from datetime import datetime
+
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -49,3 +52,163 @@ class ProblemWorker(GeventWorker):
             util.write_nonblock(client, raw_problem(page.status()))
         except Exception:
             self.log.debug("Failed to send error message.")
+
+
+class ParkedConnection(BaseException):
+    """A poll was parked: its connection is the hub's now, and gunicorn lets go of it.
+
+    A BaseException, so that it passes gunicorn's request error handling
+    (which would answer it) to ``handle_error`` below, which ignores it.
+    """
+
+
+class _Listener:
+    """The listening socket's name, which is all gunicorn's handler asks of it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def getsockname(self):
+        return self.name
+
+
+class ParkingWorker(ProblemWorker):
+    """The problem worker, where a waiting poll is parked rather than held in a greenlet.
+
+    ``PARKED_POLLS=1`` selects it (gunicorn.conf.py). The poll view parks a
+    poll that would wait (app/parking.py) when this worker offers it; the
+    worker then keeps a duplicate of the connection's socket for the hub,
+    lets its greenlet end, and reads the client's next request in a new one
+    once the hub has answered.
+    """
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        if hasattr(self.wsgi, "wsgi_app"):
+            self.wsgi.wsgi_app = _ParkingMiddleware(self.wsgi.wsgi_app, self)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        req.listener_name = listener_name
+        return super().handle_request(listener_name, req, sock, addr)
+
+    def handle_error(self, req, client, addr, exc):
+        if not isinstance(exc, ParkedConnection):
+            super().handle_error(req, client, addr, exc)
+
+    def resume(self, listener_name, addr, sock):
+        """The hub answered a parked poll on ``sock``: read the client's next request."""
+        import gevent
+
+        gevent.spawn(self.handle, _Listener(listener_name), sock, addr)
+
+    def run(self):
+        """gunicorn's loop, then the parked polls answered before the worker leaves.
+
+        gunicorn waits for the connections its own greenlets hold, which
+        parked polls are not among: they are answered (``unchanged``, the
+        connection closed) as a drain answers waiting polls.
+        """
+        super().run()
+        import time
+
+        import gevent
+
+        hub = self.wsgi.extensions.get("hub") if hasattr(self.wsgi, "extensions") else None
+        if hub is None:
+            return
+        if not hub.closing:
+            hub.close()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while (hub.parking.count or hub.in_flight) and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        gevent.sleep(0.2)  # let the last answers reach their sockets
+
+
+class _ParkingMiddleware:
+    """Offers parking to the app, and takes the socket of a request the app parked."""
+
+    # What a parked answer's access-log line is made of (gunicorn's atoms).
+    LOGGED = ("REMOTE_ADDR", "REQUEST_METHOD", "RAW_URI", "SERVER_PROTOCOL", "PATH_INFO",
+              "QUERY_STRING", "HTTP_USER_AGENT", "HTTP_REFERER")
+    # Headers each parked answer writes for itself.
+    OWN = {"content-type", "content-length"}
+
+    def __init__(self, wsgi_app, worker):
+        self.wsgi_app = wsgi_app
+        self.worker = worker
+
+    def __call__(self, environ, start_response):
+        from .parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
+
+        response = getattr(start_response, "__self__", None)
+        if not self.parkable(environ, response):
+            return self.wsgi_app(environ, start_response)
+        environ[PARKABLE_KEY] = True
+        started = datetime.now()
+        captured = []
+
+        def capture(status, headers, exc_info=None):
+            record = environ.get(PARKED_KEY)
+            if record is not None and any(name == PARKED_HEADER for name, _ in headers):
+                captured.append(headers)
+                return None
+            if record is not None:
+                # Not the stand-in (an error after the view): answered as usual.
+                environ[PARKED_KEY] = None
+                self.hub.parking.cancel(record)
+            return start_response(status, headers, exc_info)
+
+        result = self.wsgi_app(environ, capture)
+        if not captured:
+            return result
+        if hasattr(result, "close"):
+            result.close()
+        fixed = [("Server", response.version)]
+        fixed.extend((name, value) for name, value in captured[0]
+                     if name != PARKED_HEADER and name.lower() not in self.OWN)
+        head = "".join(f"{name}: {value}\r\n" for name, value in fixed).encode("latin-1")
+        req = response.req
+        sock = environ["gunicorn.socket"].dup()
+        resume = functools.partial(self.worker.resume, req.listener_name, environ.get("REMOTE_ADDR"))
+        self.hub.parking.settle(environ[PARKED_KEY], sock, head, resume,
+                                self.access_logger(environ, fixed, started))
+        raise ParkedConnection()
+
+    @property
+    def hub(self):
+        return self.worker.wsgi.extensions["hub"]
+
+    def parkable(self, environ, response):
+        """A plain HTTP/1.1 keep-alive GET with nothing behind it, on a worker that stays."""
+        if response is None or not hasattr(response, "req") or "gunicorn.socket" not in environ:
+            return False
+        req = response.req
+        worker = self.worker
+        return (worker.alive and worker.cfg.keepalive and not worker.cfg.is_ssl
+                and req.version == (1, 1) and not req.should_close() and req.method == "GET"
+                and not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ
+                and not req.unreader.buf.getbuffer().nbytes)
+
+    def access_logger(self, environ, fixed, started):
+        """Logs a parked answer as gunicorn logs others, or None when nothing is logged."""
+        log = self.worker.log
+        if not log.access_log_enabled:
+            return None
+        logged = {key: environ[key] for key in self.LOGGED if key in environ}
+
+        def access(status, headers, length):
+            answer = _Logged(status, [*fixed, *headers.items()], length)
+            log.access(answer, [], logged, datetime.now() - started)
+
+        return access
+
+
+class _Logged:
+    """What gunicorn's access log reads of an answer."""
+
+    __slots__ = ("status", "headers", "sent")
+
+    def __init__(self, status, headers, sent):
+        self.status, self.headers, self.sent = status, headers, sent
