@@ -25,14 +25,18 @@ TARGETS = {
     "longpoll": ("wsgi:app", "/community-changes/poll"),
     "naive": ("bench.baselines:naive_app()", "/bench/naive-poll"),
     "bare_wait": ("bench.baselines:bare_wait_app()", "/bench/wait"),
+    # The real poll on the parking worker: waiting polls kept as sockets (app/parking.py).
+    "parked": ("wsgi:app", "/community-changes/poll"),
 }
+# What a kind sets in the server's environment beside the run's database.
+KIND_ENVIRON = {"parked": {"PARKED_POLLS": "1"}}
 POLL_TIMEOUT = 290  # longer than a session, so no poll times out in the middle of one
 
 
 def run_session(database, kind, waiters, phases, options, used_users):
     target, path = TARGETS[kind]
     result = {"kind": kind, "waiters": waiters}
-    server = Server(database, target=target).start()
+    server = Server(database, target=target, **KIND_ENVIRON.get(kind, {})).start()
     client = ClientProcess()
     try:
         warm_up(server, client, path)

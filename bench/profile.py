@@ -85,9 +85,9 @@ def cpu304(database, seconds):
     print_inclusive(output)
 
 
-def fanout(database, waiters):
+def fanout(database, waiters, parked=False):
     """Hold ``waiters`` polls, then sample the worker while a rename of everyone's community wakes them."""
-    server = Server(database, target="wsgi:app").start()
+    server = Server(database, target="wsgi:app", **({"PARKED_POLLS": "1"} if parked else {})).start()
     client = ClientProcess()
     output = Path(tempfile.mkdtemp()) / "py-spy.txt"
     try:
@@ -246,6 +246,7 @@ def main():
     parser.add_argument("--waiters", type=int, default=2000,
                         help="memory, fanout: polls held; reread: members waiting")
     parser.add_argument("--quick", action="store_true", help="burst: the small version")
+    parser.add_argument("--parked", action="store_true", help="fanout: on the parking worker (PARKED_POLLS)")
     parser.add_argument("--rows", type=int, default=100, help="reread: activity rows read through read_news")
     parser.add_argument("--explained", type=int, default=2000, help="reread: activity rows explained")
     args = parser.parse_args()
@@ -263,7 +264,7 @@ def main():
         if args.what == "cpu304":
             cpu304(database, args.seconds)
         elif args.what == "fanout":
-            fanout(database, args.waiters)
+            fanout(database, args.waiters, args.parked)
         else:
             memory(database, args.waiters)
     finally:
