@@ -64,8 +64,10 @@ class Parking:
     def __init__(self, hub):
         self.hub = hub
         self.count = 0
-        # Set by the poll view when it parks: ``respond(record)`` gives the
-        # answer as (status line, body, headers); ``app`` for its context.
+        # Set by the poll view when it parks: ``prepare(records)`` before a
+        # batch is answered, ``respond(record)`` giving each answer as
+        # (status line, body, headers); ``app`` for their context.
+        self.prepare = None
         self.respond = None
         self.app = None
         self._woken = set()
@@ -74,9 +76,12 @@ class Parking:
         self._signal = Event()
         self._greenlet = None
 
-    def park(self, ticket, ask, waiting, community_ids, deadline, respond, app):
-        """Take a poll's place for it: its ticket is released when it is answered."""
-        self.respond, self.app = respond, app
+    def park(self, ticket, ask, waiting, community_ids, deadline, answers, app):
+        """Take a poll's place for it: its ticket is released when it is answered.
+
+        ``answers``: (prepare, respond), as the answerer calls them.
+        """
+        (self.prepare, self.respond), self.app = answers, app
         ticket.parked = True
         return ParkedPoll(ticket, ask, waiting, community_ids, deadline)
 
@@ -130,12 +135,7 @@ class Parking:
             due = self._due()
             if due:
                 with self.app.app_context():
-                    for record, expired in due:
-                        try:
-                            self._step(record, expired)
-                        except Exception:
-                            log.exception("a parked poll could not be answered")
-                            self._close(record)
+                    self._answer_batch([record for record, expired in due if self._ready(record, expired)])
 
     def _due(self):
         """The parked polls to look at now: those of woken users, and those past their deadline."""
@@ -151,16 +151,34 @@ class Parking:
                 due.append((record, True))
         return due
 
-    def _step(self, record, expired):
+    def _ready(self, record, expired):
+        """Whether ``record`` is to be answered now, its news taken; a poll whose client left is let go."""
         if record.done:
-            return
+            return False
         ticket, hub = record.ticket, self.hub
         if ticket.gone:
             self._close(record)
+            return False
+        try:
+            ready = record.waiting.take(hub.take(ticket))
+        except Exception:
+            log.exception("a parked poll could not take its news")
+            ready = True  # answered (an error answer, if it must be) rather than left waiting
+        return ready or expired or hub.closing
+
+    def _answer_batch(self, records):
+        if not records:
             return
-        ready = record.waiting.take(hub.take(ticket))
-        if ready or expired or hub.closing:
-            self._answer(record)
+        try:
+            self.prepare(records)
+        except Exception:
+            log.exception("a batch of parked polls could not be prepared")
+        for record in records:
+            try:
+                self._answer(record)
+            except Exception:
+                log.exception("a parked poll could not be answered")
+                self._close(record)
 
     def _answer(self, record):
         self._leave(record)

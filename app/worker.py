@@ -5,6 +5,7 @@ master loads it only as gunicorn loads any worker class; nothing of the app is
 imported until a worker answers an error.
 """
 import functools
+import logging
 from datetime import datetime
 
 from gunicorn import util
@@ -98,10 +99,29 @@ class ParkingWorker(ProblemWorker):
             super().handle_error(req, client, addr, exc)
 
     def resume(self, listener_name, addr, sock):
-        """The hub answered a parked poll on ``sock``: read the client's next request."""
+        """The hub answered a parked poll on ``sock``: read the client's next request.
+
+        No greenlet (and no request parser) until the client sends it: the
+        event loop watches the socket, and closes it after ``keepalive``
+        seconds of silence as gunicorn's own keep-alive wait would.
+        """
         import gevent
 
-        gevent.spawn(self.handle, _Listener(listener_name), sock, addr)
+        loop = gevent.get_hub().loop
+        readable, idle = loop.io(sock.fileno(), 1), loop.timer(self.cfg.keepalive)
+
+        def arrived():
+            readable.stop()
+            idle.stop()
+            gevent.spawn(self.handle, _Listener(listener_name), sock, addr)
+
+        def silent():
+            readable.stop()
+            idle.stop()
+            util.close(sock)
+
+        readable.start(arrived)
+        idle.start(silent)
 
     def run(self):
         """gunicorn's loop, then the parked polls answered before the worker leaves.
@@ -194,7 +214,7 @@ class _ParkingMiddleware:
     def access_logger(self, environ, fixed, started):
         """Logs a parked answer as gunicorn logs others, or None when nothing is logged."""
         log = self.worker.log
-        if not log.access_log_enabled:
+        if not (log.access_log_enabled and log.access_log.isEnabledFor(logging.INFO)):
             return None
         logged = {key: environ[key] for key in self.LOGGED if key in environ}
 

@@ -170,9 +170,22 @@ def park(hub, ticket, ask, reply):
     """
     deadline = time.monotonic() + jittered_wait(ask.timeout)
     record = hub.parking.park(ticket, ask, Waiting(ask, reply.known), reply.community_ids,
-                              deadline, respond_parked, current_app._get_current_object())
+                              deadline, (prepare_parked, respond_parked), current_app._get_current_object())
     request.environ[PARKED_KEY] = record
     return current_app.response_class(b"", mimetype="application/json"), 200, {PARKED_HEADER: "1"}
+
+
+def prepare_parked(records):
+    """Before a batch of parked polls is answered: their communities' online counts, read at once.
+
+    The answers of a fan-out find their users' communities stale together;
+    answered one after another by one greenlet, each would read its own.
+    """
+    wanted = set()
+    for record in records:
+        wanted.update(record.community_ids or ())
+        wanted.update(entry["id"] for entry in record.waiting.communities() or ())
+    current_app.extensions["presence"].counts(wanted)
 
 
 def respond_parked(record):
@@ -286,6 +299,10 @@ class Waiting:
                 if not self.seen.sees(row):
                     self.collected[row.id] = row
         return bool(self.collected) and not (self.held and coalescable(self.collected.values()))
+
+    def communities(self):
+        """The communities of the newest state the news brought, or None."""
+        return self.state[1] if self.state else None
 
     def reply(self):
         """The answer as of now: ``changed`` with what was gathered, else ``unchanged``."""
