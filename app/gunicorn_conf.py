@@ -32,8 +32,8 @@ if not _server["PROMETHEUS_MULTIPROC_DIR"]:
     os.environ["COMMUNITY_SYNC_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 bind = _server["BIND"]
-# gunicorn's gevent worker, answering its own errors as problem+json; with
-# PARKED_POLLS, one where waiting polls are parked sockets (app/worker.py).
+# gunicorn's gevent worker, answering its own errors as problem+json, where
+# waiting polls are parked sockets (PARKED_POLLS, the default) or greenlets (app/worker.py).
 worker_class = "app.worker.ParkingWorker" if _server["PARKED_POLLS"] else "app.worker.ProblemWorker"
 workers = _server["WEB_CONCURRENCY"]
 # Each waiting poll is one connection. Keep this above POLL_MAX_WAITING.

@@ -54,6 +54,11 @@ class Metrics:
             "community_sync_waiting_polls", "Long polls waiting, across live workers.",
             registry=self.registry, multiprocess_mode="livesum",
         )
+        self.parked = Gauge(
+            "community_sync_parked_polls",
+            "Of the waiting polls, those parked as a socket and a record (PARKED_POLLS), across live workers.",
+            registry=self.registry, multiprocess_mode="livesum",
+        )
         self.answers = Counter(
             "community_sync_poll_answers_total",
             "Poll answers by result: changed, unchanged, reset; refused (429/503) and error.",

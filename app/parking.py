@@ -97,6 +97,8 @@ class Parking:
         waiters.parked.append(record)
         self.count += 1
         hub = self.hub
+        if hub.metrics:
+            hub.metrics.parked.inc()
         hub.disconnects.forget(ticket)
         hub.disconnects.watch(ticket, sock)
         heapq.heappush(self._deadlines, (record.deadline, next(self._order), record))
@@ -240,6 +242,8 @@ class Parking:
             return
         record.done = True
         self.count -= 1
+        if self.hub.metrics:
+            self.hub.metrics.parked.dec()
         ticket = record.ticket
         parked = ticket.waiters.parked
         if parked is not None and record in parked:

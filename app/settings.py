@@ -57,7 +57,7 @@ SERVER_SETTINGS = {
     "WORKER_TIMEOUT": (int, 30),
     "KEEPALIVE": (int, 75),
     "ACCESS_LOG": (bool, False),
-    "PARKED_POLLS": (bool, False),
+    "PARKED_POLLS": (bool, True),
     "LOG_LEVEL": (str, "info"),
     "FORWARDED_ALLOW_IPS": (str, "127.0.0.1"),
     # prometheus_client reads it from the environment itself; gunicorn.conf.py

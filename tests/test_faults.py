@@ -319,9 +319,9 @@ def test_killed_and_reloaded_workers_lose_nothing(servers, clients, pg_database,
         assert not [s for _t, s in client["failures"] if s >= 500], client
 
 
-def sigterm_while_polls_wait(servers, clients):
+def sigterm_while_polls_wait(servers, clients, parked):
     """SIGTERM the server under 100 waiting polls; each client's events after it."""
-    server = servers(workers=2)
+    server = servers(workers=2, PARKED_POLLS=parked)
     users = [f"u-{i:03d}" for i in range(50)]
     poll = clients(server, users, per_user=2, timeout=50, events=True)
     poll.event("ready", 60)
@@ -335,8 +335,13 @@ def sigterm_while_polls_wait(servers, clients):
     return stopped, [[e for e in c["events"] if e[0] >= signalled] for c in done["clients"]], signalled
 
 
-def test_sigterm_drains_waiting_polls(servers, clients):
-    stopped, afters, signalled = sigterm_while_polls_wait(servers, clients)
+# Parked polls (the default) and polls held in greenlets: each drains.
+PARKED = pytest.mark.parametrize("parked", ["1", "0"], ids=["parked", "held"])
+
+
+@PARKED
+def test_sigterm_drains_waiting_polls(servers, clients, parked):
+    stopped, afters, signalled = sigterm_while_polls_wait(servers, clients, parked)
     drained = []
     for after in afters:
         assert after and after[0][1:] == [200, "unchanged"], after
@@ -347,8 +352,9 @@ def test_sigterm_drains_waiting_polls(servers, clients):
     assert stopped < 10
 
 
-def test_a_poll_reaching_a_closing_worker_gets_no_5xx(servers):
-    server = servers(workers=1)
+@PARKED
+def test_a_poll_reaching_a_closing_worker_gets_no_5xx(servers, parked):
+    server = servers(workers=1, PARKED_POLLS=parked)
     token = bearer_token(SECRET, "u-keepalive")
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     headers = {"Authorization": f"Bearer {token}"}
@@ -372,8 +378,9 @@ def test_a_poll_reaching_a_closing_worker_gets_no_5xx(servers):
     assert not [status for status in statuses if status >= 500], statuses
 
 
-def test_disconnected_clients_free_their_places(servers, clients):
-    server = servers(workers=2)
+@PARKED
+def test_disconnected_clients_free_their_places(servers, clients, parked):
+    server = servers(workers=2, PARKED_POLLS=parked)
     users = [f"u-{i:03d}" for i in range(100)]
     poll = clients(server, users, timeout=50)
     poll.event("ready", 60)

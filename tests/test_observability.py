@@ -17,6 +17,7 @@ from harness.servers import Server, flask, wait_for
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 NAMES = [
     "community_sync_waiting_polls",
+    "community_sync_parked_polls",
     "community_sync_poll_answers_total",
     "community_sync_wakeups_total",
     "community_sync_wake_source_reconnects_total",
