@@ -169,9 +169,9 @@ def run_shared(args, options, scenarios, results):
                 results["sessions"]["bare_wait"] = [longpoll.run_session(
                     database, "bare_wait", options["waiters"], [p for p in phases if p in ("held", "fanout")],
                     dict(options, fanout_small=False), used)]
-                # The same poll on the parking worker (PARKED_POLLS), beside the two.
-                results["sessions"]["parked"] = [longpoll.run_session(
-                    database, "parked", options["waiters"],
+                # The same poll with parking off (PARKED_POLLS=0): each waiting poll a greenlet.
+                results["sessions"]["greenlets"] = [longpoll.run_session(
+                    database, "greenlets", options["waiters"],
                     [p for p in phases if p in ("held", "wake", "fanout")], options, used)]
         free = [f"u{i}" for i in range(users_needed) if i not in used]
         if "conditional" in scenarios:

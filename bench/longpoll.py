@@ -25,11 +25,11 @@ TARGETS = {
     "longpoll": ("wsgi:app", "/community-changes/poll"),
     "naive": ("bench.baselines:naive_app()", "/bench/naive-poll"),
     "bare_wait": ("bench.baselines:bare_wait_app()", "/bench/wait"),
-    # The real poll on the parking worker: waiting polls kept as sockets (app/parking.py).
-    "parked": ("wsgi:app", "/community-changes/poll"),
+    # The real poll with parking off: each waiting poll held in a greenlet (PARKED_POLLS=0).
+    "greenlets": ("wsgi:app", "/community-changes/poll"),
 }
 # What a kind sets in the server's environment beside the run's database.
-KIND_ENVIRON = {"parked": {"PARKED_POLLS": "1"}}
+KIND_ENVIRON = {"greenlets": {"PARKED_POLLS": "0"}}
 POLL_TIMEOUT = 290  # longer than a session, so no poll times out in the middle of one
 
 

@@ -144,10 +144,13 @@ def summary_rows(results, add):
         per_poll = med(long_runs, "rss_per_poll")
         naive_per_poll = med(naive_runs, "rss_per_poll")
         floor = med(sessions(results, "bare_wait"), "rss_per_poll")
+        greenlets = med(sessions(results, "greenlets"), "rss_per_poll")
         add(f"| 1 | Held polls | {n:,} held, none failed, RSS ≤ 15 KB/poll | {held:,} held, {failures} failed, "
             f"{num(per_poll / 1000, 1)} KB/poll | naive: {num((naive_per_poll or 0) / 1000, 1)} KB/poll; bare Flask "
-            f"view waiting on an event: {num((floor or 0) / 1000, 1)} KB | "
-            f"naive uses {ratio(naive_per_poll, per_poll)} as much; {ratio(per_poll, floor)} the floor | {verdict(held >= n and failures == 0 and per_poll <= 15000)} |")
+            f"view waiting on an event: {num((floor or 0) / 1000, 1)} KB; held in greenlets "
+            f"(`PARKED_POLLS=0`): {num((greenlets or 0) / 1000, 1)} KB | "
+            f"naive uses {ratio(naive_per_poll, per_poll)} as much; {ratio(per_poll, floor)} the floor; "
+            f"{ratio(per_poll, greenlets)} the greenlets' | {verdict(held >= n and failures == 0 and per_poll <= 15000)} |")
     if long_runs and "wake" in long_runs[0]:
         p50 = med(long_runs, "wake", "p50")
         p99 = med(long_runs, "wake", "p99")
@@ -172,11 +175,15 @@ def summary_rows(results, add):
         naive_last = median([f["last"] for f in naive_big])
         naive_statements = median([f["statements"] for f in naive_big])
         floor_last = median([f["last"] for r in sessions(results, "bare_wait") for f in r.get("fanout", [])])
+        greenlets_last = median([f["last"] for r in sessions(results, "greenlets") for f in r.get("fanout", [])
+                                 if f["community"] == "c-all"])
         add(f"| 3 | Fan-out: rename, {n:,} members waiting | all within 1 s; queries independent of members | "
             f"last answer {ms(last)}; {num(statements)} statements ({num(small_statements)} for "
             f"{results['options']['small']:,} members) | naive: last {ms(naive_last)}, {num(naive_statements)} "
-            f"statements; bare Flask views woken by one event: last {ms(floor_last)} | "
-            f"{ratio(naive_statements, statements)} fewer statements; last answer {ratio(last, floor_last)} the floor's | "
+            f"statements; bare Flask views woken by one event: last {ms(floor_last)}; held in greenlets "
+            f"(`PARKED_POLLS=0`): last {ms(greenlets_last)} | "
+            f"{ratio(naive_statements, statements)} fewer statements; last answer {ratio(last, floor_last)} the floor's, "
+            f"{ratio(last, greenlets_last)} the greenlets' | "
             f"{verdict(all_answered and last <= 1.0 and statements == small_statements)} |")
     if long_runs and "idle" in long_runs[0]:
         rate = med(long_runs, "idle", "transactions_per_second")
@@ -229,7 +236,8 @@ def details(results, add):
         for kind, runs in (("long poll", long_runs), ("naive", naive_runs),
                            (f"naive, {results['options'].get('naive_small_waiters', 0):,} waiters",
                             sessions(results, "naive_small")),
-                           ("bare wait", sessions(results, "bare_wait"))):
+                           ("bare wait", sessions(results, "bare_wait")),
+                           ("greenlets (`PARKED_POLLS=0`)", sessions(results, "greenlets"))):
             for number, r in enumerate(runs, 1):
                 idle = r.get("idle", {})
                 wake = r.get("wake", {})
