@@ -10,8 +10,9 @@ published. ``python -m bench.profile reread``: the hub's batched re-read
 (``feed.read_news``) after activity in a community whose members all wait,
 timed in this process and explained by PostgreSQL (EXPLAIN ANALYZE).
 ``python -m bench.profile fanout [--waiters N]``: py-spy samples the worker
-while one rename wakes ``--waiters`` held polls. All use a database of their
-own, like the suite.
+while one rename wakes ``--waiters`` held polls. ``memory`` and ``fanout`` take
+``--greenlets`` to profile the polls held in greenlets (``PARKED_POLLS=0``)
+rather than parked. All use a database of their own, like the suite.
 """
 import argparse
 import collections
@@ -85,9 +86,9 @@ def cpu304(database, seconds):
     print_inclusive(output)
 
 
-def fanout(database, waiters, parked=False):
+def fanout(database, waiters, environ):
     """Hold ``waiters`` polls, then sample the worker while a rename of everyone's community wakes them."""
-    server = Server(database, target="wsgi:app", **({"PARKED_POLLS": "1"} if parked else {})).start()
+    server = Server(database, target="wsgi:app", **environ).start()
     client = ClientProcess()
     output = Path(tempfile.mkdtemp()) / "py-spy.txt"
     try:
@@ -158,12 +159,12 @@ def burst(quick):
     print_inclusive(output, top=60)
 
 
-def memory(database, waiters):
+def memory(database, waiters, environ):
     directory = Path(tempfile.mkdtemp())
     out = directory / "tracemalloc.txt"
     conf = directory / "gunicorn_tracemalloc.py"
     conf.write_text(TRACEMALLOC_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
-    server = Server(database, target="wsgi:app", config=conf).start()
+    server = Server(database, target="wsgi:app", config=conf, **environ).start()
     client = None
     try:
         time.sleep(2)
@@ -246,7 +247,8 @@ def main():
     parser.add_argument("--waiters", type=int, default=2000,
                         help="memory, fanout: polls held; reread: members waiting")
     parser.add_argument("--quick", action="store_true", help="burst: the small version")
-    parser.add_argument("--parked", action="store_true", help="fanout: on the parking worker (PARKED_POLLS)")
+    parser.add_argument("--greenlets", action="store_true",
+                        help="memory, fanout: parking off, each waiting poll held in a greenlet (PARKED_POLLS=0)")
     parser.add_argument("--rows", type=int, default=100, help="reread: activity rows read through read_news")
     parser.add_argument("--explained", type=int, default=2000, help="reread: activity rows explained")
     args = parser.parse_args()
@@ -257,6 +259,7 @@ def main():
     if args.what == "reread":
         reread(args.waiters, args.rows, args.explained)
         return
+    environ = {"PARKED_POLLS": "0"} if args.greenlets else {}
     database = stack.Database()
     try:
         database.migrate()
@@ -264,9 +267,9 @@ def main():
         if args.what == "cpu304":
             cpu304(database, args.seconds)
         elif args.what == "fanout":
-            fanout(database, args.waiters, args.parked)
+            fanout(database, args.waiters, environ)
         else:
-            memory(database, args.waiters)
+            memory(database, args.waiters, environ)
     finally:
         database.drop()
 

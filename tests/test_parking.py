@@ -14,16 +14,159 @@ import socket
 import time
 from urllib.parse import urlencode
 
+import gevent
+import gevent.socket
 import pytest
 import requests
 
+from app.reread import News
 from conftest import bearer
 from harness.servers import wait_for
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.parametrize("backend", ["postgres"])]
+# The tests against real servers, on PostgreSQL (its wake source wakes at once).
+SERVERS = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.parametrize("backend", ["postgres"])]
+
+
+
+def apply(marks):
+    def decorate(test):
+        for mark in reversed(marks):
+            test = mark(test)
+        return test
+    return decorate
+
 
 ORIGIN = "https://platform.example"
 POLL = "/community-changes/poll"
+
+
+# -- the answerer, on its own ---------------------------------------------------------
+
+
+class Gathered:
+    """A parked poll's ``Waiting``, reduced to what the answerer asks of it."""
+
+    def __init__(self):
+        self.news = []
+
+    def take(self, fresh):
+        self.news.extend(fresh)
+        return bool(self.news)
+
+    def communities(self):
+        return None
+
+
+def respond(record):
+    status = "changed" if record.waiting.news else "unchanged"
+    body = json.dumps({"status": status, "padding": "x" * record.ask}).encode()
+    return "200 OK", body, {"Content-Type": "application/json", "X-Poll-Result": status}
+
+
+@pytest.fixture
+def parked(app):
+    """``parked(user_id, timeout=30, size=0)``: a poll parked on the app's hub, as
+    (record, client socket, connections handed back); every parked socket closed after."""
+    hub = app.extensions["hub"]
+    prepared, sockets = [], []
+
+    def park(user_id, timeout=30, size=0):
+        # gevent's sockets, as the worker's are (the suite's process is not patched).
+        server_side, client_side = gevent.socket.socketpair()
+        sockets.extend((server_side, client_side))
+        handed_back = []
+        with hub.waiting(user_id) as ticket:
+            record = hub.parking.park(ticket, size, Gathered(), [], time.monotonic() + timeout,
+                                      (prepared.append, respond), app)
+        hub.parking.settle(record, server_side, b"X-Fixed: kept\r\n", handed_back.append)
+        return record, client_side, handed_back
+
+    yield park
+    for sock in sockets:
+        sock.close()
+
+
+def read_answer(sock, timeout=5):
+    """One answer from ``sock``: (head lines, body)."""
+    data = b""
+    with gevent.Timeout(timeout):
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = int(next(line.split(": ")[1] for line in lines if line.startswith("Content-Length")))
+        while len(body) < length:
+            body += sock.recv(65536)
+    return lines, body
+
+
+def deliver(hub, user_id):
+    hub.users[user_id].deliver(News(["a row"], [], 0, "h", None))
+
+
+def test_a_woken_parked_poll_is_answered_and_its_connection_handed_back(app, parked):
+    hub = app.extensions["hub"]
+    record, client_side, handed_back = parked("u-ada")
+    assert hub.waiting_polls == hub.parking.count == 1 and hub.users["u-ada"].parked == [record]
+    deliver(hub, "u-ada")
+    lines, body = read_answer(client_side)
+    assert lines[0] == "HTTP/1.1 200 OK" and lines[1] == "X-Fixed: kept"
+    assert "Connection: keep-alive" in lines and "X-Poll-Result: changed" in lines
+    assert json.loads(body)["status"] == "changed"
+    gevent.sleep(0)
+    assert len(handed_back) == 1
+    assert hub.waiting_polls == hub.parking.count == 0 and "u-ada" not in hub.users
+
+
+def test_a_parked_poll_is_answered_at_its_deadline(app, parked):
+    hub = app.extensions["hub"]
+    _, client_side, handed_back = parked("u-ada", timeout=0.2)
+    _, other_side, _ = parked("u-grace", timeout=30)
+    lines, body = read_answer(client_side)
+    assert json.loads(body)["status"] == "unchanged" and len(handed_back) == 1
+    # The other poll's later deadline is untouched.
+    assert hub.waiting_polls == hub.parking.count == 1 and list(hub.users) == ["u-grace"]
+    other_side.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        other_side.recv(1)
+
+
+def test_a_hang_up_releases_a_parked_poll_without_an_answer(app, parked):
+    hub = app.extensions["hub"]
+    _, client_side, handed_back = parked("u-ada")
+    client_side.close()
+    with gevent.Timeout(3):
+        while hub.parking.count:
+            gevent.sleep(0.01)
+    assert hub.waiting_polls == 0 and handed_back == [] and "u-ada" not in hub.users
+
+
+def test_an_answer_larger_than_the_socket_buffer_arrives_whole(app, parked):
+    hub = app.extensions["hub"]
+    size = 4 * 1024 * 1024
+    _, client_side, handed_back = parked("u-ada", size=size)
+    deliver(hub, "u-ada")
+    gevent.sleep(0.1)  # the first send fills the buffers; the rest waits for the reader
+    assert handed_back == [] and hub.parking.count == 0
+    lines, body = read_answer(client_side)
+    assert len(json.loads(body)["padding"]) == size
+    with gevent.Timeout(3):
+        while not handed_back:
+            gevent.sleep(0.01)
+
+
+def test_shutdown_answers_parked_polls_and_closes_them(app, parked):
+    hub = app.extensions["hub"]
+    _, client_side, handed_back = parked("u-ada")
+    hub.close()
+    lines, body = read_answer(client_side)
+    assert "Connection: close" in lines and json.loads(body)["status"] == "unchanged"
+    with gevent.Timeout(3):
+        assert client_side.recv(1) == b""  # closed by the server
+    assert handed_back == [] and hub.parking.count == hub.waiting_polls == 0
+
+
+# -- against real servers --------------------------------------------------------------
 
 
 class Client:
@@ -77,11 +220,12 @@ def gauge(server, name):
     return server.metrics()[f"community_sync_{name}_polls"]
 
 
-def parked(server, count):
+def until_parked(server, count):
     wait_for(lambda: gauge(server, "parked") == count == gauge(server, "waiting"), 10,
              message=f"{count} parked polls")
 
 
+@apply(SERVERS)
 def test_a_parked_answer_carries_what_a_held_one_does(server_factory, database, connect):
     """Every contract, CORS and security header, the same as the greenlet path writes them."""
     servers = {"parked": server_factory(database, CORS_ORIGINS=ORIGIN),
@@ -116,6 +260,7 @@ def test_a_parked_answer_carries_what_a_held_one_does(server_factory, database, 
     assert (parked_body["status"], parked_body["hash"]) == (held_body["status"], held_body["hash"])
 
 
+@apply(SERVERS)
 def test_a_change_wakes_a_parked_poll_once(server_factory, database, connect):
     server = server_factory(database, SAFETY_NET_INTERVAL="3600")
     requests.post(server.url + "/communities", headers=bearer("u-admin", admin=True),
@@ -123,7 +268,7 @@ def test_a_change_wakes_a_parked_poll_once(server_factory, database, connect):
     client = connect(server, "u-ada")
     state = client.snapshot()
     client.poll(state, 30)
-    parked(server, 1)
+    until_parked(server, 1)
     requests.put(server.url + "/communities/c-x/members/me", headers=bearer("u-ada")).raise_for_status()
     response, body = client.receive()
     changed = json.loads(body)
@@ -132,32 +277,34 @@ def test_a_change_wakes_a_parked_poll_once(server_factory, database, connect):
     assert [c["id"] for c in changed["communities"]] == ["c-x"]
     # The next poll, on the same connection, parks again and is not told the change twice.
     client.poll(changed, 1)
-    parked(server, 1)
+    until_parked(server, 1)
     response, body = client.receive()
     assert json.loads(body)["status"] == "unchanged"
     assert json.loads(body)["cursor"] == changed["cursor"]
     client.close()
 
 
+@apply(SERVERS)
 def test_a_client_hanging_up_frees_its_parked_poll(server_factory, database, connect):
     server = server_factory(database)
     clients = [connect(server, f"u-{n}") for n in range(3)]
     for client in clients:
         client.poll(client.snapshot(), 30)
-    parked(server, 3)
+    until_parked(server, 3)
     clients[0].close()
     # Long before the poll's 30 s: the hang-up itself frees it.
-    parked(server, 2)
+    until_parked(server, 2)
     for client in clients[1:]:
         client.close()
-    parked(server, 0)
+    until_parked(server, 0)
 
 
+@apply(SERVERS)
 def test_shutdown_answers_parked_polls_and_closes_their_connections(server_factory, database, connect):
     server = server_factory(database)
     client = connect(server, "u-ada")
     client.poll(client.snapshot(), 30)
-    parked(server, 1)
+    until_parked(server, 1)
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     response, body = client.receive()
@@ -168,6 +315,7 @@ def test_shutdown_answers_parked_polls_and_closes_their_connections(server_facto
     client.close()
 
 
+@apply(SERVERS)
 def test_polls_that_cannot_be_parked_wait_in_greenlets(server_factory, database, connect, request):
     """HTTP/1.0, and a client that asks for its connection to be closed, keep the greenlet path."""
     server = server_factory(database)
