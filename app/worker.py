@@ -6,8 +6,10 @@ imported until a worker answers an error.
 """
 import functools
 import logging
+import time
 from datetime import datetime
 
+import gevent
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -105,8 +107,6 @@ class ParkingWorker(ProblemWorker):
         event loop watches the socket, and closes it after ``keepalive``
         seconds of silence as gunicorn's own keep-alive wait would.
         """
-        import gevent
-
         loop = gevent.get_hub().loop
         readable, idle = loop.io(sock.fileno(), 1), loop.timer(self.cfg.keepalive)
 
@@ -131,10 +131,6 @@ class ParkingWorker(ProblemWorker):
         connection closed) as a drain answers waiting polls.
         """
         super().run()
-        import time
-
-        import gevent
-
         hub = self.wsgi.extensions.get("hub") if hasattr(self.wsgi, "extensions") else None
         if hub is None:
             return
