@@ -223,10 +223,11 @@ def read_states(connection, user_ids):
     grouped = {user_id: [] for user_id in user_ids}
     unread = dict.fromkeys(user_ids, 0)
     clause = queries.in_json_list(User.id, user_ids, connection.dialect.name)
+    entry = wire.community_entries()
     for row in connection.execute(queries.states_of(clause)):
         unread[row.user_id] = row.notifications_unread
         if row.id is not None:
-            grouped[row.user_id].append(wire.community_entry(row))
+            grouped[row.user_id].append(entry(row))
     return {user_id: UserState(wire.sort_communities(entries), unread[user_id])
             for user_id, entries in grouped.items()}
 

@@ -72,6 +72,22 @@ def test_a_community_entry_keeps_its_keys_in_order_and_its_times_in_seconds():
     assert wire.community_body(row) == {key: entry[key] for key in list(entry)[:5]}
 
 
+def test_entries_read_together_are_each_what_community_entry_gives():
+    def row(community, role, unread, joined):
+        return Row(id=community, slug=community, name=community.upper(), logo_url=None, is_public=0,
+                   role=role, joined_at=joined, unread=unread, last_activity_at=JOINED)
+    later = datetime(2026, 11, 23, 8, 30, 5)
+    rows = [row("c-1", "member", 3, JOINED), row("c-2", "admin", 0, later),
+            row("c-1", "owner", 7, later), row("c-2", "member", 100, JOINED)]
+    entry = wire.community_entries()
+    for each in rows:
+        built = entry(each)
+        assert list(built.items()) == list(wire.community_entry(each).items())
+    # The membership's fields are each row's own, not the first row's of the community.
+    assert [(e["role"], e["unread"]) for e in map(wire.community_entries(), rows)] == [
+        ("member", 3), ("admin", 0), ("owner", 7), ("member", 100)]
+
+
 def test_a_change_entry_names_its_actor_and_leaves_out_a_missing_role():
     left = Row(type="left", community_id="c-1", at=JOINED, actor=None, role=None)
     assert wire.change_entry(left) == {
