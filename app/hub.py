@@ -236,7 +236,7 @@ class Hub:
         ticket = Ticket(user_id, waiters)
         self.vouching.subscribed(user_id)
         if self.metrics:
-            self.metrics.waiting.inc()
+            self.metrics.add(self.metrics.waiting)
         try:
             self.vouching.ensure_position()
             if socket is not None:
@@ -254,7 +254,7 @@ class Hub:
         waiters.count -= 1
         self.waiting_polls -= 1
         if self.metrics:
-            self.metrics.waiting.dec()
+            self.metrics.add(self.metrics.waiting, -1)
         if waiters.count == 0 and self.users.get(user_id) is waiters:
             del self.users[user_id]
         if self.presence is not None:

@@ -18,6 +18,7 @@ import heapq
 import itertools
 import logging
 import time
+from contextlib import nullcontext
 
 import gevent
 from gevent.event import Event
@@ -98,7 +99,7 @@ class Parking:
         self.count += 1
         hub = self.hub
         if hub.metrics:
-            hub.metrics.parked.inc()
+            hub.metrics.add(hub.metrics.parked)
         hub.disconnects.forget(ticket)
         hub.disconnects.watch(ticket, sock)
         heapq.heappush(self._deadlines, (record.deadline, next(self._order), record))
@@ -175,12 +176,14 @@ class Parking:
             self.prepare(records)
         except Exception:
             log.exception("a batch of parked polls could not be prepared")
-        for record in records:
-            try:
-                self._answer(record)
-            except Exception:
-                log.exception("a parked poll could not be answered")
-                self._close(record)
+        metrics = self.hub.metrics
+        with metrics.deferred() if metrics else nullcontext():
+            for record in records:
+                try:
+                    self._answer(record)
+                except Exception:
+                    log.exception("a parked poll could not be answered")
+                    self._close(record)
 
     def _answer(self, record):
         self._leave(record)
@@ -243,7 +246,7 @@ class Parking:
         record.done = True
         self.count -= 1
         if self.hub.metrics:
-            self.hub.metrics.parked.dec()
+            self.hub.metrics.add(self.hub.metrics.parked, -1)
         ticket = record.ticket
         parked = ticket.waiters.parked
         if parked is not None and record in parked:

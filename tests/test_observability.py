@@ -11,6 +11,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.logs import JsonFormatter
+from app.observability import Metrics
 from conftest import SECRET
 from harness.servers import Server, flask, wait_for
 
@@ -81,6 +82,27 @@ def test_a_woken_poll_records_wake_latency_and_the_gauge_returns_to_zero(seeded,
     assert 0 <= found["community_sync_wake_latency_seconds_sum"] < 10
     assert found["community_sync_wakeups_total"] >= 1
     assert found["community_sync_waiting_polls"] == 0
+
+
+def test_deferred_metric_changes_are_applied_once_the_block_is_left_however_it_is_left():
+    metrics = Metrics()
+
+    def value(name, **labels):
+        return metrics.registry.get_sample_value(name, labels)
+
+    with pytest.raises(RuntimeError):
+        with metrics.deferred():
+            metrics.add(metrics.waiting, 3)
+            metrics.add(metrics.waiting, -1)
+            with metrics.deferred():  # a nested block leaves them to the outer one
+                metrics.add(metrics.answers.labels("changed"))
+            assert value("community_sync_waiting_polls") == 0
+            assert value("community_sync_poll_answers_total", result="changed") == 0
+            raise RuntimeError
+    assert value("community_sync_waiting_polls") == 2
+    assert value("community_sync_poll_answers_total", result="changed") == 1
+    metrics.add(metrics.waiting, -2)  # outside a block: at once
+    assert value("community_sync_waiting_polls") == 0
 
 
 def test_request_ids_are_echoed_or_made(client):

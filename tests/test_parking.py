@@ -275,6 +275,8 @@ def test_a_change_wakes_a_parked_poll_once(server_factory, database, connect):
     assert response.status == 200 and changed["status"] == "changed", changed
     assert [(c["type"], c["community_id"]) for c in changed["changes"]] == [("joined", "c-x")]
     assert [c["id"] for c in changed["communities"]] == ["c-x"]
+    # Counted by the answerer, as the view counts an answer.
+    assert server.metrics()['community_sync_poll_answers_total{result="changed"}'] == 1
     # The next poll, on the same connection, parks again and is not told the change twice.
     client.poll(changed, 1)
     until_parked(server, 1)

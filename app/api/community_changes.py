@@ -205,7 +205,8 @@ def respond_parked(record):
         response = handle_database_unavailable(error)
         status, data = response.status, response.get_data()
         headers = {name: value for name, value in response.headers.items() if name != "Content-Length"}
-    current_app.extensions["metrics"].answers.labels(headers.get("X-Poll-Result", "error")).inc()
+    metrics = current_app.extensions["metrics"]
+    metrics.add(metrics.answers.labels(headers.get("X-Poll-Result", "error")))
     return status, data, headers
 
 
