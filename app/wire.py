@@ -307,11 +307,7 @@ def community_entries():
         if known is None:
             known = communities[row.id] = (serialize(COMMUNITY, row), LAST_ACTIVITY_AT.read(row))
         community, last_activity_at = known
-        built = community.copy()
-        for field in MEMBER_FIELDS:
-            built[field.name] = field.read(row)
-        built[LAST_ACTIVITY_AT.name] = last_activity_at
-        return built
+        return {**community, **serialize(MEMBER_FIELDS, row), LAST_ACTIVITY_AT.name: last_activity_at}
 
     return entry
 
