@@ -347,6 +347,8 @@ def init_app(app):
     app.extensions["hub"] = hub
     app.extensions["presence"] = hub.presence
 
+    # Counted until the application returns its answer, not until the answer
+    # is written: a client that reads slowly must not hold up a drain.
     wsgi_app = app.wsgi_app
 
     def counted(environ, start_response):
