@@ -19,6 +19,7 @@ import gevent.socket
 import pytest
 import requests
 
+from app.parking import ParkedPoll
 from app.reread import News
 from conftest import bearer
 from harness.servers import wait_for
@@ -164,6 +165,48 @@ def test_shutdown_answers_parked_polls_and_closes_them(app, parked):
     with gevent.Timeout(3):
         assert client_side.recv(1) == b""  # closed by the server
     assert handed_back == [] and hub.parking.count == hub.waiting_polls == 0
+
+
+def test_a_parked_poll_record_only_moves_forward():
+    record = ParkedPoll(ticket=None, ask=0, waiting=None, community_ids=[], deadline=0.0)
+    assert record.state == ParkedPoll.PARKED and not record.done
+    assert record.take() is True and record.take() is False
+    assert record.state == ParkedPoll.TAKEN
+    assert record.finish() is True and record.finish() is False
+    assert record.take() is False and record.state == ParkedPoll.DONE and record.done
+    # A poll let go before it was taken (a hang-up, a cancel) is never taken after.
+    left = ParkedPoll(ticket=None, ask=0, waiting=None, community_ids=[], deadline=0.0)
+    assert left.finish() is True and left.take() is False and left.done
+
+
+def test_news_at_the_deadline_answers_a_parked_poll_once(app, parked, caplog):
+    """Woken and expired in one batch: one answer, one count, nothing written twice."""
+    hub = app.extensions["hub"]
+    answered = []
+
+    def respond_counting(record):
+        answered.append(record)
+        return respond(record)
+
+    # Large enough that the first send is partial: a second answer would be
+    # written to the socket behind the rest of the first.
+    record, client_side, handed_back = parked("u-ada", timeout=0.05, size=4 * 1024 * 1024)
+    hub.parking.respond = respond_counting
+    # The test process is not monkey-patched: time.sleep blocks the answerer
+    # too, so the deadline passes before it sees the news.
+    time.sleep(0.1)
+    deliver(hub, "u-ada")
+    lines, body = read_answer(client_side)
+    assert json.loads(body)["status"] == "changed"
+    with gevent.Timeout(3):
+        while not handed_back:
+            gevent.sleep(0.01)
+    assert answered == [record]
+    client_side.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client_side.recv(1)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert hub.waiting_polls == hub.parking.count == 0 and "u-ada" not in hub.users
 
 
 # -- against real servers --------------------------------------------------------------
