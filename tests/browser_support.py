@@ -2,14 +2,22 @@
 
 Each test runs the application the way it runs in production, under gunicorn in its
 own process and on its own SQLite file, so that stopping the server is a real outage.
+
+Run as a program, it refreshes the README's screenshot of the demo page (the test
+suite never writes it: a test run leaves tracked files as they were)::
+
+    .venv/bin/python -m tests.browser_support            # docs/demo.png, 1280 px wide
+    .venv/bin/python -m tests.browser_support /tmp/phone.png --width 390
 """
 
+import argparse
 import functools
 import http.server
 import json
 import os
 import re
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -151,7 +159,8 @@ def demo_scene(server, page, *, user="u-ada", timeout=15_000):
     """Load the demo page as ``user`` with something in every part of it.
 
     Posts in Rust and Python and a notification for the user come first, over the
-    API; the page then opens Python, which reads it, so Rust keeps its badge.
+    API; the page then opens Python, which reads it, so Rust keeps its badge, and
+    one more post in Python shows in the opened card.
     """
     from playwright.sync_api import expect
 
@@ -174,6 +183,11 @@ def demo_scene(server, page, *, user="u-ada", timeout=15_000):
     page.locator('#my-communities [data-open="c-python"]').click()
     expect(page.locator("#opened-presence li")).not_to_have_count(0, timeout=timeout)
     expect(rows.locator(".unread:visible")).to_have_count(1, timeout=timeout)
+    # A post while it is open: the opened card lists it as it comes.
+    status, body = server.request("POST", "/communities/c-python/activity", token=admin,
+                                  body={"kind": "post_created", "ref": "p-5", "actor": "u-grace"})
+    assert status == 201, body
+    expect(page.locator("#opened-activity li")).to_have_count(1, timeout=timeout)
 
 
 # Measures what a person would see go wrong: the page scrolling sideways, pieces of a
@@ -242,3 +256,38 @@ LAYOUT_PROBLEMS = """() => {
   if (rows("#notifications-title", "#notifications-read") > 1) problems.push("notifications header on two rows");
   return problems;
 }"""
+
+
+def screenshot(path, width=1280):
+    """Write the demo page, as :func:`demo_scene` leaves it, to ``path`` (a PNG)."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp))
+        server.env.update(QUICK_PRESENCE)
+        server.seed()
+        server.start()
+        try:
+            with sync_playwright() as playwright:
+                browser = launch_chromium(playwright)
+                try:
+                    page = browser.new_page(viewport={"width": width, "height": 820})
+                    demo_scene(server, page)
+                    # Rows that came with the first answer flash green for two seconds.
+                    page.wait_for_function("() => document.getAnimations().every((a) => a.playState !== 'running'"
+                                           " || a.effect.getTiming().iterations === Infinity)")
+                    page.screenshot(path=str(path), full_page=True)
+                finally:
+                    browser.close()
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tests.browser_support",
+                                     description="Take a screenshot of the demo page (docs/demo.png by default).")
+    parser.add_argument("path", nargs="?", type=Path, default=ROOT / "docs" / "demo.png")
+    parser.add_argument("--width", type=int, default=LAYOUT_WIDTHS["desktop"][0], help="viewport width in px")
+    arguments = parser.parse_args()
+    screenshot(arguments.path, arguments.width)
+    print(arguments.path)

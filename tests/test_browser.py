@@ -6,7 +6,6 @@ how fast; the observed latency is printed for the curious.
 """
 
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -22,9 +21,6 @@ pytestmark = pytest.mark.browser
 
 WAIT = 10_000  # ms; a change normally shows in well under a second
 RECOVER = 30_000  # ms; reconnecting after an outage includes a backoff of up to 8 s
-# docs/demo.png is rewritten only when asked (UPDATE_SCREENSHOT=1): a test run
-# leaves tracked files as they were.
-UPDATE_SCREENSHOT = os.environ.get("UPDATE_SCREENSHOT") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -552,7 +548,8 @@ def test_demo_page_screenshot(context, server, tmp_path):
     expect(page.locator("#log li")).to_have_count(3, timeout=WAIT)
     expect(page.locator("#log li").first).to_contain_text("joined Go by u-ada")
 
-    screenshot = ROOT / "docs" / "demo.png" if UPDATE_SCREENSHOT else tmp_path / "demo.png"
+    # docs/demo.png is refreshed by `python -m tests.browser_support`, never by a test.
+    screenshot = tmp_path / "demo.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
     assert tab.errors == []

@@ -227,11 +227,16 @@ function describeChanges(update) {
   return update.status === "unchanged" ? "nothing new" : `${update.communities.length} communities`;
 }
 
+/** "14:03:07": the time of day of `at` (an ISO string; now when absent), as the logs show it. */
+function clockTime(at) {
+  return (at ? new Date(at) : new Date()).toLocaleTimeString([], { hour12: false });
+}
+
 function log(kind, status, text) {
   const item = element(
     "li",
     {},
-    element("time", {}, new Date().toLocaleTimeString([], { hour12: false })),
+    element("time", {}, clockTime()),
     element("span", { className: "kind" }, status, kind === status ? null : element("small", {}, kind)),
     element("span", {}, text),
   );
@@ -257,7 +262,7 @@ function renderOpened() {
   $("#opened-name").textContent = community.name;
   $("#opened-activity").replaceChildren(
     ...openedActivity.map((change) =>
-      element("li", {}, element("time", {}, change.at ?? ""), element("span", { className: "kind" }, change.kind), element("span", {}, `${change.ref}${change.by ? ` by ${change.by}` : ""}`)),
+      element("li", {}, element("time", { dateTime: change.at ?? "" }, clockTime(change.at)), element("span", { className: "kind" }, change.kind), element("span", {}, `${change.ref}${change.by ? ` by ${change.by}` : ""}`)),
     ),
   );
 }
