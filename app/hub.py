@@ -20,6 +20,7 @@ is online, which the registry is half of, is ``app/presence.py``.
 import functools
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import gevent
 from gevent.event import Event
@@ -30,6 +31,7 @@ from .parking import Parking
 from .presence import Presence
 from .pruning import Pruner
 from .reread import Reread, read_head
+from .session import PollSession
 from .vouching import Vouching
 
 
@@ -262,6 +264,43 @@ class Hub:
         finally:
             if not ticket.parked:
                 self.release(ticket)
+
+    @contextmanager
+    def poll(self, user_id, ask, socket=None):
+        """A waiting poll's ``PollSession``: admitted and registered as ``waiting()`` does.
+
+        Leaving the block releases the poll's place, unless parking took the
+        session over (``park``), which then releases it once, when it is
+        answered or let go.
+        """
+        with self.waiting(user_id, socket) as ticket:
+            yield PollSession(self, ask, ticket)
+
+    def park(self, session):
+        """Leave ``session`` to the answerer: its parked record, which the worker hands its socket to."""
+        return self.parking.park(session)
+
+    def answer_parked_with(self, render, app):
+        """How a parked poll's answer is made (``render(session)``), in ``app``'s context; set once."""
+        self.parking.render, self.parking.app = render, app
+
+    def conclude(self, user_id, reply, now):
+        """``reply`` as its client will hold it (a ``changed`` one changed the state ``now``),
+        noted for vouching for that client's next request."""
+        if reply.status == "changed":
+            reply = replace(reply, known=replace(reply.known, last_change_at=now))
+        self.note_served(user_id, reply.known, reply.communities)
+        return reply
+
+    def note_served(self, user_id, known, communities=None):
+        """The state ``known`` (its cursor, hash and last change) was just served to the user."""
+        self.vouching.served_state(user_id, known, communities)
+
+    def served_if_current(self, user_id):
+        """The state last served to the user (``Served``), when this hub can vouch it is
+        still the user's without a read; else None. What answers a snapshot ``304``."""
+        served = self.vouching.served.get(user_id)
+        return served if served is not None and self.vouching.current(user_id, served.hash) else None
 
     def release(self, ticket):
         """What a poll's wait took, given back: the registry entry, the watch on

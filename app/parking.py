@@ -2,17 +2,19 @@
 
 Under the parking worker (``PARKED_POLLS``, app/worker.py), a poll with
 nothing to say yet does not block its greenlet in ``Hub.wait``: the view
-hands the hub a ``ParkedPoll`` (its ticket, what it has gathered, its
-deadline), the framework finishes the request as usual, and the worker keeps
-the connection's socket instead of closing it while the greenlet ends. What
+hands its ``PollSession`` (app/session.py) to the hub (``Hub.park``), the
+framework finishes the request as usual, and the worker keeps the
+connection's socket instead of closing it while the greenlet ends. What
 the framework added to that request's answer (the request id, CORS, the
 security headers) is kept as the parked answer's fixed header lines.
 
 One greenlet per process, the answerer, then does what the waiting
 greenlets did: woken with the users' ``Waiters`` (news, a hang-up,
-shutdown) or at the earliest deadline, it takes each parked poll's news and
-writes the answers of the batch to their sockets itself, then hands each
-connection back to the worker for the client's next request.
+shutdown) or at the earliest deadline, it takes each parked poll's news
+(``PollSession.take``) and writes the answers of the batch to their sockets
+itself, each made by the renderer the poll view registered once at start-up
+(``Hub.answer_parked_with``), then hands each connection back to the worker
+for the client's next request.
 """
 import heapq
 import itertools
@@ -39,7 +41,7 @@ SEND_TIMEOUT = 10.0
 
 
 class ParkedPoll:
-    """One parked poll: what its answer needs, and its socket once the worker hands it over.
+    """One parked poll: its session, and its socket once the worker hands it over.
 
     Its ``state`` only moves forward, ``PARKED`` to ``TAKEN`` (in a batch,
     its news taken, to be answered) to ``DONE`` (its place released: answered,
@@ -49,15 +51,10 @@ class ParkedPoll:
 
     PARKED, TAKEN, DONE = range(3)
 
-    __slots__ = ("ticket", "ask", "waiting", "community_ids", "deadline", "sock", "head",
-                 "resume", "access", "state")
+    __slots__ = ("session", "sock", "head", "resume", "access", "state")
 
-    def __init__(self, ticket, ask, waiting, community_ids, deadline):
-        self.ticket = ticket
-        self.ask = ask
-        self.waiting = waiting
-        self.community_ids = community_ids
-        self.deadline = deadline
+    def __init__(self, session):
+        self.session = session
         self.sock = None
         # The answer's fixed header lines, as bytes; ``resume(sock)`` reads the
         # client's next request; ``access(status, headers, length)`` logs.
@@ -65,6 +62,14 @@ class ParkedPoll:
         self.resume = None
         self.access = None
         self.state = self.PARKED
+
+    @property
+    def ticket(self):
+        return self.session.ticket
+
+    @property
+    def deadline(self):
+        return self.session.deadline
 
     @property
     def done(self):
@@ -91,11 +96,10 @@ class Parking:
     def __init__(self, hub):
         self.hub = hub
         self.count = 0
-        # Set by the poll view when it parks: ``prepare(records)`` before a
-        # batch is answered, ``respond(record)`` giving each answer as
-        # (status line, body, headers); ``app`` for their context.
-        self.prepare = None
-        self.respond = None
+        # Registered once by the poll view (``Hub.answer_parked_with``):
+        # ``render(session)`` gives a parked poll's answer as (status line,
+        # body, headers), in ``app``'s context.
+        self.render = None
         self.app = None
         self._woken = set()
         self._deadlines = []
@@ -103,14 +107,11 @@ class Parking:
         self._signal = Event()
         self._greenlet = None
 
-    def park(self, ticket, ask, waiting, community_ids, deadline, answers, app):
-        """Take a poll's place for it: its ticket is released when it is answered.
-
-        ``answers``: (prepare, respond), as the answerer calls them.
-        """
-        (self.prepare, self.respond), self.app = answers, app
-        ticket.parked = True
-        return ParkedPoll(ticket, ask, waiting, community_ids, deadline)
+    def park(self, session):
+        """Take a poll's session over: its place is released when it is answered or let go."""
+        session.ticket.parked = True
+        session.parked = ParkedPoll(session)
+        return session.parked
 
     def settle(self, record, sock, head, resume, access=None):
         """The worker hands over the parked poll's socket: it waits from now on."""
@@ -192,7 +193,7 @@ class Parking:
             self._close(record)
             return False
         try:
-            ready = record.waiting.take(hub.take(ticket))
+            ready = record.session.take(hub.take(ticket))
         except Exception:
             log.exception("a parked poll could not take its news")
             ready = True  # answered (an error answer, if it must be) rather than left waiting
@@ -202,7 +203,7 @@ class Parking:
         if not records:
             return
         try:
-            self.prepare(records)
+            self._prepare(records)
         except Exception:
             log.exception("a batch of parked polls could not be prepared")
         metrics = self.hub.metrics
@@ -214,10 +215,26 @@ class Parking:
                     log.exception("a parked poll could not be answered")
                     self._close(record)
 
+    def _prepare(self, records):
+        """Before a batch is answered: the online counts of all its polls' communities, read at once.
+
+        The answers of a fan-out find their users' communities stale together;
+        answered one after another, each would read its own.
+        """
+        presence = self.hub.presence
+        if presence is None:
+            return
+        wanted = set()
+        for record in records:
+            session = record.session
+            wanted.update(session.community_ids or ())
+            wanted.update(entry["id"] for entry in session.communities() or ())
+        presence.counts(wanted)
+
     def _answer(self, record):
         assert record.state == record.TAKEN, "a parked poll is answered once"
         self._leave(record)
-        status, body, headers = self.respond(record)
+        status, body, headers = self.render(record.session)
         close = self.hub.closing
         lines = [b"HTTP/1.1 ", status.encode("latin-1"), b"\r\n", record.head,
                  f"Date: {util.http_date()}\r\nConnection: {'close' if close else 'keep-alive'}\r\n"

@@ -23,6 +23,8 @@ fields rest on: they change together, and ``check()`` can only state their
 invariants if one object holds them all.
 """
 import time
+from dataclasses import dataclass
+from datetime import datetime
 
 from gevent.event import Event
 
@@ -35,6 +37,17 @@ RECENT_SECONDS = 600
 ROWS_PER_USER = 8
 
 
+@dataclass(frozen=True)
+class Served:
+    """The state last served to a user: its hash, when it last changed, its
+    communities' ids (None: unknown), and the cursor it is the state at (None: unknown)."""
+
+    hash: str
+    last_change_at: datetime | None
+    community_ids: frozenset | None
+    cursor: object | None
+
+
 class Vouching:
     """The hub's read position and what it read since, for ``vouches()``.
 
@@ -45,8 +58,7 @@ class Vouching:
     ``recent``: user id -> the rows read since ``since`` (None: too many to keep).
     ``recent_communities``: community id -> the community-scoped rows read since
     ``since`` (None: too many to keep).
-    ``served``: user id -> (hash, last change time, community ids or None when
-    unknown, cursor or None) of the state last served.
+    ``served``: user id -> the ``Served`` state last served.
     ``listing``: a re-read has listed the waiting users and not noted its rows yet.
     ``unlisted``: the users who subscribed meanwhile (not among that list).
     ``listing_ended``: set when that re-read has noted its rows (or failed).
@@ -186,31 +198,31 @@ class Vouching:
 
     # -- vouching ---------------------------------------------------------------
 
-    def served_state(self, user_id, digest, last_change_at, communities=None, cursor=None):
+    def served_state(self, user_id, known, communities=None):
         """Note the state this process just gave the user (see vouches() and current()).
 
-        ``communities``: its entries, when the answer carried them; an answer
-        that did not (``unchanged``) keeps those of the same hash served
-        before, or leaves them unknown. ``cursor``: the position the state is
-        the user's state at, when known.
+        ``known``: what the client holds now (its cursor, hash, last change
+        time; the cursor None when unknown). ``communities``: its entries,
+        when the answer carried them; an answer that did not (``unchanged``)
+        keeps those of the same hash served before, or leaves them unknown.
         """
         ids = None
         if communities is not None:
             ids = frozenset(entry["id"] for entry in communities)
         else:
             before = self.served.get(user_id)
-            ids = before[2] if before is not None and before[0] == digest else None
-        self.served.put(user_id, (digest, last_change_at, ids, cursor))
+            ids = before.community_ids if before is not None and before.hash == known.hash else None
+        self.served.put(user_id, Served(known.hash, known.last_change_at, ids, known.cursor))
 
     def last_change_served(self, user_id):
         """When the state last served to the user last changed, as that answer said."""
         served = self.served.get(user_id)
-        return served[1] if served else None
+        return served.last_change_at if served else None
 
     def hash_served(self, user_id):
         """The hash of the state last served to the user, or None."""
         served = self.served.get(user_id)
-        return served[0] if served else None
+        return served.hash if served else None
 
     def current(self, user_id, client_hash):
         """Is ``client_hash`` the user's state as of this hub's position, with no read?
@@ -224,18 +236,18 @@ class Vouching:
         ``200``; one of this process's own writes refuses it until read.
         """
         served = self.served.get(user_id)
-        if served is None or served[3] is None:
+        if served is None or served.cursor is None:
             return False
         if self.writes != self.writes_read:
             # A write of this process is not read yet: it may be this user's,
             # and the client that made it is owed what it wrote.
             return False
-        return self.vouches(user_id, served[3], client_hash)
+        return self.vouches(user_id, served.cursor, client_hash)
 
     def communities_served(self, user_id):
         """The ids of the communities last served to the user, or None when unknown."""
         served = self.served.get(user_id)
-        return tuple(sorted(served[2])) if served and served[2] is not None else None
+        return tuple(sorted(served.community_ids)) if served and served.community_ids is not None else None
 
     def vouches(self, user_id, cursor, client_hash):
         """Can a poll with this cursor and hash wait without reading the database?
@@ -255,7 +267,7 @@ class Vouching:
         # The hash must be one this process served the user: a stale or forged
         # one goes the long way, and is answered with a reset there.
         served = self.served.get(user_id)
-        if served is None or served[0] != client_hash:
+        if served is None or served.hash != client_hash:
             return False
         if cursor.epoch != self.epoch or not cursor.position.covers(self.since):
             return False
@@ -263,7 +275,7 @@ class Vouching:
             return False
         # Its communities' renames and deletions are news too; with its
         # communities unknown, any of them may be.
-        communities = served[2] if served[2] is not None else self.recent_communities
+        communities = served.community_ids if served.community_ids is not None else self.recent_communities
         return all(self._saw_all(cursor, self.recent_communities.get(c, ())) for c in communities)
 
     @staticmethod

@@ -405,24 +405,23 @@ def capped(changes):
     return kept, truncated
 
 
-def poll_body(status, cursor, digest, now, communities=None, changes=(), notifications_unread=None,
-              online=None):
-    """A poll's answer; the changes, and what they added and removed, only when ``changed``.
+def poll_body(reply, cursor, now, online=None):
+    """A poll's answer to ``reply`` (``app.session.Reply``); the changes, and what they
+    added and removed, only when ``changed``.
 
     ``cursor``: the signed text of the cursor to follow (``app.cursors.CursorKey``).
-
     ``online`` (members online per community) comes with every status.
     """
     listed = {}
-    if status == "changed":
-        added, removed = net_membership(changes)
-        kept, truncated = capped(changes)
+    if reply.status == "changed":
+        added, removed = net_membership(reply.changes)
+        kept, truncated = capped(reply.changes)
         listed = {"changes": [change_entry(c) for c in kept], "added": added, "removed": removed,
                   "truncated": truncated or None}
     return compose(
-        POLL_ANSWER, status=status, cursor=cursor, hash=digest,
-        server_time=iso(now, milliseconds=True), communities=communities,
-        notifications_unread=notifications_unread, online=online or {}, **listed,
+        POLL_ANSWER, status=reply.status, cursor=cursor, hash=reply.known.hash,
+        server_time=iso(now, milliseconds=True), communities=reply.communities,
+        notifications_unread=reply.notifications_unread, online=online or {}, **listed,
     )
 
 

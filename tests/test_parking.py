@@ -45,9 +45,13 @@ POLL = "/community-changes/poll"
 
 
 class Gathered:
-    """A parked poll's ``Waiting``, reduced to what the answerer asks of it."""
+    """A parked poll's ``PollSession``, reduced to what the answerer asks of it; its
+    answer padded to ``size`` bytes."""
 
-    def __init__(self):
+    def __init__(self, ticket, size, deadline):
+        self.ticket, self.size, self.deadline = ticket, size, deadline
+        self.community_ids = []
+        self.parked = None
         self.news = []
 
     def take(self, fresh):
@@ -58,9 +62,9 @@ class Gathered:
         return None
 
 
-def respond(record):
-    status = "changed" if record.waiting.news else "unchanged"
-    body = json.dumps({"status": status, "padding": "x" * record.ask}).encode()
+def respond(session):
+    status = "changed" if session.news else "unchanged"
+    body = json.dumps({"status": status, "padding": "x" * session.size}).encode()
     return "200 OK", body, {"Content-Type": "application/json", "X-Poll-Result": status}
 
 
@@ -69,7 +73,8 @@ def parked(app):
     """``parked(user_id, timeout=30, size=0)``: a poll parked on the app's hub, as
     (record, client socket, connections handed back); every parked socket closed after."""
     hub = app.extensions["hub"]
-    prepared, sockets = [], []
+    sockets = []
+    hub.answer_parked_with(respond, app)
 
     def park(user_id, timeout=30, size=0):
         # gevent's sockets, as the worker's are (the suite's process is not patched).
@@ -77,8 +82,7 @@ def parked(app):
         sockets.extend((server_side, client_side))
         handed_back = []
         with hub.waiting(user_id) as ticket:
-            record = hub.parking.park(ticket, size, Gathered(), [], time.monotonic() + timeout,
-                                      (prepared.append, respond), app)
+            record = hub.park(Gathered(ticket, size, time.monotonic() + timeout))
         hub.parking.settle(record, server_side, b"X-Fixed: kept\r\n", handed_back.append)
         return record, client_side, handed_back
 
@@ -168,14 +172,14 @@ def test_shutdown_answers_parked_polls_and_closes_them(app, parked):
 
 
 def test_a_parked_poll_record_only_moves_forward():
-    record = ParkedPoll(ticket=None, ask=0, waiting=None, community_ids=[], deadline=0.0)
+    record = ParkedPoll(session=None)
     assert record.state == ParkedPoll.PARKED and not record.done
     assert record.take() is True and record.take() is False
     assert record.state == ParkedPoll.TAKEN
     assert record.finish() is True and record.finish() is False
     assert record.take() is False and record.state == ParkedPoll.DONE and record.done
     # A poll let go before it was taken (a hang-up, a cancel) is never taken after.
-    left = ParkedPoll(ticket=None, ask=0, waiting=None, community_ids=[], deadline=0.0)
+    left = ParkedPoll(session=None)
     assert left.finish() is True and left.take() is False and left.done
 
 
@@ -184,14 +188,14 @@ def test_news_at_the_deadline_answers_a_parked_poll_once(app, parked, caplog):
     hub = app.extensions["hub"]
     answered = []
 
-    def respond_counting(record):
-        answered.append(record)
-        return respond(record)
+    def respond_counting(session):
+        answered.append(session)
+        return respond(session)
 
     # Large enough that the first send is partial: a second answer would be
     # written to the socket behind the rest of the first.
     record, client_side, handed_back = parked("u-ada", timeout=0.05, size=4 * 1024 * 1024)
-    hub.parking.respond = respond_counting
+    hub.parking.render = respond_counting
     # The test process is not monkey-patched: time.sleep blocks the answerer
     # too, so the deadline passes before it sees the news.
     time.sleep(0.1)
@@ -201,7 +205,7 @@ def test_news_at_the_deadline_answers_a_parked_poll_once(app, parked, caplog):
     with gevent.Timeout(3):
         while not handed_back:
             gevent.sleep(0.01)
-    assert answered == [record]
+    assert answered == [record.session]
     client_side.setblocking(False)
     with pytest.raises(BlockingIOError):
         client_side.recv(1)

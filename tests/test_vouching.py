@@ -13,6 +13,7 @@ import pytest
 from gevent.event import Event
 
 from app import cursors, feed, vouching
+from app.session import Known
 from app.vouching import Vouching
 
 Row = namedtuple("Row", "id user_id shared community_id", defaults=(False, None))
@@ -30,7 +31,7 @@ def heads(*numbers):
 
 
 def served(state, user_id="u-ada", digest="h1"):
-    state.served_state(user_id, digest, None)
+    state.served_state(user_id, Known(None, digest))
     return state
 
 
@@ -54,8 +55,8 @@ def test_vouches_for_a_cursor_that_saw_every_row_read_since():
 def test_a_served_state_is_current_until_a_row_of_the_user_or_its_communities_is_read():
     state = Vouching(heads(10))
     state.ensure_position()
-    state.served_state("u-ada", "h1", None, [{"id": "c-go"}], at(10))
-    state.served_state("u-alan", "h2", None, [{"id": "c-go"}])  # no cursor: unknown when
+    state.served_state("u-ada", Known(at(10), "h1"), [{"id": "c-go"}])
+    state.served_state("u-alan", Known(None, "h2"), [{"id": "c-go"}])  # no cursor: unknown when
     assert state.current("u-ada", "h1")
     assert not state.current("u-ada", "h0")  # not the hash served
     assert not state.current("u-alan", "h2") and not state.current("u-grace", "h1")
@@ -64,7 +65,7 @@ def test_a_served_state_is_current_until_a_row_of_the_user_or_its_communities_is
     assert state.current("u-ada", "h1")  # another user's row, another community's
     state.advance([Row(13, None, True, "c-go")], cursors.SequencePosition(13))
     assert not state.current("u-ada", "h1")  # a rename of one of its communities
-    state.served_state("u-ada", "h3", None, [{"id": "c-go"}], at(13))
+    state.served_state("u-ada", Known(at(13), "h3"), [{"id": "c-go"}])
     assert state.current("u-ada", "h3")
     state.advance([Row(14, "u-ada")], cursors.SequencePosition(14))
     assert not state.current("u-ada", "h3")
@@ -73,7 +74,7 @@ def test_a_served_state_is_current_until_a_row_of_the_user_or_its_communities_is
 def test_this_processs_own_write_is_not_current_until_a_re_read_that_began_after_it():
     state = Vouching(heads(10))
     state.ensure_position()
-    state.served_state("u-ada", "h1", None, [], at(10))
+    state.served_state("u-ada", Known(at(10), "h1"), [])
     writes = state.writes
     state.wrote()
     assert not state.current("u-ada", "h1")
@@ -262,7 +263,7 @@ def test_a_re_read_notes_its_rows_before_anything_yields(
 
     with hub.waiting("u-alan"), hub.waiting("u-ada"):
         before = cursors.Cursor(state.epoch, state.position)
-        state.served_state("u-ada", "h1", None)
+        state.served_state("u-ada", Known(None, "h1"))
         assert state.vouches("u-ada", before, "h1")
         database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
         rereading = gevent.spawn(hub.reread.refresh)
@@ -292,7 +293,7 @@ def test_a_poll_subscribing_after_a_re_read_listed_the_waiting_users_is_not_vouc
 
     with hub.waiting("u-alan"):
         before = cursors.Cursor(state.epoch, state.position)
-        state.served_state("u-ada", "h1", None, [{"id": "c-python"}])
+        state.served_state("u-ada", Known(None, "h1"), [{"id": "c-python"}])
         assert state.vouches("u-ada", before, "h1")
         database.psql("UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'")
         monkeypatch.setattr(state, "advance", advance)
@@ -328,7 +329,7 @@ def test_a_poll_subscribing_while_a_re_read_runs_waits_for_its_rows_then_is_vouc
     monkeypatch.setattr(state, "advance", advance)
     with hub.waiting("u-alan"):
         before = cursors.Cursor(state.epoch, state.position)
-        state.served_state("u-ada", "h1", None, [{"id": "c-python"}])
+        state.served_state("u-ada", Known(None, "h1"), [{"id": "c-python"}])
         # A community of others: once the rows are noted, nothing refuses.
         database.psql("UPDATE communities SET name = 'Gophers' WHERE id = 'c-go'")
         hub.reread.refresh()

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app import wire
+from app.session import Known, Reply
 
 # What a state holds: text (any character a database column stores), integers, flags, nulls.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)))
@@ -104,13 +105,13 @@ def test_a_poll_body_lists_changes_only_when_changed():
     cursor = "signed-text"
     now = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
     joined = Row(type="joined", community_id="c-1", at=JOINED, actor="u-ada", role="member")
-    changed = wire.poll_body("changed", cursor, "h", now, communities=[], changes=[joined])
+    changed = wire.poll_body(Reply("changed", Known(None, "h"), [], [joined]), cursor, now)
     assert list(changed) == ["status", "cursor", "hash", "server_time", "changes", "added",
                              "removed", "communities", "online"]
     assert changed["added"] == ["c-1"] and changed["removed"] == []
     assert changed["cursor"] == "signed-text"
     assert changed["server_time"] == "2026-11-22T10:00:00.000Z"
-    unchanged = wire.poll_body("unchanged", cursor, "h", now, online={"c-1": 2})
+    unchanged = wire.poll_body(Reply("unchanged", Known(None, "h")), cursor, now, online={"c-1": 2})
     assert list(unchanged) == ["status", "cursor", "hash", "server_time", "online"]
     assert unchanged["online"] == {"c-1": 2}
 

@@ -8,13 +8,12 @@ in one snapshot (or skip the read when the hub vouches for the client's
 cursor, once a re-read in flight has noted its rows); answer at once if there is anything to say; otherwise wait for news,
 check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
 answer carries the online counts of the user's communities, read after the
-wait (``app/presence.py``). The hub's side of the wait is ``app/hub.py``.
+wait (``app/presence.py``). How the poll waits, in this greenlet or parked,
+is its session's story (``app/session.py``).
 """
 import random
 import re
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import orjson
@@ -22,12 +21,12 @@ from flask import Blueprint, current_app, request
 
 from .. import cursors, feed, queries, wire
 from ..auth import authenticate, provision
-from ..coalescing import coalescable
 from ..db import read_transaction
 from ..errors import Problem, handle_database_unavailable
 from ..hub import OverCapacity, TooManyPolls
-from ..intervals import advise_interval, jittered_wait
+from ..intervals import advise_interval
 from ..parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
+from ..session import Ask, Known, Reply
 from .conditional import etag, strip_validator
 
 bp = Blueprint("community_changes", __name__, url_prefix="/community-changes")
@@ -38,36 +37,6 @@ PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECAS
 SETTLE_TIMEOUT = 2.0
 # A socket under gunicorn's gevent worker; other servers offer none.
 SOCKET_KEYS = ("gunicorn.socket", "gunicorn.sock")
-
-
-@dataclass(frozen=True)
-class Known:
-    """What a client knows: its cursor, the hash of its state, when that state last changed."""
-
-    cursor: cursors.Cursor | None
-    hash: str | None
-    last_change_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class PollRequest:
-    known: Known
-    timeout: int
-    preference_applied: str | None
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An answer to give: its status, what the client will know, and what it brings."""
-
-    status: str
-    known: Known
-    communities: list | None = None
-    changes: tuple = ()
-    notifications_unread: int | None = None
-    # Without ``communities`` (``unchanged``): their ids, for the online
-    # counts; None when this process does not know them.
-    community_ids: tuple | None = None
 
 
 def parse_request():
@@ -101,7 +70,7 @@ def parse_request():
             applied = f"wait={min(timeout, config['POLL_MAX_TIMEOUT'])}"
     # Longer than the server allows is clamped rather than refused: a client
     # cannot know each deployment's maximum.
-    return PollRequest(Known(cursor, client_hash), min(timeout, config["POLL_MAX_TIMEOUT"]), applied)
+    return Ask(Known(cursor, client_hash), min(timeout, config["POLL_MAX_TIMEOUT"]), applied)
 
 
 @bp.get("/poll")
@@ -120,87 +89,52 @@ def poll():
         reply = look(identity.user_id, ask.known)
     else:
         # Admitted and counted in one step, before any database work.
-        with caps_as_problems(), hub.waiting(identity.user_id, request_socket()) as ticket:
+        with caps_as_problems(), hub.poll(identity.user_id, ask, request_socket()) as session:
             provision(identity)
-            hub.vouching.settle(identity.user_id, SETTLE_TIMEOUT)
-            if hub.vouching.vouches(identity.user_id, ask.known.cursor, ask.known.hash):
-                # This hub has read every change since before the client's
-                # cursor and none was this user's: nothing to read, straight
-                # to waiting.
-                last_change_at = hub.vouching.last_change_served(identity.user_id)
-                reply = Reply("unchanged", replace(ask.known, last_change_at=last_change_at),
-                              community_ids=hub.vouching.communities_served(identity.user_id))
-            else:
-                reply = look(identity.user_id, ask.known)
-            coalescing = hub.reread.coalescing
-            if reply.status == "unchanged" and PARKABLE_KEY in request.environ:
+            # When the hub has read every change since before the client's
+            # cursor and none was this user's: nothing to read.
+            reply = session.vouched(SETTLE_TIMEOUT) or look(identity.user_id, ask.known)
+            if not session.waits(reply):
+                reply = session.finish(reply)
+            elif PARKABLE_KEY in request.environ:
                 # Waits as its socket and a record (app/parking.py), not a greenlet.
-                return park(hub, ticket, ask, reply)
-            if reply.status == "unchanged":
-                waited = wait(hub, ticket, ask, reply.known)
-                if waited.status == "unchanged":
-                    waited = replace(waited, community_ids=reply.community_ids)
-                reply = waited
-            elif pause := coalescing.pause(identity.user_id, reply.changes):
-                # Only activity, for a user answered moments ago: gather for
-                # the rest of its window rather than answer at the burst's rate.
-                reply = wait(hub, ticket, ask, reply.known, held=reply, pause=pause)
-            if reply.status == "changed":
-                coalescing.answered(identity.user_id)
+                return park(hub, session)
+            else:
+                reply = session.hold()
 
     data, headers = conclude(hub, identity.user_id, ask, reply)
     return current_app.response_class(data, mimetype="application/json"), 200, headers
 
 
+@bp.record_once
+def register_renderer(state):
+    """The hub's answerer makes parked polls' answers here, in this app's context."""
+    state.app.extensions["hub"].answer_parked_with(render_parked, state.app)
+
+
 def conclude(hub, user_id, ask, reply):
     """The answer for ``reply``: its body and headers, the state noted for vouching."""
     now = datetime.now(timezone.utc)
-    if reply.status == "changed":
-        # The client's state changes with this very answer.
-        reply = replace(reply, known=replace(reply.known, last_change_at=now))
-    # Noted for vouching for this client's next poll.
-    hub.vouching.served_state(user_id, reply.known.hash, reply.known.last_change_at,
-                              reply.communities, reply.known.cursor)
+    reply = hub.conclude(user_id, reply, now)
     return answer(ask, reply, now, online_counts(user_id, reply))
 
 
-def park(hub, ticket, ask, reply):
+def park(hub, session):
     """Leave the poll to the hub's answerer: the worker keeps its socket (app/parking.py).
 
     What the client is answered now is a stand-in, which the worker takes
     the framework's headers from and never sends.
     """
-    deadline = time.monotonic() + jittered_wait(ask.timeout)
-    record = hub.parking.park(ticket, ask, Waiting(ask, reply.known), reply.community_ids,
-                              deadline, (prepare_parked, respond_parked), current_app._get_current_object())
-    request.environ[PARKED_KEY] = record
+    request.environ[PARKED_KEY] = hub.park(session)
     return current_app.response_class(b"", mimetype="application/json"), 200, {PARKED_HEADER: "1"}
 
 
-def prepare_parked(records):
-    """Before a batch of parked polls is answered: their communities' online counts, read at once.
-
-    The answers of a fan-out find their users' communities stale together;
-    answered one after another by one greenlet, each would read its own.
-    """
-    wanted = set()
-    for record in records:
-        wanted.update(record.community_ids or ())
-        wanted.update(entry["id"] for entry in record.waiting.communities() or ())
-    current_app.extensions["presence"].counts(wanted)
-
-
-def respond_parked(record):
+def render_parked(session):
     """The answer to a parked poll, as (status line, body, headers); run by the hub's answerer."""
     hub = current_app.extensions["hub"]
-    user_id = record.ticket.user_id
     try:
-        reply = record.waiting.reply()
-        if reply.status == "unchanged":
-            reply = replace(reply, community_ids=record.community_ids)
-        else:
-            hub.reread.coalescing.answered(user_id)
-        data, headers = conclude(hub, user_id, record.ask, reply)
+        reply = session.finish(session.reply())
+        data, headers = conclude(hub, session.user_id, session.ask, reply)
         status = "200 OK"
     except Exception as error:
         # As the view's error handlers would answer it (a database outage: 503).
@@ -254,71 +188,6 @@ def look(user_id, known):
     return Reply("unchanged", now_known, community_ids=tuple(c["id"] for c in state.communities))
 
 
-def wait(hub, ticket, ask, known, held=None, pause=0.0):
-    """Wait for news of changes the client's cursor did not see, or the timeout.
-
-    ``held``: a ``changed`` reply of activity only, held back for ``pause``
-    seconds; news meanwhile joins it, and anything but activity ends the
-    pause at once.
-    """
-    waiting = Waiting(ask, known, held)
-    deadline = time.monotonic() + (pause if held else jittered_wait(ask.timeout))
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or hub.closing or ticket.gone:
-            break
-        if waiting.take(hub.wait(ticket, remaining)):
-            break
-    return waiting.reply()
-
-
-class Waiting:
-    """What a waiting poll has gathered so far, whether it waits in a greenlet or parked.
-
-    ``known`` is where the poll's knowledge stands (its own read, or what the
-    client sent when the hub vouched for it); news from an older snapshot
-    says nothing new, and rows the client saw are not sent again.
-    """
-
-    __slots__ = ("seen", "known", "latest", "state", "collected", "held")
-
-    def __init__(self, ask, known, held=None):
-        self.seen = ask.known.cursor.position
-        self.known = known
-        self.latest = known.cursor.position
-        self.held = held
-        # The newest state seen: (hash, communities, notifications_unread).
-        self.state = (held.known.hash, held.communities, held.notifications_unread) if held else None
-        self.collected = {row.id: row for row in held.changes} if held else {}
-
-    def take(self, fresh):
-        """Take news from the hub; True when the poll has something to answer now."""
-        for news in fresh:
-            if not news.position.covers(self.latest):
-                continue
-            self.latest = news.position
-            self.state = (news.hash, news.communities, news.notifications_unread)
-            for row in news.rows:
-                if not self.seen.sees(row):
-                    self.collected[row.id] = row
-        return bool(self.collected) and not (self.held and coalescable(self.collected.values()))
-
-    def communities(self):
-        """The communities of the newest state the news brought, or None."""
-        return self.state[1] if self.state else None
-
-    def reply(self):
-        """The answer as of now: ``changed`` with what was gathered, else ``unchanged``."""
-        cursor = cursors.Cursor(self.known.cursor.epoch, self.latest)
-        if self.collected:
-            rows = [self.collected[key] for key in sorted(self.collected)]
-            if not self.held:
-                current_app.extensions["metrics"].observe_wake(min(wire.utc(r.at) for r in rows))
-            digest, communities, unread = self.state
-            return Reply("changed", Known(cursor, digest), communities, rows, unread)
-        return Reply("unchanged", replace(self.known, cursor=cursor))
-
-
 def read(user_id, cursor):
     """State, whether the cursor can be answered, and the changes after it: one snapshot.
 
@@ -347,8 +216,7 @@ def answer(ask, reply, now, online):
     """The body and headers for ``reply``, as of ``now``, with ``online`` counts beside the state."""
     known = reply.known
     cursor = current_app.extensions["cursor_key"].encode(known.cursor)
-    body = wire.poll_body(reply.status, cursor, known.hash, now,
-                          reply.communities, reply.changes, reply.notifications_unread, online)
+    body = wire.poll_body(reply, cursor, now, online)
     headers = {
         "Content-Type": "application/json",
         "X-Poll-Result": reply.status,

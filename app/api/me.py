@@ -7,6 +7,7 @@ from .. import db, feed, queries, validation, wire, writes
 from ..auth import current_identity
 from ..db import read_transaction
 from ..intervals import advise_interval
+from ..session import Known
 from .conditional import etag, if_none_match, matches
 
 bp = Blueprint("me", __name__, url_prefix="/me")
@@ -16,21 +17,20 @@ bp = Blueprint("me", __name__, url_prefix="/me")
 def communities():
     identity = current_identity()
     hub = current_app.extensions["hub"]
-    vouching = hub.vouching
     condition = if_none_match()
     if condition is not None:
         # A smart-polling client asking whether its state changed: when this
         # hub has read every change since the state it last served the user,
         # and none was the user's, the answer needs no database.
-        served = vouching.hash_served(identity.user_id)
-        if served is not None and matches(condition, served) and vouching.current(identity.user_id, served):
+        served = hub.served_if_current(identity.user_id)
+        if served is not None and matches(condition, served.hash):
             hub.keep_reading()
-            return "", 304, snapshot_headers(served, vouching.last_change_served(identity.user_id))
+            return "", 304, snapshot_headers(served.hash, served.last_change_at)
         hub.keep_reading()
     with read_transaction(single_statement=True) as connection:
         state = feed.read_state(connection, identity.user_id)
-    vouching.served_state(identity.user_id, state.hash, state.last_change_at, state.communities,
-                          state.cursor)
+    hub.note_served(identity.user_id, Known(state.cursor, state.hash, state.last_change_at),
+                    state.communities)
     headers = snapshot_headers(state.hash, state.last_change_at)
     if matches(condition, state.hash):
         return "", 304, headers

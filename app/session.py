@@ -1,0 +1,189 @@
+"""The poll session: one waiting poll, whichever way it waits.
+
+A long poll with nothing to say yet waits for news, in one of two ways: in
+its own greenlet (``Hub.hold``: the view's greenlet blocks in ``Hub.wait``),
+or parked, as its socket and a small record that the hub's answerer greenlet
+answers (``app/parking.py``). Both drive one ``PollSession`` through the same
+steps, written once here and in the hub:
+
+1. ``begin(reply)``: where the client's knowledge stands after the poll's
+   own read (or the hub's vouching for it), and until when it may wait;
+2. ``take(news)``: what a re-read brought is gathered; True when the poll
+   has something to answer now;
+3. ``reply()``: the answer as of now, ``changed`` with what was gathered or
+   ``unchanged``; ``Hub.finish`` and ``Hub.conclude`` then note it for
+   coalescing and vouching.
+
+``Hub.poll()`` makes a session and releases its place when the block is
+left, unless parking has taken the session over; parking then releases it,
+once, when it is answered or let go.
+"""
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from . import cursors, wire
+from .coalescing import coalescable
+from .intervals import jittered_wait
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a client knows: its cursor, the hash of its state, when that state last changed."""
+
+    cursor: cursors.Cursor | None
+    hash: str | None
+    last_change_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a poll asks: what its client knows, how long it may wait, the ``Prefer`` it honoured."""
+
+    known: Known
+    timeout: int
+    preference_applied: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to give: its status, what the client will know, and what it brings."""
+
+    status: str
+    known: Known
+    communities: list | None = None
+    changes: tuple = ()
+    notifications_unread: int | None = None
+    # Without ``communities`` (``unchanged``): their ids, for the online
+    # counts; None when this process does not know them.
+    community_ids: tuple | None = None
+
+
+@dataclass(frozen=True)
+class StateSeen:
+    """The newest state of the user that news (or a held reply) brought."""
+
+    hash: str
+    communities: list
+    notifications_unread: int
+
+
+class PollSession:
+    """One waiting poll: who asks (its ``ticket`` in the hub's registry), what its
+    client knows, what it has gathered since, and until when it waits.
+
+    ``seen`` is the client's own position: rows it saw are not sent again.
+    ``latest`` is where the poll's knowledge stands (its own read, or the
+    client's when the hub vouched for it); news from an older snapshot says
+    nothing new. ``held``: a ``changed`` reply of activity only, held back
+    to gather more until its pause ends; anything but activity ends it.
+    ``parked``: the parked connection's record, once parking took it over.
+    """
+
+    __slots__ = ("hub", "ask", "ticket", "known", "seen", "latest", "state", "collected",
+                 "held", "community_ids", "deadline", "parked")
+
+    def __init__(self, hub, ask, ticket):
+        self.hub = hub
+        self.ask = ask
+        self.ticket = ticket
+        self.known = ask.known
+        self.seen = self.latest = None
+        self.state = None
+        self.collected = {}
+        self.held = None
+        self.community_ids = None
+        self.deadline = None
+        self.parked = None
+
+    @property
+    def user_id(self):
+        return self.ticket.user_id
+
+    def vouched(self, settle_timeout):
+        """``unchanged`` with no read, when the hub read every change since before
+        the client's cursor and none was this user's; else None (the poll reads).
+
+        A poll that subscribed while a re-read ran waits up to ``settle_timeout``
+        for it to note its rows first (``Vouching.settle``).
+        """
+        vouching, user_id, known = self.hub.vouching, self.user_id, self.ask.known
+        vouching.settle(user_id, settle_timeout)
+        if not vouching.vouches(user_id, known.cursor, known.hash):
+            return None
+        return Reply("unchanged", replace(known, last_change_at=vouching.last_change_served(user_id)),
+                     community_ids=vouching.communities_served(user_id))
+
+    def waits(self, reply):
+        """Whether the poll waits rather than answer ``reply`` now; if so, it begins to gather.
+
+        It waits when there is nothing to say yet, and when it read only
+        activity for a user answered moments ago: then it gathers for the rest
+        of that user's window rather than answer at the burst's rate.
+        """
+        if reply.status == "unchanged":
+            self.begin(reply)
+            return True
+        pause = self.hub.reread.coalescing.pause(self.user_id, reply.changes)
+        if pause:
+            self.begin(reply, pause)
+            return True
+        return False
+
+    def hold(self):
+        """Wait in this greenlet for news, the deadline, shutdown or a hang-up; the reply then."""
+        hub, ticket = self.hub, self.ticket
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 or hub.closing or ticket.gone:
+                break
+            if self.take(hub.wait(ticket, remaining)):
+                break
+        return self.finish(self.reply())
+
+    def finish(self, reply):
+        """``reply`` as the poll's answer: a ``changed`` one starts the user's coalescing window."""
+        if reply.status == "changed":
+            self.hub.reread.coalescing.answered(self.user_id)
+        return reply
+
+    def begin(self, reply, pause=0.0):
+        """Wait from ``reply``: ``unchanged``, or (with ``pause``) a ``changed`` one held back."""
+        held = reply if pause else None
+        self.known = reply.known
+        self.seen = self.ask.known.cursor.position
+        self.latest = reply.known.cursor.position
+        self.held = held
+        if held:
+            self.state = StateSeen(held.known.hash, held.communities, held.notifications_unread)
+            self.collected = {row.id: row for row in held.changes}
+        self.community_ids = reply.community_ids
+        self.deadline = time.monotonic() + (pause if held else jittered_wait(self.ask.timeout))
+
+    def take(self, fresh):
+        """Take news from the hub; True when the poll has something to answer now."""
+        for news in fresh:
+            if not news.position.covers(self.latest):
+                continue
+            self.latest = news.position
+            self.state = StateSeen(news.hash, news.communities, news.notifications_unread)
+            for row in news.rows:
+                if not self.seen.sees(row):
+                    self.collected[row.id] = row
+        return bool(self.collected) and not (self.held and coalescable(self.collected.values()))
+
+    def communities(self):
+        """The communities of the newest state the news brought, or None."""
+        return self.state.communities if self.state else None
+
+    def reply(self):
+        """The answer as of now: ``changed`` with what was gathered, else ``unchanged``."""
+        cursor = cursors.Cursor(self.known.cursor.epoch, self.latest)
+        if self.collected:
+            rows = [self.collected[key] for key in sorted(self.collected)]
+            if not self.held and self.hub.metrics:
+                self.hub.metrics.observe_wake(min(wire.utc(r.at) for r in rows))
+            state = self.state
+            return Reply("changed", Known(cursor, state.hash), state.communities, rows,
+                         state.notifications_unread)
+        return Reply("unchanged", replace(self.known, cursor=cursor), community_ids=self.community_ids)
