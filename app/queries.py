@@ -422,6 +422,20 @@ def depart(worker_id, user_ids, dialect):
     )
 
 
+def presence_shown(user_id, dialect):
+    """A hidden user shows themselves: their rows are online from now, not from while hidden.
+
+    A no-op for a user already shown (their ``since`` stays put).
+    """
+    hidden = select(literal(1)).where(User.id == user_id, ~User.presence_visible)
+    return (
+        update(Presence)
+        .where(Presence.user_id == user_id, hidden.exists())
+        .values(since=database_now(dialect))
+        .execution_options(synchronize_session=False)
+    )
+
+
 def forget_worker(worker_id):
     """A worker that stops: its users and its own row."""
     return (

@@ -367,6 +367,10 @@ def set_presence_visible(session, identity, visible):
     """The caller's own choice to show in presence counts and lists, or not.
 
     Not a change of anyone's state: no change-log row, no poll woken.
-    Counts cached by the workers follow within ``PRESENCE_INTERVAL``.
+    Counts cached by the workers follow within ``PRESENCE_INTERVAL``. A
+    hidden user who shows themselves is online from now on: their presence
+    rows start again, so no one learns how long they were online hidden.
     """
+    if visible:
+        session.execute(queries.presence_shown(identity.user_id, session.get_bind().dialect.name))
     session.execute(update(User).where(User.id == identity.user_id).values(presence_visible=visible))

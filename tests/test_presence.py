@@ -4,6 +4,7 @@ import json
 import os
 import signal
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import gevent
 import pytest
@@ -316,6 +317,30 @@ def test_an_invisible_user_appears_nowhere_and_can_come_back(steady_app, auth):
     assert "u-grace" not in listed(client, grace)
     assert client.put("/me/presence", json={"visible": True}, headers=grace).json == {"visible": True}
     assert eventually(lambda: "u-grace" in listed(client, ada))
+
+
+def test_since_starts_when_a_hidden_user_shows_themselves(steady_app, auth):
+    """Nothing of a hidden period reaches anyone: not even how long it lasted."""
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    client.put("/me/presence", json={"visible": False}, headers=grace)
+    client.get("/me/communities", headers=grace)
+    engine = steady_app.extensions["db"]
+
+    def online_hidden():
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT count(*) FROM presence WHERE user_id = 'u-grace'"))
+
+    assert eventually(online_hidden)
+    # Online for an hour while hidden, as if she had come online then.
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE presence SET since = '2000-01-01 00:00:00' "
+                                "WHERE user_id = 'u-grace'"))
+    shown_at = datetime.now(timezone.utc).replace(microsecond=0)
+    client.put("/me/presence", json={"visible": True}, headers=grace)
+    users = client.get("/communities/c-python/presence", headers=ada).json["users"]
+    since = {user["id"]: user["since"] for user in users}["u-grace"]
+    assert datetime.fromisoformat(since.replace("Z", "+00:00")) >= shown_at
 
 
 @pytest.mark.parametrize(("body", "headers", "status"), [
