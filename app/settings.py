@@ -60,6 +60,8 @@ SERVER_SETTINGS = {
     "PARKED_POLLS": (bool, True),
     "LOG_LEVEL": (str, "info"),
     "FORWARDED_ALLOW_IPS": (str, "127.0.0.1"),
+    # gunicorn's control socket (gunicornc); empty: none (app/gunicorn_conf.py says why).
+    "CONTROL_SOCKET": (str, ""),
     # prometheus_client reads it from the environment itself; gunicorn.conf.py
     # puts a temporary directory there when it is unset.
     "PROMETHEUS_MULTIPROC_DIR": (str, ""),
