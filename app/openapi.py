@@ -67,6 +67,8 @@ WRITE_ERRORS = {
     "415": problem("The body is not application/json."),
     "422": problem("The body is JSON but not an acceptable value."),
     "429": problem("Too many writes from this user or address.", {**RETRY_AFTER, **RATE_LIMITED}),
+    "503": problem("`write-conflict`: the write met a concurrent one and was rolled back, nothing "
+                   "changed; retry it as it is. Or `database-unavailable`.", RETRY_AFTER),
 }
 
 

@@ -212,7 +212,7 @@ def sync_memberships(session, identity, community_id, additions, removals):
     batches of a community's managers wait for each other instead of
     deadlocking. A platform admin's batch takes no owner lock, as its single
     writes do not: if it meets a manager's batch in the other order,
-    PostgreSQL refuses one of them, a 503 to retry.
+    PostgreSQL refuses one of them, a 503 write-conflict to retry.
     """
     _, authority = _community_for(session, identity, community_id)
     if authority is None:
