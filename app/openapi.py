@@ -515,7 +515,7 @@ def operations(max_timeout):
         },
         "/demo/users": {"get": {
             **public, "operationId": "demoUsers", "tags": ["demo"],
-            "summary": "The demo users (DEMO_MODE only; 404 otherwise).",
+            "summary": "The demo users (DEMO_MODE only: not listed here otherwise, and 404).",
             "responses": {
                 "200": json_body(ref("DemoUsers"), "The demo users."),
                 "404": problem("Demo mode is off."),
@@ -524,7 +524,7 @@ def operations(max_timeout):
         }},
         "/demo/tokens": {"post": {
             **public, "operationId": "demoToken", "tags": ["demo"],
-            "summary": "A token for one of the demo users (DEMO_MODE only; 404 otherwise).",
+            "summary": "A token for one of the demo users (DEMO_MODE only: not listed here otherwise, and 404).",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": ref("DemoTokenRequest")}}},
             "responses": {
@@ -564,7 +564,11 @@ def document(app):
             ),
         },
         "security": [{"bearer": []}],
-        "paths": operations(app.config["POLL_MAX_TIMEOUT"]),
+        "paths": {
+            path: item for path, item in operations(app.config["POLL_MAX_TIMEOUT"]).items()
+            # Off, demo mode's routes answer 404 as if they did not exist: so here.
+            if app.config["DEMO_MODE"] or not path.startswith("/demo/")
+        },
         "components": {
             "securitySchemes": {
                 "bearer": {
