@@ -92,9 +92,20 @@ def raw_problem(status):
     return (head + "\r\n").encode("latin-1") + body
 
 
+# RFC 9110's reason phrases where Python's HTTPStatus (3.11) keeps older ones.
+RFC_9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
 def _status_phrase(status):
     from http import HTTPStatus
 
+    if status in RFC_9110_PHRASES:
+        return RFC_9110_PHRASES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:
