@@ -16,6 +16,7 @@ SETTINGS = {
     "SECRET_KEY": (str, None),
     "JWT_ISSUER": (str, ""),
     "JWT_AUDIENCE": (str, ""),
+    "TOKEN_MAX_TTL": (int, 30 * 24 * 3600),
     "CORS_ORIGINS": (str, ""),
     "CORS_MAX_AGE": (int, 86400),
     "DEMO_MODE": (bool, None),
