@@ -3,7 +3,6 @@ import http.client
 import json
 import os
 import signal
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import gevent
@@ -12,7 +11,7 @@ from sqlalchemy import create_engine, event, text
 
 from app import wire
 from app.db import normalize_url
-from conftest import assert_problem, bearer, eventually, table_dump, until_blocked
+from conftest import assert_problem, bearer, eventually, statements, table_dump, until_blocked
 from harness.servers import flask, wait_for
 
 # Short enough that a test sees a TTL run out; the refresh well inside it.
@@ -187,23 +186,6 @@ def test_dead_workers_rows_are_swept_and_a_swept_worker_writes_its_users_again(s
         assert connection.scalars(text("SELECT worker_id FROM presence")).all() == []
     # Its next refresh finds its row gone and writes all of its users again.
     assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
-
-
-@contextmanager
-def statements(engine):
-    """The SQL statements run on ``engine`` by this greenlet meanwhile (the hub's own are not counted)."""
-    caller = gevent.getcurrent()
-    seen = []
-
-    def note(_conn, _cursor, statement, *_args):
-        if gevent.getcurrent() is caller:
-            seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_factory, auth, database):
