@@ -30,6 +30,9 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # JSON can carry lone surrogates ("\ud800"); no database encoding can store them.
 SURROGATE = re.compile(r"[\ud800-\udfff]")
 NUMERIC_DATES = ("exp", "nbf", "iat")
+# Seconds of clock difference allowed between the platform's hosts and this one.
+LEEWAY = 30
+DEFAULT_TTL = 3600
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,21 @@ def _claims_problem(claims):
     return None
 
 
-def mint_token(user_id, name=None, admin=False, ttl=3600, key=None):
-    """A token for ``user_id``, as the platform that fronts this service would issue."""
+def default_ttl():
+    """Seconds a token minted here lives unless told otherwise: an hour, or ``TOKEN_MAX_TTL`` if shorter."""
+    return min(DEFAULT_TTL, current_app.config["TOKEN_MAX_TTL"])
+
+
+def mint_token(user_id, name=None, admin=False, ttl=None, key=None):
+    """A token for ``user_id``, as the platform that fronts this service would issue.
+
+    ``ttl`` defaults to :func:`default_ttl`; a ValueError for one past
+    ``TOKEN_MAX_TTL``: the server would refuse the token.
+    """
     config = current_app.config
+    ttl = default_ttl() if ttl is None else ttl
+    if ttl > config["TOKEN_MAX_TTL"]:
+        raise ValueError(f"a token may live at most TOKEN_MAX_TTL ({config['TOKEN_MAX_TTL']}) seconds")
     now = int(time.time())
     claims = {"sub": user_id, "iat": now, "exp": now + int(ttl)}
     if name:
@@ -146,7 +161,7 @@ def _verify(token):
             options=options,
             issuer=config["JWT_ISSUER"] or None,
             audience=config["JWT_AUDIENCE"] or None,
-            leeway=30,
+            leeway=LEEWAY,
         )
     except jwt.ExpiredSignatureError:
         raise _unauthorized("The token has expired.") from None
@@ -159,6 +174,11 @@ def _verify(token):
     problem = _claims_problem(claims)
     if problem:
         raise _unauthorized(f"The token's {problem}.")
+    # A token that never expires in practice (an exp of 1e30) cannot be
+    # withdrawn short of changing SECRET_KEY for everyone.
+    if claims["exp"] - time.time() > config["TOKEN_MAX_TTL"] + LEEWAY:
+        raise _unauthorized(f"The token expires further ahead than TOKEN_MAX_TTL "
+                            f"({config['TOKEN_MAX_TTL']} seconds) allows.")
     # The name is only for display: one that cannot be stored is left out.
     name = claims.get("name")
     name = name.strip() if valid_name(name) else None

@@ -57,10 +57,14 @@ def _base_url(_ctx, _param, value):
 @click.argument("user_id", callback=_user_id)
 @click.option("--name", help="Display name carried in the token.")
 @click.option("--admin", is_flag=True, help="Mint a platform-admin token.")
-@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1), help="Seconds.")
+@click.option("--ttl", type=click.IntRange(1),
+              help="Seconds.  [default: 3600, or TOKEN_MAX_TTL if shorter]")
 def token(user_id, name, admin, ttl):
     """Print a bearer token for USER_ID, signed with SECRET_KEY."""
-    click.echo(mint_token(user_id, name=name, admin=admin, ttl=ttl))
+    try:
+        click.echo(mint_token(user_id, name=name, admin=admin, ttl=ttl))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--ttl'") from None
 
 
 @click.command("watch")

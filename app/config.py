@@ -58,6 +58,8 @@ def load(environ=os.environ, overrides=None):
     if config["WAKE_SOURCE"] not in SOURCES:
         raise ValueError(f"WAKE_SOURCE must be one of {', '.join(SOURCES)}, "
                          f"not {config['WAKE_SOURCE']!r}")
+    if not config["TOKEN_MAX_TTL"] > 0:
+        raise ValueError("TOKEN_MAX_TTL must be above 0")
     if not config["WAKE_POLL_INTERVAL"] > 0:
         raise ValueError("WAKE_POLL_INTERVAL must be above 0")
     return config

@@ -20,6 +20,12 @@ PROBLEM_TYPE = "urn:community-sync:problem:"
 UNWRAPPED_OUTAGES = (psycopg2.OperationalError,)
 
 
+# PostgreSQL's SQLSTATEs for a transaction it rolled back because of concurrent
+# ones (a deadlock, a serialization failure): nothing is wrong with the
+# database or the request, and the same request again will most likely pass.
+CONFLICT_SQLSTATES = {"40P01": "deadlock", "40001": "serialization failure"}
+
+
 class Problem(Exception):
     """An error answer: ``raise Problem(422, "invalid-role", "role must be ...")``."""
 
@@ -86,9 +92,20 @@ def raw_problem(status):
     return (head + "\r\n").encode("latin-1") + body
 
 
+# RFC 9110's reason phrases where Python's HTTPStatus (3.11) keeps older ones.
+RFC_9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
 def _status_phrase(status):
     from http import HTTPStatus
 
+    if status in RFC_9110_PHRASES:
+        return RFC_9110_PHRASES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -107,7 +124,21 @@ def handle_http_exception(error):
 
 
 def handle_database_unavailable(error):
-    """A lost or refused database connection, or an exhausted pool, is a passing outage."""
+    """A lost or refused database connection, or an exhausted pool, is a passing outage.
+
+    A transaction PostgreSQL rolled back for a concurrent one's sake is no
+    outage: it is a ``write-conflict``, also a 503 with ``Retry-After``. Not
+    a 409: this API's 409s (``last-owner``, ``id-taken``) mean the same
+    request will be refused again, while this one most likely passes as it
+    is, which is what a 503 with ``Retry-After`` tells clients and proxies.
+    """
+    conflict = CONFLICT_SQLSTATES.get(getattr(getattr(error, "orig", error), "pgcode", None))
+    if conflict is not None:
+        log.warning("write conflict (%s): the transaction was rolled back; the client may retry", conflict)
+        return problem_response(
+            503, "The write met a concurrent one and was rolled back; nothing changed. Try again.",
+            "write-conflict", "Write conflict", headers={"Retry-After": str(random.randint(1, 5))},
+        )
     if not getattr(error, "connection_invalidated", False) and not isinstance(
         error, (OperationalError, PoolTimeout, *UNWRAPPED_OUTAGES)
     ):

@@ -59,6 +59,15 @@ limit_request_fields = 100
 # refuses with problem+json; this is only the backstop for larger ones.
 limit_request_field_size = 16380
 forwarded_allow_ips = _server["FORWARDED_ALLOW_IPS"]
+# gunicorn's control socket (gunicornc: worker counts, reload, shutdown) sits
+# by default at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl): two instances on one host take it from each
+# other, and the first to stop removes the other's. Nothing here needs it (a
+# deploy drives gunicorn with signals), so there is none unless CONTROL_SOCKET
+# names a path, which must then be this instance's own.
+control_socket_disable = not _server["CONTROL_SOCKET"]
+if _server["CONTROL_SOCKET"]:
+    control_socket = _server["CONTROL_SOCKET"]
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

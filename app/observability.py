@@ -179,6 +179,10 @@ def init_app(app):
         for name in headers.keys():
             missing.pop(name.lower(), None)
         headers.extend((name, SECURITY_HEADERS[name]) for name in missing.values())
+        if response.status_code in (204, 304):
+            # No content to type: Flask's default (text/html) would describe
+            # nothing, and a cache may take a 304's headers for its stored answer's.
+            headers.pop("Content-Type", None)
         # A parked poll is counted when the hub answers it (app/parking.py).
         if request.endpoint == POLL_ENDPOINT and PARKED_KEY not in request.environ:
             app.extensions["metrics"].observe_poll(response)

@@ -67,6 +67,8 @@ WRITE_ERRORS = {
     "415": problem("The body is not application/json."),
     "422": problem("The body is JSON but not an acceptable value."),
     "429": problem("Too many writes from this user or address.", {**RETRY_AFTER, **RATE_LIMITED}),
+    "503": problem("`write-conflict`: the write met a concurrent one and was rolled back, nothing "
+                   "changed; retry it as it is. Or `database-unavailable`.", RETRY_AFTER),
 }
 
 
@@ -513,7 +515,7 @@ def operations(max_timeout):
         },
         "/demo/users": {"get": {
             **public, "operationId": "demoUsers", "tags": ["demo"],
-            "summary": "The demo users (DEMO_MODE only; 404 otherwise).",
+            "summary": "The demo users (DEMO_MODE only: not listed here otherwise, and 404).",
             "responses": {
                 "200": json_body(ref("DemoUsers"), "The demo users."),
                 "404": problem("Demo mode is off."),
@@ -522,7 +524,7 @@ def operations(max_timeout):
         }},
         "/demo/tokens": {"post": {
             **public, "operationId": "demoToken", "tags": ["demo"],
-            "summary": "A token for one of the demo users (DEMO_MODE only; 404 otherwise).",
+            "summary": "A token for one of the demo users (DEMO_MODE only: not listed here otherwise, and 404).",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": ref("DemoTokenRequest")}}},
             "responses": {
@@ -562,7 +564,11 @@ def document(app):
             ),
         },
         "security": [{"bearer": []}],
-        "paths": operations(app.config["POLL_MAX_TIMEOUT"]),
+        "paths": {
+            path: item for path, item in operations(app.config["POLL_MAX_TIMEOUT"]).items()
+            # Off, demo mode's routes answer 404 as if they did not exist: so here.
+            if app.config["DEMO_MODE"] or not path.startswith("/demo/")
+        },
         "components": {
             "securitySchemes": {
                 "bearer": {

@@ -133,9 +133,24 @@ def in_json_list(column, values, dialect):
     return column.in_(json_values(values, dialect))
 
 
-def community(community_id):
-    """The community's own columns, as plain rows."""
-    return select(Community.__table__).where(Community.id == community_id)
+def role_here(user_id):
+    """The user's role in the community of the enclosing statement (NULL for none), correlated."""
+    return (
+        select(Membership.role)
+        .where(Membership.community_id == Community.id, Membership.user_id == user_id)
+        .scalar_subquery()
+        .label("role")
+    )
+
+
+def community_and_role(community_id, user_id):
+    """The community's own columns and ``role``, the user's role in it: no row for an unknown id.
+
+    One statement, whether the community is unknown, private to others or
+    the user's: an outsider's request for a private community does the very
+    work an unknown id's does, so the time it takes cannot tell them apart.
+    """
+    return select(Community.__table__, role_here(user_id)).where(Community.id == community_id)
 
 
 def communities_visible_to(user_id, is_admin):
@@ -435,6 +450,20 @@ def depart(worker_id, user_ids, dialect):
     return delete(Presence).where(
         Presence.worker_id == worker_id,
         in_json_list(Presence.user_id, sorted(user_ids), dialect),
+    )
+
+
+def presence_shown(user_id, dialect):
+    """A hidden user shows themselves: their rows are online from now, not from while hidden.
+
+    A no-op for a user already shown (their ``since`` stays put).
+    """
+    hidden = select(literal(1)).where(User.id == user_id, ~User.presence_visible)
+    return (
+        update(Presence)
+        .where(Presence.user_id == user_id, hidden.exists())
+        .values(since=database_now(dialect))
+        .execution_options(synchronize_session=False)
     )
 
 

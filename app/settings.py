@@ -16,6 +16,7 @@ SETTINGS = {
     "SECRET_KEY": (str, None),
     "JWT_ISSUER": (str, ""),
     "JWT_AUDIENCE": (str, ""),
+    "TOKEN_MAX_TTL": (int, 30 * 24 * 3600),
     "CORS_ORIGINS": (str, ""),
     "CORS_MAX_AGE": (int, 86400),
     "DEMO_MODE": (bool, None),
@@ -60,6 +61,8 @@ SERVER_SETTINGS = {
     "PARKED_POLLS": (bool, True),
     "LOG_LEVEL": (str, "info"),
     "FORWARDED_ALLOW_IPS": (str, "127.0.0.1"),
+    # gunicorn's control socket (gunicornc); empty: none (app/gunicorn_conf.py says why).
+    "CONTROL_SOCKET": (str, ""),
     # prometheus_client reads it from the environment itself; gunicorn.conf.py
     # puts a temporary directory there when it is unset.
     "PROMETHEUS_MULTIPROC_DIR": (str, ""),

@@ -6,6 +6,23 @@ from .auth import CALLER_ALIAS, ID_RULE, USER_ID_RULE, valid_id, valid_user_id
 from .errors import Problem
 
 
+# Digits a whole-number parameter may have: more than any bound here needs,
+# far below Python's integer-string limit (4,300 digits, a ValueError past it).
+MAX_DIGITS = 6
+
+
+def whole_number(raw, max_digits=MAX_DIGITS):
+    """``raw`` (a query parameter, a header's value) as a whole number, or None if it is not one.
+
+    One to ``max_digits`` ASCII digits and nothing else: ``int()`` alone would
+    also take a sign, spaces, underscores and every script's digits (``１``,
+    ``٣``), and past 4,300 digits it raises instead of answering.
+    """
+    if raw is None or not 1 <= len(raw) <= max_digits or not (raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
+
+
 def community_id(value):
     """A community id from the path, or a 400 problem."""
     if not valid_id(value):
@@ -176,9 +193,9 @@ def page(default_limit=20, max_limit=100):
     raw_limit = request.args.get("limit")
     limit = default_limit
     if raw_limit is not None:
-        if not raw_limit.isdecimal() or not 1 <= int(raw_limit) <= max_limit:
+        limit = whole_number(raw_limit)
+        if limit is None or not 1 <= limit <= max_limit:
             raise Problem(400, "invalid-limit", f"limit must be a whole number from 1 to {max_limit}.")
-        limit = int(raw_limit)
     raw_cursor = request.args.get("cursor")
     try:
         before = cursors.decode_page(raw_cursor) if raw_cursor is not None else None

@@ -89,7 +89,8 @@ def parse_retry_after(value, now):
     """``Retry-After`` in seconds from ``now`` (a Unix time): delay-seconds or an HTTP
     date. None when absent or unreadable; a date in the past gives 0."""
     text = (value or "").strip()
-    if text.isdigit():
+    # ASCII digits only: str.isdigit also takes "²" (which float() refuses) and "٣".
+    if text.isascii() and text.isdigit():
         return float(text)
     if not text[:3].isalpha():
         return None

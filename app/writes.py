@@ -54,17 +54,24 @@ def _community_for(session, identity, community_id, for_update=False):
 
     A private community is absent (404, the very answer an unknown id gets)
     to whoever is neither in it nor a platform admin, whatever the request:
-    a 403 would tell outsiders that it exists.
+    a 403 would tell outsiders that it exists. The community and the
+    caller's role are read in one statement, so that the work (and the time)
+    is the same too. A platform admin's role does not matter: the community
+    comes from the session's identity map when it holds it (a bulk change
+    asks once per entry).
     """
-    community = session.get(Community, community_id, with_for_update=for_update)
-    if community is None:
-        raise unknown_community(community_id)
     if identity.is_admin:
+        community = session.get(Community, community_id, with_for_update=for_update)
+        if community is None:
+            raise unknown_community(community_id)
         return community, "platform"
-    own_role = role_of(session, identity.user_id, community_id)
-    if own_role is None and not community.is_public:
+    statement = select(Community, queries.role_here(identity.user_id)).where(Community.id == community_id)
+    if for_update:
+        statement = statement.with_for_update(of=Community)
+    found = session.execute(statement).one_or_none()
+    if found is None or (found.role is None and not found.Community.is_public):
         raise unknown_community(community_id)
-    return community, own_role if own_role in MANAGER_ROLES else None
+    return found.Community, found.role if found.role in MANAGER_ROLES else None
 
 
 def _forbid(detail):
@@ -212,7 +219,7 @@ def sync_memberships(session, identity, community_id, additions, removals):
     batches of a community's managers wait for each other instead of
     deadlocking. A platform admin's batch takes no owner lock, as its single
     writes do not: if it meets a manager's batch in the other order,
-    PostgreSQL refuses one of them, a 503 to retry.
+    PostgreSQL refuses one of them, a 503 write-conflict to retry.
     """
     _, authority = _community_for(session, identity, community_id)
     if authority is None:
@@ -367,6 +374,10 @@ def set_presence_visible(session, identity, visible):
     """The caller's own choice to show in presence counts and lists, or not.
 
     Not a change of anyone's state: no change-log row, no poll woken.
-    Counts cached by the workers follow within ``PRESENCE_INTERVAL``.
+    Counts cached by the workers follow within ``PRESENCE_INTERVAL``. A
+    hidden user who shows themselves is online from now on: their presence
+    rows start again, so no one learns how long they were online hidden.
     """
+    if visible:
+        session.execute(queries.presence_shown(identity.user_id, session.get_bind().dialect.name))
     session.execute(update(User).where(User.id == identity.user_id).values(presence_visible=visible))

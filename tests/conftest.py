@@ -10,12 +10,13 @@ import secrets
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import gevent
 import pytest
 from hypothesis import settings
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from app import create_app
@@ -219,6 +220,23 @@ def quiet_app(app_factory):
     app = app_factory(HUB_AUTOSTART=False, SAFETY_NET_INTERVAL=3600)
     app.test_cli_runner().invoke(args=["seed-demo"])
     return app
+
+
+@contextmanager
+def statements(engine):
+    """The SQL statements run on ``engine`` by this greenlet meanwhile (the hub's own are not counted)."""
+    caller = gevent.getcurrent()
+    seen = []
+
+    def note(_conn, _cursor, statement, *_args):
+        if gevent.getcurrent() is caller:
+            seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
 
 
 def eventually(condition, timeout=10):

@@ -419,6 +419,10 @@ def test_notifications_are_listed_newest_first_a_page_at_a_time(seeded, client, 
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "limit=-1", "limit=",
+                                   # Past Python's integer-string limit (it answered 500), and
+                                   # digits that int() reads but are not ASCII (they were accepted).
+                                   "limit=" + "1" * 4400, "limit=" + "0" * 4400 + "1",
+                                   "limit=%EF%BC%91", "limit=%D9%A3", "limit=+5", "limit=%205",
                                    "cursor=", "cursor=nope", "cursor=bjF8MA", "cursor=MXxhYnxzMQ"])
 def test_a_bad_page_request_is_400(seeded, client, auth, query):
     response = client.get(f"/me/notifications?{query}", headers=auth("u-ada"))

@@ -186,6 +186,37 @@ def test_a_fractional_exp_is_a_valid_numeric_date(client):
         assert client.get("/me/communities", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
+@pytest.mark.parametrize("exp", [1e30, 2**62, "max + 1 hour"])
+def test_a_token_living_longer_than_the_maximum_is_refused(app_factory, exp):
+    app = app_factory(TOKEN_MAX_TTL=86400)
+    now = time.time()
+    exp = now + 86400 + 3600 if exp == "max + 1 hour" else exp
+    before = table_dump(app)
+    response = app.test_client().get("/me/communities", headers={"Authorization": f"Bearer {signed(claims(exp=exp))}"})
+    assert response.status_code == 401 and response.content_type == "application/problem+json"
+    assert "TOKEN_MAX_TTL" in response.json["detail"]
+    assert table_dump(app) == before
+    # At the maximum it is fine.
+    at_most = signed(claims(exp=int(now) + 86400))
+    assert app.test_client().get("/me/communities", headers={"Authorization": f"Bearer {at_most}"}).status_code == 200
+
+
+def test_the_default_maximum_is_thirty_days(client):
+    month = signed(claims(exp=int(time.time()) + 30 * 86400))
+    assert client.get("/me/communities", headers={"Authorization": f"Bearer {month}"}).status_code == 200
+    longer = signed(claims(exp=int(time.time()) + 31 * 86400))
+    assert client.get("/me/communities", headers={"Authorization": f"Bearer {longer}"}).status_code == 401
+
+
+def test_tokens_minted_here_stay_within_a_shorter_maximum(app_factory):
+    app = app_factory(DEMO_MODE=True, TOKEN_MAX_TTL=600)
+    response = app.test_client().post("/demo/tokens", json={"user_id": "u-ada"})
+    assert response.status_code == 201 and response.json["expires_in"] == 600
+    with app.app_context():
+        decoded = jwt.decode(mint_token("u-ada"), SECRET, algorithms=["HS256"])
+    assert decoded["exp"] - decoded["iat"] == 600
+
+
 def stored_name(app, user_id):
     with app.extensions["db"].connect() as connection:
         return connection.execute(text("SELECT name FROM users WHERE id = :id"), {"id": user_id}).scalar()

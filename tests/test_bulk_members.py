@@ -285,3 +285,26 @@ def test_other_writes_keep_the_16_kib_limit(seeded, client, auth):
     response = client.put("/communities/c-design/members/u-new", data=body,
                           content_type="application/json", headers=admin)
     assert_problem(response, 413)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"], ids=["deadlock", "serialization-failure"])
+def test_a_batch_rolled_back_by_a_conflict_is_a_retryable_conflict_not_an_outage(
+        seeded, client, auth, monkeypatch, caplog, sqlstate):
+    """Batches that deadlock (or fail to serialize): PostgreSQL rolls one back, and it may simply retry."""
+    from app import writes
+
+    def collides(session, *_args):
+        # The very error PostgreSQL raises for the batch it picks as the victim.
+        session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'collided' USING ERRCODE = '{sqlstate}'; END $$"))
+
+    grace, = provisioned(client, auth, ("u-grace", False))
+    before = table_dump(seeded)
+    monkeypatch.setattr(writes, "sync_memberships", collides)
+    response = sync(client, grace, add=[{"user_id": "u-new"}])
+    body = assert_problem(response, 503)
+    assert body["type"].endswith(":write-conflict") and body["title"] == "Write conflict"
+    assert 1 <= int(response.headers["Retry-After"]) <= 5
+    assert table_dump(seeded) == before
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "conflict" in logged and "unavailable" not in logged

@@ -16,6 +16,13 @@ def test_token_command_mints_a_valid_token(app):
     assert claims["sub"] == "u-ada" and claims["name"] == "Ada" and claims["adm"] is True
 
 
+def test_token_command_mints_no_token_the_server_would_refuse(app_factory):
+    app = app_factory(TOKEN_MAX_TTL=600)
+    assert app.test_cli_runner().invoke(args=["token", "u-ada", "--ttl", "600"]).exit_code == 0
+    result = app.test_cli_runner().invoke(args=["token", "u-ada", "--ttl", "601"])
+    assert result.exit_code != 0 and "TOKEN_MAX_TTL" in result.output
+
+
 @pytest.mark.parametrize("user_id", ["bad id", ".", "..", "me"])
 def test_token_command_refuses_bad_ids(app, user_id):
     result = app.test_cli_runner().invoke(args=["token", user_id])

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, text
 
 from app.db import normalize_url
 
-from conftest import table_dump
+from conftest import statements, table_dump
 
 
 def memberships(app, user_id):
@@ -135,6 +135,32 @@ def test_a_private_community_answers_outsiders_exactly_as_an_unknown_one(seeded,
     unknown = walk(client, headers, "c-nope")
     private = walk(client, headers, "c-ops")
     assert repr(private).replace("c-ops", "c-nope") == repr(unknown)
+
+
+# Every request naming a community (COMMUNITY_PATHS and the rest), as (method, path, kwargs).
+EVERY_COMMUNITY_PATH = [(method, "/communities/{}" + suffix, kwargs) for method, suffix, kwargs in COMMUNITY_PATHS] + [
+    ("get", "/communities/{}/presence", {}),
+    ("put", "/me/communities/{}/read", {}),
+    ("post", "/communities/{}/activity", {"json": {"kind": "post", "ref": "p-1"}}),
+    ("patch", "/communities/{}/members", {"json": {"add": [{"user_id": "u-ada"}], "remove": ["u-grace"]}}),
+]
+
+
+@pytest.mark.parametrize("method, path, kwargs", EVERY_COMMUNITY_PATH,
+                         ids=[f"{method} {path}" for method, path, _ in EVERY_COMMUNITY_PATH])
+def test_a_private_community_costs_outsiders_the_same_work_as_an_unknown_one(seeded, client, auth,
+                                                                              method, path, kwargs):
+    """Not only the same answer: the same statements, so its timing cannot tell that it exists."""
+    headers = auth("u-alan")
+    client.get("/me/communities", headers=headers)
+    answers = {}
+    for community_id in ("c-nope", "c-ops"):
+        with statements(seeded.extensions["db"]) as seen:
+            response = getattr(client, method)(path.format(community_id), headers=headers, **kwargs)
+        answers[community_id] = (response.status_code, response.get_data(as_text=True).replace(community_id, "?"),
+                                 seen)
+    assert answers["c-nope"][0] == 404
+    assert answers["c-ops"] == answers["c-nope"]
 
 
 BAD_WRITES = [

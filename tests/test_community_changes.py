@@ -132,7 +132,8 @@ def test_undecodable_cursor_is_400(seeded, client, auth, cursor):
     assert response.content_type == "application/problem+json"
 
 
-@pytest.mark.parametrize("timeout", ["-1", "abc", "1.5", "", "99999999"])
+@pytest.mark.parametrize("timeout", ["-1", "abc", "1.5", "", "99999999", "1" * 4400,
+                                     "\uff11", "\u0663", "+1", " 1", "1_0"])
 def test_bad_timeout_is_400(seeded, client, auth, timeout):
     response = poll(client, auth("u-ada"), timeout=timeout)
     assert response.status_code == 400
@@ -158,6 +159,17 @@ def test_prefer_wait_is_honoured_and_echoed(seeded, client, auth):
     # An explicit timeout wins, and then the preference is not applied.
     explicit = poll(client, headers, cursor=cursor, hash=digest, timeout=0)
     assert "Preference-Applied" not in explicit.headers
+
+
+@pytest.mark.parametrize("preference", ["wait=1234567", "wait=" + "1" * 4400, "wait=1x", "wait=+1",
+                                        "wait=\u00b2"])
+def test_a_wait_preference_that_is_not_a_number_is_ignored(seeded, app_factory, auth, preference):
+    """RFC 7240: a preference the server does not understand is ignored, not refused."""
+    client = app_factory(POLL_DEFAULT_TIMEOUT=0).test_client()
+    cursor, digest = snapshot(client, auth("u-ada"))
+    response = poll(client, {**auth("u-ada"), "Prefer": preference}, cursor=cursor, hash=digest)
+    assert response.status_code == 200 and response.json["status"] == "unchanged"
+    assert "Preference-Applied" not in response.headers
 
 
 def test_requires_a_token(seeded, client):

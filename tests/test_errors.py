@@ -56,3 +56,16 @@ def test_a_connection_lost_as_it_is_given_back_is_a_503(app_factory, auth, monke
     response = app.test_client().get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
     assert_problem(response, 503)
     assert response.get_json()["type"].endswith("database-unavailable")
+
+
+def test_titles_are_rfc_9110_reason_phrases(seeded, client, auth):
+    """Python's HTTPStatus still has the names RFC 9110 replaced (422, 413, 414, 416)."""
+    from app.errors import problem_body, raw_problem
+
+    unprocessable = client.put("/me/presence", json={"visible": "no"}, headers=auth("u-ada"))
+    assert unprocessable.status_code == 422 and unprocessable.get_json()["title"] == "Unprocessable Content"
+    too_large = client.put("/me/presence", data=b" " * 17000, headers={**auth("u-ada"), "Content-Type": "application/json"})
+    assert too_large.status_code == 413 and too_large.get_json()["title"] == "Content Too Large"
+    assert problem_body(414, "")["title"] == "URI Too Long"
+    assert problem_body(416, "")["title"] == "Range Not Satisfiable"
+    assert raw_problem(414).startswith(b"HTTP/1.1 414 URI Too Long\r\n")

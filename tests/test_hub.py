@@ -2,16 +2,15 @@
 import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import gevent
 import gevent.event
 import pytest
 import requests
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from app.hub import OverCapacity, TooManyPolls
-from conftest import bearer, blocked_polls, eventually, until_blocked
+from conftest import bearer, blocked_polls, eventually, statements, until_blocked
 
 
 def test_polls_of_one_user_share_one_wait(quiet_app, database):
@@ -378,23 +377,6 @@ def busy_app(app_factory, auth):
     keeper.get(timeout=5)
 
 
-@contextmanager
-def statements_of_this_greenlet(engine):
-    """The statements the calling greenlet runs on ``engine`` (a busy hub's re-reads are not counted)."""
-    caller = gevent.getcurrent()
-    statements = []
-
-    def note(_conn, _cursor, statement, *_args):
-        if gevent.getcurrent() is caller:
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
-
-
 def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database, monkeypatch):
     from app.api import community_changes
 
@@ -410,14 +392,14 @@ def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database,
     reads = []
     original = community_changes.read
     monkeypatch.setattr(community_changes, "read", lambda *a: reads.append(a) or original(*a))
-    with statements_of_this_greenlet(app.extensions["db"]) as statements:
+    with statements(app.extensions["db"]) as seen:
         vouched = client.get(
             f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout=1",
             headers=ada,
         )
     assert vouched.json["status"] == "unchanged" and reads == []
     # Not one statement: no read, no provisioning, no position.
-    assert statements == []
+    assert seen == []
     # Same advice as a read answer: clients pace themselves by it.
     assert vouched.headers["X-Poll-Interval"] == read_answer.headers["X-Poll-Interval"]
     again = start_poll(client, ada, first["cursor"], first["hash"])

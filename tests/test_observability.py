@@ -242,3 +242,26 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
     assert all(line["path"] == "/community-changes/poll" and line["status"] == "200" for line in access)
     # More than one worker answered, so the equal counts above were sums.
     assert len({line["pid"] for line in access}) > 1
+
+
+def wsgi_headers(app, method, path, headers):
+    """The status and headers exactly as the app hands them to the server (the test
+    client's response object would add a Content-Type of its own)."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(path=path, method=method, headers=headers).get_environ()
+    app_iter, status, sent = run_wsgi_app(app, environ)
+    body = b"".join(app_iter)
+    return int(status.split()[0]), sent, body
+
+
+def test_answers_without_content_carry_no_content_type(seeded, auth):
+    """A 204 or a 304 has no content to type: a Content-Type there (text/html) would
+    describe nothing, and a cache may take a 304's headers for the stored answer's."""
+    ada = auth("u-ada")
+    status, headers, body = wsgi_headers(seeded, "DELETE", "/communities/c-python/members/me", ada)
+    assert (status, body) == (204, b"") and "Content-Type" not in headers
+    tag = seeded.test_client().get("/me/communities", headers=ada).headers["ETag"]
+    status, headers, body = wsgi_headers(seeded, "GET", "/me/communities", {**ada, "If-None-Match": tag})
+    assert (status, body) == (304, b"") and "Content-Type" not in headers
+    assert headers["ETag"] == tag and headers["X-Content-Type-Options"] == "nosniff"

@@ -65,9 +65,16 @@ def test_a_broken_document_fails_the_validator(client):
         validate(document)
 
 
-def test_every_route_is_documented_and_nothing_else(app, client):
-    document = client.get("/openapi.json").get_json()
-    assert documented_routes(document) == flask_routes(app)
+DEMO_ROUTES = {("/demo/users", "GET"), ("/demo/tokens", "POST"), ("/demo/sql-activity", "POST")}
+
+
+@pytest.mark.parametrize("demo_mode", [True, False], ids=["demo", "no-demo"])
+def test_every_route_is_documented_and_nothing_else(app_factory, demo_mode):
+    """Demo mode's routes only when it is on: off, they answer 404 like no route at all."""
+    app = app_factory(DEMO_MODE=demo_mode)
+    document = app.test_client().get("/openapi.json").get_json()
+    assert DEMO_ROUTES <= flask_routes(app)
+    assert documented_routes(document) == flask_routes(app) - (set() if demo_mode else DEMO_ROUTES)
 
 
 def test_public_endpoints_need_no_token_and_the_rest_do(client):
@@ -101,7 +108,7 @@ def test_the_document_loads_as_openapi(app):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     loaded = {(r.ok().path, r.ok().method.upper()) for r in schema.get_all_operations()}
     # schemathesis leaves out the document's own path.
-    assert loaded == flask_routes(app) - {("/openapi.json", "GET")}
+    assert loaded == flask_routes(app) - {("/openapi.json", "GET")} - DEMO_ROUTES
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +151,7 @@ EXPLORE = "SCHEMATHESIS_MAX_EXAMPLES" in os.environ
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, problem_details_for_errors]
-OPERATIONS = sorted(documented_routes(openapi.document(SimpleNamespace(config={"POLL_MAX_TIMEOUT": 55}))))
+OPERATIONS = sorted(documented_routes(openapi.document(SimpleNamespace(config={"POLL_MAX_TIMEOUT": 55, "DEMO_MODE": True}))))
 
 
 def admin_token():

@@ -3,7 +3,7 @@ import http.client
 import json
 import os
 import signal
-from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import gevent
 import pytest
@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, event, text
 
 from app import wire
 from app.db import normalize_url
-from conftest import assert_problem, bearer, eventually, table_dump, until_blocked
+from conftest import assert_problem, bearer, eventually, statements, table_dump, until_blocked
 from harness.servers import flask, wait_for
 
 # Short enough that a test sees a TTL run out; the refresh well inside it.
@@ -188,23 +188,6 @@ def test_dead_workers_rows_are_swept_and_a_swept_worker_writes_its_users_again(s
     assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
 
 
-@contextmanager
-def statements(engine):
-    """The SQL statements run on ``engine`` by this greenlet meanwhile (the hub's own are not counted)."""
-    caller = gevent.getcurrent()
-    seen = []
-
-    def note(_conn, _cursor, statement, *_args):
-        if gevent.getcurrent() is caller:
-            seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
-
-
 def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_factory, auth, database):
     app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
     client = app.test_client()
@@ -316,6 +299,30 @@ def test_an_invisible_user_appears_nowhere_and_can_come_back(steady_app, auth):
     assert "u-grace" not in listed(client, grace)
     assert client.put("/me/presence", json={"visible": True}, headers=grace).json == {"visible": True}
     assert eventually(lambda: "u-grace" in listed(client, ada))
+
+
+def test_since_starts_when_a_hidden_user_shows_themselves(steady_app, auth):
+    """Nothing of a hidden period reaches anyone: not even how long it lasted."""
+    client = steady_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    client.put("/me/presence", json={"visible": False}, headers=grace)
+    client.get("/me/communities", headers=grace)
+    engine = steady_app.extensions["db"]
+
+    def online_hidden():
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT count(*) FROM presence WHERE user_id = 'u-grace'"))
+
+    assert eventually(online_hidden)
+    # Online for an hour while hidden, as if she had come online then.
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE presence SET since = '2000-01-01 00:00:00' "
+                                "WHERE user_id = 'u-grace'"))
+    shown_at = datetime.now(timezone.utc).replace(microsecond=0)
+    client.put("/me/presence", json={"visible": True}, headers=grace)
+    users = client.get("/communities/c-python/presence", headers=ada).json["users"]
+    since = {user["id"]: user["since"] for user in users}["u-grace"]
+    assert datetime.fromisoformat(since.replace("Z", "+00:00")) >= shown_at
 
 
 @pytest.mark.parametrize(("body", "headers", "status"), [

@@ -47,7 +47,8 @@ def test_retry_after_is_read_as_seconds_or_an_http_date_on_the_given_clock():
     assert watch.parse_retry_after("7", now) == 7.0
     assert watch.parse_retry_after(formatdate(now + 90, usegmt=True), now) == pytest.approx(90.0)
     assert watch.parse_retry_after(formatdate(now - 90, usegmt=True), now) == 0.0
-    for unreadable in (None, "", "soon", "-3", "1.5"):
+    # "²" is a digit to str.isdigit, and float() refuses it.
+    for unreadable in (None, "", "soon", "-3", "1.5", "\u00b2", "\u0663"):
         assert watch.parse_retry_after(unreadable, now) is None
 
 

@@ -1,4 +1,5 @@
 """The WSGI entry point refuses gunicorn workers that hold a process or thread per waiting poll."""
+import socket
 import subprocess
 import sys
 import types
@@ -6,7 +7,7 @@ import types
 import pytest
 
 from app.wsgi import refuse_blocking_workers
-from harness.servers import free_port, python_environ
+from harness.servers import free_port, python_environ, wait_for
 
 GUNICORN = {"gunicorn.arbiter": types.ModuleType("gunicorn.arbiter")}
 
@@ -42,3 +43,27 @@ def test_gunicorn_without_the_settings_stops_at_start(database, tmp_path, flags)
     assert finished.returncode != 0
     assert "needs gunicorn's gevent worker" in finished.stderr
     assert "python:app.gunicorn_conf" in finished.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_servers_on_one_host_share_no_control_socket(database, server_factory, tmp_path):
+    """gunicorn's control socket defaults to one path per user, which instances would take from each other.
+
+    The shipped settings open none unless CONTROL_SOCKET names one, per
+    instance: each keeps its own, and the first to stop removes only its own.
+    """
+    runtime, home = tmp_path / "runtime", tmp_path / "home"
+    runtime.mkdir()
+    home.mkdir()
+    host = {"XDG_RUNTIME_DIR": runtime, "HOME": home}
+    plain = server_factory(database, **host)
+    first = server_factory(database, CONTROL_SOCKET=tmp_path / "first.ctl", **host)
+    second = server_factory(database, CONTROL_SOCKET=tmp_path / "second.ctl", **host)
+    # Nothing at gunicorn's shared default paths.
+    assert list(runtime.iterdir()) == [] and list(home.iterdir()) == []
+    assert wait_for(lambda: (tmp_path / "first.ctl").is_socket() and (tmp_path / "second.ctl").is_socket(), 10)
+    first.stop()
+    assert first.process.returncode == 0 and not (tmp_path / "first.ctl").exists()
+    with socket.socket(socket.AF_UNIX) as control:
+        control.connect(str(tmp_path / "second.ctl"))
+    assert second.ready() and plain.ready()

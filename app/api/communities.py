@@ -37,11 +37,9 @@ def show(community_id):
     identity = current_identity()
     validation.community_id(community_id)
     with read_transaction() as connection:
-        community = connection.execute(queries.community(community_id)).one_or_none()
+        community = connection.execute(queries.community_and_role(community_id, identity.user_id)).one_or_none()
         visible = community is not None and (
-            community.is_public
-            or identity.is_admin
-            or connection.scalar(queries.role_in(identity.user_id, community_id)) is not None
+            community.is_public or identity.is_admin or community.role is not None
         )
         if not visible:
             # Private communities are not revealed to outsiders.

@@ -27,11 +27,13 @@ from ..hub import OverCapacity, TooManyPolls
 from ..intervals import advise_interval
 from ..parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
 from ..session import Ask, Known, Reply
+from ..validation import whole_number
 from .conditional import etag, strip_validator
 
 bp = Blueprint("community_changes", __name__, url_prefix="/community-changes")
 
-PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
+# The value of a ``wait`` preference, whatever it is (``whole_number`` judges it).
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\"?)([^\s,;\"]*)\1(?=$|[\s,;])", re.IGNORECASE)
 # The longest a re-poll waits for an in-flight re-read to note its rows, so
 # that it can be vouched for (``Vouching.settle``); then it reads.
 SETTLE_TIMEOUT = 2.0
@@ -57,16 +59,19 @@ def parse_request():
     raw_timeout = request.args.get("timeout")
     applied = None
     if raw_timeout is not None:
-        if not re.fullmatch(r"\d{1,6}", raw_timeout):
+        timeout = whole_number(raw_timeout)
+        if timeout is None:
             raise Problem(
                 400, "invalid-timeout",
                 f"timeout must be whole seconds from 0 to {config['POLL_MAX_TIMEOUT']}.",
             )
-        timeout = int(raw_timeout)
     else:
+        # RFC 7240: a preference the server cannot read is ignored, not refused.
         preferred = PREFER_WAIT.search(request.headers.get("Prefer", ""))
-        timeout = int(preferred[1]) if preferred else config["POLL_DEFAULT_TIMEOUT"]
-        if preferred:
+        timeout = whole_number(preferred[2]) if preferred else None
+        if timeout is None:
+            timeout = config["POLL_DEFAULT_TIMEOUT"]
+        else:
             applied = f"wait={min(timeout, config['POLL_MAX_TIMEOUT'])}"
     # Longer than the server allows is clamped rather than refused: a client
     # cannot know each deployment's maximum.

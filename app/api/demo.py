@@ -14,12 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from .. import db, validation, wire, writes
-from ..auth import mint_token
+from ..auth import default_ttl, mint_token
 from ..cli import DEMO_USERS
 from ..errors import Problem
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
-TOKEN_TTL = 3600
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
 # Set by proxies: a request that carries one comes from elsewhere, whatever
 # the address of the proxy that delivered it.
@@ -46,8 +45,9 @@ def tokens():
     known = {user_id: name for user_id, name, _admin in DEMO_USERS}
     if not isinstance(body["user_id"], str) or body["user_id"] not in known:
         raise Problem(422, "unknown-demo-user", "Demo tokens are minted only for the demo users.")
-    token = mint_token(body["user_id"], name=known[body["user_id"]], ttl=TOKEN_TTL)
-    return jsonify({"token": token, "user_id": body["user_id"], "expires_in": TOKEN_TTL}), 201
+    ttl = default_ttl()
+    token = mint_token(body["user_id"], name=known[body["user_id"]], ttl=ttl)
+    return jsonify({"token": token, "user_id": body["user_id"], "expires_in": ttl}), 201
 
 
 # The outbox path exactly as the platform would take it: plain SQL.
@@ -107,7 +107,7 @@ def admin_token_for_this_client():
     if not admins:
         return None
     user_id, name = admins[0]
-    return mint_token(user_id, name=name, admin=True, ttl=TOKEN_TTL)
+    return mint_token(user_id, name=name, admin=True)
 
 
 def exposure_warning(config, addresses):
