@@ -5,8 +5,7 @@ import sys
 from pathlib import Path
 
 from .db import default_sqlite_url
-from .listener import SOURCES
-from .settings import SETTINGS, read
+from .settings import SETTINGS, check_database_url, check_values, read
 
 
 
@@ -39,6 +38,7 @@ def load(environ=os.environ, overrides=None):
     embedded = not config["DATABASE_URL"]
     if embedded:
         config["DATABASE_URL"] = default_sqlite_url(INSTANCE_PATH)
+    check_database_url(config["DATABASE_URL"])
     is_sqlite = config["DATABASE_URL"].startswith("sqlite")
     if config["DEMO_MODE"] is None:
         config["DEMO_MODE"] = embedded
@@ -50,16 +50,7 @@ def load(environ=os.environ, overrides=None):
     if not config["SECRET_KEY"]:
         config["SECRET_KEY"] = _instance_secret_key()
     config["CORS_ORIGINS"] = [o.strip() for o in config["CORS_ORIGINS"].split(",") if o.strip()]
-    if config["POLL_DEFAULT_TIMEOUT"] > config["POLL_MAX_TIMEOUT"]:
-        raise ValueError("POLL_DEFAULT_TIMEOUT must not exceed POLL_MAX_TIMEOUT")
-    if not 0 < config["PRESENCE_INTERVAL"] < config["PRESENCE_TTL"]:
-        # A live worker's rows must be refreshed before they stop counting.
-        raise ValueError("PRESENCE_INTERVAL must be above 0 and below PRESENCE_TTL")
-    if config["WAKE_SOURCE"] not in SOURCES:
-        raise ValueError(f"WAKE_SOURCE must be one of {', '.join(SOURCES)}, "
-                         f"not {config['WAKE_SOURCE']!r}")
-    if not config["WAKE_POLL_INTERVAL"] > 0:
-        raise ValueError("WAKE_POLL_INTERVAL must be above 0")
+    check_values(config)
     return config
 
 

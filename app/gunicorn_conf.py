@@ -14,6 +14,7 @@ import gc
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from pathlib import Path
 # monkey-patch, and must not load Flask or SQLAlchemy there (app/settings.py).
 from app import settings
 
-_server = settings.server()
+try:
+    # Checked here, once, rather than by every worker as it loads the app:
+    # gunicorn would print each worker's refusal and then a traceback of its own.
+    settings.check()
+    _server = settings.server()
+except settings.SettingError as error:
+    sys.exit(f"Error: {error}")
 
 # Metrics from every worker: prometheus_client keeps per-process files in this
 # directory and /metrics sums them. It must be in the environment before any

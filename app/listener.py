@@ -29,11 +29,12 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
 from .models import Change, FeedMeta
+from .settings import WAKE_SOURCES
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "community_sync"
-SOURCES = ("notify", "head")
+SOURCES = WAKE_SOURCES
 DIALECT = PGDialect_psycopg2()
 
 
