@@ -1,4 +1,5 @@
 """The app's settings: app/settings.py's table, with the defaults that depend on the database."""
+import logging
 import os
 import secrets
 import sys
@@ -24,6 +25,8 @@ def _instance_path(package=Path(__file__).resolve().parent, prefix=sys.prefix):
 
 INSTANCE_PATH = _instance_path()
 
+log = logging.getLogger(__name__)
+
 
 def database_url(environ=os.environ):
     """The configured database, or the embedded SQLite file when none is set."""
@@ -48,6 +51,13 @@ def load(environ=os.environ, overrides=None):
         # SQLite has no NOTIFY: other processes' commits are found by this check.
         config["SAFETY_NET_INTERVAL"] = 0.5 if is_sqlite else 5.0
     if not config["SECRET_KEY"]:
+        if not embedded:
+            # Warned, not refused: one host with the generated key works (the
+            # server and ``flask token`` share it), but every other host
+            # generates its own and refuses the first one's tokens.
+            log.warning("SECRET_KEY is not set: tokens are signed with a key generated in %s, "
+                        "which no other host shares; set SECRET_KEY, the same on every host",
+                        INSTANCE_PATH / "secret-key")
         config["SECRET_KEY"] = _instance_secret_key()
     config["CORS_ORIGINS"] = [o.strip() for o in config["CORS_ORIGINS"].split(",") if o.strip()]
     check_values(config)

@@ -4,10 +4,12 @@ import logging
 import random
 
 import psycopg2
-from flask import jsonify
+from flask import current_app, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .db import address
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,8 @@ def handle_database_unavailable(error):
         error, (OperationalError, PoolTimeout, *UNWRAPPED_OUTAGES)
     ):
         return handle_unexpected(error)
-    log.warning("database unavailable: %s", error.__class__.__name__)
+    log.warning("database unavailable at %s: %s", address(current_app.extensions["db"].url),
+                error.__class__.__name__)
     return problem_response(
         503, "The database is unavailable; try again shortly.", "database-unavailable",
         headers={"Retry-After": str(random.randint(1, 5))},

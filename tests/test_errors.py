@@ -56,3 +56,21 @@ def test_a_connection_lost_as_it_is_given_back_is_a_503(app_factory, auth, monke
     response = app.test_client().get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
     assert_problem(response, 503)
     assert response.get_json()["type"].endswith("database-unavailable")
+
+
+def test_the_database_outage_log_names_host_and_port_not_the_password(app_factory, auth, monkeypatch, caplog):
+    import psycopg2
+
+    from app.api import community_changes
+
+    app = app_factory()
+
+    def lost(*_args):
+        raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(community_changes, "look", lost)
+    app.test_client().get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
+    logged = " ".join(record.getMessage() for record in caplog.records if "database unavailable" in record.getMessage())
+    url = app.extensions["db"].url
+    assert logged and (f"{url.host}:{url.port or 5432}" in logged if url.host else url.database in logged)
+    assert not url.password or url.password not in logged

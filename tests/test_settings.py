@@ -107,6 +107,18 @@ def test_a_bad_database_url_is_refused_with_what_would_fix_it(url, says):
     assert "hunter2" not in message
 
 
+def test_an_unset_secret_key_warns_outside_the_embedded_demo(monkeypatch, caplog):
+    """Each host would generate a key of its own: tokens minted on one fail on the others."""
+    monkeypatch.setattr(config, "_instance_secret_key", lambda: "generated")
+    config.load({"DATABASE_URL": "postgresql://db/x"})
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warned) == 1 and "SECRET_KEY is not set" in warned[0]
+    caplog.clear()
+    config.load({})  # the embedded demo: one machine, one key, nothing to say
+    config.load({"DATABASE_URL": "postgresql://db/x", "SECRET_KEY": "k"})
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
 def test_a_driver_that_is_not_installed_is_named(monkeypatch):
     monkeypatch.setattr(settings.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(settings.SettingError, match="driver psycopg2, which is not installed"):
