@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from conftest import SECRET, bearer
-from harness.servers import ROOT, Server, flask, python_environ, wait_for
+from harness.servers import ROOT, Server, flask, python_environ, sigint_as_in_a_terminal, wait_for
 
 README_URL = "http://127.0.0.1:8000"
 DONE = "__block_done__"
@@ -52,7 +52,7 @@ class Terminal:
     def __init__(self, cwd, env):
         self.process = subprocess.Popen(["bash"], cwd=cwd, env=env, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=sigint_as_in_a_terminal)
         self.outputs = []  # one string per finished block
         self.pasted = 0
         self.current = []
