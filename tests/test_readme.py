@@ -266,3 +266,24 @@ def check_outputs(outputs, watched, server):
                   "notification mention p-42", "read c-go", "read notifications", "activity post_created p-43 in c-go"):
         assert any(words in line for line in watched_lines), (words, watched)
     assert "Traceback" not in watched
+
+
+def test_the_readme_reset_of_the_demo_data_leaves_the_demo_data_alone(tmp_path):
+    """The "Run it" section's reset: what was changed since is gone, the demo data is back."""
+    import sqlite3
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Run it\n", 1)[1].split("\n## ", 1)[0]
+    (reset,) = [block for block in re.findall(r"```sh\n(.*?)```", section, re.S) if block.startswith("rm ")]
+    root = tmp_path / "root"
+    (root / "instance").mkdir(parents=True)
+    (root / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    database = root / "instance" / "community-sync.sqlite3"
+    env = python_environ({**os.environ, "DATABASE_URL": f"sqlite:///{database}", "SECRET_KEY": SECRET})
+    flask(env, "seed-demo")
+    with sqlite3.connect(database) as connection:
+        demo = sorted(connection.execute("SELECT user_id, community_id, role FROM memberships"))
+        connection.execute("INSERT INTO memberships (user_id, community_id, role) VALUES ('u-alan', 'c-rust', 'member')")
+    subprocess.run(["bash", "-c", reset], cwd=root, env=env, check=True, capture_output=True, timeout=120)
+    with sqlite3.connect(database) as connection:
+        assert sorted(connection.execute("SELECT user_id, community_id, role FROM memberships")) == demo
