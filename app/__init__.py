@@ -14,13 +14,14 @@ def create_app(test_config=None):
     app.config.from_mapping(config.load(overrides=test_config))
     app.json.sort_keys = False
 
-    from . import auth, cors, db, errors, hub, migrations, observability, ratelimit
+    from . import auth, cors, cursors, db, errors, hub, migrations, observability, ratelimit
 
     errors.init_app(app)
     observability.init_app(app)
     db.init_app(app)
     migrations.init_app(app)
     auth.init_app(app)
+    cursors.init_app(app)
     cors.init_app(app)
     ratelimit.init_app(app)
     hub.init_app(app)

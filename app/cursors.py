@@ -15,21 +15,30 @@ On SQLite there is one writer at a time and ids are given in commit order, so
 a position is the highest id seen.
 
 A cursor is a position with the change log's identity (``epoch``), opaque to
-clients (base64url); page cursors of the notification list are opaque too.
+clients (base64url) and signed (:class:`CursorKey`): a position decides which
+rows a poll reads, so the server reads only positions it issued itself. Page
+cursors of the notification list are opaque too, and unsigned: they only
+choose where a page of the caller's own notifications starts.
 """
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 
 from . import queries
 
-CURSOR_VERSION = "1"
+CURSOR_VERSION = "2"
 # Change ids and transaction ids are 64-bit signed integers on both backends.
 LARGEST_NUMBER = 2**63 - 1
 MAX_CURSOR_LENGTH = 4096
 SNAPSHOT_PATTERN = re.compile(r"(\d{1,19}):(\d{1,19}):((?:\d{1,19})(?:,\d{1,19})*)?")
-CURSOR_PATTERN = re.compile(r"1\|([0-9a-f]{1,32})\|(s\d{1,19}|x[0-9:,]{3,3900})")
+POSITION = r"s\d{1,19}|x[0-9:,]{3,3900}"
+# version | epoch | position | key id | signature
+CURSOR_PATTERN = re.compile(rf"2\|([0-9a-f]{{1,32}})\|({POSITION})\|([0-9a-f]{{8}})\|([0-9a-f]{{32}})")
+# Unsigned cursors issued before signing: answered with a reset, never read from.
+LEGACY_PATTERN = re.compile(rf"1\|[0-9a-f]{{1,32}}\|(?:{POSITION})")
 PAGE_PATTERN = re.compile(r"n1\|([1-9]\d{0,18})")
 
 
@@ -124,29 +133,67 @@ class Cursor:
     epoch: str
     position: object
 
-    def encode(self):
-        raw = f"{CURSOR_VERSION}|{self.epoch}|{self.position.token()}".encode()
+
+class CursorKey:
+    """Signs the cursors this service issues and checks the ones clients send back.
+
+    The key is derived from ``SECRET_KEY`` (an HMAC of a fixed label, so it
+    is never the token-signing key itself) and named by a short id carried
+    in the cursor. A cursor whose signature does not match under the current
+    key was altered or made up: refused (:class:`InvalidCursor`). A cursor
+    signed under another key id (``SECRET_KEY`` was changed) or issued before
+    cursors were signed says nothing the server can trust, but its client did
+    nothing wrong: :meth:`decode` gives None and the poll answers as to a
+    client with no cursor, a ``reset`` with the full state.
+    """
+
+    def __init__(self, secret):
+        self._key = hmac.digest(secret.encode(), b"community-sync cursor signing key", "sha256")
+        self.id = hashlib.sha256(self._key).hexdigest()[:8]
+
+    def _signature(self, key_id, epoch, token):
+        message = f"{CURSOR_VERSION}|{key_id}|{epoch}|{token}".encode()
+        return hmac.digest(self._key, message, "sha256")[:16].hex()
+
+    def encode(self, cursor):
+        """The opaque, signed text of ``cursor``."""
+        token = cursor.position.token()
+        signature = self._signature(self.id, cursor.epoch, token)
+        raw = f"{CURSOR_VERSION}|{cursor.epoch}|{token}|{self.id}|{signature}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    @classmethod
-    def decode(cls, text):
-        """Parse an opaque cursor or raise :class:`InvalidCursor`."""
-        match = _opaque(text, MAX_CURSOR_LENGTH, CURSOR_PATTERN)
-        return cls(match[1], parse_position(match[2][1:]))
+    def decode(self, text):
+        """The cursor ``text`` stands for; None when it is from another key or an older version.
+
+        Raises :class:`InvalidCursor` for anything this service did not issue.
+        """
+        raw = _opaque(text, MAX_CURSOR_LENGTH)
+        if LEGACY_PATTERN.fullmatch(raw):
+            return None
+        match = CURSOR_PATTERN.fullmatch(raw)
+        if not match:
+            raise InvalidCursor("the cursor is not one this service issued")
+        epoch, token, key_id, signature = match.groups()
+        if key_id != self.id:
+            return None
+        if not hmac.compare_digest(signature, self._signature(key_id, epoch, token)):
+            raise InvalidCursor("the cursor is not one this service issued")
+        return Cursor(epoch, parse_position(token[1:]))
 
 
-def _opaque(text, max_length, pattern):
-    """The match of ``pattern`` in an opaque (base64url) token, or :class:`InvalidCursor`."""
+def init_app(app):
+    """The application's cursor key, from its ``SECRET_KEY``."""
+    app.extensions["cursor_key"] = CursorKey(app.config["SECRET_KEY"])
+
+
+def _opaque(text, max_length):
+    """The text inside an opaque (base64url) token, or :class:`InvalidCursor`."""
     if not text or len(text) > max_length:
         raise InvalidCursor("the cursor is empty or too long")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidCursor("the cursor is not valid base64url") from None
-    match = pattern.fullmatch(raw)
-    if not match:
-        raise InvalidCursor("the cursor is not one this service issued")
-    return match
 
 
 def encode_page(before):
@@ -156,4 +203,7 @@ def encode_page(before):
 
 def decode_page(text):
     """The id a page cursor continues below, or :class:`InvalidCursor`."""
-    return int(_opaque(text, 64, PAGE_PATTERN)[1])
+    match = PAGE_PATTERN.fullmatch(_opaque(text, 64))
+    if not match:
+        raise InvalidCursor("the cursor is not one this service issued")
+    return int(match[1])

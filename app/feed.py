@@ -82,12 +82,15 @@ def addressed(rows):
 
     The rows come with the community-scoped rows of every community the user
     is or was a member of in the range read; its own ``joined`` and ``left``
-    rows say when. Before its first such row in a community it was a member
-    exactly when that row is a ``left`` (or, with none, when it is a member
-    now: it was read as one). Within a community, joins, departures and
-    community-wide changes are ordered by the locks their triggers take, so
-    ids follow commit order there. A member who joins later receives none of
-    the earlier changes: its ``joined`` entry carries the community as it is.
+    rows say when: those in the range, and from ``read_changes`` also its
+    earlier ones (``history`` rows, which only inform and are not kept). A
+    row is kept when the user's last such row before it is a ``joined``;
+    before its first one it was a member exactly when that first one is a
+    ``left`` (or, with none, when it is a member now: it was read as one).
+    Within a community, joins, departures and community-wide changes are
+    ordered by the locks their triggers take, so ids follow commit order
+    there. A member who joins later receives none of the earlier changes:
+    its ``joined`` entry carries the community as it is.
     """
     first = {}
     for row in rows:
@@ -102,7 +105,8 @@ def addressed(rows):
         else:
             if row.type in TOGGLES:
                 member[row.community_id] = row.type == "joined"
-            kept.append(row)
+            if not row.history:
+                kept.append(row)
     return kept
 
 

@@ -185,6 +185,23 @@ class Hub:
             gevent.sleep(0.05)
         return False
 
+    @contextmanager
+    def answering(self):
+        """One request in flight for as long as the block runs, however it is left.
+
+        Around the whole application call, so that it balances on every path:
+        a ``before_request`` that refuses (a 431, a 429) skips the hooks after
+        it but not the ``teardown_request`` ones, and a count split between
+        the two would go down for a request it never counted, below zero,
+        where a drain never sees the worker quiet.
+        """
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            assert self.in_flight >= 0, "a request counted out that was never counted in"
+
     def stop(self):
         """Close and end the background greenlets (tests, app teardown)."""
         self.close()
@@ -330,13 +347,15 @@ def init_app(app):
     app.extensions["hub"] = hub
     app.extensions["presence"] = hub.presence
 
-    @app.before_request
-    def request_started():
-        hub.in_flight += 1
+    # Counted until the application returns its answer, not until the answer
+    # is written: a client that reads slowly must not hold up a drain.
+    wsgi_app = app.wsgi_app
 
-    @app.teardown_request
-    def request_finished(_exc=None):
-        hub.in_flight -= 1
+    def counted(environ, start_response):
+        with hub.answering():
+            return wsgi_app(environ, start_response)
+
+    app.wsgi_app = counted
 
     if app.config.get("HUB_AUTOSTART", True):
         hub.start()

@@ -39,10 +39,18 @@ SEND_TIMEOUT = 10.0
 
 
 class ParkedPoll:
-    """One parked poll: what its answer needs, and its socket once the worker hands it over."""
+    """One parked poll: what its answer needs, and its socket once the worker hands it over.
+
+    Its ``state`` only moves forward, ``PARKED`` to ``TAKEN`` (in a batch,
+    its news taken, to be answered) to ``DONE`` (its place released: answered,
+    let go or cancelled), so that whatever races with its deadline (news, a
+    hang-up, shutdown) it is taken into one batch once and answered once.
+    """
+
+    PARKED, TAKEN, DONE = range(3)
 
     __slots__ = ("ticket", "ask", "waiting", "community_ids", "deadline", "sock", "head",
-                 "resume", "access", "done")
+                 "resume", "access", "state")
 
     def __init__(self, ticket, ask, waiting, community_ids, deadline):
         self.ticket = ticket
@@ -56,7 +64,25 @@ class ParkedPoll:
         self.head = b""
         self.resume = None
         self.access = None
-        self.done = False
+        self.state = self.PARKED
+
+    @property
+    def done(self):
+        return self.state == self.DONE
+
+    def take(self):
+        """Into a batch to be answered: True the first time, False ever after."""
+        return self._advance(self.TAKEN)
+
+    def finish(self):
+        """Its place released: True the first time, False ever after."""
+        return self._advance(self.DONE)
+
+    def _advance(self, state):
+        if self.state >= state:
+            return False
+        self.state = state
+        return True
 
 
 class Parking:
@@ -112,8 +138,7 @@ class Parking:
 
     def cancel(self, record):
         """A parked poll whose answer was not the stand-in (an error after the view): released."""
-        if not record.done:
-            record.done = True
+        if record.finish():
             self.hub.release(record.ticket)
 
     def wake(self, waiters):
@@ -155,8 +180,12 @@ class Parking:
         return due
 
     def _ready(self, record, expired):
-        """Whether ``record`` is to be answered now, its news taken; a poll whose client left is let go."""
-        if record.done:
+        """Whether ``record`` is to be answered now, its news taken; a poll whose client left is let go.
+
+        True once at most for each record, however often it is due (woken and
+        past its deadline in one batch): ``take`` moves it on.
+        """
+        if record.state != record.PARKED:
             return False
         ticket, hub = record.ticket, self.hub
         if ticket.gone:
@@ -167,7 +196,7 @@ class Parking:
         except Exception:
             log.exception("a parked poll could not take its news")
             ready = True  # answered (an error answer, if it must be) rather than left waiting
-        return ready or expired or hub.closing
+        return (ready or expired or hub.closing) and record.take()
 
     def _answer_batch(self, records):
         if not records:
@@ -186,6 +215,7 @@ class Parking:
                     self._close(record)
 
     def _answer(self, record):
+        assert record.state == record.TAKEN, "a parked poll is answered once"
         self._leave(record)
         status, body, headers = self.respond(record)
         close = self.hub.closing
@@ -241,9 +271,8 @@ class Parking:
             util.close(sock)
 
     def _leave(self, record):
-        if record.done:
+        if not record.finish():
             return
-        record.done = True
         self.count -= 1
         if self.hub.metrics:
             self.hub.metrics.add(self.hub.metrics.parked, -1)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    not_,
     or_,
     select,
     text,
@@ -256,8 +257,12 @@ def last_change_of(user_id):
     return select(func.max(moments.c.at)).scalar_subquery()
 
 
-def _change_columns(recipient):
-    """A change as one recipient reads it: ``shared`` marks a community-scoped row."""
+def _change_columns(recipient, history=False):
+    """A change as one recipient reads it: ``shared`` marks a community-scoped row.
+
+    ``history`` marks a row read only to know when the recipient was a
+    member (``changes_of``), never delivered.
+    """
     return (
         Change.id,
         Change.xid,
@@ -270,6 +275,7 @@ def _change_columns(recipient):
         Change.kind,
         Change.ref,
         Change.user_id.is_(None).label("shared"),
+        literal(history).label("history"),
     )
 
 
@@ -301,13 +307,23 @@ def changes_of(position, user_id):
 
     Its own rows, and the community-scoped rows of the communities it is or
     was a member of in the range (see ``recipients``); those from while it
-    was not a member are dropped afterwards (``app.feed.addressed``). Each
-    branch is an index range.
+    was not a member are dropped afterwards (``app.feed.addressed``), by its
+    joins and departures in those communities: the ones in the range and,
+    as ``history`` rows, the ones before it. Which rows a user was a member
+    for is so read from the log itself, never from where the range starts:
+    a position that leaves a join out of the range cannot make its user a
+    member from before it. Each branch is an index range.
     """
     own = select(*_change_columns(Change.user_id)).where(
         Change.user_id == user_id, position.unseen(Change)
     )
     members = recipients(position, lambda column: column == user_id).subquery("recipients")
+    history = select(*_change_columns(Change.user_id, history=True)).where(
+        Change.user_id == user_id,
+        Change.type.in_(("joined", "left")),
+        Change.community_id.in_(select(members.c.community_id)),
+        not_(position.unseen(Change)),
+    )
     shared = (
         select(*_change_columns(members.c.user_id))
         .join(members, members.c.community_id == Change.community_id)
@@ -323,7 +339,7 @@ def changes_of(position, user_id):
         .subquery("activity")
     )
     return union_all(
-        own, shared.where(Change.type != "activity"), select(*activity.c)
+        own, history, shared.where(Change.type != "activity"), select(*activity.c)
     ).order_by(literal_column("id"))
 
 

@@ -369,15 +369,15 @@ def net_membership(changes):
     return added, removed
 
 
-def snapshot_body(identity, state, now, online):
-    """``GET /me/communities``: who asks, the state, the cursor to follow it from, who is online."""
+def snapshot_body(identity, state, cursor, now, online):
+    """``GET /me/communities``: who asks, the state, the cursor (signed text) to follow it from, who is online."""
     return compose(
         SNAPSHOT,
         user=serialize(USER, identity),
         communities=state.communities,
         notifications_unread=state.notifications_unread,
         hash=state.hash,
-        cursor=state.cursor.encode(),
+        cursor=cursor,
         server_time=iso(now, milliseconds=True),
         online=online,
     )
@@ -409,6 +409,8 @@ def poll_body(status, cursor, digest, now, communities=None, changes=(), notific
               online=None):
     """A poll's answer; the changes, and what they added and removed, only when ``changed``.
 
+    ``cursor``: the signed text of the cursor to follow (``app.cursors.CursorKey``).
+
     ``online`` (members online per community) comes with every status.
     """
     listed = {}
@@ -418,7 +420,7 @@ def poll_body(status, cursor, digest, now, communities=None, changes=(), notific
         listed = {"changes": [change_entry(c) for c in kept], "added": added, "removed": removed,
                   "truncated": truncated or None}
     return compose(
-        POLL_ANSWER, status=status, cursor=cursor.encode(), hash=digest,
+        POLL_ANSWER, status=status, cursor=cursor, hash=digest,
         server_time=iso(now, milliseconds=True), communities=communities,
         notifications_unread=notifications_unread, online=online or {}, **listed,
     )

@@ -110,7 +110,7 @@ def test_a_poll_reads_one_activity_row_more_than_an_answer_carries(seeded, clien
     values = ", ".join(f"('c-rust', 'post_created', 'p-{n}')" for n in range(300))
     database.psql(f"INSERT INTO activity (community_id, kind, ref) VALUES {values}; "
                   "INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
-    position = cursors.Cursor.decode(cursor).position
+    position = seeded.extensions["cursor_key"].decode(cursor).position
     with seeded.app_context(), read_transaction() as connection:
         rows = feed.read_changes(connection, "u-ada", position)
     assert [row.ref for row in rows if row.type == "activity"] == [f"p-{n}" for n in range(199, 300)]

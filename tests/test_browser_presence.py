@@ -7,7 +7,7 @@ without a reload, not how fast.
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from browser_support import Server, launch_chromium
+from browser_support import QUICK_PRESENCE, Server, launch_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -27,8 +27,7 @@ def server(tmp_path):
     server = Server(tmp_path)
     # Polls answer every few seconds, each with counts at most half a second old; a
     # TTL no test outlives, so whoever goes offline here went because of the page.
-    server.env.update(PRESENCE_TTL="600", PRESENCE_INTERVAL="0.5",
-                      POLL_DEFAULT_TIMEOUT="3", POLL_MAX_TIMEOUT="3")
+    server.env.update(QUICK_PRESENCE, PRESENCE_TTL="600")
     server.seed()
     server.start()
     yield server
@@ -52,8 +51,7 @@ def test_counts_who_is_here_visibility_and_a_closed_tab(browser, server):
     grace_context, grace, grace_errors = open_demo(browser, server, "u-grace")
     try:
         python = ada.locator('#my-communities li[data-community-id="c-python"] .online')
-        expect(python).to_have_text("2", timeout=WAIT)
-        expect(python).to_have_attribute("title", "2 online")
+        expect(python).to_have_text("2 online", timeout=WAIT)
         here = ada.locator("#opened-presence")
         ada.locator('[data-open="c-python"]').click()
         expect(here.locator('li[data-user-id="u-grace"]')).to_have_text("Grace Hopper", timeout=WAIT)
@@ -65,7 +63,7 @@ def test_counts_who_is_here_visibility_and_a_closed_tab(browser, server):
         expect(toggle).to_be_checked()
         toggle.uncheck()
         expect(here.locator('li[data-user-id="u-grace"]')).to_have_count(0, timeout=WAIT)
-        expect(python).to_have_text("1", timeout=WAIT)
+        expect(python).to_have_text("1 online", timeout=WAIT)
         grace.reload()  # the choice is the server's, not the page's
         expect(grace.locator("#presence-visible")).not_to_be_checked(timeout=WAIT)
         grace.locator("#presence-visible").check()
@@ -73,8 +71,29 @@ def test_counts_who_is_here_visibility_and_a_closed_tab(browser, server):
 
         grace_context.close()  # her tab goes: its waiting poll's connection closes
         expect(here.locator('li[data-user-id="u-grace"]')).to_have_count(0, timeout=WAIT)
-        expect(python).to_have_text("1", timeout=WAIT)
+        expect(python).to_have_text("1 online", timeout=WAIT)
         assert ada_errors == [] and grace_errors == []
     finally:
         ada_context.close()
         grace_context.close()
+
+
+def test_leaving_the_opened_community_stops_asking_who_is_there(browser, server):
+    context, page, errors = open_demo(browser, server, "u-ada")
+    try:
+        asked = []
+        page.on("request", lambda request: "/presence" in request.url and asked.append(request.url))
+        page.locator('[data-open="c-rust"]').click()
+        expect(page.locator('#opened-presence li[data-user-id="u-ada"]')).to_be_visible(timeout=WAIT)
+        assert any("/communities/c-rust/presence" in url for url in asked)
+
+        page.locator('#my-communities button[data-leave="c-rust"]').click()
+        expect(page.locator('#my-communities li[data-community-id="c-rust"]')).to_have_count(0, timeout=WAIT)
+        expect(page.locator("#opened")).to_be_hidden()
+        asked.clear()
+        # Longer than the page's presence refresh (5 s), with poll answers every 3 s.
+        page.wait_for_timeout(7000)
+        assert [url for url in asked if "/communities/c-rust/" in url] == []
+        assert errors == []
+    finally:
+        context.close()

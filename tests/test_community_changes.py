@@ -120,8 +120,8 @@ def test_hash_in_if_none_match_compared_weakly(seeded, client, auth, form):
 
 def test_cursor_from_a_rebuilt_database_resets(seeded, client, auth):
     cursor, digest = snapshot(client, auth("u-ada"))
-    decoded = cursors.Cursor.decode(cursor)
-    foreign = cursors.Cursor("feedfacefeedface", decoded.position).encode()
+    key = seeded.extensions["cursor_key"]
+    foreign = key.encode(cursors.Cursor("feedfacefeedface", key.decode(cursor).position))
     assert poll(client, auth("u-ada"), cursor=foreign, hash=digest, timeout=0).json["status"] == "reset"
 
 

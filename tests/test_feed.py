@@ -27,10 +27,20 @@ class Row:
 # -- positions and cursors ----------------------------------------------------
 
 
+KEY = cursors.CursorKey("a-secret-key")
+
+
+def signed(raw):
+    """``raw`` (version|epoch|position) signed under KEY, as KEY.encode would."""
+    version, epoch, token = raw.split("|")
+    signature = KEY._signature(KEY.id, epoch, token)
+    return base64.urlsafe_b64encode(f"{version}|{epoch}|{token}|{KEY.id}|{signature}".encode()).decode()
+
+
 def test_cursor_round_trips_both_kinds():
     for position in (sequence(0), sequence(987654321), snapshot(10, 15, 11, 13), snapshot(5, 5)):
         cursor = cursors.Cursor("ab12cd34ef56ab78", position)
-        assert cursors.Cursor.decode(cursor.encode()) == cursor
+        assert KEY.decode(KEY.encode(cursor)) == cursor
 
 
 @pytest.mark.parametrize(
@@ -39,21 +49,49 @@ def test_cursor_round_trips_both_kinds():
         "",
         "not base64 !!",
         base64.urlsafe_b64encode(b"2|abcd|s1").decode(),
-        base64.urlsafe_b64encode(b"1|ABCD|s1").decode(),
-        base64.urlsafe_b64encode(b"1|abcd|s-1").decode(),
-        base64.urlsafe_b64encode(b"1|abcd|x20:10:").decode(),
-        base64.urlsafe_b64encode(b"1|abcd|x10:20:25").decode(),
-        base64.urlsafe_b64encode(b"1|abcd|x10:20:20").decode(),  # in progress, yet not below xmax
-        base64.urlsafe_b64encode(b"1|abcd|q12").decode(),
-        base64.urlsafe_b64encode(b"1|abcd|s9223372036854775808").decode(),
-        base64.urlsafe_b64encode(b"1|abcd|x9223372036854775808:9223372036854775809:").decode(),
+        signed("2|ABCD|s1"),
+        signed("2|abcd|s-1"),
+        signed("2|abcd|x20:10:"),
+        signed("2|abcd|x10:20:25"),
+        signed("2|abcd|x10:20:20"),  # in progress, yet not below xmax
+        signed("2|abcd|q12"),
+        signed("2|abcd|s9223372036854775808"),
+        signed("2|abcd|x9223372036854775808:9223372036854775809:"),
         "A" * 5000,
+        base64.urlsafe_b64encode("2|abcd|s1\u00e9".encode()).decode(),
         base64.urlsafe_b64encode("1|abcd|s1\u00e9".encode()).decode(),
     ],
 )
 def test_undecodable_cursors_are_refused(raw):
     with pytest.raises(cursors.InvalidCursor):
-        cursors.Cursor.decode(raw)
+        KEY.decode(raw)
+
+
+def test_a_signed_cursor_decodes_only_as_issued():
+    """Any change to a signed cursor's epoch, position or signature is refused."""
+    text = KEY.encode(cursors.Cursor("ab12cd34ef56ab78", snapshot(10, 15, 11, 13)))
+    raw = base64.urlsafe_b64decode(text + "==").decode()
+    version, epoch, token, key_id, signature = raw.split("|")
+    altered = [
+        (version, epoch, "x10:15:11", key_id, signature),  # 13 marked as seen
+        (version, epoch, "x9:15:11,13", key_id, signature),
+        (version, "ab12cd34ef56ab79", token, key_id, signature),
+        (version, epoch, token, key_id, signature[:-1] + ("0" if signature[-1] != "0" else "1")),
+        (version, epoch, token, key_id, "0" * 32),
+    ]
+    for fields in altered:
+        forged = base64.urlsafe_b64encode("|".join(fields).encode()).decode()
+        with pytest.raises(cursors.InvalidCursor):
+            KEY.decode(forged)
+
+
+def test_a_cursor_of_another_key_or_an_unsigned_one_is_no_cursor():
+    """A changed SECRET_KEY, or a client holding a cursor from before signing: start over (reset)."""
+    cursor = cursors.Cursor("ab12cd34ef56ab78", sequence(7))
+    assert cursors.CursorKey("another-key").decode(KEY.encode(cursor)) is None
+    unsigned = base64.urlsafe_b64encode(b"1|ab12cd34ef56ab78|s7").decode().rstrip("=")
+    assert KEY.decode(unsigned) is None
+    assert cursors.CursorKey("another-key").id != KEY.id
 
 
 def test_snapshot_visibility_and_coverage():

@@ -12,7 +12,6 @@ import pytest
 import requests
 from sqlalchemy import event, text
 
-from app import cursors
 from app.hub import OverCapacity, TooManyPolls
 from conftest import bearer, blocked_polls, eventually, until_blocked
 
@@ -96,6 +95,41 @@ def test_drain_waits_for_a_quiet_moment_but_not_forever(quiet_app):
     hub.in_flight = 1  # a request that never ends
     assert hub.drain(timeout=0.3, quiet=0.1) is False
     hub.in_flight = 0
+
+
+def test_the_in_flight_count_balances_on_every_path(app_factory, auth):
+    """Refused before the view (431, 429), answered with an error (400, 500), or
+    failing before any view: each request counts as one while it runs, and none after."""
+    app = app_factory(HUB_AUTOSTART=False, RATELIMIT_WRITES="1 per minute")
+    hub = app.extensions["hub"]
+    client = app.test_client()
+    during = []
+
+    def broken():
+        during.append(hub.in_flight)
+        raise RuntimeError("a view that fails")
+
+    app.view_functions["health.healthz"] = broken
+    refusals = [
+        (lambda: client.get("/readyz", headers={"X-Large": "x" * 9000}), 431),
+        (lambda: client.put("/communities/c-none/members/me", headers=auth("u-ada")), 404),
+        (lambda: client.put("/communities/c-none/members/me", headers=auth("u-ada")), 429),
+        (lambda: client.post("/communities", data="{", headers=auth("u-admin", admin=True),
+                             content_type="application/json"), 400),
+        (lambda: client.get("/healthz"), 500),
+    ]
+    for send, status in refusals:
+        assert send().status_code == status
+        assert hub.in_flight == 0, status
+    assert during == [1]
+
+    def failing_before_any_view():
+        during.append(hub.in_flight)
+        raise RuntimeError("a request hook that fails")
+
+    app.before_request_funcs.setdefault(None, []).insert(0, failing_before_any_view)
+    assert client.get("/readyz").status_code == 500
+    assert hub.in_flight == 0 and during == [1, 1]
 
 
 def test_a_closed_peer_wakes_its_waiting_poll(quiet_app):
@@ -294,6 +328,53 @@ def test_ctrl_c_answers_waiting_polls_as_sigterm_does(server_factory, database, 
     assert response.status_code == 200 and response.json()["status"] == "unchanged"
 
 
+def exchange(port, request, hang_up=False):
+    """Send raw ``request`` bytes on a fresh connection; the status line answered, or None
+    when ``hang_up``: the client leaves without reading the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        if hang_up:
+            return None
+        return sock.makefile("rb").readline()
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_at_once_after_refusals_errors_and_hang_ups(server_factory, database):
+    """Requests refused or failing before the view leave no request counted in flight,
+    so a drain sees the worker quiet, far inside the graceful timeout."""
+    server = server_factory(database, graceful=60, RATELIMIT_WRITES="1 per minute",
+                            REQUEST_BODY_TIMEOUT="1")
+    ada = bearer("u-ada")
+    # 431: a header field over the application's limit (below gunicorn's), no token needed.
+    large = requests.get(server.url + "/healthz", headers={"X-Large": "x" * 9000}, timeout=10)
+    assert large.status_code == 431
+    # 429: over the write limits.
+    statuses = [requests.put(server.url + "/communities/c-none/members/me", headers=ada,
+                             timeout=10).status_code for _ in range(2)]
+    assert statuses == [404, 429]
+    chunked = (b"POST /communities HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\nAuthorization: " + ada["Authorization"].encode()
+               + b"\r\n\r\n5\r\n{\"id\"\r\n")
+    # 408: a streamed body that stops arriving, read before the view.
+    assert b" 408 " in exchange(server.port, chunked)
+    # A client hanging up in the middle of its streamed body, and one that never reads its answer.
+    exchange(server.port, chunked, hang_up=True)
+    exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", hang_up=True)
+    # A client hanging up while its poll waits.
+    snap = requests.get(server.url + "/me/communities", headers=ada, timeout=10).json()
+    poll = (f"GET /community-changes/poll?cursor={snap['cursor']}&hash={snap['hash']}&timeout=30 HTTP/1.1\r\n"
+            f"Host: x\r\nAuthorization: {ada['Authorization']}\r\n\r\n")
+    exchange(server.port, poll.encode(), hang_up=True)
+    # 400: an error answered by the view.
+    broken = requests.post(server.url + "/communities", data="{", timeout=10,
+                           headers={**bearer("u-admin", admin=True), "Content-Type": "application/json"})
+    assert broken.status_code == 400
+    time.sleep(1.5)  # the stalled bodies' deadlines pass
+    started = time.monotonic()
+    server.process.terminate()
+    server.process.wait(timeout=15)  # TimeoutExpired: the drain waits out the graceful timeout
+
+
 # -- re-polls the hub can vouch for ----------------------------------------------
 
 
@@ -384,7 +465,7 @@ def test_a_change_between_two_polls_is_not_vouched_away(busy_app, auth, database
     deadline = time.monotonic() + 10
     while "u-ada" not in hub.vouching.recent and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    assert not hub.vouching.vouches("u-ada", cursors.Cursor.decode(quiet["cursor"]), quiet["hash"])
+    assert not hub.vouching.vouches("u-ada", app.extensions["cursor_key"].decode(quiet["cursor"]), quiet["hash"])
     started = time.monotonic()
     response = client.get(
         f"/community-changes/poll?cursor={quiet['cursor']}&hash={quiet['hash']}&timeout=20", headers=ada

@@ -74,7 +74,9 @@ def parse_request():
     config = current_app.config
     raw_cursor = request.args.get("cursor")
     try:
-        cursor = cursors.Cursor.decode(raw_cursor) if raw_cursor is not None else None
+        # None for a cursor of another key or an older version: a reset.
+        key = current_app.extensions["cursor_key"]
+        cursor = key.decode(raw_cursor) if raw_cursor is not None else None
     except cursors.InvalidCursor as error:
         raise Problem(400, "invalid-cursor", f"The cursor cannot be used: {error}.") from None
 
@@ -344,7 +346,8 @@ def online_counts(user_id, reply):
 def answer(ask, reply, now, online):
     """The body and headers for ``reply``, as of ``now``, with ``online`` counts beside the state."""
     known = reply.known
-    body = wire.poll_body(reply.status, known.cursor, known.hash, now,
+    cursor = current_app.extensions["cursor_key"].encode(known.cursor)
+    body = wire.poll_body(reply.status, cursor, known.hash, now,
                           reply.communities, reply.changes, reply.notifications_unread, online)
     headers = {
         "Content-Type": "application/json",

@@ -35,7 +35,9 @@ def communities():
     if matches(condition, state.hash):
         return "", 304, headers
     online = current_app.extensions["presence"].counts([c["id"] for c in state.communities])
-    return jsonify(wire.snapshot_body(identity, state, datetime.now(timezone.utc), online)), 200, headers
+    cursor = current_app.extensions["cursor_key"].encode(state.cursor)
+    body = wire.snapshot_body(identity, state, cursor, datetime.now(timezone.utc), online)
+    return jsonify(body), 200, headers
 
 
 def snapshot_headers(digest, last_change_at):

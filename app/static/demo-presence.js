@@ -1,4 +1,4 @@
-// The demo page's presence: "N online" next to each of the sidebar's communities, who
+// The demo page's presence: "N online" under each of the sidebar's communities, who
 // is here in the opened community, and a switch to hide from everyone. demo.js calls
 // in at four points (connect, counts, decorate, open); everything else is here.
 import { onlineLabel } from "./community-sync-decisions.js";
@@ -53,19 +53,21 @@ export class PresenceView {
       const label = onlineLabel(count);
       let badge = item.querySelector(".online");
       if (!badge) {
-        // Under the community's name, beside "public": the row has no room to spare.
+        // Under the community's name, after "public": the row has no room to spare.
         badge = Object.assign(document.createElement("span"), { className: "online" });
         item.querySelector(".name small")?.append(badge);
       }
-      badge.textContent = label === "" ? "" : String(count);
-      badge.title = label;
+      badge.textContent = label;
       badge.hidden = label === "";
     }
   }
 
-  /** The opened community changed: show who is there. */
+  /** The opened community changed (null: none is open): show who is there. */
   open(communityId) {
-    if (communityId !== this.#opened) $("#opened-presence").replaceChildren();
+    if (communityId !== this.#opened) {
+      $("#opened-presence").replaceChildren();
+      $("#opened-online").textContent = "";
+    }
     this.#opened = communityId;
     this.refresh();
   }

@@ -28,6 +28,9 @@ let myCommunities = [];
 let publicCommunities = [];
 let opened = null; // the id of the community open in the "Opened" card
 let openedActivity = [];
+// communityId -> why the server refused the last join or leave, shown in that
+// community's rows until the next try (each answer re-draws the rows).
+const refusals = new Map();
 const presence = new PresenceView();
 
 // --- talking to the API ----------------------------------------------------
@@ -109,6 +112,12 @@ function renderStatus(status) {
   role.textContent = leader ? "this tab polls the server" : "following the leader tab";
 }
 
+/** The server's refusal of the last join or leave of a community, for its row. */
+function refusal(communityId) {
+  const text = refusals.get(communityId);
+  return text ? element("p", { className: "row-error", role: "alert", textContent: text }) : null;
+}
+
 function renderMine(fresh = new Set()) {
   const list = $("#my-communities");
   list.replaceChildren(
@@ -116,23 +125,34 @@ function renderMine(fresh = new Set()) {
       const leave = element("button", { type: "button", className: "ghost", textContent: "Leave" });
       leave.dataset.leave = community.id;
       leave.addEventListener("click", () => changeMembership(community.id, "DELETE", leave));
+      const unread = unreadLabel(community.unread);
+      // Two lines beside the avatar: the name with its unread badge, then the role,
+      // public or private, and (demo-presence.js) how many are online.
       const open = element(
         "button",
         { type: "button", className: "name", title: "Open (marks its activity read)" },
-        community.name,
-        element("small", {}, community.is_public ? "public" : "private"),
+        element(
+          "span",
+          { className: "title" },
+          element("span", { className: "label" }, community.name),
+          element("span", { className: "unread", hidden: unread === "", textContent: unread }),
+        ),
+        element(
+          "small",
+          {},
+          element("span", { className: "badge" }, community.role),
+          community.is_public ? "public" : "private",
+        ),
       );
       open.dataset.open = community.id;
       open.addEventListener("click", () => openCommunity(community.id));
-      const unread = unreadLabel(community.unread);
       const item = element(
         "li",
         { className: [fresh.has(community.id) ? "fresh" : "", community.id === opened ? "opened" : ""].join(" ").trim() },
         avatar(community),
         open,
-        element("span", { className: "unread", hidden: unread === "", textContent: unread }),
-        element("span", { className: "badge" }, community.role),
         leave,
+        refusal(community.id),
       );
       item.dataset.communityId = community.id;
       return item;
@@ -166,6 +186,7 @@ function renderDirectory() {
           element("span", { className: "name" }, community.name, element("small", {}, `/${community.slug}`)),
           joined ? element("span", { className: "badge" }, "joined") : null,
           button,
+          refusal(community.id),
         );
         item.dataset.communityId = community.id;
         return item;
@@ -206,11 +227,16 @@ function describeChanges(update) {
   return update.status === "unchanged" ? "nothing new" : `${update.communities.length} communities`;
 }
 
+/** "14:03:07": the time of day of `at` (an ISO string; now when absent), as the logs show it. */
+function clockTime(at) {
+  return (at ? new Date(at) : new Date()).toLocaleTimeString([], { hour12: false });
+}
+
 function log(kind, status, text) {
   const item = element(
     "li",
     {},
-    element("time", {}, new Date().toLocaleTimeString([], { hour12: false })),
+    element("time", {}, clockTime()),
     element("span", { className: "kind" }, status, kind === status ? null : element("small", {}, kind)),
     element("span", {}, text),
   );
@@ -236,7 +262,7 @@ function renderOpened() {
   $("#opened-name").textContent = community.name;
   $("#opened-activity").replaceChildren(
     ...openedActivity.map((change) =>
-      element("li", {}, element("time", {}, change.at ?? ""), element("span", { className: "kind" }, change.kind), element("span", {}, `${change.ref}${change.by ? ` by ${change.by}` : ""}`)),
+      element("li", {}, element("time", { dateTime: change.at ?? "" }, clockTime(change.at)), element("span", { className: "kind" }, change.kind), element("span", {}, `${change.ref}${change.by ? ` by ${change.by}` : ""}`)),
     ),
   );
 }
@@ -304,13 +330,16 @@ function markNotificationsRead() {
 async function changeMembership(communityId, method, button) {
   if (!session) return;
   button.disabled = true;
+  if (refusals.delete(communityId)) renderMine();
   try {
     const token = await session.getToken();
     await api(`/communities/${encodeURIComponent(communityId)}/members/me`, { method, token });
     // No re-render here: the change comes back through the poll like anyone else's.
   } catch (error) {
     log(method === "PUT" ? "join" : "leave", "error", `${communityId}: ${error.message}`);
-    button.disabled = false;
+    // Beside the button that was pressed (a last owner's 409 says why she cannot leave).
+    refusals.set(communityId, error.message);
+    renderMine();
   }
 }
 
@@ -336,6 +365,7 @@ function connect(user, getToken) {
   myCommunities = [];
   opened = null;
   openedActivity = [];
+  refusals.clear();
   notificationsCursor = null;
   $("#notifications").replaceChildren();
   renderNotificationsUnread(null);
@@ -354,6 +384,12 @@ function connect(user, getToken) {
   sync.onStatus(renderStatus);
   sync.subscribe((update) => {
     myCommunities = update.communities;
+    if (opened && !myCommunities.some((c) => c.id === opened)) {
+      // Left, or removed: nothing more to read there, and nobody to ask who is there.
+      opened = null;
+      openedActivity = [];
+      presence.open(null);
+    }
     presence.counts(update.online);
     renderMine(new Set(update.added.map((c) => c.id)));
     renderOpened();
@@ -430,16 +466,18 @@ let refs = 0;
 /** Publishes activity and notifications the way the platform's backend would. */
 function platformPanel(getAdminToken) {
   const show = (text, isError = false) => showResult(text, isError, "#platform-result");
-  const record = () => {
-    const ref = $("#platform-ref").value.trim() || `p-${Date.now().toString(36)}${(refs += 1)}`;
-    const actor = $("#platform-actor").value.trim();
-    return { kind: $("#platform-kind").value.trim(), ref, ...(actor ? { actor } : {}) };
+  const showSent = (text, isError = false) => showResult(text, isError, "#notify-result");
+  // The record one form describes: `form` is "platform" (activity) or "notify".
+  const record = (form, prefix) => {
+    const ref = $(`#${form}-ref`).value.trim() || `${prefix}-${Date.now().toString(36)}${(refs += 1)}`;
+    const actor = $(`#${form}-actor`).value.trim();
+    return { kind: $(`#${form}-kind`).value.trim(), ref, ...(actor ? { actor } : {}) };
   };
 
   async function publish(how) {
     const community = $("#platform-community").value;
     if (!community) return show("Pick a community.", true);
-    const body = record();
+    const body = record("platform", "p");
     try {
       const token = await getAdminToken();
       if (how === "sql") await api("/demo/sql-activity", { method: "POST", token, body: { community_id: community, ...body } });
@@ -454,13 +492,13 @@ function platformPanel(getAdminToken) {
 
   async function notify() {
     const user = $("#platform-user").value.trim();
-    if (!user) return show("Pick a user.", true);
-    const body = record();
+    if (!user) return showSent("Pick a user.", true);
+    const body = record("notify", "n");
     try {
       await api(`/users/${encodeURIComponent(user)}/notifications`, { method: "POST", token: await getAdminToken(), body });
-      show(`Sent ${body.kind} ${body.ref} to ${user}.`);
+      showSent(`Sent ${body.kind} ${body.ref} to ${user}.`);
     } catch (error) {
-      show(error.status === 404 ? `${error.message} (a server without notifications?)` : error.message, true);
+      showSent(error.status === 404 ? `${error.message} (a server without notifications?)` : error.message, true);
     }
     return undefined;
   }
@@ -470,7 +508,10 @@ function platformPanel(getAdminToken) {
     publish("http");
   });
   $("#platform-sql").addEventListener("click", () => publish("sql"));
-  $("#platform-notify").addEventListener("click", notify);
+  $("#notify-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    notify();
+  });
 }
 
 // --- start -----------------------------------------------------------------
@@ -500,7 +541,7 @@ async function startDemo() {
   else {
     showResult("The admin panel acts as the platform admin: open this page on the server's own machine.", true);
     showResult("The platform panel uses the admin's token: open this page on the server's own machine.", true, "#platform-result");
-    for (const button of document.querySelectorAll("#platform-form button")) button.disabled = true;
+    for (const button of document.querySelectorAll("#platform-form button, #notify-form button")) button.disabled = true;
   }
 }
 
