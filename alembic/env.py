@@ -1,11 +1,21 @@
 """Alembic environment: the metadata and the database URL come from the app."""
+import sys
+
 from alembic import context
 
 from app import models  # noqa: F401  (registers the tables on Model.metadata)
 from app.config import database_url
 from app.db import Model, make_engine
+from app.settings import SettingError, check_database_url
 
 target_metadata = Model.metadata
+
+if context.config.attributes.get("connection") is None:
+    # Run as ``alembic upgrade``: refuse a bad DATABASE_URL in one line, as the app does.
+    try:
+        check_database_url(database_url())
+    except SettingError as error:
+        sys.exit(f"Error: {error}")
 
 
 def run_migrations_offline():

@@ -165,6 +165,10 @@ def _verify(token):
         )
     except jwt.ExpiredSignatureError:
         raise _unauthorized("The token has expired.") from None
+    except jwt.InvalidSignatureError:
+        # Most often a token minted where SECRET_KEY was not exported (or differs).
+        raise _unauthorized("The token's signature does not match: check that it was signed with "
+                            "this server's SECRET_KEY.") from None
     except jwt.InvalidTokenError as error:
         raise _unauthorized(f"The token is not valid: {error}.") from None
     except RecursionError:

@@ -1,12 +1,12 @@
 """The app's settings: app/settings.py's table, with the defaults that depend on the database."""
+import logging
 import os
 import secrets
 import sys
 from pathlib import Path
 
 from .db import default_sqlite_url
-from .listener import SOURCES
-from .settings import SETTINGS, read
+from .settings import SETTINGS, check_database_url, check_values, read
 
 
 
@@ -25,6 +25,8 @@ def _instance_path(package=Path(__file__).resolve().parent, prefix=sys.prefix):
 
 INSTANCE_PATH = _instance_path()
 
+log = logging.getLogger(__name__)
+
 
 def database_url(environ=os.environ):
     """The configured database, or the embedded SQLite file when none is set."""
@@ -39,6 +41,7 @@ def load(environ=os.environ, overrides=None):
     embedded = not config["DATABASE_URL"]
     if embedded:
         config["DATABASE_URL"] = default_sqlite_url(INSTANCE_PATH)
+    check_database_url(config["DATABASE_URL"])
     is_sqlite = config["DATABASE_URL"].startswith("sqlite")
     if config["DEMO_MODE"] is None:
         config["DEMO_MODE"] = embedded
@@ -48,20 +51,16 @@ def load(environ=os.environ, overrides=None):
         # SQLite has no NOTIFY: other processes' commits are found by this check.
         config["SAFETY_NET_INTERVAL"] = 0.5 if is_sqlite else 5.0
     if not config["SECRET_KEY"]:
+        if not embedded:
+            # Warned, not refused: one host with the generated key works (the
+            # server and ``flask token`` share it), but every other host
+            # generates its own and refuses the first one's tokens.
+            log.warning("SECRET_KEY is not set: tokens are signed with a key generated in %s, "
+                        "which no other host shares; set SECRET_KEY, the same on every host",
+                        INSTANCE_PATH / "secret-key")
         config["SECRET_KEY"] = _instance_secret_key()
     config["CORS_ORIGINS"] = [o.strip() for o in config["CORS_ORIGINS"].split(",") if o.strip()]
-    if config["POLL_DEFAULT_TIMEOUT"] > config["POLL_MAX_TIMEOUT"]:
-        raise ValueError("POLL_DEFAULT_TIMEOUT must not exceed POLL_MAX_TIMEOUT")
-    if not 0 < config["PRESENCE_INTERVAL"] < config["PRESENCE_TTL"]:
-        # A live worker's rows must be refreshed before they stop counting.
-        raise ValueError("PRESENCE_INTERVAL must be above 0 and below PRESENCE_TTL")
-    if config["WAKE_SOURCE"] not in SOURCES:
-        raise ValueError(f"WAKE_SOURCE must be one of {', '.join(SOURCES)}, "
-                         f"not {config['WAKE_SOURCE']!r}")
-    if not config["TOKEN_MAX_TTL"] > 0:
-        raise ValueError("TOKEN_MAX_TTL must be above 0")
-    if not config["WAKE_POLL_INTERVAL"] > 0:
-        raise ValueError("WAKE_POLL_INTERVAL must be above 0")
+    check_values(config)
     return config
 
 

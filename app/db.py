@@ -42,6 +42,14 @@ def normalize_url(url):
     return parsed
 
 
+def address(url):
+    """Where ``url`` points, for log lines: ``host:port``, or the SQLite file; never the password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
 def default_sqlite_url(instance_path):
     """The embedded database: a SQLite file under the instance folder."""
     Path(instance_path).mkdir(parents=True, exist_ok=True)

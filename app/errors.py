@@ -4,15 +4,60 @@ import logging
 import random
 
 import psycopg2
-from flask import jsonify
+from flask import current_app, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .db import address
 
 log = logging.getLogger(__name__)
 
 # A URN: these types name problems, they are not pages to fetch.
 PROBLEM_TYPE = "urn:community-sync:problem:"
+
+# Every problem type the service answers with: its slug, status and meaning.
+# /openapi.json lists them from here (app/openapi.py); docs/api.md explains
+# each under a heading of the same name (tests/test_errors.py keeps the
+# three, and the slugs the code raises, in step).
+PROBLEM_TYPES = {
+    "body-too-large": (413, "A chunked body longer than MAX_CONTENT_LENGTH."),
+    "database-unavailable": (503, "The database refused or lost the connection, or no pooled connection came "
+                                  "free: a passing outage; retry after Retry-After."),
+    "forbidden": (403, "The caller may not make this change; detail says which rule refused it."),
+    "headers-too-large": (431, "A header field over 8 KiB, or more than 32 KiB of headers in all."),
+    "id-taken": (409, "POST /communities named an id that already exists."),
+    "invalid-body": (422, "The body is not an object, has fields the endpoint does not take, or lacks "
+                          "required ones."),
+    "invalid-cursor": (400, "The cursor cannot be used: empty, too long, or not one this service issued "
+                            "(a poll cursor whose signature does not match)."),
+    "invalid-entries": (422, "Entries of PATCH /communities/{community_id}/members that cannot be applied, "
+                             "listed in errors."),
+    "invalid-field": (422, "A community's or a published activity's field has the wrong type or shape."),
+    "invalid-hash": (400, "The poll's hash (or If-None-Match) is over 128 characters."),
+    "invalid-id": (400, "A community or user id in the path is not a valid id."),
+    "invalid-limit": (400, "limit is not a whole number from 1 to 100."),
+    "invalid-role": (422, "role is not one of member, moderator, admin, owner."),
+    "invalid-timeout": (400, "The poll's timeout is not whole seconds."),
+    "last-owner": (409, "The change would leave the community without an owner. Nothing changed."),
+    "malformed-json": (400, "The body says application/json but does not parse."),
+    "not-a-member": (404, "A read marker for a community the caller is not a member of."),
+    "not-found": (404, "A /demo/ endpoint while DEMO_MODE is off."),
+    "not-ready": (503, "GET /readyz: the worker's database or wake source is not ready (checks says which)."),
+    "over-capacity": (503, "The worker already holds POLL_MAX_WAITING waiting polls; retry after Retry-After."),
+    "rate-limited": (429, "More writes than the rate limit allows; retry after Retry-After."),
+    "request-timeout": (408, "The request's body did not arrive within REQUEST_BODY_TIMEOUT seconds."),
+    "slug-taken": (409, "Another community already has this slug."),
+    "too-many-entries": (422, "More than 1,000 entries in one PATCH /communities/{community_id}/members."),
+    "too-many-polls": (429, "POLL_MAX_PER_USER polls already wait for this user on this worker."),
+    "unauthorized": (401, "No bearer token, or one that is malformed, expired, badly signed (check "
+                          "SECRET_KEY), living longer than TOKEN_MAX_TTL or otherwise refused."),
+    "unknown-community": (404, "No such community, or a private one the caller is not a member of."),
+    "unknown-demo-user": (422, "POST /demo/tokens for a user that is not a demo user."),
+    "unsupported-media-type": (415, "A body sent without Content-Type: application/json."),
+    "write-conflict": (503, "The write met a concurrent one (a deadlock or a serialization failure) and "
+                            "was rolled back, nothing changed; retry after Retry-After."),
+}
 
 # A lost connection is raised unwrapped where SQLAlchemy does not wrap it:
 # resetting a pooled connection as it is given back, after a read that
@@ -143,7 +188,8 @@ def handle_database_unavailable(error):
         error, (OperationalError, PoolTimeout, *UNWRAPPED_OUTAGES)
     ):
         return handle_unexpected(error)
-    log.warning("database unavailable: %s", error.__class__.__name__)
+    log.warning("database unavailable at %s: %s", address(current_app.extensions["db"].url),
+                error.__class__.__name__)
     return problem_response(
         503, "The database is unavailable; try again shortly.", "database-unavailable",
         headers={"Retry-After": str(random.randint(1, 5))},

@@ -14,6 +14,7 @@ import gc
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from pathlib import Path
 # monkey-patch, and must not load Flask or SQLAlchemy there (app/settings.py).
 from app import settings
 
-_server = settings.server()
+try:
+    # Checked here, once, rather than by every worker as it loads the app:
+    # gunicorn would print each worker's refusal and then a traceback of its own.
+    settings.check()
+    _server = settings.server()
+except settings.SettingError as error:
+    sys.exit(f"Error: {error}")
 
 # Metrics from every worker: prometheus_client keeps per-process files in this
 # directory and /metrics sums them. It must be in the environment before any
@@ -120,14 +127,18 @@ def post_worker_init(worker):
 
 
 def _drain_on_sigterm(worker):
-    """Drain on SIGTERM (shutdown, reload) instead of holding polls and idle connections.
+    """Drain on SIGTERM (shutdown, reload) and SIGINT (Ctrl-C) instead of holding or dropping polls.
 
     gunicorn's own SIGTERM handler only stops accepting and waits for every
     connection to go: waiting polls would sit out their timeout, and idle
     keep-alive connections would hold the worker for the whole graceful
-    timeout. Draining the hub answers each waiting poll ``unchanged`` at once
-    (with ``Connection: close``); once no request is in flight the worker
-    leaves, closing the idle connections, whose clients simply reconnect.
+    timeout. Its SIGINT handler is a quick exit, which drops every waiting
+    poll (an empty reply to each client); Ctrl-C in a terminal sends SIGINT
+    to the master and the workers alike. Draining the hub answers each
+    waiting poll ``unchanged`` at once (with ``Connection: close``); once no
+    request is in flight the worker leaves, closing the idle connections,
+    whose clients simply reconnect. A second SIGINT, while draining, is
+    gunicorn's quick exit.
     """
     import gevent
 
@@ -135,6 +146,7 @@ def _drain_on_sigterm(worker):
     if hub is None:
         return
     original = worker.handle_exit
+    draining = []
 
     def drain_and_leave():
         hub.drain(timeout=worker.cfg.graceful_timeout)
@@ -142,14 +154,28 @@ def _drain_on_sigterm(worker):
         os.kill(os.getpid(), signal.SIGQUIT)
 
     def handle_exit(sig, frame):
+        if draining:
+            # Ctrl-C and the master's SIGTERM both arrive: one drain. A
+            # second Ctrl-C asks not to wait.
+            if sig == signal.SIGINT:
+                worker.handle_quit(sig, frame)
+            return
+        draining.append(sig)
         original(sig, frame)
         gevent.spawn(drain_and_leave)
 
     signal.signal(signal.SIGTERM, handle_exit)
+    signal.signal(signal.SIGINT, handle_exit)
 
 
 def on_starting(server):
-    """Start from empty metrics: files left by an earlier run would be summed in."""
+    """Start from empty metrics: files left by an earlier run would be summed in.
+
+    And take SIGINT (Ctrl-C) as SIGTERM: gunicorn's master would otherwise
+    quit its workers at once, dropping their waiting polls (see
+    _drain_on_sigterm).
+    """
+    server.handle_int = server.handle_term
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):

@@ -28,12 +28,14 @@ import gevent.socket
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
+from .db import address
 from .models import Change, FeedMeta
+from .settings import WAKE_SOURCES
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "community_sync"
-SOURCES = ("notify", "head")
+SOURCES = WAKE_SOURCES
 DIALECT = PGDialect_psycopg2()
 
 
@@ -93,7 +95,8 @@ class WakeSource:
                     self.metrics.wake_source_reconnects.inc()
                 self._failures += 1
                 delay = min(5.0, 0.05 * 2**self._failures) * random.uniform(0.5, 1.0)
-                log.warning("%s wake source lost (%s); reconnecting in %.2fs", self.name, error, delay)
+                log.warning("%s wake source lost at %s (%s); reconnecting in %.2fs", self.name,
+                            address(self.dsn), " ".join(str(error).split()), delay)
                 gevent.sleep(delay)
 
     def _connect_and_watch(self):

@@ -12,6 +12,7 @@ the document could no longer be read top to bottom against the contract.
 """
 from . import wire
 from .auth import ID_PATTERN
+from .errors import PROBLEM_TYPE, PROBLEM_TYPES
 from .wire import POLL_STATUSES, ref
 
 VERSION = "1.0.0"
@@ -105,7 +106,7 @@ def schemas():
             "description": "RFC 9457 problem details.",
             "required": ["type", "title", "status", "detail"],
             "properties": {
-                "type": {"type": "string"},
+                "type": {"type": "string", "enum": ["about:blank", *(PROBLEM_TYPE + slug for slug in PROBLEM_TYPES)]},
                 "title": {"type": "string"},
                 "status": {"type": "integer", "minimum": 400, "maximum": 599},
                 "detail": {"type": "string"},
@@ -550,6 +551,12 @@ def operations(max_timeout):
     }
 
 
+def problem_types():
+    """The problem types as a Markdown list, for the document's description (Swagger UI renders it)."""
+    return "\n".join(f"- `{PROBLEM_TYPE}{slug}` ({status}): {meaning}"
+                      for slug, (status, meaning) in PROBLEM_TYPES.items())
+
+
 def document(app):
     """The OpenAPI document for ``app`` (its limits are read from its config)."""
     return {
@@ -560,7 +567,8 @@ def document(app):
             "description": (
                 "Live community memberships for browser views over plain HTTP: a snapshot, "
                 "long polls that answer with what changed, and the writes that change it. "
-                "Every 4xx/5xx answer is RFC 9457 problem details."
+                "Every 4xx/5xx answer is RFC 9457 problem details, its `type` one of these "
+                "(or `about:blank` when the status says all):\n\n" + problem_types()
             ),
         },
         "security": [{"bearer": []}],

@@ -8,7 +8,10 @@ and nothing else from the package: Flask, SQLAlchemy or ssl imported there
 first could make that patching warn or misbehave. README.md documents each
 setting.
 """
+import importlib.util
 import os
+import re
+from pathlib import Path
 
 # name: (type, default). A default of None means "derived" (app/config.py).
 SETTINGS = {
@@ -48,6 +51,9 @@ SETTINGS = {
     "TRUSTED_PROXIES": (int, 0),
 }
 
+# app/listener.py's wake sources, by WAKE_SOURCE's names.
+WAKE_SOURCES = ("notify", "head")
+
 # Read by gunicorn.conf.py only (command-line flags override them). A default
 # of None means "derived" (see server()).
 SERVER_SETTINGS = {
@@ -68,6 +74,16 @@ SERVER_SETTINGS = {
     "PROMETHEUS_MULTIPROC_DIR": (str, ""),
 }
 
+
+
+class SettingError(ValueError):
+    """A setting that stops the start: its message names the setting and what would fix it.
+
+    The entry points (app/wsgi.py, alembic/env.py) print the message alone,
+    without a traceback: it is the operator's to fix, not a bug.
+    """
+
+
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
@@ -77,12 +93,12 @@ def parse(name, kind, raw):
     if kind is bool:
         lowered = raw.strip().lower()
         if lowered not in TRUE | FALSE:
-            raise ValueError(f"{name} must be one of 1/0/true/false, not {raw!r}")
+            raise SettingError(f"{name} must be one of 1/0/true/false, not {raw!r}")
         return lowered in TRUE
     try:
         return kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a {kind.__name__}, not {raw!r}") from None
+        raise SettingError(f"{name} must be a {kind.__name__}, not {raw!r}") from None
 
 
 def read(table, environ=os.environ):
@@ -100,3 +116,76 @@ def server(environ=os.environ):
         longest_poll = read({"POLL_MAX_TIMEOUT": SETTINGS["POLL_MAX_TIMEOUT"]}, environ)
         values["GRACEFUL_TIMEOUT"] = longest_poll["POLL_MAX_TIMEOUT"] + 10
     return values
+
+
+# SQLAlchemy's URL grammar (sqlalchemy.engine.url), read here without
+# importing SQLAlchemy: the gunicorn master checks the URL too.
+URL = re.compile(r"""
+    (?P<name>[\w+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
+    (?:/(?P<database>[^?]*))?
+    (?:\?(?P<query>.*))?
+    """, re.X)
+SUPPORTED_URLS = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or sqlite:///PATH"
+# The drivers the service runs on, by the URL's backend, and the module each needs.
+DRIVERS = {"postgresql": {"": "psycopg2", "psycopg2": "psycopg2"},
+           "postgres": {"": "psycopg2", "psycopg2": "psycopg2"},
+           "sqlite": {"": "sqlite3", "pysqlite": "sqlite3"}}
+
+
+def check_database_url(url):
+    """Refuse, with a SettingError, a DATABASE_URL the service could not start on.
+
+    Each would otherwise fail later and further from its cause: a parse error
+    deep in SQLAlchemy, a missing MySQL driver and then a misleading "No such
+    command", a lock file that cannot be made. The messages never carry the
+    URL's password.
+    """
+    match = URL.fullmatch(url.strip())
+    if match is None:
+        raise SettingError(f"DATABASE_URL is not a database URL: set it to {SUPPORTED_URLS}")
+    backend, _, driver = match["name"].partition("+")
+    if backend not in DRIVERS:
+        raise SettingError(f"DATABASE_URL names {backend}, which community-sync does not run on: "
+                           f"set it to {SUPPORTED_URLS}")
+    module = DRIVERS[backend].get(driver)
+    if module is None:
+        raise SettingError(f"DATABASE_URL asks for the driver {driver}, which community-sync does not run on: "
+                           f"use a plain {backend}:// URL")
+    if importlib.util.find_spec(module) is None:
+        raise SettingError(f"DATABASE_URL needs the driver {module}, which is not installed: "
+                           f"reinstall community-sync (pip install -c constraints.txt -e .)")
+    port = match["port"]
+    if port and not port.isdigit():
+        raise SettingError(f"DATABASE_URL's port must be a number, not {port!r}: set it to {SUPPORTED_URLS}")
+    database = match["database"]
+    if backend == "sqlite" and database and database != ":memory:":
+        directory = Path(database).expanduser().absolute().parent
+        if not directory.is_dir():
+            raise SettingError(f"DATABASE_URL's SQLite file is in {directory}, which does not exist: "
+                               "create the directory, or name a file in one that exists")
+
+
+def check_values(values):
+    """Refuse settings that are each well formed but do not go together."""
+    if values["POLL_DEFAULT_TIMEOUT"] > values["POLL_MAX_TIMEOUT"]:
+        raise SettingError("POLL_DEFAULT_TIMEOUT must not exceed POLL_MAX_TIMEOUT")
+    if not 0 < values["PRESENCE_INTERVAL"] < values["PRESENCE_TTL"]:
+        # A live worker's rows must be refreshed before they stop counting.
+        raise SettingError("PRESENCE_INTERVAL must be above 0 and below PRESENCE_TTL")
+    if values["WAKE_SOURCE"] not in WAKE_SOURCES:
+        raise SettingError(f"WAKE_SOURCE must be one of {', '.join(WAKE_SOURCES)}, "
+                           f"not {values['WAKE_SOURCE']!r}")
+    if not values["WAKE_POLL_INTERVAL"] > 0:
+        raise SettingError("WAKE_POLL_INTERVAL must be above 0")
+    if not values["TOKEN_MAX_TTL"] > 0:
+        raise SettingError("TOKEN_MAX_TTL must be above 0")
+
+
+def check(environ=os.environ):
+    """What a start would refuse, checked without building the app (the gunicorn master's check)."""
+    read(SERVER_SETTINGS, environ)
+    check_values(read(SETTINGS, environ))
+    if environ.get("DATABASE_URL"):
+        check_database_url(environ["DATABASE_URL"])

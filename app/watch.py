@@ -128,6 +128,7 @@ def fetch(url, token, timeout, now=time.time):
     """GET ``url`` with the bearer ``token``; the JSON body of a 200, else :class:`Failure`."""
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
                                                    "Accept": "application/json"})
+    tried = url.partition("?")[0]  # which server, without the cursor and hash
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
@@ -137,10 +138,10 @@ def fetch(url, token, timeout, now=time.time):
         retry_after = parse_retry_after(error.headers.get("Retry-After"), now())
         raise Failure(f"HTTP {error.code}" + (f": {detail}" if detail else ""), error.code, retry_after) from None
     except urllib.error.URLError as error:
-        raise Failure(f"unreachable: {error.reason}") from None
+        raise Failure(f"{tried} unreachable: {error.reason}") from None
     except (OSError, http.client.HTTPException) as error:
         # Timed out, reset, or the connection closed mid-answer (a worker restarting).
-        raise Failure(f"connection lost: {error or type(error).__name__}") from None
+        raise Failure(f"{tried} connection lost: {error or type(error).__name__}") from None
     try:
         answer = json.loads(body)
     except ValueError:

@@ -2,6 +2,25 @@
 import sys
 
 from . import create_app
+from .settings import SettingError
+
+
+def refuse(message, modules=sys.modules):
+    """Stop the start with ``message`` alone: a traceback would bury it, and it is no bug.
+
+    In a gunicorn worker, as an app that failed to load: gunicorn prints the
+    message alone and stops rather than starting workers again (a
+    RuntimeError too, which gunicorn prints alone when ``--preload`` loads the
+    app in its master). Elsewhere (``flask`` commands), the process exits with it.
+    """
+    if "gunicorn.arbiter" in modules:
+        from gunicorn.errors import AppImportError
+
+        class Refused(AppImportError, RuntimeError):
+            pass
+
+        raise Refused(message)
+    sys.exit(f"Error: {message}")
 
 
 def refuse_blocking_workers(modules=sys.modules):
@@ -20,13 +39,22 @@ def refuse_blocking_workers(modules=sys.modules):
         return
     monkey = modules.get("gevent.monkey")
     if monkey is None or not monkey.is_module_patched("socket"):
-        raise RuntimeError(
+        refuse(
             "community-sync needs gunicorn's gevent worker: a sync or threaded worker holds a whole "
             "process or thread per waiting poll. Start it with the project's settings: "
             "`gunicorn -c python:app.gunicorn_conf app.wsgi:app` (or `gunicorn wsgi:app` from the "
-            "repository root, which reads gunicorn.conf.py)"
+            "repository root, which reads gunicorn.conf.py)",
+            modules,
         )
 
 
-refuse_blocking_workers()
-app = create_app()
+def load():
+    """The app, or a one-line refusal of the setting that stops it."""
+    refuse_blocking_workers()
+    try:
+        return create_app()
+    except SettingError as error:
+        refuse(str(error))
+
+
+app = load()

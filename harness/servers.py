@@ -51,6 +51,16 @@ def wait_for(predicate, timeout, interval=0.1, message=None):
     return predicate()
 
 
+def sigint_as_in_a_terminal():
+    """A ``preexec_fn`` for a command a test stops with Ctrl-C (SIGINT), as a terminal runs it.
+
+    A shell that starts the tests in the background (``cmd &``, a script)
+    has them ignore SIGINT, and every child inherits that: Ctrl-C would
+    never reach the command. This restores the default in the child.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def python_environ(env=None):
     """``env`` (default: this process's) for a Python subprocess that imports from the repository root."""
     env = dict(os.environ if env is None else env)

@@ -58,6 +58,14 @@ def test_bad_tokens_get_401_problem(client, app, kind):
     assert table_dump(app) == before
 
 
+def test_a_token_signed_with_another_key_says_to_check_secret_key(client, app):
+    """The usual cause: a terminal minted it without the server's SECRET_KEY exported."""
+    token = BAD_TOKENS["wrong key"]()
+    detail = client.get("/me/communities", headers={"Authorization": f"Bearer {token}"}).json["detail"]
+    assert "SECRET_KEY" in detail
+    assert SECRET not in detail and app.config["SECRET_KEY"] not in detail
+
+
 # Ids a URL path cannot carry: browsers resolve "." and ".." away, and
 # "/members/me" names the caller, so a user called "me" could not be managed.
 UNADDRESSABLE_SUBS = [".", "..", "me"]

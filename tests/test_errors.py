@@ -3,7 +3,7 @@ import ast
 import re
 from pathlib import Path
 
-from app.errors import PROBLEM_TYPE
+from app.errors import PROBLEM_TYPE, PROBLEM_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +38,8 @@ def test_every_problem_type_has_an_entry_in_the_api_reference():
     documented = set(re.findall(r"^### (\S+)$", section, re.MULTILINE))
     assert slugs - documented == set()
     assert documented - slugs == {"about:blank"}
+    # The registry /openapi.json lists them from holds exactly these.
+    assert set(PROBLEM_TYPES) == slugs
 
 
 def test_a_connection_lost_as_it_is_given_back_is_a_503(app_factory, auth, monkeypatch):
@@ -69,3 +71,31 @@ def test_titles_are_rfc_9110_reason_phrases(seeded, client, auth):
     assert problem_body(414, "")["title"] == "URI Too Long"
     assert problem_body(416, "")["title"] == "Range Not Satisfiable"
     assert raw_problem(414).startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+
+
+def test_the_database_outage_log_names_host_and_port_not_the_password(app_factory, auth, monkeypatch, caplog):
+    import psycopg2
+
+    from app.api import community_changes
+
+    app = app_factory()
+
+    def lost(*_args):
+        raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(community_changes, "look", lost)
+    app.test_client().get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
+    logged = " ".join(record.getMessage() for record in caplog.records if "database unavailable" in record.getMessage())
+    url = app.extensions["db"].url
+    assert logged and (f"{url.host}:{url.port or 5432}" in logged if url.host else url.database in logged)
+    assert not url.password or url.password not in logged
+
+
+def test_the_openapi_document_lists_every_problem_type(client):
+    """/docs renders /openapi.json: a reader of it finds the types without docs/api.md."""
+    document = client.get("/openapi.json").json
+    described = document["info"]["description"]
+    problem_type = document["components"]["schemas"]["Problem"]["properties"]["type"]
+    for slug, (status, _meaning) in PROBLEM_TYPES.items():
+        assert f"`{PROBLEM_TYPE}{slug}` ({status})" in described, slug
+    assert set(problem_type["enum"]) == {"about:blank", *(PROBLEM_TYPE + slug for slug in PROBLEM_TYPES)}

@@ -1,4 +1,6 @@
 """The hub, directly: the waiter registry, shared waits, drops, caps, shutdown."""
+import os
+import signal
 import socket
 import threading
 import time
@@ -304,6 +306,25 @@ def test_sigterm_answers_waiting_polls_and_leaves_despite_idle_connections(serve
     assert answered < 5
     # Far inside the 60 s graceful timeout that idle connections used to take.
     assert left < 15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parked", ["1", "0"], ids=["parked", "greenlets"])
+def test_ctrl_c_answers_waiting_polls_as_sigterm_does(server_factory, database, parked):
+    """Ctrl-C in the server's terminal: SIGINT to the master and its workers, which drain rather than drop."""
+    server = server_factory(database, graceful=60, PARKED_POLLS=parked)
+    ada = bearer("u-ada")
+    snap = requests.get(server.url + "/me/communities", headers=ada).json()
+    thread, result = wait_in_thread(server.url, ada, {"cursor": snap["cursor"], "hash": snap["hash"],
+                                                      "timeout": 50})
+    assert eventually(lambda: any(value for name, value in server.metrics().items()
+                                  if name.startswith("community_sync_waiting_polls")), 20)
+    os.killpg(server.process.pid, signal.SIGINT)
+    thread.join(timeout=20)
+    server.process.wait(timeout=50)
+    response = result.get("response")
+    assert response is not None, result
+    assert response.status_code == 200 and response.json()["status"] == "unchanged"
 
 
 def exchange(port, request, hang_up=False):

@@ -184,3 +184,20 @@ def test_a_row_past_the_position_is_one_hint_until_the_position_moves(checking, 
     assert len(hints) == 2
     pg_database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-1', 'post', 'p-1')")
     assert eventually(lambda: len(hints) == 3)
+
+
+@pytest.mark.parametrize("source", [Listener, HeadChecker])
+def test_a_lost_wake_source_names_host_and_port_not_the_password(source, caplog):
+    from harness.servers import free_port
+
+    port = free_port()  # nobody listens there
+    arguments = (lambda: None,) if source is Listener else (lambda: None, lambda: None)
+    wake_source = source(f"postgresql://sync:hunter2@127.0.0.1:{port}/sync", *arguments)
+    greenlet = wake_source.start()
+    try:
+        assert eventually(lambda: any("wake source lost" in r.getMessage() for r in caplog.records))
+    finally:
+        wake_source.stop()
+        greenlet.join(timeout=5)
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert f"127.0.0.1:{port}" in logged and "hunter2" not in logged

@@ -177,3 +177,23 @@ def test_api_keeps_to_its_document(api_schema, path, method):
         case.call_and_validate(headers=extra, checks=CHECKS)
 
     check()
+
+
+# Listed together under docs/api.md's "Operations" and "Browser and demo", without a heading each.
+GROUPED = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/static/", "/demo/")
+
+
+def test_every_api_operation_has_a_heading_of_its_own_in_the_reference(client):
+    """docs/api.md's table of contents reaches each endpoint (activity, notifications, read markers too)."""
+    from pathlib import Path
+
+    reference = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    headings = re.findall(r"^#{2,3} .*$", reference, re.MULTILINE)
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in client.get("/openapi.json").json["paths"].items()
+        if path != "/" and not path.startswith(GROUPED)
+        for method in operations if method in ("get", "put", "post", "patch", "delete")
+        if not any(method.upper() in heading and f"{path}`" in heading for heading in headings)
+    ]
+    assert missing == []

@@ -1,4 +1,4 @@
-"""README.md's "Walkthrough with curl", run as a reader runs it, against a real server.
+"""README.md's "Walkthrough with curl" and PostgreSQL quick start, run as a reader runs them, against real servers.
 
 Every ``sh`` block of the section starts with ``# Terminal N``; each terminal is
 one bash reading the blocks as they are pasted into it, so what a block exports
@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,20 +28,24 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import SECRET, bearer
-from harness.servers import ROOT, Server, flask, python_environ, wait_for
+from sqlalchemy.engine import make_url
+
+from conftest import SECRET, bearer, postgres_url, require_command, require_postgres
+from harness.servers import ROOT, Server, flask, free_port, python_environ, sigint_as_in_a_terminal, wait_for
 
 README_URL = "http://127.0.0.1:8000"
 DONE = "__block_done__"
 
 
-def walkthrough_blocks():
-    """[(terminal, text)] of the walkthrough's sh blocks, in order."""
+def walkthrough_blocks(heading="## Walkthrough with curl", end="\n## "):
+    """[(terminal, text)] of the sh blocks of the section under ``heading``, in order."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Walkthrough with curl", 1)[1].split("\n## ", 1)[0]
+    section = readme.split(f"\n{heading}\n", 1)[1].split(end, 1)[0]
     blocks = []
     for text in re.findall(r"```sh\n(.*?)```", section, re.S):
         label = re.match(r"# Terminal (\d+)", text)
+        if heading != "## Walkthrough with curl" and label is None:
+            continue  # the production example after the quick start
         assert label, f"a walkthrough block names no terminal:\n{text}"
         blocks.append((int(label.group(1)), text))
     return blocks
@@ -52,7 +57,7 @@ class Terminal:
     def __init__(self, cwd, env):
         self.process = subprocess.Popen(["bash"], cwd=cwd, env=env, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=sigint_as_in_a_terminal)
         self.outputs = []  # one string per finished block
         self.pasted = 0
         self.current = []
@@ -149,6 +154,74 @@ def test_the_readme_walkthrough_works_when_pasted(tmp_path):
         server.stop()
 
 
+def replaced(text, replacements):
+    """``text`` with each README value put in the test's place; each must be there (README and test agree)."""
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_readme_postgres_quick_start_works_when_pasted(tmp_path):
+    """Three terminals, as the README has them; the server and every command read only what the blocks export.
+
+    On a role and database of the test's own (dropped after), a free port for
+    8001, and PostgreSQL where the tests find it (127.0.0.1:5432 on CI).
+    """
+    require_postgres()
+    for tool in ("psql", "createdb", "curl"):
+        require_command(tool, "apt-get install postgresql-client curl")
+    pg = make_url(postgres_url())
+    name = f"sync_{secrets.token_hex(4)}"
+    port = free_port()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    for path in ("gunicorn.conf.py", "wsgi.py"):  # the repository root's, which gunicorn and flask look for
+        (root / path).symlink_to(ROOT / path)
+    env = python_environ({key: value for key, value in os.environ.items()
+                          if key not in ("DATABASE_URL", "SECRET_KEY", "COMMUNITY_SYNC_URL")})
+    replacements = {
+        "CREATE ROLE sync LOGIN": f"CREATE ROLE {name} LOGIN",
+        "--owner sync sync": f"--owner {name} {name}",
+        "postgresql://sync:secret@127.0.0.1:5432/sync": f"postgresql://{name}:secret@{pg.host}:{pg.port or 5432}/{name}",
+        "-h 127.0.0.1 -U postgres": f"-h {pg.host} -p {pg.port or 5432} -U {pg.username or 'postgres'}",
+        "127.0.0.1:8001": f"127.0.0.1:{port}",
+    }
+    blocks = walkthrough_blocks("### On PostgreSQL", "\n### ")
+    assert [terminal for terminal, _ in blocks] == [1, 2, 3]
+    text = "".join(block for _, block in blocks)
+    assert all(old in text for old in replacements), [old for old in replacements if old not in text]
+    (server_block, watch_block, change_block) = [replaced(block, replacements) for _, block in blocks]
+    server, watcher, changer = (Terminal(root, env) for _ in range(3))
+    try:
+        server.paste(server_block)
+        assert wait_for(lambda: Server(env, log_path=tmp_path / "unused.log", port=port).ready(), 90), \
+            "".join(server.current)
+        watcher.paste(watch_block)
+        assert wait_for(lambda: " snapshot " in "".join(watcher.current), 60), "".join(watcher.current)
+        changer.paste(change_block)
+        changer.wait()
+        assert wait_for(lambda: "left c-rust" in "".join(watcher.current), 60), "".join(watcher.current)
+        watcher.interrupt()
+        server.interrupt()
+    finally:
+        for shell in (server, watcher, changer):
+            shell.close()
+        admin = ["-h", pg.host, "-p", str(pg.port or 5432), "-U", pg.username or "postgres", "-w"]
+        subprocess.run(["dropdb", *admin, "--if-exists", name], capture_output=True, timeout=60)
+        subprocess.run(["psql", *admin, "-d", "postgres", "-c", f"DROP ROLE IF EXISTS {name}"],
+                       capture_output=True, timeout=60)
+    watched = lines(watcher.outputs[0])
+    assert "1 community: c-go (member)" in watched[0], watched
+    assert any("joined c-rust as member" in line for line in watched), watched
+    assert any("left c-rust" in line for line in watched), watched
+    joined, deleted = lines(changer.outputs[0])
+    assert json.loads(joined)["role"] == "member" and deleted == "DELETE 1"
+    assert "Traceback" not in server.outputs[0] + watcher.outputs[0], server.outputs[0]
+
+
 def lines(text):
     """The non-blank lines of a block's output (the ``; echo`` after each JSON body adds blank ones)."""
     return [line for line in text.splitlines() if line.strip()]
@@ -193,3 +266,24 @@ def check_outputs(outputs, watched, server):
                   "notification mention p-42", "read c-go", "read notifications", "activity post_created p-43 in c-go"):
         assert any(words in line for line in watched_lines), (words, watched)
     assert "Traceback" not in watched
+
+
+def test_the_readme_reset_of_the_demo_data_leaves_the_demo_data_alone(tmp_path):
+    """The "Run it" section's reset: what was changed since is gone, the demo data is back."""
+    import sqlite3
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Run it\n", 1)[1].split("\n## ", 1)[0]
+    (reset,) = [block for block in re.findall(r"```sh\n(.*?)```", section, re.S) if block.startswith("rm ")]
+    root = tmp_path / "root"
+    (root / "instance").mkdir(parents=True)
+    (root / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    database = root / "instance" / "community-sync.sqlite3"
+    env = python_environ({**os.environ, "DATABASE_URL": f"sqlite:///{database}", "SECRET_KEY": SECRET})
+    flask(env, "seed-demo")
+    with sqlite3.connect(database) as connection:
+        demo = sorted(connection.execute("SELECT user_id, community_id, role FROM memberships"))
+        connection.execute("INSERT INTO memberships (user_id, community_id, role) VALUES ('u-alan', 'c-rust', 'member')")
+    subprocess.run(["bash", "-c", reset], cwd=root, env=env, check=True, capture_output=True, timeout=120)
+    with sqlite3.connect(database) as connection:
+        assert sorted(connection.execute("SELECT user_id, community_id, role FROM memberships")) == demo

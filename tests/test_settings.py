@@ -1,4 +1,5 @@
 """The settings table: one parser for the app and gunicorn, every setting documented."""
+import os
 import re
 import runpy
 import subprocess
@@ -86,3 +87,64 @@ def test_every_setting_is_documented():
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
     missing = (set(settings.SETTINGS) | set(settings.SERVER_SETTINGS)) - documented
     assert not missing
+
+
+BAD_URLS = {
+    "scheme": ("mysql://u:hunter2@db/x", "mysql"),
+    "unparsable": ("garbage", "not a database URL"),
+    "missing-directory": ("sqlite:////nonexistent/dir/x.db", "/nonexistent/dir"),
+    "driver": ("postgresql+pg8000://u:hunter2@db/x", "pg8000"),
+}
+
+
+@pytest.mark.parametrize("url, says", BAD_URLS.values(), ids=BAD_URLS.keys())
+def test_a_bad_database_url_is_refused_with_what_would_fix_it(url, says):
+    with pytest.raises(settings.SettingError) as refused:
+        config.load({**BASE, "DATABASE_URL": url})
+    message = str(refused.value)
+    assert message.startswith("DATABASE_URL") and says in message and "\n" not in message
+    assert "postgresql://" in message or "create the directory" in message
+    assert "hunter2" not in message
+
+
+def test_an_unset_secret_key_warns_outside_the_embedded_demo(monkeypatch, caplog):
+    """Each host would generate a key of its own: tokens minted on one fail on the others."""
+    monkeypatch.setattr(config, "_instance_secret_key", lambda: "generated")
+    config.load({"DATABASE_URL": "postgresql://db/x"})
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warned) == 1 and "SECRET_KEY is not set" in warned[0]
+    caplog.clear()
+    config.load({})  # the embedded demo: one machine, one key, nothing to say
+    config.load({"DATABASE_URL": "postgresql://db/x", "SECRET_KEY": "k"})
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_a_driver_that_is_not_installed_is_named(monkeypatch):
+    monkeypatch.setattr(settings.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(settings.SettingError, match="driver psycopg2, which is not installed"):
+        settings.check_database_url("postgresql://u:hunter2@db/x")
+
+
+@pytest.mark.parametrize("url, says", BAD_URLS.values(), ids=BAD_URLS.keys())
+@pytest.mark.parametrize("command", [["flask", "--app", "wsgi", "db-upgrade"], ["alembic", "upgrade", "head"]],
+                         ids=["flask", "alembic"])
+def test_a_command_with_a_bad_database_url_says_one_line_and_no_traceback(tmp_path, command, url, says):
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "k"}
+    finished = subprocess.run([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert finished.returncode != 0
+    assert "Traceback" not in finished.stderr and "No such command" not in finished.stderr, finished.stderr
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DATABASE_URL" in lines[0] and says in lines[0], finished.stderr
+
+
+@pytest.mark.slow
+def test_gunicorn_with_a_bad_setting_stops_with_one_line(tmp_path):
+    """Each worker would load the app and fail: the operator reads the reason once, without a traceback."""
+    env = {**os.environ, "DATABASE_URL": "sqlite:////nonexistent/dir/x.db", "SECRET_KEY": "k",
+           "WEB_CONCURRENCY": "2"}
+    finished = subprocess.run([sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", "127.0.0.1:0"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert finished.returncode != 0
+    assert "Traceback" not in finished.stderr, finished.stderr
+    assert finished.stderr.count("DATABASE_URL") == 1, finished.stderr

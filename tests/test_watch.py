@@ -13,7 +13,7 @@ import requests
 
 from app import watch
 from conftest import BIN, bearer
-from harness.servers import ROOT, flask, free_port, python_environ
+from harness.servers import ROOT, flask, free_port, python_environ, sigint_as_in_a_terminal
 
 ANSWER_WAIT = 30  # seconds a line may take to come under a loaded CI machine
 
@@ -88,11 +88,14 @@ def fake_follower(url, clock, out, draws=(0.3, 0.9, 0.1, 0.7)):
 def test_a_refused_connection_is_retried_with_growing_jittered_delays(capsys):
     clock = FakeTime(sleeps=5)
     draws = (0.3, 0.9, 0.1, 0.7, 0.5)
-    assert fake_follower(f"http://127.0.0.1:{free_port()}", clock, sys.stdout, draws).run() == watch.EXIT_INTERRUPTED
+    url = f"http://127.0.0.1:{free_port()}"
+    assert fake_follower(url, clock, sys.stdout, draws).run() == watch.EXIT_INTERRUPTED
     ceilings = [0.5, 1.0, 2.0, 4.0, 8.0]
     assert clock.delays == pytest.approx([c / 2 + d * c / 2 for c, d in zip(ceilings, draws)])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5 and all(" error " in line and "retrying in" in line for line in lines), lines
+    # Which server it could not reach: a mistyped --url or COMMUNITY_SYNC_URL shows at once.
+    assert all(f"{url}/me/communities" in line for line in lines), lines
 
 
 @pytest.fixture
@@ -169,7 +172,7 @@ class Lines:
 
     def __init__(self, command, env):
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_in_a_terminal)
         self.queue = queue.Queue()
         self.seen = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -245,6 +248,19 @@ def test_python_m_app_watch_prints_json_lines_with_the_poll_answers(live):
     assert [(c["type"], c["community_id"]) for c in answer["changes"]] == [("joined", "c-rust")]
     assert answer["added"] == ["c-rust"]
     assert all(json.loads(line) for line in follower.seen)
+    assert status == watch.EXIT_INTERRUPTED and "Traceback" not in err, err
+
+
+def test_ctrl_c_stops_the_watch_however_the_shell_started_the_tests(stub):
+    """A shell that starts pytest in the background (``&``, a script) has it ignore SIGINT, and its children
+    inherit that: the follower must still be one Ctrl-C from stopping, as in a terminal."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        follower = Lines([sys.executable, "-m", "app.watch", stub.url, "--token", "t"], python_environ())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert " snapshot " in follower.next()
+    status, err = follower.interrupt()
     assert status == watch.EXIT_INTERRUPTED and "Traceback" not in err, err
 
 
