@@ -3,9 +3,9 @@ import sys
 
 from alembic import context
 
-from app import models  # noqa: F401  (registers the tables on Model.metadata)
+from app.store import models  # noqa: F401  (registers the tables on Model.metadata)
 from app.config import database_url
-from app.db import Model, make_engine
+from app.store.db import Model, make_engine
 from app.settings import SettingError, check_database_url
 
 target_metadata = Model.metadata

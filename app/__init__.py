@@ -14,7 +14,10 @@ def create_app(test_config=None):
     app.config.from_mapping(config.load(overrides=test_config))
     app.json.sort_keys = False
 
-    from . import auth, cors, cursors, db, errors, hub, migrations, observability, ratelimit
+    from . import auth, errors, observability
+    from .http import cors, ratelimit
+    from .store import cursors, db, migrations
+    from .live import hub
 
     errors.init_app(app)
     observability.init_app(app)
@@ -26,10 +29,12 @@ def create_app(test_config=None):
     ratelimit.init_app(app)
     hub.init_app(app)
 
-    from .api import client, communities, community_changes, demo, docs, health, me, pages, users
+    from .http import client, communities, community_changes, demo, docs, health, me, pages, users
 
     for module in (health, me, communities, users, community_changes, demo, pages, client, docs):
         app.register_blueprint(module.bp)
+    ratelimit.limit_blueprints(app, reads=(me.bp, community_changes.bp, health.bp, pages.bp),
+                               writes=(communities.bp, users.bp, demo.bp))
 
     from . import cli
 

@@ -8,10 +8,10 @@ import jwt
 from flask import current_app, g, request
 from sqlalchemy import update
 
-from . import db
+from .store import db
 from .cache import LRU
 from .errors import Problem
-from .models import ID_LENGTH, NAME_LENGTH, User
+from .store.models import ID_LENGTH, NAME_LENGTH, User
 
 ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096
@@ -198,7 +198,7 @@ def authenticate():
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("This endpoint needs an Authorization: Bearer token.", "invalid_request")
     g.identity = decode_token(token.strip())
-    # Every authenticated request is a sign of life (app/presence.py).
+    # Every authenticated request is a sign of life (app/live/presence.py).
     presence = current_app.extensions.get("presence")
     if presence is not None:
         presence.seen_now(g.identity.user_id)

@@ -3,32 +3,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import migrations, watch as watching
+from .store import demo_data, migrations
+from . import watch as watching
 from .auth import USER_ID_RULE, mint_token, valid_user_id
-from .db import write_transaction
-from .models import Community, Membership, User
-
-DEMO_USERS = [
-    ("u-ada", "Ada Lovelace", False),
-    ("u-grace", "Grace Hopper", False),
-    ("u-alan", "Alan Turing", False),
-    ("u-admin", "Demo Admin", True),
-]
-DEMO_COMMUNITIES = [
-    ("c-rust", "rust", "Rust", True),
-    ("c-python", "python", "Python", True),
-    ("c-go", "go", "Go", True),
-    ("c-design", "design", "Design Guild", False),
-    ("c-ops", "ops", "Ops On-Call", False),
-]
-DEMO_MEMBERSHIPS = [
-    ("u-ada", "c-rust", "member"),
-    ("u-ada", "c-python", "moderator"),
-    ("u-grace", "c-python", "owner"),
-    ("u-grace", "c-design", "admin"),
-    ("u-alan", "c-go", "member"),
-]
-
+from .store.db import write_transaction
 
 @click.command("db-upgrade")
 @with_appcontext
@@ -91,17 +69,9 @@ def watch(user_id, url, json_lines, timeout):
 def seed_demo():
     """Load the demo users, communities and memberships (idempotent)."""
     with write_transaction() as session:
-        for user_id, name, _admin in DEMO_USERS:
-            session.merge(User(id=user_id, name=name))
-        for community_id, slug, name, public in DEMO_COMMUNITIES:
-            if session.get(Community, community_id) is None:
-                session.add(Community(id=community_id, slug=slug, name=name, is_public=public))
-        session.flush()
-        for user_id, community_id, role in DEMO_MEMBERSHIPS:
-            if session.get(Membership, (user_id, community_id)) is None:
-                session.add(Membership(user_id=user_id, community_id=community_id, role=role))
+        demo_data.seed(session)
     current_app.extensions["hub"].notify()
-    click.echo(f"demo data loaded: {len(DEMO_USERS)} users, {len(DEMO_COMMUNITIES)} communities")
+    click.echo(f"demo data loaded: {len(demo_data.USERS)} users, {len(demo_data.COMMUNITIES)} communities")
 
 
 @click.command("prune")

@@ -5,7 +5,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from .db import default_sqlite_url
+from .store.db import default_sqlite_url
 from .settings import SETTINGS, check_database_url, check_values, read
 
 

@@ -9,7 +9,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .db import address
+from .store.db import address
+from .store.refusals import Conflict, Forbidden, NotFound, Refused
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE = "urn:community-sync:problem:"
 
 # Every problem type the service answers with: its slug, status and meaning.
-# /openapi.json lists them from here (app/openapi.py); docs/api.md explains
+# /openapi.json lists them from here (app/http/openapi.py); docs/api.md explains
 # each under a heading of the same name (tests/test_errors.py keeps the
 # three, and the slugs the code raises, in step).
 PROBLEM_TYPES = {
@@ -163,6 +164,17 @@ def handle_problem(error):
     )
 
 
+# What each kind of refused write is answered.
+REFUSAL_STATUSES = ((NotFound, 404), (Forbidden, 403), (Conflict, 409))
+
+
+def handle_refused(error):
+    """A write its rules refused (``app.store.writes``), as its problem type and status."""
+    status = next(status for kind, status in REFUSAL_STATUSES if isinstance(error, kind))
+    extra = {"errors": error.errors} if error.errors else {}
+    return problem_response(status, error.detail, error.kind, **extra)
+
+
 def handle_http_exception(error):
     headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type",)}
     return problem_response(error.code, error.description or error.name, headers=headers)
@@ -203,6 +215,7 @@ def handle_unexpected(error):
 
 def init_app(app):
     app.register_error_handler(Problem, handle_problem)
+    app.register_error_handler(Refused, handle_refused)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_unavailable)
     app.register_error_handler(PoolTimeout, handle_database_unavailable)

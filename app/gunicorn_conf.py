@@ -40,8 +40,8 @@ if not _server["PROMETHEUS_MULTIPROC_DIR"]:
 
 bind = _server["BIND"]
 # gunicorn's gevent worker, answering its own errors as problem+json, where
-# waiting polls are parked sockets (PARKED_POLLS, the default) or greenlets (app/worker.py).
-worker_class = "app.worker.ParkingWorker" if _server["PARKED_POLLS"] else "app.worker.ProblemWorker"
+# waiting polls are parked sockets (PARKED_POLLS, the default) or greenlets (app/live/worker.py).
+worker_class = "app.live.worker.ParkingWorker" if _server["PARKED_POLLS"] else "app.live.worker.ProblemWorker"
 workers = _server["WEB_CONCURRENCY"]
 # Each waiting poll is one connection. Keep this above POLL_MAX_WAITING.
 worker_connections = _server["WORKER_CONNECTIONS"]
@@ -62,7 +62,7 @@ errorlog = "-"
 loglevel = _server["LOG_LEVEL"]
 limit_request_line = 8190
 limit_request_fields = 100
-# Above the application's own limit (8 KiB a field, app/ratelimit.py), which
+# Above the application's own limit (8 KiB a field, app/http/ratelimit.py), which
 # refuses with problem+json; this is only the backstop for larger ones.
 limit_request_field_size = 16380
 forwarded_allow_ips = _server["FORWARDED_ALLOW_IPS"]
@@ -118,9 +118,7 @@ def post_worker_init(worker):
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     app = worker.wsgi if hasattr(worker.wsgi, "extensions") else None
     if app is not None:
-        from app.api.demo import exposure_warning
-
-        warning = exposure_warning(app.config, worker.cfg.address)
+        warning = settings.exposure_warning(app.config, worker.cfg.address)
         if warning:
             worker.log.warning(warning)
     _drain_on_sigterm(worker)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from flask import g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
-from .parking import PARKED_KEY
+from .live.parking import PARKED_KEY
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -183,7 +183,7 @@ def init_app(app):
             # No content to type: Flask's default (text/html) would describe
             # nothing, and a cache may take a 304's headers for its stored answer's.
             headers.pop("Content-Type", None)
-        # A parked poll is counted when the hub answers it (app/parking.py).
+        # A parked poll is counted when the hub answers it (app/live/parking.py).
         if request.endpoint == POLL_ENDPOINT and PARKED_KEY not in request.environ:
             app.extensions["metrics"].observe_poll(response)
         return response

@@ -9,6 +9,7 @@ first could make that patching warn or misbehave. README.md documents each
 setting.
 """
 import importlib.util
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -51,7 +52,7 @@ SETTINGS = {
     "TRUSTED_PROXIES": (int, 0),
 }
 
-# app/listener.py's wake sources, by WAKE_SOURCE's names.
+# app/live/listener.py's wake sources, by WAKE_SOURCE's names.
 WAKE_SOURCES = ("notify", "head")
 
 # Read by gunicorn.conf.py only (command-line flags override them). A default
@@ -189,3 +190,35 @@ def check(environ=os.environ):
     check_values(read(SETTINGS, environ))
     if environ.get("DATABASE_URL"):
         check_database_url(environ["DATABASE_URL"])
+
+
+def exposure_warning(config, addresses):
+    """A warning when demo mode is on and the server listens beyond loopback, else None.
+
+    ``addresses`` are gunicorn's bind addresses: ``(host, port)`` tuples, or
+    strings for Unix sockets (which a local proxy may expose to anyone).
+    """
+    # .get: gunicorn.conf.py asks of any app it serves, the benchmarks' bare ones too.
+    if not config.get("DEMO_MODE"):
+        return None
+    exposed = [address for address in addresses if not _loopback(address)]
+    if not exposed:
+        return None
+    shown = ", ".join(a if isinstance(a, str) else f"{a[0] or '*'}:{a[1]}" for a in exposed)
+    return (
+        f"DEMO MODE IS ON and the server listens on {shown}, beyond loopback: anyone who "
+        "reaches it can get a token for any demo user (never an admin one). Set DEMO_MODE=0 "
+        "(or DATABASE_URL) for a server others can reach."
+    )
+
+
+def _loopback(address):
+    if isinstance(address, str):
+        return False
+    host = address[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

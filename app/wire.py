@@ -2,8 +2,8 @@
 
 From a shape come its serializer (:func:`serialize` for a row, :func:`compose`
 for a body assembled from several values), the validation of the request
-bodies that carry it (``app.validation``), and its OpenAPI schema
-(:func:`schemas`, which ``app.openapi`` serves). Keys leave in the order of
+bodies that carry it (``app.http.validation``), and its OpenAPI schema
+(:func:`schemas`, which ``app.http.openapi`` serves). Keys leave in the order of
 the fields: answers are compared byte for byte and state hashes are taken over
 them, so reordering a shape's fields changes what clients see.
 
@@ -24,8 +24,7 @@ from .auth import (
     CALLER_ALIAS, CONTROL, ID_PATTERN, ID_RULE, NAME_LENGTH, SURROGATE, USER_ID_RULE, valid_id,
     valid_name, valid_user_id,
 )
-from .errors import Problem
-from .models import CHANGE_TYPES, ID_LENGTH, KIND_LENGTH, ROLES
+from .store.models import CHANGE_TYPES, ID_LENGTH, KIND_LENGTH, ROLES
 
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 # Lone surrogates (JSON "\udfff") excluded: no database encoding can store them.
@@ -78,10 +77,14 @@ class Field:
             object.__setattr__(self, "read", attrgetter(self.name))
 
     def parse(self, value):
-        """The value as sent, checked and cleaned, or a 422 problem."""
+        """The value as sent, checked and cleaned; ``InvalidValue`` saying why not."""
         if not self.check(value):
-            raise Problem(422, "invalid-field", self.problem)
+            raise InvalidValue(self.problem)
         return self.clean(value)
+
+
+class InvalidValue(ValueError):
+    """A field's value is not one it takes (the HTTP layer answers it 422 ``invalid-field``)."""
 
 
 def ref(name):
@@ -219,7 +222,7 @@ NOTIFICATION_PAGE = (
 )
 USER = (Field("id", STRING, read=attrgetter("user_id")), Field("name", NULLABLE_STRING))
 # Members online per community of the user's state; beside the state, never
-# in its hash (app/presence.py).
+# in its hash (app/live/presence.py).
 ONLINE = Field("online", {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}})
 SNAPSHOT = (
     Field("user", response_schema(USER)),
@@ -406,10 +409,10 @@ def capped(changes):
 
 
 def poll_body(reply, cursor, now, online=None):
-    """A poll's answer to ``reply`` (``app.session.Reply``); the changes, and what they
+    """A poll's answer to ``reply`` (``app.live.session.Reply``); the changes, and what they
     added and removed, only when ``changed``.
 
-    ``cursor``: the signed text of the cursor to follow (``app.cursors.CursorKey``).
+    ``cursor``: the signed text of the cursor to follow (``app.store.cursors.CursorKey``).
     ``online`` (members online per community) comes with every status.
     """
     listed = {}

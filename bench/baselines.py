@@ -16,9 +16,10 @@ import time
 import gevent
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from app import create_app, feed
+from app import create_app
+from app.store import feed
 from app.auth import authenticate, provision
-from app.db import read_transaction
+from app.store.db import read_transaction
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 

@@ -28,8 +28,8 @@ from collections import Counter
 
 from sqlalchemy import create_engine
 
-from app import queries
-from app.db import normalize_url
+from app.store import queries
+from app.store.db import normalize_url
 from harness.polls import bearer_token
 from harness.servers import wait_for
 

@@ -22,8 +22,8 @@ import time
 
 from sqlalchemy import create_engine, text
 
-from app import queries
-from app.db import normalize_url
+from app.store import queries
+from app.store.db import normalize_url
 from harness.servers import flask, python_environ
 
 from .stack import DEFAULT_URL, SECRET

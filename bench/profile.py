@@ -198,8 +198,8 @@ def reread(members, fetched, explained):
     """
     from sqlalchemy.dialects import postgresql
 
-    from app import feed, queries
-    from app.db import make_engine, read_transaction
+    from app.store import feed, queries
+    from app.store.db import make_engine, read_transaction
 
     database = stack.Database()
     try:

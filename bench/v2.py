@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy.dialects import postgresql
 
-from app import queries
+from app.store import queries
 from harness.polls import POLL_PATH, bearer_token
 
 from . import stack

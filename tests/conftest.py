@@ -21,9 +21,9 @@ from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.auth import mint_token
-from app.db import normalize_url
-from app.coalescing import Coalescing
-from app.vouching import Vouching
+from app.store.db import normalize_url
+from app.live.coalescing import Coalescing
+from app.live.vouching import Vouching
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 SECRET = "test-secret-key-long-enough-for-every-hmac-variant-0123456789abcdef"

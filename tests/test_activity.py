@@ -5,8 +5,9 @@ import gevent
 import pytest
 from sqlalchemy import text
 
-from app import cursors, feed, wire
-from app.db import read_transaction
+from app.store import cursors, feed
+from app import wire
+from app.store.db import read_transaction
 from conftest import eventually, table_dump, until_blocked
 
 ADMIN = ("u-admin", True)

@@ -292,7 +292,7 @@ def test_other_writes_keep_the_16_kib_limit(seeded, client, auth):
 def test_a_batch_rolled_back_by_a_conflict_is_a_retryable_conflict_not_an_outage(
         seeded, client, auth, monkeypatch, caplog, sqlstate):
     """Batches that deadlock (or fail to serialize): PostgreSQL rolls one back, and it may simply retry."""
-    from app import writes
+    from app.store import writes
 
     def collides(session, *_args):
         # The very error PostgreSQL raises for the batch it picks as the victim.

@@ -5,7 +5,7 @@ import jwt
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from app.db import normalize_url
+from app.store.db import normalize_url
 from conftest import BIN, SECRET
 
 

@@ -1,4 +1,4 @@
-"""The client's modules at /static/v/<version>/ (app/api/client.py), beside /static/."""
+"""The client's modules at /static/v/<version>/ (app/http/client.py), beside /static/."""
 import json
 import re
 from pathlib import Path

@@ -4,8 +4,8 @@ from collections import namedtuple
 import gevent
 import pytest
 
-from app import feed
-from app.coalescing import Coalescing
+from app.store import feed
+from app.live.coalescing import Coalescing
 from conftest import until_blocked
 
 Row = namedtuple("Row", "id type")

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.db import normalize_url
+from app.store.db import normalize_url
 
 from conftest import statements, table_dump
 

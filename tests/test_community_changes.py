@@ -5,8 +5,9 @@ import time
 import gevent
 import pytest
 
-from app import cursors, intervals, wire
-from app.api import community_changes
+from app.store import cursors
+from app import intervals, wire
+from app.http import community_changes
 from conftest import eventually, until_blocked
 
 

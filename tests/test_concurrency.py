@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.db import normalize_url
+from app.store.db import normalize_url
 from concurrency import Call, at_once
 from conftest import bearer
 

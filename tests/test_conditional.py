@@ -1,7 +1,7 @@
 """ETag comparison (RFC 9110, weak): what matches, and the near misses that must not."""
 import pytest
 
-from app.api.conditional import matches, strip_validator
+from app.http.conditional import matches, strip_validator
 
 CURRENT = "9f86d081884c7d65"
 

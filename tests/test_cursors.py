@@ -1,4 +1,4 @@
-"""Cursors are signed, and no cursor opens a community's past (app/cursors.py, app/feed.py).
+"""Cursors are signed, and no cursor opens a community's past (app/store/cursors.py, app/store/feed.py).
 
 Two defences, each tested on its own: a cursor the service did not issue is
 refused, or answered with a reset (``CursorKey``); and which community rows a
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app import cursors
+from app.store import cursors
 
 POSTGRES_ONLY = pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
 FORGERIES = ["unsigned", "signed with the server's key"]

@@ -4,8 +4,8 @@ import socket
 import gevent
 import pytest
 
-from app.disconnects import DisconnectWatch
-from app.hub import Ticket, Waiters
+from app.live.disconnects import DisconnectWatch
+from app.live.registry import Ticket, Waiters
 
 
 @pytest.fixture

@@ -9,13 +9,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def slugs_in_code():
-    """Every slug given to Problem(...) or problem_response(...) in the app's source."""
+    """Every slug given to Problem(...) or problem_response(...) in the app's source, and every
+    kind of the store's refusals (NotFound(...), Forbidden(...), Conflict(...))."""
     found = set()
     for path in [*(ROOT / "app").rglob("*.py"), ROOT / "gunicorn.conf.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
                 continue
-            position = {"Problem": 1, "problem_response": 2}.get(node.func.id)
+            position = {"Problem": 1, "problem_response": 2, "NotFound": 0, "Forbidden": 0,
+                        "Conflict": 0}.get(node.func.id)
             if position is None:
                 continue
             slug = next((k.value for k in node.keywords if k.arg == "slug"), None)
@@ -46,7 +48,7 @@ def test_a_connection_lost_as_it_is_given_back_is_a_503(app_factory, auth, monke
     """psycopg2 raises unwrapped when a pooled connection's reset fails: still a passing outage."""
     import psycopg2
 
-    from app.api import community_changes
+    from app.http import community_changes
     from conftest import assert_problem
 
     app = app_factory()
@@ -76,7 +78,7 @@ def test_titles_are_rfc_9110_reason_phrases(seeded, client, auth):
 def test_the_database_outage_log_names_host_and_port_not_the_password(app_factory, auth, monkeypatch, caplog):
     import psycopg2
 
-    from app.api import community_changes
+    from app.http import community_changes
 
     app = app_factory()
 

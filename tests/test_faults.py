@@ -24,8 +24,8 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
-from app.listener import HeadChecker, Listener
-from app.queries import UNREAD_CAP
+from app.live.listener import HeadChecker, Listener
+from app.store.queries import UNREAD_CAP
 from app.settings import SETTINGS
 from app.wire import MAX_PUBLISHED_PER_ANSWER, iso
 from bench.stack import dsn

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from app import cursors, feed, migrations, wire
-from app.db import make_engine, normalize_url, read_transaction
+from app.store import cursors, feed, migrations
+from app import wire
+from app.store.db import make_engine, normalize_url, read_transaction
 
 def sequence(n):
     return cursors.SequencePosition(n)

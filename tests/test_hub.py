@@ -11,7 +11,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from app.hub import OverCapacity, TooManyPolls
+from app.live.registry import OverCapacity, TooManyPolls
 from conftest import bearer, blocked_polls, eventually, statements, until_blocked
 
 
@@ -202,7 +202,7 @@ def test_client_following_cursors_sees_every_change_once_under_out_of_order_comm
 
     from sqlalchemy import create_engine
 
-    from app.db import normalize_url
+    from app.store.db import normalize_url
 
     server = server_factory(database)
     admin = bearer("u-admin", admin=True)
@@ -399,7 +399,7 @@ def busy_app(app_factory, auth):
 
 
 def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database, monkeypatch):
-    from app.api import community_changes
+    from app.http import community_changes
 
     app, client = busy_app
     ada = auth("u-ada")

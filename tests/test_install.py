@@ -119,7 +119,7 @@ def test_an_installed_copy_migrates_and_serves_from_another_directory(venv, tmp_
         poll = requests.get(server.url + "/community-changes/poll", headers=ada, timeout=30,
                             params={"cursor": snapshot["cursor"], "hash": snapshot["hash"], "timeout": 1})
         assert poll.status_code == 200 and poll.json()["status"] == "unchanged"
-        assert "Using worker: app.worker.ParkingWorker" in server.log()
+        assert "Using worker: app.live.worker.ParkingWorker" in server.log()
     finally:
         server.stop()
     # The generated key (no SECRET_KEY set) lives in the installation's var/, not in site-packages.

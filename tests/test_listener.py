@@ -6,10 +6,10 @@ import gevent
 import psycopg2
 import pytest
 
-from app import listener as listener_module
-from app.listener import HeadChecker, Listener
+from app.live import listener as listener_module
+from app.live.listener import HeadChecker, Listener
 from app.observability import Metrics
-from app.reread import read_head
+from app.live.reread import read_head
 from conftest import build_app, eventually
 
 pytestmark = pytest.mark.postgres

@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from app import cursors, wire
+from app.store import cursors
+from app import wire
 
 
 def test_snapshot_body_and_headers(seeded, client, auth):

@@ -3,7 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import create_engine, inspect
 
-from app.db import normalize_url
+from app.store.db import normalize_url
 from harness.servers import flask
 
 

@@ -19,7 +19,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app import create_app, openapi
+from app import create_app
+from app.http import openapi
 from conftest import SECRET
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}

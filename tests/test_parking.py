@@ -1,4 +1,4 @@
-"""Parked polls (``PARKED_POLLS``, app/parking.py): a waiting poll kept as its socket and a
+"""Parked polls (``PARKED_POLLS``, app/live/parking.py): a waiting poll kept as its socket and a
 record, answered by the worker's answerer, against real gunicorn servers.
 
 The rest of the suite's server tests run on the parking worker too (it is
@@ -19,8 +19,9 @@ import gevent.socket
 import pytest
 import requests
 
-from app.parking import ParkedPoll
-from app.reread import News
+from app.live.parking import ParkedPoll
+from app.live.reread import News
+from app.live.worker import ParkedSocket
 from conftest import bearer
 from harness.servers import wait_for
 
@@ -83,7 +84,7 @@ def parked(app):
         handed_back = []
         with hub.waiting(user_id) as ticket:
             record = hub.park(Gathered(ticket, size, time.monotonic() + timeout))
-        hub.parking.settle(record, server_side, b"X-Fixed: kept\r\n", handed_back.append)
+        hub.parking.settle(record, ParkedSocket(server_side, b"X-Fixed: kept\r\n", handed_back.append))
         return record, client_side, handed_back
 
     yield park

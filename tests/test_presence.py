@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from app import wire
-from app.db import normalize_url
+from app.store.db import normalize_url
 from conftest import assert_problem, bearer, eventually, statements, table_dump, until_blocked
 from harness.servers import flask, wait_for
 
@@ -115,7 +115,7 @@ def test_counts_ride_every_answer_outside_the_hash(steady_app, auth):
 
 
 def test_an_answer_whose_communities_this_worker_does_not_know_reads_them(steady_app, auth):
-    from app.api.community_changes import Known, Reply, online_counts
+    from app.http.community_changes import Known, Reply, online_counts
 
     steady_app.test_client().get("/me/communities", headers=auth("u-grace"))
 
@@ -157,7 +157,7 @@ def test_a_hang_up_ends_presence_without_waiting_for_the_ttl(app_factory, auth):
     app.test_client().get("/me/communities", headers=auth("u-ada"))
     with hub.waiting("u-ada") as ticket:
         assert "u-ada" in presence.online()
-        hub.drop(ticket)  # what app/disconnects.py does when the client hangs up
+        hub.drop(ticket)  # what app/live/disconnects.py does when the client hangs up
     assert "u-ada" not in presence.online()
     with hub.waiting("u-grace"), hub.waiting("u-grace") as ticket:
         hub.drop(ticket)

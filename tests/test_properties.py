@@ -24,7 +24,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app.cursors import Cursor, SequencePosition, SnapshotPosition
+from app.store.cursors import Cursor, SequencePosition, SnapshotPosition
 from conftest import SECRET, assert_problem, table_dump
 
 MAX_CONTENT_LENGTH = 16 * 1024

@@ -2,8 +2,8 @@
 import gevent
 from sqlalchemy import text
 
-from app import feed
-from app.pruning import Pruner
+from app.store import feed
+from app.store.pruning import Pruner
 from conftest import eventually
 
 

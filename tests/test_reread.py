@@ -145,7 +145,7 @@ def fail_once(monkeypatch, module, name):
 
 
 def test_a_failed_re_read_is_retried(quiet_app, database, monkeypatch):
-    from app import feed
+    from app.store import feed
 
     hub = quiet_app.extensions["hub"]
     hub.reread.safety_interval = 3600
@@ -161,7 +161,7 @@ def test_a_failed_re_read_is_retried(quiet_app, database, monkeypatch):
 def test_a_re_read_failing_after_its_first_query_reads_the_same_rows_again(quiet_app, database,
                                                                          monkeypatch):
     """The database going away between a re-read's queries must not leave its rows behind."""
-    from app import feed
+    from app.store import feed
 
     hub = quiet_app.extensions["hub"]
     failures = fail_once(monkeypatch, feed, "read_states")
@@ -177,7 +177,7 @@ def test_a_re_read_failing_after_its_first_query_reads_the_same_rows_again(quiet
 
 def test_a_poll_registering_while_a_re_read_begins_gets_that_batch(quiet_app, database, monkeypatch):
     """The waiting users are taken once the batch's snapshot is: a poll in between is among them."""
-    from app import feed
+    from app.store import feed
 
     hub = quiet_app.extensions["hub"]
     original = feed.read_position
@@ -200,7 +200,7 @@ def test_a_poll_registering_while_a_re_read_begins_gets_that_batch(quiet_app, da
 
 def test_a_community_row_is_read_once_however_many_members_wait(quiet_app, database, monkeypatch):
     """A burst in a big community reads rows, not rows times members."""
-    from app import feed
+    from app.store import feed
 
     hub = quiet_app.extensions["hub"]
     users = add_members(quiet_app, "c-go", 300)

@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app import cursors
-from app.api import demo
+from app.store import cursors
+from app import settings
 from conftest import SECRET, assert_problem, bearer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,9 +338,9 @@ def test_the_demo_page_carries_the_admin_token_only_on_the_servers_machine(app_f
     (["/run/community-sync.sock"], True),
 ])
 def test_demo_mode_beyond_loopback_is_warned_about(addresses, warns):
-    warning = demo.exposure_warning({"DEMO_MODE": True}, addresses)
+    warning = settings.exposure_warning({"DEMO_MODE": True}, addresses)
     assert bool(warning) is warns
-    assert demo.exposure_warning({"DEMO_MODE": False}, addresses) is None
+    assert settings.exposure_warning({"DEMO_MODE": False}, addresses) is None
 
 
 def test_gunicorn_logs_the_demo_warning_from_its_config(tmp_path):

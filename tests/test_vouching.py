@@ -12,9 +12,10 @@ import greenlet
 import pytest
 from gevent.event import Event
 
-from app import cursors, feed, vouching
-from app.session import Known
-from app.vouching import Vouching
+from app.store import cursors, feed
+from app.live import vouching
+from app.live.session import Known
+from app.live.vouching import Vouching
 
 Row = namedtuple("Row", "id user_id shared community_id", defaults=(False, None))
 EPOCH = "e1"

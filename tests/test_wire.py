@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app import wire
-from app.session import Known, Reply
+from app.live.session import Known, Reply
 
 # What a state holds: text (any character a database column stores), integers, flags, nulls.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)))

@@ -3,7 +3,7 @@
 ``changes.user_id`` becomes nullable. User-scoped rows (``joined``, ``left``,
 ``role_changed``) keep it; community-scoped rows (``community_updated``,
 ``community_deleted``) leave it NULL and are resolved to the community's
-members when read, in the reader's snapshot (``app.queries``). Rows written by
+members when read, in the reader's snapshot (``app.store.queries``). Rows written by
 0001's fan-out are all user-scoped and stay valid, so cursors issued before
 this migration keep working with no gap and no duplicate.
 

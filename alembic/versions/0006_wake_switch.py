@@ -7,7 +7,7 @@ the notifying triggers serialise the platform's commits. Until now every
 function that wrote a change-log row also notified. Now the functions only
 write the row, and one statement-level trigger on ``changes`` notifies,
 unless ``feed_meta.notify`` is false: workers that learn of new rows by
-checking the log's head (``WAKE_SOURCE=head``, app/listener.py) set it so,
+checking the log's head (``WAKE_SOURCE=head``, app/live/listener.py) set it so,
 and workers that LISTEN set it back. Whoever writes (the app, the
 platform's raw SQL) then takes the lock or not by that one flag, read by
 the trigger in its own statement, with no reconnect or DDL needed.

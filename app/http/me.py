@@ -3,11 +3,14 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
 
-from .. import db, feed, queries, validation, wire, writes
+from .writing import writing
+from ..store import db, feed, queries, writes
+from . import validation
+from .. import wire
 from ..auth import current_identity
-from ..db import read_transaction
+from ..store.db import read_transaction
 from ..intervals import advise_interval
-from ..session import Known
+from ..live.session import Known
 from .conditional import etag, if_none_match, matches
 
 bp = Blueprint("me", __name__, url_prefix="/me")
@@ -75,7 +78,7 @@ def read_community(community_id):
     """Mark the community's activity read, up to now: its entry, ``unread`` 0."""
     identity = current_identity()
     validation.community_id(community_id)
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         entry = writes.mark_community_read(session, identity, community_id)
     return jsonify(wire.community_entry(entry))
 
@@ -94,6 +97,6 @@ def notifications():
 def read_notifications():
     """Mark the caller's notifications read, up to now."""
     identity = current_identity()
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         unread = writes.mark_notifications_read(session, identity)
     return jsonify(wire.compose((wire.NOTIFICATIONS_UNREAD,), notifications_unread=unread))

@@ -3,7 +3,7 @@
 A user is online while one of its long polls is held, or for ``PRESENCE_TTL``
 seconds after a request of its own. Each worker knows only its own users: the
 hub's registry holds the waiting polls, every authenticated request is noted
-here (``seen``), and a poll whose client hung up (``app/disconnects.py``)
+here (``seen``), and a poll whose client hung up (``app/live/disconnects.py``)
 ends its user's presence on this worker at once, without the TTL's grace: the
 tab is gone, not between two polls.
 
@@ -37,9 +37,10 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from . import queries, wire
-from .cache import LRU
-from .db import read_transaction, write_transaction
+from ..store import queries
+from .. import wire
+from ..cache import LRU
+from ..store.db import read_transaction, write_transaction
 
 log = logging.getLogger(__name__)
 

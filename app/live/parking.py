@@ -1,8 +1,8 @@
 """Parked polls: a waiting poll kept as its socket and a small record, with no greenlet.
 
-Under the parking worker (``PARKED_POLLS``, app/worker.py), a poll with
+Under the parking worker (``PARKED_POLLS``, app/live/worker.py), a poll with
 nothing to say yet does not block its greenlet in ``Hub.wait``: the view
-hands its ``PollSession`` (app/session.py) to the hub (``Hub.park``), the
+hands its ``PollSession`` (app/live/session.py) to the hub (``Hub.park``), the
 framework finishes the request as usual, and the worker keeps the
 connection's socket instead of closing it while the greenlet ends. What
 the framework added to that request's answer (the request id, CORS, the
@@ -11,10 +11,12 @@ security headers) is kept as the parked answer's fixed header lines.
 One greenlet per process, the answerer, then does what the waiting
 greenlets did: woken with the users' ``Waiters`` (news, a hang-up,
 shutdown) or at the earliest deadline, it takes each parked poll's news
-(``PollSession.take``) and writes the answers of the batch to their sockets
-itself, each made by the renderer the poll view registered once at start-up
-(``Hub.answer_parked_with``), then hands each connection back to the worker
-for the client's next request.
+(``PollSession.take``) and answers the batch, each answer made by the
+renderer the poll view registered once at start-up
+(``Hub.answer_parked_with``) and written by the connection the worker
+handed over (``app.live.worker.ParkedSocket``), which then reads the
+client's next request. This module knows sessions and deadlines; the worker
+knows sockets and HTTP.
 """
 import heapq
 import itertools
@@ -24,7 +26,6 @@ from contextlib import nullcontext
 
 import gevent
 from gevent.event import Event
-from gunicorn import util
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,10 @@ PARKED_KEY = "community_sync.parked"
 # Marks the stand-in answer the view returns for a parked poll; the worker
 # takes it off (the client never sees it).
 PARKED_HEADER = "X-Community-Sync-Parked"
-# The longest the rest of an answer may take to reach a client whose receive
-# buffer was full.
-SEND_TIMEOUT = 10.0
 
 
 class ParkedPoll:
-    """One parked poll: its session, and its socket once the worker hands it over.
+    """One parked poll: its session, and its connection once the worker hands it over.
 
     Its ``state`` only moves forward, ``PARKED`` to ``TAKEN`` (in a batch,
     its news taken, to be answered) to ``DONE`` (its place released: answered,
@@ -51,16 +49,12 @@ class ParkedPoll:
 
     PARKED, TAKEN, DONE = range(3)
 
-    __slots__ = ("session", "sock", "head", "resume", "access", "state")
+    __slots__ = ("session", "connection", "state")
 
     def __init__(self, session):
         self.session = session
-        self.sock = None
-        # The answer's fixed header lines, as bytes; ``resume(sock)`` reads the
-        # client's next request; ``access(status, headers, length)`` logs.
-        self.head = b""
-        self.resume = None
-        self.access = None
+        # What writes its answer, once the worker hands it over (``settle``).
+        self.connection = None
         self.state = self.PARKED
 
     @property
@@ -113,11 +107,10 @@ class Parking:
         session.parked = ParkedPoll(session)
         return session.parked
 
-    def settle(self, record, sock, head, resume, access=None):
-        """The worker hands over the parked poll's socket: it waits from now on."""
-        # Written to without waiting: one slow client must not hold up a batch.
-        sock.settimeout(0.0)
-        record.sock, record.head, record.resume, record.access = sock, head, resume, access
+    def settle(self, record, connection):
+        """The worker hands over the parked poll's connection (``app.live.worker.ParkedSocket``,
+        which writes its answer): it waits from now on."""
+        record.connection = connection
         ticket = record.ticket
         waiters = ticket.waiters
         if waiters.parked is None:
@@ -128,7 +121,7 @@ class Parking:
         if hub.metrics:
             hub.metrics.add(hub.metrics.parked)
         hub.disconnects.forget(ticket)
-        hub.disconnects.watch(ticket, sock)
+        hub.disconnects.watch(ticket, connection.sock)
         heapq.heappush(self._deadlines, (record.deadline, next(self._order), record))
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
@@ -235,57 +228,12 @@ class Parking:
         assert record.state == record.TAKEN, "a parked poll is answered once"
         self._leave(record)
         status, body, headers = self.render(record.session)
-        close = self.hub.closing
-        lines = [b"HTTP/1.1 ", status.encode("latin-1"), b"\r\n", record.head,
-                 f"Date: {util.http_date()}\r\nConnection: {'close' if close else 'keep-alive'}\r\n"
-                 f"Content-Length: {len(body)}\r\n".encode("latin-1")]
-        lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items())
-        lines.append(b"\r\n")
-        lines.append(body)
-        payload = b"".join(lines)
-        sock = record.sock
-        try:
-            sent = sock.send(payload)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._drop_socket(record)
-            return
-        if record.access is not None:
-            record.access(status, headers, len(body))
-        if sent < len(payload):
-            # The client's receive buffer is full: finish in a greenlet of its own.
-            gevent.spawn(self._send_rest, record, payload[sent:], close)
-        else:
-            self._hand_back(record, close)
-
-    def _send_rest(self, record, rest, close):
-        sock = record.sock
-        try:
-            sock.settimeout(SEND_TIMEOUT)
-            sock.sendall(rest)
-        except OSError:
-            self._drop_socket(record)
-            return
-        self._hand_back(record, close)
-
-    def _hand_back(self, record, close):
-        sock, record.sock = record.sock, None
-        if close:
-            util.close(sock)
-        else:
-            sock.settimeout(None)
-            record.resume(sock)
+        record.connection.answer(status, body, headers, close=self.hub.closing)
 
     def _close(self, record):
         """The client left (or the answer failed): nothing to write."""
         self._leave(record)
-        self._drop_socket(record)
-
-    def _drop_socket(self, record):
-        sock, record.sock = record.sock, None
-        if sock is not None:
-            util.close(sock)
+        record.connection.close()
 
     def _leave(self, record):
         if not record.finish():

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from gevent.event import Event
 
-from .cache import LRU
+from ..cache import LRU
 
 # How much is remembered to vouch for re-polls' cursors.
 RECENT_USERS = 100_000

@@ -1,6 +1,6 @@
 """The change log as a feed: reading user state and changes at a position.
 
-Positions and cursors (what a reader has seen) are ``app.cursors``.
+Positions and cursors (what a reader has seen) are ``app.store.cursors``.
 
 A row is user-scoped (``joined``, ``left``, ``role_changed``: it names its
 user) or community-scoped (a rename, a deletion: written once, ``user_id``
@@ -19,7 +19,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, exists, func, select, update
 
-from . import queries, wire
+from . import queries
+from .. import wire
 from .cursors import Cursor, encode_page, parse_position
 from .models import Change, Community, FeedMeta, Membership, User
 

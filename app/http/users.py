@@ -1,7 +1,10 @@
 """Users as the platform addresses them: ``POST /users/{id}/notifications``."""
 from flask import Blueprint, jsonify
 
-from .. import validation, wire, writes
+from . import validation
+from .. import wire
+from .writing import writing
+from ..store import writes
 from ..auth import current_identity
 
 bp = Blueprint("users", __name__, url_prefix="/users")
@@ -13,6 +16,6 @@ def notify(user_id):
     identity = current_identity()
     target = validation.user_id(user_id, identity.user_id)
     fields = validation.publication()
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         writes.notify_user(session, identity, target, fields)
     return jsonify(wire.published_body(fields, user_id=target)), 201

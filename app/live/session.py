@@ -3,7 +3,7 @@
 A long poll with nothing to say yet waits for news, in one of two ways: in
 its own greenlet (``Hub.hold``: the view's greenlet blocks in ``Hub.wait``),
 or parked, as its socket and a small record that the hub's answerer greenlet
-answers (``app/parking.py``). Both drive one ``PollSession`` through the same
+answers (``app/live/parking.py``). Both drive one ``PollSession`` through the same
 steps, written once here and in the hub:
 
 1. ``begin(reply)``: where the client's knowledge stands after the poll's
@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from . import cursors, wire
+from ..store import cursors
+from .. import wire
 from .coalescing import coalescable
-from .intervals import jittered_wait
+from ..intervals import jittered_wait
 
 
 @dataclass(frozen=True)

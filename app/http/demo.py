@@ -13,9 +13,11 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from .. import db, validation, wire, writes
+from ..store import db, writes
+from ..store.demo_data import USERS as DEMO_USERS
+from . import validation
+from .. import wire
 from ..auth import default_ttl, mint_token
-from ..cli import DEMO_USERS
 from ..errors import Problem
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
@@ -108,35 +110,3 @@ def admin_token_for_this_client():
         return None
     user_id, name = admins[0]
     return mint_token(user_id, name=name, admin=True)
-
-
-def exposure_warning(config, addresses):
-    """A warning when demo mode is on and the server listens beyond loopback, else None.
-
-    ``addresses`` are gunicorn's bind addresses: ``(host, port)`` tuples, or
-    strings for Unix sockets (which a local proxy may expose to anyone).
-    """
-    # .get: gunicorn.conf.py asks of any app it serves, the benchmarks' bare ones too.
-    if not config.get("DEMO_MODE"):
-        return None
-    exposed = [address for address in addresses if not _loopback(address)]
-    if not exposed:
-        return None
-    shown = ", ".join(a if isinstance(a, str) else f"{a[0] or '*'}:{a[1]}" for a in exposed)
-    return (
-        f"DEMO MODE IS ON and the server listens on {shown}, beyond loopback: anyone who "
-        "reaches it can get a token for any demo user (never an admin one). Set DEMO_MODE=0 "
-        "(or DATABASE_URL) for a server others can reach."
-    )
-
-
-def _loopback(address):
-    if isinstance(address, str):
-        return False
-    host = address[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

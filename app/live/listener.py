@@ -28,9 +28,9 @@ import gevent.socket
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
-from .db import address
-from .models import Change, FeedMeta
-from .settings import WAKE_SOURCES
+from ..store.db import address
+from ..store.models import Change, FeedMeta
+from ..settings import WAKE_SOURCES
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,11 @@
 """Membership and community writes, with who may do what.
 
-Views call these inside :func:`writing`, a :func:`app.db.write_transaction`
-that names its actor; the change log itself is written by the database
-triggers, never here.
+Views call these inside ``app.http.writing.writing``: an :func:`acting`
+transaction (a :func:`app.store.db.write_transaction` that names its actor)
+that then wakes the hub; the change log itself is written by the database
+triggers, never here. A write its rules refuse raises a ``Refused``
+(``NotFound``, ``Forbidden``, ``Conflict``), which the HTTP layer answers
+with its problem type.
 
 A little over the usual module size: the permission rules of every write sit
 together, so who may do what reads in one place.
@@ -10,20 +13,19 @@ together, so who may do what reads in one place.
 import secrets
 from contextlib import contextmanager
 
-from flask import current_app
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from . import db, queries
-from .errors import Problem
+from .refusals import Conflict, Forbidden, NotFound, Refused
 from .models import Activity, ChangeActor, Community, Membership, User
 
 MANAGER_ROLES = ("admin", "owner")
 
 
 @contextmanager
-def writing(actor):
-    """A write transaction of its own that records ``actor`` as ``by``, then wakes this process's hub."""
+def acting(actor):
+    """A write transaction of its own that records ``actor`` as ``by`` on the rows it writes."""
     postgres = db.is_postgres()
     with db.write_transaction() as session:
         if postgres:
@@ -34,15 +36,14 @@ def writing(actor):
         yield session
         if not postgres:
             session.execute(delete(ChangeActor))
-    current_app.extensions["hub"].notify()
 
 
 def unknown_community(community_id):
-    return Problem(404, "unknown-community", f"There is no community {community_id!r}.")
+    return NotFound("unknown-community", f"There is no community {community_id!r}.")
 
 
 def not_a_member(community_id):
-    return Problem(404, "not-a-member", f"You are not a member of {community_id!r}.")
+    return NotFound("not-a-member", f"You are not a member of {community_id!r}.")
 
 
 def role_of(session, user_id, community_id):
@@ -75,7 +76,7 @@ def _community_for(session, identity, community_id, for_update=False):
 
 
 def _forbid(detail):
-    raise Problem(403, "forbidden", detail)
+    raise Forbidden("forbidden", detail)
 
 
 def ensure_user(session, user_id):
@@ -122,8 +123,8 @@ def _keep_an_owner(session, identity, membership):
         )
     )
     if not others:
-        raise Problem(
-            409, "last-owner",
+        raise Conflict(
+            "last-owner",
             f"{membership.user_id!r} is the last owner of {membership.community_id!r}: "
             "make someone else owner first (or ask a platform admin).",
         )
@@ -208,7 +209,7 @@ def sync_memberships(session, identity, community_id, additions, removals):
     """Apply many membership changes in the caller's transaction: all of them, or none.
 
     ``additions`` are (pointer, user_id, role or None), ``removals`` (pointer,
-    user_id), each user named once (app.validation). Every entry goes through
+    user_id), each user named once (app.http.validation). Every entry goes through
     :func:`put_membership` or :func:`delete_membership`, so it meets the very
     rules, provisioning and triggers of the single-member writes; one refused
     entry raises its problem, naming the entry by its pointer, and the
@@ -235,8 +236,8 @@ def sync_memberships(session, identity, community_id, additions, removals):
                 _, outcome = put_membership(session, identity, community_id, user_id, role)
             else:
                 outcome = delete_membership(session, identity, community_id, user_id)
-        except Problem as problem:
-            problem.extra.setdefault("errors", [{"pointer": pointer, "detail": problem.detail}])
+        except Refused as refusal:
+            refusal.errors = refusal.errors or [{"pointer": pointer, "detail": refusal.detail}]
             raise
         counts[outcome] += 1
     return counts
@@ -245,13 +246,13 @@ def sync_memberships(session, identity, community_id, additions, removals):
 def _ensure_free(session, community_id, fields, creating):
     """409 when the id (``creating``) or the slug in ``fields`` belongs to another community."""
     if creating and session.get(Community, community_id) is not None:
-        raise Problem(409, "id-taken", f"The community {community_id!r} already exists.")
+        raise Conflict("id-taken", f"The community {community_id!r} already exists.")
     if "slug" in fields:
         taken = session.scalar(
             select(Community.id).where(Community.slug == fields["slug"], Community.id != community_id)
         )
         if taken is not None:
-            raise Problem(409, "slug-taken", f"The slug {fields['slug']!r} is already in use.")
+            raise Conflict("slug-taken", f"The slug {fields['slug']!r} is already in use.")
 
 
 @contextmanager

@@ -3,9 +3,9 @@ from flask import Blueprint, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from ..db import engine
+from ..store.db import engine
 from ..errors import problem_response
-from ..openapi import document
+from .openapi import document
 
 bp = Blueprint("health", __name__)
 

@@ -9,12 +9,12 @@ number of waiters, and rows read once however many members they concern. Each
 touched user gets the result as ``News`` and is woken, unless it is only
 activity for a user woken less than ``ACTIVITY_COALESCE`` seconds ago: then
 its rows are held until that window ends and go with the re-read that
-follows (``app/coalescing.py``); states are read only for the users woken.
+follows (``app/live/coalescing.py``); states are read only for the users woken.
 
 When the last poll leaves, it goes on reading on hints for one safety
 interval, then forgets the position and reads nothing at all until a poll
 comes again. The clients answered last poll again within moments: with the
-position kept and read on, the hub can vouch for them (``app/vouching.py``),
+position kept and read on, the hub can vouch for them (``app/live/vouching.py``),
 where a fresh position would send every one of them to the database at once
 (ten thousand reads on one worker after a fan-out).
 """
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import gevent
 from gevent.event import Event
 
-from . import feed
+from ..store import feed
 from .coalescing import Coalescing, coalescable
-from .db import read_transaction
+from ..store.db import read_transaction
 
 log = logging.getLogger(__name__)
 

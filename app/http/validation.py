@@ -1,9 +1,10 @@
 """Request parsing that refuses bad input with a clear problem, before any write."""
 from flask import request
 
-from . import cursors, wire
-from .auth import CALLER_ALIAS, ID_RULE, USER_ID_RULE, valid_id, valid_user_id
-from .errors import Problem
+from ..store import cursors
+from .. import wire
+from ..auth import CALLER_ALIAS, ID_RULE, USER_ID_RULE, valid_id, valid_user_id
+from ..errors import Problem
 
 
 # Digits a whole-number parameter may have: more than any bound here needs,
@@ -183,7 +184,10 @@ def body_fields(fields, creating, extra=()):
     """The request body's values of ``fields`` (and the unchecked ``extra`` keys), validated."""
     required = wire.required_on_create(fields) if creating else ()
     body = json_object(tuple(f.name for f in fields) + tuple(extra), required=required)
-    values = {f.name: f.parse(body[f.name]) for f in fields if f.name in body}
+    try:
+        values = {f.name: f.parse(body[f.name]) for f in fields if f.name in body}
+    except wire.InvalidValue as error:
+        raise Problem(422, "invalid-field", str(error)) from None
     values.update({name: body[name] for name in extra if name in body})
     return values
 

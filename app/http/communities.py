@@ -3,9 +3,12 @@ import math
 
 from flask import Blueprint, current_app, jsonify, url_for
 
-from .. import queries, ratelimit, validation, wire, writes
+from .writing import writing
+from ..store import queries, writes
+from . import ratelimit, validation
+from .. import wire
 from ..auth import current_identity
-from ..db import read_transaction
+from ..store.db import read_transaction
 from .conditional import etag, if_none_match, matches
 
 bp = Blueprint("communities", __name__, url_prefix="/communities")
@@ -25,7 +28,7 @@ def index():
 def create():
     identity = current_identity()
     fields = validation.community_fields(creating=True)
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         community = writes.create_community(session, identity, fields)
     response = jsonify(wire.community_body(community))
     location = url_for(".show", community_id=community.id)
@@ -80,7 +83,7 @@ def update(community_id):
     identity = current_identity()
     validation.community_id(community_id)
     fields = validation.community_fields(creating=False)
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         community = writes.update_community(session, identity, community_id, fields)
     return jsonify(wire.community_body(community))
 
@@ -89,7 +92,7 @@ def update(community_id):
 def destroy(community_id):
     identity = current_identity()
     validation.community_id(community_id)
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         writes.delete_community(session, identity, community_id)
     return "", 204
 
@@ -101,7 +104,7 @@ def put_member(community_id, user_id):
     target = validation.user_id(user_id, identity.user_id)
     body = validation.json_object(("role",), optional_body=True)
     role = validation.role(body["role"]) if "role" in body else None
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         membership, outcome = writes.put_membership(session, identity, community_id, target, role)
     if outcome != "created":
         return jsonify(wire.membership_body(membership))
@@ -114,7 +117,7 @@ def delete_member(community_id, user_id):
     identity = current_identity()
     validation.community_id(community_id)
     target = validation.user_id(user_id, identity.user_id)
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         writes.delete_membership(session, identity, community_id, target)
     return "", 204
 
@@ -126,7 +129,7 @@ def sync_members(community_id):
     identity = current_identity()
     validation.community_id(community_id)
     additions, removals = validation.membership_changes()
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         counts = writes.sync_memberships(session, identity, community_id, additions, removals)
     return jsonify(wire.compose(wire.MEMBERSHIP_SYNC, **counts))
 
@@ -137,6 +140,6 @@ def publish_activity(community_id):
     identity = current_identity()
     validation.community_id(community_id)
     fields = validation.publication()
-    with writes.writing(identity.user_id) as session:
+    with writing(identity.user_id) as session:
         writes.publish_activity(session, identity, community_id, fields)
     return jsonify(wire.published_body(fields, community_id=community_id)), 201

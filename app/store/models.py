@@ -99,8 +99,8 @@ class Change(Model):
     ``user_id``. A community-wide change (a rename, a deletion, ``activity``) is one
     community-scoped row with ``user_id`` NULL, whatever the community's size;
     a reader resolves it to the community's members as of its own snapshot
-    (``app.queries.changes_of``). ``xid`` is the writer's transaction id on PostgreSQL (NULL on SQLite), which
-    is what cursors are made of there (see ``app.feed``).
+    (``app.store.queries.changes_of``). ``xid`` is the writer's transaction id on PostgreSQL (NULL on SQLite), which
+    is what cursors are made of there (see ``app.store.feed``).
     """
 
     __tablename__ = "changes"
@@ -161,7 +161,7 @@ class FeedMeta(Model):
     recognised and answered with a reset. ``pruned_through`` is the highest
     change id (SQLite) or transaction id (PostgreSQL) deleted by retention.
     ``notify``: whether writing to the log NOTIFYs (PostgreSQL; see
-    ``app/listener.py``).
+    ``app/live/listener.py``).
     """
 
     __tablename__ = "feed_meta"

@@ -1,7 +1,7 @@
 """Functions that build the ``select()``s the feed and the views run.
 
 Longer than most modules on purpose: every SQL statement the service reads
-with is here, so the indexes (``app.models``, the migrations) can be checked
+with is here, so the indexes (``app.store.models``, the migrations) can be checked
 against one file, and each statement's cost is stated next to it.
 """
 import functools
@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
 from .models import Change, Community, FeedMeta, Membership, Presence, PresenceWorker, User
-from .wire import MAX_PUBLISHED_PER_ANSWER
+from ..wire import MAX_PUBLISHED_PER_ANSWER
 
 # unread counts stop here: "100" means 100 or more, and a count costs at most
 # 100 index entries however far behind a reader is.
@@ -304,7 +304,7 @@ def recipients(position, user_clause, community_clause=_everything):
     ``(user_id, community_id)`` pairs: members as of this snapshot (a deleted
     community's through its tombstones), and those whose leaving the position
     has not seen yet: they were members before it. Which rows each one was a
-    member for is decided from its own rows (``app.feed.addressed``).
+    member for is decided from its own rows (``app.store.feed.addressed``).
     """
     members = select(Membership.user_id, Membership.community_id).where(
         user_clause(Membership.user_id), community_clause(Membership.community_id)
@@ -322,7 +322,7 @@ def changes_of(position, user_id):
 
     Its own rows, and the community-scoped rows of the communities it is or
     was a member of in the range (see ``recipients``); those from while it
-    was not a member are dropped afterwards (``app.feed.addressed``), by its
+    was not a member are dropped afterwards (``app.store.feed.addressed``), by its
     joins and departures in those communities: the ones in the range and,
     as ``history`` rows, the ones before it. Which rows a user was a member
     for is so read from the log itself, never from where the range starts:
@@ -397,7 +397,7 @@ def notifications_of(user_id, before, limit):
     return query if before is None else query.where(Change.id < before)
 
 
-# -- presence (app/presence.py) ------------------------------------------------
+# -- presence (app/live/presence.py) ------------------------------------------------
 # Times are the database's own clock, so that the workers of every host
 # write and compare them with one clock. SQLite's text has the format of the
 # change log's times (migration 0004), to the millisecond.

@@ -49,12 +49,80 @@ class ProblemWorker(GeventWorker):
         # Imported here, in the worker, where the app is already loaded: the
         # master imports this module to find the worker class, before the
         # workers monkey-patch, and must not load Flask or SQLAlchemy.
-        from .errors import raw_problem
+        from ..errors import raw_problem
 
         try:
             util.write_nonblock(client, raw_problem(page.status()))
         except Exception:
             self.log.debug("Failed to send error message.")
+
+
+# The longest the rest of an answer may take to reach a client whose receive
+# buffer was full.
+SEND_TIMEOUT = 10.0
+
+
+class ParkedSocket:
+    """A parked poll's connection, handed to the hub: it writes the answer the hub makes.
+
+    ``head``: the answer's fixed header lines, as bytes (what the framework
+    added to the request's stand-in answer); ``resume(sock)`` reads the
+    client's next request; ``access(status, headers, length)`` logs.
+    """
+
+    __slots__ = ("sock", "head", "resume", "access")
+
+    def __init__(self, sock, head, resume, access=None):
+        # Written to without waiting: one slow client must not hold up a batch.
+        sock.settimeout(0.0)
+        self.sock, self.head, self.resume, self.access = sock, head, resume, access
+
+    def answer(self, status, body, headers, close):
+        """Write the answer with one send; the rest, if the client's buffer is full, in a
+        greenlet of its own; then hand the connection back (or close it, when ``close``)."""
+        lines = [b"HTTP/1.1 ", status.encode("latin-1"), b"\r\n", self.head,
+                 f"Date: {util.http_date()}\r\nConnection: {'close' if close else 'keep-alive'}\r\n"
+                 f"Content-Length: {len(body)}\r\n".encode("latin-1")]
+        lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items())
+        lines.append(b"\r\n")
+        lines.append(body)
+        payload = b"".join(lines)
+        try:
+            sent = self.sock.send(payload)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if self.access is not None:
+            self.access(status, headers, len(body))
+        if sent < len(payload):
+            gevent.spawn(self._send_rest, payload[sent:], close)
+        else:
+            self._hand_back(close)
+
+    def close(self):
+        """Nothing (more) to write: the connection is closed."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            util.close(sock)
+
+    def _send_rest(self, rest, close):
+        try:
+            self.sock.settimeout(SEND_TIMEOUT)
+            self.sock.sendall(rest)
+        except OSError:
+            self.close()
+            return
+        self._hand_back(close)
+
+    def _hand_back(self, close):
+        if close:
+            self.close()
+            return
+        sock, self.sock = self.sock, None
+        sock.settimeout(None)
+        self.resume(sock)
 
 
 class ParkedConnection(BaseException):
@@ -81,7 +149,7 @@ class ParkingWorker(ProblemWorker):
     """The problem worker, where a waiting poll is parked rather than held in a greenlet.
 
     ``PARKED_POLLS=1`` selects it (gunicorn.conf.py). The poll view parks a
-    poll that would wait (app/parking.py) when this worker offers it; the
+    poll that would wait (app/live/parking.py) when this worker offers it; the
     worker then keeps a duplicate of the connection's socket for the hub,
     lets its greenlet end, and reads the client's next request in a new one
     once the hub has answered.
@@ -188,8 +256,8 @@ class _ParkingMiddleware:
         req = response.req
         sock = environ["gunicorn.socket"].dup()
         resume = functools.partial(self.worker.resume, req.listener_name, environ.get("REMOTE_ADDR"))
-        self.hub.parking.settle(environ[PARKED_KEY], sock, head, resume,
-                                self.access_logger(environ, fixed, started))
+        self.hub.parking.settle(environ[PARKED_KEY],
+                                ParkedSocket(sock, head, resume, self.access_logger(environ, fixed, started)))
         raise ParkedConnection()
 
     @property

@@ -39,8 +39,8 @@ from flask_limiter import Limiter, RateLimitExceeded
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import ClosingIterator
 
-from .auth import authenticate
-from .errors import Problem, problem_response
+from ..auth import authenticate
+from ..errors import Problem, problem_response
 
 WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"]
 # gunicorn refuses larger header fields itself, before the app (a 431 made
@@ -289,22 +289,28 @@ def init_app(app):
     )
     limiter.init_app(app)
     app.extensions["ratelimit"] = limiter
+    app.register_error_handler(RateLimitExceeded, too_many_requests)
+    app.after_request(ratelimit_fields)
 
-    from .api import communities, community_changes, demo, health, me, pages, users
 
+def limit_blueprints(app, reads, writes):
+    """Exempt the ``reads`` blueprints, and apply the write limits to the ``writes`` ones.
+
+    Called by ``create_app`` with the blueprints it registers, so that this
+    module imports none of them (they import it, for its decorators).
+    """
+    limiter = app.extensions["ratelimit"]
     # Reads carry no limit (the hub's caps bound polls): skip the check there.
-    for blueprint in (me.bp, community_changes.bp, health.bp, pages.bp):
+    for blueprint in reads:
         limiter.exempt(blueprint)
 
     # Applied to the blueprints, for the writing methods only: every write
     # view there is limited, including ones added later. A request meets
     # either the browsers' two limits or the platform's one, never both.
-    for blueprint in (communities.bp, users.bp, demo.bp):
+    for blueprint in writes:
         limiter.shared_limit(write_limit, scope="writes-by-user", key_func=by_user,
                              methods=WRITE_METHODS, exempt_when=platform_caller)(blueprint)
         limiter.shared_limit(write_limit, scope="writes-by-address", key_func=by_address,
                              methods=WRITE_METHODS, exempt_when=platform_caller)(blueprint)
         limiter.shared_limit(platform_write_limit, scope="platform-writes", key_func=by_user,
                              methods=WRITE_METHODS, exempt_when=browser_caller)(blueprint)
-    app.register_error_handler(RateLimitExceeded, too_many_requests)
-    app.after_request(ratelimit_fields)

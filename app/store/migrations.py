@@ -11,7 +11,7 @@ from sqlalchemy import text
 # The migration scripts: the checkout's alembic/ (which alembic.ini names too),
 # or, in an installed copy (``pip install .``), where setup.cfg's data_files put
 # them under the environment's prefix, so it migrates from any directory.
-PLACES = (Path(__file__).resolve().parent.parent / "alembic",
+PLACES = (Path(__file__).resolve().parents[2] / "alembic",
           Path(sys.prefix) / "share" / "community-sync" / "alembic")
 
 

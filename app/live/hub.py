@@ -1,21 +1,19 @@
 """The wait-and-wake machinery: one hub per worker process.
 
-Waiting polls register here under their user (``with hub.waiting(...)``) and
-then hold no database connection, no transaction and only a small
-``Ticket``. Several polls of one user share one ``Waiters`` entry and one
-event; a poll loops "check, wait, re-check" on it, so a spurious or shared
-wake-up does no harm.
+Waiting polls register in the hub under their user (its registry half,
+``app/live/registry.py``), each as a ``PollSession`` (``app/live/session.py``)
+that waits in a greenlet or parked (``app/live/parking.py``).
 
 The hub learns that something *may* have changed from three sources, all of
 them hints: the worker's wake source on PostgreSQL (``LISTEN`` or a check of
-the log's head, ``app/listener.py``), this process's own
+the log's head, ``app/live/listener.py``), this process's own
 writes (``notify()``), and the safety-net timer of the batched re-read
-(``app/reread.py``), which reads for all waiters at once and hands each user
+(``app/live/reread.py``), which reads for all waiters at once and hands each user
 its ``News`` (a burst of activity held to one wake-up per window by
-``app/coalescing.py``). What the hub has read, and so can vouch for without a
-read, is ``app/vouching.py``; clients that hang up are noticed by
-``app/disconnects.py``; the change log is pruned by ``app/pruning.py``. Who
-is online, which the registry is half of, is ``app/presence.py``.
+``app/live/coalescing.py``). What the hub has read, and so can vouch for without a
+read, is ``app/live/vouching.py``; clients that hang up are noticed by
+``app/live/disconnects.py``; the change log is pruned by ``app/store/pruning.py``. Who
+is online, which the registry is half of, is ``app/live/presence.py``.
 """
 import functools
 import time
@@ -23,82 +21,23 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 import gevent
-from gevent.event import Event
 
+from ..store.pruning import Pruner
 from .disconnects import DisconnectWatch
 from .listener import HeadChecker, Listener
 from .parking import Parking
 from .presence import Presence
-from .pruning import Pruner
+from .registry import Registry
 from .reread import Reread, read_head
-from .session import PollSession
 from .vouching import Vouching
 
 
-class OverCapacity(Exception):
-    """This process holds as many waiting polls as it can."""
+class Hub(Registry):
+    """The registry of waiting polls (``Registry``), and the background parts that wake them.
 
-
-class TooManyPolls(Exception):
-    """The user already has as many polls waiting as one user may."""
-
-    def __init__(self, limit):
-        super().__init__(f"at most {limit} polls may wait for one user")
-        self.limit = limit
-
-
-class Waiters:
-    """The polls of one user in this process: one event they all wait on.
-
-    ``parked``: those of its polls that wait as a socket and a record rather
-    than a greenlet (``app/parking.py``); ``on_wake`` hands them to the hub's
-    answerer.
-    """
-
-    __slots__ = ("count", "event", "news", "parked", "on_wake")
-
-    def __init__(self, on_wake=None):
-        self.count = 0
-        self.event = Event()
-        self.news = []
-        self.parked = None
-        self.on_wake = on_wake
-
-    def deliver(self, news):
-        """Hand the user's polls one re-read's ``News`` and wake them."""
-        self.news.append(news)
-        self.wake()
-
-    def wake(self):
-        # Swap the event before setting it, so a poll that loops back to wait
-        # blocks on a fresh one instead of spinning on a set one.
-        event, self.event = self.event, Event()
-        event.set()
-        if self.parked:
-            self.on_wake(self)
-
-
-class Ticket:
-    """One waiting poll: which news it has taken, and whether its client left."""
-
-    __slots__ = ("user_id", "waiters", "seen", "gone", "fd", "parked")
-
-    def __init__(self, user_id, waiters):
-        self.user_id = user_id
-        self.waiters = waiters
-        self.seen = len(waiters.news)
-        self.gone = False
-        self.fd = None
-        # Its poll waits parked (app/parking.py), which releases it.
-        self.parked = False
-
-
-class Hub:
-    """The registry of waiting polls, and the background parts that wake them.
-
-    A little over the usual class size: its life cycle (start, close, drain,
-    stop) and the registry share the ``closing`` flag and the counts, and the
-    background parts it owns are classes of their own.
+    Its life cycle (start, close, drain, stop) and the registry share the
+    ``closing`` flag and the counts; the background parts it owns are
+    classes of their own.
     """
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
@@ -216,65 +155,7 @@ class Hub:
         """Hints arrive: the wake source, where there is one, is connected."""
         return self.wake_source is None or self.wake_source.connected
 
-    # -- admission and waiting ------------------------------------------------
-
-    def admit(self, user_id):
-        """Refuse a poll that would exceed a cap: ``OverCapacity`` or ``TooManyPolls``.
-
-        A check only, for polls that take no place (``timeout=0``); a waiting
-        poll is admitted by ``waiting()``, which takes its place in the same
-        step. While closing, polls are admitted but never wait (see the poll
-        view).
-        """
-        if self.waiting_polls >= self.max_waiting:
-            raise OverCapacity()
-        waiters = self.users.get(user_id)
-        if waiters is not None and waiters.count >= self.max_per_user:
-            raise TooManyPolls(self.max_per_user)
-
-    @contextmanager
-    def waiting(self, user_id, socket=None):
-        """Admit a poll and register it *before* it reads the database.
-
-        The caps are checked and the place taken with nothing in between that
-        could yield, so a burst of simultaneous polls cannot all pass the check
-        before any of them counts (raises ``OverCapacity`` or
-        ``TooManyPolls``). The hub's position is taken after that, before the
-        poll reads, so no change falls between its read and its wait.
-
-        Yields the poll's ``Ticket``. Leaving the block, however it is left,
-        releases what the wait took (``release``), unless the poll was
-        parked, which releases it when it is answered.
-        """
-        self.admit(user_id)
-        waiters = self.users.get(user_id)
-        if waiters is None:
-            waiters = self.users[user_id] = Waiters(self.parking.wake)
-        waiters.count += 1
-        self.waiting_polls += 1
-        ticket = Ticket(user_id, waiters)
-        self.vouching.subscribed(user_id)
-        if self.metrics:
-            self.metrics.add(self.metrics.waiting)
-        try:
-            self.vouching.ensure_position()
-            if socket is not None:
-                self.disconnects.watch(ticket, socket)
-            yield ticket
-        finally:
-            if not ticket.parked:
-                self.release(ticket)
-
-    @contextmanager
-    def poll(self, user_id, ask, socket=None):
-        """A waiting poll's ``PollSession``: admitted and registered as ``waiting()`` does.
-
-        Leaving the block releases the poll's place, unless parking took the
-        session over (``park``), which then releases it once, when it is
-        answered or let go.
-        """
-        with self.waiting(user_id, socket) as ticket:
-            yield PollSession(self, ask, ticket)
+    # -- poll sessions ------------------------------------------------------------
 
     def park(self, session):
         """Leave ``session`` to the answerer: its parked record, which the worker hands its socket to."""
@@ -301,47 +182,6 @@ class Hub:
         still the user's without a read; else None. What answers a snapshot ``304``."""
         served = self.vouching.served.get(user_id)
         return served if served is not None and self.vouching.current(user_id, served.hash) else None
-
-    def release(self, ticket):
-        """What a poll's wait took, given back: the registry entry, the watch on
-        its socket, the waiting-polls gauge."""
-        self.disconnects.forget(ticket)
-        waiters, user_id = ticket.waiters, ticket.user_id
-        waiters.count -= 1
-        self.waiting_polls -= 1
-        if self.metrics:
-            self.metrics.add(self.metrics.waiting, -1)
-        if waiters.count == 0 and self.users.get(user_id) is waiters:
-            del self.users[user_id]
-        if self.presence is not None:
-            self.presence.released(user_id, ticket.gone)
-        if not self.users:
-            # Nobody waits: the position is kept, and read on, for the
-            # re-polls of the clients just answered; then forgotten.
-            self.reread.keep()
-
-    def wait(self, ticket, timeout):
-        """Block until news for the ticket's user, a drop, shutdown or ``timeout``.
-
-        Returns the news the ticket has not taken yet (possibly none: a wake-up
-        is only a reason to look again).
-        """
-        waiters = ticket.waiters
-        if len(waiters.news) == ticket.seen and not (self.closing or ticket.gone):
-            waiters.event.wait(timeout)
-        return self.take(ticket)
-
-    def take(self, ticket):
-        """The news the ticket has not taken yet, without waiting."""
-        waiters = ticket.waiters
-        fresh = waiters.news[ticket.seen:]
-        ticket.seen = len(waiters.news)
-        return fresh
-
-    def drop(self, ticket):
-        """The client of ``ticket`` went away: wake its poll so it can leave."""
-        ticket.gone = True
-        ticket.waiters.wake()
 
     def notify(self):
         """This process wrote to the change log: a hint, cheap, callable anywhere."""

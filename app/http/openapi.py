@@ -10,10 +10,10 @@ parameters and its answers, in the order of the contract. Split by resource,
 the shared error answers and headers would have to travel between files and
 the document could no longer be read top to bottom against the contract.
 """
-from . import wire
-from .auth import ID_PATTERN
-from .errors import PROBLEM_TYPE, PROBLEM_TYPES
-from .wire import POLL_STATUSES, ref
+from .. import wire
+from ..auth import ID_PATTERN
+from ..errors import PROBLEM_TYPE, PROBLEM_TYPES
+from ..wire import POLL_STATUSES, ref
 
 VERSION = "1.0.0"
 ID = ID_PATTERN.pattern

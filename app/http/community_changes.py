@@ -8,8 +8,8 @@ in one snapshot (or skip the read when the hub vouches for the client's
 cursor, once a re-read in flight has noted its rows); answer at once if there is anything to say; otherwise wait for news,
 check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
 answer carries the online counts of the user's communities, read after the
-wait (``app/presence.py``). How the poll waits, in this greenlet or parked,
-is its session's story (``app/session.py``).
+wait (``app/live/presence.py``). How the poll waits, in this greenlet or parked,
+is its session's story (``app/live/session.py``).
 """
 import random
 import re
@@ -19,15 +19,16 @@ from datetime import datetime, timezone
 import orjson
 from flask import Blueprint, current_app, request
 
-from .. import cursors, feed, queries, wire
+from ..store import cursors, feed, queries
+from .. import wire
 from ..auth import authenticate, provision
-from ..db import read_transaction
+from ..store.db import read_transaction
 from ..errors import Problem, handle_database_unavailable
-from ..hub import OverCapacity, TooManyPolls
+from ..live.registry import OverCapacity, TooManyPolls
 from ..intervals import advise_interval
-from ..parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
-from ..session import Ask, Known, Reply
-from ..validation import whole_number
+from ..live.parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
+from ..live.session import Ask, Known, Reply
+from .validation import whole_number
 from .conditional import etag, strip_validator
 
 bp = Blueprint("community_changes", __name__, url_prefix="/community-changes")
@@ -102,7 +103,7 @@ def poll():
             if not session.waits(reply):
                 reply = session.finish(reply)
             elif PARKABLE_KEY in request.environ:
-                # Waits as its socket and a record (app/parking.py), not a greenlet.
+                # Waits as its socket and a record (app/live/parking.py), not a greenlet.
                 return park(hub, session)
             else:
                 reply = session.hold()
@@ -125,7 +126,7 @@ def conclude(hub, user_id, ask, reply):
 
 
 def park(hub, session):
-    """Leave the poll to the hub's answerer: the worker keeps its socket (app/parking.py).
+    """Leave the poll to the hub's answerer: the worker keeps its socket (app/live/parking.py).
 
     What the client is answered now is a stand-in, which the worker takes
     the framework's headers from and never sends.

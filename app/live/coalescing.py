@@ -28,7 +28,7 @@ states what holds between calls (tests switch it on, like vouching's).
 """
 import time
 
-from .feed import merged
+from ..store.feed import merged
 
 
 def coalescable(rows):
