@@ -137,6 +137,33 @@ def test_a_parked_poll_is_answered_at_its_deadline(app, parked):
         other_side.recv(1)
 
 
+def test_news_between_parking_and_settling_is_answered_at_once(app):
+    """News may reach the user after the view parked its poll and before the worker handed
+    the socket over: the answerer takes it then, not at the deadline."""
+    hub = app.extensions["hub"]
+    hub.answer_parked_with(respond, app)
+    server_side, client_side = gevent.socket.socketpair()
+    try:
+        with hub.waiting("u-ada") as ticket:
+            record = hub.park(Gathered(ticket, 0, time.monotonic() + 30))
+        deliver(hub, "u-ada")
+        hub.parking.settle(record, ParkedSocket(server_side, b"", [].append))
+        lines, body = read_answer(client_side, timeout=5)
+        assert json.loads(body)["status"] == "changed"
+    finally:
+        server_side.close()
+        client_side.close()
+
+
+def test_a_poll_parked_with_an_earlier_deadline_is_answered_at_its_own(app, parked):
+    """The answerer sleeps until the earliest deadline it knows: a nearer one parked later wakes it."""
+    _, far_side, _ = parked("u-grace", timeout=30)
+    gevent.sleep(0.05)  # the answerer now sleeps until the far deadline
+    _, near_side, _ = parked("u-ada", timeout=0.2)
+    lines, body = read_answer(near_side, timeout=5)
+    assert json.loads(body)["status"] == "unchanged"
+
+
 def test_a_hang_up_releases_a_parked_poll_without_an_answer(app, parked):
     hub = app.extensions["hub"]
     _, client_side, handed_back = parked("u-ada")
