@@ -40,6 +40,7 @@ def naive_poll():
     timeout = min(int(request.args.get("timeout", "25")), current_app.config["POLL_MAX_TIMEOUT"])
     deadline = time.monotonic() + timeout
     gauge = current_app.extensions["metrics"].waiting
+    key = current_app.extensions["cursor_key"]
     gauge.inc()
     try:
         while True:
@@ -48,12 +49,12 @@ def naive_poll():
             if client_hash != state.hash:
                 status = "changed" if client_hash else "reset"
                 return jsonify({
-                    "status": status, "cursor": state.cursor.encode(), "hash": state.hash,
+                    "status": status, "cursor": key.encode(state.cursor), "hash": state.hash,
                     "communities": state.communities,
                 })
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return jsonify({"status": "unchanged", "cursor": state.cursor.encode(), "hash": state.hash})
+                return jsonify({"status": "unchanged", "cursor": key.encode(state.cursor), "hash": state.hash})
             gevent.sleep(min(RECHECK_INTERVAL, remaining))
     finally:
         gauge.dec()
