@@ -97,7 +97,9 @@ def read_answer(sock, timeout=5):
     data = b""
     with gevent.Timeout(timeout):
         while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, "the connection closed without an answer"
+            data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         length = int(next(line.split(": ")[1] for line in lines if line.startswith("Content-Length")))

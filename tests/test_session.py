@@ -20,6 +20,7 @@ from app.live.session import Ask, Known, PollSession, Reply
 from app.live.worker import ParkedSocket
 from app.store import cursors
 from conftest import eventually
+from test_parking import read_answer as read_parked_answer
 
 POLL = "/community-changes/poll"
 
@@ -150,18 +151,8 @@ def park_poll(seeded, monkeypatch):
 
 def read_answer(sock, timeout=5):
     """(status line, headers, body) of one answer on ``sock``."""
-    data = b""
-    with gevent.Timeout(timeout):
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            assert chunk, "the connection closed without an answer"
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        while len(body) < int(headers["Content-Length"]):
-            body += sock.recv(65536)
-    return lines[0], headers, body
+    lines, body = read_parked_answer(sock, timeout)
+    return lines[0], dict(line.split(": ", 1) for line in lines[1:]), body
 
 
 def snapshot(client, headers):
