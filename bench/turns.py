@@ -1,0 +1,111 @@
+"""``python -m bench.turns BEFORE_DIR``: this checkout against another, taking turns.
+
+A change that should not change speed (a reorganisation) is checked by running
+the same scenarios on the code before it and on the code now, alternately on
+the same machine: round 1 runs before then now, round 2 now then before, and
+so on, so that a machine growing busier or quieter weighs on both alike.
+Each side runs its own ``python -m bench`` from its own checkout and ``.venv``
+(``BEFORE_DIR`` is a checkout of the older commit with the project installed,
+e.g. ``git worktree add /tmp/before COMMIT`` and its ``.venv``).
+
+Per round: the fan-out to every waiting member (``fanout``, its floor the bare
+Flask view in the same session) and the snapshot's ``304`` (``conditional``,
+against the bare hello-world view). Printed: each round's figures, the
+per-round ratio now/before, and the median and spread of those ratios.
+Every run's full results are kept in the output file.
+
+    python -m bench.turns /tmp/before --rounds 4 --output docs/turns.json
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .stack import log
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def figures(fanout, conditional):
+    """The figures compared, from one side's results of one round."""
+    session = fanout["sessions"]["longpoll"][0]
+    floor = fanout["sessions"]["bare_wait"][0]
+    everyone = [f for f in session["fanout"] if f["members"] == session["waiters"]]
+    floor_fanout = [f for f in floor["fanout"] if f["members"] == floor["waiters"]]
+    last = statistics.median(f["last"] for f in everyone)
+    return {
+        "fanout_last_seconds": last,
+        "fanout_statements": statistics.median(f["statements"] for f in everyone),
+        "fanout_to_floor": last / statistics.median(f["last"] for f in floor_fanout),
+        "kib_per_poll": session["rss_per_poll"] / 1024,
+        "rps_304": conditional["conditional"]["snapshot_304"]["rps"],
+        "rps_304_to_hello": conditional["conditional"]["ratio"],
+    }
+
+
+def run_side(directory, scenario, arguments, output):
+    command = [str(directory / ".venv" / "bin" / "python"), "-m", "bench", scenario,
+               "--sessions", "1", "--no-baselines", "--output", str(output), *arguments]
+    log(f"{directory}: {' '.join(command[1:])}")
+    subprocess.run(command, cwd=directory, check=True)
+    return json.loads(output.read_text())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.turns", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("before", type=Path, help="a checkout of the older code, with its .venv")
+    parser.add_argument("--now", type=Path, default=HERE,
+                        help="the checkout of the newer code (default: this one)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--waiters", type=int, default=10000)
+    parser.add_argument("--quick", action="store_true", help="small runs, to check the harness")
+    parser.add_argument("--output", type=Path, default=HERE / "bench" / "results" / "turns.json")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    sides = {"before": args.before.resolve(), "now": args.now.resolve()}
+    scratch = HERE / "bench" / "results"
+    scratch.mkdir(exist_ok=True)
+    quick = ["--quick"] if args.quick else []
+    rounds = []
+    for number in range(args.rounds):
+        order = ("before", "now") if number % 2 == 0 else ("now", "before")
+        entry = {"order": order, "raw": {}, "figures": {}}
+        for side in order:
+            raw = {
+                scenario: run_side(sides[side], scenario, extra, scratch / f"turns-{side}-{scenario}.json")
+                for scenario, extra in (("fanout", ["--waiters", str(args.waiters), *quick]),
+                                        ("conditional", quick))
+            }
+            entry["raw"][side] = raw
+            entry["figures"][side] = figures(raw["fanout"], raw["conditional"])
+        entry["ratios"] = {name: entry["figures"]["now"][name] / entry["figures"]["before"][name]
+                           for name in entry["figures"]["now"]}
+        rounds.append(entry)
+        log(f"round {number + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in entry["ratios"].items()))
+    summary = {
+        name: {"median": statistics.median(r["ratios"][name] for r in rounds),
+               "min": min(r["ratios"][name] for r in rounds),
+               "max": max(r["ratios"][name] for r in rounds)}
+        for name in rounds[0]["ratios"]
+    }
+    result = {"command": "python -m bench.turns " + " ".join(sys.argv[1:] if argv is None else argv),
+              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "commits": {side: commit(path) for side, path in sides.items()},
+              "rounds": rounds, "ratios_now_to_before": summary}
+    args.output.write_text(json.dumps(result, indent=1))
+    for name, spread in summary.items():
+        log(f"{name}: now/before median {spread['median']:.3f} (runs {spread['min']:.3f}-{spread['max']:.3f})")
+    log(f"results in {args.output}")
+    return 0
+
+
+def commit(path):
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
