@@ -24,6 +24,9 @@ from app.auth import mint_token
 from app.store.db import normalize_url
 from app.live.coalescing import Coalescing
 from app.live.vouching import Vouching
+# With CI=true a skip, or an xfail that is not strict, fails the run (tests/no_skips.py).
+from no_skips import (pytest_make_collect_report, pytest_runtest_makereport,  # noqa: F401
+                      pytest_sessionfinish, pytest_terminal_summary)
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 SECRET = "test-secret-key-long-enough-for-every-hmac-variant-0123456789abcdef"
@@ -253,10 +256,22 @@ def blocked_polls(hub):
 
 
 def until_blocked(hub, greenlet, timeout=10):
-    """Return ``greenlet`` (a poll) once one more poll waits in ``hub``, or once it has ended."""
+    """Return ``greenlet`` (a poll) once one more poll waits in ``hub``.
+
+    A poll that ends first (answered at once, or failed) fails the test: a
+    test that means to watch a waiting poll would otherwise go on with an
+    answer given before anything it does next.
+    """
     before = blocked_polls(hub)
-    assert eventually(lambda: blocked_polls(hub) > before or greenlet.dead, timeout), "the poll never waited"
-    return greenlet
+    with gevent.Timeout(timeout, False):
+        while not greenlet.dead:
+            if blocked_polls(hub) > before:
+                return greenlet
+            gevent.sleep(0.01)
+    if greenlet.dead:
+        outcome = greenlet.exception if greenlet.exception is not None else greenlet.value
+        pytest.fail(f"the poll ended without waiting: {outcome!r}")
+    pytest.fail(f"the poll never waited (within {timeout} s)")
 
 
 @pytest.fixture(autouse=True)

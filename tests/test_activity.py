@@ -1,4 +1,7 @@
 """Activity and notifications: publishing (HTTP and SQL), delivery in polls, bad input."""
+import sqlite3
+import subprocess
+import threading
 from datetime import datetime, timedelta, timezone
 
 import gevent
@@ -187,13 +190,17 @@ def test_bad_publications_are_refused_and_change_nothing(seeded, client, auth, p
 
 def test_the_database_refuses_what_the_api_would(seeded, database):
     before = table_dump(seeded)
+    # psql exits non-zero on an error; SQLite raises the constraint's own error.
+    refusal = subprocess.CalledProcessError if database.backend == "postgres" else sqlite3.IntegrityError
     for values in ["(community_id, user_id, kind, ref) VALUES ('c-go', 'u-ada', 'x', 'p')",
                    "(kind, ref) VALUES ('x', 'p')",
                    "(community_id, kind, ref) VALUES ('c-go', 'Bad', 'p')",
                    "(community_id, kind, ref) VALUES ('c-go', 'x', '')",
                    "(community_id, kind, ref) VALUES ('c-nope', 'x', 'p')"]:
-        with pytest.raises(Exception):
+        with pytest.raises(refusal) as refused:
             database.psql(f"INSERT INTO activity {values}")
+        if database.backend == "postgres":
+            assert "ERROR" in refused.value.stderr  # refused by the server, not a psql that failed to start
     assert table_dump(seeded) == before
 
 
@@ -429,3 +436,65 @@ def test_a_bad_page_request_is_400(seeded, client, auth, query):
     response = client.get(f"/me/notifications?{query}", headers=auth("u-ada"))
     assert response.status_code == 400
     assert response.content_type == "application/problem+json"
+
+
+# -- read markers only move forward ----------------------------------------------------
+
+
+def read_through(app, user_id="u-ada", community_id="c-python"):
+    return rows(app, f"SELECT read_through FROM memberships "
+                     f"WHERE user_id = '{user_id}' AND community_id = '{community_id}'")[0][0]
+
+
+def test_a_read_marker_does_not_move_back_when_its_activity_is_pruned(seeded, client, auth):
+    ada = auth("u-ada")
+    for n in range(2):
+        publish(client, auth, "c-python", kind="post_created", ref=f"p-{n}")
+    assert client.put("/me/communities/c-python/read", headers=ada).status_code == 200
+    marker = read_through(seeded)
+    assert marker > 0
+    pruner = seeded.extensions["hub"].pruner
+    assert pruner.prune(now=datetime.now(timezone.utc) + timedelta(seconds=pruner.retention + 60))
+    # Nothing left to read: the newest activity is "none" now, older than the marker.
+    assert client.put("/me/communities/c-python/read", headers=ada).status_code == 200
+    assert read_through(seeded) == marker
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_of_two_reads_at_once_the_older_does_not_undo_the_newer(quiet_app, auth):
+    """A read whose snapshot predates the newest activity waits for a newer read's lock, then
+    must leave the newer marker as it is, not write its older one over it."""
+    app, client = quiet_app, quiet_app.test_client()
+    ada = auth("u-ada")
+    publish(client, auth, "c-python", kind="post_created", ref="p-1")
+    engine = app.extensions["db"]
+    with engine.connect() as newer:
+        locker = newer.scalar(text("SELECT pg_backend_pid()"))
+        # The newer read holds the row first (its lock, taken before the older read's statement).
+        newer.execute(text("SELECT 1 FROM memberships WHERE user_id = 'u-ada' AND community_id = 'c-python' "
+                           "FOR UPDATE"))
+        older = []
+        thread = threading.Thread(
+            target=lambda: older.append(client.put("/me/communities/c-python/read", headers=ada)))
+        thread.start()
+        with engine.connect() as watch:
+            def waiting_for_the_lock():
+                # pg_stat_activity is read once per transaction: each look is a transaction of its own.
+                with watch.begin():
+                    return watch.scalar(text("SELECT count(*) FROM pg_stat_activity "
+                                             "WHERE :pid = ANY(pg_blocking_pids(pid))"), {"pid": locker}) == 1
+
+            assert eventually(waiting_for_the_lock), "the older read never waited"
+        # The older read's statement has its snapshot; activity commits after it, and the newer read takes it.
+        publish(client, auth, "c-python", kind="post_created", ref="p-2")
+        newer.execute(text("UPDATE memberships SET read_through = "
+                           "(SELECT max(id) FROM changes WHERE type = 'activity' AND community_id = 'c-python') "
+                           "WHERE user_id = 'u-ada' AND community_id = 'c-python'"))
+        newest = newer.scalar(text("SELECT read_through FROM memberships "
+                                   "WHERE user_id = 'u-ada' AND community_id = 'c-python'"))
+        newer.commit()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and older[0].status_code == 200
+    assert read_through(app) == newest
+    assert entry(client.get("/me/communities", headers=ada).json, "c-python")["unread"] == 0

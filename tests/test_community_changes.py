@@ -22,7 +22,7 @@ def poll(client, headers, **params):
 
 
 def in_background(client, headers, **params):
-    """A poll in a greenlet, returned once it waits in the hub (or has answered)."""
+    """A poll in a greenlet, returned once it waits in the hub (a test failure if it answers first)."""
     greenlet = gevent.spawn(poll, client, headers, **params)
     return until_blocked(client.application.extensions["hub"], greenlet)
 

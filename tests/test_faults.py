@@ -366,16 +366,18 @@ def test_a_poll_reaching_a_closing_worker_gets_no_5xx(servers, parked):
     drained = connection.getresponse()
     drained.read()
     assert drained.status == 200
-    statuses = []
+    outcomes = []
     try:
         # What any HTTP client does next: reuse the connection it was not told to close.
         connection.request("GET", f"/community-changes/poll?timeout=30&cursor={cursor}", headers=headers)
-        statuses.append(connection.getresponse().status)
-    except (OSError, http.client.HTTPException):
-        pass  # a closed connection is fine: the client reconnects elsewhere
+        outcomes.append(connection.getresponse().status)
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        # A connection the worker closed is fine: the client reconnects elsewhere. Anything
+        # else (a timeout: the worker neither answered nor closed) fails the test.
+        outcomes.append("closed")
     finally:
         connection.close()
-    assert not [status for status in statuses if status >= 500], statuses
+    assert outcomes == [200] or outcomes == ["closed"], outcomes
 
 
 @PARKED

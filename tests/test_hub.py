@@ -474,6 +474,41 @@ def test_a_re_poll_right_after_an_immediate_answer_gets_nothing_twice(quiet_app,
         assert again.get(timeout=10).json["status"] == "unchanged"
 
 
+def test_a_write_committed_while_a_re_read_runs_reaches_the_writers_vouched_poll(quiet_app, auth,
+                                                                               monkeypatch):
+    """The re-read's position is its snapshot's: a write that commits after it is read next time.
+
+    The writer's poll is vouched for (its cursor saw every row read), so it
+    waits without a read; the write must still reach it as news, not leave it
+    with an ``unchanged`` for its own write.
+    """
+    from app.store import feed
+
+    client, hub = quiet_app.test_client(), quiet_app.extensions["hub"]
+    ada = auth("u-ada")
+    body = client.get("/me/communities", headers=ada).json
+    original, joined = feed.read_news, []
+
+    def joining_meanwhile(*args):
+        batch = original(*args)  # the re-read's snapshot is taken: the join commits after it
+        if not joined:
+            joined.append(client.put("/communities/c-go/members/me", headers=ada).status_code)
+        return batch
+
+    with hub.waiting("u-grace"):  # keeps the hub's position and its re-reads going
+        monkeypatch.setattr(feed, "read_news", joining_meanwhile)
+        hub.reread.refresh()
+        assert joined == [201]
+        monkeypatch.setattr(feed, "read_news", original)
+        # Vouched for: it waits, with no read of its own that would find the join.
+        poll = start_poll(client, ada, body["cursor"], body["hash"], timeout=10)
+        hub.reread.refresh()  # what the join's hint sets off: this re-read reads it
+        hub.close()
+    answer = poll.get(timeout=10).json
+    assert answer["status"] == "changed"
+    assert [(c["type"], c["community_id"]) for c in answer["changes"]] == [("joined", "c-go")]
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgres"])

@@ -136,3 +136,29 @@ def test_a_write_through_this_process_is_never_answered_304_before_it_is_read(qu
     changed = client.get("/me/communities", headers=conditional)
     assert changed.status_code == 200
     assert "c-go" in [c["id"] for c in changed.json["communities"]]
+
+
+def test_a_write_committed_while_a_re_read_runs_is_not_counted_as_read(quiet_app, auth, monkeypatch):
+    """A re-read whose snapshot was taken before the write did not read it: no 304 until one that did."""
+    from app.store import feed
+
+    client, hub = quiet_app.test_client(), quiet_app.extensions["hub"]
+    ada = auth("u-ada")
+    conditional = {**ada, "If-None-Match": client.get("/me/communities", headers=ada).headers["ETag"]}
+    assert client.get("/me/communities", headers=conditional).status_code == 304  # takes a position
+    hub.reread.refresh()
+    assert hub.served_if_current("u-ada") is not None
+    original, joined = feed.read_news, []
+
+    def joining_meanwhile(*args):
+        batch = original(*args)  # the re-read's snapshot is taken: the join commits after it
+        if not joined:
+            joined.append(client.put("/communities/c-go/members/me", headers=ada).status_code)
+        return batch
+
+    monkeypatch.setattr(feed, "read_news", joining_meanwhile)
+    hub.reread.refresh()
+    assert joined == [201]
+    changed = client.get("/me/communities", headers=conditional)
+    assert changed.status_code == 200
+    assert "c-go" in [c["id"] for c in changed.json["communities"]]

@@ -150,6 +150,49 @@ def test_a_held_poll_keeps_its_user_online_past_the_ttl(quick_app, auth):
     assert eventually(lambda: "u-ada" not in listed(client, grace))
 
 
+def test_a_request_keeps_its_user_online_until_the_ttl_is_nearly_over(app_factory, auth):
+    """Online for the whole TTL after a request, not merely offline at some point after it."""
+    from freezegun import freeze_time
+
+    ttl = STEADY["PRESENCE_TTL"]
+    # No presence loop: each refresh below is the one the loop would make by then.
+    app = seeded_app(app_factory, {**STEADY, "HUB_AUTOSTART": False})
+    client, presence = app.test_client(), app.extensions["presence"]
+    ada, grace = auth("u-ada"), auth("u-grace")
+    with freeze_time() as clock:
+        assert client.get("/me/communities", headers=ada).status_code == 200
+        presence.refresh()
+        assert "u-ada" in listed(client, grace)
+        clock.tick(ttl - 5)
+        presence.refresh()
+        assert "u-ada" in listed(client, grace)  # a few seconds before the TTL ends: still online
+        clock.tick(10)
+        presence.refresh()
+        assert "u-ada" not in listed(client, grace)
+
+
+def test_only_rows_of_workers_refreshed_within_the_ttl_count(app_factory, auth, database):
+    """A row counts while its worker's refresh is within PRESENCE_TTL of the database's clock."""
+    ttl = STEADY["PRESENCE_TTL"]
+    # This worker writes no row of its own: only the two below can count.
+    app = seeded_app(app_factory, {**STEADY, "HUB_AUTOSTART": False})
+    client = app.test_client()
+
+    def ago(seconds):
+        if database.backend == "postgres":
+            return f"now() - interval '{seconds} seconds'"
+        return f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{seconds} seconds')"
+
+    database.psql(
+        "INSERT INTO presence_workers (id, refreshed_at) VALUES "
+        f"('stale:1:ab', {ago(ttl + 100)}), ('fresh:1:cd', {ago(ttl - 100)});"
+        "INSERT INTO presence (user_id, worker_id) VALUES ('u-grace', 'stale:1:ab'), ('u-ada', 'fresh:1:cd')"
+    )
+    ada = auth("u-ada")
+    assert listed(client, ada) == ["u-ada"]
+    assert client.get("/me/communities", headers=ada).json["online"]["c-python"] == 1
+
+
 def test_a_hang_up_ends_presence_without_waiting_for_the_ttl(app_factory, auth):
     app = app_factory(PRESENCE_TTL=3600, PRESENCE_INTERVAL=0.2)
     app.test_cli_runner().invoke(args=["seed-demo"])
