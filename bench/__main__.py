@@ -73,6 +73,9 @@ def parse(argv):
     parser.add_argument("--waiters", type=int, help="held polls for scenarios 1-4 (default 10000)")
     parser.add_argument("--naive-runs", type=int, help="sessions of the naive baseline (default 1)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the naive long poll sessions")
+    parser.add_argument("--http10", action="store_true",
+                        help="scenarios 1-4: send the polls as nginx's default upstream does "
+                        "(HTTP/1.0, Connection: close)")
     parser.add_argument("--database-url", help="use this (empty, migrated) database instead of creating one "
                         "(not for rename, burst, unread); PostgreSQL's per-database counters then include "
                         "other traffic")
@@ -92,6 +95,7 @@ def main(argv=None):
     for name in ("runs", "sessions", "waiters", "naive_runs"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    options["http10"] = args.http10
     random.seed(args.seed)
     # Quick runs check that the harness works; their database counters need not settle.
     stack.SETTLE = options["settle"]

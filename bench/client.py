@@ -43,7 +43,8 @@ class Poller:
         self.timeout = spec.get("timeout", 25)
         self.port = spec["ports"][index % len(spec["ports"])]
         self.token = bearer_token(spec["secret"], user_id)
-        self.follower = Follower(self.port, self.token, path=spec.get("path", POLL_PATH))
+        self.follower = Follower(self.port, self.token, path=spec.get("path", POLL_PATH),
+                                 http10=spec.get("http10", False))
         self.types = Counter()
         self.last_ref = None
         self.truncated = 0

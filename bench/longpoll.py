@@ -5,6 +5,8 @@ each a reset poll and then a long poll that follows its cursor) and runs the
 chosen phases on them in turn:
 
 - held: every poll waiting, none failed; the worker's RSS per waiting poll.
+  With ``http10`` the polls are sent as nginx's default upstream sends them
+  (HTTP/1.0, ``Connection: close``), each on a connection of its own.
 - idle: transactions PostgreSQL counted for the database over a quiet window.
 - wake: single-user changes committed at random; commit-to-answer latency.
 - fanout: one community renamed; time until every member has the answer, and
@@ -46,6 +48,7 @@ def run_session(database, kind, waiters, phases, options, used_users):
         held = client.call(
             "hold", "held", users=users, ports=[server.port], path=path, timeout=POLL_TIMEOUT,
             secret=SECRET, ramp=options.get("ramp", 200), deadline=options.get("ramp_deadline", 180),
+            http10=options.get("http10", False),
         )
         waiting = wait_for(lambda: server.waiting() >= waiters, 60)
         # Subscribed is not yet read: the last polls' first reads may still be running.
@@ -55,13 +58,15 @@ def run_session(database, kind, waiters, phases, options, used_users):
         time.sleep(1.0)
         result["rss_after"] = server.rss()
         result["waiting"] = int(server.waiting())
+        result["parked"] = int(server.parked())
         report = client.call("report", "report")
         result["failures"] = len(report["failures"])
         result["retried_reset_polls"] = held["retries"]
         result["failure_samples"] = report["failures"][:3]
         result["early_answers"] = len(report["answers"])
         result["rss_per_poll"] = (result["rss_after"] - result["rss_before"]) / waiters
-        log(f"{kind}: {result['waiting']}/{waiters} waiting after {result['ramp_seconds']} s, "
+        log(f"{kind}: {result['waiting']}/{waiters} waiting ({result['parked']} parked) "
+            f"after {result['ramp_seconds']} s, "
             f"{result['rss_per_poll'] / 1024:.1f} KiB per poll, {result['failures']} failures")
         if not waiting:
             log(f"{kind}: not every poll is waiting; continuing with what is held")

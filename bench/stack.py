@@ -246,6 +246,10 @@ class Server(servers.Server):
     def waiting(self):
         return self.metrics().get("community_sync_waiting_polls", 0)
 
+    def parked(self):
+        """Of the waiting polls, those parked as a socket (``PARKED_POLLS``)."""
+        return self.metrics().get("community_sync_parked_polls", 0)
+
     def queries(self):
         return self.metrics().get("community_sync_db_queries_total", 0)
 

@@ -1,12 +1,13 @@
 """Long-poll clients for the gevent load processes of the tests and the benchmarks.
 
 :class:`Connection` speaks just enough HTTP/1.1 (keep-alive, Content-Length
-bodies) to hold thousands of connections from one process without a
-general-purpose client's overhead. :class:`Follower` is one user's poll loop
-state, kept the way the browser client keeps it. Beyond a connection's retries
-of a refused connect, nothing here sleeps or spawns: the callers decide how to
-retry, pace and stop, in their own processes, which patch the standard library
-with gevent before importing this module.
+bodies), or HTTP/1.0 as nginx's default upstream speaks it, to hold thousands
+of connections from one process without a general-purpose client's overhead.
+:class:`Follower` is one user's poll loop state, kept the way the browser
+client keeps it. Beyond a connection's retries of a refused connect, nothing
+here sleeps or spawns: the callers decide how to retry, pace and stop, in
+their own processes, which patch the standard library with gevent before
+importing this module.
 """
 import json
 import random
@@ -32,12 +33,16 @@ class Connection:
 
     A connect refused or timed out is tried again for ``connect_retry`` s (a
     full accept backlog clears); 0 gives up after one attempt, for callers
-    that count every failure themselves.
+    that count every failure themselves. With ``http10``, each request is
+    HTTP/1.0 with ``Connection: close``, as nginx proxies by default
+    (``proxy_http_version 1.0``): the server closes the connection after its
+    answer, and the next request opens another.
     """
 
-    def __init__(self, port, host="127.0.0.1", connect_timeout=30.0, connect_retry=30.0):
+    def __init__(self, port, host="127.0.0.1", connect_timeout=30.0, connect_retry=30.0, http10=False):
         self.port = port
         self.host = host
+        self.request_line_end = b" HTTP/1.0\r\nConnection: close\r\n" if http10 else b" HTTP/1.1\r\n"
         self.connect_timeout = connect_timeout
         self.connect_retry = connect_retry
         self.sock = None
@@ -73,7 +78,8 @@ class Connection:
         if self.sock is None:
             self.open()
         self.sock.settimeout(timeout)
-        self.sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n" + headers + b"\r\n")
+        self.sock.sendall(b"GET " + path.encode() + self.request_line_end
+                          + b"Host: bench\r\n" + headers + b"\r\n")
         return self.read_response()
 
     def read_response(self):
@@ -155,8 +161,8 @@ class Follower:
     activity or notifications out (``truncated``: over an answer's cap).
     """
 
-    def __init__(self, port, token, *, host="127.0.0.1", path=POLL_PATH, connect_retry=30.0):
-        self.connection = Connection(port, host, connect_retry=connect_retry)
+    def __init__(self, port, token, *, host="127.0.0.1", path=POLL_PATH, connect_retry=30.0, http10=False):
+        self.connection = Connection(port, host, connect_retry=connect_retry, http10=http10)
         self.path = path
         self.auth = authorization(token)
         self.cursor = None

@@ -22,6 +22,9 @@ from harness.servers import ROOT, flask, free_port, wait_for
 CONFIG = ROOT / "deploy" / "nginx.conf"
 UPSTREAM = "    server 127.0.0.1:8000;\n"
 LISTEN = "    listen 80;\n"
+# The lines that keep upstream connections alive; without them nginx proxies as it does by
+# default: HTTP/1.0 and Connection: close, a connection per request.
+UPSTREAM_KEEPALIVE = ("    proxy_http_version 1.1;\n", '    proxy_set_header Connection "";\n')
 POLL = "/community-changes/poll"
 
 
@@ -37,9 +40,10 @@ def nginx_binary():
 
 
 class Nginx:
-    """deploy/nginx.conf served by an nginx of our own, in front of ``upstreams``."""
+    """deploy/nginx.conf served by an nginx of our own, in front of ``upstreams``; with
+    ``nginx_defaults``, without its upstream keep-alive lines (``UPSTREAM_KEEPALIVE``)."""
 
-    def __init__(self, prefix, upstreams):
+    def __init__(self, prefix, upstreams, nginx_defaults=False):
         self.prefix = Path(prefix)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,6 +52,10 @@ class Nginx:
         assert site.count(UPSTREAM) == 1 and site.count(LISTEN) == 1
         site = site.replace(UPSTREAM, "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams))
         site = site.replace(LISTEN, f"    listen 127.0.0.1:{self.port};\n")
+        if nginx_defaults:
+            for line in UPSTREAM_KEEPALIVE:
+                assert site.count(line) == 1, line
+                site = site.replace(line, "")
         (self.prefix / "community-sync.conf").write_text(site)
         temp = "\n".join(f"    {kind}_temp_path {self.prefix / kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -94,15 +102,16 @@ http {{
 
 @pytest.fixture
 def proxied(server_factory, tmp_path):
-    """``proxied(database, servers=1)``: that many seeded gunicorns, behind nginx; returns (nginx, servers)."""
+    """``proxied(database, servers=1, nginx_defaults=False)``: that many seeded gunicorns, behind
+    nginx (``Nginx``); returns (nginx, servers)."""
     started = []
 
-    def factory(database, servers=1):
+    def factory(database, servers=1, nginx_defaults=False):
         upstreams = [server_factory(database) for _ in range(servers)]
         flask(upstreams[0].env, "seed-demo")
         prefix = tmp_path / "nginx"
         prefix.mkdir()
-        started.append(Nginx(prefix, [server.port for server in upstreams]).start())
+        started.append(Nginx(prefix, [server.port for server in upstreams], nginx_defaults).start())
         return started[-1], upstreams
 
     yield factory
@@ -134,12 +143,16 @@ def poll_in_thread(url, headers, snapshot, timeout=20):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_a_poll_through_nginx_waits_until_a_change_answers_it(proxied, database):
-    nginx, _ = proxied(database)
+@pytest.mark.parametrize("nginx_defaults", [False, True], ids=["shipped", "nginx-defaults"])
+def test_a_poll_through_nginx_waits_parked_until_a_change_answers_it(proxied, database, nginx_defaults):
+    """Parked whether nginx keeps its upstream connections (the shipped file) or proxies as it
+    does by default (HTTP/1.0, Connection: close); answered by a change, or by its timeout."""
+    nginx, (server,) = proxied(database, nginx_defaults=nginx_defaults)
     ada = bearer("u-ada")
     snapshot = requests.get(nginx.url + "/me/communities", headers=ada).json()
     thread, result = poll_in_thread(nginx.url, ada, snapshot)
-    thread.join(timeout=2)
+    wait_for(lambda: waiting(server) == 1, 10, message="the poll waiting")
+    assert parked(server) == 1
     assert thread.is_alive(), "the poll answered before anything changed"
 
     joined = requests.put(nginx.url + "/communities/c-go/members/me", headers=ada)
@@ -149,6 +162,14 @@ def test_a_poll_through_nginx_waits_until_a_change_answers_it(proxied, database)
     assert response.status_code == 200
     assert response.json()["status"] == "changed"
     assert "c-go" in [community["id"] for community in response.json()["communities"]]
+    wait_for(lambda: parked(server) == 0, 10, message="the parked poll let go")
+
+    thread, result = poll_in_thread(nginx.url, ada, response.json(), timeout=3)
+    wait_for(lambda: parked(server) == 1, 10, message="the next poll parked")
+    thread.join(timeout=15)
+    assert result["response"].status_code == 200
+    assert result["response"].json()["status"] == "unchanged"
+    assert parked(server) == waiting(server) == 0
 
 
 @pytest.mark.slow
@@ -211,3 +232,9 @@ def waiting(server):
     """Polls waiting on ``server`` now, from its /metrics."""
     return sum(value for sample, value in server.metrics().items()
                if sample.startswith("community_sync_waiting_polls"))
+
+
+def parked(server):
+    """Of those, the polls parked as a socket (app/live/parking.py)."""
+    return sum(value for sample, value in server.metrics().items()
+               if sample.startswith("community_sync_parked_polls"))

@@ -4,8 +4,9 @@ record, answered by the worker's answerer, against real gunicorn servers.
 The rest of the suite's server tests run on the parking worker too (it is
 the default); these pin down what only it can get wrong: the answer's
 headers against the greenlet path's, the connection handed back for the
-client's next request, hang-ups, shutdown, and the requests it must leave to
-a greenlet.
+client's next request, hang-ups, shutdown, the framings it must write as
+gunicorn would (HTTP/1.0, ``Connection: close``, ``Content-Length: 0``), and
+the requests it must leave to a greenlet.
 """
 import http.client
 import json
@@ -71,20 +72,22 @@ def respond(session):
 
 @pytest.fixture
 def parked(app):
-    """``parked(user_id, timeout=30, size=0)``: a poll parked on the app's hub, as
-    (record, client socket, connections handed back); every parked socket closed after."""
+    """``parked(user_id, timeout=30, size=0, **framing)``: a poll parked on the app's hub, as
+    (record, client socket, connections handed back); ``framing``: ``ParkedSocket``'s
+    ``protocol`` and ``keep_alive``. Every parked socket closed after."""
     hub = app.extensions["hub"]
     sockets = []
     hub.answer_parked_with(respond, app)
 
-    def park(user_id, timeout=30, size=0):
+    def park(user_id, timeout=30, size=0, **framing):
         # gevent's sockets, as the worker's are (the suite's process is not patched).
         server_side, client_side = gevent.socket.socketpair()
         sockets.extend((server_side, client_side))
         handed_back = []
         with hub.waiting(user_id) as ticket:
             record = hub.park(Gathered(ticket, size, time.monotonic() + timeout))
-        hub.parking.settle(record, ParkedSocket(server_side, b"X-Fixed: kept\r\n", handed_back.append))
+        hub.parking.settle(record, ParkedSocket(server_side, b"X-Fixed: kept\r\n", handed_back.append,
+                                                **framing))
         return record, client_side, handed_back
 
     yield park
@@ -124,6 +127,21 @@ def test_a_woken_parked_poll_is_answered_and_its_connection_handed_back(app, par
     gevent.sleep(0)
     assert len(handed_back) == 1
     assert hub.waiting_polls == hub.parking.count == 0 and "u-ada" not in hub.users
+
+
+def test_a_parked_poll_not_kept_alive_is_answered_in_its_version_and_closed(app, parked):
+    """HTTP/1.0, or a client that said Connection: close: the answer says so, and the connection
+    is closed rather than handed back for a next request."""
+    hub = app.extensions["hub"]
+    _, client_side, handed_back = parked("u-ada", protocol=b"HTTP/1.0", keep_alive=False)
+    deliver(hub, "u-ada")
+    lines, body = read_answer(client_side)
+    assert lines[0] == "HTTP/1.0 200 OK" and "Connection: close" in lines
+    assert int(next(line for line in lines if line.startswith("Content-Length")).split(": ")[1]) == len(body)
+    assert json.loads(body)["status"] == "changed"
+    with gevent.Timeout(3):
+        assert client_side.recv(1) == b""  # closed by the server
+    assert handed_back == [] and hub.parking.count == hub.waiting_polls == 0
 
 
 def test_a_parked_poll_is_answered_at_its_deadline(app, parked):
@@ -399,27 +417,193 @@ def test_shutdown_answers_parked_polls_and_closes_their_connections(server_facto
     client.close()
 
 
+# How clients and proxies send a poll, each parked: (request line version, headers, whether
+# the connection is kept after the answer, as gunicorn keeps it).
+FRAMINGS = {
+    "http-1.1": ("HTTP/1.1", {}, True),
+    # Some HTTP libraries and proxies announce an empty body on a GET.
+    "content-length-0": ("HTTP/1.1", {"Content-Length": "0"}, True),
+    "connection-close": ("HTTP/1.1", {"Connection": "close"}, False),
+    # nginx's default upstream: proxy_http_version 1.0, which says Connection: close too.
+    "http-1.0-close": ("HTTP/1.0", {"Connection": "close"}, False),
+    "http-1.0": ("HTTP/1.0", {}, False),
+    "http-1.0-keep-alive": ("HTTP/1.0", {"Connection": "keep-alive"}, True),
+}
+
+
+class RawPoll:
+    """One user's polls, written byte by byte on a socket of their own, framed as
+    ``FRAMINGS[framing]`` says; answers read to the byte, to see the connection close."""
+
+    def __init__(self, server, user_id, framing, **headers):
+        self.version, framed, self.kept = FRAMINGS[framing]
+        self.headers = {"Host": "localhost", **bearer(user_id), **framed, **headers}
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        self.buffer = b""
+
+    def send(self, state, timeout, behind=b""):
+        """A poll from ``state`` (its cursor and hash); ``behind``: bytes sent with it."""
+        query = urlencode({"cursor": state["cursor"], "hash": state["hash"], "timeout": timeout})
+        self.sock.sendall(self.request(f"{POLL}?{query}") + behind)
+
+    def get(self, path):
+        self.sock.sendall(self.request(path))
+
+    def request(self, path):
+        lines = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        return f"GET {path} {self.version}\r\n{lines}\r\n".encode()
+
+    def answer(self):
+        """(status line, {lower-case header: value}, body), the body read to its Content-Length."""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._receive()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            self.buffer += self._receive()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    def closed(self):
+        """Whether the server closed the connection after its answer (waits for it up to 10 s)."""
+        self.sock.settimeout(10)
+        try:
+            return self.buffer == b"" and self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+    def _receive(self):
+        chunk = self.sock.recv(65536)
+        assert chunk, "the connection closed without a whole answer"
+        return chunk
+
+
+@pytest.fixture
+def raw_poll(request):
+    """``raw_poll(server, user_id, framing, **headers)``: a ``RawPoll``, closed after the test."""
+
+    def factory(server, user_id, framing, **headers):
+        poll = RawPoll(server, user_id, framing, **headers)
+        request.addfinalizer(poll.close)
+        return poll
+
+    return factory
+
+
+def snapshot(server, user_id):
+    answer = requests.get(server.url + POLL + "?timeout=0", headers=bearer(user_id))
+    answer.raise_for_status()
+    return answer.json()
+
+
+def assert_framed(poll, status, headers, body, result):
+    """An answer framed as gunicorn frames one to ``poll``'s request, ``result`` its X-Poll-Result."""
+    assert status == f"{poll.version} 200 OK"
+    assert headers["connection"] == ("keep-alive" if poll.kept else "close")
+    assert int(headers["content-length"]) == len(body)
+    assert headers["x-poll-result"] == json.loads(body)["status"] == result
+
+
+def assert_connection_ends_as_framed(poll):
+    """A connection kept alive serves the client's next request; another is closed after the answer."""
+    if poll.kept:
+        poll.get("/healthz")
+        assert poll.answer()[0] == f"{poll.version} 200 OK"
+    else:
+        assert poll.closed()
+
+
 @apply(SERVERS)
-def test_polls_that_cannot_be_parked_wait_in_greenlets(server_factory, database, connect, request):
-    """HTTP/1.0, and a client that asks for its connection to be closed, keep the greenlet path."""
-    server = server_factory(database)
-    closing = connect(server, "u-closing")
-    closing.poll(closing.snapshot(), 2, Connection="close")
-    state = connect(server, "u-old").snapshot()
-    old = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    request.addfinalizer(old.close)
-    query = urlencode({"cursor": state["cursor"], "hash": state["hash"], "timeout": 2})
-    headers = "".join(f"{name}: {value}\r\n" for name, value in bearer("u-old").items())
-    old.sendall(f"GET {POLL}?{query} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n".encode())
-    wait_for(lambda: gauge(server, "waiting") == 2, 10, message="both polls waiting")
-    assert gauge(server, "parked") == 0
-    response, body = closing.receive()
-    assert response.status == 200 and json.loads(body)["status"] == "unchanged"
-    answer = b""
-    while chunk := old.recv(65536):
-        answer += chunk
-    old.close()
-    closing.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+def test_polls_of_every_framing_are_parked_and_answered(server_factory, database, raw_poll):
+    """An empty body announced, Connection: close and HTTP/1.0 park like any poll: news answers
+    them, and so does their timeout; a connection not kept alive is closed after the answer."""
+    server = server_factory(database, SAFETY_NET_INTERVAL="3600")
+    requests.post(server.url + "/communities", headers=bearer("u-admin", admin=True),
+                  json={"id": "c-x", "slug": "x", "name": "X"}).raise_for_status()
+    polls = {framing: raw_poll(server, f"u-{framing}", framing) for framing in FRAMINGS}
+    for framing, poll in polls.items():
+        poll.send(snapshot(server, f"u-{framing}"), 30)
+    until_parked(server, len(FRAMINGS))
+
+    for framing in FRAMINGS:
+        requests.put(server.url + "/communities/c-x/members/me",
+                     headers=bearer(f"u-{framing}")).raise_for_status()
+    for framing, poll in polls.items():
+        status, headers, body = poll.answer()
+        assert_framed(poll, status, headers, body, "changed")
+        assert [c["type"] for c in json.loads(body)["changes"]] == ["joined"], framing
+        assert_connection_ends_as_framed(poll)
+    assert server.metrics()['community_sync_poll_answers_total{result="changed"}'] == len(FRAMINGS)
+    until_parked(server, 0)
+
+    # Their timeouts answer them too: on the connection kept, or on a new one.
+    for framing, poll in polls.items():
+        if not poll.kept:
+            polls[framing] = poll = raw_poll(server, f"u-{framing}", framing)
+        poll.send(snapshot(server, f"u-{framing}"), 1)
+    until_parked(server, len(FRAMINGS))
+    for framing, poll in polls.items():
+        status, headers, body = poll.answer()
+        assert_framed(poll, status, headers, body, "unchanged")
+        assert_connection_ends_as_framed(poll)
+    until_parked(server, 0)
+
+
+@apply(SERVERS)
+def test_a_parked_answer_is_framed_as_gunicorn_frames_a_held_one(server_factory, database, raw_poll):
+    """For every framing, the parked answer's status line, headers and end of connection are
+    those gunicorn writes for the same request held in a greenlet (PARKED_POLLS=0)."""
+    servers = {"parked": server_factory(database), "held": server_factory(database, PARKED_POLLS="0")}
+    for framing in FRAMINGS:
+        answers = {}
+        for kind, server in servers.items():
+            poll = raw_poll(server, "u-ada", framing, **{"X-Request-ID": "req-1"})
+            poll.send(snapshot(server, "u-ada"), 1)
+            expected = 1 if kind == "parked" else 0
+            wait_for(lambda: gauge(server, "waiting") == 1 and gauge(server, "parked") == expected, 10,
+                     message=f"the {framing} poll waiting")
+            status, headers, body = poll.answer()
+            assert_framed(poll, status, headers, body, "unchanged")
+            # Exact for each, not compared: the cursor's length follows transaction ids.
+            headers.pop("content-length")
+            assert headers.pop("date")
+            answers[kind] = (status, headers)
+            assert_connection_ends_as_framed(poll)
+        assert answers["parked"] == answers["held"], framing
+
+
+@apply(SERVERS)
+def test_a_worker_without_keep_alive_closes_a_parked_polls_connection(server_factory, database, raw_poll):
+    """KEEPALIVE=0: gunicorn closes every connection after its answer, a parked poll's too."""
+    server = server_factory(database, KEEPALIVE="0")
+    poll = raw_poll(server, "u-ada", "http-1.1")
+    poll.send(snapshot(server, "u-ada"), 1)
+    until_parked(server, 1)
+    status, headers, body = poll.answer()
+    assert status == "HTTP/1.1 200 OK" and headers["connection"] == "close"
     assert json.loads(body)["status"] == "unchanged"
+    assert poll.closed()
+
+
+@apply(SERVERS)
+def test_polls_with_a_body_or_pipelined_requests_wait_in_greenlets(server_factory, database, raw_poll):
+    """A body still to come, or a request sent behind the poll, keep the greenlet path: a parked
+    socket would lose them."""
+    server = server_factory(database)
+    with_body = raw_poll(server, "u-body", "content-length-0", **{"Content-Length": "2"})
+    with_body.send(snapshot(server, "u-body"), 2)
+    pipelined = raw_poll(server, "u-pipelined", "content-length-0")
+    pipelined.send(snapshot(server, "u-pipelined"), 2, behind=pipelined.request("/healthz"))
+    wait_for(lambda: gauge(server, "waiting") == 2, 10, message="both polls waiting")
+    # Sent once the poll waits, so that only its Content-Length tells there is a body.
+    with_body.sock.sendall(b"{}")
+    assert gauge(server, "parked") == 0
+    for poll in (with_body, pipelined):
+        status, headers, body = poll.answer()
+        assert_framed(poll, status, headers, body, "unchanged")
+    assert pipelined.answer()[0] == "HTTP/1.1 200 OK"

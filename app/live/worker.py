@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 from datetime import datetime
+from typing import NamedTuple
 
 import gevent
 from gunicorn import util
@@ -67,20 +68,26 @@ class ParkedSocket:
 
     ``head``: the answer's fixed header lines, as bytes (what the framework
     added to the request's stand-in answer); ``resume(sock)`` reads the
-    client's next request; ``access(status, headers, length)`` logs.
+    client's next request; ``access(status, headers, length)`` logs;
+    ``protocol``: the status line's version, as gunicorn answers the request;
+    ``keep_alive``: False when the connection closes after the answer (the
+    client asked for it, or HTTP/1.0 without ``Connection: keep-alive``).
     """
 
-    __slots__ = ("sock", "head", "resume", "access")
+    __slots__ = ("sock", "head", "resume", "access", "protocol", "keep_alive")
 
-    def __init__(self, sock, head, resume, access=None):
+    def __init__(self, sock, head, resume, access=None, protocol=b"HTTP/1.1", keep_alive=True):
         # Written to without waiting: one slow client must not hold up a batch.
         sock.settimeout(0.0)
         self.sock, self.head, self.resume, self.access = sock, head, resume, access
+        self.protocol, self.keep_alive = protocol, keep_alive
 
     def answer(self, status, body, headers, close):
         """Write the answer with one send; the rest, if the client's buffer is full, in a
-        greenlet of its own; then hand the connection back (or close it, when ``close``)."""
-        lines = [b"HTTP/1.1 ", status.encode("latin-1"), b"\r\n", self.head,
+        greenlet of its own; then hand the connection back (or close it, when ``close``
+        or when the connection is not kept alive)."""
+        close = close or not self.keep_alive
+        lines = [self.protocol, b" ", status.encode("latin-1"), b"\r\n", self.head,
                  f"Date: {util.http_date()}\r\nConnection: {'close' if close else 'keep-alive'}\r\n"
                  f"Content-Length: {len(body)}\r\n".encode("latin-1")]
         lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items())
@@ -210,6 +217,47 @@ class ParkingWorker(ProblemWorker):
         gevent.sleep(0.2)  # let the last answers reach their sockets
 
 
+class Exchange(NamedTuple):
+    """What parking needs of gunicorn's handling of one request (``gunicorn_exchange``)."""
+
+    protocol: bytes  # the answer's status line version: gunicorn answers in the request's
+    close: bool  # whether gunicorn would close the connection after this answer
+    pending: bool  # bytes already read past this request (pipelined)
+    server: str  # gunicorn's Server header
+    listener_name: object  # which listener accepted the connection (``ParkingWorker.resume``)
+
+
+def gunicorn_exchange(start_response):
+    """How gunicorn would frame the answer to the request ``start_response`` answers, or None.
+
+    The one place that reads gunicorn's internals. WSGI does not say how the
+    server will frame an answer (the status line's version, whether the
+    connection stays open), nor whether the client sent more behind the
+    request, and a parked answer is written by the worker itself, after
+    gunicorn has let go of the connection: it must frame it as gunicorn
+    would. gunicorn's ``start_response`` is a method of its ``Response``,
+    which holds the parsed request. Anything else (another server, HTTP/2,
+    a gunicorn whose internals moved) gives None, and the poll waits in a
+    greenlet as it would without parking.
+    """
+    response = getattr(start_response, "__self__", None)
+    try:
+        req = response.req
+        if req.version not in ((1, 0), (1, 1)):
+            return None
+        return Exchange(
+            protocol=f"HTTP/{req.version[0]}.{req.version[1]}".encode("ascii"),
+            # must_close: the worker is leaving or keep-alive is off; should_close:
+            # the client said Connection: close, or HTTP/1.0 without keep-alive.
+            close=bool(response.must_close or req.should_close()),
+            pending=bool(req.unreader.buf.getbuffer().nbytes),
+            server=response.version,
+            listener_name=req.listener_name,
+        )
+    except AttributeError:
+        return None
+
+
 class _ParkingMiddleware:
     """Offers parking to the app, and takes the socket of a request the app parked."""
 
@@ -226,8 +274,8 @@ class _ParkingMiddleware:
     def __call__(self, environ, start_response):
         from .parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
 
-        response = getattr(start_response, "__self__", None)
-        if not self.parkable(environ, response):
+        exchange = gunicorn_exchange(start_response)
+        if not self.parkable(environ, exchange):
             return self.wsgi_app(environ, start_response)
         environ[PARKABLE_KEY] = True
         started = datetime.now()
@@ -249,31 +297,35 @@ class _ParkingMiddleware:
             return result
         if hasattr(result, "close"):
             result.close()
-        fixed = [("Server", response.version)]
+        fixed = [("Server", exchange.server)]
         fixed.extend((name, value) for name, value in captured[0]
                      if name != PARKED_HEADER and name.lower() not in self.OWN)
         head = "".join(f"{name}: {value}\r\n" for name, value in fixed).encode("latin-1")
-        req = response.req
         sock = environ["gunicorn.socket"].dup()
-        resume = functools.partial(self.worker.resume, req.listener_name, environ.get("REMOTE_ADDR"))
-        self.hub.parking.settle(environ[PARKED_KEY],
-                                ParkedSocket(sock, head, resume, self.access_logger(environ, fixed, started)))
+        resume = functools.partial(self.worker.resume, exchange.listener_name, environ.get("REMOTE_ADDR"))
+        self.hub.parking.settle(environ[PARKED_KEY], ParkedSocket(
+            sock, head, resume, self.access_logger(environ, fixed, started),
+            protocol=exchange.protocol, keep_alive=not exchange.close))
         raise ParkedConnection()
 
     @property
     def hub(self):
         return self.worker.wsgi.extensions["hub"]
 
-    def parkable(self, environ, response):
-        """A plain HTTP/1.1 keep-alive GET with nothing behind it, on a worker that stays."""
-        if response is None or not hasattr(response, "req") or "gunicorn.socket" not in environ:
-            return False
-        req = response.req
+    def parkable(self, environ, exchange):
+        """A GET with no body (none announced, or ``Content-Length: 0``) and nothing sent
+        behind it, over plain HTTP/1.0 or 1.1, on a worker that stays.
+
+        Whether the connection is then kept alive or closed (``Connection:
+        close``, HTTP/1.0) only changes how the parked answer ends. A body,
+        bytes pipelined behind the request, or TLS terminated by gunicorn
+        (the parked socket would be the raw one) keep the greenlet path.
+        """
         worker = self.worker
-        return (worker.alive and worker.cfg.keepalive and not worker.cfg.is_ssl
-                and req.version == (1, 1) and not req.should_close() and req.method == "GET"
-                and not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ
-                and not req.unreader.buf.getbuffer().nbytes)
+        return (exchange is not None and worker.alive and not worker.cfg.is_ssl
+                and "gunicorn.socket" in environ and environ.get("REQUEST_METHOD") == "GET"
+                and environ.get("CONTENT_LENGTH") in (None, "", "0")
+                and "HTTP_TRANSFER_ENCODING" not in environ and not exchange.pending)
 
     def access_logger(self, environ, fixed, started):
         """Logs a parked answer as gunicorn logs others, or None when nothing is logged."""
