@@ -3,6 +3,7 @@ import gevent
 import pytest
 
 from app.live.owed import Owed
+from app.store import feed
 from conftest import eventually
 
 AGO = 30  # how old a backdated change is, in seconds
@@ -133,6 +134,24 @@ def test_activity_held_for_a_coalescing_window_is_owed(hub_app, database):
         assert hub.wait(ticket, 0) == []  # held, not delivered
         assert owed_gauge(hub_app) >= AGO
     assert owed_gauge(hub_app) == 0
+
+
+def test_a_re_read_that_fails_leaves_its_hint_owed(hub_app, monkeypatch):
+    hub = hub_app.extensions["hub"]
+
+    def lost(*_args):
+        raise RuntimeError("the database went away")
+
+    with hub.waiting("u-ada"):
+        hub.reread.notify()
+        hinted = hub.owed.hinted
+        with monkeypatch.context() as patched:
+            patched.setattr(feed, "read_news", lost)
+            with pytest.raises(RuntimeError):
+                hub.reread.refresh()
+        assert hub.owed.hinted == hinted and hub.owed.age() > 0
+        hub.reread.refresh()
+        assert hub.owed.age() == 0
 
 
 def test_a_hint_is_owed_only_while_someone_waits(hub_app):

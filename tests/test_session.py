@@ -113,6 +113,15 @@ def test_held_activity_waits_for_its_pause_and_anything_else_ends_it():
     assert [row.id for row in session.reply().changes] == [6, 7, 8]
 
 
+def test_finishing_any_reply_leaves_nothing_owed_to_the_user():
+    hub = Hub()
+    for status in ("changed", "unchanged"):
+        session = session_at(5, hub)
+        hub.owed.owe("u-ada", 1.0)
+        session.finish(Reply(status, session.ask.known))
+        assert hub.owed.oldest() is None
+
+
 def test_finishing_a_changed_reply_starts_the_users_window():
     hub = Hub()
     session = session_at(5, hub)

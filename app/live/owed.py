@@ -19,10 +19,10 @@ Kept per user, not per poll: a user's polls take the same news together, so
 the first one answered stands for the rest.
 
 Nothing here costs a metric write per poll: ``owe`` and ``paid`` are a dict
-entry and a heap entry; the gauge is written by ``report``, once per re-read
-and per batch of parked answers, when the last debt is paid, and once a
-second while anything is owed, so that a re-read stuck on a slow database
-shows as a growing age rather than a frozen one.
+entry and a heap entry; the gauge is written by ``report``, once per re-read,
+when the last debt is paid, and once a second while anything is owed, so
+that a re-read stuck on a slow database, or answers queued behind a long
+batch, show as a growing age rather than a frozen one.
 """
 import heapq
 import time

@@ -207,8 +207,6 @@ class Parking:
                 except Exception:
                     log.exception("a parked poll could not be answered")
                     self._close(record)
-        # Once a batch, not once an answer: what is still owed, and since when.
-        self.hub.owed.report()
 
     def _prepare(self, records):
         """Before a batch is answered: the online counts of all its polls' communities, read at once.

@@ -75,8 +75,9 @@ class Reread:
 
     def notify(self):
         """A hint that the change log may have grown; cheap, callable anywhere."""
-        if self.users:
-            self.owed.hint()  # what it announces is owed until read
+        if self.users and self.vouching.position is not None:
+            # Owed until read: by a re-read, which runs while there is a position.
+            self.owed.hint()
         self._hint.set()
 
     def keep(self):
@@ -187,9 +188,6 @@ class Reread:
                 last_read = time.monotonic()
                 if self.users or self.vouching.position is not None:
                     self.refresh()
-                else:
-                    self.owed.read_begins()  # a hint for nobody: nothing owed
-                    self.owed.read_ends()
                 failures = 0
             except Exception:
                 failures += 1
