@@ -12,7 +12,9 @@ writes (``notify()``), and the safety-net timer of the batched re-read
 its ``News`` (a burst of activity held to one wake-up per window by
 ``app/live/coalescing.py``). What the hub has read, and so can vouch for without a
 read, is ``app/live/vouching.py``; clients that hang up are noticed by
-``app/live/disconnects.py``; the change log is pruned by ``app/store/pruning.py``. Who
+``app/live/disconnects.py``; what it has read and not yet answered with, for
+the operator's gauge, is ``app/live/owed.py``; the change log is pruned by
+``app/store/pruning.py``. Who
 is online, which the registry is half of, is ``app/live/presence.py``.
 """
 import functools
