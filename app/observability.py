@@ -5,7 +5,7 @@ scrape reaching one of them would see only its share. With
 ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py sets it when the
 environment does not), prometheus_client keeps every value in a per-process
 file there and ``/metrics`` adds them up across the live and dead workers;
-gauges count only live ones (``livesum``).
+gauges count only live ones (``livesum``), or show the worst live one (``livemax``).
 """
 import collections
 import os
@@ -100,12 +100,23 @@ class Metrics:
             buckets=(0, 1, 2, 5, 10, 50, 100, 500, 1000, 5000),
             registry=self.registry,
         )
-        self.wake_latency = Histogram(
-            "community_sync_wake_latency_seconds",
-            "From a change being made (its statement, before the commit) to the answer "
-            "of a poll that was waiting for it.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        self.delivery_lag = Histogram(
+            "community_sync_delivery_lag_seconds",
+            "From a change being recorded (its row's at: the writing transaction's start, by the "
+            "database's clock) to the poll answer that carries it being made; once per answer "
+            "that carries changes, for its oldest. answered: at_once (the poll's own read found "
+            "it) or after_wait (woken, held for a coalescing window, in a greenlet or parked).",
+            ["answered"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
+        )
+        for answered in ("at_once", "after_wait"):
+            self.delivery_lag.labels(answered)  # both series from the start, for ratios
+        self.oldest_owed = Gauge(
+            "community_sync_oldest_owed_change_seconds",
+            "Age of the oldest change a worker knows of and has not yet answered a waiting poll "
+            "with (0: it owes nothing); the worst live worker.",
+            registry=self.registry, multiprocess_mode="livemax",
         )
         self.queries = Counter(
             "community_sync_db_queries_total", "SQL statements sent to the database.",
@@ -155,9 +166,10 @@ class Metrics:
             result = "refused" if response.status_code in (429, 503) else "error"
         self.add(self.answers.labels(result))
 
-    def observe_wake(self, earliest):
-        """A waiting poll answered with changes, the earliest recorded at ``earliest``."""
-        self.wake_latency.observe(max(0.0, time.time() - earliest.timestamp()))
+    def observe_delivery(self, oldest, now, waited):
+        """An answer made at ``now`` carries changes, the oldest recorded at ``oldest``."""
+        answered = "after_wait" if waited else "at_once"
+        self.delivery_lag.labels(answered).observe(max(0.0, (now - oldest).total_seconds()))
 
 
 def init_app(app):

@@ -123,6 +123,23 @@ class Database:
             connection.executescript(sql)
             connection.close()
 
+    def backdated_activity(self, community_id, ref, seconds):
+        """Publish activity whose change-log row says it was recorded ``seconds`` ago.
+
+        As from the platform (an ``activity`` insert, moved into the log by its
+        trigger), then the row's ``at`` moved back in the same transaction: a
+        change as old as a slow worker would leave it.
+        """
+        insert = (f"INSERT INTO activity (community_id, kind, ref) "
+                  f"VALUES ('{community_id}', 'post_created', '{ref}');")
+        if self.backend == "postgres":
+            backdate = (f"UPDATE changes SET at = at - make_interval(secs => {seconds}) "
+                        f"WHERE xid = pg_current_xact_id()::text::bigint;")
+        else:
+            backdate = (f"UPDATE changes SET at = strftime('%Y-%m-%d %H:%M:%f', at, '-{seconds} seconds') "
+                        f"WHERE id = (SELECT max(id) FROM changes);")
+        self.psql(f"BEGIN; {insert} {backdate} COMMIT;")
+
     def environ(self, **extra):
         """Environment for a server or CLI subprocess on this database."""
         env = dict(os.environ)

@@ -283,7 +283,7 @@ def test_database_outages_lose_nothing(own_postgres, servers, clients, pg_databa
         for moment, status in client["failures"]:
             assert outage_started - 1 <= moment <= recovered + 5, client["failures"]
             assert status == 503, client["failures"]
-    assert server.metric("community_sync_wake_latency_seconds_count") > 0
+    assert server.metric('community_sync_delivery_lag_seconds_count{answered="after_wait"}') > 0
 
 
 @pytest.mark.parametrize("source", WAKE_CONNECTIONS)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.logs import JsonFormatter
 from app.observability import Metrics
-from conftest import SECRET
+from conftest import SECRET, eventually, until_blocked
 from harness.servers import Server, flask, wait_for
 
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -22,7 +22,8 @@ NAMES = [
     "community_sync_poll_answers_total",
     "community_sync_wakeups_total",
     "community_sync_wake_source_reconnects_total",
-    "community_sync_wake_latency_seconds",
+    "community_sync_delivery_lag_seconds",
+    "community_sync_oldest_owed_change_seconds",
     "community_sync_db_queries_total",
     "community_sync_hints_total",
     "community_sync_wake_source_up",
@@ -63,25 +64,78 @@ def test_poll_answers_are_counted_by_result(client, auth):
     assert found["community_sync_db_queries_total"] > 0
 
 
-def test_a_woken_poll_records_wake_latency_and_the_gauge_returns_to_zero(seeded, client, auth):
+LAG = "community_sync_delivery_lag_seconds"
+OWED = "community_sync_oldest_owed_change_seconds"
+AGO = 30  # how old a backdated change is, in seconds
+
+
+def lag(found, answered):
+    """(count, sum) of the delivery lag observed for answers made ``answered``."""
+    return (found[f"{LAG}_count|answered={answered}"], found[f"{LAG}_sum|answered={answered}"])
+
+
+def test_an_answer_at_once_measures_the_lag_of_its_oldest_change(seeded, client, auth, database):
+    """A poll whose own read finds changes answers at once: measured from the oldest it carries."""
     ada = auth("u-ada")
     cursor = client.get("/me/communities", headers=ada).get_json()["cursor"]
-    seen = {}
-
-    def write_later():
-        seen["waiting"] = samples(client.get("/metrics").get_data(as_text=True))[
-            "community_sync_waiting_polls"]
-        assert client.put("/communities/c-go/members/me", headers=ada).status_code == 201
-
-    gevent.spawn_later(0.3, write_later)
-    answer = client.get(f"/community-changes/poll?timeout=10&cursor={cursor}", headers=ada)
-    assert answer.headers["X-Poll-Result"] == "changed"
-    assert seen["waiting"] == 1
+    database.backdated_activity("c-rust", "p-old", AGO)
+    database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-rust', 'post_created', 'p-new')")
+    answer = client.get(f"/community-changes/poll?timeout=10&cursor={cursor}", headers=ada).get_json()
+    assert [c["ref"] for c in answer["changes"]] == ["p-old", "p-new"]
     found = samples(client.get("/metrics").get_data(as_text=True))
-    assert found["community_sync_wake_latency_seconds_count"] == 1
-    assert 0 <= found["community_sync_wake_latency_seconds_sum"] < 10
+    count, total = lag(found, "at_once")
+    assert count == 1 and total >= AGO
+    assert lag(found, "after_wait") == (0, 0)
+
+
+def test_a_woken_poll_measures_the_lag_after_its_wait_and_the_gauges_return_to_zero(
+        seeded, client, auth, database):
+    ada = auth("u-ada")
+    cursor = client.get("/me/communities", headers=ada).get_json()["cursor"]
+    poller = until_blocked(seeded.extensions["hub"], gevent.spawn(
+        client.get, f"/community-changes/poll?timeout=10&cursor={cursor}", headers=ada))
+    assert samples(client.get("/metrics").get_data(as_text=True))["community_sync_waiting_polls"] == 1
+    database.backdated_activity("c-rust", "p-old", AGO)
+    answer = poller.get(timeout=10)
+    assert answer.headers["X-Poll-Result"] == "changed"
+    found = samples(client.get("/metrics").get_data(as_text=True))
+    count, total = lag(found, "after_wait")
+    assert count == 1 and total >= AGO
+    assert lag(found, "at_once") == (0, 0)
     assert found["community_sync_wakeups_total"] >= 1
     assert found["community_sync_waiting_polls"] == 0
+    assert found[OWED] == 0
+
+
+def test_activity_held_back_by_a_poll_is_owed_until_answered_and_its_lag_counts_the_pause(
+        app_factory, auth, database):
+    """A re-poll whose read finds only activity moments after an answer holds it for the
+    coalescing window: the worker owes it meanwhile, and the answer's lag includes the pause."""
+    # No safety-net re-read: what reports the age meanwhile is the worker's once-a-second report.
+    app = app_factory(ACTIVITY_COALESCE=3600, SAFETY_NET_INTERVAL=3600)
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    hub, client, ada = app.extensions["hub"], app.test_client(), auth("u-ada")
+
+    def owed():
+        return samples(client.get("/metrics").get_data(as_text=True))[OWED]
+
+    cursor = client.get("/me/communities", headers=ada).get_json()["cursor"]
+    database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-rust', 'post_created', 'p-0')")
+    first = client.get(f"/community-changes/poll?timeout=10&cursor={cursor}", headers=ada).get_json()
+    assert [c["ref"] for c in first["changes"]] == ["p-0"]  # the window starts
+    database.backdated_activity("c-rust", "p-old", AGO)
+    poller = until_blocked(hub, gevent.spawn(
+        client.get, f"/community-changes/poll?timeout=10&cursor={first['cursor']}", headers=ada))
+    assert not poller.dead, "answered at once, inside the window"
+    assert eventually(lambda: owed() >= AGO, 5)
+    # Anything but activity ends the pause.
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-ada', 'c-go')")
+    hub.reread.refresh()  # SQLite has no wake source
+    answer = poller.get(timeout=10).get_json()
+    assert [(c["type"], c.get("ref")) for c in answer["changes"]] == [("activity", "p-old"), ("joined", None)]
+    assert owed() == 0
+    count, total = lag(samples(client.get("/metrics").get_data(as_text=True)), "after_wait")
+    assert count == 1 and total >= AGO
 
 
 def test_deferred_metric_changes_are_applied_once_the_block_is_left_however_it_is_left():

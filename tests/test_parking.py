@@ -607,3 +607,39 @@ def test_polls_with_a_body_or_pipelined_requests_wait_in_greenlets(server_factor
         status, headers, body = poll.answer()
         assert_framed(poll, status, headers, body, "unchanged")
     assert pipelined.answer()[0] == "HTTP/1.1 200 OK"
+
+
+@apply(SERVERS)
+def test_a_parked_answer_measures_delivery_and_what_the_worker_owed(server_factory, database, connect):
+    """Held for a coalescing window while parked: the scrape shows the change owed (the worst
+    worker's age); answered, its lag counts the wait and nothing is owed any more."""
+    server = server_factory(database, SAFETY_NET_INTERVAL="3600", ACTIVITY_COALESCE="3600")
+    admin = bearer("u-admin", admin=True)
+    requests.post(server.url + "/communities", headers=admin,
+                  json={"id": "c-x", "slug": "x", "name": "X"}).raise_for_status()
+    requests.post(server.url + "/communities", headers=admin,
+                  json={"id": "c-y", "slug": "y", "name": "Y"}).raise_for_status()
+    requests.put(server.url + "/communities/c-x/members/me", headers=bearer("u-ada")).raise_for_status()
+    client = connect(server, "u-ada")
+    state = client.snapshot()
+    database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-x', 'post_created', 'p-0')")
+    client.poll(state, 30)
+    response, body = client.receive()
+    first = json.loads(body)
+    assert [c["ref"] for c in first["changes"]] == ["p-0"]  # answered at once; the window starts
+    client.poll(first, 30)
+    until_parked(server, 1)
+    database.backdated_activity("c-x", "p-old", 30)
+    wait_for(lambda: server.metrics()["community_sync_oldest_owed_change_seconds"] >= 30, 10,
+             message="the held change owed")
+    # Anything but activity ends the window.
+    requests.put(server.url + "/communities/c-y/members/me", headers=bearer("u-ada")).raise_for_status()
+    response, body = client.receive()
+    answer = json.loads(body)
+    assert [(c["type"], c.get("ref")) for c in answer["changes"]] == [("activity", "p-old"), ("joined", None)]
+    found = server.metrics()
+    assert found["community_sync_oldest_owed_change_seconds"] == 0
+    assert found['community_sync_delivery_lag_seconds_count{answered="after_wait"}'] == 1
+    assert found['community_sync_delivery_lag_seconds_sum{answered="after_wait"}'] >= 30
+    assert found['community_sync_delivery_lag_seconds_count{answered="at_once"}'] == 1
+    client.close()

@@ -7,6 +7,7 @@ registered at start-up (``render_parked``), not a stand-in.
 """
 import json
 import time
+from datetime import datetime, timezone
 
 import gevent
 import gevent.socket
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from app.http import community_changes
+from app.live.owed import Owed
 from app.live.parking import PARKABLE_KEY, PARKED_HEADER
 from app.live.reread import News
 from app.live.session import Ask, Known, PollSession, Reply
@@ -27,7 +29,8 @@ POLL = "/community-changes/poll"
 
 class Row:
     def __init__(self, id, type="activity"):
-        self.id, self.xid, self.type, self.at = id, id, type, None
+        self.id, self.xid, self.type = id, id, type
+        self.at = datetime.fromtimestamp(1_000_000 + id, timezone.utc)
 
 
 class Coalescing:
@@ -52,6 +55,7 @@ class Hub:
     def __init__(self, pause=0.0):
         self.coalescing = Coalescing(pause)
         self.reread = self
+        self.owed = Owed()
 
 
 class Ticket:
@@ -107,6 +111,15 @@ def test_held_activity_waits_for_its_pause_and_anything_else_ends_it():
     assert session.take([news(7)]) is False  # activity only: still held
     assert session.take([news(8, type="joined")]) is True
     assert [row.id for row in session.reply().changes] == [6, 7, 8]
+
+
+def test_finishing_any_reply_leaves_nothing_owed_to_the_user():
+    hub = Hub()
+    for status in ("changed", "unchanged"):
+        session = session_at(5, hub)
+        hub.owed.owe("u-ada", 1.0)
+        session.finish(Reply(status, session.ask.known))
+        assert hub.owed.oldest() is None
 
 
 def test_finishing_a_changed_reply_starts_the_users_window():

@@ -12,7 +12,9 @@ writes (``notify()``), and the safety-net timer of the batched re-read
 its ``News`` (a burst of activity held to one wake-up per window by
 ``app/live/coalescing.py``). What the hub has read, and so can vouch for without a
 read, is ``app/live/vouching.py``; clients that hang up are noticed by
-``app/live/disconnects.py``; the change log is pruned by ``app/store/pruning.py``. Who
+``app/live/disconnects.py``; what it has read and not yet answered with, for
+the operator's gauge, is ``app/live/owed.py``; the change log is pruned by
+``app/store/pruning.py``. Who
 is online, which the registry is half of, is ``app/live/presence.py``.
 """
 import functools
@@ -25,6 +27,7 @@ import gevent
 from ..store.pruning import Pruner
 from .disconnects import DisconnectWatch
 from .listener import HeadChecker, Listener
+from .owed import Owed, recorded
 from .parking import Parking
 from .presence import Presence
 from .registry import Registry
@@ -51,7 +54,8 @@ class Hub(Registry):
         self.in_flight = 0
         self.closing = False
         self.vouching = Vouching(functools.partial(read_head, engine))
-        self.reread = Reread(engine, self.users, self.vouching, safety_interval=safety_interval,
+        self.owed = Owed(metrics.oldest_owed if metrics else None)
+        self.reread = Reread(engine, self.users, self.vouching, self.owed, safety_interval=safety_interval,
                              coalesce=coalesce, metrics=metrics)
         self.disconnects = DisconnectWatch(self.drop)
         self.parking = Parking(self)
@@ -76,10 +80,11 @@ class Hub(Registry):
     # -- life cycle -----------------------------------------------------------
 
     def start(self):
-        """Start the re-read loop, the wake source and the pruning timer."""
+        """Start the re-read loop, the wake source, the pruning timer and the owed-change report."""
         if self._greenlets:
             return
         self._greenlets.append(self.reread.start())
+        self._greenlets.append(self.owed.start())
         if self.wake_source is not None:
             self._greenlets.append(self.wake_source.start())
         self._greenlets.append(self.pruner.start())
@@ -167,7 +172,9 @@ class Hub(Registry):
 
     def conclude(self, user_id, reply, now):
         """``reply`` as its client will hold it (a ``changed`` one changed the state ``now``),
-        noted for vouching for that client's next request."""
+        noted for vouching for that client's next request; the lag of the changes it carries measured."""
+        if reply.changes and self.metrics:
+            self.metrics.observe_delivery(recorded(reply.changes), now, reply.waited)
         if reply.status == "changed":
             reply = replace(reply, known=replace(reply.known, last_change_at=now))
         self.note_served(user_id, reply.known, reply.communities)

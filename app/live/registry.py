@@ -9,7 +9,7 @@ re-check" on it, so a spurious or shared wake-up does no harm.
 ``Registry`` is the half of ``Hub`` that does this (``Hub(Registry)``), in a
 module of its own so that each reads in one sitting. It is not used alone:
 registering and releasing a poll also tells the hub's vouching, parking,
-disconnect watch, presence and re-read, which the hub owns.
+disconnect watch, presence, re-read and what it owes (``Owed``), which the hub owns.
 """
 from contextlib import contextmanager
 
@@ -144,7 +144,7 @@ class Registry:
 
     def release(self, ticket):
         """What a poll's wait took, given back: the registry entry, the watch on
-        its socket, the waiting-polls gauge."""
+        its socket, the waiting-polls gauge, what the worker owed its user when it was the last."""
         self.disconnects.forget(ticket)
         waiters, user_id = ticket.waiters, ticket.user_id
         waiters.count -= 1
@@ -153,6 +153,7 @@ class Registry:
             self.metrics.add(self.metrics.waiting, -1)
         if waiters.count == 0 and self.users.get(user_id) is waiters:
             del self.users[user_id]
+            self.owed.paid(user_id)  # nobody left to owe; its next poll reads for itself
         if self.presence is not None:
             self.presence.released(user_id, ticket.gone)
         if not self.users:

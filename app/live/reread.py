@@ -28,6 +28,7 @@ from gevent.event import Event
 
 from ..store import feed
 from .coalescing import Coalescing, coalescable
+from .owed import recorded
 from ..store.db import read_transaction
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,16 @@ class Reread:
     """Re-reads on every hint, and every ``safety_interval`` seconds while polls wait.
 
     ``users`` is the hub's registry (user id -> ``Waiters``), read here and
-    written only by the hub; ``vouching`` holds the position read from.
+    written only by the hub; ``vouching`` holds the position read from;
+    ``owed`` (``Owed``) is told what each re-read leaves owed to whom.
     """
 
-    def __init__(self, engine, users, vouching, *, safety_interval=5.0, coalesce=0.0,
+    def __init__(self, engine, users, vouching, owed, *, safety_interval=5.0, coalesce=0.0,
                  metrics=None):
         self.engine = engine
         self.users = users
         self.vouching = vouching
+        self.owed = owed
         self.safety_interval = safety_interval
         self.coalescing = Coalescing(coalesce)
         self.metrics = metrics
@@ -72,6 +75,9 @@ class Reread:
 
     def notify(self):
         """A hint that the change log may have grown; cheap, callable anywhere."""
+        if self.users and self.vouching.position is not None:
+            # Owed until read: by a re-read, which runs while there is a position.
+            self.owed.hint()
         self._hint.set()
 
     def keep(self):
@@ -87,10 +93,12 @@ class Reread:
 
         With nobody waiting for a safety interval, forget the position instead.
         """
-        vouching = self.vouching
+        vouching, owed = self.vouching, self.owed
         if not self.users and time.monotonic() - self.emptied_at >= self.safety_interval:
             vouching.forget()
+        owed.read_begins()
         if vouching.position is None:
+            owed.read_ends()
             return
         start, position, woken = vouching.position, None, {}
         writes = vouching.writes  # committed before this read's snapshot
@@ -113,17 +121,21 @@ class Reread:
             vouching.rewind(start, position)
             # The rows held from earlier batches are not read again: hold them again.
             self.coalescing.hold_again(woken, {row.id for row in batch.rows} if position is not None else set())
+            owed.read_ends(failed=True)
             raise
         delivered = 0
+        oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
         for user_id, rows in woken.items():
             waiters = self.users.get(user_id)
             if waiters is None:
                 continue  # left while the states were read; its next poll reads these rows
             state = states[user_id]
             waiters.deliver(News(rows, state.communities, state.notifications_unread, state.hash, position))
+            owed.owe(user_id, oldest(rows))
             delivered += 1
         if self.metrics and delivered:
             self.metrics.wakeups.inc(delivered)
+        owed.read_ends()
 
     def _woken(self, by_user):
         """``{user: rows}`` to wake now: what coalescing lets through of ``by_user``; and held rows now due.
@@ -134,13 +146,16 @@ class Reread:
         """
         addressed = feed.per_list(feed.addressed)
         activity_only = feed.per_list(coalescable)
-        woken = {}
+        oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
+        woken, users = {}, self.users
         for user_id, rows in by_user.items():
             kept = addressed(rows)
             if kept:
                 offered = self.coalescing.offer(user_id, kept, activity_only(kept))
                 if offered is not None:
                     woken[user_id] = offered
+                elif user_id in users:
+                    self.owed.owe(user_id, oldest(kept))  # held for its window: owed meanwhile
         woken.update(self.coalescing.due())
         return {user_id: rows for user_id, rows in woken.items() if user_id in self.users}
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..store import cursors
-from .. import wire
 from .coalescing import coalescable
+from .owed import recorded
 from ..intervals import jittered_wait
 
 
@@ -58,6 +58,8 @@ class Reply:
     # Without ``communities`` (``unchanged``): their ids, for the online
     # counts; None when this process does not know them.
     community_ids: tuple | None = None
+    # Made after the poll waited (woken, held or parked), not at once from its own read.
+    waited: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,9 +145,14 @@ class PollSession:
         return self.finish(self.reply())
 
     def finish(self, reply):
-        """``reply`` as the poll's answer: a ``changed`` one starts the user's coalescing window."""
+        """``reply`` as the poll's answer: a ``changed`` one starts the user's coalescing window.
+
+        Whatever it says, the worker owes the user nothing more: the poll
+        read, or took, everything committed before it began waiting.
+        """
         if reply.status == "changed":
             self.hub.reread.coalescing.answered(self.user_id)
+        self.hub.owed.paid(self.user_id)
         return reply
 
     def begin(self, reply, pause=0.0):
@@ -158,6 +165,7 @@ class PollSession:
         if held:
             self.state = StateSeen(held.known.hash, held.communities, held.notifications_unread)
             self.collected = {row.id: row for row in held.changes}
+            self.hub.owed.owe(self.user_id, recorded(held.changes).timestamp())
         self.community_ids = reply.community_ids
         self.deadline = time.monotonic() + (pause if held else jittered_wait(self.ask.timeout))
 
@@ -182,9 +190,8 @@ class PollSession:
         cursor = cursors.Cursor(self.known.cursor.epoch, self.latest)
         if self.collected:
             rows = [self.collected[key] for key in sorted(self.collected)]
-            if not self.held and self.hub.metrics:
-                self.hub.metrics.observe_wake(min(wire.utc(r.at) for r in rows))
             state = self.state
             return Reply("changed", Known(cursor, state.hash), state.communities, rows,
-                         state.notifications_unread)
-        return Reply("unchanged", replace(self.known, cursor=cursor), community_ids=self.community_ids)
+                         state.notifications_unread, waited=True)
+        return Reply("unchanged", replace(self.known, cursor=cursor), community_ids=self.community_ids,
+                     waited=True)
