@@ -7,7 +7,9 @@ sources: what they cost the writers and the wake-ups); or all.
 ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
 recorded results (``all``, ``v2``, ``presence``, ``writes`` and ``sources``
 do it themselves unless --quick; a run of scenarios 8-13 only replaces their
-sections).
+sections). Those full runs keep their results in the repository, as
+bench/results/<scenario>.json, which the page names; ``report`` alone renders
+the page again from every kept file, oldest run first.
 """
 import argparse
 import json
@@ -21,6 +23,8 @@ from . import conditional, freshness, longpoll, multi, presence, report, scaleou
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Full runs of these keep their results as bench/results/<name>.json, tracked by git.
+KEPT = ("all", "v2", "presence", "writes", "sources")
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.
@@ -33,7 +37,7 @@ FULL = {
     "idle_seconds": {"longpoll": 60, "naive": 20}, "ramp": 200, "runs": 3, "sessions": 2,
     "connections": 32, "load_seconds": 5.0,
     "freshness_users": 500, "freshness_seconds": 60, "freshness_changes": 25,
-    "multi_waiters": 1000, "multi_changes": 100, "naive_runs": 1, "settle": stack.SETTLE,
+    "multi_waiters": 1000, "multi_changes": 100, "settle": stack.SETTLE,
     "naive_small_waiters": 1000,
     "rename_members": 100000, "rename_waiters": 10000, "rename_runs": 5,
     "burst_members": 5000, "burst_bystanders": 150, "burst_quiet_joins": 30, "burst_rate": 200,
@@ -49,7 +53,7 @@ QUICK = {
     "idle_seconds": {"longpoll": 3, "naive": 3}, "ramp": 100, "runs": 1, "sessions": 1,
     "connections": 8, "load_seconds": 1.0,
     "freshness_users": 20, "freshness_seconds": 12, "freshness_changes": 4,
-    "multi_waiters": 40, "multi_changes": 10, "naive_runs": 1, "settle": 1.0,
+    "multi_waiters": 40, "multi_changes": 10, "settle": 1.0,
     "naive_small_waiters": 0,
     "rename_members": 2000, "rename_waiters": 200, "rename_runs": 2,
     "burst_members": 200, "burst_bystanders": 40, "burst_quiet_joins": 5, "burst_rate": 50,
@@ -66,12 +70,13 @@ def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=SCENARIOS + ("v2", "all", "report"))
-    parser.add_argument("results", nargs="?", help="for report: a results file (default: the latest full run)")
+    parser.add_argument("results", nargs="?", help="for report: a results file (default: every kept "
+                        "bench/results/<scenario>.json, oldest run first)")
     parser.add_argument("--quick", action="store_true", help="a small, fast version (smoke test)")
     parser.add_argument("--runs", type=int, help="repetitions of each measurement (default 3, quick 1)")
-    parser.add_argument("--sessions", type=int, help="long-poll sessions for scenarios 1-4 (default 2)")
+    parser.add_argument("--sessions", type=int, help="rounds of sessions for scenarios 1-4, one of each kind "
+                        "a round (default 2)")
     parser.add_argument("--waiters", type=int, help="held polls for scenarios 1-4 (default 10000)")
-    parser.add_argument("--naive-runs", type=int, help="sessions of the naive baseline (default 1)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the naive long poll sessions")
     parser.add_argument("--http10", action="store_true",
                         help="scenarios 1-4: send the polls as nginx's default upstream does "
@@ -80,7 +85,8 @@ def parse(argv):
                         "(not for rename, burst, unread); PostgreSQL's per-database counters then include "
                         "other traffic")
     parser.add_argument("--output", type=Path, help="where to write the results JSON")
-    parser.add_argument("--docs", type=Path, help="also render the report into this directory")
+    parser.add_argument("--docs", type=Path, help="also render the report into this directory (for report: "
+                        "instead of docs/)")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     return parser.parse_args(argv)
 
@@ -88,11 +94,18 @@ def parse(argv):
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.scenario == "report":
-        path = Path(args.results) if args.results else RESULTS / "latest-all.json"
-        report.render(json.loads(path.read_text()))
+        paths = [Path(args.results)] if args.results else kept_results()
+        runs = []
+        for path in paths:
+            results = json.loads(path.read_text())
+            # A run's page names the file it was rendered from.
+            results.setdefault("results_file", str(path))
+            runs.append(results)
+        for results in sorted(runs, key=lambda results: results["machine"]["date"]):
+            report.render(results, args.docs or report.DOCS)
         return 0
     options = dict(QUICK if args.quick else FULL)
-    for name in ("runs", "sessions", "waiters", "naive_runs"):
+    for name in ("runs", "sessions", "waiters"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     options["http10"] = args.http10
@@ -103,15 +116,25 @@ def main(argv=None):
     results = run(args, options)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    keep = args.scenario in KEPT and not args.quick
+    if keep:
+        # The page names this file, and `python -m bench report` renders it again from it.
+        results["results_file"] = f"bench/results/{args.scenario}.json"
     output = args.output or RESULTS / f"{stamp}-{args.scenario}{'-quick' if args.quick else ''}.json"
     output.write_text(json.dumps(results, indent=1))
     log(f"results in {output}")
-    if args.scenario in ("all", "v2", "presence", "writes", "sources") and not args.quick:
-        (RESULTS / f"latest-{args.scenario}.json").write_text(json.dumps(results, indent=1))
+    if keep:
+        (RESULTS / f"{args.scenario}.json").write_text(json.dumps(results, indent=1))
         report.render(results)
     if args.docs:
         report.render(results, args.docs)
     return 1 if results.get("errors") else 0
+
+
+def kept_results():
+    """The results files kept in the repository, of the scenarios that keep them."""
+    return [path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            for path in (RESULTS / f"{name}.json" for name in KEPT) if path.exists()]
 
 
 def run(args, options):
@@ -137,6 +160,33 @@ def run(args, options):
     return results
 
 
+# Session kinds that are a baseline run of another target.
+TARGET_OF = {"naive_small": "naive"}
+
+
+def session_plan(args, options, phases):
+    """The kinds of session a round runs: (kind, waiters, phases, options), the long poll first."""
+    plan = [("longpoll", options["waiters"], phases, options)]
+    if not args.no_baselines:
+        plan.append(("naive", options["waiters"], phases,
+                     dict(options, changes=options["naive_changes"], fanout_runs=1, fanout_wait=30, wake_wait=20,
+                          ramp_deadline=90, quiesce=False, fanout_small=False)))
+        small = [p for p in phases if p in ("held", "idle", "wake")]
+        if options["naive_small_waiters"] and ("idle" in phases or "wake" in phases):
+            # At 10,000 waiters the naive poll saturates its worker and polls fail; a
+            # tenth of that shows its cost with every poll held.
+            plan.append(("naive_small", options["naive_small_waiters"], small,
+                         dict(options, changes=options["naive_changes"], wake_wait=20, quiesce=False)))
+    if "held" in phases or "fanout" in phases:
+        # The floor: what holding a request, and waking it, costs a bare Flask view on this stack.
+        plan.append(("bare_wait", options["waiters"], [p for p in phases if p in ("held", "fanout")],
+                     dict(options, fanout_small=False)))
+        # The same poll with parking off (PARKED_POLLS=0): each waiting poll a greenlet.
+        plan.append(("greenlets", options["waiters"], [p for p in phases if p in ("held", "wake", "fanout")],
+                     options))
+    return plan
+
+
 def run_shared(args, options, scenarios, results):
     """Scenarios 1-7, on one database of users u0.. (stack.Database.seed)."""
     users_needed = max(options["waiters"], 4 * options["freshness_users"] + options["multi_waiters"])
@@ -148,35 +198,17 @@ def run_shared(args, options, scenarios, results):
         used = set()
         phases = [p for p in SESSION_PHASES if p in scenarios]
         if phases:
-            results["sessions"] = {"longpoll": [], "naive": []}
-            naive_runs = 0 if args.no_baselines else options["naive_runs"]
-            for number in range(max(options["sessions"], naive_runs)):
-                if number < options["sessions"]:
-                    results["sessions"]["longpoll"].append(
-                        longpoll.run_session(database, "longpoll", options["waiters"], phases, options, used))
-                if number < naive_runs:
-                    naive_options = dict(options, changes=options["naive_changes"], fanout_runs=1,
-                                         fanout_wait=30, wake_wait=20, ramp_deadline=90,
-                                         quiesce=False, fanout_small=False)
-                    results["sessions"]["naive"].append(
-                        longpoll.run_session(database, "naive", options["waiters"], phases, naive_options, used))
-            small_naive = options["naive_small_waiters"]
-            if small_naive and not args.no_baselines and ("idle" in phases or "wake" in phases):
-                # At 10,000 waiters the naive poll saturates its worker; at a tenth of that
-                # it still keeps up, and shows its cost growing with the waiters.
-                small_options = dict(options, changes=options["naive_changes"], wake_wait=20, quiesce=False)
-                results["sessions"]["naive_small"] = [longpoll.run_session(
-                    database, "naive", small_naive,
-                    [p for p in phases if p in ("held", "idle", "wake")], small_options, used)]
-            if "held" in phases or "fanout" in phases:
-                # The floor: what holding a request, and waking it, costs a bare Flask view on this stack.
-                results["sessions"]["bare_wait"] = [longpoll.run_session(
-                    database, "bare_wait", options["waiters"], [p for p in phases if p in ("held", "fanout")],
-                    dict(options, fanout_small=False), used)]
-                # The same poll with parking off (PARKED_POLLS=0): each waiting poll a greenlet.
-                results["sessions"]["greenlets"] = [longpoll.run_session(
-                    database, "greenlets", options["waiters"],
-                    [p for p in phases if p in ("held", "wake", "fanout")], options, used)]
+            plan = session_plan(args, options, phases)
+            results["sessions"] = {kind: [] for kind, _, _, _ in plan}
+            # Rounds of one session of each kind, the order reversed every other round
+            # (A B B A ...), so that every ratio to a baseline pairs sessions of the same
+            # round and drift over the run falls on both sides alike.
+            for number in range(options["sessions"]):
+                for kind, waiters, kind_phases, kind_options in (plan if number % 2 == 0 else plan[::-1]):
+                    session = longpoll.run_session(database, TARGET_OF.get(kind, kind), waiters, kind_phases,
+                                                   kind_options, used)
+                    session["round"] = number
+                    results["sessions"][kind].append(session)
         free = [f"u{i}" for i in range(users_needed) if i not in used]
         if "conditional" in scenarios:
             results["conditional"] = conditional.run(database, options)

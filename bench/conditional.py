@@ -4,7 +4,9 @@ Three servers run side by side, each one gunicorn gevent worker: the service,
 a bare Flask hello-world and the hello-world view inside the service (its
 request hooks included). The load generator keeps ``connections`` keep-alive
 connections busy on one of them at a time, the targets taking turns round
-after round so that the machine's noise falls on all of them alike.
+after round, in reverse order every other round (A B C C B A ...), so that the
+machine's noise and its drift fall on all of them alike. Each round's ratios
+compare that round's figures.
 """
 import time
 
@@ -30,7 +32,8 @@ def run(database, options):
         time.sleep(stack.SETTLE)
         transactions = database.transactions()
         for number in range(options["runs"] + 1):
-            for name, server in servers.items():
+            order = list(servers.items())
+            for name, server in (order if number % 2 == 0 else order[::-1]):
                 statements = server.queries() if name == "snapshot_304" else 0
                 cpu = server.cpu()
                 outcome = client.call(

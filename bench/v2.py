@@ -60,9 +60,11 @@ def rename(options):
         for label, database in databases.items():
             servers[label] = Server(database).start()
         runs = {label: {"sql": [], "api": []} for label in databases}
-        # Taking turns, so that whatever else the machine does falls on both alike.
+        # Taking turns, the other one first every other run, so that whatever else the
+        # machine does, and its drift, falls on both alike.
         for number in range(options["rename_runs"]):
-            for label, database in databases.items():
+            order = list(databases.items())
+            for label, database in (order if number % 2 == 0 else order[::-1]):
                 runs[label]["sql"].append(sql_rename(database, f"Renamed by SQL {number}"))
                 runs[label]["api"].append(api_rename(database, servers[label], f"Renamed by API {number}"))
         for label in databases:
@@ -507,12 +509,16 @@ READS = ("snapshot", "poll")
 
 
 def unread_rounds(server, client, options):
-    """``runs`` rounds of each read for each user, taking turns, one request at a time."""
+    """``runs`` rounds of each read for each user, taking turns, one request at a time.
+
+    The users swap places every other round, so that drift falls on both alike;
+    each round's busy / quiet ratio compares that round's figures.
+    """
     paths = {user: read_paths(server, user) for user in ("busy", "quiet")}
     rounds = {user: {read: [] for read in READS} for user in paths}
-    for _round in range(options["runs"]):
+    for number in range(options["runs"]):
         for read in READS:
-            for user in paths:
+            for user in (list(paths) if number % 2 == 0 else list(paths)[::-1]):
                 statements = server.queries()
                 outcome = client.call("load", "load", port=server.port, path=paths[user][read], users=[user],
                                       secret=SECRET, connections=1, duration=options["unread_seconds"])

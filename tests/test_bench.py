@@ -31,6 +31,7 @@ def test_held_and_wake_smoke(pg_database, tmp_path):
     results = json.loads(output.read_text())
     for kind in ("longpoll", "naive"):
         (session,) = results["sessions"][kind]
+        assert session["round"] == 0
         assert session["waiting"] == 50, session
         assert session["failures"] == 0, session["failure_samples"]
         assert session["early_answers"] == 0
@@ -127,3 +128,72 @@ def test_wake_sources_smoke(tmp_path):
     assert sources["notify"][0]["idle"]["head_checks_per_second"] == 0
     report = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "### 12. Concurrent writers" in report and "### 13. Two hosts" in report
+
+
+# -- the report: ratios and re-rendering, no servers --------------------------------------
+
+QUICK_RESULTS = ROOT / "tests" / "data" / "bench-quick.json"
+
+
+def session(kind, number, rss_per_poll):
+    return {"kind": kind, "round": number, "rss_per_poll": rss_per_poll}
+
+
+def test_a_ratio_to_a_baseline_is_the_median_of_per_round_ratios():
+    from bench import report
+
+    # Listed out of round order; the baseline's round 1 is slow, its others fast.
+    results = {"sessions": {
+        "longpoll": [session("longpoll", 2, 10), session("longpoll", 0, 10), session("longpoll", 1, 30)],
+        "bare_wait": [session("bare_wait", 0, 20), session("bare_wait", 1, 60), session("bare_wait", 2, 40)],
+    }}
+    ratios = report.paired(results, "longpoll", "bare_wait", report.rss)
+    assert sorted(ratios) == [0.25, 0.5, 0.5]
+    # The ratio of the medians (10 / 40) would say 0.25x.
+    assert report.spread(ratios) == "0.50x (0.25-0.50x)"
+    assert report.spread([0.8]) == "0.80x (one run)"
+    assert report.spread([0.49, 0.61, 0.48], report.percent) == "49% (48-61%)"
+
+
+def test_a_session_run_out_of_turns_is_not_compared():
+    from bench import report
+
+    # As recorded before sessions ran in rounds: nothing says which ran beside which.
+    results = {"sessions": {"longpoll": [{"rss_per_poll": 10}, session("longpoll", 1, 10)],
+                            "bare_wait": [{"rss_per_poll": 20}]}}
+    assert report.paired(results, "longpoll", "bare_wait", report.rss) == []
+    assert report.spread([]) == "n/a"
+
+
+def report_of(results_file, docs):
+    finished = subprocess.run([sys.executable, "-m", "bench", "report", str(results_file), "--docs", str(docs)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return (docs / "benchmarks.md").read_text()
+
+
+def test_report_renders_the_page_from_its_results_alone(tmp_path):
+    """The page is a function of the kept results: a stale page in the way changes nothing."""
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "benchmarks.md").write_text("# Benchmarks\n\nxyzzy figures\n\n<!-- bench:rename -->\nxyzzy\n"
+                                         "<!-- /bench:rename -->\n")
+    fresh = report_of(QUICK_RESULTS.relative_to(ROOT), tmp_path / "fresh")
+    assert report_of(QUICK_RESULTS.relative_to(ROOT), stale) == fresh
+    assert "xyzzy" not in fresh
+    # It names the file it comes from, in the page and in each scenario's section.
+    assert fresh.count("`python -m bench report tests/data/bench-quick.json` renders") == 7
+    # The summary quotes the median of the rounds' ratios, and the ratio table lists them round by round.
+    from bench import report
+
+    results = json.loads(QUICK_RESULTS.read_text())
+    floor = report.paired(results, "longpoll", "bare_wait", report.rss)
+    assert len(floor) == results["options"]["sessions"] == 2
+    assert f"{report.spread(floor)} the floor;" in fresh
+    medians = [report.spread(report.paired(results, kind, baseline, value))
+               for _, kind, baseline, value in report.COMPARISONS]
+    assert "| median (min-max) | " + " | ".join(medians) + " |" in fresh
+    for number in (0, 1):
+        assert f"| {number + 1} | " + " | ".join(
+            report.factor_text(report.paired(results, kind, baseline, value)[number])
+            for _, kind, baseline, value in report.COMPARISONS) + " |" in fresh
