@@ -291,6 +291,23 @@ def until_blocked(hub, greenlet, timeout=10):
     pytest.fail(f"the poll never waited (within {timeout} s)")
 
 
+def until_lock_waited_for(engine, pid, timeout=10):
+    """Return once another PostgreSQL backend waits for a lock that backend ``pid`` holds.
+
+    A test that means to watch a writer wait would otherwise go on before it
+    does: a lock taken late passes quietly.
+    """
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+
+    def waited_for():
+        # pg_stat_activity is read once per transaction: each look is a transaction of its own.
+        with engine.connect() as connection:
+            return connection.scalar(query, {"pid": pid}) > 0
+
+    if not eventually(waited_for, timeout):
+        pytest.fail(f"nothing waited for the locks of backend {pid} (within {timeout} s)")
+
+
 @pytest.fixture(autouse=True)
 def vouching_checks(monkeypatch):
     """Every test asserts the vouching and coalescing invariants after each update (off in production)."""

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from app.store import cursors, feed
 from app import wire
 from app.store.db import read_transaction
-from conftest import eventually, table_dump, until_blocked
+from conftest import eventually, table_dump, until_blocked, until_lock_waited_for
 
 ADMIN = ("u-admin", True)
 
@@ -478,14 +478,7 @@ def test_of_two_reads_at_once_the_older_does_not_undo_the_newer(quiet_app, auth)
         thread = threading.Thread(
             target=lambda: older.append(client.put("/me/communities/c-python/read", headers=ada)))
         thread.start()
-        with engine.connect() as watch:
-            def waiting_for_the_lock():
-                # pg_stat_activity is read once per transaction: each look is a transaction of its own.
-                with watch.begin():
-                    return watch.scalar(text("SELECT count(*) FROM pg_stat_activity "
-                                             "WHERE :pid = ANY(pg_blocking_pids(pid))"), {"pid": locker}) == 1
-
-            assert eventually(waiting_for_the_lock), "the older read never waited"
+        until_lock_waited_for(engine, locker)
         # The older read's statement has its snapshot; activity commits after it, and the newer read takes it.
         publish(client, auth, "c-python", kind="post_created", ref="p-2")
         newer.execute(text("UPDATE memberships SET read_through = "

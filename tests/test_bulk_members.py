@@ -1,11 +1,12 @@
 """PATCH /communities/{id}/members: many members at once, all or nothing, both backends."""
 import io
 import json
+import threading
 
 import pytest
 from sqlalchemy import text
 
-from conftest import assert_problem, table_dump
+from conftest import assert_problem, table_dump, until_lock_waited_for
 from test_community_changes import in_background, snapshot
 
 ADMIN = ("u-admin", True)
@@ -308,3 +309,51 @@ def test_a_batch_rolled_back_by_a_conflict_is_a_retryable_conflict_not_an_outage
     assert table_dump(seeded) == before
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert "conflict" in logged and "unavailable" not in logged
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_overlapping_batches_given_in_opposite_orders_wait_for_each_other(seeded, client, auth, monkeypatch):
+    """Two platform admins' batches (which take no owner lock) lock their rows in user id order.
+
+    The first batch holds the row of its first entry until the second waits
+    for it. Taken in the order given, the second would hold the other row by
+    then, and PostgreSQL would roll one of them back as a deadlock.
+    """
+    from app.store import writes
+
+    admin, = provisioned(client, auth, ADMIN)
+    assert sync(client, admin, add=[{"user_id": "u-ada"}, {"user_id": "u-alan"}]).status_code == 200
+    put_membership = writes.put_membership
+    answers, backend_pid = {}, []
+    holding, go_on = threading.Event(), threading.Event()
+
+    def holds_its_first_row(session, *args, **kwargs):
+        written = put_membership(session, *args, **kwargs)
+        if threading.current_thread().name == "first" and not holding.is_set():
+            backend_pid.append(session.scalar(text("SELECT pg_backend_pid()")))
+            holding.set()
+            assert go_on.wait(30)
+        return written
+
+    def batch(name, user_ids, role):
+        headers = auth("u-admin", admin=True)
+        entries = [{"user_id": user_id, "role": role} for user_id in user_ids]
+        answers[name] = sync(seeded.test_client(), headers, add=entries)
+
+    monkeypatch.setattr(writes, "put_membership", holds_its_first_row)
+    first = threading.Thread(target=batch, args=("first", ["u-ada", "u-alan"], "moderator"), name="first")
+    second = threading.Thread(target=batch, args=("second", ["u-alan", "u-ada"], "admin"), name="second")
+    first.start()
+    try:
+        assert holding.wait(10), "the first batch never wrote its first entry"
+        second.start()
+        until_lock_waited_for(seeded.extensions["db"], backend_pid[0])
+    finally:
+        go_on.set()
+        first.join(30)
+        if second.ident is not None:
+            second.join(30)
+    assert answers["first"].status_code == 200, answers["first"].json
+    assert answers["second"].status_code == 200, answers["second"].json
+    assert answers["second"].json["updated"] == 2  # it read the first batch's roles, once committed
+    assert members(seeded, "c-design") == {"u-ada": "admin", "u-alan": "admin", "u-grace": "admin"}
