@@ -250,19 +250,19 @@ def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_fa
 
 
 def counts_read_together(app, monkeypatch, wanted):
-    """``presence.counts`` of each of ``wanted`` in a greenlet of its own, all at once.
+    """``online_counts.counts`` of each of ``wanted`` in a greenlet of its own, all at once.
 
     Returns the answers and the count statements run; the reads yield, as they
     do under gunicorn's gevent worker.
     """
-    presence, engine = app.extensions["presence"], app.extensions["db"]
-    live_workers = presence.live_workers
+    online_counts, engine = app.extensions["online_counts"], app.extensions["db"]
+    live_workers = online_counts.live_workers
 
     def yielding(connection):
         gevent.sleep(0.01)
         return live_workers(connection)
 
-    monkeypatch.setattr(presence, "live_workers", yielding)
+    monkeypatch.setattr(online_counts, "live_workers", yielding)
     run = []
 
     def note(_conn, _cursor, statement, *_args):
@@ -271,7 +271,7 @@ def counts_read_together(app, monkeypatch, wanted):
     event.listen(engine, "before_cursor_execute", note)
     try:
         with app.app_context():
-            answers = [gevent.spawn(presence.counts, ids) for ids in wanted]
+            answers = [gevent.spawn(online_counts.counts, ids) for ids in wanted]
             gevent.joinall(answers, raise_error=True)
     finally:
         event.remove(engine, "before_cursor_execute", note)

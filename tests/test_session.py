@@ -230,17 +230,17 @@ def test_an_error_while_a_parked_answer_is_made_answers_500_and_the_answerer_goe
 def test_a_batch_of_parked_answers_reads_its_online_counts_once(seeded, park_poll, auth, monkeypatch):
     """Answered in one batch (here: at shutdown), polls of users in different communities share one read."""
     hub = seeded.extensions["hub"]
-    presence = seeded.extensions["presence"]
+    online_counts = seeded.extensions["online_counts"]
     client = seeded.test_client()
     for user in ("u-ada", "u-grace", "u-alan"):
         headers = auth(user)
         park_poll(headers, **snapshot(client, headers))
     # The snapshots' counts made stale, as a batch finds them after a wait.
-    for community_id, (count, _read_at) in list(presence.cache.entries.items()):
-        presence.cache.entries[community_id] = (count, float("-inf"))
+    for community_id, (count, _read_at) in list(online_counts.cache.entries.items()):
+        online_counts.cache.entries[community_id] = (count, float("-inf"))
     reads = []
-    read = presence._read
-    monkeypatch.setattr(presence, "_read", lambda ids: reads.append(set(ids)) or read(ids))
+    read = online_counts._read
+    monkeypatch.setattr(online_counts, "_read", lambda ids: reads.append(set(ids)) or read(ids))
     hub.close()
     assert eventually(lambda: hub.parking.count == 0, 5)
     assert len(reads) == 1 and {"c-rust", "c-python", "c-design", "c-go"} <= reads[0]

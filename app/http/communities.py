@@ -60,18 +60,18 @@ def presence(community_id):
     """Who of the community's members is online now: members only (else the unknown id's 404)."""
     identity = current_identity()
     validation.community_id(community_id)
-    tracker = current_app.extensions["presence"]
+    online_counts = current_app.extensions["online_counts"]
     with read_transaction() as connection:
         if connection.scalar(queries.role_in(identity.user_id, community_id)) is None:
             raise writes.unknown_community(community_id)
-        online, rows = tracker.members(connection, community_id)
+        online, rows = online_counts.members(connection, community_id)
     body = wire.presence_body(online, rows)
     tag = wire.state_hash(body)
     headers = {
         "ETag": etag(tag), "Cache-Control": "private, no-cache", "Vary": "Authorization",
         # Who is online is written within a moment of arriving or leaving,
         # and refreshed every PRESENCE_INTERVAL: asking more often finds the same.
-        "X-Poll-Interval": str(max(1, math.ceil(tracker.interval))),
+        "X-Poll-Interval": str(max(1, math.ceil(online_counts.interval))),
     }
     if matches(if_none_match(), tag):
         return "", 304, headers

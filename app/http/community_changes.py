@@ -8,7 +8,7 @@ in one snapshot (or skip the read when the hub vouches for the client's
 cursor, once a re-read in flight has noted its rows); answer at once if there is anything to say; otherwise wait for news,
 check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
 answer carries the online counts of the user's communities, read after the
-wait (``app/live/presence.py``). How the poll waits, in this greenlet or parked,
+wait (``app/live/online_counts.py``). How the poll waits, in this greenlet or parked,
 is its session's story (``app/live/session.py``).
 """
 import random
@@ -215,7 +215,7 @@ def online_counts(user_id, reply):
     else:
         with read_transaction(single_statement=True) as connection:
             ids = connection.scalars(queries.community_ids_of(user_id)).all()
-    return current_app.extensions["presence"].counts(ids)
+    return current_app.extensions["online_counts"].counts(ids)
 
 
 def answer(ask, reply, now, online):

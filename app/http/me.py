@@ -37,7 +37,7 @@ def communities():
     headers = snapshot_headers(state.hash, state.last_change_at)
     if matches(condition, state.hash):
         return "", 304, headers
-    online = current_app.extensions["presence"].counts([c["id"] for c in state.communities])
+    online = current_app.extensions["online_counts"].counts([c["id"] for c in state.communities])
     cursor = current_app.extensions["cursor_key"].encode(state.cursor)
     body = wire.snapshot_body(identity, state, cursor, datetime.now(timezone.utc), online)
     return jsonify(body), 200, headers

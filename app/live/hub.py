@@ -15,7 +15,8 @@ read, is ``app/live/vouching.py``; clients that hang up are noticed by
 ``app/live/disconnects.py``; what it has read and not yet answered with, for
 the operator's gauge, is ``app/live/owed.py``; the change log is pruned by
 ``app/store/pruning.py``. Who
-is online, which the registry is half of, is ``app/live/presence.py``.
+is online through this worker, which the registry is half of, is
+``app/live/presence.py``; the counts read back, ``app/live/online_counts.py``.
 """
 import functools
 import time
@@ -29,7 +30,8 @@ from .disconnects import DisconnectWatch
 from .listener import HeadChecker, Listener
 from .owed import Owed, recorded
 from .parking import Parking
-from .presence import Presence
+from .online_counts import OnlineCounts
+from .presence import WorkerPresence
 from .registry import Registry
 from .reread import Reread, read_head
 from .vouching import Vouching
@@ -71,10 +73,11 @@ class Hub(Registry):
         elif listen:
             self.wake_source = Listener(listen, self.reread.notify, engine.dispose, metrics)
         # Presence is off unless asked for (hub tests drive the registry alone).
-        self.presence = None
+        self.presence = self.online = None
         if presence_ttl:
-            self.presence = Presence(engine, self.users, ttl=presence_ttl,
-                                     interval=presence_interval)
+            self.presence = WorkerPresence(engine, self.users, ttl=presence_ttl,
+                                           interval=presence_interval)
+            self.online = OnlineCounts(engine, self.presence)
         self._greenlets = []
 
     # -- life cycle -----------------------------------------------------------
@@ -232,6 +235,7 @@ def init_app(app):
     )
     app.extensions["hub"] = hub
     app.extensions["presence"] = hub.presence
+    app.extensions["online_counts"] = hub.online
 
     # Counted until the application returns its answer, not until the answer
     # is written: a client that reads slowly must not hold up a drain.

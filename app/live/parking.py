@@ -214,15 +214,15 @@ class Parking:
         The answers of a fan-out find their users' communities stale together;
         answered one after another, each would read its own.
         """
-        presence = self.hub.presence
-        if presence is None:
+        online = self.hub.online
+        if online is None:
             return
         wanted = set()
         for record in records:
             session = record.session
             wanted.update(session.community_ids or ())
             wanted.update(entry["id"] for entry in session.communities() or ())
-        presence.counts(wanted)
+        online.counts(wanted)
 
     def _answer(self, record):
         assert record.state == record.TAKEN, "a parked poll is answered once"

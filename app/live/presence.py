@@ -1,4 +1,4 @@
-"""Who is online: each worker's own users, shared through the database, counted per community.
+"""Who is online through this worker: its own users, shared with the other workers through the database.
 
 A user is online while one of its long polls is held, or for ``PRESENCE_TTL``
 seconds after a request of its own. Each worker knows only its own users: the
@@ -20,11 +20,8 @@ Readers count a ``presence`` row only while its worker's refresh is within
 ``PRESENCE_TTL`` of the database's clock (the live workers, read once per
 ``PRESENCE_INTERVAL``), so a worker that dies (SIGKILL, a lost host) takes its
 users offline within ``PRESENCE_TTL`` plus one interval without anyone
-cleaning up after it; any worker deletes such leftovers now and then.
-
-Counts per community are read for the communities of an answer in one
-statement and reused for ``PRESENCE_INTERVAL`` (``counts()``). They are not
-part of any state hash: a count that changes wakes no poll.
+cleaning up after it; any worker deletes such leftovers now and then. The
+counts are read back in ``app/live/online_counts.py``.
 """
 import logging
 import os
@@ -35,20 +32,15 @@ import time
 
 import gevent
 from gevent.event import Event
-from gevent.lock import Semaphore
 
 from ..store import queries
-from .. import wire
-from ..cache import LRU
-from ..store.db import read_transaction, write_transaction
+from ..store.db import write_transaction
 
 log = logging.getLogger(__name__)
 
 # A worker silent for this many TTLs is dead, whatever it was doing: its rows
 # go. Readers stopped counting them long before; this only reclaims space.
 SWEEP_AFTER_TTLS = 10
-# Counts remembered per worker (a community's count costs a few bytes).
-CACHED_COMMUNITIES = 100_000
 
 
 def worker_id():
@@ -56,7 +48,7 @@ def worker_id():
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-class Presence:
+class WorkerPresence:
     """This worker's online users, written on transitions and refreshed on a timer.
 
     ``holding`` is the hub's registry (user id -> its waiting polls here),
@@ -73,14 +65,6 @@ class Presence:
         self.worker_id = worker_id()
         self.seen = {}
         self.written = set()
-        self.cache = LRU(CACHED_COMMUNITIES)
-        # One count read at a time per worker, for every answer waiting on it:
-        # the answers of a fan-out all find the same counts stale at once, and
-        # would each read them. ``_wanted``: the communities they wait for.
-        self._counting = Semaphore()
-        self._wanted = set()
-        # The ids of the live workers (refreshed within ``ttl``), and when they were read.
-        self.live = ((), float("-inf"))
         self._wake = Event()
         self._stopping = False
         self._next_sweep = time.monotonic() + ttl * random.uniform(0.5, 1.5)
@@ -113,6 +97,12 @@ class Presence:
         for user_id in [u for u, at in self.seen.items() if now - at >= self.ttl]:
             del self.seen[user_id]
         return set(self.holding) | set(self.seen)
+
+    def counted(self, workers):
+        """The live ``workers`` whose rows count, with this one as soon as it has written rows."""
+        if self.written and self.worker_id not in workers:
+            return workers + (self.worker_id,)
+        return workers
 
     # -- writing it down ----------------------------------------------------------
 
@@ -199,73 +189,3 @@ class Presence:
                 gevent.sleep(delay * random.uniform(0.5, 1.0))
                 continue
             gevent.sleep(gap)
-
-    # -- reading it back ----------------------------------------------------------
-
-    def counts(self, community_ids):
-        """``{community id: members online}`` for these communities, in their order.
-
-        Counts read less than ``interval`` ago are reused. The rest are read
-        in one statement, whatever their number, together with those that the
-        answers queued behind this one want: the answers of a fan-out find
-        their users' communities stale all at once, and share a read or two.
-        """
-        known = {}
-        stale = self._cached(community_ids, known)
-        if stale:
-            self._wanted.update(stale)
-            with self._counting:
-                # Whoever held the lock before may have read these meanwhile.
-                stale = self._cached(stale, known)
-                if stale:
-                    wanted = set(stale).union(self._cached(self._wanted, {}))
-                    self._wanted.clear()
-                    read = self._read(wanted)
-                    known.update((community_id, read[community_id]) for community_id in stale)
-        return {community_id: known[community_id] for community_id in community_ids}
-
-    def _read(self, community_ids):
-        """The counts of these communities, read in one statement and cached."""
-        now = time.monotonic()
-        with read_transaction(self.engine, single_statement=True) as connection:
-            workers = self.live_workers(connection)
-            statement = queries.online_counts(community_ids, workers, connection.dialect.name)
-            read = dict(connection.execute(statement).all())
-        counts = {community_id: read.get(community_id, 0) for community_id in community_ids}
-        for community_id, count in counts.items():
-            self.cache.put(community_id, (count, now))
-        return counts
-
-    def _cached(self, community_ids, known):
-        """Fill ``known`` with the counts read less than ``interval`` ago; return the others."""
-        now = time.monotonic()
-        stale = []
-        for community_id in community_ids:
-            cached = self.cache.get(community_id)
-            if cached is not None and now - cached[1] < self.interval:
-                known[community_id] = cached[0]
-            else:
-                stale.append(community_id)
-        return stale
-
-    def members(self, connection, community_id):
-        """The community's visible members online now: (how many, the first of them)."""
-        statement = queries.online_members(community_id, self.live_workers(connection),
-                                           wire.MAX_ONLINE_LISTED, connection.dialect.name)
-        rows = connection.execute(statement).all()
-        return (rows[0].total if rows else 0), rows
-
-    def live_workers(self, connection):
-        """The workers whose rows count, read at most once per ``interval`` (a tiny table).
-
-        So a worker that dies stops counting within ``ttl`` plus one interval.
-        """
-        workers, read_at = self.live
-        if time.monotonic() - read_at >= self.interval:
-            statement = queries.live_workers(self.ttl, connection.dialect.name)
-            workers = tuple(connection.scalars(statement).all())
-            self.live = (workers, time.monotonic())
-        if self.written and self.worker_id not in workers:
-            # This worker's own rows count from the moment it has written them.
-            workers += (self.worker_id,)
-        return workers

@@ -397,7 +397,7 @@ def notifications_of(user_id, before, limit):
     return query if before is None else query.where(Change.id < before)
 
 
-# -- presence (app/live/presence.py) ------------------------------------------------
+# -- presence (app/live/presence.py, app/live/online_counts.py) -----------------
 # Times are the database's own clock, so that the workers of every host
 # write and compare them with one clock. SQLite's text has the format of the
 # change log's times (migration 0004), to the millisecond.
@@ -479,7 +479,7 @@ def sweep_dead_workers(age, dialect):
     """Workers not refreshed for ``age`` seconds, then every presence row without its worker.
 
     In that order: a worker refreshed meanwhile keeps its row and its users;
-    one whose row went writes all of its users again (``Presence.refresh``).
+    one whose row went writes all of its users again (``WorkerPresence.refresh``).
     """
     return (
         delete(PresenceWorker).where(PresenceWorker.refreshed_at < database_ago(age, dialect)),
