@@ -15,7 +15,7 @@ def create_app(test_config=None):
     app.json.sort_keys = False
 
     from . import auth, errors, observability
-    from .http import cors, ratelimit
+    from .http import cors, ratelimit, request_limits
     from .store import cursors, db, migrations
     from .live import hub
 
@@ -26,6 +26,8 @@ def create_app(test_config=None):
     auth.init_app(app)
     cursors.init_app(app)
     cors.init_app(app)
+    # The size limits first: a request they refuse counts against no rate limit.
+    request_limits.init_app(app)
     ratelimit.init_app(app)
     hub.init_app(app)
 

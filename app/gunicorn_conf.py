@@ -62,7 +62,7 @@ errorlog = "-"
 loglevel = _server["LOG_LEVEL"]
 limit_request_line = 8190
 limit_request_fields = 100
-# Above the application's own limit (8 KiB a field, app/http/ratelimit.py), which
+# Above the application's own limit (8 KiB a field, app/http/request_limits.py), which
 # refuses with problem+json; this is only the backstop for larger ones.
 limit_request_field_size = 16380
 forwarded_allow_ips = _server["FORWARDED_ALLOW_IPS"]

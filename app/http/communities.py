@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, jsonify, url_for
 
 from .writing import writing
 from ..store import queries, writes
-from . import ratelimit, validation
+from . import request_limits, validation
 from .. import wire
 from ..auth import current_identity
 from ..store.db import read_transaction
@@ -123,7 +123,7 @@ def delete_member(community_id, user_id):
 
 
 @bp.patch("/<community_id>/members")
-@ratelimit.larger_body(ratelimit.BULK_MAX_CONTENT_LENGTH)
+@request_limits.larger_body(request_limits.BULK_MAX_CONTENT_LENGTH)
 def sync_members(community_id):
     """Add, re-role and remove many members at once (the platform's sync): all or nothing."""
     identity = current_identity()
