@@ -36,6 +36,21 @@ def coalescable(rows):
     return all(row.type == "activity" for row in rows)
 
 
+def urgency(rows):
+    """Where news of ``rows`` goes among the answers of one wake-up: lower goes first.
+
+    0: a row addressed to the user alone (a join, a departure, a role, a
+    notification, a read marker); 1: community-wide rows only (activity, a
+    rename); 2: nothing (an ``unchanged`` answer). A re-read in a busy
+    community wakes thousands of members with its activity; answered in the
+    order they were found, one user's own change in the same re-read would
+    wait behind all of them.
+    """
+    if not rows:
+        return 2
+    return 0 if any(not row.shared for row in rows) else 1
+
+
 class Coalescing:
     """Who was woken when, and the news held back for them.
 

@@ -27,7 +27,7 @@ import gevent
 from gevent.event import Event
 
 from ..store import feed
-from .coalescing import Coalescing, coalescable
+from .coalescing import Coalescing, coalescable, urgency
 from .owed import recorded
 from ..store.db import read_transaction
 
@@ -125,7 +125,10 @@ class Reread:
             raise
         delivered = 0
         oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
-        for user_id, rows in woken.items():
+        # A user's own changes first: woken in this order, its greenlets run
+        # and the answerer takes its parked polls in this order.
+        rank = feed.per_list(urgency)
+        for user_id, rows in sorted(woken.items(), key=lambda item: rank(item[1])):
             waiters = self.users.get(user_id)
             if waiters is None:
                 continue  # left while the states were read; its next poll reads these rows
