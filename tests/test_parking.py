@@ -21,11 +21,12 @@ import gevent.socket
 import pytest
 import requests
 
-from app.live.coalescing import urgency
+from app.live.coalescing import Coalescing, urgency
 from app.live.parking import ParkedPoll
 from app.live.reread import News
 from app.live.worker import ParkedSocket
 from conftest import bearer
+from test_coalescing import Clock
 from harness.servers import wait_for
 
 # The tests against real servers, on PostgreSQL (its wake source wakes at once).
@@ -157,6 +158,26 @@ def test_a_users_own_change_is_answered_before_a_fan_out_of_activity(app, parked
         read_answer(client_side)
     assert len(written) == len(members) + 1
     assert written[0] == "u-ada"
+
+
+def test_what_answering_parked_polls_costs_widens_the_coalescing_window(app, parked):
+    hub = app.extensions["hub"]
+    clock = Clock()
+    hub.reread.coalescing = Coalescing(1.0, clock, ceiling=10.0)
+
+    def respond_slowly(session):
+        clock.now += 0.5
+        return respond(session)
+
+    hub.answer_parked_with(respond_slowly, app)
+    clients = [parked(user_id)[1] for user_id in ("u-ada", "u-grace")]
+    deliver(hub, "u-ada")
+    deliver(hub, "u-grace")
+    for client_side in clients:
+        read_answer(client_side)
+    # The answerer spent the whole second since the window began answering: it doubles.
+    hub.reread.coalescing.adapt()
+    assert hub.reread.coalescing.window == 2.0
 
 
 def test_a_parked_poll_not_kept_alive_is_answered_in_its_version_and_closed(app, parked):

@@ -205,10 +205,12 @@ class Parking:
         except Exception:
             log.exception("a batch of parked polls could not be prepared")
         metrics = self.hub.metrics
+        measure = self.hub.reread.coalescing.measure
         with metrics.deferred() if metrics else nullcontext():
             for record in records:
                 try:
-                    self._answer(record)
+                    with measure(record.session.urgency()):
+                        self._answer(record)
                 except Exception:
                     log.exception("a parked poll could not be answered")
                     self._close(record)
