@@ -118,6 +118,13 @@ class Metrics:
             "with (0: it owes nothing); the worst live worker.",
             registry=self.registry, multiprocess_mode="livemax",
         )
+        self.coalesce_window = Gauge(
+            "community_sync_activity_coalesce_seconds",
+            "The window a burst of activity is held to one wake-up per user in: ACTIVITY_COALESCE, "
+            "wider (up to ACTIVITY_COALESCE_MAX) while answering woken polls costs a worker more "
+            "than half its time; the widest live worker.",
+            registry=self.registry, multiprocess_mode="livemax",
+        )
         self.queries = Counter(
             "community_sync_db_queries_total", "SQL statements sent to the database.",
             registry=self.registry,

@@ -5,10 +5,10 @@ import gevent
 import pytest
 
 from app.store import feed
-from app.live.coalescing import Coalescing
+from app.live.coalescing import Coalescing, urgency
 from conftest import until_blocked
 
-Row = namedtuple("Row", "id type")
+Row = namedtuple("Row", "id type shared", defaults=(True,))
 
 
 class Clock:
@@ -75,6 +75,73 @@ def test_check_catches_held_urgent_rows(monkeypatch):
     state.held["u-ada"] = [[Row(1, "left")]]
     with pytest.raises(AssertionError, match="urgent"):
         state.check()
+
+
+def answer(state, clock, cost, rows=(Row(1, "activity"),)):
+    """An answer to a poll woken with ``rows`` that takes ``cost`` seconds of the worker's time."""
+    with state.measure(urgency(list(rows))):
+        clock.now += cost
+
+
+def saturated(clock, windows):
+    """A coalescing (1 s, at most 10 s) whose worker answered all the time for ``windows`` windows."""
+    state = Coalescing(1.0, clock, ceiling=10.0)
+    for _ in range(windows):
+        answer(state, clock, state.window)
+        state.adapt()
+    return state
+
+
+def test_a_costly_answer_widens_the_next_window_and_a_cheap_one_narrows_it():
+    clock = Clock()
+    state = Coalescing(1.0, clock, ceiling=10.0)
+    answer(state, clock, 0.5)
+    clock.now += 0.5
+    # Half the worker's time: the window holds.
+    assert state.adapt() is False and state.window == 1.0
+    answer(state, clock, 1.5)
+    # Answering all the time: the window doubles.
+    assert state.adapt() is True and state.window == 2.0
+    clock.now += 0.5
+    answer(state, clock, 1.5)
+    # 1.5 s of answers per window of 2 s: a window of 3 s halves it.
+    assert state.adapt() is True and state.window == 3.0
+    clock.now += 1.5
+    answer(state, clock, 0.6)
+    assert state.adapt() is False  # not before a window has passed
+    clock.now += 0.9
+    assert state.adapt() is True and state.window == pytest.approx(1.2)
+    clock.now += 1.2
+    assert state.adapt() is True and state.window == 1.0  # never below ACTIVITY_COALESCE
+
+
+def test_the_window_stops_at_its_ceiling_and_a_zero_window_stays_zero():
+    clock = Clock()
+    assert saturated(clock, 6).window == 10.0
+    unwindowed = Coalescing(0.0, clock, ceiling=10.0)
+    answer(unwindowed, clock, 60.0)
+    assert unwindowed.adapt() is False and unwindowed.window == 0.0
+
+
+def test_only_answers_of_community_wide_rows_are_measured():
+    clock = Clock()
+    state = Coalescing(1.0, clock, ceiling=10.0)
+    answer(state, clock, 5.0, rows=[Row(1, "joined", False)])
+    answer(state, clock, 5.0, rows=[])
+    assert state.spent == 0.0 and (state.adapt(), state.window) == (False, 1.0)
+
+
+def test_a_widened_window_holds_activity_and_never_a_users_own_change():
+    clock = Clock()
+    state = saturated(clock, 3)
+    assert state.window == 8.0
+    assert state.offer("u-ada", [activity(1)]) == [activity(1)]
+    clock.now += 3  # past the configured window, inside the widened one
+    assert state.offer("u-ada", [activity(2)]) is None
+    assert state.pause("u-ada", [activity(3)]) > 0
+    joined = Row(3, "joined", False)
+    assert state.pause("u-ada", [joined]) == 0
+    assert state.offer("u-ada", [joined]) == [activity(2), joined]
 
 
 @pytest.fixture
@@ -202,7 +269,7 @@ def test_a_join_ends_the_pause_at_once(hub_app, auth, database):
     hub = hub_app.extensions["hub"]
     client = hub_app.test_client()
     ada, admin = auth("u-ada"), auth("u-admin", admin=True)
-    hub.reread.coalescing.window = 3600
+    hub.reread.coalescing = Coalescing(3600)
     cursor = client.get("/me/communities", headers=ada).json["cursor"]
     client.post("/communities/c-python/activity", json={"kind": "post_created", "ref": "p-0"},
                 headers=admin)
@@ -217,3 +284,32 @@ def test_a_join_ends_the_pause_at_once(hub_app, auth, database):
     answer = poller.get(timeout=10)
     assert [(c["type"], c.get("ref")) for c in answer["changes"]] == [
         ("activity", "p-1"), ("joined", None)]
+
+
+def test_a_re_read_sets_the_window_from_what_answers_cost_and_shows_it(hub_app, auth, monkeypatch):
+    """A poll woken with activity, answered in its greenlet at a cost: the next re-read widens the window."""
+    hub = hub_app.extensions["hub"]
+    registry = hub_app.extensions["metrics"].registry
+    clock = Clock()
+    hub.reread.coalescing = Coalescing(1.0, clock, ceiling=10.0)
+    client = hub_app.test_client()
+    ada, admin = auth("u-ada"), auth("u-admin", admin=True)
+    conclude = hub.conclude
+
+    def costly(*args):
+        clock.now += 1.5
+        return conclude(*args)
+
+    monkeypatch.setattr(hub, "conclude", costly)
+    cursor = client.get("/me/communities", headers=ada).json["cursor"]
+    poller = until_blocked(hub, gevent.spawn(
+        lambda: client.get(f"/community-changes/poll?cursor={cursor}&timeout=10", headers=ada).json))
+    client.post("/communities/c-python/activity", json={"kind": "post_created", "ref": "p-0"},
+                headers=admin)
+    hub.reread.refresh()
+    assert [c["ref"] for c in poller.get(timeout=10)["changes"]] == ["p-0"]
+    assert hub.reread.coalescing.spent == 1.5
+    # Answering took all of the 1.5 s since the window began: the next re-read doubles it.
+    hub.reread.refresh()
+    assert hub.reread.coalescing.window == 2.0
+    assert registry.get_sample_value("community_sync_activity_coalesce_seconds") == 2.0

@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import time
+from collections import namedtuple
 from urllib.parse import urlencode
 
 import gevent
@@ -20,10 +21,12 @@ import gevent.socket
 import pytest
 import requests
 
+from app.live.coalescing import Coalescing, urgency
 from app.live.parking import ParkedPoll
 from app.live.reread import News
 from app.live.worker import ParkedSocket
 from conftest import bearer
+from test_coalescing import Clock
 from harness.servers import wait_for
 
 # The tests against real servers, on PostgreSQL (its wake source wakes at once).
@@ -62,6 +65,13 @@ class Gathered:
 
     def communities(self):
         return None
+
+    def urgency(self):
+        return urgency([row for news in self.news for row in news.rows])
+
+
+Row = namedtuple("Row", "id type shared")
+ACTIVITY = Row(1, "activity", True)
 
 
 def respond(session):
@@ -111,8 +121,8 @@ def read_answer(sock, timeout=5):
     return lines, body
 
 
-def deliver(hub, user_id):
-    hub.users[user_id].deliver(News(["a row"], [], 0, "h", None))
+def deliver(hub, user_id, row=ACTIVITY):
+    hub.users[user_id].deliver(News([row], [], 0, "h", None))
 
 
 def test_a_woken_parked_poll_is_answered_and_its_connection_handed_back(app, parked):
@@ -127,6 +137,47 @@ def test_a_woken_parked_poll_is_answered_and_its_connection_handed_back(app, par
     gevent.sleep(0)
     assert len(handed_back) == 1
     assert hub.waiting_polls == hub.parking.count == 0 and "u-ada" not in hub.users
+
+
+def test_a_users_own_change_is_answered_before_a_fan_out_of_activity(app, parked):
+    """In one batch, the poll woken by its user's join is written before a busy community's."""
+    hub = app.extensions["hub"]
+    members = [f"u-m{n}" for n in range(50)]
+    clients = [parked(user_id)[1] for user_id in [*members, "u-ada"]]
+    written = []
+
+    def respond_in_order(session):
+        written.append(session.ticket.user_id)
+        return respond(session)
+
+    hub.answer_parked_with(respond_in_order, app)
+    for user_id in members:
+        deliver(hub, user_id)
+    deliver(hub, "u-ada", Row(2, "joined", False))
+    for client_side in clients:
+        read_answer(client_side)
+    assert len(written) == len(members) + 1
+    assert written[0] == "u-ada"
+
+
+def test_what_answering_parked_polls_costs_widens_the_coalescing_window(app, parked):
+    hub = app.extensions["hub"]
+    clock = Clock()
+    hub.reread.coalescing = Coalescing(1.0, clock, ceiling=10.0)
+
+    def respond_slowly(session):
+        clock.now += 0.5
+        return respond(session)
+
+    hub.answer_parked_with(respond_slowly, app)
+    clients = [parked(user_id)[1] for user_id in ("u-ada", "u-grace")]
+    deliver(hub, "u-ada")
+    deliver(hub, "u-grace")
+    for client_side in clients:
+        read_answer(client_side)
+    # The answerer spent the whole second since the window began answering: it doubles.
+    hub.reread.coalescing.adapt()
+    assert hub.reread.coalescing.window == 2.0
 
 
 def test_a_parked_poll_not_kept_alive_is_answered_in_its_version_and_closed(app, parked):

@@ -221,3 +221,25 @@ def test_a_community_row_is_read_once_however_many_members_wait(quiet_app, datab
     assert [row.ref for row in batches[0].rows] == ["p-1", "p-2"]
     assert sorted(batches[0].recipients["c-go"]) == sorted(users)
     assert woken == [["p-1", "p-2"]] * len(users)
+
+
+def test_a_users_own_change_wakes_before_a_busy_communitys_activity(quiet_app, database):
+    """Thousands of members woken by one post must not stand in front of someone's own join."""
+    hub = quiet_app.extensions["hub"]
+    members = add_members(quiet_app, "c-python", 200)
+    woken = []
+
+    def wait(user_id):
+        with hub.waiting(user_id) as ticket:
+            if hub.wait(ticket, 10):
+                woken.append(user_id)
+
+    polls = [gevent.spawn(wait, user_id) for user_id in [*members, "u-alan"]]
+    gevent.sleep(0.05)
+    # One re-read finds both: the post reaches every member, the join u-alan alone.
+    database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-python', 'post_created', 'p-1');"
+                  "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+    hub.reread.refresh()
+    gevent.joinall(polls, timeout=10)
+    assert len(woken) == len(members) + 1
+    assert woken[0] == "u-alan"

@@ -30,6 +30,7 @@ POLL = "/community-changes/poll"
 class Row:
     def __init__(self, id, type="activity"):
         self.id, self.xid, self.type = id, id, type
+        self.shared = type in ("activity", "community_updated", "community_deleted")
         self.at = datetime.fromtimestamp(1_000_000 + id, timezone.utc)
 
 
@@ -98,6 +99,16 @@ def test_an_unchanged_reply_keeps_the_communities_it_began_with():
     session = session_at(5)
     session.begin(Reply("unchanged", session.ask.known, community_ids=("c-1", "c-2")))
     assert session.reply().community_ids == ("c-1", "c-2")
+
+
+def test_a_polls_urgency_puts_its_users_own_changes_before_activity():
+    session = session_at(5)
+    session.begin(Reply("unchanged", session.ask.known))
+    assert session.urgency() == 2  # nothing to say: answered last
+    session.take([news(6)])
+    assert session.urgency() == 1
+    session.take([news(7, type="role_changed")])
+    assert session.urgency() == 0
 
 
 def test_held_activity_waits_for_its_pause_and_anything_else_ends_it():

@@ -23,17 +23,48 @@ held older ones, because delivering merges what is held into what goes out.
 A poll skips news whose position does not cover what it already has, so
 delivering older rows after newer would lose them.
 
-Updated by the re-read greenlet only, with no yield inside a call; ``check()``
-states what holds between calls (tests switch it on, like vouching's).
+The window widens with what answering costs (``adapt``): a burst woken in
+one window is answered, on this worker, before the next can be, so when its
+answers take more than ``ANSWERING_SHARE`` of the worker's time the worker
+falls behind, and every poll it holds (a user's own changes included) waits
+behind the burst. The window is set so that they take at most that share,
+between the configured window and ``ceiling`` (``ACTIVITY_COALESCE_MAX``).
+
+Updated by the re-read greenlet and, for what answers cost, by whoever
+answers, with no yield inside a call; ``check()`` states what holds between
+calls (tests switch it on, like vouching's).
 """
 import time
+from contextlib import contextmanager
 
 from ..store.feed import merged
+
+# At most this share of a worker's time goes to answering polls woken with
+# community-wide rows; the rest is left for its other polls and requests.
+ANSWERING_SHARE = 0.5
+
+# ``urgency``: a row addressed to the user alone, community-wide rows only, nothing.
+OWN, COMMUNITY, NOTHING = range(3)
 
 
 def coalescable(rows):
     """Only activity rows: news that may wait for its user's window to end."""
     return all(row.type == "activity" for row in rows)
+
+
+def urgency(rows):
+    """Where news of ``rows`` goes among the answers of one wake-up: lower goes first.
+
+    ``OWN``: a row addressed to the user alone (a join, a departure, a role,
+    a notification, a read marker); ``COMMUNITY``: community-wide rows only
+    (activity, a rename); ``NOTHING``: an ``unchanged`` answer. A re-read in a busy
+    community wakes thousands of members with its activity; answered in the
+    order they were found, one user's own change in the same re-read would
+    wait behind all of them.
+    """
+    if not rows:
+        return NOTHING
+    return OWN if any(not row.shared for row in rows) else COMMUNITY
 
 
 class Coalescing:
@@ -43,15 +74,23 @@ class Coalescing:
     for one window). ``held``: user id -> the lists of rows held back, in the
     order offered (merged only when delivered: in a burst each offer then
     costs the same however much is held), due at ``woken_at[user] + window``.
+
+    ``window`` moves between ``floor`` (the configured window) and
+    ``ceiling`` with ``spent``, the seconds spent answering polls woken with
+    community-wide rows since ``measured_since`` (``adapt``). A zero window
+    stays zero: no coalescing was asked for.
     """
 
     checking = False
 
-    def __init__(self, window, clock=time.monotonic):
-        self.window = window
+    def __init__(self, window, clock=time.monotonic, ceiling=None):
+        self.window = self.floor = window
+        self.ceiling = max(window, ceiling) if window and ceiling is not None else window
         self.clock = clock
         self.woken_at = {}
         self.held = {}
+        self.spent = 0.0
+        self.measured_since = clock()
 
     def offer(self, user_id, rows, activity_only=None):
         """The rows to deliver to the user now (merged with any held), or None: held back.
@@ -93,6 +132,39 @@ class Coalescing:
             self.woken_at[user_id] = self.clock()
         self._checked()
 
+    @contextmanager
+    def measure(self, rank):
+        """Time the answer made in the block, when its ``urgency`` is ``COMMUNITY``: what ``adapt`` reads."""
+        if rank != COMMUNITY or not self.window:
+            yield
+            return
+        started = self.clock()
+        try:
+            yield
+        finally:
+            self.spent += self.clock() - started
+
+    def adapt(self):
+        """Set the window from what answering cost since the last time; once a window has passed.
+
+        Each member is woken at most once per window, so answering the polls
+        one window wakes costs about ``spent * window / elapsed``; that takes
+        at most ``ANSWERING_SHARE`` of the worker's time when the next window
+        is that cost over the share. When answers get cheaper (fewer members
+        waiting, a quieter community) the window narrows again, never below
+        the configured one. True when the window changed.
+        """
+        now = self.clock()
+        elapsed = now - self.measured_since
+        if not self.window or elapsed < self.window:
+            return False
+        cost = self.spent * self.window / elapsed
+        window = min(self.ceiling, max(self.floor, cost / ANSWERING_SHARE))
+        self.spent, self.measured_since = 0.0, now
+        changed, self.window = window != self.window, window
+        self._checked()
+        return changed
+
     def hold_again(self, woken, reread):
         """A re-read failed after ``woken`` ({user: rows}) was taken from here: hold its rows again.
 
@@ -131,6 +203,7 @@ class Coalescing:
 
     def check(self):
         """Assert what ``offer`` and ``due`` rest on; run after every update when ``checking``."""
+        assert self.floor <= self.window <= self.ceiling, f"window {self.window} out of its bounds"
         for user, chunks in self.held.items():
             assert user in self.woken_at, f"{user}: rows held with no wake-up to wait out"
             assert chunks and all(chunks), f"{user}: nothing held"

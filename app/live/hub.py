@@ -26,6 +26,7 @@ from dataclasses import replace
 import gevent
 
 from ..store.pruning import Pruner
+from .coalescing import NOTHING, urgency
 from .disconnects import DisconnectWatch
 from .listener import HeadChecker, Listener
 from .owed import Owed, recorded
@@ -46,7 +47,7 @@ class Hub(Registry):
     """
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
-                 coalesce=0.0, listen=None, wake="head", wake_poll_interval=0.05,
+                 coalesce=0.0, coalesce_max=None, listen=None, wake="head", wake_poll_interval=0.05,
                  pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0):
         self.max_waiting = max_waiting
         self.max_per_user = max_per_user
@@ -58,7 +59,7 @@ class Hub(Registry):
         self.vouching = Vouching(functools.partial(read_head, engine))
         self.owed = Owed(metrics.oldest_owed if metrics else None)
         self.reread = Reread(engine, self.users, self.vouching, self.owed, safety_interval=safety_interval,
-                             coalesce=coalesce, metrics=metrics)
+                             coalesce=coalesce, coalesce_max=coalesce_max, metrics=metrics)
         self.disconnects = DisconnectWatch(self.drop)
         self.parking = Parking(self)
         self.pruner = pruner or Pruner(engine)
@@ -183,6 +184,11 @@ class Hub(Registry):
         self.note_served(user_id, reply.known, reply.communities)
         return reply
 
+    def measured(self, reply):
+        """Around making the answer to ``reply`` in a poll's greenlet: an answer of community-wide
+        rows to a poll that waited is timed, for the coalescing window (``Coalescing.adapt``)."""
+        return self.reread.coalescing.measure(urgency(reply.changes) if reply.waited else NOTHING)
+
     def note_served(self, user_id, known, communities=None):
         """The state ``known`` (its cursor, hash and last change) was just served to the user."""
         self.vouching.served_state(user_id, known, communities)
@@ -224,6 +230,7 @@ def init_app(app):
         max_waiting=app.config["POLL_MAX_WAITING"],
         max_per_user=app.config["POLL_MAX_PER_USER"],
         coalesce=app.config["ACTIVITY_COALESCE"],
+        coalesce_max=app.config["ACTIVITY_COALESCE_MAX"],
         listen=listen,
         wake=app.config["WAKE_SOURCE"],
         wake_poll_interval=app.config["WAKE_POLL_INTERVAL"],

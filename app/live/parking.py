@@ -95,7 +95,8 @@ class Parking:
         # body, headers), in ``app``'s context.
         self.render = None
         self.app = None
-        self._woken = set()
+        # Waiters woken since the answerer last looked, in the order they were woken.
+        self._woken = {}
         self._deadlines = []
         self._order = itertools.count()
         self._signal = Event()
@@ -137,7 +138,7 @@ class Parking:
 
     def wake(self, waiters):
         """``waiters`` has news, a drop or shutdown for its parked polls: answer them soon."""
-        self._woken.add(waiters)
+        self._woken[waiters] = None
         self._signal.set()
 
     def stop(self):
@@ -157,12 +158,16 @@ class Parking:
             due = self._due()
             if due:
                 with self.app.app_context():
-                    self._answer_batch([record for record, expired in due if self._ready(record, expired)])
+                    ready = [record for record, expired in due if self._ready(record, expired)]
+                    # Users' own changes are written first: a fan-out of a busy
+                    # community's activity in the same batch waits behind them.
+                    ready.sort(key=lambda record: record.session.urgency())
+                    self._answer_batch(ready)
 
     def _due(self):
         """The parked polls to look at now: those of woken users, and those past their deadline."""
         due = []
-        woken, self._woken = self._woken, set()
+        woken, self._woken = self._woken, {}
         for waiters in woken:
             due.extend((record, False) for record in waiters.parked or ())
         now = time.monotonic()
@@ -200,10 +205,12 @@ class Parking:
         except Exception:
             log.exception("a batch of parked polls could not be prepared")
         metrics = self.hub.metrics
+        measure = self.hub.reread.coalescing.measure
         with metrics.deferred() if metrics else nullcontext():
             for record in records:
                 try:
-                    self._answer(record)
+                    with measure(record.session.urgency()):
+                        self._answer(record)
                 except Exception:
                     log.exception("a parked poll could not be answered")
                     self._close(record)

@@ -7,7 +7,8 @@ communities of its community-scoped rows; then the state of the waiting users
 those rows touch in one statement: a fixed number of statements whatever the
 number of waiters, and rows read once however many members they concern. Each
 touched user gets the result as ``News`` and is woken, unless it is only
-activity for a user woken less than ``ACTIVITY_COALESCE`` seconds ago: then
+activity for a user woken less than a window ago (``ACTIVITY_COALESCE``,
+wider while answering costs the worker more: up to ``ACTIVITY_COALESCE_MAX``): then
 its rows are held until that window ends and go with the re-read that
 follows (``app/live/coalescing.py``); states are read only for the users woken.
 
@@ -27,7 +28,7 @@ import gevent
 from gevent.event import Event
 
 from ..store import feed
-from .coalescing import Coalescing, coalescable
+from .coalescing import Coalescing, coalescable, urgency
 from .owed import recorded
 from ..store.db import read_transaction
 
@@ -60,14 +61,16 @@ class Reread:
     """
 
     def __init__(self, engine, users, vouching, owed, *, safety_interval=5.0, coalesce=0.0,
-                 metrics=None):
+                 coalesce_max=None, metrics=None):
         self.engine = engine
         self.users = users
         self.vouching = vouching
         self.owed = owed
         self.safety_interval = safety_interval
-        self.coalescing = Coalescing(coalesce)
+        self.coalescing = Coalescing(coalesce, ceiling=coalesce_max)
         self.metrics = metrics
+        if metrics:
+            metrics.coalesce_window.set(coalesce)
         self.closed = False
         # When the last waiting poll left, or a snapshot asked (see ``keep``).
         self.emptied_at = float("-inf")
@@ -125,7 +128,10 @@ class Reread:
             raise
         delivered = 0
         oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
-        for user_id, rows in woken.items():
+        # A user's own changes first: woken in this order, its greenlets run
+        # and the answerer takes its parked polls in this order.
+        rank = feed.per_list(urgency)
+        for user_id, rows in sorted(woken.items(), key=lambda item: rank(item[1])):
             waiters = self.users.get(user_id)
             if waiters is None:
                 continue  # left while the states were read; its next poll reads these rows
@@ -148,6 +154,8 @@ class Reread:
         activity_only = feed.per_list(coalescable)
         oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
         woken, users = {}, self.users
+        if self.coalescing.adapt() and self.metrics:
+            self.metrics.coalesce_window.set(self.coalescing.window)
         for user_id, rows in by_user.items():
             kept = addressed(rows)
             if kept:

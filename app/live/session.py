@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..store import cursors
-from .coalescing import coalescable
+from .coalescing import coalescable, urgency
 from .owed import recorded
 from ..intervals import jittered_wait
 
@@ -180,6 +180,10 @@ class PollSession:
                 if not self.seen.sees(row):
                     self.collected[row.id] = row
         return bool(self.collected) and not (self.held and coalescable(self.collected.values()))
+
+    def urgency(self):
+        """Where this poll's answer goes among those of one wake-up (``coalescing.urgency``)."""
+        return urgency(self.collected.values())
 
     def communities(self):
         """The communities of the newest state the news brought, or None."""
