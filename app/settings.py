@@ -34,6 +34,7 @@ SETTINGS = {
     "POLL_INTERVAL_MAX": (int, 120),
     "SAFETY_NET_INTERVAL": (float, None),
     "ACTIVITY_COALESCE": (float, 1.0),
+    "ADMISSION_READS": (int, 4),
     "WAKE_SOURCE": (str, "head"),
     "WAKE_POLL_INTERVAL": (float, 0.05),
     "PRESENCE_TTL": (float, 70.0),
