@@ -100,6 +100,13 @@ class Metrics:
             buckets=(0, 1, 2, 5, 10, 50, 100, 500, 1000, 5000),
             registry=self.registry,
         )
+        self.admission_reads = Histogram(
+            "community_sync_admission_read_polls",
+            "Arriving polls read by each admission read: 1 alone, more when arrivals queued "
+            "for a batch (its count: admission reads).",
+            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 2000),
+            registry=self.registry,
+        )
         self.delivery_lag = Histogram(
             "community_sync_delivery_lag_seconds",
             "From a change being recorded (its row's at: the writing transaction's start, by the "

@@ -35,6 +35,7 @@ SETTINGS = {
     "SAFETY_NET_INTERVAL": (float, None),
     "ACTIVITY_COALESCE": (float, 1.0),
     "ACTIVITY_COALESCE_MAX": (float, 10.0),
+    "ADMISSION_READS": (int, 4),
     "WAKE_SOURCE": (str, "head"),
     "WAKE_POLL_INTERVAL": (float, 0.05),
     "PRESENCE_TTL": (float, 70.0),

@@ -48,7 +48,7 @@ def test_a_connection_lost_as_it_is_given_back_is_a_503(app_factory, auth, monke
     """psycopg2 raises unwrapped when a pooled connection's reset fails: still a passing outage."""
     import psycopg2
 
-    from app.http import community_changes
+    from app.live import admission
     from conftest import assert_problem
 
     app = app_factory()
@@ -56,7 +56,7 @@ def test_a_connection_lost_as_it_is_given_back_is_a_503(app_factory, auth, monke
     def lost(*_args):
         raise psycopg2.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(community_changes, "look", lost)
+    monkeypatch.setattr(admission, "read_alone", lost)
     response = app.test_client().get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
     assert_problem(response, 503)
     assert response.get_json()["type"].endswith("database-unavailable")
@@ -78,14 +78,14 @@ def test_titles_are_rfc_9110_reason_phrases(seeded, client, auth):
 def test_the_database_outage_log_names_host_and_port_not_the_password(app_factory, auth, monkeypatch, caplog):
     import psycopg2
 
-    from app.http import community_changes
+    from app.live import admission
 
     app = app_factory()
 
     def lost(*_args):
         raise psycopg2.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(community_changes, "look", lost)
+    monkeypatch.setattr(admission, "read_alone", lost)
     app.test_client().get("/community-changes/poll?timeout=0", headers=auth("u-ada"))
     logged = " ".join(record.getMessage() for record in caplog.records if "database unavailable" in record.getMessage())
     url = app.extensions["db"].url

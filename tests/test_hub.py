@@ -399,7 +399,7 @@ def busy_app(app_factory, auth):
 
 
 def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database, monkeypatch):
-    from app.http import community_changes
+    from app.live import admission
 
     app, client = busy_app
     ada = auth("u-ada")
@@ -411,8 +411,8 @@ def test_a_quiet_re_poll_reads_nothing_and_still_wakes(busy_app, auth, database,
     assert first["status"] == "unchanged"
 
     reads = []
-    original = community_changes.read
-    monkeypatch.setattr(community_changes, "read", lambda *a: reads.append(a) or original(*a))
+    original = admission.read_alone
+    monkeypatch.setattr(admission, "read_alone", lambda *a: reads.append(a) or original(*a))
     with statements(app.extensions["db"]) as seen:
         vouched = client.get(
             f"/community-changes/poll?cursor={first['cursor']}&hash={first['hash']}&timeout=1",

@@ -4,8 +4,9 @@ The whole story, top to bottom (``poll()``): authenticate; parse; admit and
 subscribe to the hub in one step (caps taken before any database work, and
 the subscription made *before* reading, so that a change that commits after
 the read is sure to be news); read state and changes
-in one snapshot (or skip the read when the hub vouches for the client's
-cursor, once a re-read in flight has noted its rows); answer at once if there is anything to say; otherwise wait for news,
+in one snapshot, alone or batched with other arriving polls (``hub.look``,
+``app/live/admission.py``), or skip the read when the hub vouches for the
+client's cursor, once a re-read in flight has noted its rows; answer at once if there is anything to say; otherwise wait for news,
 check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
 answer carries the online counts of the user's communities, read after the
 wait (``app/live/online_counts.py``). How the poll waits, in this greenlet or parked,
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 import orjson
 from flask import Blueprint, current_app, request
 
-from ..store import cursors, feed, queries
+from ..store import cursors, queries
 from .. import wire
 from ..auth import authenticate, provision
 from ..store.db import read_transaction
@@ -27,7 +28,7 @@ from ..errors import Problem, handle_database_unavailable
 from ..live.registry import OverCapacity, TooManyPolls
 from ..intervals import advise_interval
 from ..live.parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
-from ..live.session import Ask, Known, Reply
+from ..live.session import Ask, Known
 from .validation import whole_number
 from .conditional import etag, strip_validator
 
@@ -92,14 +93,14 @@ def poll():
         with caps_as_problems():
             hub.admit(identity.user_id)
         provision(identity)
-        reply = look(identity.user_id, ask.known)
+        reply = hub.look(identity.user_id, ask.known)
     else:
         # Admitted and counted in one step, before any database work.
         with caps_as_problems(), hub.poll(identity.user_id, ask, request_socket()) as session:
             provision(identity)
             # When the hub has read every change since before the client's
             # cursor and none was this user's: nothing to read.
-            reply = session.vouched(SETTLE_TIMEOUT) or look(identity.user_id, ask.known)
+            reply = session.vouched(SETTLE_TIMEOUT) or hub.look(identity.user_id, ask.known)
             if not session.waits(reply):
                 reply = session.finish(reply)
             elif PARKABLE_KEY in request.environ:
@@ -176,37 +177,6 @@ def caps_as_problems():
 def request_socket():
     """The client's socket, to notice a hang-up mid-wait; None where the server offers none."""
     return next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
-
-
-def look(user_id, known):
-    """Read, and say what the client must be told now, or ``unchanged`` (then a poll may wait).
-
-    A waiting poll keeps only what its answer needs (thousands wait at once):
-    an ``unchanged`` reply holds no state, only what the client will know.
-    """
-    state, usable, changes = read(user_id, known.cursor)
-    now_known = Known(state.cursor, state.hash, state.last_change_at)
-    unread = state.notifications_unread
-    if not usable:
-        return Reply("reset", now_known, state.communities, notifications_unread=unread)
-    if changes:
-        return Reply("changed", now_known, state.communities, changes, unread)
-    if known.hash is not None and known.hash != state.hash:
-        # Same cursor, different state: the client's copy is not ours.
-        return Reply("reset", now_known, state.communities, notifications_unread=unread)
-    return Reply("unchanged", now_known, community_ids=tuple(c["id"] for c in state.communities))
-
-
-def read(user_id, cursor):
-    """State, whether the cursor can be answered, and the changes after it: one snapshot.
-
-    A function of its own so its connection is gone before the poll waits.
-    """
-    with read_transaction() as connection:
-        state = feed.read_state(connection, user_id)
-        usable = cursor is not None and state.accepts(cursor)
-        changes = feed.read_changes(connection, user_id, cursor.position) if usable else []
-    return state, usable, changes
 
 
 def online_counts(user_id, reply):

@@ -26,6 +26,7 @@ from dataclasses import replace
 import gevent
 
 from ..store.pruning import Pruner
+from .admission import Admission
 from .coalescing import NOTHING, urgency
 from .disconnects import DisconnectWatch
 from .listener import HeadChecker, Listener
@@ -48,7 +49,8 @@ class Hub(Registry):
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
                  coalesce=0.0, coalesce_max=None, listen=None, wake="head", wake_poll_interval=0.05,
-                 pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0):
+                 pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0,
+                 admission_reads=4):
         self.max_waiting = max_waiting
         self.max_per_user = max_per_user
         self.metrics = metrics
@@ -61,6 +63,7 @@ class Hub(Registry):
         self.reread = Reread(engine, self.users, self.vouching, self.owed, safety_interval=safety_interval,
                              coalesce=coalesce, coalesce_max=coalesce_max, metrics=metrics)
         self.disconnects = DisconnectWatch(self.drop)
+        self.admission = Admission(engine, lanes=admission_reads, metrics=metrics)
         self.parking = Parking(self)
         self.pruner = pruner or Pruner(engine)
         # ``listen``: the database to watch for hints (PostgreSQL), as
@@ -166,6 +169,11 @@ class Hub(Registry):
 
     # -- poll sessions ------------------------------------------------------------
 
+    def look(self, user_id, known):
+        """Read what a client that knows ``known`` must be told now, or ``unchanged``
+        (then a poll may wait): alone, or batched with other arriving polls (``Admission``)."""
+        return self.admission.look(user_id, known)
+
     def park(self, session):
         """Leave ``session`` to the answerer: its parked record, which the worker hands its socket to."""
         return self.parking.park(session)
@@ -239,6 +247,7 @@ def init_app(app):
         metrics=app.extensions.get("metrics"),
         presence_ttl=app.config["PRESENCE_TTL"],
         presence_interval=app.config["PRESENCE_INTERVAL"],
+        admission_reads=app.config["ADMISSION_READS"],
     )
     app.extensions["hub"] = hub
     app.extensions["presence"] = hub.presence

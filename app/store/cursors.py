@@ -108,6 +108,23 @@ class SnapshotPosition:
         return f"x{self.xmin}:{self.xmax}:{','.join(str(x) for x in sorted(self.xip))}"
 
 
+def earliest(positions):
+    """One position that sees only what every one of ``positions`` sees (of one kind, at least one).
+
+    Rows after it are a superset of the rows after each of them: a batched
+    read of several readers reads from it once, and each reader then drops
+    the rows its own position sees.
+    """
+    first = positions[0]
+    if isinstance(first, SequencePosition):
+        return SequencePosition(min(p.last_id for p in positions))
+    xmin = min(p.xmin for p in positions)
+    xmax = min(p.xmax for p in positions)
+    # A transaction one of them did not see stays unseen: below xmax only if listed.
+    xip = frozenset(x for p in positions for x in p.xip if xmin <= x < xmax)
+    return SnapshotPosition(xmin, xmax, xip)
+
+
 def parse_position(raw):
     """A position from its text: ``pg_current_snapshot()`` output or a sequence number."""
     match = SNAPSHOT_PATTERN.fullmatch(raw)

@@ -133,6 +133,11 @@ def in_json_list(column, values, dialect):
     return column.in_(json_values(values, dialect))
 
 
+def among(values, dialect):
+    """``column -> column IN (values)``: a condition to apply to a column, as ``recipients`` takes them."""
+    return lambda column: in_json_list(column, values, dialect)
+
+
 def role_here(user_id):
     """The user's role in the community of the enclosing statement (NULL for none), correlated."""
     return (
@@ -251,6 +256,37 @@ def snapshot_of(dialect):
     )
 
 
+def feed_head(dialect):
+    """The change log's epoch, how far it was pruned, and the current position, in one row."""
+    position = current_position(dialect).label("position")
+    return select(FeedMeta.epoch, FeedMeta.pruned_through, position).where(FeedMeta.id == 1)
+
+
+def community_latest(community_id):
+    """When the community's newest community-scoped row was written (one probe of its newest id)."""
+    return (
+        select(Change.at)
+        .where(Change.user_id.is_(None), Change.community_id == community_id)
+        .order_by(Change.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def last_changes_of(user_clause):
+    """``(user_id, own, communities')``: when each user's own rows and its communities last changed.
+
+    ``last_change_of`` for many users at once: the later of the two is when
+    the user's state last changed (either may be NULL). One probe per user and
+    one per membership, as there.
+    """
+    member = Membership.__table__.alias("last_member")
+    latest = community_latest(member.c.community_id)
+    own = select(func.max(Change.at)).where(Change.user_id == User.id).scalar_subquery()
+    communities = select(func.max(latest)).where(member.c.user_id == User.id).scalar_subquery()
+    return select(User.id, own.label("own"), communities.label("communities")).where(user_clause)
+
+
 def last_change_of(user_id):
     """When the user's state last changed: its own rows, or its communities' latest.
 
@@ -258,13 +294,7 @@ def last_change_of(user_id):
     costs one probe per membership however busy the communities are.
     """
     member = Membership.__table__.alias("last_member")
-    latest = (
-        select(Change.at)
-        .where(Change.user_id.is_(None), Change.community_id == member.c.community_id)
-        .order_by(Change.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    latest = community_latest(member.c.community_id)
     moments = union_all(
         select(func.max(Change.at).label("at")).where(Change.user_id == user_id),
         select(latest.label("at")).where(member.c.user_id == user_id),
@@ -306,15 +336,20 @@ def recipients(position, user_clause, community_clause=_everything):
     has not seen yet: they were members before it. Which rows each one was a
     member for is decided from its own rows (``app.store.feed.addressed``).
     """
-    members = select(Membership.user_id, Membership.community_id).where(
-        user_clause(Membership.user_id), community_clause(Membership.community_id)
-    )
+    members = members_among(user_clause, community_clause)
     left = aliased(Change)
     departed = select(left.user_id.label("user_id"), left.community_id.label("community_id")).where(
         left.type == "left", user_clause(left.user_id), community_clause(left.community_id),
         position.unseen(left),
     )
     return union(members, departed)
+
+
+def members_among(user_clause, community_clause=_everything):
+    """``(user_id, community_id)`` memberships as of this snapshot, a deleted community's tombstones included."""
+    return select(Membership.user_id, Membership.community_id).where(
+        user_clause(Membership.user_id), community_clause(Membership.community_id)
+    )
 
 
 def changes_of(position, user_id):
