@@ -115,7 +115,8 @@ def test_counts_ride_every_answer_outside_the_hash(steady_app, auth):
 
 
 def test_an_answer_whose_communities_this_worker_does_not_know_reads_them(steady_app, auth):
-    from app.http.community_changes import Known, Reply, online_counts
+    from app.http.community_changes import online_counts
+    from app.live.session import Known, Reply
 
     steady_app.test_client().get("/me/communities", headers=auth("u-grace"))
 
