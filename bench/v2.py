@@ -235,6 +235,11 @@ def burst(options, profile=nullcontext):
     return result
 
 
+def burst10(options):
+    """Scenario 9 at ten times its rate (``burst10_rate``, ``burst10_seconds``), the rest as it is."""
+    return burst(dict(options, burst_rate=options["burst10_rate"], burst_seconds=options["burst10_seconds"]))
+
+
 def burst_phase(database, server, client, members, bystanders, options, profile):
     """Hold the polls, time the baseline joins, publish the burst, drain it, compare with snapshots."""
     users = [f"u{i}" for i in range(members + bystanders)]
