@@ -39,10 +39,6 @@ TARGETS = {
     # The floor has no snapshot: its timeout=0 answer stands in for one (a cursor and a hash).
     "bare_wait": ("bench.baselines:bare_wait_app()", "/bench/wait", "/bench/wait?timeout=0"),
 }
-# Figures compared with the floor's, round by round.
-COMPARED = ("waiting_seconds", "fanout_last", "rss_per_poll")
-
-
 def storm(options):
     """Rounds of one storm of each kind, the order reversed every other round (A B B A ...)."""
     clients = options["clients"]
@@ -59,15 +55,7 @@ def storm(options):
                 rounds[kind].append(entry)
     finally:
         database.drop()
-    ratios = {key: per_round(rounds, key) for key in COMPARED}
-    return {"clients": clients, "spread": SPREAD, "rounds": rounds, "ratios": ratios}
-
-
-def per_round(rounds, key):
-    """``key`` of the long poll's storm over the floor's, for each round that has both."""
-    floor = {entry["round"]: entry.get(key) for entry in rounds["bare_wait"]}
-    return [entry[key] / floor[entry["round"]] for entry in rounds["longpoll"]
-            if entry.get(key) and floor.get(entry["round"])]
+    return {"clients": clients, "spread": SPREAD, "rounds": rounds}
 
 
 def storm_session(database, kind, clients, options, number):
@@ -272,11 +260,23 @@ def reload(database, server, client, waiting, options):
     server.reload()
     time.sleep(options.get("write_after", 0.5))
     committed = write_activity(database, ref)
-    replaced = wait_for(lambda: server.worker_pids() and not old & set(server.worker_pids()), 60)
-    replaced_at = time.monotonic()
-    # Waiting on the new worker (the old one's gauge leaves with it, child_exit).
-    back = wait_for(lambda: server.waiting() >= waiting, options.get("arrival_wait", 120), interval=0.05)
-    back_at = time.monotonic()
+    # The old worker's leaving and the clients' return, each timed from the signal. The
+    # waiting gauge sums both workers: the clients are back once it has dropped (the drain
+    # answered the old worker's polls) and risen to all of them again.
+    replaced_at = back_at = None
+    dropped = False
+    deadline = reloaded + options.get("arrival_wait", 120)
+    while (replaced_at is None or back_at is None) and time.monotonic() < deadline:
+        now = time.monotonic()
+        workers = set(server.worker_pids())
+        if replaced_at is None and workers and not old & workers:
+            replaced_at = now
+        count = server.waiting()
+        dropped = dropped or count < waiting
+        if back_at is None and dropped and count >= waiting:
+            back_at = now
+        time.sleep(0.05)
+    replaced, back = replaced_at is not None, back_at is not None
     quiesce(server, waiting)
     deadline = time.monotonic() + options.get("fanout_wait", 60)
     tally = received(client, ref)
@@ -294,7 +294,7 @@ def reload(database, server, client, waiting, options):
         "old_workers": sorted(old),
         "new_workers": server.worker_pids(),
         "replaced": bool(replaced),
-        "replaced_seconds": replaced_at - reloaded,
+        "replaced_seconds": replaced_at - reloaded if replaced else None,
         "write_seconds": committed - reloaded,
         # How the poll each client had waiting at the SIGHUP ended.
         "first_outcome": {kind: first_outcomes.get(kind, 0) for kind in OUTCOMES},
