@@ -884,7 +884,7 @@ def storm_block(results, add):
             total.update(entry[key])
         return ", ".join(f"{count:,} {name}" for name, count in sorted(total.items())) or "none"
 
-    add(f"| Waiting (parked), each round | "
+    add("| Waiting (parked), each round | "
         + ", ".join(f"{e['waiting']:,} ({e['parked']:,})" for e in long_runs) + " | "
         + ", ".join(f"{e['waiting']:,}" for e in floor_runs) + " | |")
     add(f"| Polls refused (not 200), all rounds | {counts(long_runs, 'refused')} | "
