@@ -53,6 +53,8 @@ FULL = {
     "writes_clients": [1, 8, 32, 64], "writes_seconds": 10, "writes_runs": 2, "writes_users": 100000,
     "sources_runs": 2, "sources_idle": 10,
     "clients": 10000, "storm_rounds": 2, "burst10_rate": 2000, "burst10_seconds": 10,
+    # One connection commits a few hundred rows a second here: burst10's rate needs several.
+    "burst10_writers": 8,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -69,7 +71,7 @@ QUICK = {
     "presence_other_host": 10,
     "writes_clients": [1, 4], "writes_seconds": 1, "writes_runs": 1, "writes_users": 1000,
     "sources_runs": 1, "sources_idle": 2,
-    "clients": 200, "storm_rounds": 1, "burst10_rate": 500, "burst10_seconds": 3,
+    "clients": 200, "storm_rounds": 1, "burst10_rate": 500, "burst10_seconds": 3, "burst10_writers": 2,
 }
 
 

@@ -606,8 +606,9 @@ def burst_block(results, add, key="burst", number=9):
         add("")
     add(f"{b['members']:,} members of one community and {b['bystanders']} other users hold long polls on one worker,")
     add("each following its cursor and polling again at once after every answer, as the browser client")
+    writers = b.get("writers", 1)
     add(f"does. Activity is published in SQL (`INSERT INTO activity`), one row per transaction, "
-        f"{b['rate']} a second;")
+        f"{b['rate']} a second{f' from {writers} connections' if writers > 1 else ''};")
     add("every 100 ms one of the other users joins another community (also SQL), and the time from its")
     add("`COMMIT` to its poll's answer at the client is its wake latency. The same joins, with no burst,")
     add("on the same server just before it are the baseline. Afterwards every member's client state is")
