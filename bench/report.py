@@ -949,7 +949,7 @@ def deploy_block(results, add):
     add(f"| The change written meanwhile | {change['once']:,} once, {change['twice_or_more']} more than once, "
         f"{change['missing']} missing | each once | {verdict(ok_change)} |")
     add("")
-    add("The clients come back with cursors from before the change, so each is answered it on the new")
+    add("The clients come back with cursors from before the change, so each is given it on the new")
     add("worker (a read of its own: the new worker's hub has no position to vouch from) and then waits")
     add("again; \"all waiting again\" includes that answer and the poll after it.")
     add("")
