@@ -3,7 +3,9 @@
 Scenarios: held, idle, wake, fanout (these four share held polls), conditional,
 freshness, multi; rename, burst, unread (the change log v2, on databases of
 their own; ``v2`` runs the three); presence; writes and sources (the wake
-sources: what they cost the writers and the wake-ups); or all.
+sources: what they cost the writers and the wake-ups); or all. Not in all:
+storm, deploy and burst10 (arrival storms, a reload under one, the burst at
+ten times the rate).
 ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
 recorded results (``all``, ``v2``, ``presence``, ``writes`` and ``sources``
 do it themselves unless --quick; a run of scenarios 8-13 only replaces their
@@ -19,18 +21,21 @@ import time
 import traceback
 from pathlib import Path
 
-from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, v2
+from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, v2
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Full runs of these keep their results as bench/results/<name>.json, tracked by git.
-KEPT = ("all", "v2", "presence", "writes", "sources")
+KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst10")
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.
 OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run,
-                 "writes": scaleout.writes, "sources": scaleout.sources}
+                 "writes": scaleout.writes, "sources": scaleout.sources,
+                 "storm": storm.storm, "deploy": storm.deploy, "burst10": v2.burst10}
 SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + tuple(OWN_DATABASES)
+# Scenarios 14-16, each a long run of its own: named alone, never part of all.
+STORMS = ("storm", "deploy", "burst10")
 
 FULL = {
     "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
@@ -47,6 +52,9 @@ FULL = {
     "presence_other_host": 100,
     "writes_clients": [1, 8, 32, 64], "writes_seconds": 10, "writes_runs": 2, "writes_users": 100000,
     "sources_runs": 2, "sources_idle": 10,
+    "clients": 10000, "storm_rounds": 2, "burst10_rate": 2000, "burst10_seconds": 10,
+    # One connection commits a few hundred rows a second here: burst10's rate needs several.
+    "burst10_writers": 8,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -63,6 +71,7 @@ QUICK = {
     "presence_other_host": 10,
     "writes_clients": [1, 4], "writes_seconds": 1, "writes_runs": 1, "writes_users": 1000,
     "sources_runs": 1, "sources_idle": 2,
+    "clients": 200, "storm_rounds": 1, "burst10_rate": 500, "burst10_seconds": 3, "burst10_writers": 2,
 }
 
 
@@ -77,6 +86,13 @@ def parse(argv):
     parser.add_argument("--sessions", type=int, help="rounds of sessions for scenarios 1-4, one of each kind "
                         "a round (default 2)")
     parser.add_argument("--waiters", type=int, help="held polls for scenarios 1-4 (default 10000)")
+    parser.add_argument("--clients", type=int, help="storm and deploy: clients arriving within one second "
+                        "(default 10000)")
+    parser.add_argument("--rounds", type=int, help="storm: rounds of the long poll and the floor taking turns "
+                        "(default 2)")
+    parser.add_argument("--burst-rate", type=int, help="burst and burst10: activity rows a second "
+                        "(default 200; burst10 2000)")
+    parser.add_argument("--burst-seconds", type=float, help="burst and burst10: seconds of activity (default 10)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the naive long poll sessions")
     parser.add_argument("--http10", action="store_true",
                         help="scenarios 1-4: send the polls as nginx's default upstream does "
@@ -105,9 +121,15 @@ def main(argv=None):
             report.render(results, args.docs or report.DOCS)
         return 0
     options = dict(QUICK if args.quick else FULL)
-    for name in ("runs", "sessions", "waiters"):
+    for name in ("runs", "sessions", "waiters", "clients"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    if args.rounds is not None:
+        options["storm_rounds"] = args.rounds
+    # Either burst at the rate and length asked for.
+    for name in ("rate", "seconds"):
+        if getattr(args, f"burst_{name}") is not None:
+            options[f"burst_{name}"] = options[f"burst10_{name}"] = getattr(args, f"burst_{name}")
     options["http10"] = args.http10
     random.seed(args.seed)
     # Quick runs check that the harness works; their database counters need not settle.
@@ -139,7 +161,8 @@ def kept_results():
 
 def run(args, options):
     begin = time.monotonic()
-    scenarios = {"all": SCENARIOS, "v2": V2_SCENARIOS}.get(args.scenario, (args.scenario,))
+    everything = tuple(name for name in SCENARIOS if name not in STORMS)
+    scenarios = {"all": everything, "v2": V2_SCENARIOS}.get(args.scenario, (args.scenario,))
     results = {
         "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
         else "python -m bench " + args.scenario,

@@ -18,6 +18,7 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.pool  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.fileobject import FileObject  # noqa: E402
 from gevent.lock import Semaphore  # noqa: E402
@@ -48,6 +49,7 @@ class Poller:
         self.types = Counter()
         self.last_ref = None
         self.truncated = 0
+        self.greenlet = None  # a primed tab's polls, once the storm starts them
 
     def tally(self, answer):
         """Count what an answer brought, and let go of its changes."""
@@ -109,6 +111,62 @@ class Poller:
         finally:
             follower.close()
 
+    def prime(self, path):
+        """Take this tab's cursor and hash from ``GET path`` (the snapshot), then hang up.
+
+        The tab then polls from that state without a reset poll, as a page
+        that has its snapshot does; its polls open connections of their own.
+        """
+        connection = self.follower.connection
+        try:
+            status, _head, body = connection.request(path, self.follower.auth, 60)
+            if status != 200:
+                return status
+            snapshot = json.loads(body)
+            self.follower.cursor, self.follower.hash = snapshot["cursor"], snapshot["hash"]
+            self.follower.communities = snapshot.get("communities")
+            return status
+        except (OSError, HTTPError):
+            return 0
+        finally:
+            connection.close()
+
+    def arrive(self, at, spread):
+        """Long polls from the primed cursor, the first at ``at`` (``time.monotonic()``).
+
+        Unlike :meth:`run`, a poll whose connection fails (closed, reset,
+        refused) is reported and sent again on a new connection, within
+        ``spread`` seconds, as a browser's fetch loop retries; a refusal
+        (a status other than 200) is retried after 1-3 s.
+        """
+        client = self.client
+        follower = self.follower
+        gevent.sleep(max(0.0, at - time.monotonic()))
+        while not client.closing:
+            client.sent += 1
+            client.requests += 1
+            try:
+                response = follower.poll(self.timeout)
+            except (OSError, HTTPError) as error:
+                client.sent -= 1
+                if client.closing:
+                    return
+                client.failures.append([self.index, 0, f"{error.__class__.__name__}: {error}",
+                                        round(time.monotonic(), 6)])
+                gevent.sleep(random.uniform(0, spread))
+                continue
+            client.sent -= 1
+            if response.status != 200:
+                client.failures.append([self.index, response.status, response.body[:200].decode(errors="replace"),
+                                        round(response.arrived, 6)])
+                gevent.sleep(random.uniform(1, 3))
+                continue
+            self.tally(response.answer)
+            client.answers.append([self.index, round(response.arrived, 6), response.answer["status"],
+                                   len(response.body)])
+            while not client.repoll and not client.closing:
+                client.resume.wait()
+
 
 class Client:
     def __init__(self):
@@ -137,7 +195,8 @@ class Client:
         for number, user_id in enumerate(users):
             poller = Poller(self, offset + number, user_id, spec)
             self.pollers.append(poller)
-            self.greenlets.append(gevent.spawn(poller.run, ramp))
+            poller.greenlet = gevent.spawn(poller.run, ramp)
+            self.greenlets.append(poller.greenlet)
         deadline = time.monotonic() + spec.get("deadline", 120)
         while time.monotonic() < deadline:
             done = sum(1 for g in self.greenlets[offset:] if g.dead)
@@ -145,6 +204,31 @@ class Client:
                 break
             gevent.sleep(0.05)
         self.emit(event="held", sent=self.sent, failures=len(self.failures), retries=self.retries)
+
+    def prime(self, spec):
+        """One tab per user, each with the cursor and hash of its user's snapshot; no poll yet."""
+        gate = Semaphore(spec.get("connections", 50))
+        offset = len(self.pollers)
+        pollers = [Poller(self, offset + number, user_id, spec) for number, user_id in enumerate(spec["users"])]
+        self.pollers.extend(pollers)
+
+        def fetch(poller):
+            with gate:
+                return poller.prime(spec["snapshot_path"])
+
+        statuses = Counter(str(status) for status in gevent.pool.Group().map(fetch, pollers))
+        self.emit(event="primed", statuses=dict(statuses))
+
+    def storm(self, spec):
+        """Every primed tab sends its long poll, spread evenly over ``spread`` seconds (an arrival storm)."""
+        spread = spec.get("spread", 1.0)
+        pollers = [poller for poller in self.pollers if poller.greenlet is None]
+        begin = time.monotonic() + 0.05
+        for number, poller in enumerate(pollers):
+            poller.greenlet = gevent.spawn(poller.arrive, begin + spread * number / len(pollers), spread)
+            self.greenlets.append(poller.greenlet)
+        gevent.sleep(max(0.0, begin + spread - time.monotonic()))
+        self.emit(event="stormed", begin=begin, tabs=len(pollers))
 
     def set_repoll(self, spec):
         self.repoll = bool(spec["value"])
@@ -295,6 +379,7 @@ class Client:
             "hold": self.hold, "repoll": self.set_repoll, "report": self.report,
             "load": self.load, "periodic": self.periodic, "close": self.close,
             "followers": self.followers, "snapshots": self.snapshots,
+            "prime": self.prime, "storm": self.storm,
         }
         stdin = FileObject(sys.stdin, "r")
         for line in stdin:

@@ -3,13 +3,14 @@
 The tables come from the results JSON; ``bench/notes.md`` (the profiles, what
 bounds a missed target and what would move it) is appended as written.
 
-Scenarios 8-13 (the change log v2, presence, the wake sources) each render as a block of their
+Scenarios 8-16 (the change log v2, presence, the wake sources, storms) each render as a block of their
 own, with the command and machine of the run they come from: results of those
 scenarios alone replace their blocks in the existing page and leave the rest as
 it is, and a full render keeps the blocks of the page for scenarios its results
 lack.
 """
 import re
+from collections import Counter
 from pathlib import Path
 
 from .stack import median
@@ -21,6 +22,7 @@ SHARED_KEYS = ("sessions", "conditional", "freshness", "multi")
 V2_HEADING = "## 8-10. Change log v2: community-wide changes written once"
 PRESENCE_HEADING = "## 11. Presence"
 SCALEOUT_HEADING = "## 12-13. Scale-out: the wake sources"
+STORMS_HEADING = "## 14-16. Arrival storms, a reload under one, a tenfold burst"
 BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
@@ -130,7 +132,7 @@ def render(results, docs=DOCS):
 def kept_shared_part(existing):
     """The page's part before scenarios 8-13 and the notes, as it is (a bare title on a new page)."""
     end = len(existing)
-    for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, first_line(NOTES)):
+    for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, STORMS_HEADING, first_line(NOTES)):
         found = existing.find("\n" + marker + "\n") if marker else -1
         if found >= 0:
             end = min(end, found + 1)
@@ -591,18 +593,22 @@ def runs(entry):
     return ", ".join(f"{s * 1000:.1f}" for s in entry["seconds"])
 
 
-def burst_block(results, add):
-    b = results["burst"]
+def burst_block(results, add, key="burst", number=9):
+    b = results[key]
     quiet = b.get("quiet", {})
     per = b["answers_per_member"]
-    add(f"### 9. Activity burst: {b['rate']} rows/s for {b['publish_seconds']:.0f} s to "
+    add(f"### {number}. Activity burst: {b['rate']} rows/s for {b['publish_seconds']:.0f} s to "
         f"{b['members']:,} waiting members")
     add("")
     run_line(results, add)
+    if key != "burst":
+        add("Scenario 9 at ten times its rate, everything else as it is (`python -m bench burst10`).")
+        add("")
     add(f"{b['members']:,} members of one community and {b['bystanders']} other users hold long polls on one worker,")
     add("each following its cursor and polling again at once after every answer, as the browser client")
+    writers = b.get("writers", 1)
     add(f"does. Activity is published in SQL (`INSERT INTO activity`), one row per transaction, "
-        f"{b['rate']} a second;")
+        f"{b['rate']} a second{f' from {writers} connections' if writers > 1 else ''};")
     add("every 100 ms one of the other users joins another community (also SQL), and the time from its")
     add("`COMMIT` to its poll's answer at the client is its wake latency. The same joins, with no burst,")
     add("on the same server just before it are the baseline. Afterwards every member's client state is")
@@ -829,8 +835,137 @@ def check_time(idle):
     return f" ({median(means) * 1000:.2f} ms)" if means else ""
 
 
+STORMS_INTRO = (
+    "What the long poll does when every client comes at once: after an outage, a deploy or a",
+    "push that sends everyone to the page. One gunicorn gevent worker, as in scenarios 1-4; each",
+    "client holds its snapshot's cursor and hash (`GET /me/communities`, taken before) and polls",
+    "from there on a new keep-alive HTTP/1.1 connection, as a browser's fetch does.",
+)
+
+
+# What scenario 14 compares with the floor, round by round.
+STORM_COMPARED = {
+    "Until all waiting": lambda entry: entry["waiting_seconds"],
+    "Fan-out, last answer": lambda entry: entry["fanout"]["last"],
+    "Memory per poll": lambda entry: entry["rss_per_poll"],
+}
+
+
+def storm_ratios(storm, value):
+    """``value`` of each round's long-poll storm over the floor's of the same round (they took turns)."""
+    floor = {entry["round"]: value(entry) for entry in storm["rounds"]["bare_wait"]}
+    return per_run((value(entry), floor.get(entry["round"])) for entry in storm["rounds"]["longpoll"])
+
+
+def storm_block(results, add):
+    r = results["storm"]
+    long_runs, floor_runs = r["rounds"]["longpoll"], r["rounds"]["bare_wait"]
+    add(f"### 14. Arrival storm: {r['clients']:,} clients within {r['spread']:.0f} s")
+    add("")
+    run_line(results, add)
+    add(f"{r['clients']:,} clients, all members of one community, send their long polls spread evenly over")
+    add(f"{r['spread']:.0f} s. The floor is the bare Flask view waiting on an event (`bare_wait`, scenario 3's), "
+        f"its clients")
+    add("primed with its `timeout=0` answer. Waiting: the server's waiting gauge; quiet: its statement counter")
+    add("standing still (the last polls' first reads done). Then one activity in the community (the floor:")
+    add(f"`POST /bench/wake`): from `COMMIT` to the last client's answer. {len(long_runs)} round(s) of each, taking "
+        f"turns; medians, and the median of per-round ratios with their spread.")
+    add("")
+    add("| | Long poll | Floor: bare Flask view | Long poll / floor, per round: median (min-max) |")
+    add("| --- | --- | --- | --- |")
+
+    def both(label, value, show, compared=False):
+        add(f"| {label} | {show(median([value(e) for e in long_runs]))} | "
+            f"{show(median([value(e) for e in floor_runs]))} | "
+            f"{spread(storm_ratios(r, value)) if compared else ''} |")
+
+    def counts(entries, key):
+        total = Counter()
+        for entry in entries:
+            total.update(entry[key])
+        return ", ".join(f"{count:,} {name}" for name, count in sorted(total.items())) or "none"
+
+    add("| Waiting (parked), each round | "
+        + ", ".join(f"{e['waiting']:,} ({e['parked']:,})" for e in long_runs) + " | "
+        + ", ".join(f"{e['waiting']:,}" for e in floor_runs) + " | |")
+    add(f"| Polls refused (not 200), all rounds | {counts(long_runs, 'refused')} | "
+        f"{counts(floor_runs, 'refused')} | |")
+    add(f"| Connections failed, all rounds | {counts(long_runs, 'connection_errors')} | "
+        f"{counts(floor_runs, 'connection_errors')} | |")
+    both("Until all are waiting, from the first poll sent", STORM_COMPARED["Until all waiting"], fmt_s, True)
+    both("Until the server stops reading for them", lambda e: e["quiet_seconds"], fmt_s)
+    both("Worker memory per waiting poll (RSS growth / clients)", STORM_COMPARED["Memory per poll"],
+         lambda v: "n/a" if v is None else f"{v / 1024:.1f} KiB", True)
+    both("Worker CPU for the arrival", lambda e: e["worker_cpu_seconds"], fmt_s)
+    both("Statements the server ran for the arrival (per client)", lambda e: e["statements"],
+         lambda v: "n/a" if v is None else f"{num(v)} ({v / r['clients']:.2f})")
+    both("PostgreSQL transactions, the arrival and 11 s after it (per client)", lambda e: e["transactions"],
+         lambda v: "n/a" if v is None else f"{num(v)} ({v / r['clients']:.2f})")
+    both("Fan-out: first answer", lambda e: e["fanout"]["first"], fmt_s)
+    both("Fan-out: last answer", STORM_COMPARED["Fan-out, last answer"], fmt_s, True)
+    both("Fan-out: statements", lambda e: e["fanout"]["statements"], num)
+    once = [f"{e['fanout']['once']:,} once, {e['fanout']['twice_or_more']} more, {e['fanout']['missing']} missing"
+            for e in long_runs]
+    add(f"| Fan-out: each client's change, each round | {'; '.join(once)} | "
+        + "; ".join(f"{e['fanout']['answered']:,} answered" for e in floor_runs) + " | |")
+    add("")
+    add("| Long poll / floor, round | " + " | ".join(STORM_COMPARED) + " |")
+    add("| --- |" + " --- |" * len(STORM_COMPARED))
+    ratios = [storm_ratios(r, value) for value in STORM_COMPARED.values()]
+    for number, values in enumerate(zip(*ratios)):
+        add(f"| {number + 1} | " + " | ".join(factor_text(v) for v in values) + " |")
+    add("")
+    add("Transactions include the worker's head checks (20 a second while polls wait, scenario 2), which")
+    add("the server's statement counter does not count. A change counts as delivered once when the client's")
+    add("tally holds it once after the clients polled again from the answer's cursor.")
+    add("")
+
+
+def deploy_block(results, add):
+    r = results["deploy"]
+    first, change = r["first_outcome"], r["change"]
+    add(f"### 15. Deploy: SIGHUP with {r['clients']:,} polls waiting")
+    add("")
+    run_line(results, add)
+    add(f"Scenario 14's storm ({r['storm']['waiting']:,} waiting, {r['storm']['parked']:,} parked, after "
+        f"{fmt_s(r['storm']['waiting_seconds'])}), then `SIGHUP` to the gunicorn master: it")
+    add("starts a new worker and stops the old one, which drains (answers every waiting poll `unchanged`,")
+    add(f"`Connection: close`). An activity is written {fmt_s(r['write_seconds'])} after the signal. Each "
+        f"client polls again at once")
+    add(f"after an answer, and within {r['spread']:.0f} s of a failed connection, from its last cursor.")
+    add("")
+    ok_first = first["reset"] == 0 and first["refused"] == 0 and first["other"] == 0 and not r["untouched"]
+    ok_change = change["once"] == r["storm"]["waiting"]
+    all_polls = ", ".join(f"{count:,} {name}" for name, count in sorted(r["outcomes"].items()))
+    add("| | Measured | Target | |")
+    add("| --- | --- | --- | --- |")
+    add(f"| The waiting poll of each client | {first['answered']:,} answered (200), {first['closed']:,} closed "
+        f"cleanly, {first['reset']:,} reset, {first['refused']:,} refused, {first['other']:,} other, "
+        f"{r['untouched']:,} untouched | answered or closed | {verdict(ok_first)} |")
+    add(f"| Every poll over the reload | {all_polls or 'none'} | (report) | |")
+    add(f"| Old worker gone | after {fmt_s(r['replaced_seconds'])} | | |")
+    add(f"| All waiting again | {r['waiting_again']:,} after {fmt_s(r['waiting_again_seconds'])} | all | "
+        f"{verdict(r['all_waiting'])} |")
+    add(f"| The change written meanwhile | {change['once']:,} once, {change['twice_or_more']} more than once, "
+        f"{change['missing']} missing | each once | {verdict(ok_change)} |")
+    add("")
+    add("The clients come back with cursors from before the change, so each is given it on the new")
+    add("worker (a read of its own: the new worker's hub has no position to vouch from) and then waits")
+    add("again; \"all waiting again\" includes that answer and the poll after it.")
+    add("")
+    if r["failure_samples"]:
+        add("Failures other than a clean close, first few: "
+            + "; ".join(f"`{sample[2][:80]}`" for sample in r["failure_samples"]) + ".")
+        add("")
+
+
+def burst10_block(results, add):
+    burst_block(results, add, key="burst10", number=16)
+
+
 SECTIONS = (
     (V2_HEADING, V2_INTRO, {"rename": rename_block, "burst": burst_block, "unread": unread_block}),
     (PRESENCE_HEADING, PRESENCE_INTRO, {"presence": presence_block}),
     (SCALEOUT_HEADING, SCALEOUT_INTRO, {"writes": writes_block, "sources": sources_block}),
+    (STORMS_HEADING, STORMS_INTRO, {"storm": storm_block, "deploy": deploy_block, "burst10": burst10_block}),
 )

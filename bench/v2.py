@@ -21,6 +21,7 @@ and dropped here:
   of the snapshot statement (EXPLAIN ANALYZE).
 """
 import json
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -235,6 +236,12 @@ def burst(options, profile=nullcontext):
     return result
 
 
+def burst10(options):
+    """Scenario 9 at ten times its rate (``burst10_rate``, ``burst10_seconds``), the rest as it is."""
+    return burst(dict(options, burst_rate=options["burst10_rate"], burst_seconds=options["burst10_seconds"],
+                      burst_writers=options["burst10_writers"]))
+
+
 def burst_phase(database, server, client, members, bystanders, options, profile):
     """Hold the polls, time the baseline joins, publish the burst, drain it, compare with snapshots."""
     users = [f"u{i}" for i in range(members + bystanders)]
@@ -257,7 +264,8 @@ def burst_phase(database, server, client, members, bystanders, options, profile)
     statements = server.queries()
     cpu = server.cpu()
     with profile(server):
-        published = publish(database, options["burst_rate"], options["burst_seconds"], onlookers[quiet_count:])
+        published = publish(database, options["burst_rate"], options["burst_seconds"], onlookers[quiet_count:],
+                            options.get("burst_writers", 1))
     seconds = published["seconds"]
     during = server.queries() - statements
     busy = server.cpu() - cpu
@@ -274,6 +282,7 @@ def burst_phase(database, server, client, members, bystanders, options, profile)
     counts = [per_member.get(index, 0) for index in range(members)]
     result.update(
         published=published["rows"],
+        writers=published["writers"],
         publish_seconds=seconds,
         published_rate=published["rows"] / seconds,
         answers=sum(counts),
@@ -381,40 +390,57 @@ def join_alone(database, indices):
     return joins
 
 
-def publish(database, rate, seconds, bystanders):
+def publish(database, rate, seconds, bystanders, writers=1):
     """Activity in the burst community, each row its own transaction, ``rate`` a second.
 
     Every JOIN_EVERY seconds one of the ``bystanders`` (user indices, none a
     member) joins another community meanwhile: its commit time is the start
-    of the wake latency measured for it.
+    of the wake latency measured for it. One connection commits a few hundred
+    rows a second on a small machine; with ``writers`` connections, each in a
+    thread of its own, the rows are dealt out among them, each still written
+    at its own moment. The last row is written alone after all the others,
+    so that it is the last in the log (the drain waits for it).
     """
     rows = int(rate * seconds)
     every = max(1, round(rate * JOIN_EVERY))
-    waiting = list(bystanders)
+    joining = dict(zip((number for number in range(rows - 1) if number % every == every // 2), bystanders))
     joins = []
-    transactions = 0
-    connection = database.connect()
-    begin = time.monotonic()
-    try:
+    transactions = []
+    connections = [database.connect() for _ in range(writers)]
+
+    def write(connection, numbers):
+        written = 0
         with connection.cursor() as cursor:
-            for number in range(rows):
+            for number in numbers:
                 delay = begin + number / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 cursor.execute("INSERT INTO activity (community_id, kind, ref, actor) "
                                "VALUES (%s, 'post_created', %s, 'u-author')", (BURST, f"p{number}"))
                 connection.commit()
-                transactions += 1
-                if number % every == every // 2 and waiting:
-                    index = waiting.pop(0)
-                    join(cursor, index)
+                written += 1
+                if number in joining:
+                    join(cursor, joining[number])
                     connection.commit()
-                    joins.append((index, time.monotonic()))
-                    transactions += 1
+                    joins.append((joining[number], time.monotonic()))
+                    written += 1
+        transactions.append(written)
+
+    begin = time.monotonic()
+    try:
+        threads = [threading.Thread(target=write, args=(connection, range(number, rows - 1, writers)))
+                   for number, connection in enumerate(connections)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        write(connections[0], [rows - 1])
     finally:
-        connection.close()
+        for connection in connections:
+            connection.close()
     return {"rows": rows, "seconds": time.monotonic() - begin, "last_ref": f"p{rows - 1}",
-            "joins": joins, "transactions": transactions}
+            "joins": sorted(joins, key=lambda entry: entry[1]), "transactions": sum(transactions),
+            "writers": writers}
 
 
 def unread(options):

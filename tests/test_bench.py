@@ -44,11 +44,11 @@ def test_held_and_wake_smoke(pg_database, tmp_path):
     assert "Wake latency" in report
 
 
-def quick_run(tmp_path, scenario):
+def quick_run(tmp_path, scenario, *options):
     """``python -m bench SCENARIO --quick`` on databases of its own; its results, its report in tmp_path/docs."""
     require_postgres()
-    output = tmp_path / "results.json"
-    command = [sys.executable, "-m", "bench", scenario, "--quick", "--output", str(output),
+    output = tmp_path / f"{scenario}.json"
+    command = [sys.executable, "-m", "bench", scenario, "--quick", *options, "--output", str(output),
                "--docs", str(tmp_path / "docs")]
     finished = subprocess.run(command, cwd=ROOT, env=dict(os.environ, BENCH_DATABASE_URL=postgres_url()),
                               capture_output=True, text=True, timeout=300)
@@ -130,6 +130,38 @@ def test_wake_sources_smoke(tmp_path):
     assert "### 12. Concurrent writers" in report and "### 13. Two hosts" in report
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_storm_deploy_and_burst10_smoke(tmp_path):
+    """Scenarios 14-16, small: every client waiting and given the fan-out once, before and after a reload."""
+    results = quick_run(tmp_path, "storm", "--clients", "50")
+    for kind, (entry,) in results["storm"]["rounds"].items():
+        assert entry["round"] == 0
+        assert entry["waiting"] == 50 and entry["all_waiting"], (kind, entry)
+        assert entry["refused"] == {} and entry["connection_errors"] == {}, entry["failure_samples"]
+        assert entry["rss_per_poll"] > 0
+        fanout = entry["fanout"]
+        assert fanout["answered"] == fanout["once"] == 50 and fanout["answered_again"] == 0, (kind, fanout)
+    assert results["storm"]["rounds"]["longpoll"][0]["parked"] == 50
+    assert results["storm"]["rounds"]["longpoll"][0]["statements"] > 0
+
+    deploy = quick_run(tmp_path, "deploy", "--clients", "50")["deploy"]
+    assert deploy["replaced"] and deploy["all_waiting"], deploy
+    # Each waiting poll ended somehow; none was refused, and the change reached everyone once.
+    assert sum(deploy["first_outcome"].values()) + deploy["untouched"] == 50
+    assert deploy["first_outcome"]["refused"] == 0
+    # Polls sent again to the worker leaving are answered or find their connection closed, never reset.
+    assert deploy["outcomes"].get("reset", 0) == 0, deploy["failure_samples"]
+    assert deploy["change"] == {"once": 50, "twice_or_more": 0, "missing": 0}, deploy
+
+    burst = quick_run(tmp_path, "burst10")
+    assert burst["burst10"]["rate"] == burst["options"]["burst10_rate"]
+    assert burst["burst10"]["published"] == burst["options"]["burst10_rate"] * burst["options"]["burst10_seconds"]
+    report = (tmp_path / "docs" / "benchmarks.md").read_text()
+    for heading in ("### 14. Arrival storm", "### 15. Deploy", "### 16. Activity burst"):
+        assert heading in report
+
+
 # -- the report: ratios and re-rendering, no servers --------------------------------------
 
 QUICK_RESULTS = ROOT / "tests" / "data" / "bench-quick.json"
@@ -197,3 +229,40 @@ def test_report_renders_the_page_from_its_results_alone(tmp_path):
         assert f"| {number + 1} | " + " | ".join(
             report.factor_text(report.paired(results, kind, baseline, value)[number])
             for _, kind, baseline, value in report.COMPARISONS) + " |" in fresh
+
+
+STORM_RESULTS = ROOT / "tests" / "data" / "bench-storm.json"
+
+
+def test_storm_sections_render_from_their_results(tmp_path):
+    """Scenarios 14-16 from one small recorded run: their sections, the file named, ratios round by round."""
+    from bench import report
+
+    page = report_of(STORM_RESULTS.relative_to(ROOT), tmp_path / "docs")
+    assert page.count("`python -m bench report tests/data/bench-storm.json` renders") == 3
+    for heading in (report.STORMS_HEADING, "### 14. Arrival storm", "### 15. Deploy", "### 16. Activity burst"):
+        assert heading in page
+    results = json.loads(STORM_RESULTS.read_text())
+    storm = results["storm"]
+    # The floor's round 0 pairs with the long poll's round 0 whatever order they are listed in.
+    ratios = {label: report.storm_ratios(storm, value) for label, value in report.STORM_COMPARED.items()}
+    assert all(len(values) == len(storm["rounds"]["longpoll"]) for values in ratios.values())
+    for number in range(len(storm["rounds"]["longpoll"])):
+        assert (f"| {number + 1} | " + " | ".join(report.factor_text(values[number]) for values in ratios.values())
+                + " |") in page
+    last = ratios["Fan-out, last answer"]
+    assert f"| {report.spread(last)} |" in page
+    deploy = results["deploy"]
+    first = deploy["first_outcome"]
+    assert f"{first['answered']:,} answered (200), {first['closed']:,} closed cleanly, {first['reset']:,} reset" in page
+
+
+def test_storm_ratios_pair_rounds_and_skip_missing_figures():
+    from bench import report
+
+    def entry(number, seconds):
+        return {"round": number, "waiting_seconds": seconds}
+
+    storm = {"rounds": {"longpoll": [entry(1, 3.0), entry(0, 2.0), entry(2, None)],
+                        "bare_wait": [entry(0, 1.0), entry(1, 6.0), entry(2, 1.0)]}}
+    assert report.storm_ratios(storm, report.STORM_COMPARED["Until all waiting"]) == [0.5, 2.0]

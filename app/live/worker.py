@@ -44,6 +44,28 @@ class ProblemWorker(GeventWorker):
     page is written to a stand-in and replaced by app.errors.raw_problem.
     """
 
+    def run(self):
+        # Named while they are open (see handle).
+        self.listener_names = {listener: listener.getsockname() for listener in self.sockets}
+        super().run()
+
+    def handle(self, listener, client, addr):
+        """gunicorn's handling of a connection, told its listener's name even once that is closed.
+
+        gunicorn asks the listening socket its name as a connection's greenlet
+        starts. On a reload or a shutdown the worker closes that socket after
+        its last accept, and a connection accepted just before whose greenlet
+        starts just after would find it closed: gunicorn logs EBADF and closes
+        the connection with the client's request unread, which the kernel
+        turns into a reset rather than an answer (a draining worker answers
+        such a poll ``unchanged`` at once).
+        """
+        try:
+            listener.getsockname()
+        except OSError:
+            listener = _Listener(self.listener_names[listener])
+        return super().handle(listener, client, addr)
+
     def handle_error(self, req, client, addr, exc):
         page = _Page()
         super().handle_error(req, page, addr, exc)
