@@ -8,7 +8,7 @@ from gevent.event import Event
 from app.live import admission
 from app.live.admission import Admission, read_alone
 from app.live.session import Known
-from app.store import cursors, feed
+from app.store import arrivals, cursors, feed
 from app.store.db import read_transaction
 from conftest import statements
 
@@ -62,18 +62,18 @@ def test_a_batched_read_gives_every_arrival_what_it_would_read_alone(seeded, dat
     app = seeded
     held = positions_through_a_history(app, database)
     other_log = cursors.Cursor("0" * 16, held[0].position)
-    arrivals = [(user, cursor) for user in USERS for cursor in (*held, None, other_log)]
+    asked = [(user, cursor) for user in USERS for cursor in (*held, None, other_log)]
     with app.app_context():
         with read_transaction() as connection:
-            batched = feed.read_arrivals(connection, arrivals, most_rows=1000)
+            batched = arrivals.read_arrivals(connection, asked, most_rows=1000)
         alone = []
-        for user, cursor in arrivals:
+        for user, cursor in asked:
             with read_transaction() as connection:
                 state = feed.read_state(connection, user)
                 usable = cursor is not None and state.accepts(cursor)
                 alone.append((state, usable, feed.read_changes(connection, user, cursor.position) if usable else []))
-    assert len(batched) == len(arrivals)
-    for arrival, mine, theirs in zip(arrivals, batched, alone):
+    assert len(batched) == len(asked)
+    for arrival, mine, theirs in zip(asked, batched, alone):
         assert as_read(*mine) == as_read(*theirs), arrival
     # The history reached them: a test of equal empties would prove nothing.
     assert sum(len(changes) for _state, _usable, changes in batched) > 30
@@ -84,8 +84,8 @@ def test_too_many_rows_after_the_oldest_cursor_read_nothing_in_the_batch(seeded,
     app = seeded
     held = positions_through_a_history(app, database)
     with app.app_context(), read_transaction() as connection:
-        assert feed.read_arrivals(connection, [("u-ada", held[0])], most_rows=5) is None
-        assert feed.read_arrivals(connection, [("u-ada", held[-1])], most_rows=5) is not None
+        assert arrivals.read_arrivals(connection, [("u-ada", held[0])], most_rows=5) is None
+        assert arrivals.read_arrivals(connection, [("u-ada", held[-1])], most_rows=5) is not None
 
 
 def test_the_oldest_of_several_snapshots_sees_only_what_each_of_them_sees():
@@ -134,7 +134,7 @@ def test_polls_arriving_together_are_read_in_one_batch_of_a_fixed_cost(
     app = seeded
     engine = app.extensions["db"]
     started, go = lane_held
-    counted, batched = [], feed.read_arrivals
+    counted, batched = [], arrivals.read_arrivals
 
     def counting(connection, *arguments):
         with statements(engine) as seen:  # this greenlet's: the batch's reader
@@ -142,7 +142,7 @@ def test_polls_arriving_together_are_read_in_one_batch_of_a_fixed_cost(
         counted.append(seen)
         return found
 
-    monkeypatch.setattr(feed, "read_arrivals", counting)
+    monkeypatch.setattr(arrivals, "read_arrivals", counting)
     gate = Admission(engine, lanes=1)
     with app.app_context():
         with read_transaction() as connection:
@@ -172,7 +172,7 @@ def test_a_failed_batch_fails_each_of_its_polls_and_frees_its_lane(seeded, lane_
     def lost(*_args):
         raise OSError("the database went away")
 
-    monkeypatch.setattr(feed, "read_arrivals", lost)
+    monkeypatch.setattr(arrivals, "read_arrivals", lost)
     with app.app_context():
         first = gevent.spawn(gate.look, "u-ada", Known(None, None))
         assert started.wait(5)
@@ -215,7 +215,7 @@ def test_polls_arriving_at_once_hold_no_more_connections_than_the_lanes(app_fact
         return held
 
     monkeypatch.setattr(feed, "read_state", holding(feed.read_state))
-    monkeypatch.setattr(feed, "read_arrivals", holding(feed.read_arrivals))
+    monkeypatch.setattr(arrivals, "read_arrivals", holding(arrivals.read_arrivals))
     polls = [gevent.spawn(client.get, "/community-changes/poll?timeout=0", headers=auth(users[n % 3]))
              for n in range(ARRIVING)]
     statuses = [poll.get(timeout=30).status_code for poll in polls]

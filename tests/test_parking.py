@@ -160,6 +160,32 @@ def test_a_users_own_change_is_answered_before_a_fan_out_of_activity(app, parked
     assert written[0] == "u-ada"
 
 
+def test_a_users_own_change_woken_during_a_fan_out_goes_ahead_of_what_is_left_of_it(app, parked, monkeypatch):
+    """The answerer writes a fan-out a slice at a time: a join woken while the first slice is
+    written is answered next, not after every member's activity."""
+    from app.live import parking as parking_module
+
+    monkeypatch.setattr(parking_module, "ANSWER_SLICE", 10)
+    hub = app.extensions["hub"]
+    members = [f"u-m{n}" for n in range(50)]
+    clients = [parked(user_id)[1] for user_id in [*members, "u-ada"]]
+    written = []
+
+    def respond_in_order(session):
+        written.append(session.ticket.user_id)
+        if len(written) == 1:
+            deliver(hub, "u-ada", Row(2, "joined", False))  # woken while the fan-out is written
+        return respond(session)
+
+    hub.answer_parked_with(respond_in_order, app)
+    for user_id in members:
+        deliver(hub, user_id)
+    for client_side in clients:
+        read_answer(client_side)
+    assert sorted(written) == sorted([*members, "u-ada"])
+    assert written.index("u-ada") == 10  # right after the first slice
+
+
 def test_what_answering_parked_polls_costs_widens_the_coalescing_window(app, parked):
     hub = app.extensions["hub"]
     clock = Clock()

@@ -11,7 +11,7 @@ So at most ``lanes`` reads run at once. An arrival that finds a lane free
 and nobody queued reads alone, as it always did; the others queue here, in
 memory, and the next lane to come free reads every queued arrival (up to
 ``most_polls``) in one transaction of at most five statements whatever their
-number (``feed.read_arrivals``). Each arrival then gets the reply it would
+number (``arrivals.read_arrivals``). Each arrival then gets the reply it would
 have had alone. Reads never hold more than ``lanes`` of the pool's
 connections, and nothing waits on the pool for longer than one batch takes.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import gevent
 from gevent.event import AsyncResult
 
-from ..store import feed
+from ..store import arrivals, feed
 from ..store.db import read_transaction
 from .session import Known, Reply
 
@@ -105,7 +105,7 @@ class Admission:
         try:
             self._observe(len(batch))
             with read_transaction(self.engine) as connection:
-                found = feed.read_arrivals(
+                found = arrivals.read_arrivals(
                     connection, [(arrival.user_id, arrival.known.cursor) for arrival in batch], self.most_rows
                 )
             if found is None:

@@ -44,7 +44,9 @@ class Hub(Registry):
 
     Its life cycle (start, close, drain, stop) and the registry share the
     ``closing`` flag and the counts; the background parts it owns are
-    classes of their own.
+    classes of their own. A little over the usual class size because it is
+    the one face the views see: each poll-session method here is a line or
+    two that hands the work to the part that does it.
     """
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,

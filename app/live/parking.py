@@ -84,6 +84,11 @@ class ParkedPoll:
         return True
 
 
+# Parked polls answered before the answerer lets other greenlets run: a
+# fan-out to thousands is written in slices, with the re-read between them.
+ANSWER_SLICE = 100
+
+
 class Parking:
     """The parked polls of one hub, and the greenlet that answers them."""
 
@@ -149,20 +154,28 @@ class Parking:
     # -- the answerer -----------------------------------------------------------
 
     def _run(self):
+        # Taken and not yet answered, most urgent first: answered a slice at a
+        # time, so that between slices the re-read and arriving polls run, and
+        # a user's own change woken meanwhile goes ahead of the activity left.
+        pending = []
         while True:
-            timeout = None
-            if self._deadlines:
+            timeout = 0.0 if pending else None
+            if self._deadlines and not pending:
                 timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
             self._signal.wait(timeout)
             self._signal.clear()
             due = self._due()
-            if due:
-                with self.app.app_context():
-                    ready = [record for record, expired in due if self._ready(record, expired)]
-                    # Users' own changes are written first: a fan-out of a busy
-                    # community's activity in the same batch waits behind them.
-                    ready.sort(key=lambda record: record.session.urgency())
-                    self._answer_batch(ready)
+            if not due and not pending:
+                continue
+            with self.app.app_context():
+                ready = [record for record, expired in due if self._ready(record, expired)]
+                # Users' own changes are written first: a fan-out of a busy
+                # community's activity waits behind them (a stable sort keeps
+                # each level in the order it was woken).
+                pending = sorted(pending + ready, key=lambda record: record.session.urgency())
+                answering, pending = pending[:ANSWER_SLICE], pending[ANSWER_SLICE:]
+                self._answer_batch(answering)
+            gevent.sleep(0)
 
     def _due(self):
         """The parked polls to look at now: those of woken users, and those past their deadline."""
