@@ -52,7 +52,7 @@ def as_read(state, usable, changes):
     The feed's position is left out: the database may assign a transaction
     id between two reads (the hub's own writes) with nothing written to the log.
     """
-    return replace(state, cursor=state.cursor.epoch), usable, [(row.id, row.type, row.community_id, row.shared, row.role, row.kind, row.ref)
+    return state and replace(state, cursor=state.cursor.epoch), usable, [(row.id, row.type, row.community_id, row.shared, row.role, row.kind, row.ref)
                            for row in changes]
 
 
@@ -78,6 +78,28 @@ def test_a_batched_read_gives_every_arrival_what_it_would_read_alone(seeded, dat
     # The history reached them: a test of equal empties would prove nothing.
     assert sum(len(changes) for _state, _usable, changes in batched) > 30
     assert sum(not usable for _state, usable, _changes in batched) == 2 * len(USERS)
+
+
+def test_a_busy_communitys_activity_is_read_only_as_far_as_an_answer_carries_it(seeded, database):
+    """Far behind a burst: the batch reads each community's newest activity an answer can carry
+    (one more, so that it knows it dropped some), as a reader alone does, not the whole burst."""
+    from app.wire import MAX_PUBLISHED_PER_ANSWER
+
+    app = seeded
+    with app.app_context(), read_transaction() as connection:
+        start = feed.read_state(connection, "u-ada").cursor
+    burst = ", ".join(f"('c-rust', 'post_created', 'p-{n}')" for n in range(MAX_PUBLISHED_PER_ANSWER + 50))
+    database.psql(f"INSERT INTO activity (community_id, kind, ref) VALUES {burst}")
+    database.psql("UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'")
+    asked = [("u-ada", start), ("u-grace", start), ("u-alan", start)]
+    with app.app_context(), read_transaction() as connection:
+        batched = arrivals.read_arrivals(connection, asked, most_rows=MAX_PUBLISHED_PER_ANSWER + 10)
+        alone = [feed.read_changes(connection, user, cursor.position) for user, cursor in asked]
+    assert batched is not None
+    assert [as_read(*read)[2] for read in batched] == [as_read(None, None, rows)[2] for rows in alone]
+    ada = as_read(*batched[0])[2]
+    assert len(ada) == MAX_PUBLISHED_PER_ANSWER + 2 and ada[-1][1] == "community_updated"
+    assert [row[6] for row in ada[:2]] == ["p-49", "p-50"]
 
 
 def test_too_many_rows_after_the_oldest_cursor_read_nothing_in_the_batch(seeded, database):

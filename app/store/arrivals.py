@@ -22,7 +22,8 @@ def read_arrivals(connection, arrivals, most_rows):
     when more than ``most_rows`` change-log rows follow the oldest usable
     cursor (then each reads alone). The statements: the feed's head, the
     users' states, when their states last changed, every row after the
-    oldest cursor (each once), and the memberships of the users in the
+    oldest cursor (each once; of each community's activity only the newest
+    an answer can carry), and the memberships of the users in the
     communities of its community-scoped rows.
     """
     dialect = connection.dialect.name
@@ -44,7 +45,9 @@ def read_arrivals(connection, arrivals, most_rows):
     behind = [cursor.position for _user_id, cursor, _state, usable in read if usable]
     if not behind:
         return [(state, False, []) for _user_id, _cursor, state, _usable in read]
-    rows = connection.execute(queries.changes_after(earliest(behind)).limit(most_rows + 1)).all()
+    rows = connection.execute(
+        queries.changes_for_answers_after(earliest(behind)).limit(most_rows + 1)
+    ).all()
     if len(rows) > most_rows:
         return None
     own, shared = defaultdict(list), defaultdict(list)

@@ -405,6 +405,31 @@ def changes_after(position):
     return select(*_change_columns(Change.user_id)).where(position.unseen(Change)).order_by(Change.id)
 
 
+def changes_for_answers_after(position):
+    """``changes_after``, but of each community's activity only the newest rows an answer can carry.
+
+    An answer carries the newest MAX_PUBLISHED_PER_ANSWER activity rows
+    (``changes_of`` reads one more, to know it dropped some); the newest that
+    many of each community hold the newest that many of any set of
+    communities. So a batch of readers far behind a busy community reads a
+    few hundred rows, not the whole burst they missed.
+    """
+    columns = _change_columns(Change.user_id)
+    others = select(*columns).where(
+        position.unseen(Change), or_(Change.user_id.is_not(None), not_(of_type("activity")))
+    )
+    newest_first = func.row_number().over(partition_by=Change.community_id, order_by=Change.id.desc())
+    ranked = (
+        select(*columns, newest_first.label("rank"))
+        .where(position.unseen(Change), Change.user_id.is_(None), of_type("activity"))
+        .subquery("ranked")
+    )
+    activity = select(*(ranked.c[column.name] for column in columns)).where(
+        ranked.c.rank <= MAX_PUBLISHED_PER_ANSWER + 1
+    )
+    return union_all(others, activity).order_by(literal_column("id"))
+
+
 def unseen_by_sequence(column_id, last_id):
     return column_id > last_id
 
