@@ -22,10 +22,13 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from contextlib import nullcontext
 
 import gevent
 from gevent.event import Event
+
+from .coalescing import OWN
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,11 @@ class ParkedPoll:
         return True
 
 
-# Parked polls answered before the answerer lets other greenlets run: a
-# fan-out to thousands is written in slices, with the re-read between them.
+# Parked polls answered, and due polls taken their news, before the answerer
+# lets other greenlets run: a fan-out to thousands is worked in slices, with
+# the re-read between them.
 ANSWER_SLICE = 100
+TAKE_SLICE = 200
 
 
 class Parking:
@@ -100,7 +105,9 @@ class Parking:
         # body, headers), in ``app``'s context.
         self.render = None
         self.app = None
-        # Waiters woken since the answerer last looked, in the order they were woken.
+        # Waiters woken since the answerer last looked, in the order they were
+        # woken: with their own news, and the others.
+        self._urgent = {}
         self._woken = {}
         self._deadlines = []
         self._order = itertools.count()
@@ -142,8 +149,13 @@ class Parking:
             self.hub.release(record.ticket)
 
     def wake(self, waiters):
-        """``waiters`` has news, a drop or shutdown for its parked polls: answer them soon."""
-        self._woken[waiters] = None
+        """``waiters`` has news, a drop or shutdown for its parked polls: answer them soon
+        (before the others when it is the user's own news)."""
+        news = waiters.news
+        if news and news[-1].urgency == OWN:
+            self._urgent[waiters] = None
+        else:
+            self._woken[waiters] = None
         self._signal.set()
 
     def stop(self):
@@ -154,42 +166,51 @@ class Parking:
     # -- the answerer -----------------------------------------------------------
 
     def _run(self):
-        # Taken and not yet answered, most urgent first: answered a slice at a
-        # time, so that between slices the re-read and arriving polls run, and
-        # a user's own change woken meanwhile goes ahead of the activity left.
-        pending = []
+        # Due and not yet taken (a user's own news at the front), then taken
+        # and not yet answered, most urgent first. Both are worked through a
+        # slice at a time, and between slices the re-read and arriving polls
+        # run: a fan-out of a busy community's activity to thousands of
+        # parked members costs seconds, and a user's own change woken
+        # meanwhile goes ahead of what is left of it.
+        backlog, pending = deque(), []
         while True:
-            timeout = 0.0 if pending else None
-            if self._deadlines and not pending:
+            timeout = 0.0 if backlog or pending else None
+            if timeout is None and self._deadlines:
                 timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
             self._signal.wait(timeout)
             self._signal.clear()
-            due = self._due()
-            if not due and not pending:
+            first, rest = self._due()
+            backlog.extendleft(reversed(first))
+            backlog.extend(rest)
+            if not backlog and not pending:
                 continue
             with self.app.app_context():
-                ready = [record for record, expired in due if self._ready(record, expired)]
-                # Users' own changes are written first: a fan-out of a busy
-                # community's activity waits behind them (a stable sort keeps
-                # each level in the order it was woken).
+                taking = [backlog.popleft() for _ in range(min(TAKE_SLICE, len(backlog)))]
+                ready = [record for record, expired in taking if self._ready(record, expired)]
+                # A stable sort keeps each level in the order it was woken.
                 pending = sorted(pending + ready, key=lambda record: record.session.urgency())
                 answering, pending = pending[:ANSWER_SLICE], pending[ANSWER_SLICE:]
                 self._answer_batch(answering)
             gevent.sleep(0)
 
     def _due(self):
-        """The parked polls to look at now: those of woken users, and those past their deadline."""
-        due = []
+        """The parked polls to look at now: those of users woken with their own news first; then
+        those of other woken users, and those past their deadline."""
+        first, rest = [], []
+        urgent, self._urgent = self._urgent, {}
         woken, self._woken = self._woken, {}
+        for waiters in urgent:
+            first.extend((record, False) for record in waiters.parked or ())
         for waiters in woken:
-            due.extend((record, False) for record in waiters.parked or ())
+            if waiters not in urgent:
+                rest.extend((record, False) for record in waiters.parked or ())
         now = time.monotonic()
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             record = heapq.heappop(deadlines)[2]
             if not record.done:
-                due.append((record, True))
-        return due
+                rest.append((record, True))
+        return first, rest
 
     def _ready(self, record, expired):
         """Whether ``record`` is to be answered now, its news taken; a poll whose client left is let go.

@@ -28,7 +28,7 @@ import gevent
 from gevent.event import Event
 
 from ..store import feed
-from .coalescing import Coalescing, coalescable, urgency
+from .coalescing import COMMUNITY, Coalescing, coalescable, urgency
 from .owed import recorded
 from ..store.db import read_transaction
 
@@ -44,6 +44,8 @@ class News:
     notifications_unread: int
     hash: str
     position: object
+    # ``coalescing.urgency`` of ``rows``: the answerer takes the most urgent first.
+    urgency: int = COMMUNITY
 
 
 def read_head(engine):
@@ -136,7 +138,8 @@ class Reread:
             if waiters is None:
                 continue  # left while the states were read; its next poll reads these rows
             state = states[user_id]
-            waiters.deliver(News(rows, state.communities, state.notifications_unread, state.hash, position))
+            waiters.deliver(News(rows, state.communities, state.notifications_unread, state.hash, position,
+                                 rank(rows)))
             owed.owe(user_id, oldest(rows))
             delivered += 1
         if self.metrics and delivered:
