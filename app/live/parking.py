@@ -167,7 +167,7 @@ class Parking:
 
     def _run(self):
         # Due and not yet taken (a user's own news at the front), then taken
-        # and not yet answered, most urgent first. Both are worked through a
+        # and not yet answered (a heap, most urgent first). Both are worked through a
         # slice at a time, and between slices the re-read and arriving polls
         # run: a fan-out of a busy community's activity to thousands of
         # parked members costs seconds, and a user's own change woken
@@ -185,11 +185,12 @@ class Parking:
             if not backlog and not pending:
                 continue
             with self.app.app_context():
-                taking = [backlog.popleft() for _ in range(min(TAKE_SLICE, len(backlog)))]
-                ready = [record for record, expired in taking if self._ready(record, expired)]
-                # A stable sort keeps each level in the order it was woken.
-                pending = sorted(pending + ready, key=lambda record: record.session.urgency())
-                answering, pending = pending[:ANSWER_SLICE], pending[ANSWER_SLICE:]
+                for _ in range(min(TAKE_SLICE, len(backlog))):
+                    record, expired = backlog.popleft()
+                    if self._ready(record, expired):
+                        # Ranked once, as taken; the count keeps each level in the order it was woken.
+                        heapq.heappush(pending, (record.session.urgency(), next(self._order), record))
+                answering = [heapq.heappop(pending)[2] for _ in range(min(ANSWER_SLICE, len(pending)))]
                 self._answer_batch(answering)
             gevent.sleep(0)
 
