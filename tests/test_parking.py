@@ -160,12 +160,17 @@ def test_a_users_own_change_is_answered_before_a_fan_out_of_activity(app, parked
     assert written[0] == "u-ada"
 
 
-def test_a_users_own_change_woken_during_a_fan_out_goes_ahead_of_what_is_left_of_it(app, parked, monkeypatch):
-    """The answerer writes a fan-out a slice at a time: a join woken while the first slice is
-    written is answered next, not after every member's activity."""
+@pytest.mark.parametrize("take_slice", [200, 10])
+def test_a_users_own_change_woken_during_a_fan_out_goes_ahead_of_what_is_left_of_it(
+    app, parked, monkeypatch, take_slice
+):
+    """The answerer works a fan-out in slices: a join woken while the first slice is written
+    is answered next, ahead of the members answered after it, whether their news was taken
+    already (200 a slice: all of them) or not yet (10 a slice)."""
     from app.live import parking as parking_module
 
     monkeypatch.setattr(parking_module, "ANSWER_SLICE", 10)
+    monkeypatch.setattr(parking_module, "TAKE_SLICE", take_slice)
     hub = app.extensions["hub"]
     members = [f"u-m{n}" for n in range(50)]
     clients = [parked(user_id)[1] for user_id in [*members, "u-ada"]]
@@ -184,33 +189,6 @@ def test_a_users_own_change_woken_during_a_fan_out_goes_ahead_of_what_is_left_of
         read_answer(client_side)
     assert sorted(written) == sorted([*members, "u-ada"])
     assert written.index("u-ada") == 10  # right after the first slice
-
-
-def test_a_users_own_change_goes_ahead_of_polls_woken_before_it_and_not_yet_taken(app, parked, monkeypatch):
-    """A fan-out's polls are taken their news a slice at a time too: a join woken meanwhile is
-    taken, and answered, before the members still waiting to be taken."""
-    from app.live import parking as parking_module
-
-    monkeypatch.setattr(parking_module, "ANSWER_SLICE", 10)
-    monkeypatch.setattr(parking_module, "TAKE_SLICE", 10)
-    hub = app.extensions["hub"]
-    members = [f"u-m{n}" for n in range(50)]
-    clients = [parked(user_id)[1] for user_id in [*members, "u-ada"]]
-    written = []
-
-    def respond_in_order(session):
-        written.append(session.ticket.user_id)
-        if len(written) == 1:
-            deliver(hub, "u-ada", Row(2, "joined", False))
-        return respond(session)
-
-    hub.answer_parked_with(respond_in_order, app)
-    for user_id in members:
-        deliver(hub, user_id)
-    for client_side in clients:
-        read_answer(client_side)
-    assert sorted(written) == sorted([*members, "u-ada"])
-    assert written.index("u-ada") == 10
 
 
 def test_what_answering_parked_polls_costs_widens_the_coalescing_window(app, parked):
