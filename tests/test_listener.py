@@ -104,13 +104,23 @@ def migrated(pg_database):
 
 
 def notified(database, connection, sql):
-    """Whether ``sql`` run by an operator NOTIFYs a LISTEN on ``connection`` (within a second)."""
+    """Whether ``sql`` run by an operator NOTIFYs a LISTEN on ``connection`` (within a second).
+
+    Only a notification from the operator's own session counts: the channel is
+    the database's, which other test runs on the same server write to as well.
+    """
     connection.notifies.clear()
-    database.psql(sql)
+    operator = psycopg2.connect(database.url)
+    try:
+        operator.autocommit = True
+        operator.cursor().execute(sql)
+        writer = operator.get_backend_pid()
+    finally:
+        operator.close()
 
     def arrived():
         connection.poll()
-        return bool(connection.notifies)
+        return any(notify.pid == writer for notify in connection.notifies)
 
     return eventually(arrived, timeout=1)
 
