@@ -3,6 +3,7 @@ import http.client
 import json
 import os
 import signal
+import time
 from datetime import datetime, timezone
 
 import gevent
@@ -230,6 +231,43 @@ def test_dead_workers_rows_are_swept_and_a_swept_worker_writes_its_users_again(s
         assert connection.scalars(text("SELECT worker_id FROM presence")).all() == []
     # Its next refresh finds its row gone and writes all of its users again.
     assert eventually(lambda: "u-ada" in listed(client, auth("u-ada")))
+
+
+def test_a_worker_sweeps_only_when_its_sweep_is_due_and_not_again_until_half_a_ttl(quiet_app, monkeypatch):
+    """Workers started together sweep apart, and a sweep is not repeated on every refresh."""
+    presence = quiet_app.extensions["presence"]
+    sweeps = []
+    monkeypatch.setattr(presence, "sweep", lambda: sweeps.append(presence._next_sweep))
+    presence.seen_now("u-ada")  # an idle worker writes nothing, sweeps included
+    for _ in range(3):
+        presence.refresh()
+    assert sweeps == []  # a new worker's first sweep is half a TTL away at the soonest
+    presence._next_sweep = 0.0  # due now
+    presence.refresh()
+    presence.refresh()
+    assert len(sweeps) == 1
+    assert sweeps[0] >= time.monotonic() + presence.ttl * 0.5 - 1
+
+
+def test_a_failed_refresh_is_retried_and_the_loop_goes_on(quiet_app, monkeypatch):
+    presence = quiet_app.extensions["presence"]
+    presence.interval = 0.05
+    calls = []
+
+    def refresh():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise OSError("database unreachable")
+
+    monkeypatch.setattr(presence, "refresh", refresh)
+    loop = presence.start()
+    try:
+        assert eventually(lambda: len(calls) >= 3)
+    finally:
+        presence._stopping = True
+        presence._wake.set()
+        loop.join(timeout=5)
+    assert loop.dead
 
 
 def test_counts_are_one_statement_per_read_and_reused_within_the_interval(app_factory, auth, database):
