@@ -94,6 +94,19 @@ def test_a_busy_user_is_not_tracked_row_by_row():
     assert not state.vouches("u-ada", at(100), "h1")
 
 
+def test_a_row_read_twice_is_noted_once_and_a_busy_user_stays_untracked():
+    # Overlapping re-reads may both read a row: it is one of the user's rows, not two.
+    state = served(Vouching(heads(0)))
+    state.ensure_position()
+    for _ in range(vouching.ROWS_PER_USER + 1):
+        state.advance([Row(1, "u-ada")], cursors.SequencePosition(1))
+    assert state.recent["u-ada"] == (Row(1, "u-ada"),)
+    assert state.vouches("u-ada", at(1), "h1")
+    for n in range(2, vouching.ROWS_PER_USER + 4):
+        state.advance([Row(n, "u-ada")], cursors.SequencePosition(n))
+    assert state.recent["u-ada"] is None
+
+
 def test_old_or_large_bookkeeping_starts_over_from_the_latest_position(monkeypatch):
     state = served(Vouching(heads(0)))
     state.ensure_position()
@@ -213,6 +226,22 @@ def test_a_re_read_finishing_after_the_position_was_taken_again():
     state.advance([Row(11, "u-ada"), Row(13, "u-ada")], cursors.SequencePosition(13))
     assert not state.vouches("u-ada", at(12), "h1")
     assert state.vouches("u-ada", at(13), "h1")
+
+
+def test_a_re_read_that_delivered_nothing_rewinds_only_the_position_it_advanced():
+    state = served(Vouching(heads(10, 12, 20)))
+    state.ensure_position()
+    state.advance([], cursors.SequencePosition(13))
+    state.rewind(cursors.SequencePosition(10), cursors.SequencePosition(13))
+    assert state.position == cursors.SequencePosition(10)
+    # Meanwhile every poll left and a new one took position 12: that one stays.
+    state.forget()
+    state.ensure_position()
+    state.rewind(cursors.SequencePosition(10), cursors.SequencePosition(13))
+    assert state.position == cursors.SequencePosition(12)
+    # A re-read that failed before advancing moves nothing either.
+    state.rewind(cursors.SequencePosition(10), None)
+    assert state.position == cursors.SequencePosition(12)
 
 
 # -- a re-read notes its rows before it yields ---------------------------------
