@@ -276,6 +276,20 @@ def test_a_hang_up_releases_a_parked_poll_without_an_answer(app, parked):
     assert hub.waiting_polls == 0 and handed_back == [] and "u-ada" not in hub.users
 
 
+def test_a_hang_up_of_one_of_a_users_parked_polls_leaves_only_the_other_parked(app, parked):
+    hub = app.extensions["hub"]
+    _, gone_side, _ = parked("u-ada")
+    staying, staying_side, _ = parked("u-ada")
+    gone_side.close()
+    with gevent.Timeout(3):
+        while hub.parking.count > 1:
+            gevent.sleep(0.01)
+    assert hub.users["u-ada"].parked == [staying]
+    deliver(hub, "u-ada")
+    _, body = read_answer(staying_side)
+    assert json.loads(body)["status"] == "changed"
+
+
 def test_an_answer_larger_than_the_socket_buffer_arrives_whole(app, parked):
     hub = app.extensions["hub"]
     size = 4 * 1024 * 1024
