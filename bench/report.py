@@ -632,6 +632,11 @@ def burst_block(results, add, key="burst", number=9):
     add(f"| PostgreSQL transactions per second of burst, the writer's excluded | (report) | "
         f"{num(b['transactions_per_second'])} | | | |")
     add(f"| Worker CPU during the burst | (report) | {num(b['worker_cpu_percent'])}% | | | |")
+    if "client_cpu_percent" in b:
+        add(f"| Load generator CPU during the burst (one process: its timings lag once it nears 100%) | (report) | "
+            f"{num(b['client_cpu_percent'])}% | | | |")
+        add(f"| Widest coalescing window seen (sampled every 0.5 s) | (report) | "
+            f"{b['coalesce_window_max']:.2f} s | | | |")
     refused = ", ".join(f"{count:,} answered {status}" for status, count in sorted(b.get("refused", {}).items()))
     add(f"| Polls refused meanwhile (until the drain ended) | none | {refused or 'none'} | | | "
         f"{verdict(not refused)} |")

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -236,12 +237,7 @@ class Server(servers.Server):
 
     def cpu(self):
         """CPU seconds (user + system) used by the workers so far."""
-        total = 0
-        for pid in self.worker_pids():
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / TICK
+        return cpu_seconds(self.worker_pids())
 
     def waiting(self):
         return self.metrics().get("community_sync_waiting_polls", 0)
@@ -252,6 +248,34 @@ class Server(servers.Server):
 
     def queries(self):
         return self.metrics().get("community_sync_db_queries_total", 0)
+
+
+def cpu_seconds(pids):
+    """CPU seconds (user + system) the processes ``pids`` used so far."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+@contextmanager
+def sampled(read, every=0.5):
+    """A list that ``read()``'s value joins every ``every`` seconds, in a thread, while in the block."""
+    values, stop = [], threading.Event()
+
+    def sample():
+        while not stop.wait(every):
+            values.append(read())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield values
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextmanager
@@ -289,6 +313,10 @@ class ClientProcess:
     def call(self, command, event, **spec):
         self.send(cmd=command, **spec)
         return self.expect(event)
+
+    def cpu(self):
+        """CPU seconds the load generator used so far: a saturated one answers its own timings late."""
+        return cpu_seconds([self.process.pid])
 
     def close(self):
         if self.process.poll() is None:

@@ -41,6 +41,7 @@ RENAMED = "c-all"  # everyone's community in stack.Database.seed
 BURST = "c-small"  # the first ``small`` users in stack.Database.seed
 # Before: 0001, the last revision whose triggers fan a rename out per member.
 REVISIONS = {"before": "0001", "after": "head"}
+COALESCE_WINDOW = "community_sync_activity_coalesce_seconds"
 JOIN_EVERY = 0.1  # seconds between the unrelated users' joins during a burst
 ADMIN = "bench-admin"
 
@@ -262,14 +263,19 @@ def burst_phase(database, server, client, members, bystanders, options, profile)
     time.sleep(stack.SETTLE)
     counted = database.transactions()
     statements = server.queries()
-    cpu = server.cpu()
-    with profile(server):
-        published = publish(database, options["burst_rate"], options["burst_seconds"], onlookers[quiet_count:],
-                            options.get("burst_writers", 1))
-    seconds = published["seconds"]
-    during = server.queries() - statements
-    busy = server.cpu() - cpu
-    drain = drain_burst(client, members, published["last_ref"], options.get("drain_wait", 120))
+    cpu, client_cpu = server.cpu(), client.cpu()
+    def window():
+        """How wide coalescing has made the window a member's activity answers wait for each other."""
+        return server.metrics().get(COALESCE_WINDOW, 0.0)
+
+    with stack.sampled(window) as windows:
+        with profile(server):
+            published = publish(database, options["burst_rate"], options["burst_seconds"],
+                                onlookers[quiet_count:], options.get("burst_writers", 1))
+        seconds = published["seconds"]
+        during = server.queries() - statements
+        busy, client_busy = server.cpu() - cpu, client.cpu() - client_cpu
+        drain = drain_burst(client, members, published["last_ref"], options.get("drain_wait", 120))
     # However long the drain took, the counters wait for the server to go quiet.
     quiesce(server, held, timeout=options.get("drain_wait", 120))
     total = server.queries() - statements
@@ -298,6 +304,9 @@ def burst_phase(database, server, client, members, bystanders, options, profile)
         transactions=transactions,
         transactions_per_second=transactions / seconds,
         worker_cpu_percent=100 * busy / seconds,
+        client_cpu_percent=100 * client_busy / seconds,
+        coalesce_window_max=max(windows, default=0.0),
+        coalesce_windows=windows,
         worker_rss=server.rss(),
         **drain,
         **wake(answers, published["joins"]),
