@@ -6,6 +6,8 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import event, text
 
+from conftest import blocked_polls, eventually
+
 
 class StatementCounter:
     def __init__(self, engine):
@@ -235,7 +237,7 @@ def test_a_users_own_change_wakes_before_a_busy_communitys_activity(quiet_app, d
                 woken.append(user_id)
 
     polls = [gevent.spawn(wait, user_id) for user_id in [*members, "u-alan"]]
-    gevent.sleep(0.05)
+    assert eventually(lambda: blocked_polls(hub) == len(polls))  # all read and waiting
     # One re-read finds both: the post reaches every member, the join u-alan alone.
     database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-python', 'post_created', 'p-1');"
                   "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
