@@ -93,21 +93,11 @@ class Poller:
             while not client.closing:
                 client.sent += 1
                 client.requests += 1
-                response = follower.poll(self.timeout)
-                client.sent -= 1
-                if response.status != 200:
-                    client.failures.append([self.index, response.status,
-                                            response.body[:200].decode(errors="replace")])
-                    gevent.sleep(random.uniform(1, 3))
-                    continue
-                self.tally(response.answer)
-                client.answers.append([self.index, round(response.arrived, 6), response.answer["status"],
-                                       len(response.body)])
-                while not client.repoll and not client.closing:
-                    client.resume.wait()
+                self.answered(follower.poll(self.timeout))
         except Exception as error:  # every failure is reported, none is fatal
             if not client.closing:
-                client.failures.append([self.index, 0, f"{error.__class__.__name__}: {error}"])
+                client.failures.append([self.index, 0, f"{error.__class__.__name__}: {error}",
+                                        round(time.monotonic(), 6)])
         finally:
             follower.close()
 
@@ -155,17 +145,26 @@ class Poller:
                                         round(time.monotonic(), 6)])
                 gevent.sleep(random.uniform(0, spread))
                 continue
-            client.sent -= 1
-            if response.status != 200:
-                client.failures.append([self.index, response.status, response.body[:200].decode(errors="replace"),
-                                        round(response.arrived, 6)])
-                gevent.sleep(random.uniform(1, 3))
-                continue
-            self.tally(response.answer)
-            client.answers.append([self.index, round(response.arrived, 6), response.answer["status"],
-                                   len(response.body)])
-            while not client.repoll and not client.closing:
-                client.resume.wait()
+            self.answered(response)
+
+    def answered(self, response):
+        """Note a poll's answer (a refusal: wait 1-3 s), then wait while polling again is paused.
+
+        A refusal is noted as ``[index, status, body's start, arrival time]``;
+        an answer as ``[index, arrival time, status, size]``.
+        """
+        client = self.client
+        client.sent -= 1
+        if response.status != 200:
+            client.failures.append([self.index, response.status, response.body[:200].decode(errors="replace"),
+                                    round(response.arrived, 6)])
+            gevent.sleep(random.uniform(1, 3))
+            return
+        self.tally(response.answer)
+        client.answers.append([self.index, round(response.arrived, 6), response.answer["status"],
+                               len(response.body)])
+        while not client.repoll and not client.closing:
+            client.resume.wait()
 
 
 class Client:

@@ -610,9 +610,11 @@ def burst_block(results, add, key="burst", number=9):
     add(f"does. Activity is published in SQL (`INSERT INTO activity`), one row per transaction, "
         f"{b['rate']} a second{f' from {writers} connections' if writers > 1 else ''};")
     add("every 100 ms one of the other users joins another community (also SQL), and the time from its")
-    add("`COMMIT` to its poll's answer at the client is its wake latency. The same joins, with no burst,")
-    add("on the same server just before it are the baseline. Afterwards every member's client state is")
-    add("compared with the snapshot (`GET /me/communities`) the server gives that member.")
+    add("`COMMIT` to its poll's answer at the client is its wake latency. The other users' polls run in a")
+    add("load generator of their own (as each browser reads only its own answers; the members' answers")
+    add("keep theirs busy). The same joins, with no burst, on the same server just before it are the")
+    add("baseline. Afterwards every member's client state is compared with the snapshot")
+    add("(`GET /me/communities`) the server gives that member.")
     add("")
     ok_wake = b["wake_p99"] is not None and b["wake_p99"] < 0.100 and b["joins_answered"] == b["joins"]
     ok_kept = b["mismatches"] == 0 and b["caught_up"] == b["members"] and b["compared"] == b["members"]

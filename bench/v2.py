@@ -201,12 +201,15 @@ def rename_with_waiters(database, server, options):
     return result
 
 
-def hold(client, server, users, options):
-    """Ramp up one long poll per user and wait until the server has stopped reading for them."""
+def hold(client, server, users, options, waiting=0):
+    """Ramp up one long poll per user and wait until the server has stopped reading for them.
+
+    ``waiting``: polls the server holds already (another load generator's).
+    """
     client.call("hold", "held", users=users, ports=[server.port], path=POLL_PATH, timeout=POLL_TIMEOUT,
                 secret=SECRET, ramp=options.get("ramp", 200), deadline=180)
-    quiesce(server, len(users))
-    held = int(server.waiting())
+    quiesce(server, waiting + len(users))
+    held = int(server.waiting()) - waiting
     if held < len(users):
         log(f"only {held:,} of {len(users):,} polls are waiting; going on with those")
     return held
@@ -226,10 +229,13 @@ def burst(options, profile=nullcontext):
         # The first ``members`` users are the community's; the rest only look on.
         database.seed(members + bystanders, members)
         server = Server(database).start()
-        client = ClientProcess()
+        # The members' answers keep one load generator busy; the joins are
+        # timed in another, as each browser reads its own answers.
+        client, onlooking = ClientProcess(), ClientProcess()
         try:
-            result = burst_phase(database, server, client, members, bystanders, options, profile)
+            result = burst_phase(database, server, client, onlooking, members, bystanders, options, profile)
         finally:
+            onlooking.close()
             client.close()
             server.stop()
     finally:
@@ -243,20 +249,29 @@ def burst10(options):
                       burst_writers=options["burst10_writers"]))
 
 
-def burst_phase(database, server, client, members, bystanders, options, profile):
-    """Hold the polls, time the baseline joins, publish the burst, drain it, compare with snapshots."""
+def burst_phase(database, server, client, onlooking, members, bystanders, options, profile):
+    """Hold the polls, time the baseline joins, publish the burst, drain it, compare with snapshots.
+
+    ``client`` holds the members' polls, ``onlooking`` the other users' (user
+    ``members + i`` is its poller ``i``).
+    """
     users = [f"u{i}" for i in range(members + bystanders)]
-    held = hold(client, server, users, options)
+    held = hold(client, server, users[:members], options)
+    held += hold(onlooking, server, users[members:], options, waiting=held)
     onlookers = list(range(members, members + bystanders))
     quiet_count = options["burst_quiet_joins"]
     result = {"members": members, "bystanders": bystanders, "held": held, "rate": options["burst_rate"]}
 
+    def onlookers_report():
+        report = onlooking.call("report", "report")
+        return [[members + index, *rest] for index, *rest in report["answers"]], report["failures"]
+
     # The baseline: the same joins on the same server, with no activity.
-    client.call("report", "report")
+    onlookers_report()
     statements = server.queries()
     begin = time.monotonic()
     joins = join_alone(database, onlookers[:quiet_count])
-    result["quiet"] = dict(wake(client.call("report", "report")["answers"], joins),
+    result["quiet"] = dict(wake(onlookers_report()[0], joins),
                            statements_per_second=(server.queries() - statements) / (time.monotonic() - begin))
 
     quiesce(server, held)
@@ -280,9 +295,11 @@ def burst_phase(database, server, client, members, bystanders, options, profile)
     quiesce(server, held, timeout=options.get("drain_wait", 120))
     total = server.queries() - statements
     report = client.call("report", "report")
+    joined, onlookers_failed = onlookers_report()
     time.sleep(stack.SETTLE)
     transactions = database.transactions()["transactions"] - counted["transactions"] - published["transactions"]
     answers = report["answers"]
+    failures = report["failures"] + onlookers_failed
     per_member = Counter(index for index, _arrived, status, _size in answers
                          if index < members and status == "changed")
     counts = [per_member.get(index, 0) for index in range(members)]
@@ -292,12 +309,12 @@ def burst_phase(database, server, client, members, bystanders, options, profile)
         publish_seconds=seconds,
         published_rate=published["rows"] / seconds,
         answers=sum(counts),
-        answers_total=len(answers),
+        answers_total=len(answers) + len(joined),
         answers_per_member={"min": min(counts), "p50": median(counts), "max": max(counts),
                             "mean": sum(counts) / len(counts)},
         answers_per_member_second=sum(counts) / len(counts) / seconds,
-        refused=dict(Counter(str(status) for _index, status, _body in report["failures"])),
-        refused_samples=report["failures"][:3],
+        refused=dict(Counter(str(status) for _index, status, *_ in failures)),
+        refused_samples=failures[:3],
         statements_during=during,
         statements_per_second=during / seconds,
         statements_total=total,
@@ -309,7 +326,7 @@ def burst_phase(database, server, client, members, bystanders, options, profile)
         coalesce_windows=windows,
         worker_rss=server.rss(),
         **drain,
-        **wake(answers, published["joins"]),
+        **wake(joined, published["joins"]),
     )
     result.update(compare_with_snapshots(client, members))
     log(f"burst: {result['published']} rows at {result['published_rate']:.0f}/s; "
