@@ -10,7 +10,10 @@ published. ``python -m bench.profile reread``: the hub's batched re-read
 (``feed.read_news``) after activity in a community whose members all wait,
 timed in this process and explained by PostgreSQL (EXPLAIN ANALYZE).
 ``python -m bench.profile fanout [--waiters N]``: py-spy samples the worker
-while one rename wakes ``--waiters`` held polls. ``memory`` and ``fanout`` take
+while one rename wakes ``--waiters`` held polls. ``python -m bench.profile
+arrival [--waiters N]``: py-spy samples the worker while ``--waiters`` clients
+holding a snapshot's cursor send their long polls within one second (the
+arrival storm of bench/storm.py). ``memory`` and ``fanout`` take
 ``--greenlets`` to profile the polls held in greenlets (``PARKED_POLLS=0``)
 rather than parked. All use a database of their own, like the suite.
 """
@@ -26,9 +29,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.polls import POLL_PATH
 from harness.servers import wait_for
 
-from . import stack, v2
+from . import stack, storm, v2
+from .longpoll import POLL_TIMEOUT, quiesce, warm_up
 from .stack import SECRET, ClientProcess, Server, raise_fd_limit
 
 # A gunicorn config that is the project's plus a tracemalloc hook in the worker:
@@ -64,6 +69,15 @@ def post_worker_init(worker):
 """
 
 
+def py_spy(pid, output, rate, seconds=None):
+    """``py-spy record`` of process ``pid`` into ``output`` (raw), for ``seconds`` or until interrupted."""
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", str(rate),
+               "-f", "raw", "-o", str(output)]
+    if seconds is not None:
+        command += ["-d", str(int(seconds))]
+    return subprocess.Popen(command)
+
+
 def cpu304(database, seconds):
     server = Server(database, target="wsgi:app").start()
     client = ClientProcess()
@@ -73,9 +87,7 @@ def cpu304(database, seconds):
         load = dict(port=server.port, path="/me/communities", users=users, secret=SECRET,
                     connections=32, conditional=True)
         client.call("load", "load", duration=2, **load)
-        spy = subprocess.Popen([
-            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.worker_pids()[0]),
-            "-d", str(int(seconds) + 2), "-r", "200", "-f", "raw", "-o", str(output)])
+        spy = py_spy(server.worker_pids()[0], output, 200, seconds + 2)
         time.sleep(1)
         result = client.call("load", "load", duration=seconds, **load)
         spy.wait()
@@ -95,9 +107,7 @@ def fanout(database, waiters, environ):
         v2.hold(client, server, [f"u{i}" for i in range(waiters)], {})
         client.call("repoll", "ok", value=False)
         client.call("report", "report")
-        spy = subprocess.Popen([
-            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.worker_pids()[0]),
-            "-r", "200", "-f", "raw", "-o", str(output)])
+        spy = py_spy(server.worker_pids()[0], output, 200)
         time.sleep(1)
         began = time.monotonic()
         connection = database.connect()
@@ -143,9 +153,7 @@ def burst(quick):
 
     @contextmanager
     def sampled(server):
-        spy = subprocess.Popen([
-            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.worker_pids()[0]),
-            "-d", str(int(options["burst_seconds"]) + 1), "-r", "100", "-f", "raw", "-o", str(output)])
+        spy = py_spy(server.worker_pids()[0], output, 100, options["burst_seconds"] + 1)
         try:
             yield
         finally:
@@ -156,6 +164,33 @@ def burst(quick):
           f"{result['answers_per_member']['p50']} answers per member, "
           f"{result['statements_per_second']:.0f} statements/s, worker CPU {result['worker_cpu_percent']:.0f}%, "
           f"join wake p99 {result['wake_p99']}")
+    print_inclusive(output, top=60)
+
+
+def arrival(database, clients):
+    """Sample the worker while ``clients`` tabs with a snapshot's cursor send their long polls within 1 s."""
+    server = Server(database, target="wsgi:app").start()
+    client = ClientProcess()
+    output = Path(tempfile.mkdtemp()) / "py-spy.txt"
+    try:
+        warm_up(server, client, POLL_PATH)
+        client.call("prime", "primed", users=[f"u{i}" for i in range(clients)], ports=[server.port],
+                    path=POLL_PATH, snapshot_path="/me/communities", timeout=POLL_TIMEOUT, secret=SECRET)
+        spy = py_spy(server.worker_pids()[0], output, 200)
+        time.sleep(1)
+        cpu = server.cpu()
+        begin = client.call("storm", "stormed", spread=storm.SPREAD)["begin"]
+        wait_for(lambda: server.waiting() >= clients, 120, interval=0.05)
+        waiting = time.monotonic() - begin
+        quiesce(server, clients)
+        busy = server.cpu() - cpu
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
+    finally:
+        client.close()
+        server.stop()
+    print(f"{clients} polls all waiting {waiting:.2f} s after the first was sent; "
+          f"worker CPU {busy:.2f} s ({1000 * busy / clients:.2f} ms a poll)")
     print_inclusive(output, top=60)
 
 
@@ -242,10 +277,10 @@ def reread(members, fetched, explained):
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=("cpu304", "memory", "burst", "reread", "fanout"))
+    parser.add_argument("what", choices=("cpu304", "memory", "burst", "reread", "fanout", "arrival"))
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--waiters", type=int, default=2000,
-                        help="memory, fanout: polls held; reread: members waiting")
+                        help="memory, fanout: polls held; reread: members waiting; arrival: clients")
     parser.add_argument("--quick", action="store_true", help="burst: the small version")
     parser.add_argument("--greenlets", action="store_true",
                         help="memory, fanout: parking off, each waiting poll held in a greenlet (PARKED_POLLS=0)")
@@ -268,6 +303,8 @@ def main():
             cpu304(database, args.seconds)
         elif args.what == "fanout":
             fanout(database, args.waiters, environ)
+        elif args.what == "arrival":
+            arrival(database, args.waiters)
         else:
             memory(database, args.waiters, environ)
     finally:
