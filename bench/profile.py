@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,34 @@ def post_worker_init(worker):
                 out.write(f"{{stat.size_diff:>10}} {{stat.count_diff:>7}} {{stat.traceback[0].filename}}\\n")
 
     signal.signal(signal.SIGUSR2, snapshot)
+"""
+
+
+# The project's gunicorn config plus, in the worker, SIGUSR2 writing gevent's listing of
+# every greenlet and where it stands (gevent.util.format_run_info) to <out>.<n>.
+GREENLETS_CONF = """
+import signal
+exec(open({conf!r}).read())
+_project_post_worker_init = post_worker_init
+
+def post_worker_init(worker):
+    _project_post_worker_init(worker)
+    import gc, gevent.util
+    taken = []
+
+    def dump(_sig, _frame):
+        # gevent finds greenlets through gc.get_objects(), which leaves out what
+        # post_worker_init froze: the hub's own greenlets among it.
+        taken.append(None)
+        gc.unfreeze()
+        try:
+            listing = gevent.util.format_run_info()
+        finally:
+            gc.freeze()
+        with open(f"{out}.{{len(taken)}}", "w") as out_file:
+            out_file.write("\\n".join(listing))
+
+    signal.signal(signal.SIGUSR2, dump)
 """
 
 
@@ -160,11 +189,75 @@ def burst(quick):
             spy.wait()
 
     result = v2.burst(options, profile=sampled)
+    print_burst(result)
+    print_inclusive(output, top=60)
+
+
+def print_burst(result):
     print(f"{result['published']} rows published in {result['publish_seconds']:.1f} s, "
           f"{result['answers_per_member']['p50']} answers per member, "
           f"{result['statements_per_second']:.0f} statements/s, worker CPU {result['worker_cpu_percent']:.0f}%, "
           f"join wake p99 {result['wake_p99']}")
-    print_inclusive(output, top=60)
+
+
+def burst_greenlets(quick, moments):
+    """Scenario 9 with every greenlet of the worker listed ``moments`` seconds after the burst began.
+
+    Prints, per listing, how many greenlets stand at each of the project's
+    frames (the innermost one under app/), and the whole stacks of the hub's
+    own greenlets (the re-read, the answerer, admission's batches).
+    """
+    from .__main__ import FULL, QUICK
+
+    options = dict(QUICK if quick else FULL)
+    stack.SETTLE = options["settle"]
+    directory = Path(tempfile.mkdtemp())
+    out = directory / "greenlets"
+    conf = directory / "gunicorn_greenlets.py"
+    conf.write_text(GREENLETS_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
+
+    @contextmanager
+    def listed(server):
+        pid, began = server.worker_pids()[0], time.monotonic()
+
+        def signal_at_moments():
+            for moment in moments:
+                time.sleep(max(0.0, began + moment - time.monotonic()))
+                os.kill(pid, signal.SIGUSR2)
+
+        threading.Thread(target=signal_at_moments, daemon=True).start()
+        yield
+
+    result = v2.burst(options, profile=listed, config=conf)
+    print_burst(result)
+    for number, moment in enumerate(moments, 1):
+        listing = Path(f"{out}.{number}")
+        if not listing.exists():
+            print(f"\n{moment} s: no listing (the worker had stopped?)")
+            continue
+        print(f"\n{moment} s after the burst began:")
+        print_greenlets(listing.read_text())
+
+
+def print_greenlets(text):
+    """How many greenlets stand at each (first, last) app/ frame; the hub's own greenlets' stacks.
+
+    A greenlet's first frame under app/ says what it is (a request's view,
+    the re-read's loop, the answerer, an admission batch), its last one
+    where it stands.
+    """
+    at = collections.Counter()
+    for node in text.split("+--- <")[1:]:
+        running = node.split("Running:", 1)[-1].split("Spawned at:", 1)[0]
+        frames = [line.split("File ", 1)[1].replace(str(stack.ROOT) + "/", "")
+                  for line in running.splitlines() if "File " in line and "/app/" in line]
+        if not frames:
+            continue
+        at[(frames[0], frames[-1])] += 1
+        if "app/live/" in frames[0]:
+            print("  " + "\n  ".join(frames) + "\n  --")
+    for (first, last), count in at.most_common(20):
+        print(f"{count:6}  {first}\n        ... {last}")
 
 
 def arrival(database, clients):
@@ -277,7 +370,10 @@ def reread(members, fetched, explained):
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=("cpu304", "memory", "burst", "reread", "fanout", "arrival"))
+    parser.add_argument("what", choices=("cpu304", "memory", "burst", "burst-greenlets", "reread", "fanout",
+                                         "arrival"))
+    parser.add_argument("--moments", type=float, nargs="+", default=[3, 8, 15, 22],
+                        help="burst-greenlets: seconds after the burst began to list the greenlets at")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--waiters", type=int, default=2000,
                         help="memory, fanout: polls held; reread: members waiting; arrival: clients")
@@ -290,6 +386,9 @@ def main():
     raise_fd_limit()
     if args.what == "burst":
         burst(args.quick)
+        return
+    if args.what == "burst-greenlets":
+        burst_greenlets(args.quick, args.moments)
         return
     if args.what == "reread":
         reread(args.waiters, args.rows, args.explained)

@@ -215,11 +215,12 @@ def hold(client, server, users, options, waiting=0):
     return held
 
 
-def burst(options, profile=nullcontext):
+def burst(options, profile=nullcontext, config=None):
     """Activity at ``burst_rate`` rows a second in a community whose members all wait.
 
     ``profile(server)``, a context manager, is entered for the time activity is
-    published (``python -m bench.profile burst`` samples the worker then).
+    published (``python -m bench.profile burst`` samples the worker then);
+    ``config`` replaces the project's gunicorn.conf.py (the profiles add hooks to it).
     """
     members = options["burst_members"]
     bystanders = options["burst_bystanders"]
@@ -228,7 +229,7 @@ def burst(options, profile=nullcontext):
         database.migrate()
         # The first ``members`` users are the community's; the rest only look on.
         database.seed(members + bystanders, members)
-        server = Server(database).start()
+        server = Server(database, **({"config": config} if config else {})).start()
         # The members' answers keep one load generator busy; the joins are
         # timed in another, as each browser reads its own answers.
         client, onlooking = ClientProcess(), ClientProcess()
