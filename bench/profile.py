@@ -13,7 +13,9 @@ timed in this process and explained by PostgreSQL (EXPLAIN ANALYZE).
 while one rename wakes ``--waiters`` held polls. ``python -m bench.profile
 arrival [--waiters N]``: py-spy samples the worker while ``--waiters`` clients
 holding a snapshot's cursor send their long polls within one second (the
-arrival storm of bench/storm.py). ``memory`` and ``fanout`` take
+arrival storm of bench/storm.py). ``python -m bench.profile burst-greenlets [--moments S ...]``:
+scenario 9 with every greenlet of the worker listed at those seconds into
+the burst: how many stand where, and the hub's own greenlets' stacks. ``memory`` and ``fanout`` take
 ``--greenlets`` to profile the polls held in greenlets (``PARKED_POLLS=0``)
 rather than parked. All use a database of their own, like the suite.
 """
