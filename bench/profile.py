@@ -109,6 +109,18 @@ def py_spy(pid, output, rate, seconds=None):
     return subprocess.Popen(command)
 
 
+@contextmanager
+def sampling(server, output, rate=200):
+    """py-spy samples the worker of ``server`` into ``output`` through the block (from a second before it)."""
+    spy = py_spy(server.worker_pids()[0], output, rate)
+    time.sleep(1)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
+
+
 def cpu304(database, seconds):
     server = Server(database, target="wsgi:app").start()
     client = ClientProcess()
@@ -138,20 +150,17 @@ def fanout(database, waiters, environ):
         v2.hold(client, server, [f"u{i}" for i in range(waiters)], {})
         client.call("repoll", "ok", value=False)
         client.call("report", "report")
-        spy = py_spy(server.worker_pids()[0], output, 200)
-        time.sleep(1)
-        began = time.monotonic()
-        connection = database.connect()
-        with connection, connection.cursor() as cursor:
-            cursor.execute("UPDATE communities SET name = 'Renamed' WHERE id = 'c-all'")
-        connection.close()
-        answered = 0
-        while answered < waiters and time.monotonic() - began < 60:
-            time.sleep(0.2)
-            answered += sum(1 for a in client.call("report", "report")["answers"] if a[2] == "changed")
-        elapsed = time.monotonic() - began
-        spy.send_signal(signal.SIGINT)
-        spy.wait()
+        with sampling(server, output):
+            began = time.monotonic()
+            connection = database.connect()
+            with connection, connection.cursor() as cursor:
+                cursor.execute("UPDATE communities SET name = 'Renamed' WHERE id = 'c-all'")
+            connection.close()
+            answered = 0
+            while answered < waiters and time.monotonic() - began < 60:
+                time.sleep(0.2)
+                answered += sum(1 for a in client.call("report", "report")["answers"] if a[2] == "changed")
+            elapsed = time.monotonic() - began
     finally:
         client.close()
         server.stop()
@@ -271,16 +280,13 @@ def arrival(database, clients):
         warm_up(server, client, POLL_PATH)
         client.call("prime", "primed", users=[f"u{i}" for i in range(clients)], ports=[server.port],
                     path=POLL_PATH, snapshot_path="/me/communities", timeout=POLL_TIMEOUT, secret=SECRET)
-        spy = py_spy(server.worker_pids()[0], output, 200)
-        time.sleep(1)
-        cpu = server.cpu()
-        begin = client.call("storm", "stormed", spread=storm.SPREAD)["begin"]
-        wait_for(lambda: server.waiting() >= clients, 120, interval=0.05)
-        waiting = time.monotonic() - begin
-        quiesce(server, clients)
-        busy = server.cpu() - cpu
-        spy.send_signal(signal.SIGINT)
-        spy.wait()
+        with sampling(server, output):
+            cpu = server.cpu()
+            begin = client.call("storm", "stormed", spread=storm.SPREAD)["begin"]
+            wait_for(lambda: server.waiting() >= clients, 120, interval=0.05)
+            waiting = time.monotonic() - begin
+            quiesce(server, clients)
+            busy = server.cpu() - cpu
     finally:
         client.close()
         server.stop()

@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql
 
 from app.store import queries
 from harness.polls import POLL_PATH, bearer_token
+from harness.servers import CONFIG
 
 from . import stack
 from .longpoll import POLL_TIMEOUT, quiesce
@@ -215,7 +216,7 @@ def hold(client, server, users, options, waiting=0):
     return held
 
 
-def burst(options, profile=nullcontext, config=None):
+def burst(options, profile=nullcontext, config=CONFIG):
     """Activity at ``burst_rate`` rows a second in a community whose members all wait.
 
     ``profile(server)``, a context manager, is entered for the time activity is
@@ -229,7 +230,7 @@ def burst(options, profile=nullcontext, config=None):
         database.migrate()
         # The first ``members`` users are the community's; the rest only look on.
         database.seed(members + bystanders, members)
-        server = Server(database, **({"config": config} if config else {})).start()
+        server = Server(database, config=config).start()
         # The members' answers keep one load generator busy; the joins are
         # timed in another, as each browser reads its own answers.
         client, onlooking = ClientProcess(), ClientProcess()
@@ -280,6 +281,7 @@ def burst_phase(database, server, client, onlooking, members, bystanders, option
     counted = database.transactions()
     statements = server.queries()
     cpu, client_cpu = server.cpu(), client.cpu()
+
     def window():
         """How wide coalescing has made the window a member's activity answers wait for each other."""
         return server.metrics().get(COALESCE_WINDOW, 0.0)
