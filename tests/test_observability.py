@@ -251,6 +251,14 @@ def test_readyz_reports_an_unreachable_database(pg_database):
         app.extensions["db"].dispose()
 
 
+def json_lines(log):
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
+def poll_lines(log):
+    return [line for line in json_lines(log) if line.get("request_id", "").startswith("poll-")]
+
+
 @pytest.mark.slow
 def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
     """Whichever worker a scrape reaches, it reports every worker's counts."""
@@ -268,7 +276,7 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
         import jwt
 
         token = jwt.encode({"sub": "u-1", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
-        polls = 30
+        polls = 0
 
         def poll(index):
             return index, requests.get(base + "/community-changes/poll?timeout=0",
@@ -277,10 +285,16 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
                                                 "Connection": "close"}, timeout=10)
 
         # New connections, several at once, so the requests spread over the workers.
+        # One worker can still accept a whole round while the others sleep, so rounds
+        # go on until the access log shows a second worker.
         with ThreadPoolExecutor(max_workers=10) as pool:
-            for index, response in pool.map(poll, range(polls)):
-                assert response.status_code == 200
-                assert response.headers["X-Request-ID"] == f"poll-{index}"
+            for _ in range(30):
+                for index, response in pool.map(poll, range(polls, polls + 10)):
+                    assert response.status_code == 200
+                    assert response.headers["X-Request-ID"] == f"poll-{index}"
+                polls += 10
+                if wait_for(lambda: len({line["pid"] for line in poll_lines(server.log())}) > 1, 1, interval=0.1):
+                    break
         answered = set()
         for _ in range(10):
             text = requests.get(base + "/metrics", headers={"Connection": "close"}, timeout=5).text
@@ -288,10 +302,10 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
         assert answered == {polls}
     finally:
         server.stop()
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    lines = json_lines(server.log())
     # The master's lines and the workers' alike.
     assert all(RFC3339_UTC.fullmatch(line["time"]) for line in lines)
-    access = [line for line in lines if line.get("request_id", "").startswith("poll-")]
+    access = poll_lines(server.log())
     assert len(access) == polls
     assert all(line["path"] == "/community-changes/poll" and line["status"] == "200" for line in access)
     # More than one worker answered, so the equal counts above were sums.
