@@ -245,3 +245,65 @@ def test_a_users_own_change_wakes_before_a_busy_communitys_activity(quiet_app, d
     gevent.joinall(polls, timeout=10)
     assert len(woken) == len(members) + 1
     assert woken[0] == "u-alan"
+
+
+def test_a_users_own_change_is_handed_over_before_the_woken_members_states_are_read(quiet_app, database,
+                                                                                   monkeypatch):
+    """The members' states are one slow statement in a burst: the join must not wait for it."""
+    from app.store import feed
+
+    hub = quiet_app.extensions["hub"]
+    members = add_members(quiet_app, "c-python", 20)
+    read_states, reads = feed.read_states, []
+
+    def recording(connection, user_ids):
+        reads.append((sorted(user_ids), len(hub.users["u-alan"].news)))
+        return read_states(connection, user_ids)
+
+    monkeypatch.setattr(feed, "read_states", recording)
+    with ExitStack() as stack:
+        tickets = {user: stack.enter_context(hub.waiting(user)) for user in [*members, "u-alan"]}
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-python', 'post_created', 'p-1');"
+                      "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+        hub.reread.refresh()
+        news = {user: hub.wait(ticket, 0) for user, ticket in tickets.items()}
+    # u-alan's state alone, its news handed over; then the members'.
+    assert reads == [(["u-alan"], 0), (sorted(members), 1)]
+    assert [row.type for row in news["u-alan"][0].rows] == ["joined"]
+    assert all([row.ref for row in news[member][0].rows] == ["p-1"] for member in members)
+
+
+def test_a_re_read_failing_after_handing_over_own_changes_reads_the_rest_again(quiet_app, database,
+                                                                              monkeypatch):
+    """A failure between the two state reads: the members get their rows next time, the joiner nothing new."""
+    from app.store import feed
+
+    hub = quiet_app.extensions["hub"]
+    members = add_members(quiet_app, "c-python", 3)
+    # No coalescing: the members were offered their rows once already, and a
+    # window would hold the second offer back (delivered later, not lost).
+    hub.reread.coalescing.window = hub.reread.coalescing.floor = 0
+    read_states, calls = feed.read_states, []
+
+    def failing_second(connection, user_ids):
+        calls.append(user_ids)
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        return read_states(connection, user_ids)
+
+    monkeypatch.setattr(feed, "read_states", failing_second)
+    with ExitStack() as stack:
+        tickets = {user: stack.enter_context(hub.waiting(user)) for user in [*members, "u-alan"]}
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-python', 'post_created', 'p-1');"
+                      "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+        with pytest.raises(RuntimeError):
+            hub.reread.refresh()
+        first = {user: hub.wait(ticket, 0) for user, ticket in tickets.items()}
+        hub.reread.refresh()
+        second = {user: hub.wait(ticket, 0) for user, ticket in tickets.items()}
+    assert [row.type for row in first["u-alan"][0].rows] == ["joined"]
+    assert all(first[member] == [] for member in members)
+    assert all([row.ref for row in second[member][0].rows] == ["p-1"] for member in members)
+    # Read again from where the failed re-read began, the join comes again; a
+    # poll that took it skips it (``PollSession.take``: rows its cursor saw).
+    assert [row.type for row in second["u-alan"][0].rows] == ["joined"]

@@ -4,8 +4,10 @@ On a hint (a NOTIFY, this process's own write, or the safety-net timer) it
 reads, in one snapshot, the new position and every change-log row since the
 hub's position, each once, and which waiting users are or were members of the
 communities of its community-scoped rows; then the state of the waiting users
-those rows touch in one statement: a fixed number of statements whatever the
-number of waiters, and rows read once however many members they concern. Each
+those rows touch, in two statements: first the users with changes of their own
+(a join, a role, a notification), who are answered while the second reads the
+members woken only by community-wide rows. A fixed number of statements whatever
+the number of waiters, and rows read once however many members they concern. Each
 touched user gets the result as ``News`` and is woken, unless it is only
 activity for a user woken less than a window ago (``ACTIVITY_COALESCE``,
 wider while answering costs the worker more: up to ``ACTIVITY_COALESCE_MAX``): then
@@ -28,7 +30,7 @@ import gevent
 from gevent.event import Event
 
 from ..store import feed
-from .coalescing import COMMUNITY, Coalescing, coalescable, urgency
+from .coalescing import COMMUNITY, OWN, Coalescing, coalescable, urgency
 from .owed import recorded
 from ..store.db import read_transaction
 
@@ -106,7 +108,9 @@ class Reread:
             owed.read_ends()
             return
         start, position, woken = vouching.position, None, {}
+        handed, delivered = set(), 0
         writes = vouching.writes  # committed before this read's snapshot
+        rank = feed.per_list(urgency)
         try:
             with read_transaction(self.engine) as connection:
                 batch = feed.read_news(connection, start, self._waiting_users)
@@ -118,33 +122,45 @@ class Reread:
                 # already waiting is among those woken below.
                 vouching.advance(batch.rows, position, writes)
                 woken = self._woken(batch.by_user(self.users))
-                states = feed.read_states(connection, list(woken)) if woken else {}
+                # A user's own changes first, in a statement of their own: a
+                # busy community's thousands of members woken by its activity
+                # are read after, while those few are being answered.
+                ranks = {user_id: rank(rows) for user_id, rows in woken.items()}
+                for group in (OWN, COMMUNITY):
+                    users = [user_id for user_id in woken if ranks[user_id] == group]
+                    if users:
+                        delivered += self._deliver(users, woken, feed.read_states(connection, users), position,
+                                                   ranks)
+                        handed.update(users)
         except BaseException:
-            # Nothing of this batch reached its waiters (the database went
-            # away mid-read, say): read it again next time, or its rows would
-            # stay behind the position, lost to every waiting poll.
+            # The rest of this batch did not reach its waiters (the database
+            # went away mid-read, say): read it again next time, or its rows
+            # would stay behind the position, lost to every waiting poll. Those
+            # handed their news already see its rows again, and skip them.
             vouching.rewind(start, position)
             # The rows held from earlier batches are not read again: hold them again.
-            self.coalescing.hold_again(woken, {row.id for row in batch.rows} if position is not None else set())
+            undelivered = {user_id: rows for user_id, rows in woken.items() if user_id not in handed}
+            self.coalescing.hold_again(undelivered, {row.id for row in batch.rows} if position is not None else set())
             owed.read_ends(failed=True)
             raise
-        delivered = 0
-        oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
-        # A user's own changes first: woken in this order, its greenlets run
-        # and the answerer takes its parked polls in this order.
-        rank = feed.per_list(urgency)
-        for user_id, rows in sorted(woken.items(), key=lambda item: rank(item[1])):
-            waiters = self.users.get(user_id)
-            if waiters is None:
-                continue  # left while the states were read; its next poll reads these rows
-            state = states[user_id]
-            waiters.deliver(News(rows, state.communities, state.notifications_unread, state.hash, position,
-                                 rank(rows)))
-            owed.owe(user_id, oldest(rows))
-            delivered += 1
         if self.metrics and delivered:
             self.metrics.wakeups.inc(delivered)
         owed.read_ends()
+
+    def _deliver(self, users, woken, states, position, ranks):
+        """Hand each of ``users`` still waiting its ``woken`` rows and its state as ``News``; how many were."""
+        oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
+        delivered = 0
+        for user_id in users:
+            waiters = self.users.get(user_id)
+            if waiters is None:
+                continue  # left while the states were read; its next poll reads these rows
+            state, rows = states[user_id], woken[user_id]
+            waiters.deliver(News(rows, state.communities, state.notifications_unread, state.hash, position,
+                                 ranks[user_id]))
+            self.owed.owe(user_id, oldest(rows))
+            delivered += 1
+        return delivered
 
     def _woken(self, by_user):
         """``{user: rows}`` to wake now: what coalescing lets through of ``by_user``; and held rows now due.
