@@ -24,6 +24,7 @@ from .auth import (
     CALLER_ALIAS, CONTROL, ID_PATTERN, ID_RULE, NAME_LENGTH, SURROGATE, USER_ID_RULE, valid_id,
     valid_name, valid_user_id,
 )
+from .cache import LRU
 from .store.models import CHANGE_TYPES, ID_LENGTH, KIND_LENGTH, ROLES
 
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
@@ -328,8 +329,21 @@ def notification_page(rows, next_cursor):
                    next_cursor=next_cursor)
 
 
+# Change entries rendered lately, by row: an activity row of a busy community is
+# carried by an answer to each of its thousands of members, rendered once.
+RENDERED_CHANGES = LRU(10_000)
+
+
 def change_entry(change):
-    return serialize(CHANGE, change)
+    """``change`` (a change-log row, equal to any other read of it) as answers list it.
+
+    The entry is shared by every answer that carries the row: not to be changed.
+    """
+    entry = RENDERED_CHANGES.get(change)
+    if entry is None:
+        entry = serialize(CHANGE, change)
+        RENDERED_CHANGES.put(change, entry)
+    return entry
 
 
 def sort_communities(entries):

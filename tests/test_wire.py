@@ -7,7 +7,10 @@ from datetime import datetime, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sqlalchemy import DateTime, String, create_engine, literal, select
+
 from app import wire
+from app.cache import LRU
 from app.live.session import Known, Reply
 
 # What a state holds: text (any character a database column stores), integers, flags, nulls.
@@ -99,6 +102,30 @@ def test_a_change_entry_names_its_actor_and_leaves_out_a_missing_role():
     note = Row(type="notification", community_id=None, at=JOINED, actor=None, role=None,
                kind="mention", ref="p-1")
     assert list(wire.change_entry(note)) == ["type", "at", "by", "kind", "ref"]
+
+
+def test_a_change_read_again_is_rendered_once_and_a_different_one_anew(monkeypatch):
+    """A fan-out's activity goes to thousands of answers; each row is rendered once, however it was read."""
+    engine = create_engine("sqlite://")  # rows as SQLAlchemy gives them: equal when their values are
+    try:
+        with engine.connect() as connection:
+            def read(ref):
+                values = {"type": "activity", "community_id": "c-1", "at": JOINED, "actor": "u-ada",
+                          "role": None, "kind": "post_created", "ref": ref}
+                return connection.execute(select(*(
+                    literal(value, DateTime() if name == "at" else String()).label(name)
+                    for name, value in values.items()))).one()
+            first, again, other = read("p-1"), read("p-1"), read("p-2")
+    finally:
+        engine.dispose()
+    rendered = []
+    serialize = wire.serialize
+    monkeypatch.setattr(wire, "serialize", lambda fields, row: rendered.append(row) or serialize(fields, row))
+    monkeypatch.setattr(wire, "RENDERED_CHANGES", LRU(10))
+    entries = [wire.change_entry(row) for row in (first, again, other, first)]
+    assert rendered == [first, other]
+    assert entries[0] is entries[1] is entries[3]
+    assert [entry["ref"] for entry in entries] == ["p-1", "p-1", "p-2", "p-1"]
 
 
 def test_a_poll_body_lists_changes_only_when_changed():
