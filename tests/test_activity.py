@@ -369,6 +369,19 @@ def test_notifications_unread_and_their_read_marker(seeded, client, auth, databa
     assert grace["notifications_unread"] == 1
 
 
+def test_a_poll_woken_by_notifications_carries_the_unread_count_it_was_woken_with(seeded, client, auth,
+                                                                                  database):
+    """A waiting poll's ``changed`` answer gives the state the news brought, count included."""
+    waiting = wait_for(client, auth("u-ada"))
+    database.psql("INSERT INTO activity (user_id, kind, ref) VALUES ('u-ada', 'mention', 'm-1'), "
+                  "('u-ada', 'mention', 'm-2')")
+    body = waiting.get(timeout=20).json
+    assert body["status"] == "changed"
+    assert [c["ref"] for c in body["changes"]] == ["m-1", "m-2"]
+    assert body["notifications_unread"] == 2
+    assert body["hash"] == wire.user_state_hash(body["communities"], 2)
+
+
 def test_activity_stops_the_hub_vouching_for_members(seeded, client, auth):
     hub = seeded.extensions["hub"]
     holder = wait_for(client, auth("u-alan"))  # keeps the hub reading
