@@ -7,8 +7,9 @@ snapshots of the worker before and after ``--waiters`` polls are held, compared
 by traceback and by file. ``python -m bench.profile burst [--quick]``: scenario
 9 (bench/v2.py) with py-spy sampling the worker while the activity is
 published. ``python -m bench.profile reread``: the hub's batched re-read
-(``feed.read_news``) after activity in a community whose members all wait,
-timed in this process and explained by PostgreSQL (EXPLAIN ANALYZE).
+(``feed.read_news``, then ``feed.read_states`` of the members it woke) after
+activity in a community whose members all wait, timed in this process and
+explained by PostgreSQL (EXPLAIN ANALYZE).
 ``python -m bench.profile fanout [--waiters N]``: py-spy samples the worker
 while one rename wakes ``--waiters`` held polls. ``python -m bench.profile
 arrival [--waiters N]``: py-spy samples the worker while ``--waiters`` clients
@@ -326,11 +327,12 @@ def memory(database, waiters, environ):
 
 
 def reread(members, fetched, explained):
-    """The re-read's rows and cost after activity in ``c-small``, whose ``members`` all wait.
+    """The re-read's statements after activity in ``c-small``, whose ``members`` all wait.
 
-    ``fetched`` activity rows are read through ``feed.read_news`` here (its
-    rows are held in memory: keep it small), ``explained`` are only run
-    inside PostgreSQL (EXPLAIN ANALYZE, rows discarded there).
+    ``fetched`` activity rows are read through ``feed.read_news`` here, and the
+    woken members' states through ``feed.read_states`` (both timed in this
+    process); ``explained`` rows are only run inside PostgreSQL (EXPLAIN ANALYZE
+    of the rows' and the recipients' statements, rows discarded there).
     """
     from sqlalchemy.dialects import postgresql
 
@@ -353,24 +355,32 @@ def reread(members, fetched, explained):
                                "SELECT 'c-small', 'post_created', 'p' || i FROM generate_series(1, %s) AS i",
                                (count,))
 
+        def explain(statement):
+            compiled = statement.compile(dialect=postgresql.psycopg2.dialect())
+            with writer, writer.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + compiled.string, compiled.params)
+                plan = cursor.fetchone()[0][0]
+            return f"{plan['Plan']['Actual Rows']:,} rows, {plan['Execution Time']:.0f} ms in PostgreSQL"
+
         publish(fetched)
-        begin = time.monotonic()
         with read_transaction(engine) as connection:
-            rows, _position = feed.read_news(connection, start, lambda: users)
-        elapsed = time.monotonic() - begin
+            begin = time.monotonic()
+            batch = feed.read_news(connection, start, lambda: users)
+            read = time.monotonic() - begin
+            woken = sorted(batch.by_user(set(users)))
+            begin = time.monotonic()
+            states = feed.read_states(connection, woken)
+            stated = time.monotonic() - begin
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"read_news: {fetched} activity rows x {members} waiting members = {len(rows):,} rows in "
-              f"{elapsed:.2f} s ({elapsed / max(1, len(rows)) * 1e6:.1f} us a row); peak RSS {peak:.0f} MiB")
-        del rows
+        print(f"read_news: {len(batch.rows):,} activity rows once, {sum(map(len, batch.recipients.values())):,} "
+              f"recipients of {members:,} waiting, in {read:.2f} s; read_states of the {len(states):,} woken: "
+              f"{stated:.2f} s; peak RSS {peak:.0f} MiB")
+        del batch, states
         publish(explained - fetched)
-        statement = queries.changes_after(start, lambda column: queries.in_json_list(column, users, "postgresql"))
-        compiled = statement.compile(dialect=postgresql.psycopg2.dialect())
-        with writer, writer.cursor() as cursor:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + compiled.string, compiled.params)
-            plan = cursor.fetchone()[0][0]
+        print(f"EXPLAIN ANALYZE, {explained} activity rows: the rows, {explain(queries.changes_after(start))}; "
+              f"their recipients among {members:,}, "
+              f"{explain(queries.recipients(start, queries.among(users, 'postgresql'), queries.among(['c-small'], 'postgresql')))}")
         writer.close()
-        print(f"EXPLAIN ANALYZE of the same statement: {explained} activity rows x {members} waiting members = "
-              f"{plan['Plan']['Actual Rows']:,} rows, {plan['Execution Time']:.0f} ms in PostgreSQL")
         engine.dispose()
     finally:
         database.drop()
