@@ -8,13 +8,16 @@ Each side runs its own ``python -m bench`` from its own checkout and ``.venv``
 (``BEFORE_DIR`` is a checkout of the older commit with the project installed,
 e.g. ``git worktree add /tmp/before COMMIT`` and its ``.venv``).
 
-Per round: the fan-out to every waiting member (``fanout``, its floor the bare
-Flask view in the same session) and the snapshot's ``304`` (``conditional``,
-against the bare hello-world view). Printed: each round's figures, the
-per-round ratio now/before, and the median and spread of those ratios.
-Every run's full results are kept in the output file.
+Per round, by ``--suite``: ``fanout`` (the default), the fan-out to every
+waiting member (``fanout``, its floor the bare Flask view in the same session)
+and the snapshot's ``304`` (``conditional``, against the bare hello-world
+view); ``burst``, scenario 9's activity burst (``burst``): the unrelated
+joins' wake latency, the time until every member caught up, the worker's CPU.
+Printed: each round's figures, the per-round ratio now/before, and the median
+and spread of those ratios. Every run's full results are kept in the output file.
 
     python -m bench.turns /tmp/before --rounds 4 --output docs/turns.json
+    python -m bench.turns /tmp/before --suite burst --rounds 3 --output bench/results/turns-burst.json
 """
 import argparse
 import json
@@ -46,6 +49,25 @@ def figures(fanout, conditional):
     }
 
 
+def burst_figures(raw):
+    """The figures compared, from one side's burst of one round."""
+    burst = raw["burst"]["burst"]
+    return {
+        "join_wake_p50_seconds": burst["wake_p50"],
+        "join_wake_p99_seconds": burst["wake_p99"],
+        "caught_up_seconds": burst["drain_seconds"],
+        "worker_cpu_percent": burst["worker_cpu_percent"],
+    }
+
+
+# What each suite runs (scenario, its arguments given --waiters and --quick) and compares.
+SUITES = {
+    "fanout": (lambda waiters, quick: (("fanout", ["--waiters", str(waiters), *quick]), ("conditional", quick)),
+               lambda raw: figures(raw["fanout"], raw["conditional"])),
+    "burst": (lambda waiters, quick: (("burst", quick),), burst_figures),
+}
+
+
 def run_side(directory, scenario, arguments, output):
     command = [str(directory / ".venv" / "bin" / "python"), "-m", "bench", scenario,
                "--sessions", "1", "--no-baselines", "--output", str(output), *arguments]
@@ -60,6 +82,7 @@ def main(argv=None):
     parser.add_argument("before", type=Path, help="a checkout of the older code, with its .venv")
     parser.add_argument("--now", type=Path, default=HERE,
                         help="the checkout of the newer code (default: this one)")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="fanout")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--waiters", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="small runs, to check the harness")
@@ -69,6 +92,7 @@ def main(argv=None):
     scratch = HERE / "bench" / "results"
     scratch.mkdir(exist_ok=True)
     quick = ["--quick"] if args.quick else []
+    scenarios, compared = SUITES[args.suite]
     rounds = []
     for number in range(args.rounds):
         order = ("before", "now") if number % 2 == 0 else ("now", "before")
@@ -76,11 +100,10 @@ def main(argv=None):
         for side in order:
             raw = {
                 scenario: run_side(sides[side], scenario, extra, scratch / f"turns-{side}-{scenario}.json")
-                for scenario, extra in (("fanout", ["--waiters", str(args.waiters), *quick]),
-                                        ("conditional", quick))
+                for scenario, extra in scenarios(args.waiters, quick)
             }
             entry["raw"][side] = raw
-            entry["figures"][side] = figures(raw["fanout"], raw["conditional"])
+            entry["figures"][side] = compared(raw)
         entry["ratios"] = {name: entry["figures"]["now"][name] / entry["figures"]["before"][name]
                            for name in entry["figures"]["now"]}
         rounds.append(entry)

@@ -266,3 +266,22 @@ def test_storm_ratios_pair_rounds_and_skip_missing_figures():
     storm = {"rounds": {"longpoll": [entry(1, 3.0), entry(0, 2.0), entry(2, None)],
                         "bare_wait": [entry(0, 1.0), entry(1, 6.0), entry(2, 1.0)]}}
     assert report.storm_ratios(storm, report.STORM_COMPARED["Until all waiting"]) == [0.5, 2.0]
+
+
+def test_the_kept_burst_turns_re_derive_their_ratios():
+    """bench/results/turns-burst.json, quoted by docs/benchmarks.md: every ratio follows from its raw runs."""
+    import statistics
+
+    from bench import turns
+
+    kept = json.loads((ROOT / "bench" / "results" / "turns-burst.json").read_text())
+    assert len(kept["rounds"]) >= 3
+    for entry in kept["rounds"]:
+        assert sorted(entry["order"]) == ["before", "now"]
+        figures = {side: turns.burst_figures(entry["raw"][side]) for side in ("before", "now")}
+        assert figures == entry["figures"]
+        assert entry["ratios"] == {name: figures["now"][name] / figures["before"][name] for name in figures["now"]}
+    for name, spread in kept["ratios_now_to_before"].items():
+        assert spread["median"] == statistics.median(entry["ratios"][name] for entry in kept["rounds"])
+    # The rounds took turns: the order reversed each round.
+    assert [entry["order"][0] for entry in kept["rounds"]][:2] == ["before", "now"]
