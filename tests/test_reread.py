@@ -1,5 +1,5 @@
 """The batched re-read: a fixed number of statements for any number of waiters."""
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 import gevent
 import pytest
@@ -131,13 +131,15 @@ def test_safety_net_catches_what_no_hint_announced(app_factory, database):
     assert news and news[0].rows[0].community_id == "c-rust"
 
 
-def fail_once(monkeypatch, module, name):
-    """Make ``module.name`` raise on its first call, as a database going away would; returns the failures."""
+def fail_once(monkeypatch, module, name, call=1):
+    """Make ``module.name`` raise on its ``call``-th call (the first by default), as a database
+    going away would; returns the failures."""
     original = getattr(module, name)
-    failures = []
+    calls, failures = [], []
 
     def failing_once(*args):
-        if not failures:
+        calls.append(args)
+        if len(calls) == call:
             failures.append(True)
             raise RuntimeError("the database went away")
         return original(*args)
@@ -247,6 +249,16 @@ def test_a_users_own_change_wakes_before_a_busy_communitys_activity(quiet_app, d
     assert woken[0] == "u-alan"
 
 
+@contextmanager
+def a_post_and_a_join(hub, database, members):
+    """``members`` and u-alan waiting (their tickets), a post in c-python and u-alan's join of c-rust committed."""
+    with ExitStack() as stack:
+        tickets = {user: stack.enter_context(hub.waiting(user)) for user in [*members, "u-alan"]}
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-python', 'post_created', 'p-1');"
+                      "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+        yield tickets
+
+
 def test_a_users_own_change_is_handed_over_before_the_woken_members_states_are_read(quiet_app, database,
                                                                                    monkeypatch):
     """The members' states are one slow statement in a burst: the join must not wait for it."""
@@ -261,10 +273,7 @@ def test_a_users_own_change_is_handed_over_before_the_woken_members_states_are_r
         return read_states(connection, user_ids)
 
     monkeypatch.setattr(feed, "read_states", recording)
-    with ExitStack() as stack:
-        tickets = {user: stack.enter_context(hub.waiting(user)) for user in [*members, "u-alan"]}
-        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-python', 'post_created', 'p-1');"
-                      "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+    with a_post_and_a_join(hub, database, members) as tickets:
         hub.reread.refresh()
         news = {user: hub.wait(ticket, 0) for user, ticket in tickets.items()}
     # u-alan's state alone, its news handed over; then the members'.
@@ -283,24 +292,14 @@ def test_a_re_read_failing_after_handing_over_own_changes_reads_the_rest_again(q
     # No coalescing: the members were offered their rows once already, and a
     # window would hold the second offer back (delivered later, not lost).
     hub.reread.coalescing.window = hub.reread.coalescing.floor = 0
-    read_states, calls = feed.read_states, []
-
-    def failing_second(connection, user_ids):
-        calls.append(user_ids)
-        if len(calls) == 2:
-            raise RuntimeError("the database went away")
-        return read_states(connection, user_ids)
-
-    monkeypatch.setattr(feed, "read_states", failing_second)
-    with ExitStack() as stack:
-        tickets = {user: stack.enter_context(hub.waiting(user)) for user in [*members, "u-alan"]}
-        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-python', 'post_created', 'p-1');"
-                      "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+    failures = fail_once(monkeypatch, feed, "read_states", call=2)
+    with a_post_and_a_join(hub, database, members) as tickets:
         with pytest.raises(RuntimeError):
             hub.reread.refresh()
         first = {user: hub.wait(ticket, 0) for user, ticket in tickets.items()}
         hub.reread.refresh()
         second = {user: hub.wait(ticket, 0) for user, ticket in tickets.items()}
+    assert failures
     assert [row.type for row in first["u-alan"][0].rows] == ["joined"]
     assert all(first[member] == [] for member in members)
     assert all([row.ref for row in second[member][0].rows] == ["p-1"] for member in members)
