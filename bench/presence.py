@@ -147,13 +147,14 @@ def counted(server, held, reads=3):
     Neither worker holds every poll, so a count of them all is one worker
     counting another's users. A worker reads which workers are live once per
     ``PRESENCE_INTERVAL`` (10 s): the first reads may come before it has taken
-    in workers that started after it, so wait for the count first.
+    in workers that started after it, so wait for the count first (a few such
+    intervals: on a machine busy with other work a worker's first ones run late).
     """
     def online():
         return presence_of(server, "u0", "c-all")["online"]
 
     began = time.monotonic()
-    wait_for(lambda: online() >= held, 30, interval=0.5)
+    wait_for(lambda: online() >= held, 60, interval=0.5)
     return {"held": held, "seconds": time.monotonic() - began, "counted": [online() for _ in range(reads)]}
 
 
