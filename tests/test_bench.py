@@ -268,14 +268,15 @@ def test_storm_ratios_pair_rounds_and_skip_missing_figures():
     assert report.storm_ratios(storm, report.STORM_COMPARED["Until all waiting"]) == [0.5, 2.0]
 
 
-def test_the_kept_burst_turns_re_derive_their_ratios():
-    """bench/results/turns-burst.json, quoted by docs/benchmarks.md: every ratio follows from its raw runs."""
+@pytest.mark.parametrize("name, rounds", [("turns-burst", 3), ("turns-burst-served-apart", 2)])
+def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
+    """The burst turns docs/benchmarks.md quotes: every ratio follows from the raw runs kept."""
     import statistics
 
     from bench import turns
 
-    kept = json.loads((ROOT / "bench" / "results" / "turns-burst.json").read_text())
-    assert len(kept["rounds"]) >= 3
+    kept = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
+    assert len(kept["rounds"]) == rounds
     for entry in kept["rounds"]:
         assert sorted(entry["order"]) == ["before", "now"]
         figures = {side: turns.burst_figures(entry["raw"][side]) for side in ("before", "now")}
