@@ -377,9 +377,10 @@ def reread(members, fetched, explained):
               f"{stated:.2f} s; peak RSS {peak:.0f} MiB")
         del batch, states
         publish(explained - fetched)
+        recipients = queries.recipients(start, queries.among(users, "postgresql"),
+                                        queries.among(["c-small"], "postgresql"))
         print(f"EXPLAIN ANALYZE, {explained} activity rows: the rows, {explain(queries.changes_after(start))}; "
-              f"their recipients among {members:,}, "
-              f"{explain(queries.recipients(start, queries.among(users, 'postgresql'), queries.among(['c-small'], 'postgresql')))}")
+              f"their recipients among {members:,}, {explain(recipients)}")
         writer.close()
         engine.dispose()
     finally:

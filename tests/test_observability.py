@@ -255,8 +255,8 @@ def json_lines(log):
     return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
 
 
-def poll_lines(log):
-    return [line for line in json_lines(log) if line.get("request_id", "").startswith("poll-")]
+def poll_lines(lines):
+    return [line for line in lines if line.get("request_id", "").startswith("poll-")]
 
 
 @pytest.mark.slow
@@ -284,6 +284,10 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
                                                 "X-Request-ID": f"poll-{index}",
                                                 "Connection": "close"}, timeout=10)
 
+        def answering():
+            """The workers whose access lines show a poll."""
+            return {line["pid"] for line in poll_lines(json_lines(server.log()))}
+
         # New connections, several at once, so the requests spread over the workers.
         # One worker can still accept a whole round while the others sleep, so rounds
         # go on until the access log shows a second worker.
@@ -293,7 +297,7 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
                     assert response.status_code == 200
                     assert response.headers["X-Request-ID"] == f"poll-{index}"
                 polls += 10
-                if wait_for(lambda: len({line["pid"] for line in poll_lines(server.log())}) > 1, 1, interval=0.1):
+                if wait_for(lambda: len(answering()) > 1, 1, interval=0.1):
                     break
         answered = set()
         for _ in range(10):
@@ -305,7 +309,7 @@ def test_metrics_add_up_across_gunicorn_workers(database, tmp_path):
     lines = json_lines(server.log())
     # The master's lines and the workers' alike.
     assert all(RFC3339_UTC.fullmatch(line["time"]) for line in lines)
-    access = poll_lines(server.log())
+    access = poll_lines(lines)
     assert len(access) == polls
     assert all(line["path"] == "/community-changes/poll" and line["status"] == "200" for line in access)
     # More than one worker answered, so the equal counts above were sums.

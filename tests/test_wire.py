@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from sqlalchemy import DateTime, String, create_engine, literal, select
 
 from app import wire
