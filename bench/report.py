@@ -928,6 +928,10 @@ def storm_block(results, add):
     add("")
 
 
+# The deploy's target: every client of a reload answered and waiting again within this.
+DEPLOY_BACK_WITHIN = 5.0
+
+
 def deploy_block(results, add):
     r = results["deploy"]
     first, change = r["first_outcome"], r["change"]
@@ -951,8 +955,9 @@ def deploy_block(results, add):
         f"{r['untouched']:,} untouched | answered or closed | {verdict(ok_first)} |")
     add(f"| Every poll over the reload | {all_polls or 'none'} | (report) | |")
     add(f"| Old worker gone | after {fmt_s(r['replaced_seconds'])} | | |")
-    add(f"| All waiting again | {r['waiting_again']:,} after {fmt_s(r['waiting_again_seconds'])} | all | "
-        f"{verdict(r['all_waiting'])} |")
+    back_in_time = r["all_waiting"] and r["waiting_again_seconds"] <= DEPLOY_BACK_WITHIN
+    add(f"| All waiting again | {r['waiting_again']:,} after {fmt_s(r['waiting_again_seconds'])} | all, within "
+        f"{fmt_s(DEPLOY_BACK_WITHIN)} | {verdict(back_in_time)} |")
     add(f"| The change written meanwhile | {change['once']:,} once, {change['twice_or_more']} more than once, "
         f"{change['missing']} missing | each once | {verdict(ok_change)} |")
     add("")

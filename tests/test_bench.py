@@ -286,3 +286,19 @@ def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
         assert spread["median"] == statistics.median(entry["ratios"][name] for entry in kept["rounds"])
     # The rounds took turns: the order reversed each round.
     assert [entry["order"][0] for entry in kept["rounds"]][:2] == ["before", "now"]
+
+
+def test_the_deploy_is_met_only_when_every_client_waits_again_within_the_target():
+    """The target: all back and waiting within 5 s of the reload, not merely all back."""
+    from bench import report
+
+    kept = json.loads((ROOT / "bench" / "results" / "deploy.json").read_text())
+
+    def waiting_again_row(seconds):
+        results = {**kept, "deploy": {**kept["deploy"], "waiting_again_seconds": seconds}}
+        lines = []
+        report.deploy_block(results, lines.append)
+        return next(line for line in lines if line.startswith("| All waiting again"))
+
+    assert waiting_again_row(16.8).endswith("| **missed** |")
+    assert waiting_again_row(4.0).endswith("| met |")
