@@ -268,7 +268,8 @@ def test_storm_ratios_pair_rounds_and_skip_missing_figures():
     assert report.storm_ratios(storm, report.STORM_COMPARED["Until all waiting"]) == [0.5, 2.0]
 
 
-@pytest.mark.parametrize("name, rounds", [("turns-burst", 3), ("turns-burst-served-apart", 2)])
+@pytest.mark.parametrize("name, rounds", [("turns-burst", 3), ("turns-burst-served-apart", 2),
+                                         ("turns-burst-handed-rows", 2)])
 def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
     """The burst turns docs/benchmarks.md quotes: every ratio follows from the raw runs kept."""
     import statistics
