@@ -32,9 +32,13 @@ from gevent.event import Event
 from ..store import feed
 from .coalescing import COMMUNITY, OWN, Coalescing, coalescable, urgency
 from .owed import recorded
-from ..store.db import read_transaction
+from ..store.db import holding_the_loop, read_transaction
 
 log = logging.getLogger(__name__)
+
+# How long each of a re-read's statements may keep the worker's event loop
+# (``holding_the_loop``): the states of ten thousand members take about a second.
+HOLD_THE_LOOP = 2.0
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class Reread:
         writes = vouching.writes  # committed before this read's snapshot
         rank = feed.per_list(urgency)
         try:
-            with read_transaction(self.engine) as connection:
+            with read_transaction(self.engine) as connection, holding_the_loop(HOLD_THE_LOOP):
                 batch = feed.read_news(connection, start, self._waiting_users)
                 position = batch.position
                 if self.metrics:

@@ -6,11 +6,17 @@ The engine lives in ``app.extensions["db"]``. Everything reads through
 gives its connection back when its block ends, so a long poll that is waiting
 holds no connection and no transaction.
 """
+import contextvars
 import functools
+import select
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from flask import current_app
+from gevent.monkey import get_original, is_module_patched
+from psycogreen.gevent import gevent_wait_callback
+from psycopg2 import extensions
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -107,14 +113,51 @@ def _make_psycopg2_cooperative():
     before the app is imported): in a plain process the wait callback would
     only add overhead.
     """
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a hard dependency
-        return
-    if monkey.is_module_patched("socket"):
-        from psycogreen.gevent import patch_psycopg
+    if is_module_patched("socket"):
+        extensions.set_wait_callback(_wait)
 
-        patch_psycopg()
+
+# A poll that blocks the process, not the greenlet (``select`` would refuse the
+# descriptors past 1,023 that a worker holding thousands of sockets hands out).
+_blocking_poll = get_original("select", "poll")
+
+# How long each database wait of this greenlet may hold the event loop (``holding_the_loop``).
+_hold_for = contextvars.ContextVar("hold_for", default=None)
+
+
+@contextmanager
+def holding_the_loop(most):
+    """Each statement in this block keeps the event loop while it waits, for up to ``most`` seconds.
+
+    For the hub's re-read, which every waiting poll's news passes through: each
+    cooperative wait resumes only after every greenlet that became ready
+    meanwhile has run, and in a worker saturated by answers a read of thousands
+    of states, received a chunk per wait, spans seconds that way while the
+    changes it carries wait with it. Held, the same read takes the database's
+    own time. ``most`` bounds how long a slow database can stall the worker:
+    past it the statement waits cooperatively again. Greenlets have contexts
+    of their own: the block holds only its own statements.
+    """
+    token = _hold_for.set(most)
+    try:
+        yield
+    finally:
+        _hold_for.reset(token)
+
+
+def _wait(connection, timeout=None):
+    """psycopg2's wait callback (once per statement): psycogreen's cooperative wait,
+    held first inside ``holding_the_loop``."""
+    most = _hold_for.get()
+    held_until = time.monotonic() + most if most is not None else 0
+    while (held := held_until - time.monotonic()) > 0:
+        state = connection.poll()
+        if state == extensions.POLL_OK:
+            return
+        waiting = _blocking_poll()
+        waiting.register(connection.fileno(), select.POLLIN if state == extensions.POLL_READ else select.POLLOUT)
+        waiting.poll(held * 1000)
+    gevent_wait_callback(connection, timeout)
 
 
 def init_app(app):
