@@ -382,7 +382,7 @@ def test_a_poll_woken_by_notifications_carries_the_unread_count_it_was_woken_wit
     assert body["hash"] == wire.user_state_hash(body["communities"], 2)
 
 
-def test_activity_stops_the_hub_vouching_for_members(seeded, client, auth):
+def test_activity_a_members_cursor_missed_reaches_its_poll_with_the_unread_count(seeded, client, auth):
     hub = seeded.extensions["hub"]
     holder = wait_for(client, auth("u-alan"))  # keeps the hub reading
     ada = auth("u-ada")
@@ -392,6 +392,33 @@ def test_activity_stops_the_hub_vouching_for_members(seeded, client, auth):
     body = poll(client, ada, cursor, digest, timeout=5).json
     assert body["status"] == "changed"
     assert entry(body, "c-python")["unread"] == 1
+    holder.kill()
+
+
+def test_a_members_re_poll_right_after_an_answer_reads_nothing(seeded, client, auth, monkeypatch):
+    """A busy community's member polls again behind the hub's read: it is handed what the hub read.
+
+    Its answer's cursor missed only its community's activity, which the hub
+    read for the members waiting (``Vouching.unseen``): the poll waits for the
+    next batch of its community instead of reading those rows itself.
+    """
+    hub = seeded.extensions["hub"]
+    holder = wait_for(client, auth("u-grace"))  # a member waiting: the hub reads c-python's rows
+    ada = auth("u-ada")
+    cursor, digest = snapshot(client, ada)
+    publish(client, auth, "c-python", kind="post_created", ref="p-1")
+    answered = poll(client, ada, cursor, digest, timeout=10).json
+    assert [c["ref"] for c in answered["changes"]] == ["p-1"]
+    publish(client, auth, "c-python", kind="post_created", ref="p-2")
+    assert eventually(lambda: len(hub.vouching.recent_communities.get("c-python") or ()) == 2)
+    reads = []
+    look = hub.admission.look
+    monkeypatch.setattr(hub.admission, "look", lambda user_id, known: reads.append(user_id) or look(user_id, known))
+    body = poll(client, ada, answered["cursor"], answered["hash"], timeout=10).json
+    assert reads == []
+    assert body["status"] == "changed" and [c["ref"] for c in body["changes"]] == ["p-2"]
+    assert entry(body, "c-python")["unread"] == 2
+    assert body["hash"] == client.get("/me/communities", headers=ada).json["hash"]
     holder.kill()
 
 

@@ -55,6 +55,34 @@ def test_users_are_held_independently_and_a_zero_window_holds_nothing():
     assert all(unwindowed.offer("u-ada", [activity(n)]) for n in range(5))
 
 
+def test_rows_a_poll_is_owed_are_held_for_its_window_ahead_of_later_ones():
+    clock = Clock()
+    state = Coalescing(1.0, clock)
+    owed = (activity(1), activity(2))
+    state.hold("u-ada", owed)  # no window runs: due at once
+    assert state.due() == [("u-ada", owed)]
+    clock.now += 0.2
+    state.hold("u-ada", (activity(3),))  # answered 0.2 s ago: waits out the window
+    assert state.offer("u-ada", [activity(4)]) is None
+    assert state.due() == [] and state.next_due() == pytest.approx(0.8)
+    clock.now += 0.8
+    assert state.due() == [("u-ada", [activity(3), activity(4)])]
+
+
+def test_users_holding_the_same_rows_are_given_one_list():
+    """The members of a fan-out hold the same lists: merged once, worked out from once."""
+    clock = Clock()
+    state = Coalescing(1.0, clock)
+    batch, owed = [activity(3)], (activity(1), activity(2))
+    for user in ("u-ada", "u-grace"):
+        state.answered(user)  # a window runs
+        state.hold(user, owed)
+        assert state.offer(user, batch) is None
+    clock.now += 1.0
+    (_, first), (_, second) = state.due()
+    assert first == [activity(1), activity(2), activity(3)] and first is second
+
+
 def test_rows_taken_by_a_re_read_that_failed_are_held_again_but_those_it_reads_again():
     clock = Clock()
     state = Coalescing(1.0, clock)

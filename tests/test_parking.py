@@ -139,23 +139,34 @@ def test_a_woken_parked_poll_is_answered_and_its_connection_handed_back(app, par
     assert hub.waiting_polls == hub.parking.count == 0 and "u-ada" not in hub.users
 
 
-def test_a_users_own_change_is_answered_before_a_fan_out_of_activity(app, parked):
-    """In one batch, the poll woken by its user's join is written before a busy community's."""
+def answered_in_order(app, parked, members, join_during=True):
+    """The order the answerer writes a fan-out to ``members`` in, with u-ada's join woken
+    while the first of their answers is written (``join_during``) or just after their news."""
     hub = app.extensions["hub"]
-    members = [f"u-m{n}" for n in range(50)]
     clients = [parked(user_id)[1] for user_id in [*members, "u-ada"]]
     written = []
+    join = Row(2, "joined", False)
 
     def respond_in_order(session):
         written.append(session.ticket.user_id)
+        if join_during and len(written) == 1:
+            deliver(hub, "u-ada", join)
         return respond(session)
 
     hub.answer_parked_with(respond_in_order, app)
     for user_id in members:
         deliver(hub, user_id)
-    deliver(hub, "u-ada", Row(2, "joined", False))
+    if not join_during:
+        deliver(hub, "u-ada", join)
     for client_side in clients:
         read_answer(client_side)
+    return written
+
+
+def test_a_users_own_change_is_answered_before_a_fan_out_of_activity(app, parked):
+    """In one batch, the poll woken by its user's join is written before a busy community's."""
+    members = [f"u-m{n}" for n in range(50)]
+    written = answered_in_order(app, parked, members, join_during=False)
     assert len(written) == len(members) + 1
     assert written[0] == "u-ada"
 
@@ -171,24 +182,22 @@ def test_a_users_own_change_woken_during_a_fan_out_goes_ahead_of_what_is_left_of
 
     monkeypatch.setattr(parking_module, "ANSWER_SLICE", 10)
     monkeypatch.setattr(parking_module, "TAKE_SLICE", take_slice)
-    hub = app.extensions["hub"]
+    monkeypatch.setattr(parking_module, "ANSWER_SECONDS", 0.0)  # one slice a turn
     members = [f"u-m{n}" for n in range(50)]
-    clients = [parked(user_id)[1] for user_id in [*members, "u-ada"]]
-    written = []
-
-    def respond_in_order(session):
-        written.append(session.ticket.user_id)
-        if len(written) == 1:
-            deliver(hub, "u-ada", Row(2, "joined", False))  # woken while the fan-out is written
-        return respond(session)
-
-    hub.answer_parked_with(respond_in_order, app)
-    for user_id in members:
-        deliver(hub, user_id)
-    for client_side in clients:
-        read_answer(client_side)
+    written = answered_in_order(app, parked, members)
     assert sorted(written) == sorted([*members, "u-ada"])
     assert written.index("u-ada") == 10  # right after the first slice
+
+
+def test_the_answerer_goes_on_answering_slices_until_its_turn_is_spent(app, parked, monkeypatch):
+    """A turn answers slice after slice while its time lasts: a fan-out is not held to one
+    slice per turn of a loop that other work makes long. A join woken meanwhile waits for the turn."""
+    from app.live import parking as parking_module
+
+    monkeypatch.setattr(parking_module, "ANSWER_SLICE", 10)
+    monkeypatch.setattr(parking_module, "ANSWER_SECONDS", 3600.0)
+    members = [f"u-m{n}" for n in range(50)]
+    assert answered_in_order(app, parked, members) == [*members, "u-ada"]
 
 
 def test_what_answering_parked_polls_costs_widens_the_coalescing_window(app, parked):

@@ -17,7 +17,7 @@ from app.live import vouching
 from app.live.session import Known
 from app.live.vouching import Vouching
 
-Row = namedtuple("Row", "id user_id shared community_id", defaults=(False, None))
+Row = namedtuple("Row", "id user_id shared community_id type", defaults=(False, None, "activity"))
 EPOCH = "e1"
 
 
@@ -70,6 +70,54 @@ def test_a_served_state_is_current_until_a_row_of_the_user_or_its_communities_is
     assert state.current("u-ada", "h3")
     state.advance([Row(14, "u-ada")], cursors.SequencePosition(14))
     assert not state.current("u-ada", "h3")
+
+
+def test_a_cursor_that_missed_only_its_communities_activity_is_owed_those_rows_without_a_read():
+    state = Vouching(heads(10))
+    state.ensure_position()
+    state.served_state("u-ada", Known(at(10), "h1"), [{"id": "c-go"}, {"id": "c-rust"}])
+    state.advance([Row(11, None, True, "c-rust"), Row(12, None, True, "c-go"), Row(13, None, True, "c-ops")],
+                  cursors.SequencePosition(13))
+    # Its communities' activity, oldest first; another community's is not its business.
+    assert [row.id for row in state.unseen("u-ada", at(10), "h1")] == [11, 12]
+    assert [row.id for row in state.unseen("u-ada", at(11), "h1")] == [12]
+    assert state.unseen("u-ada", at(12), "h1") == () and state.vouches("u-ada", at(12), "h1")
+    assert not state.vouches("u-ada", at(10), "h1")  # owed rows: not current
+    assert state.unseen("u-ada", at(10), "h0") is None  # not the hash served
+    assert state.unseen("u-ada", at(9), "h1") is None  # older than what was read from
+
+    state.advance([Row(14, None, True, "c-go", "renamed")], cursors.SequencePosition(14))
+    assert state.unseen("u-ada", at(13), "h1") is None  # its state changed: read it
+    state.served_state("u-ada", Known(at(14), "h2"), [{"id": "c-go"}])
+    state.advance([Row(15, "u-ada", False, None, "notification")], cursors.SequencePosition(15))
+    assert state.unseen("u-ada", at(14), "h2") is None  # a change of its own: read it
+
+
+def test_a_cursor_is_owed_only_as_much_activity_as_an_answer_carries(monkeypatch):
+    """One row more than an answer carries: it keeps the newest and says it dropped some."""
+    monkeypatch.setattr(vouching, "MAX_PUBLISHED_PER_ANSWER", 2)
+    state = Vouching(heads(0))
+    state.ensure_position()
+    state.served_state("u-ada", Known(at(0), "h1"), [{"id": "c-go"}, {"id": "c-rust"}])
+    state.advance([Row(n, None, True, "c-go" if n % 2 else "c-rust") for n in range(1, 6)],
+                  cursors.SequencePosition(5))
+    assert [row.id for row in state.unseen("u-ada", at(0), "h1")] == [3, 4, 5]
+    assert [row.id for row in state.unseen("u-ada", at(3), "h1")] == [4, 5]
+
+
+def test_a_community_too_busy_to_keep_whole_owes_nothing_without_a_read(monkeypatch):
+    monkeypatch.setattr(vouching, "ROWS_PER_COMMUNITY", 3)
+    state = Vouching(heads(0))
+    state.ensure_position()
+    state.served_state("u-ada", Known(at(0), "h1"), [{"id": "c-go"}])
+    state.served_state("u-alan", Known(at(0), "h2"))  # its communities unknown
+    for n in range(1, 4):
+        state.advance([Row(n, None, True, "c-go")], cursors.SequencePosition(n))
+    assert len(state.unseen("u-ada", at(0), "h1")) == 3 and state.kept == 3
+    assert state.unseen("u-alan", at(0), "h2") is None  # any of them may be its
+    state.advance([Row(4, None, True, "c-go")], cursors.SequencePosition(4))
+    assert state.recent_communities["c-go"] is None and state.kept == 0
+    assert state.unseen("u-ada", at(3), "h1") is None
 
 
 def test_this_processs_own_write_is_not_current_until_a_re_read_that_began_after_it():

@@ -91,6 +91,7 @@ class Coalescing:
         self.held = {}
         self.spent = 0.0
         self.measured_since = clock()
+        self._merges = {}
 
     def offer(self, user_id, rows, activity_only=None):
         """The rows to deliver to the user now (merged with any held), or None: held back.
@@ -110,7 +111,7 @@ class Coalescing:
             return None
         self.woken_at[user_id] = now
         self._checked()
-        return merged(*held, rows) if held else rows
+        return self._merged([*held, rows]) if held else rows
 
     def pause(self, user_id, rows):
         """Seconds a poll that read only activity ``rows`` itself should wait before answering.
@@ -165,6 +166,17 @@ class Coalescing:
         self._checked()
         return changed
 
+    def hold(self, user_id, rows):
+        """Hold ``rows``, activity older than anything offered for the user since, until its window ends.
+
+        For a re-poll the hub vouched for with the rows its cursor missed
+        (``Vouching.unseen``): they go with the user's next batch, at once
+        if no window of the user's runs now.
+        """
+        self.woken_at.setdefault(user_id, self.clock() - self.window)
+        self.held[user_id] = [rows, *self.held.get(user_id, ())]
+        self._checked()
+
     def hold_again(self, woken, reread):
         """A re-read failed after ``woken`` ({user: rows}) was taken from here: hold its rows again.
 
@@ -182,7 +194,7 @@ class Coalescing:
     def due(self):
         """``[(user_id, rows)]`` whose window has ended, taken out of ``held``."""
         now = self.clock()
-        released = [(user, merged(*chunks)) for user, chunks in self.held.items()
+        released = [(user, self._merged(chunks)) for user, chunks in self.held.items()
                     if now - self.woken_at[user] >= self.window]
         for user, _news in released:
             del self.held[user]
@@ -191,8 +203,26 @@ class Coalescing:
         for user in [u for u, at in self.woken_at.items() if now - at >= self.window]:
             if user not in self.held:
                 del self.woken_at[user]
+        self._merges.clear()
         self._checked()
         return released
+
+    def _merged(self, chunks):
+        """``merged(*chunks)``, one list for every user holding the same chunks.
+
+        The members of one fan-out hold the same lists (one batch's rows, the
+        rows owed to one cursor): merged once, what is worked out from the
+        result (its urgency, its oldest row) is worked out once too. Kept until
+        the next ``due``; the chunks are kept with it, so no other object takes
+        their ids meanwhile.
+        """
+        if len(chunks) == 1:
+            return chunks[0]
+        key = tuple(map(id, chunks))
+        known = self._merges.get(key)
+        if known is None:
+            known = self._merges[key] = (chunks, merged(*chunks))
+        return known[1]
 
     def next_due(self):
         """Seconds until the earliest held rows are due (None: nothing held)."""

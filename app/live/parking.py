@@ -87,11 +87,15 @@ class ParkedPoll:
         return True
 
 
-# Parked polls answered, and due polls taken their news, before the answerer
-# lets other greenlets run: a fan-out to thousands is worked in slices, with
-# the re-read between them.
+# A fan-out to thousands is worked a turn at a time, with the re-read and
+# arriving polls between turns: each turn takes up to TAKE_SLICE due polls
+# their news, then answers slices of ANSWER_SLICE (the most urgent first)
+# until ANSWER_SECONDS are spent. A share of time, not a number of polls: the
+# re-read keeps the loop for its statements (``Reread.refresh``), so turns are
+# long under load, and a fixed slice a turn would answer a fan-out that slowly.
 ANSWER_SLICE = 100
-TAKE_SLICE = 200
+ANSWER_SECONDS = 0.1
+TAKE_SLICE = 2000
 
 
 class Parking:
@@ -190,8 +194,12 @@ class Parking:
                     if self._ready(record, expired):
                         # Ranked once, as taken; the count keeps each level in the order it was woken.
                         heapq.heappush(pending, (record.session.urgency(), next(self._order), record))
-                answering = [heapq.heappop(pending)[2] for _ in range(min(ANSWER_SLICE, len(pending)))]
-                self._answer_batch(answering)
+                until = time.monotonic() + ANSWER_SECONDS
+                while pending:
+                    answering = [heapq.heappop(pending)[2] for _ in range(min(ANSWER_SLICE, len(pending)))]
+                    self._answer_batch(answering)
+                    if time.monotonic() >= until:
+                        break
             gevent.sleep(0)
 
     def _due(self):

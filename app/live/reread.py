@@ -151,6 +151,16 @@ class Reread:
             self.metrics.wakeups.inc(delivered)
         owed.read_ends()
 
+    def hand(self, user_id, rows):
+        """A waiting poll of the user is owed ``rows``, read by an earlier re-read before it came.
+
+        Held for the user's window (``Coalescing.hold``), then delivered with
+        its state by the re-read that follows, as if this one had found them.
+        """
+        self.coalescing.hold(user_id, rows)
+        self.owed.owe(user_id, recorded(rows).timestamp())
+        self.notify()  # they may be due now: the re-read's next wait was set before they were held
+
     def _deliver(self, users, woken, states, position, ranks):
         """Hand each of ``users`` still waiting its ``woken`` rows and its state as ``News``; how many were."""
         oldest = feed.per_list(lambda rows: recorded(rows).timestamp())

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..store import cursors
-from .coalescing import coalescable, urgency
+from .coalescing import NOTHING, coalescable, urgency
 from .owed import recorded
 from ..intervals import jittered_wait
 
@@ -71,6 +71,19 @@ class StateSeen:
     notifications_unread: int
 
 
+@dataclass(frozen=True)
+class Kinds:
+    """What a poll's gathered rows are (``coalescing.urgency``, ``coalescable``), kept
+    up to date as it gathers: asked at each wake-up of a fan-out, they would
+    otherwise cost a pass over a member's hundreds of rows each time."""
+
+    urgency: int = NOTHING
+    coalescable: bool = True
+
+    def joined(self, rows):
+        return Kinds(min(self.urgency, urgency(rows)), self.coalescable and coalescable(rows))
+
+
 class PollSession:
     """One waiting poll: who asks (its ``ticket`` in the hub's registry), what its
     client knows, what it has gathered since, and until when it waits.
@@ -83,7 +96,7 @@ class PollSession:
     ``parked``: the parked connection's record, once parking took it over.
     """
 
-    __slots__ = ("hub", "ask", "ticket", "known", "seen", "latest", "state", "collected",
+    __slots__ = ("hub", "ask", "ticket", "known", "seen", "latest", "state", "collected", "kinds",
                  "held", "community_ids", "deadline", "parked")
 
     def __init__(self, hub, ask, ticket):
@@ -94,6 +107,7 @@ class PollSession:
         self.seen = self.latest = None
         self.state = None
         self.collected = {}
+        self.kinds = Kinds()
         self.held = None
         self.community_ids = None
         self.deadline = None
@@ -107,13 +121,20 @@ class PollSession:
         """``unchanged`` with no read, when the hub read every change since before
         the client's cursor and none was this user's; else None (the poll reads).
 
+        When the cursor missed only community activity the hub kept, the poll
+        waits too, and those rows are handed to it with its community's next
+        batch (``Reread.hand``): a busy community's members, answered moments
+        ago, each poll again behind the worker's read, which need not be repeated.
         A poll that subscribed while a re-read ran waits up to ``settle_timeout``
         for it to note its rows first (``Vouching.settle``).
         """
         vouching, user_id, known = self.hub.vouching, self.user_id, self.ask.known
         vouching.settle(user_id, settle_timeout)
-        if not vouching.vouches(user_id, known.cursor, known.hash):
+        unseen = vouching.unseen(user_id, known.cursor, known.hash)
+        if unseen is None:
             return None
+        if unseen:
+            self.hub.reread.hand(user_id, unseen)
         return Reply("unchanged", replace(known, last_change_at=vouching.last_change_served(user_id)),
                      community_ids=vouching.communities_served(user_id))
 
@@ -164,7 +185,7 @@ class PollSession:
         self.held = held
         if held:
             self.state = StateSeen(held.known.hash, held.communities, held.notifications_unread)
-            self.collected = {row.id: row for row in held.changes}
+            self._gather(held.changes)
             self.hub.owed.owe(self.user_id, recorded(held.changes).timestamp())
         self.community_ids = reply.community_ids
         self.deadline = time.monotonic() + (pause if held else jittered_wait(self.ask.timeout))
@@ -176,14 +197,18 @@ class PollSession:
                 continue
             self.latest = news.position
             self.state = StateSeen(news.hash, news.communities, news.notifications_unread)
-            for row in news.rows:
-                if not self.seen.sees(row):
-                    self.collected[row.id] = row
-        return bool(self.collected) and not (self.held and coalescable(self.collected.values()))
+            self._gather([row for row in news.rows if not self.seen.sees(row)])
+        return bool(self.collected) and not (self.held and self.kinds.coalescable)
+
+    def _gather(self, rows):
+        """Add ``rows`` to what the answer carries, noting what kinds of rows it now holds."""
+        if rows:
+            self.collected.update((row.id, row) for row in rows)
+            self.kinds = self.kinds.joined(rows)
 
     def urgency(self):
         """Where this poll's answer goes among those of one wake-up (``coalescing.urgency``)."""
-        return urgency(self.collected.values())
+        return self.kinds.urgency
 
     def communities(self):
         """The communities of the newest state the news brought, or None."""

@@ -22,6 +22,7 @@ hold at every yield; tests switch it on (``Vouching.checking``).
 fields rest on: they change together, and ``check()`` can only state their
 invariants if one object holds them all.
 """
+import itertools
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,12 +30,20 @@ from datetime import datetime
 from gevent.event import Event
 
 from ..cache import LRU
+from ..wire import MAX_PUBLISHED_PER_ANSWER
+from .coalescing import coalescable
 
-# How much is remembered to vouch for re-polls' cursors.
+# How much is remembered to vouch for re-polls' cursors (users, communities and
+# their kept rows counted together for the reads noted since ``since``).
 RECENT_USERS = 100_000
 RECENT_SECONDS = 600
 # A user with more rows than this since ``since`` is not worth tracking row by row.
 ROWS_PER_USER = 8
+# A community's activity is kept whole for longer: its members' re-polls are
+# handed what their cursors did not see (``unseen``) instead of reading it.
+ROWS_PER_COMMUNITY = 5_000
+# What a community's cursors missed, remembered per cursor (``Vouching._missed``).
+MISSED_LOOKUPS = 1_000
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class Vouching:
     ``since``: from where every row read was noted in ``recent`` (None: no vouching).
     ``recent``: user id -> the rows read since ``since`` (None: too many to keep).
     ``recent_communities``: community id -> the community-scoped rows read since
-    ``since`` (None: too many to keep).
+    ``since``, by id (None: too many to keep); ``kept``: how many rows it holds.
     ``served``: user id -> the ``Served`` state last served.
     ``listing``: a re-read has listed the waiting users and not noted its rows yet.
     ``unlisted``: the users who subscribed meanwhile (not among that list).
@@ -75,7 +84,10 @@ class Vouching:
         self.since_at = 0.0
         self.recent = {}
         self.recent_communities = {}
+        self.kept = 0
         self.served = LRU(RECENT_USERS)
+        self._missed_by = LRU(MISSED_LOOKUPS)
+        self._owed_by = LRU(MISSED_LOOKUPS)
         self.listing = False
         self.unlisted = set()
         self.listing_ended = Event()
@@ -151,14 +163,14 @@ class Vouching:
             self.writes_read = max(self.writes_read, writes)
         self._listed_done()
         if self.since is not None:
-            tracked = len(self.recent) + len(self.recent_communities)
+            tracked = len(self.recent) + len(self.recent_communities) + self.kept
             if tracked > RECENT_USERS or time.monotonic() - self.since_at > RECENT_SECONDS:
                 # Start over from here: older cursors simply get a read again.
                 self._track_from(position)
             else:
                 for row in rows:
                     if row.shared:
-                        _note(self.recent_communities, row.community_id, row)
+                        self.kept += _keep(self.recent_communities, row.community_id, row)
                     else:
                         _note(self.recent, row.user_id, row)
         self._checked()
@@ -185,9 +197,7 @@ class Vouching:
     def forget(self):
         """Nobody has waited for a while: drop the position rather than read from a stale one later."""
         self.position = None
-        self.since = None
-        self.recent = {}
-        self.recent_communities = {}
+        self._track_from(None)
         self._checked()
 
     def _track_from(self, position):
@@ -195,6 +205,9 @@ class Vouching:
         self.since_at = time.monotonic()
         self.recent = {}
         self.recent_communities = {}
+        self.kept = 0
+        self._missed_by = LRU(MISSED_LOOKUPS)
+        self._owed_by = LRU(MISSED_LOOKUPS)
 
     # -- vouching ---------------------------------------------------------------
 
@@ -258,28 +271,90 @@ class Vouching:
         poll as news, since it subscribed before asking. This is what makes a
         quiet client's re-poll, every POLL_MAX_TIMEOUT, cost no query.
         """
+        return self.unseen(user_id, cursor, client_hash) == ()
+
+    def unseen(self, user_id, cursor, client_hash):
+        """What a poll with this cursor and hash is owed without a read: rows, () for nothing,
+        None when it must read the database.
+
+        () as ``vouches``. Rows when the cursor missed only community activity,
+        in communities last served to the user, and the hub kept every such row:
+        a member answered moments ago in a busy community polls again with
+        the cursor of that answer, and is handed the rows read since with
+        its community's next batch (``Reread.hand``) rather than read them again.
+        """
         if self.since is None or cursor is None or client_hash is None:
-            return False
+            return None
         if user_id in self.unlisted:
             # A re-read in flight resolved none of its rows to this poll, and
             # has not noted them yet: they may be this user's.
-            return False
+            return None
         # The hash must be one this process served the user: a stale or forged
         # one goes the long way, and is answered with a reset there.
         served = self.served.get(user_id)
         if served is None or served.hash != client_hash:
-            return False
+            return None
         if cursor.epoch != self.epoch or not cursor.position.covers(self.since):
-            return False
+            return None
         if not self._saw_all(cursor, self.recent.get(user_id, ())):
-            return False
-        # Its communities' renames and deletions are news too; with its
-        # communities unknown, any of them may be.
-        communities = served.community_ids if served.community_ids is not None else self.recent_communities
-        return all(self._saw_all(cursor, self.recent_communities.get(c, ())) for c in communities)
+            return None
+        if served.community_ids is None:
+            # Its communities' renames and deletions are news too; with its
+            # communities unknown, any of them may be.
+            return () if all(self._saw_all(cursor, rows) for rows in self.recent_communities.values()) else None
+        parts = []
+        for community_id in served.community_ids:
+            rows = self.recent_communities.get(community_id, {})
+            if rows is None:
+                return None
+            part = self._missed(community_id, rows, cursor.position)
+            if part:
+                parts.append(part)
+        return self._owed(parts)
+
+    def _owed(self, parts):
+        """The rows owed for the communities' missed ``parts``: () for none, None when one is not activity.
+
+        One tuple for every member whose cursor missed the same rows (the
+        members a fan-out answered): shared, what is worked out from the rows
+        (their order, their urgency, their age) is worked out once for all of them.
+        """
+        if not parts:
+            return ()
+        # The parts are kept with the answer: while it is remembered, no other
+        # object can take their ids.
+        key = tuple(sorted(map(id, parts)))
+        known = self._owed_by.get(key)
+        if known is not None:
+            return known[1]
+        missed = [row for part in parts for row in part]
+        owed = None
+        if coalescable(missed):  # else a rename or a deletion: the state itself changed, read it
+            # An answer carries the newest MAX_PUBLISHED_PER_ANSWER activity rows and
+            # says it dropped older ones: one more than that makes the same answer.
+            owed = tuple(sorted(missed, key=lambda row: row.id)[-(MAX_PUBLISHED_PER_ANSWER + 1):])
+        self._owed_by.put(key, (parts, owed))
+        return owed
+
+    def _missed(self, community_id, rows, position):
+        """The rows of ``rows`` (a community's, kept) that ``position`` does not see.
+
+        The members a fan-out answered poll again with one cursor: each kept
+        row is looked at once per cursor, not once per member. Rows are only
+        ever added to a kept community, in order: those added since the last
+        look are looked at.
+        """
+        key = (community_id, position)
+        looked, missed = self._missed_by.get(key) or (0, ())
+        if looked < len(rows):
+            missed += tuple(row for row in itertools.islice(rows.values(), looked, None) if not position.sees(row))
+            self._missed_by.put(key, (len(rows), missed))
+        return missed
 
     @staticmethod
     def _saw_all(cursor, rows):
+        if isinstance(rows, dict):
+            rows = rows.values()
         return rows is not None and all(cursor.position.sees(row) for row in rows)
 
     # -- invariants -------------------------------------------------------------
@@ -308,10 +383,14 @@ class Vouching:
         for community_id, rows in self.recent_communities.items():
             if rows is None:
                 continue
-            assert 0 < len(rows) <= ROWS_PER_USER, f"{community_id}: {len(rows)} rows kept"
-            assert all(row.shared and row.community_id == community_id for row in rows), (
+            assert 0 < len(rows) <= ROWS_PER_COMMUNITY, f"{community_id}: {len(rows)} rows kept"
+            assert all(key == row.id for key, row in rows.items()), f"{community_id}: a row kept under another id"
+            assert all(row.shared and row.community_id == community_id for row in rows.values()), (
                 f"{community_id}: a row of another community"
             )
+        assert self.kept == sum(len(rows) for rows in self.recent_communities.values() if rows is not None), (
+            "kept rows miscounted"
+        )
 
     def _checked(self):
         if self.checking:
@@ -325,3 +404,17 @@ def _note(recent, key, row):
         return
     many = seen is None or len(seen) >= ROWS_PER_USER
     recent[key] = None if many else (*seen, row)
+
+
+def _keep(recent, key, row):
+    """Add ``row`` to ``recent[key]`` (rows by id), or mark the key as too busy to keep;
+    how many more rows are kept (fewer, once a key is marked)."""
+    kept = recent.get(key, {})
+    if kept is None or row.id in kept:
+        return 0
+    if len(kept) >= ROWS_PER_COMMUNITY:
+        recent[key] = None
+        return -len(kept)
+    kept[row.id] = row
+    recent[key] = kept
+    return 1
