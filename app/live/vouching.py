@@ -170,7 +170,7 @@ class Vouching:
             else:
                 for row in rows:
                     if row.shared:
-                        self.kept += _keep(self.recent_communities, row.community_id, row)
+                        self._keep(row)
                     else:
                         _note(self.recent, row.user_id, row)
         self._checked()
@@ -271,7 +271,7 @@ class Vouching:
         poll as news, since it subscribed before asking. This is what makes a
         quiet client's re-poll, every POLL_MAX_TIMEOUT, cost no query.
         """
-        return self.unseen(user_id, cursor, client_hash) == ()
+        return self._missed_parts(user_id, cursor, client_hash) == []
 
     def unseen(self, user_id, cursor, client_hash):
         """What a poll with this cursor and hash is owed without a read: rows, () for nothing,
@@ -283,6 +283,12 @@ class Vouching:
         the cursor of that answer, and is handed the rows read since with
         its community's next batch (``Reread.hand``) rather than read them again.
         """
+        parts = self._missed_parts(user_id, cursor, client_hash)
+        return None if parts is None else self._owed(parts)
+
+    def _missed_parts(self, user_id, cursor, client_hash):
+        """The rows the cursor missed, a tuple per community of those last served
+        to the user ([] for none); None when only a read can tell."""
         if self.since is None or cursor is None or client_hash is None:
             return None
         if user_id in self.unlisted:
@@ -296,12 +302,14 @@ class Vouching:
             return None
         if cursor.epoch != self.epoch or not cursor.position.covers(self.since):
             return None
-        if not self._saw_all(cursor, self.recent.get(user_id, ())):
+        if not _saw_all(cursor, self.recent.get(user_id, ())):
             return None
         if served.community_ids is None:
             # Its communities' renames and deletions are news too; with its
             # communities unknown, any of them may be.
-            return () if all(self._saw_all(cursor, rows) for rows in self.recent_communities.values()) else None
+            saw = all(rows is not None and _saw_all(cursor, rows.values())
+                      for rows in self.recent_communities.values())
+            return [] if saw else None
         parts = []
         for community_id in served.community_ids:
             rows = self.recent_communities.get(community_id, {})
@@ -310,7 +318,7 @@ class Vouching:
             part = self._missed(community_id, rows, cursor.position)
             if part:
                 parts.append(part)
-        return self._owed(parts)
+        return parts
 
     def _owed(self, parts):
         """The rows owed for the communities' missed ``parts``: () for none, None when one is not activity.
@@ -351,11 +359,19 @@ class Vouching:
             self._missed_by.put(key, (len(rows), missed))
         return missed
 
-    @staticmethod
-    def _saw_all(cursor, rows):
-        if isinstance(rows, dict):
-            rows = rows.values()
-        return rows is not None and all(cursor.position.sees(row) for row in rows)
+    def _keep(self, row):
+        """Add a community-scoped ``row`` to its community's kept rows (by id), or mark the
+        community as too busy to keep once it has ``ROWS_PER_COMMUNITY``."""
+        kept = self.recent_communities.get(row.community_id, {})
+        if kept is None or row.id in kept:
+            return
+        if len(kept) >= ROWS_PER_COMMUNITY:
+            self.recent_communities[row.community_id] = None
+            self.kept -= len(kept)
+            return
+        kept[row.id] = row
+        self.recent_communities[row.community_id] = kept
+        self.kept += 1
 
     # -- invariants -------------------------------------------------------------
 
@@ -406,15 +422,6 @@ def _note(recent, key, row):
     recent[key] = None if many else (*seen, row)
 
 
-def _keep(recent, key, row):
-    """Add ``row`` to ``recent[key]`` (rows by id), or mark the key as too busy to keep;
-    how many more rows are kept (fewer, once a key is marked)."""
-    kept = recent.get(key, {})
-    if kept is None or row.id in kept:
-        return 0
-    if len(kept) >= ROWS_PER_COMMUNITY:
-        recent[key] = None
-        return -len(kept)
-    kept[row.id] = row
-    recent[key] = kept
-    return 1
+def _saw_all(cursor, rows):
+    """Whether the cursor saw every one of ``rows`` (None: too many were read to tell)."""
+    return rows is not None and all(cursor.position.sees(row) for row in rows)
