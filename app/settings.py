@@ -35,6 +35,7 @@ SETTINGS = {
     "SAFETY_NET_INTERVAL": (float, None),
     "ACTIVITY_COALESCE": (float, 1.0),
     "ACTIVITY_COALESCE_MAX": (float, 10.0),
+    "HOLD_THE_LOOP": (float, 2.0),
     "ADMISSION_READS": (int, 4),
     "WAKE_SOURCE": (str, "head"),
     "WAKE_POLL_INTERVAL": (float, 0.05),
@@ -182,6 +183,8 @@ def check_values(values):
                            f"not {values['WAKE_SOURCE']!r}")
     if not values["WAKE_POLL_INTERVAL"] > 0:
         raise SettingError("WAKE_POLL_INTERVAL must be above 0")
+    if not values["HOLD_THE_LOOP"] >= 0:
+        raise SettingError("HOLD_THE_LOOP must be 0 or more seconds")
     if not values["TOKEN_MAX_TTL"] > 0:
         raise SettingError("TOKEN_MAX_TTL must be above 0")
 

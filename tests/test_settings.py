@@ -52,6 +52,17 @@ def test_an_unknown_wake_source_or_a_non_positive_head_check_interval_is_refused
         config.load({**BASE, name: raw})
 
 
+@pytest.mark.parametrize("raw", ["-1", "nan"])
+def test_a_negative_hold_of_the_event_loop_is_refused(raw):
+    with pytest.raises(ValueError, match="HOLD_THE_LOOP"):
+        config.load({**BASE, "HOLD_THE_LOOP": raw})
+
+
+def test_the_hold_of_the_event_loop_reaches_the_re_read(app_factory):
+    assert app_factory(HOLD_THE_LOOP=0.25).extensions["hub"].reread.hold_the_loop == 0.25
+    assert app_factory().extensions["hub"].reread.hold_the_loop == 2.0
+
+
 def test_gunicorn_reads_the_same_table(monkeypatch, tmp_path):
     for name, value in {"WEB_CONCURRENCY": "5", "POLL_MAX_TIMEOUT": "30", "ACCESS_LOG": "on",
                         "KEEPALIVE": "90", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}.items():

@@ -52,7 +52,7 @@ class Hub(Registry):
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
                  coalesce=0.0, coalesce_max=None, listen=None, wake="head", wake_poll_interval=0.05,
                  pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0,
-                 admission_reads=4):
+                 admission_reads=4, hold_the_loop=2.0):
         self.max_waiting = max_waiting
         self.max_per_user = max_per_user
         self.metrics = metrics
@@ -63,7 +63,8 @@ class Hub(Registry):
         self.vouching = Vouching(functools.partial(read_head, engine))
         self.owed = Owed(metrics.oldest_owed if metrics else None)
         self.reread = Reread(engine, self.users, self.vouching, self.owed, safety_interval=safety_interval,
-                             coalesce=coalesce, coalesce_max=coalesce_max, metrics=metrics)
+                             coalesce=coalesce, coalesce_max=coalesce_max, hold_the_loop=hold_the_loop,
+                             metrics=metrics)
         self.disconnects = DisconnectWatch(self.drop)
         self.admission = Admission(engine, lanes=admission_reads, metrics=metrics)
         self.parking = Parking(self)
@@ -250,6 +251,7 @@ def init_app(app):
         presence_ttl=app.config["PRESENCE_TTL"],
         presence_interval=app.config["PRESENCE_INTERVAL"],
         admission_reads=app.config["ADMISSION_READS"],
+        hold_the_loop=app.config["HOLD_THE_LOOP"],
     )
     app.extensions["hub"] = hub
     app.extensions["presence"] = hub.presence

@@ -36,11 +36,6 @@ from ..store.db import holding_the_loop, read_transaction
 
 log = logging.getLogger(__name__)
 
-# How long each of a re-read's statements may keep the worker's event loop
-# (``holding_the_loop``): the states of ten thousand members take about a second.
-HOLD_THE_LOOP = 2.0
-
-
 @dataclass(frozen=True)
 class News:
     """One batched re-read, as it concerns one user."""
@@ -69,8 +64,11 @@ class Reread:
     """
 
     def __init__(self, engine, users, vouching, owed, *, safety_interval=5.0, coalesce=0.0,
-                 coalesce_max=None, metrics=None):
+                 coalesce_max=None, hold_the_loop=2.0, metrics=None):
         self.engine = engine
+        # How long each of a re-read's statements may keep the worker's event loop
+        # (``holding_the_loop``, ``HOLD_THE_LOOP``): the states of ten thousand members take about a second.
+        self.hold_the_loop = hold_the_loop
         self.users = users
         self.vouching = vouching
         self.owed = owed
@@ -116,7 +114,7 @@ class Reread:
         writes = vouching.writes  # committed before this read's snapshot
         rank = feed.per_list(urgency)
         try:
-            with read_transaction(self.engine) as connection, holding_the_loop(HOLD_THE_LOOP):
+            with read_transaction(self.engine) as connection, holding_the_loop(self.hold_the_loop):
                 batch = feed.read_news(connection, start, self._waiting_users)
                 position = batch.position
                 if self.metrics:
