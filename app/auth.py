@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import jwt
 from flask import current_app, g, request
+from flask.sessions import SessionInterface
 from sqlalchemy import update
 
 from .store import db
@@ -236,6 +237,20 @@ def current_identity():
     return identity
 
 
+class NoCookieSession(SessionInterface):
+    """Callers are known by their bearer token alone: Flask's signed-cookie
+    session is never opened (it would build a signer for every request, a
+    poll's too) and never set. ``flask.session`` is a ``NullSession``, which
+    refuses writes."""
+
+    def open_session(self, app, request):
+        return None
+
+    def save_session(self, app, session, response):
+        pass
+
+
 def init_app(app):
+    app.session_interface = NoCookieSession()
     app.extensions["provisioned"] = LRU()
     app.extensions["verified_tokens"] = LRU(capacity=50_000)

@@ -270,3 +270,16 @@ def test_deeply_nested_tokens_are_refused_not_crashed(client, caplog):
         assert response.status_code == 401, response.json
         assert response.content_type == "application/problem+json"
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_no_cookie_session_is_opened_or_set(client, app, auth):
+    """Callers are known by their token: Flask's signed-cookie session is never opened."""
+    from flask import session
+    from flask.sessions import NullSession
+
+    with app.test_request_context("/me/communities", headers={"Cookie": "session=forged"}):
+        assert isinstance(session, NullSession)
+        with pytest.raises(RuntimeError):
+            session["user"] = "u-ada"
+    response = client.get("/me/communities", headers={**auth("u-ada"), "Cookie": "session=forged"})
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers

@@ -173,6 +173,22 @@ def test_reads_and_polls_carry_no_rate_limit_fields(limited, auth):
         assert "RateLimit" not in response.headers and "RateLimit-Policy" not in response.headers
 
 
+def test_reads_skip_the_limiters_search_for_limits(limited, auth, monkeypatch):
+    """Only writes carry limits: a read, a long poll's arrival included, is not looked up."""
+    manager = limited.extensions["ratelimit"].limit_manager
+    resolved = []
+    resolve = manager.resolve_limits
+    monkeypatch.setattr(manager, "resolve_limits", lambda *args: resolved.append(args) or resolve(*args))
+    client = limited.test_client()
+    ada = auth("u-ada")
+    for path in ("/me/communities", "/communities/c-rust", "/community-changes/poll?timeout=0"):
+        assert client.get(path, headers=ada).status_code == 200
+    assert client.options("/me/communities", headers=ada).status_code < 500
+    assert resolved == []
+    assert put(client, ada).status_code in (200, 201)
+    assert resolved, "a write is looked up"
+
+
 def test_platform_admins_have_their_own_higher_limit(app_factory, auth):
     app = app_factory(RATELIMIT_WRITES="2 per minute", RATELIMIT_PLATFORM_WRITES="5 per minute")
     app.test_cli_runner().invoke(args=["seed-demo"])

@@ -51,6 +51,11 @@ def by_address():
     return f"address:{request.remote_addr}"
 
 
+def reading():
+    """Whether the request is not a write: no limit applies, the limiter need not look for one."""
+    return request.method not in WRITE_METHODS
+
+
 def platform_caller():
     """Whether a verified platform-admin token makes the request: the platform's backend."""
     try:
@@ -122,6 +127,8 @@ def init_app(app):
         headers_enabled=False,
     )
     limiter.init_app(app)
+    # Reads (a long poll's arrival too) skip the limiter's search for limits.
+    limiter.request_filter(reading)
     app.extensions["ratelimit"] = limiter
     app.register_error_handler(RateLimitExceeded, too_many_requests)
     app.after_request(ratelimit_fields)
