@@ -12,12 +12,16 @@ Per round, by ``--suite``: ``fanout`` (the default), the fan-out to every
 waiting member (``fanout``, its floor the bare Flask view in the same session)
 and the snapshot's ``304`` (``conditional``, against the bare hello-world
 view); ``burst``, scenario 9's activity burst (``burst``): the unrelated
-joins' wake latency, the time until every member caught up, the worker's CPU.
+joins' wake latency, the time until every member caught up, the worker's CPU;
+``storm``, scenario 14's arrival of ``--waiters`` clients in one second, with its
+floor (the bare Flask view) in the same run: until all wait, against the floor,
+the worker's CPU for the arrival, memory per waiting poll.
 Printed: each round's figures, the per-round ratio now/before, and the median
 and spread of those ratios. Every run's full results are kept in the output file.
 
     python -m bench.turns /tmp/before --rounds 4 --output docs/turns.json
     python -m bench.turns /tmp/before --suite burst --rounds 3 --output bench/results/turns-burst.json
+    python -m bench.turns /tmp/before --suite storm --rounds 2 --output bench/results/turns-storm.json
 """
 import argparse
 import json
@@ -60,11 +64,25 @@ def burst_figures(raw):
     }
 
 
+def storm_figures(raw):
+    """The figures compared, from one side's arrival storm of one round."""
+    rounds = raw["storm"]["storm"]["rounds"]
+    session, floor = rounds["longpoll"][0], rounds["bare_wait"][0]
+    return {
+        "all_waiting_seconds": session["waiting_seconds"],
+        "all_waiting_to_floor": session["waiting_seconds"] / floor["waiting_seconds"],
+        "worker_cpu_seconds": session["worker_cpu_seconds"],
+        "kib_per_poll": session["rss_per_poll"] / 1024,
+    }
+
+
 # What each suite runs (scenario, its arguments given --waiters and --quick) and compares.
 SUITES = {
     "fanout": (lambda waiters, quick: (("fanout", ["--waiters", str(waiters), *quick]), ("conditional", quick)),
                lambda raw: figures(raw["fanout"], raw["conditional"])),
     "burst": (lambda waiters, quick: (("burst", quick),), burst_figures),
+    "storm": (lambda waiters, quick: (("storm", ["--clients", str(waiters), "--rounds", "1", *quick]),),
+              storm_figures),
 }
 
 
@@ -115,6 +133,7 @@ def main(argv=None):
         for name in rounds[0]["ratios"]
     }
     result = {"command": "python -m bench.turns " + " ".join(sys.argv[1:] if argv is None else argv),
+              "suite": args.suite,
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "commits": {side: commit(path) for side, path in sides.items()},
               "rounds": rounds, "ratios_now_to_before": summary}

@@ -271,7 +271,7 @@ def test_storm_ratios_pair_rounds_and_skip_missing_figures():
 @pytest.mark.parametrize("name, rounds", [("turns-burst", 3), ("turns-burst-served-apart", 2),
                                          ("turns-burst-handed-rows", 2), ("turns-burst-handed-kept", 2)])
 def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
-    """The burst turns docs/benchmarks.md quotes: every ratio follows from the raw runs kept."""
+    """The turns docs/benchmarks.md quotes: every ratio follows from the raw runs kept."""
     import statistics
 
     from bench import turns
@@ -280,7 +280,8 @@ def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
     assert len(kept["rounds"]) == rounds
     for entry in kept["rounds"]:
         assert sorted(entry["order"]) == ["before", "now"]
-        figures = {side: turns.burst_figures(entry["raw"][side]) for side in ("before", "now")}
+        compared = turns.SUITES[kept.get("suite", "burst")][1]
+        figures = {side: compared(entry["raw"][side]) for side in ("before", "now")}
         assert figures == entry["figures"]
         assert entry["ratios"] == {name: figures["now"][name] / figures["before"][name] for name in figures["now"]}
     for name, spread in kept["ratios_now_to_before"].items():
