@@ -269,7 +269,8 @@ def test_storm_ratios_pair_rounds_and_skip_missing_figures():
 
 
 @pytest.mark.parametrize("name, rounds", [("turns-burst", 3), ("turns-burst-served-apart", 2),
-                                         ("turns-burst-handed-rows", 2), ("turns-burst-handed-kept", 2)])
+                                         ("turns-burst-handed-rows", 2), ("turns-burst-handed-kept", 2),
+                                         ("turns-storm", 2)])
 def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
     """The turns docs/benchmarks.md quotes: every ratio follows from the raw runs kept."""
     import statistics
@@ -304,3 +305,31 @@ def test_the_deploy_is_met_only_when_every_client_waits_again_within_the_target(
 
     assert waiting_again_row(16.8).endswith("| **missed** |")
     assert waiting_again_row(4.0).endswith("| met |")
+
+
+@pytest.mark.parametrize("key, wake_met, wake_missed, caught_up_met, caught_up_missed",
+                         [("burst", 0.09, 0.2, 1.5, 3.0), ("burst10", 0.9, 1.2, 4.5, 6.0)])
+def test_a_burst_is_judged_by_its_own_targets(key, wake_met, wake_missed, caught_up_met, caught_up_missed):
+    """Scenario 9: joins' p99 under 100 ms, every member caught up within 2 s, memory back within 10%;
+    its tenfold version: under 1 s and within 5 s."""
+    from bench import report
+
+    kept = json.loads((ROOT / "bench" / "results" / "burst10.json").read_text())
+    burst = {**kept["burst10"], "mismatches": 0, "caught_up": kept["burst10"]["members"],
+             "compared": kept["burst10"]["members"], "worker_rss_before": 100 * 2**20}
+
+    def row(starts, **figures):
+        lines = []
+        report.burst_block({**kept, key: {**burst, **figures}}, lines.append, key=key)
+        return next(line for line in lines if line.startswith(starts))
+
+    assert row("| Unrelated join", wake_p99=wake_met).endswith("| met |")
+    assert row("| Unrelated join", wake_p99=wake_missed).endswith("| **missed** |")
+    assert row("| Every member caught up", drain_seconds=caught_up_met).endswith("| met |")
+    assert row("| Every member caught up", drain_seconds=caught_up_missed).endswith("| **missed** |")
+    memory = "| Worker memory"
+    if key == "burst":
+        assert row(memory, worker_rss=109 * 2**20).endswith("| met |")
+        assert row(memory, worker_rss=111 * 2**20).endswith("| **missed** |")
+    else:
+        assert "| (report) |" in row(memory, worker_rss=200 * 2**20)
