@@ -7,11 +7,12 @@ sources: what they cost the writers and the wake-ups); or all. Not in all:
 storm, deploy and burst10 (arrival storms, a reload under one, the burst at
 ten times the rate).
 ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
-recorded results (``all``, ``v2``, ``presence``, ``writes`` and ``sources``
-do it themselves unless --quick; a run of scenarios 8-13 only replaces their
-sections). Those full runs keep their results in the repository, as
-bench/results/<scenario>.json, which the page names; ``report`` alone renders
-the page again from every kept file, oldest run first.
+recorded results. A full run (not --quick) of ``all``, ``v2``, ``presence``,
+``writes``, ``sources``, ``storm``, ``deploy``, ``burst`` or ``burst10`` keeps its
+results in the repository, as bench/results/<scenario>.json, which the page
+names, and renders its own sections (a run of scenarios 8-13 only replaces
+theirs); ``report`` alone renders the page again from every kept file,
+oldest run first.
 """
 import argparse
 import json
@@ -26,7 +27,7 @@ from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Full runs of these keep their results as bench/results/<name>.json, tracked by git.
-KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst10")
+KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10")
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.

@@ -281,6 +281,8 @@ def burst_phase(database, server, client, onlooking, members, bystanders, option
     counted = database.transactions()
     statements = server.queries()
     cpu, client_cpu = server.cpu(), client.cpu()
+    # Where the worker's memory started: every poll waiting, before the burst.
+    result["worker_rss_before"] = server.rss()
 
     def window():
         """How wide coalescing has made the window a member's activity answers wait for each other."""
