@@ -14,7 +14,9 @@ explained by PostgreSQL (EXPLAIN ANALYZE).
 while one rename wakes ``--waiters`` held polls. ``python -m bench.profile
 arrival [--waiters N]``: py-spy samples the worker while ``--waiters`` clients
 holding a snapshot's cursor send their long polls within one second (the
-arrival storm of bench/storm.py). ``python -m bench.profile burst-greenlets [--moments S ...]``:
+arrival storm of bench/storm.py). ``python -m bench.profile deploy [--waiters N]``: py-spy
+samples the new worker of a reload (SIGHUP) while ``--waiters`` polls that waited on
+the old one come back to it (scenario 15). ``python -m bench.profile burst-greenlets [--moments S ...]``:
 scenario 9 with every greenlet of the worker listed at those seconds into
 the burst: how many stand where, and the hub's own greenlets' stacks. ``memory`` and ``fanout`` take
 ``--greenlets`` to profile the polls held in greenlets (``PARKED_POLLS=0``)
@@ -101,10 +103,13 @@ def post_worker_init(worker):
 """
 
 
-def py_spy(pid, output, rate, seconds=None):
-    """``py-spy record`` of process ``pid`` into ``output`` (raw), for ``seconds`` or until interrupted."""
+def py_spy(pid, output, rate, seconds=None, subprocesses=False):
+    """``py-spy record`` of process ``pid`` into ``output`` (raw), for ``seconds`` or until interrupted;
+    with ``subprocesses``, its children too, each stack under a frame naming its process."""
     command = [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", str(rate),
                "-f", "raw", "-o", str(output)]
+    if subprocesses:
+        command.append("--subprocesses")
     if seconds is not None:
         command += ["-d", str(int(seconds))]
     return subprocess.Popen(command)
@@ -169,11 +174,14 @@ def fanout(database, waiters, environ):
     print_inclusive(output, top=60)
 
 
-def print_inclusive(output, top=45):
-    """The functions of py-spy's raw ``output`` with the largest inclusive share of the samples."""
+def print_inclusive(output, top=45, process=None):
+    """The functions of py-spy's raw ``output`` with the largest inclusive share of the samples
+    (with ``process``, a pid: of its samples only, in a ``--subprocesses`` record)."""
     total, inclusive = 0, collections.Counter()
     for line in output.read_text().splitlines():
         stack_text, _, count = line.rpartition(" ")
+        if process is not None and not stack_text.startswith(f"process {process}:"):
+            continue
         total += int(count)
         names = {frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].split(":")[0]
                  for frame in stack_text.split(";")}
@@ -296,6 +304,35 @@ def arrival(database, clients):
     print_inclusive(output, top=60)
 
 
+def deploy(database, clients):
+    """Sample the new worker of a reload (SIGHUP) while ``clients`` polls that waited come back to it."""
+    server = Server(database).start()
+    client = ClientProcess()
+    output = Path(tempfile.mkdtemp()) / "py-spy.txt"
+    options = {"arrival_wait": 120, "fanout_wait": 60}
+    try:
+        warm_up(server, client, POLL_PATH)
+        waiting = storm.arrive(database, server, client, "longpoll", clients, POLL_PATH, "/me/communities",
+                               options)["waiting"]
+        # The master and its children: the new worker is sampled from its fork on.
+        spy = py_spy(server.process.pid, output, 200, subprocesses=True)
+        time.sleep(1)
+        try:
+            old = set(server.worker_pids())
+            result = storm.reload(database, server, client, waiting, options)
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
+    finally:
+        client.close()
+        server.stop()
+    new = [pid for pid in result["new_workers"] if pid not in old]
+    print(f"{clients} polls waiting; SIGHUP; old worker gone after {result['replaced_seconds']:.2f} s; "
+          f"all waiting again after {result['waiting_again_seconds']:.2f} s; the new worker's CPU until then "
+          f"{result['new_worker_cpu_seconds']:.2f} s; its polls {result['outcomes']}")
+    print_inclusive(output, top=60, process=new[0])
+
+
 def memory(database, waiters, environ):
     directory = Path(tempfile.mkdtemp())
     out = directory / "tracemalloc.txt"
@@ -390,12 +427,12 @@ def reread(members, fetched, explained):
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("what", choices=("cpu304", "memory", "burst", "burst-greenlets", "reread", "fanout",
-                                         "arrival"))
+                                         "arrival", "deploy"))
     parser.add_argument("--moments", type=float, nargs="+", default=[3, 8, 15, 22],
                         help="burst-greenlets: seconds after the burst began to list the greenlets at")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--waiters", type=int, default=2000,
-                        help="memory, fanout: polls held; reread: members waiting; arrival: clients")
+                        help="memory, fanout: polls held; reread: members waiting; arrival, deploy: clients")
     parser.add_argument("--quick", action="store_true", help="burst: the small version")
     parser.add_argument("--greenlets", action="store_true",
                         help="memory, fanout: parking off, each waiting poll held in a greenlet (PARKED_POLLS=0)")
@@ -423,6 +460,8 @@ def main():
             fanout(database, args.waiters, environ)
         elif args.what == "arrival":
             arrival(database, args.waiters)
+        elif args.what == "deploy":
+            deploy(database, args.waiters)
         else:
             memory(database, args.waiters, environ)
     finally:

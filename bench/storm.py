@@ -29,7 +29,7 @@ from harness.servers import wait_for
 
 from . import stack
 from .longpoll import POLL_TIMEOUT, quiesce, warm_up
-from .stack import SECRET, ClientProcess, Server, log, percentile
+from .stack import SECRET, ClientProcess, Server, cpu_seconds, log, percentile
 
 EVERYONE = "c-all"  # every seeded user's community (stack.Database.seed)
 SPREAD = 1.0  # seconds over which the clients' polls arrive
@@ -264,6 +264,7 @@ def reload(database, server, client, waiting, options):
     # waiting gauge sums both workers: the clients are back once it has dropped (the drain
     # answered the old worker's polls) and risen to all of them again.
     replaced_at = back_at = None
+    new_cpu = None
     dropped = False
     deadline = reloaded + options.get("arrival_wait", 120)
     while (replaced_at is None or back_at is None) and time.monotonic() < deadline:
@@ -275,6 +276,8 @@ def reload(database, server, client, waiting, options):
         dropped = dropped or count < waiting
         if back_at is None and dropped and count >= waiting:
             back_at = now
+            # CPU-bound or waiting on something: what the new workers spent to get there.
+            new_cpu = cpu_seconds(workers - old)
         time.sleep(0.05)
     replaced, back = replaced_at is not None, back_at is not None
     quiesce(server, waiting)
@@ -306,6 +309,7 @@ def reload(database, server, client, waiting, options):
         "all_waiting": bool(back),
         "waiting_again": int(server.waiting()),
         "waiting_again_seconds": back_at - reloaded if back else None,
+        "new_worker_cpu_seconds": new_cpu,
         "change": tally,
         "rss_new_worker": server.rss(),
     }
