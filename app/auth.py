@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import jwt
 from flask import current_app, g, request
 from flask.sessions import SessionInterface
-from sqlalchemy import update
 
 from .store import db
 from .cache import LRU
+from .lanes import Lanes
 from .errors import Problem
 from .store.models import ID_LENGTH, NAME_LENGTH, User
 
@@ -207,27 +207,53 @@ def authenticate():
 
 
 def provision(identity):
-    """Create the caller's user row the first time its token is seen.
+    """Create the caller's user row the first time its token is seen (``Provisioning``)."""
+    current_app.extensions["provisioning"].provision(identity)
+
+
+class Provisioning:
+    """New callers' user rows, written through lanes (``app/lanes.py``).
 
     This process remembers whom it has provisioned (a bounded LRU), so a known
-    user costs no query; a forgotten one is just checked again.
+    user costs no query; a forgotten one is just written again. A new worker
+    knows nobody: after a deploy every returning client is new to it, and a
+    transaction each would be thousands at once on the pool. One caller is
+    written alone; those that arrive while the lanes are busy are written
+    together, in one transaction of at most two statements. Each write is a
+    transaction of its own, over when this returns: a long poll must not keep
+    a connection (or a transaction) through its wait.
     """
-    cache = current_app.extensions["provisioned"]
-    if cache.get(identity):
-        return
-    # A transaction of its own, over when this returns: a long poll must not
-    # keep a connection (or a transaction) through its wait. Another request
-    # may provision the same user meanwhile (its other tabs, an admin adding
-    # it): the insert then finds the row, and the name still lands.
-    with db.write_transaction() as session:
-        db.insert_if_absent(session, User, id=identity.user_id, name=identity.name)
-        if identity.name:
-            session.execute(
-                update(User)
-                .where(User.id == identity.user_id, User.name.is_distinct_from(identity.name))
-                .values(name=identity.name)
-            )
-    cache.put(identity, True)
+
+    def __init__(self, engine, *, lanes=2, most=2000):
+        self.engine = engine
+        self.known = LRU()
+        self.lanes = Lanes(self._write_alone, self._write_together, lanes=lanes, most=most)
+
+    def provision(self, identity):
+        if self.known.get(identity):
+            return
+        self.lanes(identity)
+        self.known.put(identity, True)
+
+    def _write_alone(self, identity):
+        self._write_together([identity])
+
+    def _write_together(self, identities):
+        """The rows that are absent, and the names that changed. Another request may
+        provision the same user meanwhile (its other tabs, an admin adding it): the
+        insert then finds the row, and the name still lands."""
+        names = {}
+        for identity in identities:
+            # One row per user: the last name a token of it carried.
+            names[identity.user_id] = identity.name or names.get(identity.user_id)
+        named = [{"id": user_id, "name": name} for user_id, name in names.items() if name]
+        unnamed = [{"id": user_id} for user_id, name in names.items() if not name]
+        with db.write_transaction(self.engine) as session:
+            if unnamed:
+                db.insert_if_absent(session, User, *unnamed)
+            if named:
+                db.insert_or_update(session, User, named, ["name"])
+        return [None] * len(identities)
 
 
 def current_identity():
@@ -252,5 +278,5 @@ class NoCookieSession(SessionInterface):
 
 def init_app(app):
     app.session_interface = NoCookieSession()
-    app.extensions["provisioned"] = LRU()
+    app.extensions["provisioning"] = Provisioning(app.extensions["db"])
     app.extensions["verified_tokens"] = LRU(capacity=50_000)

@@ -175,7 +175,7 @@ def test_polls_arriving_together_are_read_in_one_batch_of_a_fixed_cost(
         users = [USERS[n % 3] for n in range(arriving)]
         queued = [gevent.spawn(gate.look, user, Known(cursor, None)) for user in users]
         gevent.sleep(0.05)
-        assert len(gate.queue) == arriving
+        assert len(gate.lanes.queue) == arriving
         go.set()
         replies = [greenlet.get(timeout=10) for greenlet in queued]
         first.get(timeout=10)
@@ -183,7 +183,7 @@ def test_polls_arriving_together_are_read_in_one_batch_of_a_fixed_cost(
     assert [summary(reply) for reply in replies] == [summary(expected[user]) for user in users]
     assert [reply.status for reply in replies[:3]] == ["changed", "unchanged", "unchanged"]
     assert len(counted) == 1 and 1 <= len(counted[0]) <= 5
-    assert gate.reading == 0 and gate.queue == []
+    assert gate.lanes.running == 0 and gate.lanes.queue == []
 
 
 def test_a_failed_batch_fails_each_of_its_polls_and_frees_its_lane(seeded, lane_held, monkeypatch):
@@ -205,7 +205,7 @@ def test_a_failed_batch_fails_each_of_its_polls_and_frees_its_lane(seeded, lane_
         for greenlet in queued:
             with pytest.raises(OSError):
                 greenlet.get(timeout=10)
-        assert gate.reading == 0
+        assert gate.lanes.running == 0
         # The next arrival reads alone again.
         assert gate.look("u-grace", Known(None, None)).status == "reset"
 
@@ -253,3 +253,26 @@ def count_of(histogram):
 
 def sum_of(histogram):
     return next(s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_sum"))
+
+
+def test_callers_new_to_the_worker_arriving_at_once_wait_in_memory_not_on_the_pool(app_factory, auth, monkeypatch):
+    """After a deploy every returning client is new to its worker: their user rows are written through
+    lanes too, so more polls at once than the pool holds, each caller's write slow, all wait in
+    memory, none on the pool (its time-out short here) and none is answered ``503``."""
+    app = app_factory(ADMISSION_READS=2, DB_POOL_SIZE=6, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=0.5)
+    result = app.test_cli_runner().invoke(args=["seed-demo"])
+    assert result.exit_code == 0, result.output
+    client = app.test_client()
+    from app.store import db
+
+    def slow(write):
+        def slowly(*arguments):
+            gevent.sleep(0.2)  # a write holding its connection
+            return write(*arguments)
+        return slowly
+
+    monkeypatch.setattr(db, "insert_if_absent", slow(db.insert_if_absent))
+    monkeypatch.setattr(db, "insert_or_update", slow(db.insert_or_update))
+    polls = [gevent.spawn(client.get, "/community-changes/poll?timeout=0", headers=auth(f"u-new-{n}"))
+             for n in range(4 * ARRIVING)]
+    assert [poll.get(timeout=30).status_code for poll in polls] == [200] * (4 * ARRIVING)

@@ -5,6 +5,8 @@ import hmac
 import json
 import time
 
+import gevent
+import gevent.event
 import jwt
 import pytest
 from sqlalchemy import text
@@ -283,3 +285,84 @@ def test_no_cookie_session_is_opened_or_set(client, app, auth):
             session["user"] = "u-ada"
     response = client.get("/me/communities", headers={**auth("u-ada"), "Cookie": "session=forged"})
     assert response.status_code == 200 and "Set-Cookie" not in response.headers
+
+
+def test_callers_first_seen_at_once_are_written_together(app, database, monkeypatch):
+    """A new worker (after a deploy) knows nobody: callers arriving at once are written through its
+    lanes, at most two writes at once and the rest in one transaction of at most two statements,
+    with no connection each; every row and every name lands, one that changed too."""
+    from app.auth import Identity
+    from conftest import statements
+
+    provisioning = app.extensions["provisioning"]
+    lanes, engine = provisioning.lanes, app.extensions["db"]
+    go = gevent.event.Event()
+    in_flight, most, batches = 0, 0, []
+
+    def held(write, batched=False):
+        def run(item):
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                go.wait(5)
+                with statements(engine) as seen:
+                    result = write(item)
+                if batched:
+                    # SQLite's BEGIN IMMEDIATE is a statement of its own.
+                    batches.append((len(item), len([sql for sql in seen if not sql.startswith("BEGIN")])))
+                return result
+            finally:
+                in_flight -= 1
+        return run
+
+    monkeypatch.setattr(lanes, "alone", held(lanes.alone))
+    monkeypatch.setattr(lanes, "together", held(lanes.together, batched=True))
+    database.psql("INSERT INTO users (id, name) VALUES ('u-known', 'Old name')")
+    arriving = [Identity(f"u-new-{n}", f"New {n}" if n % 2 else None, False) for n in range(40)]
+    arriving += [Identity("u-known", "New name", False), Identity("u-known", None, False),
+                 Identity("u-new-1", None, False)]  # a token without the name another carried
+    greenlets = [gevent.spawn(provisioning.provision, identity) for identity in arriving]
+    gevent.sleep(0.05)
+    assert lanes.running == 2 and len(lanes.queue) == len(arriving) - 2
+    go.set()
+    gevent.joinall(greenlets, timeout=10, raise_error=True)
+    assert most == 2 and batches == [(len(arriving) - 2, 2)]
+    with engine.connect() as connection:
+        names = dict(connection.execute(text("SELECT id, name FROM users WHERE id LIKE 'u-new-%' OR id = 'u-known'")).all())
+    assert names == {"u-known": "New name", **{f"u-new-{n}": f"New {n}" if n % 2 else None for n in range(40)}}
+    # Remembered: provisioned again, nobody is written.
+    with statements(engine) as seen:
+        for identity in arriving:
+            provisioning.provision(identity)
+    assert seen == []
+
+
+def test_a_failed_batch_of_new_callers_fails_each_and_frees_its_lane(app, monkeypatch):
+    from app.auth import Identity
+
+    provisioning = app.extensions["provisioning"]
+    lanes = provisioning.lanes
+    go = gevent.event.Event()
+    alone = lanes.alone
+
+    def held(identity):
+        go.wait(5)
+        return alone(identity)
+
+    def lost(_identities):
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(lanes, "alone", held)
+    monkeypatch.setattr(lanes, "together", lost)
+    first = [gevent.spawn(provisioning.provision, Identity(f"u-first-{n}", None, False)) for n in range(2)]
+    queued = [gevent.spawn(provisioning.provision, Identity(f"u-queued-{n}", None, False)) for n in range(3)]
+    gevent.sleep(0.05)
+    go.set()
+    gevent.joinall(first, timeout=10, raise_error=True)
+    for greenlet in queued:
+        with pytest.raises(OSError):
+            greenlet.get(timeout=10)
+    assert lanes.running == 0 and lanes.queue == []
+    # Not remembered: the next request writes it again.
+    assert provisioning.known.get(Identity("u-queued-0", None, False)) is None

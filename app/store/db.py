@@ -17,7 +17,7 @@ from flask import current_app
 from gevent.monkey import get_original, is_module_patched
 from psycogreen.gevent import gevent_wait_callback
 from psycopg2 import extensions
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -233,14 +233,31 @@ def is_postgres(bind=None):
     return bind.dialect.name == "postgresql"
 
 
-def insert_if_absent(session, model, **values):
-    """Insert a row of ``model`` unless one with its key exists: ``INSERT ... ON CONFLICT DO NOTHING``.
+def insert_if_absent(session, model, *rows, **values):
+    """Insert rows of ``model`` (dicts, or one row's ``values``) unless one with the same key
+    exists: ``INSERT ... ON CONFLICT DO NOTHING``.
 
     Checking first and then inserting fails (a unique violation that spoils
     the whole transaction) when another transaction inserts the same key in
     between; this waits for that one instead, and does nothing if it commits.
     Both backends speak the same clause.
     """
+    session.execute(_insert(session, model).values(list(rows) or [values]).on_conflict_do_nothing())
+
+
+def insert_or_update(session, model, rows, columns):
+    """Insert ``rows`` of ``model`` (dicts, each key once); where a row's key exists, set its
+    ``columns`` to the new values if any differ: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE``."""
+    statement = _insert(session, model).values(rows)
+    table = model.__table__
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[column.name for column in table.primary_key],
+        set_={name: statement.excluded[name] for name in columns},
+        where=or_(*(table.c[name].is_distinct_from(statement.excluded[name]) for name in columns)),
+    ))
+
+
+def _insert(session, model):
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
+    return dialect.insert(model)
 
