@@ -180,11 +180,11 @@ def print_inclusive(output, top=45, process=None):
     total, inclusive = 0, collections.Counter()
     for line in output.read_text().splitlines():
         stack_text, _, count = line.rpartition(" ")
-        if process is not None and not stack_text.startswith(f"process {process}:"):
+        if process is not None and f"process {process}:" not in stack_text:
             continue
         total += int(count)
         names = {frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].split(":")[0]
-                 for frame in stack_text.split(";")}
+                 for frame in stack_text.split(";") if not frame.startswith("process ")}
         for name in names:
             inclusive[name] += int(count)
     print(f"{total} samples; inclusive share:")

@@ -15,7 +15,8 @@ view); ``burst``, scenario 9's activity burst (``burst``): the unrelated
 joins' wake latency, the time until every member caught up, the worker's CPU;
 ``storm``, scenario 14's arrival of ``--waiters`` clients in one second, with its
 floor (the bare Flask view) in the same run: until all wait, against the floor,
-the worker's CPU for the arrival, memory per waiting poll.
+the worker's CPU for the arrival, memory per waiting poll; ``deploy``, scenario 15's
+reload under that storm: until all wait again, the new worker's CPU until then.
 Printed: each round's figures, the per-round ratio now/before, and the median
 and spread of those ratios. Every run's full results are kept in the output file.
 
@@ -76,6 +77,15 @@ def storm_figures(raw):
     }
 
 
+def deploy_figures(raw):
+    """The figures compared, from one side's reload of one round."""
+    deploy = raw["deploy"]["deploy"]
+    return {
+        "waiting_again_seconds": deploy["waiting_again_seconds"],
+        "new_worker_cpu_seconds": deploy["new_worker_cpu_seconds"],
+    }
+
+
 # What each suite runs (scenario, its arguments given --waiters and --quick) and compares.
 SUITES = {
     "fanout": (lambda waiters, quick: (("fanout", ["--waiters", str(waiters), *quick]), ("conditional", quick)),
@@ -83,6 +93,7 @@ SUITES = {
     "burst": (lambda waiters, quick: (("burst", quick),), burst_figures),
     "storm": (lambda waiters, quick: (("storm", ["--clients", str(waiters), "--rounds", "1", *quick]),),
               storm_figures),
+    "deploy": (lambda waiters, quick: (("deploy", ["--clients", str(waiters), *quick]),), deploy_figures),
 }
 
 
