@@ -5,7 +5,7 @@ conditional snapshots (304) on keep-alive connections, and prints the functions
 with the largest inclusive share. ``python -m bench.profile memory``: tracemalloc
 snapshots of the worker before and after ``--waiters`` polls are held, compared
 by traceback and by file. ``python -m bench.profile burst [--quick]``: scenario
-9 (bench/v2.py) with py-spy sampling the worker while the activity is
+9 (bench/v2.py; ``--tenfold``: 16) with py-spy sampling the worker while the activity is
 published. ``python -m bench.profile reread``: the hub's batched re-read
 (``feed.read_news``, then ``feed.read_states`` of the members it woke) after
 activity in a community whose members all wait, timed in this process and
@@ -192,8 +192,8 @@ def print_inclusive(output, top=45, process=None):
         print(f"{100 * count / total:5.1f}%  {name}")
 
 
-def burst(quick):
-    """Scenario 9 with the worker sampled (``py-spy record``) while the activity is published."""
+def burst(quick, tenfold=False):
+    """Scenario 9 (or, ``tenfold``, 16) with the worker sampled (``py-spy record``) while the activity is published."""
     from .__main__ import FULL, QUICK
 
     options = dict(QUICK if quick else FULL)
@@ -208,7 +208,9 @@ def burst(quick):
         finally:
             spy.wait()
 
-    result = v2.burst(options, profile=sampled)
+    if tenfold:
+        options["burst_seconds"] = options["burst10_seconds"]
+    result = (v2.burst10 if tenfold else v2.burst)(options, profile=sampled)
     print_burst(result)
     print_inclusive(output, top=60)
 
@@ -434,6 +436,7 @@ def main():
     parser.add_argument("--waiters", type=int, default=2000,
                         help="memory, fanout: polls held; reread: members waiting; arrival, deploy: clients")
     parser.add_argument("--quick", action="store_true", help="burst: the small version")
+    parser.add_argument("--tenfold", action="store_true", help="burst: at ten times the rate (scenario 16)")
     parser.add_argument("--greenlets", action="store_true",
                         help="memory, fanout: parking off, each waiting poll held in a greenlet (PARKED_POLLS=0)")
     parser.add_argument("--rows", type=int, default=100, help="reread: activity rows read through read_news")
@@ -441,7 +444,7 @@ def main():
     args = parser.parse_args()
     raise_fd_limit()
     if args.what == "burst":
-        burst(args.quick)
+        burst(args.quick, args.tenfold)
         return
     if args.what == "burst-greenlets":
         burst_greenlets(args.quick, args.moments)

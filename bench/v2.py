@@ -245,10 +245,10 @@ def burst(options, profile=nullcontext, config=CONFIG):
     return result
 
 
-def burst10(options):
+def burst10(options, profile=nullcontext):
     """Scenario 9 at ten times its rate (``burst10_rate``, ``burst10_seconds``), the rest as it is."""
     return burst(dict(options, burst_rate=options["burst10_rate"], burst_seconds=options["burst10_seconds"],
-                      burst_writers=options["burst10_writers"]))
+                      burst_writers=options["burst10_writers"]), profile=profile)
 
 
 def burst_phase(database, server, client, onlooking, members, bystanders, options, profile):
