@@ -8,11 +8,13 @@ client's next request, hang-ups, shutdown, the framings it must write as
 gunicorn would (HTTP/1.0, ``Connection: close``, ``Content-Length: 0``), and
 the requests it must leave to a greenlet.
 """
+import gc
 import http.client
 import json
 import signal
 import socket
 import time
+import weakref
 from collections import namedtuple
 from urllib.parse import urlencode
 
@@ -275,6 +277,26 @@ def test_a_poll_parked_with_an_earlier_deadline_is_answered_at_its_own(app, park
     assert json.loads(body)["status"] == "unchanged"
 
 
+def test_an_answered_or_closed_poll_keeps_nothing_alive_until_its_deadline(app, parked):
+    """The deadline heap holds a record until its deadline; what the poll held (its session, its
+    news, its socket) is let go when it is answered or its client leaves."""
+    hub = app.extensions["hub"]
+    answered, answered_side, _ = parked("u-ada")
+    closed, closed_side, _ = parked("u-grace")
+    session = weakref.ref(answered.session)
+    deliver(hub, "u-ada")
+    read_answer(answered_side)
+    closed_side.close()
+    with gevent.Timeout(3):
+        while hub.parking.count:
+            gevent.sleep(0.01)
+    in_heap = [record for _deadline, _order, record in hub.parking._deadlines]
+    assert answered in in_heap and closed in in_heap
+    assert (answered.session, answered.connection, closed.session, closed.connection) == (None,) * 4
+    gc.collect()
+    assert session() is None
+
+
 def test_a_hang_up_releases_a_parked_poll_without_an_answer(app, parked):
     hub = app.extensions["hub"]
     _, client_side, handed_back = parked("u-ada")
@@ -348,6 +370,7 @@ def test_news_at_the_deadline_answers_a_parked_poll_once(app, parked, caplog):
     # Large enough that the first send is partial: a second answer would be
     # written to the socket behind the rest of the first.
     record, client_side, handed_back = parked("u-ada", timeout=0.05, size=4 * 1024 * 1024)
+    session = record.session  # let go once answered
     hub.parking.render = respond_counting
     # The test process is not monkey-patched: time.sleep blocks the answerer
     # too, so the deadline passes before it sees the news.
@@ -358,7 +381,7 @@ def test_news_at_the_deadline_answers_a_parked_poll_once(app, parked, caplog):
     with gevent.Timeout(3):
         while not handed_back:
             gevent.sleep(0.01)
-    assert answered == [record.session]
+    assert answered == [session]
     client_side.setblocking(False)
     with pytest.raises(BlockingIOError):
         client_side.recv(1)

@@ -80,6 +80,13 @@ class ParkedPoll:
         """Its place released: True the first time, False ever after."""
         return self._advance(self.DONE)
 
+    def let_go(self):
+        """Answered or closed: keep nothing of the poll. The deadline heap keeps the record
+        until its deadline passes (up to POLL_MAX_TIMEOUT); its session, the news it was
+        answered with and its socket must not stay alive with it (a burst's fan-outs
+        answer each member several times within one deadline)."""
+        self.session = self.connection = None
+
     def _advance(self, state):
         if self.state >= state:
             return False
@@ -279,11 +286,13 @@ class Parking:
         self._leave(record)
         status, body, headers = self.render(record.session)
         record.connection.answer(status, body, headers, close=self.hub.closing)
+        record.let_go()
 
     def _close(self, record):
         """The client left (or the answer failed): nothing to write."""
         self._leave(record)
         record.connection.close()
+        record.let_go()
 
     def _leave(self, record):
         if not record.finish():
