@@ -18,7 +18,10 @@ arrival storm of bench/storm.py). ``python -m bench.profile deploy [--waiters N]
 samples the new worker of a reload (SIGHUP) while ``--waiters`` polls that waited on
 the old one come back to it (scenario 15). ``python -m bench.profile burst-greenlets [--moments S ...]``:
 scenario 9 with every greenlet of the worker listed at those seconds into
-the burst: how many stand where, and the hub's own greenlets' stacks. ``memory`` and ``fanout`` take
+the burst: how many stand where, and the hub's own greenlets' stacks.
+``python -m bench.profile burst-memory``: scenario 9 with the worker's memory looked at
+before the burst and after its drain: the objects that grew, and what the allocator
+gives back. ``memory`` and ``fanout`` take
 ``--greenlets`` to profile the polls held in greenlets (``PARKED_POLLS=0``)
 rather than parked. All use a database of their own, like the suite.
 """
@@ -72,6 +75,44 @@ def post_worker_init(worker):
                 out.write(f"{{stat.size_diff:>10}} {{stat.count_diff:>7}} {{stat.traceback[0].filename}}\\n")
 
     signal.signal(signal.SIGUSR2, snapshot)
+"""
+
+
+# The project's gunicorn config plus a look at the worker's memory on SIGUSR2: the
+# first time its resident memory, the blocks Python has allocated and its objects by
+# type; the second time the same again and, written to <out>, what grew, then the
+# resident memory after glibc's malloc_trim(0) hands back what the heap freed.
+# Quicker than a tracemalloc snapshot, which stalls a busy worker past its time-out.
+MEMORY_CONF = """
+import signal
+exec(open({conf!r}).read())
+_project_post_worker_init = post_worker_init
+
+def post_worker_init(worker):
+    _project_post_worker_init(worker)
+    import collections, ctypes, gc, sys
+    taken = []
+
+    def resident():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+    def look(_sig, _frame):
+        taken.append((resident(), sys.getallocatedblocks(),
+                      collections.Counter(type(value).__name__ for value in gc.get_objects())))
+        if len(taken) == 1:
+            open({out!r} + ".base", "w").close()
+            return
+        (rss_before, blocks_before, before), (rss_after, blocks_after, after) = taken
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open({out!r}, "w") as out:
+            out.write(f"RSS {{rss_before / 2**20:.0f}} -> {{rss_after / 2**20:.0f}} MiB; "
+                      f"after malloc_trim(0) {{resident() / 2**20:.0f}} MiB\\n")
+            out.write(f"Python's allocated blocks {{blocks_before:,}} -> {{blocks_after:,}}\\n")
+            for name, count in (after - before).most_common(15):
+                out.write(f"{{count:+,}} {{name}}\\n")
+
+    signal.signal(signal.SIGUSR2, look)
 """
 
 
@@ -220,6 +261,34 @@ def print_burst(result):
           f"{result['answers_per_member']['p50']} answers per member, "
           f"{result['statements_per_second']:.0f} statements/s, worker CPU {result['worker_cpu_percent']:.0f}%, "
           f"join wake p99 {result['wake_p99']}")
+
+
+def burst_memory(quick):
+    """Scenario 9 with a look at the worker's memory (``MEMORY_CONF``) before the burst and after
+    its drain: the objects that grew, and what malloc_trim(0) gives back (the allocator's share)."""
+    from .__main__ import FULL, QUICK
+
+    options = dict(QUICK if quick else FULL)
+    stack.SETTLE = options["settle"]
+    directory = Path(tempfile.mkdtemp())
+    out = directory / "memory.txt"
+    conf = directory / "gunicorn_memory.py"
+    conf.write_text(MEMORY_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
+
+    @contextmanager
+    def from_here(server):
+        os.kill(server.worker_pids()[0], signal.SIGUSR2)
+        wait_for(lambda: Path(str(out) + ".base").exists(), 60)
+        yield
+
+    def after_drain(server):
+        os.kill(server.worker_pids()[0], signal.SIGUSR2)
+        wait_for(out.exists, 120)
+        time.sleep(1)
+
+    result = v2.burst(dict(options, after_drain=after_drain), profile=from_here, config=conf)
+    print_burst(result)
+    print(out.read_text())
 
 
 def burst_greenlets(quick, moments):
@@ -428,8 +497,8 @@ def reread(members, fetched, explained):
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=("cpu304", "memory", "burst", "burst-greenlets", "reread", "fanout",
-                                         "arrival", "deploy"))
+    parser.add_argument("what", choices=("cpu304", "memory", "burst", "burst-greenlets", "burst-memory", "reread",
+                                         "fanout", "arrival", "deploy"))
     parser.add_argument("--moments", type=float, nargs="+", default=[3, 8, 15, 22],
                         help="burst-greenlets: seconds after the burst began to list the greenlets at")
     parser.add_argument("--seconds", type=float, default=10)
@@ -445,6 +514,9 @@ def main():
     raise_fd_limit()
     if args.what == "burst":
         burst(args.quick, args.tenfold)
+        return
+    if args.what == "burst-memory":
+        burst_memory(args.quick)
         return
     if args.what == "burst-greenlets":
         burst_greenlets(args.quick, args.moments)

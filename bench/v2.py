@@ -298,6 +298,8 @@ def burst_phase(database, server, client, onlooking, members, bystanders, option
         drain = drain_burst(client, members, published["last_ref"], options.get("drain_wait", 120))
     # However long the drain took, the counters wait for the server to go quiet.
     quiesce(server, held, timeout=options.get("drain_wait", 120))
+    if options.get("after_drain"):
+        options["after_drain"](server)  # a profile's look at the worker, where its memory is measured
     total = server.queries() - statements
     report = client.call("report", "report")
     joined, onlookers_failed = onlookers_report()
