@@ -57,12 +57,15 @@ def figures(fanout, conditional):
 def burst_figures(raw):
     """The figures compared, from one side's burst of one round."""
     burst = raw["burst"]["burst"]
-    return {
+    figures = {
         "join_wake_p50_seconds": burst["wake_p50"],
         "join_wake_p99_seconds": burst["wake_p99"],
         "caught_up_seconds": burst["drain_seconds"],
         "worker_cpu_percent": burst["worker_cpu_percent"],
     }
+    if "worker_rss_before" in burst:  # measured since the memory target was reported
+        figures["worker_rss_after_to_before"] = burst["worker_rss"] / burst["worker_rss_before"]
+    return figures
 
 
 def storm_figures(raw):
