@@ -68,6 +68,30 @@ def test_a_read_holds_the_loop_only_as_long_as_it_was_allowed(cooperative_engine
     assert during and during[0] >= 0.1
 
 
+def test_a_block_holds_the_loop_for_its_bound_in_all_not_per_statement(cooperative_engine):
+    """Statements each shorter than the bound, together longer: past the bound they yield, or a
+    re-read of many statements would keep the loop past gunicorn's heartbeat."""
+    ticks = []
+    with cooperative_engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+        start = time.monotonic()
+
+        def tick():
+            while True:
+                ticks.append(time.monotonic() - start)
+                gevent.sleep(0.005)
+
+        ticker = gevent.spawn(tick)
+        gevent.sleep(0)
+        with holding_the_loop(0.4):
+            for _ in range(3):
+                connection.exec_driver_sql("SELECT pg_sleep(0.25)")
+        ended = time.monotonic() - start
+    ticker.kill()
+    during = [t for t in ticks if 0.001 < t < ended]
+    assert during and 0.4 <= during[0] < 0.6
+
+
 def test_only_the_greenlet_holding_the_loop_holds_it(cooperative_engine):
     """Contexts are per greenlet: a read elsewhere, during another's held block, still yields."""
     def held_block():

@@ -66,7 +66,7 @@ class Reread:
     def __init__(self, engine, users, vouching, owed, *, safety_interval=5.0, coalesce=0.0,
                  coalesce_max=None, hold_the_loop=2.0, metrics=None):
         self.engine = engine
-        # How long each of a re-read's statements may keep the worker's event loop
+        # How long a re-read's statements may keep the worker's event loop, in all
         # (``holding_the_loop``, ``HOLD_THE_LOOP``): the states of ten thousand members take about a second.
         self.hold_the_loop = hold_the_loop
         self.users = users

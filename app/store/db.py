@@ -121,35 +121,38 @@ def _make_psycopg2_cooperative():
 # descriptors past 1,023 that a worker holding thousands of sockets hands out).
 _blocking_poll = get_original("select", "poll")
 
-# How long each database wait of this greenlet may hold the event loop (``holding_the_loop``).
-_hold_for = contextvars.ContextVar("hold_for", default=None)
+# Until when this greenlet's database waits may hold the event loop (``holding_the_loop``).
+_hold_until = contextvars.ContextVar("hold_until", default=None)
 
 
 @contextmanager
 def holding_the_loop(most):
-    """Each statement in this block keeps the event loop while it waits, for up to ``most`` seconds.
+    """The statements in this block keep the event loop while they wait, for up to ``most``
+    seconds in all.
 
     For the hub's re-read, which every waiting poll's news passes through: each
     cooperative wait resumes only after every greenlet that became ready
     meanwhile has run, and in a worker saturated by answers a read of thousands
     of states, received a chunk per wait, spans seconds that way while the
     changes it carries wait with it. Held, the same read takes the database's
-    own time. ``most`` bounds how long a slow database can stall the worker:
-    past it the statement waits cooperatively again. Greenlets have contexts
-    of their own: the block holds only its own statements.
+    own time. ``most`` bounds how long a slow database can stall the worker,
+    for the whole block and not per statement: a block of many statements that
+    each took nearly ``most`` would keep the loop past gunicorn's heartbeat
+    (``WORKER_TIMEOUT``), and the worker would be killed. Past it every
+    statement waits cooperatively. Greenlets have contexts of their own: the
+    block holds only its own statements.
     """
-    token = _hold_for.set(most)
+    token = _hold_until.set(time.monotonic() + most)
     try:
         yield
     finally:
-        _hold_for.reset(token)
+        _hold_until.reset(token)
 
 
 def _wait(connection, timeout=None):
     """psycopg2's wait callback (once per statement): psycogreen's cooperative wait,
     held first inside ``holding_the_loop``."""
-    most = _hold_for.get()
-    held_until = time.monotonic() + most if most is not None else 0
+    held_until = _hold_until.get() or 0
     while (held := held_until - time.monotonic()) > 0:
         state = connection.poll()
         if state == extensions.POLL_OK:
