@@ -148,6 +148,37 @@ def fail_once(monkeypatch, module, name, call=1):
     return failures
 
 
+def test_re_reads_back_to_back_let_the_rest_of_the_worker_run_between_them(quiet_app, monkeypatch):
+    """Under load a hint arrives during every re-read, and a re-read keeps the loop while its
+    statements wait: between two re-reads every other ready greenlet (the worker's heartbeat
+    among them) still gets its turn."""
+    reread = quiet_app.extensions["hub"].reread
+    seen = []
+
+    def refresh():
+        seen.append("re-read")
+        reread.notify()  # the next hint, come while this re-read ran
+        if seen.count("re-read") == 5:
+            reread.closed = True
+
+    def other():
+        while True:
+            seen.append("other")
+            gevent.sleep(0)
+
+    monkeypatch.setattr(reread, "refresh", refresh)
+    monkeypatch.setattr(reread.vouching, "position", object())  # something to re-read from
+    ticker = gevent.spawn(other)
+    gevent.sleep(0)
+    reread.notify()
+    loop = reread.start()
+    loop.join(timeout=5)
+    ticker.kill()
+    runs = [index for index, name in enumerate(seen) if name == "re-read"]
+    assert len(runs) == 5
+    assert all("other" in seen[a:b] for a, b in zip(runs, runs[1:]))
+
+
 def test_a_failed_re_read_is_retried(quiet_app, database, monkeypatch):
     from app.store import feed
 

@@ -234,3 +234,8 @@ class Reread:
                 log.exception("re-read failed; retrying in %.1fs", delay)
                 gevent.sleep(delay * random.uniform(0.5, 1.0))
                 self._hint.set()
+            # Whatever became ready runs before the next re-read. Under load a hint
+            # comes during every re-read, and waiting on a set event does not yield:
+            # re-reads back to back, each keeping the loop while its statements
+            # wait, would starve everything else, the worker's heartbeat included.
+            gevent.sleep(0)
