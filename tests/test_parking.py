@@ -202,6 +202,40 @@ def test_the_answerer_goes_on_answering_slices_until_its_turn_is_spent(app, park
     assert answered_in_order(app, parked, members) == [*members, "u-ada"]
 
 
+def test_taking_a_fan_outs_news_yields_within_its_time(app, parked, monkeypatch):
+    """Each due poll's news can be thousands of rows: the answerer takes news for TAKE_SECONDS
+    and lets the rest of the worker run (its heartbeat among it) before it takes more."""
+    from app.live import parking as parking_module
+
+    monkeypatch.setattr(parking_module, "TAKE_SECONDS", 0.05, raising=False)
+    hub = app.extensions["hub"]
+    clients = [parked(f"u-m{n}")[1] for n in range(30)]
+    events = []
+    ready = parking_module.Parking._ready
+
+    def slow_ready(self, record, expired):
+        time.sleep(0.01)  # not patched: blocks the loop, as a long take does
+        events.append("take")
+        return ready(self, record, expired)
+
+    def other():
+        while True:
+            events.append("other")
+            gevent.sleep(0)
+
+    monkeypatch.setattr(parking_module.Parking, "_ready", slow_ready)
+    ticker = gevent.spawn(other)
+    gevent.sleep(0)
+    for n in range(30):
+        deliver(hub, f"u-m{n}")
+    for client_side in clients:
+        read_answer(client_side)
+    ticker.kill()
+    takes = [index for index, name in enumerate(events) if name == "take"]
+    assert len(takes) == 30
+    assert "other" in events[takes[0]:takes[-1]]
+
+
 def test_what_answering_parked_polls_costs_widens_the_coalescing_window(app, parked):
     hub = app.extensions["hub"]
     clock = Clock()

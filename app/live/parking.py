@@ -96,13 +96,16 @@ class ParkedPoll:
 
 # A fan-out to thousands is worked a turn at a time, with the re-read and
 # arriving polls between turns: each turn takes up to TAKE_SLICE due polls
-# their news, then answers slices of ANSWER_SLICE (the most urgent first)
-# until ANSWER_SECONDS are spent. A share of time, not a number of polls: the
+# their news, for at most TAKE_SECONDS (in a tenfold burst each poll's news is
+# thousands of rows: 2,000 polls' took long enough to starve the worker's
+# heartbeat), then answers slices of ANSWER_SLICE (the most urgent first)
+# until ANSWER_SECONDS are spent, one slice at least. A share of time, not a number of polls: the
 # re-read keeps the loop for its statements (``Reread.refresh``), so turns are
 # long under load, and a fixed slice a turn would answer a fan-out that slowly.
 ANSWER_SLICE = 100
 ANSWER_SECONDS = 0.1
 TAKE_SLICE = 2000
+TAKE_SECONDS = 0.05
 
 
 class Parking:
@@ -196,11 +199,14 @@ class Parking:
             if not backlog and not pending:
                 continue
             with self.app.app_context():
+                began = time.monotonic()
                 for _ in range(min(TAKE_SLICE, len(backlog))):
                     record, expired = backlog.popleft()
                     if self._ready(record, expired):
                         # Ranked once, as taken; the count keeps each level in the order it was woken.
                         heapq.heappush(pending, (record.session.urgency(), next(self._order), record))
+                    if time.monotonic() - began >= TAKE_SECONDS:
+                        break
                 until = time.monotonic() + ANSWER_SECONDS
                 while pending:
                     answering = [heapq.heappop(pending)[2] for _ in range(min(ANSWER_SLICE, len(pending)))]
