@@ -105,7 +105,7 @@ class ParkedPoll:
 ANSWER_SLICE = 100
 ANSWER_SECONDS = 0.1
 TAKE_SLICE = 2000
-TAKE_SECONDS = 0.05
+TAKE_SECONDS = 0.5
 
 
 class Parking:
