@@ -422,6 +422,26 @@ def capped(changes):
     return kept, truncated
 
 
+def newest(rows):
+    """``rows`` (in id order) with at most MAX_PUBLISHED_PER_ANSWER + 1 activity and
+    notification rows each, the oldest dropped: ``capped`` makes the same answer of them
+    as of all ``rows``, ``truncated`` included.
+
+    What a waiting poll keeps of what it gathers: in a burst a member's news
+    is thousands of rows, of which its answer tells of a hundred.
+    """
+    counts = Counter()
+    kept = []
+    for row in reversed(rows):
+        if row.type in PUBLISHED_TYPES:
+            counts[row.type] += 1
+            if counts[row.type] > MAX_PUBLISHED_PER_ANSWER + 1:
+                continue
+        kept.append(row)
+    kept.reverse()
+    return kept
+
+
 def poll_body(reply, cursor, now, online=None):
     """A poll's answer to ``reply`` (``app.live.session.Reply``); the changes, and what they
     added and removed, only when ``changed``.

@@ -258,6 +258,31 @@ def test_a_community_row_is_read_once_however_many_members_wait(quiet_app, datab
     assert woken == [["p-1", "p-2"]] * len(users)
 
 
+def test_what_a_cursor_missed_of_a_batch_is_worked_out_once_for_all_the_members_handed_it(quiet_app, database):
+    """A fan-out hands one list to every member, whose clients hold a few cursors between
+    them: the rows each cursor did not see are looked for once per cursor, not per member."""
+    hub = quiet_app.extensions["hub"]
+    users = add_members(quiet_app, "c-go", 50)
+    with ExitStack() as stack:
+        tickets = [stack.enter_context(hub.waiting(user)) for user in users]
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-go', 'post', 'p-1')")
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES ('c-go', 'post', 'p-2')")
+        hub.reread.refresh()
+        news = [hub.wait(ticket, 0)[0] for ticket in tickets]
+    looked = []
+
+    class Cursor:
+        """A client's position that saw p-1, counting the rows it is asked about."""
+
+        def sees(self, row):
+            looked.append(row.ref)
+            return row.ref == "p-1"
+
+    cursor = Cursor()
+    assert [[row.ref for row in item.unseen(cursor)] for item in news] == [["p-2"]] * len(users)
+    assert sorted(looked) == ["p-1", "p-2"]
+
+
 def test_a_users_own_change_wakes_before_a_busy_communitys_activity(quiet_app, database):
     """Thousands of members woken by one post must not stand in front of someone's own join."""
     hub = quiet_app.extensions["hub"]

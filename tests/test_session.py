@@ -18,7 +18,8 @@ from app.http import community_changes
 from app.live.owed import Owed
 from app.live.parking import PARKABLE_KEY, PARKED_HEADER
 from app.live.reread import News
-from app.live.session import Ask, Known, PollSession, Reply
+from app import wire
+from app.live.session import GATHERED, Ask, Known, PollSession, Reply
 from app.live.worker import ParkedSocket
 from app.store import cursors
 from conftest import eventually
@@ -85,6 +86,25 @@ def test_a_session_gathers_only_what_its_client_has_not_seen_and_answers_it_in_o
     reply = session.reply()
     assert reply.status == "changed" and [row.id for row in reply.changes] == [7, 8]
     assert reply.known.hash == "h8" and reply.known.cursor.position == cursors.SequencePosition(8)
+
+
+def test_a_session_waiting_through_a_burst_keeps_only_what_its_answer_tells_of():
+    """Thousands of activity rows gathered, a join among them: the answer is the one all the
+    rows would make (the newest hundred, ``truncated``, the join), and the session holds a few hundred."""
+    session = session_at(5)
+    session.begin(Reply("unchanged", session.ask.known, community_ids=("c-1",)))
+    everything = []
+    for first in range(6, 3006, 100):
+        batch = news(*range(first, first + 100))
+        if first == 1506:
+            batch.rows[50] = Row(batch.rows[50].id, "joined")
+        everything += batch.rows
+        session.take([batch])
+        assert len(session.collected) <= GATHERED + 100
+    reply = session.reply()
+    assert wire.capped(reply.changes) == wire.capped(everything)
+    assert wire.capped(reply.changes)[1] is True
+    assert [row.type for row in reply.changes].count("joined") == 1
 
 
 def test_news_from_an_older_snapshot_is_passed_over():

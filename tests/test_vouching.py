@@ -12,6 +12,7 @@ import greenlet
 import pytest
 from gevent.event import Event
 
+from app import wire
 from app.store import cursors, feed
 from app.live import vouching
 from app.live.session import Known
@@ -95,7 +96,7 @@ def test_a_cursor_that_missed_only_its_communities_activity_is_owed_those_rows_w
 
 def test_a_cursor_is_owed_only_as_much_activity_as_an_answer_carries(monkeypatch):
     """One row more than an answer carries: it keeps the newest and says it dropped some."""
-    monkeypatch.setattr(vouching, "MAX_PUBLISHED_PER_ANSWER", 2)
+    monkeypatch.setattr(wire, "MAX_PUBLISHED_PER_ANSWER", 2)
     state = Vouching(heads(0))
     state.ensure_position()
     state.served_state("u-ada", Known(at(0), "h1"), [{"id": "c-go"}, {"id": "c-rust"}])

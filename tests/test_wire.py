@@ -4,7 +4,7 @@ import json
 import re
 from datetime import datetime, timezone
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from sqlalchemy import DateTime, String, create_engine, literal, select
 
@@ -50,6 +50,28 @@ def test_net_membership():
     )
     assert added == ["a", "g"]
     assert removed == ["b", "f", "h"]
+
+
+TYPES = ("activity", "notification", "joined", "left", "role_changed")
+
+
+@given(st.lists(st.sampled_from(TYPES), max_size=4 * (wire.MAX_PUBLISHED_PER_ANSWER + 1)))
+@example(["activity"] * 150 + ["joined"] + ["notification"] * 102 + ["activity", "left"])
+def test_the_newest_rows_make_the_same_capped_answer_as_all_of_them(types):
+    """What a waiting poll keeps of its news tells the client what all of it would: the same
+    rows, ``truncated`` included; no more than one past the cap of each published type is kept."""
+
+    class Change:
+        def __init__(self, id, type):
+            self.id, self.type = id, type
+
+    rows = [Change(i, kind) for i, kind in enumerate(types)]
+    kept = wire.newest(rows)
+    assert wire.capped(kept) == wire.capped(rows)
+    assert all(sum(row.type == kind for row in kept) <= wire.MAX_PUBLISHED_PER_ANSWER + 1
+               for kind in wire.PUBLISHED_TYPES)
+    assert [row for row in rows if row.type not in wire.PUBLISHED_TYPES] == [
+        row for row in kept if row.type not in wire.PUBLISHED_TYPES]
 
 
 class Row:

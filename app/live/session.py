@@ -22,10 +22,16 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from .. import wire
 from ..store import cursors
 from .coalescing import NOTHING, coalescable, urgency
 from .owed import recorded
 from ..intervals import jittered_wait
+
+
+# Gathered rows past this are cut to what an answer tells of (``wire.newest``):
+# a few times that, so that cutting is rare.
+GATHERED = 4 * (wire.MAX_PUBLISHED_PER_ANSWER + 1)
 
 
 @dataclass(frozen=True)
@@ -197,14 +203,23 @@ class PollSession:
                 continue
             self.latest = news.position
             self.state = StateSeen(news.hash, news.communities, news.notifications_unread)
-            self._gather([row for row in news.rows if not self.seen.sees(row)])
+            self._gather(news.unseen(self.seen))
         return bool(self.collected) and not (self.held and self.kinds.coalescable)
 
     def _gather(self, rows):
-        """Add ``rows`` to what the answer carries, noting what kinds of rows it now holds."""
+        """Add ``rows`` to what the answer carries, noting what kinds of rows it now holds.
+
+        Kept to what the answer can tell of (``wire.newest``): a member waiting
+        through a burst gathers a hundred activity rows, not all of them.
+        """
         if rows:
             self.collected.update((row.id, row) for row in rows)
             self.kinds = self.kinds.joined(rows)
+            if len(self.collected) > GATHERED:
+                self.collected = {row.id: row for row in wire.newest(self._in_order())}
+
+    def _in_order(self):
+        return [self.collected[key] for key in sorted(self.collected)]
 
     def urgency(self):
         """Where this poll's answer goes among those of one wake-up (``coalescing.urgency``)."""
@@ -218,7 +233,7 @@ class PollSession:
         """The answer as of now: ``changed`` with what was gathered, else ``unchanged``."""
         cursor = cursors.Cursor(self.known.cursor.epoch, self.latest)
         if self.collected:
-            rows = [self.collected[key] for key in sorted(self.collected)]
+            rows = self._in_order()
             state = self.state
             return Reply("changed", Known(cursor, state.hash), state.communities, rows,
                          state.notifications_unread, waited=True)

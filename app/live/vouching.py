@@ -30,7 +30,7 @@ from datetime import datetime
 from gevent.event import Event
 
 from ..cache import LRU
-from ..wire import MAX_PUBLISHED_PER_ANSWER
+from .. import wire
 from .coalescing import coalescable
 
 # How much is remembered to vouch for re-polls' cursors (users, communities and
@@ -338,9 +338,7 @@ class Vouching:
         missed = [row for part in parts for row in part]
         owed = None
         if coalescable(missed):  # else a rename or a deletion: the state itself changed, read it
-            # An answer carries the newest MAX_PUBLISHED_PER_ANSWER activity rows and
-            # says it dropped older ones: one more than that makes the same answer.
-            owed = tuple(sorted(missed, key=lambda row: row.id)[-(MAX_PUBLISHED_PER_ANSWER + 1):])
+            owed = tuple(wire.newest(sorted(missed, key=lambda row: row.id)))
         self._owed_by.put(key, (parts, owed))
         return owed
 
