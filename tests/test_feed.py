@@ -257,6 +257,28 @@ def test_out_of_order_commits_are_read_once_in_commit_order(seeded, database):
         writers.dispose()
 
 
+def test_many_users_states_read_together_are_each_what_their_own_read_gives(seeded, database):
+    """Read for many users at once, a community's unread counts come from one probe of its
+    newest rows: a read marker below them, on the last of them and within them counts as
+    each member's own read does."""
+    values = ", ".join(f"('c-python', 'post_created', 'p-{n}')" for n in range(150))
+    database.psql(f"INSERT INTO activity (community_id, kind, ref) VALUES {values}")
+    database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')")
+    with seeded.app_context(), read_transaction() as connection:
+        newest_first = connection.scalars(text(
+            "SELECT id FROM changes WHERE community_id = 'c-python' AND type = 'activity' ORDER BY id DESC")).all()
+    markers = {"u-ada": 0, "u-grace": newest_first[99], "u-alan": newest_first[30]}
+    for user, marker in markers.items():
+        database.psql(f"UPDATE memberships SET read_through = {marker} WHERE user_id = '{user}'")
+    with seeded.app_context(), read_transaction() as connection:
+        together = feed.read_states(connection, list(markers))
+        alone = {user: feed.read_state(connection, user) for user in markers}
+    for user in markers:
+        assert together[user].communities == alone[user].communities
+    unread = {user: {entry["id"]: entry["unread"] for entry in together[user].communities} for user in markers}
+    assert [unread[user]["c-python"] for user in markers] == [100, 99, 30]
+
+
 def test_state_is_sorted_and_hashed_identically_on_each_read(seeded):
     first, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))
     second, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))
