@@ -279,8 +279,35 @@ def test_what_a_cursor_missed_of_a_batch_is_worked_out_once_for_all_the_members_
             return row.ref == "p-1"
 
     cursor = Cursor()
-    assert [[row.ref for row in item.unseen(cursor)] for item in news] == [["p-2"]] * len(users)
+    assert [[row.ref for row in item.handed.unseen(cursor)[0]] for item in news] == [["p-2"]] * len(users)
     assert sorted(looked) == ["p-1", "p-2"]
+
+
+def test_a_cursor_that_saw_some_of_the_newest_rows_is_told_of_older_ones_it_did_not_see():
+    """Commits come in any order: a cursor may have seen the newest rows of a list and not an
+    older one. What it is handed makes the answer all its unseen rows would, ``truncated`` included."""
+    from app import wire
+    from app.live.reread import Handed
+
+    class Row:
+        type, shared = "activity", True
+
+        def __init__(self, id):
+            self.id = id
+
+    class Cursor:
+        def __init__(self, saw):
+            self.saw = saw
+
+        def sees(self, row):
+            return self.saw(row.id)
+
+    rows = [Row(n) for n in range(1, 301)]
+    handed = Handed(rows)
+    for cursor in (Cursor(lambda n: n >= 250), Cursor(lambda n: n < 100), Cursor(lambda n: n % 2)):
+        unseen, kinds = handed.unseen(cursor)
+        assert wire.capped(unseen) == wire.capped([row for row in rows if not cursor.sees(row)])
+        assert kinds.coalescable
 
 
 def test_a_users_own_change_wakes_before_a_busy_communitys_activity(quiet_app, database):
@@ -336,6 +363,29 @@ def test_a_users_own_change_is_handed_over_before_the_woken_members_states_are_r
     assert reads == [(["u-alan"], 0), (sorted(members), 1)]
     assert [row.type for row in news["u-alan"][0].rows] == ["joined"]
     assert all([row.ref for row in news[member][0].rows] == ["p-1"] for member in members)
+
+
+def test_a_users_own_change_is_answered_before_the_woken_members_states_are_read(quiet_app, database,
+                                                                                monkeypatch):
+    """Handed over is not enough: the re-read holds the event loop through its statements, and
+    the poll of the join must be answered before the members' slow one, not after it."""
+    from app.store import feed
+
+    hub = quiet_app.extensions["hub"]
+    members = add_members(quiet_app, "c-python", 20)
+    read_states, answered, seen = feed.read_states, [], []
+
+    def recording(connection, user_ids):
+        seen.append(list(answered))
+        return read_states(connection, user_ids)
+
+    monkeypatch.setattr(feed, "read_states", recording)
+    with a_post_and_a_join(hub, database, members) as tickets:
+        poll = gevent.spawn(lambda: answered.append(bool(hub.wait(tickets["u-alan"], 10))))
+        gevent.sleep(0)  # waiting for news
+        hub.reread.refresh()
+        poll.join(5)
+    assert seen == [[], [True]]
 
 
 def test_a_re_read_failing_after_handing_over_own_changes_reads_the_rest_again(quiet_app, database,

@@ -36,6 +36,7 @@ calls (tests switch it on, like vouching's).
 """
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from ..store.feed import merged
 
@@ -65,6 +66,24 @@ def urgency(rows):
     if not rows:
         return NOTHING
     return OWN if any(not row.shared for row in rows) else COMMUNITY
+
+
+@dataclass(frozen=True)
+class Kinds:
+    """What a poll's gathered rows are (``urgency``, ``coalescable``), kept up to date
+    as it gathers: asked at each wake-up of a fan-out, they would otherwise cost a
+    pass over a member's hundreds of rows each time."""
+
+    urgency: int = NOTHING
+    coalescable: bool = True
+
+    @classmethod
+    def of(cls, rows):
+        return cls(urgency(rows), coalescable(rows))
+
+    def joined(self, other):
+        """The kinds of rows of both these kinds."""
+        return Kinds(min(self.urgency, other.urgency), self.coalescable and other.coalescable)
 
 
 class Coalescing:

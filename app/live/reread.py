@@ -31,7 +31,7 @@ from gevent.event import Event
 
 from .. import wire
 from ..store import feed
-from .coalescing import COMMUNITY, OWN, Coalescing, coalescable, urgency
+from .coalescing import COMMUNITY, OWN, Coalescing, Kinds, coalescable, urgency
 from .owed import recorded
 from ..store.db import holding_the_loop, read_transaction
 
@@ -48,23 +48,49 @@ class News:
     position: object
     # ``coalescing.urgency`` of ``rows``: the answerer takes the most urgent first.
     urgency: int = COMMUNITY
-    # position -> what it does not see of ``rows`` (``unseen``): one dict for every
-    # user handed the same list.
-    unseen_by: dict = field(default_factory=dict, compare=False, repr=False)
+    # What is worked out of ``rows`` once for every user handed the same list.
+    handed: "Handed" = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.handed is None:
+            object.__setattr__(self, "handed", Handed(self.rows))
+
+
+class Handed:
+    """One list of rows handed to many users (``News.rows``), and what is worked out of it
+    once for all of them.
+
+    A fan-out hands one list to thousands of members whose clients hold a few
+    cursors between them. In a tenfold burst each member was handed 20,000
+    rows, and going through them member by member kept the worker busy for
+    minutes.
+    """
+
+    __slots__ = ("rows", "newest", "by_position")
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.newest = None
+        self.by_position = {}
 
     def unseen(self, position):
-        """The rows ``position`` does not see, as many of each published type as an
-        answer tells of (``wire.newest``).
+        """``(rows, kinds)``: the rows ``position`` does not see, as many of each published type
+        as an answer tells of (``wire.newest``), and their ``Kinds``; worked out once per cursor.
 
-        A fan-out hands one list to thousands of members whose clients hold a
-        few cursors between them: worked out once per cursor, not once per
-        member. In a tenfold burst each member was handed 20,000 rows, and
-        going through them member by member kept the worker busy for minutes.
+        Usually a cursor saw none of the newest rows, and they are the answer:
+        the whole list is gone through once, not once per cursor. One that saw
+        some of them may not have seen older ones (PostgreSQL's commits come in
+        any order): then the whole list is gone through for it.
         """
-        rows = self.unseen_by.get(position)
-        if rows is None:
-            rows = self.unseen_by[position] = wire.newest([row for row in self.rows if not position.sees(row)])
-        return rows
+        known = self.by_position.get(position)
+        if known is None:
+            if self.newest is None:
+                self.newest = wire.newest(self.rows)
+            rows = [row for row in self.newest if not position.sees(row)]
+            if len(rows) < len(self.newest) < len(self.rows):
+                rows = wire.newest([row for row in self.rows if not position.sees(row)])
+            known = self.by_position[position] = (rows, Kinds.of(rows))
+        return known
 
 
 def read_head(engine):
@@ -152,6 +178,10 @@ class Reread:
                         delivered += self._deliver(users, woken, feed.read_states(connection, users), position,
                                                    ranks)
                         handed.update(users)
+                    if group == OWN and users and len(users) < len(woken):
+                        # Answered now, not once the members' states are read: this
+                        # block holds the event loop through its statements.
+                        gevent.sleep(0)
         except BaseException:
             # The rest of this batch did not reach its waiters (the database
             # went away mid-read, say): read it again next time, or its rows
@@ -180,7 +210,7 @@ class Reread:
     def _deliver(self, users, woken, states, position, ranks):
         """Hand each of ``users`` still waiting its ``woken`` rows and its state as ``News``; how many were."""
         oldest = feed.per_list(lambda rows: recorded(rows).timestamp())
-        unseen_by = feed.per_list(lambda rows: {})
+        handed = feed.per_list(Handed)
         delivered = 0
         for user_id in users:
             waiters = self.users.get(user_id)
@@ -188,7 +218,7 @@ class Reread:
                 continue  # left while the states were read; its next poll reads these rows
             state, rows = states[user_id], woken[user_id]
             waiters.deliver(News(rows, state.communities, state.notifications_unread, state.hash, position,
-                                 ranks[user_id], unseen_by(rows)))
+                                 ranks[user_id], handed(rows)))
             self.owed.owe(user_id, oldest(rows))
             delivered += 1
         return delivered

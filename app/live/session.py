@@ -24,7 +24,8 @@ from datetime import datetime
 
 from .. import wire
 from ..store import cursors
-from .coalescing import NOTHING, coalescable, urgency
+from ..store.feed import merged
+from .coalescing import Kinds
 from .owed import recorded
 from ..intervals import jittered_wait
 
@@ -77,19 +78,6 @@ class StateSeen:
     notifications_unread: int
 
 
-@dataclass(frozen=True)
-class Kinds:
-    """What a poll's gathered rows are (``coalescing.urgency``, ``coalescable``), kept
-    up to date as it gathers: asked at each wake-up of a fan-out, they would
-    otherwise cost a pass over a member's hundreds of rows each time."""
-
-    urgency: int = NOTHING
-    coalescable: bool = True
-
-    def joined(self, rows):
-        return Kinds(min(self.urgency, urgency(rows)), self.coalescable and coalescable(rows))
-
-
 class PollSession:
     """One waiting poll: who asks (its ``ticket`` in the hub's registry), what its
     client knows, what it has gathered since, and until when it waits.
@@ -102,7 +90,7 @@ class PollSession:
     ``parked``: the parked connection's record, once parking took it over.
     """
 
-    __slots__ = ("hub", "ask", "ticket", "known", "seen", "latest", "state", "collected", "kinds",
+    __slots__ = ("hub", "ask", "ticket", "known", "seen", "latest", "state", "collected", "gathered", "kinds",
                  "held", "community_ids", "deadline", "parked")
 
     def __init__(self, hub, ask, ticket):
@@ -112,7 +100,8 @@ class PollSession:
         self.known = ask.known
         self.seen = self.latest = None
         self.state = None
-        self.collected = {}
+        self.collected = []
+        self.gathered = 0
         self.kinds = Kinds()
         self.held = None
         self.community_ids = None
@@ -191,7 +180,7 @@ class PollSession:
         self.held = held
         if held:
             self.state = StateSeen(held.known.hash, held.communities, held.notifications_unread)
-            self._gather(held.changes)
+            self._gather(held.changes, Kinds.of(held.changes))
             self.hub.owed.owe(self.user_id, recorded(held.changes).timestamp())
         self.community_ids = reply.community_ids
         self.deadline = time.monotonic() + (pause if held else jittered_wait(self.ask.timeout))
@@ -203,23 +192,28 @@ class PollSession:
                 continue
             self.latest = news.position
             self.state = StateSeen(news.hash, news.communities, news.notifications_unread)
-            self._gather(news.unseen(self.seen))
+            self._gather(*news.handed.unseen(self.seen))
         return bool(self.collected) and not (self.held and self.kinds.coalescable)
 
-    def _gather(self, rows):
-        """Add ``rows`` to what the answer carries, noting what kinds of rows it now holds.
+    def _gather(self, rows, kinds):
+        """Add ``rows`` (in id order, of ``kinds``) to what the answer carries.
 
-        Kept to what the answer can tell of (``wire.newest``): a member waiting
-        through a burst gathers a hundred activity rows, not all of them.
+        The lists themselves, shared with the other members handed them, and
+        merged only when the answer is made. Kept to what the answer can tell
+        of (``wire.newest``): a member waiting through a burst gathers a
+        hundred activity rows, not all of them.
         """
         if rows:
-            self.collected.update((row.id, row) for row in rows)
-            self.kinds = self.kinds.joined(rows)
-            if len(self.collected) > GATHERED:
-                self.collected = {row.id: row for row in wire.newest(self._in_order())}
+            self.collected.append(rows)
+            self.gathered += len(rows)
+            self.kinds = self.kinds.joined(kinds)
+            if self.gathered > GATHERED:
+                self.collected = [wire.newest(self._in_order())]
+                self.gathered = len(self.collected[0])
 
     def _in_order(self):
-        return [self.collected[key] for key in sorted(self.collected)]
+        """The rows gathered, once each, in id order."""
+        return self.collected[0] if len(self.collected) == 1 else merged(*self.collected)
 
     def urgency(self):
         """Where this poll's answer goes among those of one wake-up (``coalescing.urgency``)."""
