@@ -279,6 +279,28 @@ def test_many_users_states_read_together_are_each_what_their_own_read_gives(seed
     assert [unread[user]["c-python"] for user in markers] == [100, 99, 30]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_members_unread_counts_stop_at_the_newest_row_their_snapshot_sees(seeded, database):
+    """During a burst the index holds rows committed after a re-read's snapshot: a member's
+    count that went on through them would look at every one, for every member."""
+    members = [f"u-m{n}" for n in range(40)]
+    database.psql("".join(f"INSERT INTO users (id) VALUES ('{user}');"
+                          f"INSERT INTO memberships (user_id, community_id) VALUES ('{user}', 'c-python');"
+                          for user in members))
+    database.psql("INSERT INTO activity (community_id, kind, ref) VALUES "
+                  + ", ".join(f"('c-python', 'post_created', 'p-{n}')" for n in range(20)))
+    entries_read = text("SELECT pg_stat_get_xact_tuples_returned('ix_changes_activity'::regclass)")
+    with seeded.app_context(), read_transaction() as connection:
+        before = connection.scalar(entries_read)  # the snapshot: 20 posts
+        database.psql("INSERT INTO activity (community_id, kind, ref) VALUES "
+                      + ", ".join(f"('c-python', 'post_created', 'q-{n}')" for n in range(500)))
+        states = feed.read_states(connection, members)
+        read = connection.scalar(entries_read) - before
+    assert {entry["unread"] for user in members for entry in states[user].communities} == {20}
+    assert read < 20 * len(members) + 1000  # not 520 a member
+
+
 def test_state_is_sorted_and_hashed_identically_on_each_read(seeded):
     first, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))
     second, _ = read_all(seeded, "u-ada", cursors.SequencePosition(0))

@@ -50,14 +50,14 @@ def capped_count(rows):
     return select(func.count()).select_from(rows.limit(UNREAD_CAP).subquery()).scalar_subquery()
 
 
-def unread_activity():
-    """The member's unread activity in the community, for a row of ``live_memberships()``."""
-    return capped_count(
-        select(literal(1))
-        .where(of_type("activity"), Change.community_id == Membership.community_id,
-               Change.id > Membership.read_through)
-        .correlate(Membership)
-    )
+def unread_activity(newest=None):
+    """The member's unread activity in the community, for a row of ``live_memberships()``;
+    counted no further than the id ``newest`` (a column of a table joined to it), when given."""
+    rows = select(literal(1)).where(of_type("activity"), Change.community_id == Membership.community_id,
+                                    Change.id > Membership.read_through)
+    if newest is None:
+        return capped_count(rows.correlate(Membership))
+    return capped_count(rows.where(Change.id <= newest).correlate(Membership, newest.table))
 
 
 def last_activity_at():
@@ -211,10 +211,15 @@ def states_of(user_clause):
     comparison each, where each used to count up to UNREAD_CAP rows of its own
     (half a million index entries for 5,000 members, seconds while writers
     keep the database busy). A member whose read marker is within the newest
-    UNREAD_CAP rows still counts them.
+    UNREAD_CAP rows still counts them, up to the newest row this snapshot
+    sees: past it the index holds only rows committed since, which a count
+    would go through one by one only to find them invisible. In a burst that
+    was thousands per member, tens of millions for the members of one
+    community, and the read took the whole burst.
     """
     horizons = community_horizons(user_clause)
-    unread = case((Membership.read_through < horizons.c.horizon, UNREAD_CAP), else_=unread_activity())
+    unread = case((Membership.read_through < horizons.c.horizon, UNREAD_CAP),
+                  else_=unread_activity(newest=horizons.c.newest))
     return (
         select(
             User.id.label("user_id"),
@@ -234,20 +239,22 @@ def states_of(user_clause):
 def community_horizons(user_clause):
     """For each community of the users ``user_clause`` picks: ``horizon``, the id of its
     UNREAD_CAP-th newest activity (NULL with fewer: a member whose read marker is below it
-    has UNREAD_CAP unread), and ``last_activity_at``.
+    has UNREAD_CAP unread), ``newest``, the id of its newest, and ``last_activity_at``.
 
     Materialized, so that each is worked out once per community whatever the
     number of members joined to it.
     """
-    newest_first = (select(Change.id).where(of_type("activity"), Change.community_id == Community.id)
-                    .order_by(Change.id.desc()))
+    def newest_first(column):
+        return (select(column).where(of_type("activity"), Change.community_id == Community.id)
+                .order_by(Change.id.desc()))
+
     communities = select(Membership.community_id).join(User, User.id == Membership.user_id).where(user_clause)
     return (
         select(
             Community.id.label("community_id"),
-            newest_first.offset(UNREAD_CAP - 1).limit(1).scalar_subquery().label("horizon"),
-            select(Change.at).where(of_type("activity"), Change.community_id == Community.id)
-            .order_by(Change.id.desc()).limit(1).scalar_subquery().label("last_activity_at"),
+            newest_first(Change.id).offset(UNREAD_CAP - 1).limit(1).scalar_subquery().label("horizon"),
+            newest_first(Change.id).limit(1).scalar_subquery().label("newest"),
+            newest_first(Change.at).limit(1).scalar_subquery().label("last_activity_at"),
         )
         .where(Community.id.in_(communities))
         .cte("horizons")
