@@ -33,8 +33,12 @@ from .. import wire
 
 
 def recorded(rows):
-    """When the oldest of ``rows`` was recorded (a UTC datetime): its row's ``at``."""
-    return min(wire.utc(row.at) for row in rows)
+    """When the oldest of ``rows`` was recorded (a UTC datetime): its row's ``at``.
+
+    The rows of one read are all naive (SQLite) or all aware: compared as read,
+    and only the oldest made aware (once per answer, not once per row).
+    """
+    return wire.utc(min(row.at for row in rows))
 
 
 class Owed:
