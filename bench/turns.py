@@ -12,7 +12,8 @@ Per round, by ``--suite``: ``fanout`` (the default), the fan-out to every
 waiting member (``fanout``, its floor the bare Flask view in the same session)
 and the snapshot's ``304`` (``conditional``, against the bare hello-world
 view); ``burst``, scenario 9's activity burst (``burst``): the unrelated
-joins' wake latency, the time until every member caught up, the worker's CPU;
+joins' wake latency, the time until every member caught up (and how many did),
+the worker's CPU; ``burst10``, the same of scenario 16, the burst at ten times its rate;
 ``storm``, scenario 14's arrival of ``--waiters`` clients in one second, with its
 floor (the bare Flask view) in the same run: until all wait, against the floor,
 the worker's CPU for the arrival, memory per waiting poll; ``deploy``, scenario 15's
@@ -23,6 +24,7 @@ and spread of those ratios. Every run's full results are kept in the output file
     python -m bench.turns /tmp/before --rounds 4 --output docs/turns.json
     python -m bench.turns /tmp/before --suite burst --rounds 3 --output bench/results/turns-burst.json
     python -m bench.turns /tmp/before --suite storm --rounds 2 --output bench/results/turns-storm.json
+    python -m bench.turns /tmp/before --now /tmp/now --suite burst10 --rounds 2 --output bench/results/turns-burst10.json
 """
 import argparse
 import json
@@ -54,13 +56,15 @@ def figures(fanout, conditional):
     }
 
 
-def burst_figures(raw):
-    """The figures compared, from one side's burst of one round."""
-    burst = raw["burst"]["burst"]
+def burst_figures(raw, scenario="burst"):
+    """The figures compared, from one side's burst (or ``scenario``: burst10) of one round."""
+    burst = raw[scenario][scenario]
     figures = {
         "join_wake_p50_seconds": burst["wake_p50"],
         "join_wake_p99_seconds": burst["wake_p99"],
+        # Until every member had the last activity, or the drain's wait when some never did.
         "caught_up_seconds": burst["drain_seconds"],
+        "members_caught_up": burst["caught_up"],
         "worker_cpu_percent": burst["worker_cpu_percent"],
     }
     if "worker_rss_before" in burst:  # measured since the memory target was reported
@@ -94,6 +98,7 @@ SUITES = {
     "fanout": (lambda waiters, quick: (("fanout", ["--waiters", str(waiters), *quick]), ("conditional", quick)),
                lambda raw: figures(raw["fanout"], raw["conditional"])),
     "burst": (lambda waiters, quick: (("burst", quick),), burst_figures),
+    "burst10": (lambda waiters, quick: (("burst10", quick),), lambda raw: burst_figures(raw, "burst10")),
     "storm": (lambda waiters, quick: (("storm", ["--clients", str(waiters), "--rounds", "1", *quick]),),
               storm_figures),
     "deploy": (lambda waiters, quick: (("deploy", ["--clients", str(waiters), *quick]),), deploy_figures),
