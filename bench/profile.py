@@ -45,15 +45,26 @@ from . import stack, storm, v2
 from .longpoll import POLL_TIMEOUT, quiesce, warm_up
 from .stack import SECRET, ClientProcess, Server, raise_fd_limit
 
-# A gunicorn config that is the project's plus a tracemalloc hook in the worker:
-# SIGUSR2 takes the baseline snapshot the first time and writes the comparison after.
-TRACEMALLOC_CONF = """
-import os, signal, tracemalloc
-exec(open({conf!r}).read())
-_project_post_worker_init = post_worker_init
+def on_sigusr2(handler, body):
+    """A gunicorn config template: the project's config, plus ``body`` (code indented for
+    ``post_worker_init``, defining ``handler``) in the worker and ``handler`` on SIGUSR2.
+    Fill it with ``looking``."""
+    return ("import signal\nexec(open({conf!r}).read())\n_project_post_worker_init = post_worker_init\n\n"
+            "def post_worker_init(worker):\n    _project_post_worker_init(worker)\n"
+            + body + f"\n    signal.signal(signal.SIGUSR2, {handler})\n")
 
-def post_worker_init(worker):
-    _project_post_worker_init(worker)
+
+def looking(template, directory, name):
+    """The config ``template`` (``on_sigusr2``) written into ``directory`` for output ``name``
+    there: (its path, the output's path)."""
+    out, conf = directory / name, directory / f"gunicorn_{name.split('.')[0]}.py"
+    conf.write_text(template.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
+    return conf, out
+
+
+# SIGUSR2 takes a tracemalloc baseline snapshot the first time and writes the comparison after.
+TRACEMALLOC_CONF = on_sigusr2("snapshot", """\
+    import tracemalloc
     tracemalloc.start(12)
     taken = []
 
@@ -73,23 +84,15 @@ def post_worker_init(worker):
             out.write("\\nby file\\n")
             for stat in current.compare_to(taken[0], "filename")[:25]:
                 out.write(f"{{stat.size_diff:>10}} {{stat.count_diff:>7}} {{stat.traceback[0].filename}}\\n")
-
-    signal.signal(signal.SIGUSR2, snapshot)
-"""
+""")
 
 
-# The project's gunicorn config plus a look at the worker's memory on SIGUSR2: the
-# first time its resident memory, the blocks Python has allocated and its objects by
-# type; the second time the same again and, written to <out>, what grew, then the
-# resident memory after glibc's malloc_trim(0) hands back what the heap freed.
-# Quicker than a tracemalloc snapshot, which stalls a busy worker past its time-out.
-MEMORY_CONF = """
-import signal
-exec(open({conf!r}).read())
-_project_post_worker_init = post_worker_init
-
-def post_worker_init(worker):
-    _project_post_worker_init(worker)
+# A look at the worker's memory on SIGUSR2: the first time its resident memory, the
+# blocks Python has allocated and its objects by type; the second time the same again
+# and, written to <out>, what grew, then the resident memory after glibc's
+# malloc_trim(0) hands back what the heap freed. Quicker than a tracemalloc snapshot,
+# which stalls a busy worker past its time-out.
+MEMORY_CONF = on_sigusr2("look", """\
     import collections, ctypes, gc, sys
     taken = []
 
@@ -111,20 +114,12 @@ def post_worker_init(worker):
             out.write(f"Python's allocated blocks {{blocks_before:,}} -> {{blocks_after:,}}\\n")
             for name, count in (after - before).most_common(15):
                 out.write(f"{{count:+,}} {{name}}\\n")
-
-    signal.signal(signal.SIGUSR2, look)
-"""
+""")
 
 
-# The project's gunicorn config plus, in the worker, SIGUSR2 writing gevent's listing of
-# every greenlet and where it stands (gevent.util.format_run_info) to <out>.<n>.
-GREENLETS_CONF = """
-import signal
-exec(open({conf!r}).read())
-_project_post_worker_init = post_worker_init
-
-def post_worker_init(worker):
-    _project_post_worker_init(worker)
+# SIGUSR2 writes gevent's listing of every greenlet and where it stands
+# (gevent.util.format_run_info) to <out>.<n>.
+GREENLETS_CONF = on_sigusr2("dump", """\
     import gc, gevent.util
     taken = []
 
@@ -139,9 +134,7 @@ def post_worker_init(worker):
             gc.freeze()
         with open(f"{out}.{{len(taken)}}", "w") as out_file:
             out_file.write("\\n".join(listing))
-
-    signal.signal(signal.SIGUSR2, dump)
-"""
+""")
 
 
 def py_spy(pid, output, rate, seconds=None, subprocesses=False):
@@ -271,9 +264,7 @@ def burst_memory(quick):
     options = dict(QUICK if quick else FULL)
     stack.SETTLE = options["settle"]
     directory = Path(tempfile.mkdtemp())
-    out = directory / "memory.txt"
-    conf = directory / "gunicorn_memory.py"
-    conf.write_text(MEMORY_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
+    conf, out = looking(MEMORY_CONF, directory, "memory.txt")
 
     @contextmanager
     def from_here(server):
@@ -303,9 +294,7 @@ def burst_greenlets(quick, moments):
     options = dict(QUICK if quick else FULL)
     stack.SETTLE = options["settle"]
     directory = Path(tempfile.mkdtemp())
-    out = directory / "greenlets"
-    conf = directory / "gunicorn_greenlets.py"
-    conf.write_text(GREENLETS_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
+    conf, out = looking(GREENLETS_CONF, directory, "greenlets")
 
     @contextmanager
     def listed(server):
@@ -406,9 +395,7 @@ def deploy(database, clients):
 
 def memory(database, waiters, environ):
     directory = Path(tempfile.mkdtemp())
-    out = directory / "tracemalloc.txt"
-    conf = directory / "gunicorn_tracemalloc.py"
-    conf.write_text(TRACEMALLOC_CONF.format(conf=str(stack.ROOT / "gunicorn.conf.py"), out=str(out)))
+    conf, out = looking(TRACEMALLOC_CONF, directory, "tracemalloc.txt")
     server = Server(database, target="wsgi:app", config=conf, **environ).start()
     client = None
     try:
