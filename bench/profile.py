@@ -20,8 +20,8 @@ the old one come back to it (scenario 15). ``python -m bench.profile burst-green
 scenario 9 with every greenlet of the worker listed at those seconds into
 the burst: how many stand where, and the hub's own greenlets' stacks.
 ``python -m bench.profile burst-memory``: scenario 9 with the worker's memory looked at
-before the burst and after its drain: the objects that grew, and what the allocator
-gives back. ``memory`` and ``fanout`` take
+before the burst and after its drain: the objects that grew, the functions made
+meanwhile by name, and what a full collection and then the allocator give back. ``memory`` and ``fanout`` take
 ``--greenlets`` to profile the polls held in greenlets (``PARKED_POLLS=0``)
 rather than parked. All use a database of their own, like the suite.
 """
@@ -88,10 +88,12 @@ TRACEMALLOC_CONF = on_sigusr2("snapshot", """\
 
 
 # A look at the worker's memory on SIGUSR2: the first time its resident memory, the
-# blocks Python has allocated and its objects by type; the second time the same again
-# and, written to <out>, what grew, then the resident memory after glibc's
-# malloc_trim(0) hands back what the heap freed. Quicker than a tracemalloc snapshot,
-# which stalls a busy worker past its time-out.
+# blocks Python has allocated, its objects by type and its functions; the second time the
+# same again and, written to <out>, what grew and the functions made since by name (a
+# per-request closure that refers to itself is garbage only a full collection finds),
+# then the resident memory after a full collection and after glibc's malloc_trim(0) hands
+# back what its heap freed. Quicker than a tracemalloc snapshot, which stalls a busy
+# worker past its time-out.
 MEMORY_CONF = on_sigusr2("look", """\
     import collections, ctypes, gc, sys
     taken = []
@@ -100,19 +102,34 @@ MEMORY_CONF = on_sigusr2("look", """\
         with open("/proc/self/status") as status:
             return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
 
+    def functions():
+        return {{id(value): value for value in gc.get_objects() if type(value).__name__ == "function"}}
+
     def look(_sig, _frame):
         taken.append((resident(), sys.getallocatedblocks(),
-                      collections.Counter(type(value).__name__ for value in gc.get_objects())))
+                      collections.Counter(type(value).__name__ for value in gc.get_objects()), functions()))
         if len(taken) == 1:
             open({out!r} + ".base", "w").close()
             return
-        (rss_before, blocks_before, before), (rss_after, blocks_after, after) = taken
+        (rss_before, blocks_before, before, known), (rss_after, blocks_after, after, now) = taken
+        made = collections.Counter(f"{{value.__module__}}.{{value.__qualname__}}"
+                                   for key, value in now.items() if key not in known)
+        # The functions kept for the comparison must not outlive it: the collection below
+        # is to find what nothing refers to any more.
+        taken.clear()
+        del known, now
+        unreachable = gc.collect()
+        rss_collected = resident()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open({out!r}, "w") as out:
             out.write(f"RSS {{rss_before / 2**20:.0f}} -> {{rss_after / 2**20:.0f}} MiB; "
+                      f"after a full gc.collect() ({{unreachable:,}} unreachable) {{rss_collected / 2**20:.0f}} MiB; "
                       f"after malloc_trim(0) {{resident() / 2**20:.0f}} MiB\\n")
             out.write(f"Python's allocated blocks {{blocks_before:,}} -> {{blocks_after:,}}\\n")
             for name, count in (after - before).most_common(15):
+                out.write(f"{{count:+,}} {{name}}\\n")
+            out.write("functions made since the first look, by name:\\n")
+            for name, count in made.most_common(5):
                 out.write(f"{{count:+,}} {{name}}\\n")
 """)
 
