@@ -97,7 +97,9 @@ def test_presence_smoke(tmp_path):
     assert min(presence["across_workers"]["counted"]) >= online["held"]
     hosts = presence["across_hosts"]
     assert hosts["held"] == online["held"] + options["presence_other_host"]
-    assert len(hosts["rows_per_worker"]) == 4
+    # Host 1's two workers, and host 2's: its few users (presence_other_host) may all
+    # connect to one of its two workers, whichever accepts first.
+    assert len(hosts["rows_per_worker"]) in (3, 4)
     assert min(hosts["host 1"]["counted"]) >= hosts["held"] and min(hosts["host 2"]["counted"]) >= hosts["held"]
     counts = presence["counts"]
     assert counts["reader_counted"] == counts["communities"]
