@@ -11,6 +11,7 @@ Longer than most modules because every shape is here and nowhere else: split,
 a shape's serializer, validation and schema would drift apart again.
 """
 import hashlib
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -25,7 +26,8 @@ from .auth import (
     valid_name, valid_user_id,
 )
 from .cache import LRU
-from .store.models import CHANGE_TYPES, ID_LENGTH, KIND_LENGTH, ROLES
+from .store.models import CHANGE_TYPES, DATA_BYTES, ID_LENGTH, KIND_LENGTH, ROLES
+from .watches import TOPIC, TOPIC_RULE, valid_topic
 
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 # Lone surrogates (JSON "\udfff") excluded: no database encoding can store them.
@@ -189,26 +191,68 @@ KIND_FIELD = Field(
 )
 REF_FIELD = Field("ref", REF_SCHEMA, writable="create", required_on_create=True,
                   check=valid_ref, problem=f"ref must be {REF_RULE}.")
-# What the platform publishes: a community's activity or a notification.
+
+
+def valid_data(value):
+    """A payload: a JSON object of at most DATA_BYTES bytes as stored (compact JSON), every
+    number finite and every string storable."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        # Compact, as the engine writes JSON (app.store.db): the size the database checks.
+        written = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False  # a lone surrogate, an integer past 64 bits, nested too deep
+    if len(written) > DATA_BYTES:
+        return False
+    try:
+        # orjson writes NaN and the infinities (which the request parser accepts) as null.
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+TOPIC_FIELD = Field("topic", {"type": "string", "pattern": f"^{TOPIC.pattern}$"}, optional=True,
+                    writable="create", check=valid_topic, problem=f"topic must be {TOPIC_RULE}.")
+DATA_FIELD = Field(
+    "data", {"type": "object", "description": f"At most {DATA_BYTES} bytes as compact JSON."},
+    optional=True, writable="create", check=valid_data,
+    problem=f"data must be a JSON object of at most {DATA_BYTES} bytes as compact JSON.",
+)
+# What the platform publishes to a user: a notification.
 PUBLICATION = (
     KIND_FIELD,
     REF_FIELD,
     Field("actor", REF_SCHEMA, optional=True, writable="create",
           check=valid_ref, problem=f"actor must be {REF_RULE}."),
 )
+# What the platform publishes in a community: activity, on a topic or not, with a
+# payload, and collapsed when only its newest value per (topic, kind, ref) matters.
+ACTIVITY_PUBLICATION = PUBLICATION + (
+    TOPIC_FIELD,
+    DATA_FIELD,
+    Field("collapse", {"type": "boolean", "default": False}, optional=True, writable="create",
+          check=lambda v: isinstance(v, bool), problem="collapse must be true or false."),
+)
 PUBLISHED = (
     Field("community_id", STRING, optional=True),
     Field("user_id", STRING, optional=True),
-) + PUBLICATION
+) + ACTIVITY_PUBLICATION
 CHANGE = (
     Field("type", {"enum": list(CHANGE_TYPES)}),
     # Absent from a notification, which concerns no community.
     Field("community_id", STRING, optional=True),
+    # Topic activity only: it reaches the polls that watch its topic.
+    Field("topic", STRING, optional=True),
     Field("at", TIMESTAMP, read=lambda change: iso(change.at, milliseconds=True)),
     Field("by", NULLABLE_STRING, read=attrgetter("actor")),
     replace(ROLE, optional=True),
     Field("kind", STRING, optional=True),
     Field("ref", STRING, optional=True),
+    # Carried verbatim: the stored JSON text goes into the answer as it is.
+    Field("data", {"type": "object"}, optional=True,
+          read=lambda change: None if change.data is None else orjson.Fragment(change.data)),
 )
 NOTIFICATION = (
     Field("kind", STRING),
@@ -321,7 +365,7 @@ def membership_body(membership):
 
 
 def published_body(fields, **recipient):
-    return compose(PUBLISHED, **recipient, **{f.name: fields.get(f.name) for f in PUBLICATION})
+    return compose(PUBLISHED, **recipient, **{f.name: fields.get(f.name) for f in ACTIVITY_PUBLICATION})
 
 
 def notification_page(rows, next_cursor):
@@ -406,9 +450,38 @@ def presence_body(online, rows):
     return compose(PRESENCE, online=online, users=users, truncated=online > len(users))
 
 
+def latest_values(changes):
+    """``changes`` without the collapsed rows that a newer row of the same key follows.
+
+    Collapsed activity (a vote count, a tally, an edit) matters only by its
+    newest value per (community, topic, kind, ref): an answer carries that
+    one. The rows of a key get their ids in commit order (migration 0007),
+    so the newest by id is the newest committed.
+    """
+    if not any(change.collapse for change in changes):
+        return changes
+    keys = set()
+    kept = []
+    for change in reversed(changes):
+        if change.collapse:
+            key = collapse_key(change)
+            if key in keys:
+                continue
+            keys.add(key)
+        kept.append(change)
+    kept.reverse()
+    return kept
+
+
+def collapse_key(change):
+    return change.community_id, change.topic, change.kind, change.ref
+
+
 def capped(changes):
-    """``changes`` with at most MAX_PUBLISHED_PER_ANSWER activity and notification rows
-    each, the oldest dropped first, and whether any were."""
+    """``changes`` with collapsed values folded to their newest (``latest_values``), then at most
+    MAX_PUBLISHED_PER_ANSWER activity and notification rows each, the oldest dropped first, and
+    whether any were."""
+    changes = latest_values(changes)
     excess = Counter(c.type for c in changes if c.type in PUBLISHED_TYPES)
     for kind in excess:
         excess[kind] -= MAX_PUBLISHED_PER_ANSWER
@@ -423,16 +496,22 @@ def capped(changes):
 
 
 def newest(rows):
-    """``rows`` (in id order) with at most MAX_PUBLISHED_PER_ANSWER + 1 activity and
-    notification rows each, the oldest dropped: ``capped`` makes the same answer of them
-    as of all ``rows``, ``truncated`` included.
+    """``rows`` (in id order) with collapsed values folded to their newest, and then at most
+    MAX_PUBLISHED_PER_ANSWER + 1 activity and notification rows each, the oldest dropped:
+    ``capped`` makes the same answer of them as of all ``rows``, ``truncated`` included.
 
     What a waiting poll keeps of what it gathers: in a burst a member's news
     is thousands of rows, of which its answer tells of a hundred.
     """
     counts = Counter()
+    keys = set()
     kept = []
     for row in reversed(rows):
+        if row.collapse:
+            key = collapse_key(row)
+            if key in keys:
+                continue
+            keys.add(key)
         if row.type in PUBLISHED_TYPES:
             counts[row.type] += 1
             if counts[row.type] > MAX_PUBLISHED_PER_ANSWER + 1:

@@ -124,7 +124,7 @@ def test_a_poll_reads_one_activity_row_more_than_an_answer_carries(seeded, clien
 def test_capped_keeps_the_newest_of_each_type():
     class Row:
         def __init__(self, kind, n):
-            self.type, self.n = kind, n
+            self.type, self.n, self.collapse = kind, n, False
 
     changes = [Row("activity", n) for n in range(102)] + [Row("joined", 0)]
     changes += [Row("notification", n) for n in range(100)]

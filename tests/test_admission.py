@@ -10,6 +10,7 @@ from app.live.admission import Admission, read_alone
 from app.live.session import Known
 from app.store import arrivals, cursors, feed
 from app.store.db import read_transaction
+from app.watches import NONE as NO_WATCHES, Watches
 from conftest import statements
 
 # Polls arriving at once: fewer than either backend's pool holds, so that
@@ -28,22 +29,43 @@ def positions_through_a_history(app, database):
     steps = [
         "UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'",
         "UPDATE communities SET name = 'Design' WHERE id = 'c-design'",
+        topic("c-design", "thread:t-1", "r-1"),
         "DELETE FROM memberships WHERE user_id = 'u-grace' AND community_id = 'c-design'",
+        topic("c-design", "thread:t-1", "r-2"),
+        topic("c-rust", "thread:t-2", "r-3"),
+        topic("c-ops", "board:b-1", "r-4"),
         "DELETE FROM memberships WHERE user_id = 'u-alan' AND community_id = 'c-go'",
         "UPDATE communities SET name = 'Go 1' WHERE id = 'c-go'",
         "INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-go')",
         "INSERT INTO activity (community_id, kind, ref) VALUES ('c-rust', 'post_created', 'p-1')",
+        "INSERT INTO activity (community_id, topic, kind, ref, data, collapse) VALUES "
+        "('c-rust', 'thread:t-2', 'votes', 'r-3', '{\"n\": 1}', true), "
+        "('c-rust', 'thread:t-2', 'votes', 'r-3', '{\"n\": 2}', true)",
         "INSERT INTO activity (user_id, kind, ref) VALUES ('u-ada', 'mention', 'm-1')",
         "UPDATE memberships SET role = 'admin' WHERE user_id = 'u-ada' AND community_id = 'c-rust'",
         "INSERT INTO users (id) VALUES ('u-new'); "
         "INSERT INTO memberships (user_id, community_id) VALUES ('u-new', 'c-design')",
+        topic("c-design", "thread:t-1", "r-5"),
         "DELETE FROM communities WHERE id = 'c-python'",
         "INSERT INTO activity (community_id, kind, ref) VALUES ('c-go', 'post_created', 'p-2')",
+        "INSERT INTO activity (community_id, topic, kind, ref, data, collapse) VALUES "
+        "('c-rust', 'thread:t-2', 'votes', 'r-3', '{\"n\": 3}', true)",
     ]
     for sql in steps:
         database.psql(sql)
         held.append(now())
     return held
+
+
+def topic(community_id, name, ref):
+    return (f"INSERT INTO activity (community_id, topic, kind, ref, data) "
+            f"VALUES ('{community_id}', '{name}', 'reply', '{ref}', '{{\"ref\": \"{ref}\"}}')")
+
+
+# Polls watching nothing, a private community's thread, every topic of a public one, and a
+# private community none of them is in (refused over HTTP; read, it must give nothing).
+WATCHES = (NO_WATCHES, Watches.parse(["c-design/thread:t-1"]), Watches.parse(["c-rust/*"]),
+           Watches.parse(["c-ops/*", "c-rust/thread:t-2"]))
 
 
 def as_read(state, usable, changes):
@@ -52,8 +74,9 @@ def as_read(state, usable, changes):
     The feed's position is left out: the database may assign a transaction
     id between two reads (the hub's own writes) with nothing written to the log.
     """
-    return state and replace(state, cursor=state.cursor.epoch), usable, [(row.id, row.type, row.community_id, row.shared, row.role, row.kind, row.ref)
-                           for row in changes]
+    return state and replace(state, cursor=state.cursor.epoch), usable, [
+        (row.id, row.type, row.community_id, row.shared, row.role, row.kind, row.ref, row.topic, row.data)
+        for row in changes]
 
 
 def test_a_batched_read_gives_every_arrival_what_it_would_read_alone(seeded, database):
@@ -62,22 +85,32 @@ def test_a_batched_read_gives_every_arrival_what_it_would_read_alone(seeded, dat
     app = seeded
     held = positions_through_a_history(app, database)
     other_log = cursors.Cursor("0" * 16, held[0].position)
-    asked = [(user, cursor) for user in USERS for cursor in (*held, None, other_log)]
+    asked = [(user, cursor, watches) for user in USERS for cursor in (*held, None, other_log)
+             for watches in WATCHES]
     with app.app_context():
         with read_transaction() as connection:
             batched = arrivals.read_arrivals(connection, asked, most_rows=1000)
         alone = []
-        for user, cursor in asked:
+        for user, cursor, watches in asked:
             with read_transaction() as connection:
                 state = feed.read_state(connection, user)
                 usable = cursor is not None and state.accepts(cursor)
-                alone.append((state, usable, feed.read_changes(connection, user, cursor.position) if usable else []))
+                alone.append((state, usable,
+                              feed.read_changes(connection, user, cursor.position, watches) if usable else []))
     assert len(batched) == len(asked)
     for arrival, mine, theirs in zip(asked, batched, alone):
         assert as_read(*mine) == as_read(*theirs), arrival
     # The history reached them: a test of equal empties would prove nothing.
-    assert sum(len(changes) for _state, _usable, changes in batched) > 30
-    assert sum(not usable for _state, usable, _changes in batched) == 2 * len(USERS)
+    assert sum(len(changes) for _state, _usable, changes in batched) > 30 * len(WATCHES)
+    assert sum(not usable for _state, usable, _changes in batched) == 2 * len(USERS) * len(WATCHES)
+    # Topics' rows: only as watched, a private community's only to its members while members.
+    topic_rows = {(user, watches, row.ref) for (user, _cursor, watches), (_s, _u, changes) in zip(asked, batched)
+                  for row in changes if row.topic is not None}
+    assert {(user, ref) for user, watches, ref in topic_rows if watches.communities == {"c-design"}} == {
+        ("u-grace", "r-1"), ("u-new", "r-5")}
+    assert {ref for _user, watches, ref in topic_rows if watches.communities == {"c-rust"}} == {"r-3"}
+    assert not any(row.community_id == "c-ops" for _s, _u, changes in batched for row in changes)
+    assert not any(watches == NO_WATCHES for _user, watches, _ref in topic_rows)
 
 
 def test_a_busy_communitys_activity_is_read_only_as_far_as_an_answer_carries_it(seeded, database):
@@ -91,10 +124,10 @@ def test_a_busy_communitys_activity_is_read_only_as_far_as_an_answer_carries_it(
     burst = ", ".join(f"('c-rust', 'post_created', 'p-{n}')" for n in range(MAX_PUBLISHED_PER_ANSWER + 50))
     database.psql(f"INSERT INTO activity (community_id, kind, ref) VALUES {burst}")
     database.psql("UPDATE communities SET name = 'Pythonistas' WHERE id = 'c-python'")
-    asked = [("u-ada", start), ("u-grace", start), ("u-alan", start)]
+    asked = [("u-ada", start, NO_WATCHES), ("u-grace", start, NO_WATCHES), ("u-alan", start, NO_WATCHES)]
     with app.app_context(), read_transaction() as connection:
         batched = arrivals.read_arrivals(connection, asked, most_rows=MAX_PUBLISHED_PER_ANSWER + 10)
-        alone = [feed.read_changes(connection, user, cursor.position) for user, cursor in asked]
+        alone = [feed.read_changes(connection, user, cursor.position) for user, cursor, _ in asked]
     assert batched is not None
     assert [as_read(*read)[2] for read in batched] == [as_read(None, None, rows)[2] for rows in alone]
     ada = as_read(*batched[0])[2]
@@ -106,8 +139,8 @@ def test_too_many_rows_after_the_oldest_cursor_read_nothing_in_the_batch(seeded,
     app = seeded
     held = positions_through_a_history(app, database)
     with app.app_context(), read_transaction() as connection:
-        assert arrivals.read_arrivals(connection, [("u-ada", held[0])], most_rows=5) is None
-        assert arrivals.read_arrivals(connection, [("u-ada", held[-1])], most_rows=5) is not None
+        assert arrivals.read_arrivals(connection, [("u-ada", held[0], NO_WATCHES)], most_rows=5) is None
+        assert arrivals.read_arrivals(connection, [("u-ada", held[-1], NO_WATCHES)], most_rows=5) is not None
 
 
 def test_the_oldest_of_several_snapshots_sees_only_what_each_of_them_sees():
@@ -179,7 +212,7 @@ def test_polls_arriving_together_are_read_in_one_batch_of_a_fixed_cost(
         go.set()
         replies = [greenlet.get(timeout=10) for greenlet in queued]
         first.get(timeout=10)
-        expected = {user: read_alone(engine, user, Known(cursor, None)) for user in set(users)}
+        expected = {user: read_alone(engine, user, Known(cursor, None), NO_WATCHES) for user in set(users)}
     assert [summary(reply) for reply in replies] == [summary(expected[user]) for user in users]
     assert [reply.status for reply in replies[:3]] == ["changed", "unchanged", "unchanged"]
     assert len(counted) == 1 and 1 <= len(counted[0]) <= 5

@@ -8,7 +8,7 @@ from app.store import feed
 from app.live.coalescing import Coalescing, urgency
 from conftest import until_blocked
 
-Row = namedtuple("Row", "id type shared", defaults=(True,))
+Row = namedtuple("Row", "id type shared topic collapse public", defaults=(True, None, False, False))
 
 
 class Clock:

@@ -72,7 +72,7 @@ class Gathered:
         return urgency([row for news in self.news for row in news.rows])
 
 
-Row = namedtuple("Row", "id type shared")
+Row = namedtuple("Row", "id type shared topic collapse public", defaults=(None, False, False))
 ACTIVITY = Row(1, "activity", True)
 
 

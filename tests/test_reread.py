@@ -290,7 +290,7 @@ def test_a_cursor_that_saw_some_of_the_newest_rows_is_told_of_older_ones_it_did_
     from app.live.reread import Handed
 
     class Row:
-        type, shared = "activity", True
+        type, shared, topic, collapse = "activity", True, None, False
 
         def __init__(self, id):
             self.id = id

@@ -29,6 +29,8 @@ POLL = "/community-changes/poll"
 
 
 class Row:
+    topic, collapse, public = None, False, False
+
     def __init__(self, id, type="activity"):
         self.id, self.xid, self.type = id, id, type
         self.shared = type in ("activity", "community_updated", "community_deleted")

@@ -18,7 +18,8 @@ from app.live import vouching
 from app.live.session import Known
 from app.live.vouching import Vouching
 
-Row = namedtuple("Row", "id user_id shared community_id type", defaults=(False, None, "activity"))
+Row = namedtuple("Row", "id user_id shared community_id type topic collapse public",
+                 defaults=(False, None, "activity", None, False, False))
 EPOCH = "e1"
 
 

@@ -4,6 +4,8 @@ import json
 import re
 from datetime import datetime, timezone
 
+import orjson
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from sqlalchemy import DateTime, String, create_engine, literal, select
@@ -55,17 +57,26 @@ def test_net_membership():
 TYPES = ("activity", "notification", "joined", "left", "role_changed")
 
 
-@given(st.lists(st.sampled_from(TYPES), max_size=4 * (wire.MAX_PUBLISHED_PER_ANSWER + 1)))
-@example(["activity"] * 150 + ["joined"] + ["notification"] * 102 + ["activity", "left"])
+# A row's type, and for activity whether it is a collapsed value of one of a few keys.
+KINDS = st.one_of(st.tuples(st.sampled_from(TYPES), st.none()),
+                  st.tuples(st.just("activity"), st.sampled_from(("votes:p-1", "votes:p-2", "edit:p-1"))))
+
+
+class Change:
+    def __init__(self, id, type, key=None):
+        self.id, self.type, self.collapse = id, type, key is not None
+        self.community_id, self.topic = "c-1", "thread:t-1"
+        self.kind, _, self.ref = (key or "posted:r").partition(":")
+
+
+@given(st.lists(KINDS, max_size=4 * (wire.MAX_PUBLISHED_PER_ANSWER + 1)))
+@example([("activity", None)] * 150 + [("joined", None)] + [("notification", None)] * 102
+         + [("activity", None), ("left", None)])
+@example([("activity", "votes:p-1")] * 300 + [("activity", None)] * 50 + [("activity", "votes:p-2")] * 3)
 def test_the_newest_rows_make_the_same_capped_answer_as_all_of_them(types):
     """What a waiting poll keeps of its news tells the client what all of it would: the same
     rows, ``truncated`` included; no more than one past the cap of each published type is kept."""
-
-    class Change:
-        def __init__(self, id, type):
-            self.id, self.type = id, type
-
-    rows = [Change(i, kind) for i, kind in enumerate(types)]
+    rows = [Change(i, kind, key) for i, (kind, key) in enumerate(types)]
     kept = wire.newest(rows)
     assert wire.capped(kept) == wire.capped(rows)
     assert all(sum(row.type == kind for row in kept) <= wire.MAX_PUBLISHED_PER_ANSWER + 1
@@ -75,10 +86,10 @@ def test_the_newest_rows_make_the_same_capped_answer_as_all_of_them(types):
 
 
 class Row:
-    """A change-log row as read: activity's ``kind`` and ``ref`` are NULL on other rows."""
+    """A change-log row as read: activity's ``kind``, ``ref``, ``topic`` and ``data`` are NULL on other rows."""
 
     def __init__(self, **values):
-        self.__dict__.update({"kind": None, "ref": None, **values})
+        self.__dict__.update({"kind": None, "ref": None, "topic": None, "data": None, "collapse": False, **values})
 
 
 JOINED = datetime(2026, 11, 22, 10, 0, 0, 123456)  # naive, as SQLite returns it
@@ -125,6 +136,35 @@ def test_a_change_entry_names_its_actor_and_leaves_out_a_missing_role():
     assert list(wire.change_entry(note)) == ["type", "at", "by", "kind", "ref"]
 
 
+def test_topic_activity_names_its_topic_and_carries_its_data_verbatim():
+    reply = Row(type="activity", community_id="c-1", topic="thread:t-9", at=JOINED, actor="u-ada", role=None,
+                kind="reply", ref="p-7", data='{"title": "Re: hi",  "n": 1.50}')
+    entry = wire.change_entry(reply)
+    assert list(entry) == ["type", "community_id", "topic", "at", "by", "kind", "ref", "data"]
+    # The stored text itself, spacing and number spelling included.
+    assert orjson.dumps(entry) == (b'{"type":"activity","community_id":"c-1","topic":"thread:t-9",'
+                                   b'"at":"2026-11-22T10:00:00.123Z","by":"u-ada","kind":"reply","ref":"p-7",'
+                                   b'"data":{"title": "Re: hi",  "n": 1.50}}')
+
+
+@pytest.mark.parametrize("data, valid", [
+    ({}, True),
+    ({"count": 12, "title": "é" * 100}, True),
+    ({"a": "x" * 504}, True),  # 512 bytes as compact JSON
+    ({"a": "x" * 505}, False),
+    ({"a": "é" * 253}, False),  # 512 characters, 760 bytes
+    ([1, 2], False),
+    ("text", False),
+    (None, False),
+    ({"a": float("nan")}, False),
+    ({"a": float("inf")}, False),
+    ({"a": "\udfff"}, False),
+    ({"a": 2 ** 64}, False),
+])
+def test_data_is_an_object_of_at_most_512_bytes_as_compact_json(data, valid):
+    assert wire.valid_data(data) is valid
+
+
 def test_a_change_read_again_is_rendered_once_and_a_different_one_anew(monkeypatch):
     """A fan-out's activity goes to thousands of answers; each row is rendered once, however it was read."""
     engine = create_engine("sqlite://")  # rows as SQLAlchemy gives them: equal when their values are
@@ -132,7 +172,7 @@ def test_a_change_read_again_is_rendered_once_and_a_different_one_anew(monkeypat
         with engine.connect() as connection:
             def read(ref):
                 values = {"type": "activity", "community_id": "c-1", "at": JOINED, "actor": "u-ada",
-                          "role": None, "kind": "post_created", "ref": ref}
+                          "role": None, "kind": "post_created", "ref": ref, "topic": None, "data": None}
                 return connection.execute(select(*(
                     literal(value, DateTime() if name == "at" else String()).label(name)
                     for name, value in values.items()))).one()
@@ -181,3 +221,16 @@ def test_the_id_pattern_refuses_what_a_url_path_cannot_carry():
         assert not pattern.search(unaddressable), unaddressable
     for good in ("...", ".a", "a..", "me", "c-1", "u:7@x|y+z=w~v_"):
         assert pattern.search(good), good
+
+
+@given(st.lists(KINDS, max_size=300))
+def test_an_answer_carries_only_the_newest_value_of_each_collapsed_key(types):
+    """Collapsed values: one per key, the newest; every other row kept, in order."""
+    rows = [Change(i, kind, key) for i, (kind, key) in enumerate(types)]
+    answered = wire.latest_values(rows)
+    newest = {}
+    for row in rows:
+        if row.collapse:
+            newest[wire.collapse_key(row)] = row
+    assert [row for row in answered if row.collapse] == sorted(newest.values(), key=lambda row: row.id)
+    assert [row for row in answered if not row.collapse] == [row for row in rows if not row.collapse]

@@ -17,6 +17,7 @@ from ..lanes import Lanes
 from ..store import arrivals, feed
 from ..store.db import read_transaction
 from .session import Known, Reply
+from ..watches import NONE as NO_WATCHES
 
 
 def reply_to(known, state, usable, changes):
@@ -39,13 +40,13 @@ def reply_to(known, state, usable, changes):
     return Reply("unchanged", now_known, community_ids=tuple(c["id"] for c in state.communities))
 
 
-def read_alone(engine, user_id, known):
+def read_alone(engine, user_id, known, watches):
     """One arrival's read, in a transaction of its own: its reply."""
     cursor = known.cursor
     with read_transaction(engine) as connection:
         state = feed.read_state(connection, user_id)
         usable = cursor is not None and state.accepts(cursor)
-        changes = feed.read_changes(connection, user_id, cursor.position) if usable else []
+        changes = feed.read_changes(connection, user_id, cursor.position, watches) if usable else []
     return reply_to(known, state, usable, changes)
 
 
@@ -58,9 +59,10 @@ class Admission:
         self.lanes = Lanes(self._read_alone, self._read_together, lanes=lanes, most=most_polls,
                            observe=metrics.admission_reads.observe if metrics else None)
 
-    def look(self, user_id, known):
-        """The reply to a poll whose client knows ``known``, read alone or with others arriving."""
-        return self.lanes((user_id, known))
+    def look(self, user_id, known, watches=NO_WATCHES):
+        """The reply to a poll whose client knows ``known`` and that ``watches`` topics, read
+        alone or with others arriving."""
+        return self.lanes((user_id, known, watches))
 
     def _read_alone(self, arrival):
         return read_alone(self.engine, *arrival)
@@ -68,8 +70,9 @@ class Admission:
     def _read_together(self, batch):
         with read_transaction(self.engine) as connection:
             found = arrivals.read_arrivals(
-                connection, [(user_id, known.cursor) for user_id, known in batch], self.most_rows
+                connection, [(user_id, known.cursor, watches) for user_id, known, watches in batch],
+                self.most_rows,
             )
         if found is None:
-            return [read_alone(self.engine, user_id, known) for user_id, known in batch]
-        return [reply_to(known, *read) for (_user_id, known), read in zip(batch, found)]
+            return [read_alone(self.engine, *arrival) for arrival in batch]
+        return [reply_to(known, *read) for (_user_id, known, _watches), read in zip(batch, found)]

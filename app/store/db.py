@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flask import current_app
 from gevent.monkey import get_original, is_module_patched
+import orjson
 from psycogreen.gevent import gevent_wait_callback
 from psycopg2 import extensions
 from sqlalchemy import MetaData, create_engine, event, or_
@@ -62,16 +63,22 @@ def default_sqlite_url(instance_path):
     return f"sqlite:///{Path(instance_path) / 'community-sync.sqlite3'}"
 
 
+def compact_json(value):
+    """JSON as the engine writes it (activity's ``data``): compact, the size the database checks."""
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url, pool_size=10, max_overflow=10, pool_timeout=30.0, echo=False):
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, json_serializer=compact_json)
         _configure_sqlite(engine)
         return engine
     _make_psycopg2_cooperative()
     return create_engine(
         url,
         echo=echo,
+        json_serializer=compact_json,
         pool_size=pool_size,
         max_overflow=max_overflow,
         # How long a request queues for a connection before a 503 (app.errors):

@@ -23,6 +23,7 @@ from . import queries
 from .. import wire
 from .cursors import Cursor, encode_page, parse_position
 from .models import Change, Community, FeedMeta, Membership, User
+from ..watches import NONE as NO_WATCHES
 
 @dataclass(frozen=True)
 class State:
@@ -69,9 +70,10 @@ def read_state(connection, user_id):
     )
 
 
-def read_changes(connection, user_id, position):
-    """The user's changes after ``position``, community-scoped ones resolved, in id order."""
-    return addressed(connection.execute(queries.changes_of(position, user_id)).all())
+def read_changes(connection, user_id, position, watches=NO_WATCHES):
+    """The user's changes after ``position``, community-scoped ones resolved, in id order;
+    topics' rows as ``watches`` cover them."""
+    return addressed(connection.execute(queries.changes_of(position, user_id, watches)).all())
 
 
 # The user-scoped rows that start and end a membership.
@@ -91,7 +93,8 @@ def addressed(rows):
     Within a community, joins, departures and community-wide changes are
     ordered by the locks their triggers take, so ids follow commit order
     there. A member who joins later receives none of the earlier changes:
-    its ``joined`` entry carries the community as it is.
+    its ``joined`` entry carries the community as it is. A public community's
+    topic rows (``public``) are anyone's who watches them, member or not.
     """
     first = {}
     for row in rows:
@@ -101,7 +104,7 @@ def addressed(rows):
     kept = []
     for row in rows:
         if row.shared:
-            if member.get(row.community_id, True):
+            if row.public or member.get(row.community_id, True):
                 kept.append(row)
         else:
             if row.type in TOGGLES:
@@ -132,31 +135,44 @@ class Batch:
 
     ``recipients``: community id -> the waiting users who are or were members
     of it in the range (see ``queries.recipients``), for the communities of
-    the batch's community-scoped rows only.
+    the batch's community-scoped rows only (of a community with only topics'
+    rows, among the users watching them).
     """
 
     rows: list
     recipients: dict
     position: object
 
-    def by_user(self, users):
+    def by_user(self, users, watchers=lambda community_id, topic: ()):
         """``{user_id: rows in id order}`` for the ``users`` with any, before ``addressed()``.
 
         A user with only one community's rows gets that community's list
         itself, shared with its other members: in a busy community thousands
         of members have the same rows, and ``addressed()`` and coalescing can
         then look at each list once (``per_list``) rather than once a member.
+        A topic's rows go to the users ``watchers(community_id, topic)`` names
+        (whose polls watch it) who may have them: members, or anyone for a public community.
         """
-        shared, own = defaultdict(list), defaultdict(list)
+        shared, topics, own = defaultdict(list), defaultdict(list), defaultdict(list)
         for row in self.rows:
             if row.shared:
-                shared[row.community_id].append(row)
+                if row.topic is None:
+                    shared[row.community_id].append(row)
+                else:
+                    topics[row.community_id, row.topic].append(row)
             elif row.user_id in users:
                 own[row.user_id].append(row)
         found = {}
         for community_id, rows in shared.items():
             for user_id in self.recipients.get(community_id, ()):
                 found[user_id] = merged(found[user_id], rows) if user_id in found else rows
+        members = {}
+        for (community_id, topic), rows in topics.items():
+            if community_id not in members:
+                members[community_id] = set(self.recipients.get(community_id, ()))
+            for user_id in watchers(community_id, topic):
+                if rows[0].public or user_id in members[community_id]:
+                    found[user_id] = merged(found[user_id], rows) if user_id in found else rows
         for user_id, rows in own.items():
             found[user_id] = merged(found[user_id], rows) if user_id in found else rows
         return found
@@ -181,7 +197,7 @@ def per_list(function):
     return once
 
 
-def read_news(connection, position, waiting_users):
+def read_news(connection, position, waiting_users, watchers=lambda community_id, topic: ()):
     """Every change the position does not see, the position that sees them, and their recipients.
 
     Three statements whatever the number of users and rows: the position,
@@ -197,14 +213,22 @@ def read_news(connection, position, waiting_users):
     new_position = read_position(connection)
     user_ids = list(waiting_users())
     rows = connection.execute(queries.changes_after(position)).all()
-    communities = sorted({row.community_id for row in rows if row.shared})
+    communities = sorted({row.community_id for row in rows if row.shared and row.topic is None})
+    # A community with only topics' rows concerns only the users watching them, however
+    # many of its members wait: who of those is a member is all that is asked.
+    topics = {(row.community_id, row.topic) for row in rows if row.shared and row.topic is not None}
+    topic_only = sorted({community_id for community_id, _topic in topics} - set(communities))
+    watching = sorted({user_id for community_id, topic in topics if community_id in topic_only
+                       for user_id in watchers(community_id, topic)})
     recipients = defaultdict(list)
-    if communities and user_ids:
+    if (communities and user_ids) or (topic_only and watching):
         dialect = connection.dialect.name
         statement = queries.recipients(
             position,
             queries.among(user_ids, dialect),
             queries.among(communities, dialect),
+            queries.among(watching, dialect),
+            queries.among(topic_only, dialect),
         )
         for user_id, community_id in connection.execute(statement):
             recipients[community_id].append(user_id)
@@ -229,7 +253,7 @@ def read_states(connection, user_ids):
     unread = dict.fromkeys(user_ids, 0)
     clause = queries.in_json_list(User.id, user_ids, connection.dialect.name)
     entry = wire.community_entries()
-    for row in connection.execute(queries.states_of(clause)):
+    for row in connection.execute(queries.states_of(clause, connection.dialect.name)):
         unread[row.user_id] = row.notifications_unread
         if row.id is not None:
             grouped[row.user_id].append(entry(row))

@@ -18,6 +18,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    JSON,
     Index,
     Integer,
     String,
@@ -33,6 +34,16 @@ CHANGE_TYPES = ("joined", "left", "role_changed", "community_updated", "communit
                 "activity", "notification", "read")
 KIND_LENGTH = 32
 ID_LENGTH = 64
+TOPIC_LENGTH = 64
+# ``data`` on activity: a JSON object of at most this many bytes as written.
+DATA_BYTES = 512
+# Activity that counts in ``unread``: community-level, not a latest value
+# (migration 0007); the partial index's condition, spelt as each dialect's
+# queries spell it (SQLite's planner matches the terms as written).
+COUNTED_ACTIVITY = {
+    "postgresql": "type = 'activity' AND topic IS NULL AND NOT collapse",
+    "sqlite": "type = 'activity' AND topic IS NULL AND collapse = 0",
+}
 NAME_LENGTH = 200
 
 # SQLite keeps AUTOINCREMENT ids monotonic even after pruning; PostgreSQL uses
@@ -111,9 +122,11 @@ class Change(Model):
         Index("ix_changes_at", "at"),
         Index("ix_changes_community_id_id", "community_id", "id",
               postgresql_where=text("user_id IS NULL"), sqlite_where=text("user_id IS NULL")),
-        # unread: a count of the rows above a read marker, at most 100.
-        Index("ix_changes_activity", "community_id", "id",
-              postgresql_where=text("type = 'activity'"), sqlite_where=text("type = 'activity'")),
+        # unread: a count of the rows above a read marker, at most 100, the reader's own
+        # skipped by their actor (beside the ids on PostgreSQL).
+        Index("ix_changes_activity", "community_id", "id", postgresql_include=["actor"],
+              postgresql_where=text(COUNTED_ACTIVITY["postgresql"]),
+              sqlite_where=text(COUNTED_ACTIVITY["sqlite"])),
         Index("ix_changes_notification", "user_id", "id",
               postgresql_where=text("type = 'notification'"),
               sqlite_where=text("type = 'notification'")),
@@ -130,6 +143,11 @@ class Change(Model):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     kind: Mapped[str | None] = mapped_column(String(KIND_LENGTH))
     ref: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    # Activity's topic inside its community, payload and whether only its newest value per
+    # (community, topic, kind, ref) matters (migration 0007).
+    topic: Mapped[str | None] = mapped_column(String(TOPIC_LENGTH))
+    data: Mapped[dict | None] = mapped_column(JSON)
+    collapse: Mapped[bool] = mapped_column(Boolean, server_default="0")
 
 
 class Activity(Model):
@@ -152,6 +170,9 @@ class Activity(Model):
     kind: Mapped[str] = mapped_column(String(KIND_LENGTH))
     ref: Mapped[str] = mapped_column(String(ID_LENGTH))
     actor: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    topic: Mapped[str | None] = mapped_column(String(TOPIC_LENGTH))
+    data: Mapped[dict | None] = mapped_column(JSON)
+    collapse: Mapped[bool] = mapped_column(Boolean, server_default="0")
 
 
 class FeedMeta(Model):

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
 from .models import Change, Community, FeedMeta, Membership, Presence, PresenceWorker, User
+from ..watches import NONE as NO_WATCHES
 from ..wire import MAX_PUBLISHED_PER_ANSWER
 
 # unread counts stop here: "100" means 100 or more, and a count costs at most
@@ -50,21 +51,32 @@ def capped_count(rows):
     return select(func.count()).select_from(rows.limit(UNREAD_CAP).subquery()).scalar_subquery()
 
 
+def counted_activity(changes=Change):
+    """Activity that counts in ``unread``: community-level (no topic), not a collapsed value.
+
+    As the partial index ``ix_changes_activity`` spells it (``COUNTED_ACTIVITY``),
+    so that each planner reads through it. ``changes``: the table, or an alias of it.
+    """
+    return and_(changes.type == literal_column("'activity'"), changes.topic.is_(None), not_(changes.collapse))
+
+
 def unread_activity(newest=None):
-    """The member's unread activity in the community, for a row of ``live_memberships()``;
-    counted no further than the id ``newest`` (a column of a table joined to it), when given."""
-    rows = select(literal(1)).where(of_type("activity"), Change.community_id == Membership.community_id,
-                                    Change.id > Membership.read_through)
+    """The member's unread activity in the community, for a row of ``live_memberships()``: not
+    its own (its other tabs show it, but its author has read it); counted no further than the
+    id ``newest`` (a column of a table joined to it), when given."""
+    rows = select(literal(1)).where(counted_activity(), Change.community_id == Membership.community_id,
+                                    Change.id > Membership.read_through,
+                                    Change.actor.is_distinct_from(Membership.user_id))
     if newest is None:
         return capped_count(rows.correlate(Membership))
     return capped_count(rows.where(Change.id <= newest).correlate(Membership, newest.table))
 
 
 def last_activity_at():
-    """When the community's newest activity was published (one probe of its newest id)."""
+    """When the community's newest activity that counts was published (one probe of its newest id)."""
     return (
         select(Change.at)
-        .where(of_type("activity"), Change.community_id == Membership.community_id)
+        .where(counted_activity(), Change.community_id == Membership.community_id)
         .order_by(Change.id.desc())
         .limit(1)
         .scalar_subquery()
@@ -159,6 +171,12 @@ def community_and_role(community_id, user_id):
     return select(Community.__table__, role_here(user_id)).where(Community.id == community_id)
 
 
+def communities_and_roles(community_ids, user_id):
+    """``community_and_role`` for several communities in one statement: a row for each known one."""
+    return select(Community.id, Community.is_public, role_here(user_id)).where(
+        Community.id.in_(sorted(community_ids)))
+
+
 def communities_visible_to(user_id, is_admin):
     """Public communities and the user's own (every one for platform admins), by name."""
     query = select(Community.__table__).order_by(Community.name, Community.id)
@@ -199,7 +217,7 @@ def member_count(community_id):
     )
 
 
-def states_of(user_clause):
+def states_of(user_clause, dialect):
     """The state of the users ``user_clause`` (a condition on ``User.id``) picks.
 
     One row per membership, or one with NULL community columns for a user
@@ -215,10 +233,12 @@ def states_of(user_clause):
     sees: past it the index holds only rows committed since, which a count
     would go through one by one only to find them invisible. In a burst that
     was thousands per member, tens of millions for the members of one
-    community, and the read took the whole burst.
+    community, and the read took the whole burst. A member who wrote one of
+    the newest UNREAD_CAP rows counts too: its own rows are not unread.
     """
-    horizons = community_horizons(user_clause)
-    unread = case((Membership.read_through < horizons.c.horizon, UNREAD_CAP),
+    horizons = community_horizons(user_clause, dialect)
+    wrote_lately = _among_authors(Membership.user_id, horizons.c.authors, dialect)
+    unread = case((and_(Membership.read_through < horizons.c.horizon, not_(wrote_lately)), UNREAD_CAP),
                   else_=unread_activity(newest=horizons.c.newest))
     return (
         select(
@@ -236,30 +256,48 @@ def states_of(user_clause):
     )
 
 
-def community_horizons(user_clause):
+def community_horizons(user_clause, dialect):
     """For each community of the users ``user_clause`` picks: ``horizon``, the id of its
-    UNREAD_CAP-th newest activity (NULL with fewer: a member whose read marker is below it
-    has UNREAD_CAP unread), ``newest``, the id of its newest, and ``last_activity_at``.
+    UNREAD_CAP-th newest activity that counts (NULL with fewer: a member whose read marker is
+    below it, and who wrote none of them, has UNREAD_CAP unread), ``newest``, the id of its
+    newest, ``authors``, who wrote those UNREAD_CAP (a list), and ``last_activity_at``.
 
     Materialized, so that each is worked out once per community whatever the
     number of members joined to it.
     """
     def newest_first(column):
-        return (select(column).where(of_type("activity"), Change.community_id == Community.id)
-                .order_by(Change.id.desc()))
+        return (select(column).where(counted_activity(), Change.community_id == Community.id)
+                .order_by(Change.id.desc()).correlate_except(Change))
 
+    horizon = newest_first(Change.id).offset(UNREAD_CAP - 1).limit(1).scalar_subquery()
+    recent = aliased(Change)  # the horizon's own subquery reads ``changes`` itself
+    if dialect == "postgresql":
+        authors = func.array_agg(recent.actor).filter(recent.actor.is_not(None))
+    else:
+        authors = func.json_group_array(recent.actor)
+    lately = select(authors).where(counted_activity(recent), recent.community_id == Community.id,
+                                   recent.id >= horizon)
     communities = select(Membership.community_id).join(User, User.id == Membership.user_id).where(user_clause)
     return (
         select(
             Community.id.label("community_id"),
-            newest_first(Change.id).offset(UNREAD_CAP - 1).limit(1).scalar_subquery().label("horizon"),
+            horizon.label("horizon"),
             newest_first(Change.id).limit(1).scalar_subquery().label("newest"),
+            lately.scalar_subquery().label("authors"),
             newest_first(Change.at).limit(1).scalar_subquery().label("last_activity_at"),
         )
         .where(Community.id.in_(communities))
         .cte("horizons")
         .prefix_with("MATERIALIZED")
     )
+
+
+def _among_authors(user_id, authors, dialect):
+    """Whether ``user_id`` is in ``authors`` (``community_horizons``'s list); false for none."""
+    if dialect == "postgresql":
+        return func.coalesce(user_id == any_(authors), False)
+    listed = func.json_each(authors).table_valued("value")
+    return exists(select(literal(1)).select_from(listed).where(listed.c.value == user_id))
 
 
 def entry_of(user_id, community_id):
@@ -365,30 +403,44 @@ def _change_columns(recipient, history=False):
         Change.at,
         Change.kind,
         Change.ref,
+        Change.topic,
+        # The stored text, carried into answers verbatim (and rows stay hashable).
+        cast(Change.data, Text).label("data"),
+        Change.collapse,
         Change.user_id.is_(None).label("shared"),
         literal(history).label("history"),
+        _public_topic().label("public"),
     )
+
+
+def _public_topic():
+    """For a topic's row: whether its community is public as of this snapshot (a non-member
+    watching it may then have it); false for every other row, without a probe."""
+    public = select(Community.is_public).where(Community.id == Change.community_id).scalar_subquery()
+    return case((Change.topic.is_not(None), func.coalesce(public, False)), else_=False)
 
 
 def _everything(_column):
     return literal(True)
 
 
-def recipients(position, user_clause, community_clause=_everything):
-    """Who may have been a member when a community-scoped row was written, among the users picked.
+def recipients(position, user_clause, community_clause=_everything, *more):
+    """Who may have been a member when a community-scoped row was written, among the users picked
+    (and among those of each further pair of clauses in ``more``, in the same statement).
 
     ``(user_id, community_id)`` pairs: members as of this snapshot (a deleted
     community's through its tombstones), and those whose leaving the position
     has not seen yet: they were members before it. Which rows each one was a
     member for is decided from its own rows (``app.store.feed.addressed``).
     """
-    members = members_among(user_clause, community_clause)
-    left = aliased(Change)
-    departed = select(left.user_id.label("user_id"), left.community_id.label("community_id")).where(
-        left.type == "left", user_clause(left.user_id), community_clause(left.community_id),
-        position.unseen(left),
-    )
-    return union(members, departed)
+    parts = []
+    for users, communities in ((user_clause, community_clause), *zip(more[::2], more[1::2])):
+        left = aliased(Change)
+        departed = select(left.user_id.label("user_id"), left.community_id.label("community_id")).where(
+            left.type == "left", users(left.user_id), communities(left.community_id), position.unseen(left),
+        )
+        parts += [members_among(users, communities), departed]
+    return union(*parts)
 
 
 def members_among(user_clause, community_clause=_everything):
@@ -398,7 +450,7 @@ def members_among(user_clause, community_clause=_everything):
     )
 
 
-def changes_of(position, user_id):
+def changes_of(position, user_id, watches=NO_WATCHES):
     """The user's changes the position does not see, in sequence order.
 
     Its own rows, and the community-scoped rows of the communities it is or
@@ -409,6 +461,10 @@ def changes_of(position, user_id):
     for is so read from the log itself, never from where the range starts:
     a position that leaves a join out of the range cannot make its user a
     member from before it. Each branch is an index range.
+
+    Topics' rows only as ``watches`` (``app.watches.Watches``) cover them: of
+    communities the user is or was a member of (kept as above), or public
+    ones, which anyone may watch (``public`` says so on the row).
     """
     own = select(*_change_columns(Change.user_id)).where(
         Change.user_id == user_id, position.unseen(Change)
@@ -423,20 +479,30 @@ def changes_of(position, user_id):
     shared = (
         select(*_change_columns(members.c.user_id))
         .join(members, members.c.community_id == Change.community_id)
-        .where(Change.user_id.is_(None), position.unseen(Change))
+        .where(Change.user_id.is_(None), Change.topic.is_(None), position.unseen(Change))
     )
     # An answer carries the newest MAX_PUBLISHED_PER_ANSWER activity rows: read
     # one more than that (so it still knows it dropped some), not every one
     # since an old cursor: in a busy community that is thousands a poll.
-    activity = (
-        shared.where(Change.type == "activity")
-        .order_by(Change.id.desc())
-        .limit(MAX_PUBLISHED_PER_ANSWER + 1)
-        .subquery("activity")
-    )
-    return union_all(
-        own, history, shared.where(Change.type != "activity"), select(*activity.c)
-    ).order_by(literal_column("id"))
+    branches = [own, history, shared.where(Change.type != "activity"), _newest_of(shared.where(Change.type == "activity"), "activity")]
+    if watches:
+        topics = select(*_change_columns(literal(user_id))).where(
+            Change.user_id.is_(None),
+            Change.community_id.in_(sorted(watches.communities)),
+            Change.topic.is_not(None),
+            position.unseen(Change),
+            or_((Change.community_id + "/" + Change.topic).in_(watches.names()),
+                (Change.community_id + "/*").in_(watches.names())),
+            or_(Change.community_id.in_(select(members.c.community_id)), _public_topic()),
+        )
+        branches.append(_newest_of(topics, "topics"))
+    return union_all(*branches).order_by(literal_column("id"))
+
+
+def _newest_of(rows, name):
+    """The newest MAX_PUBLISHED_PER_ANSWER + 1 of ``rows`` (a select of ``_change_columns``)."""
+    newest = rows.order_by(Change.id.desc()).limit(MAX_PUBLISHED_PER_ANSWER + 1).subquery(name)
+    return select(*newest.c)
 
 
 def changes_after(position):
@@ -464,7 +530,9 @@ def changes_for_answers_after(position):
     others = select(*columns).where(
         position.unseen(Change), or_(Change.user_id.is_not(None), not_(of_type("activity")))
     )
-    newest_first = func.row_number().over(partition_by=Change.community_id, order_by=Change.id.desc())
+    # A topic's rows apart from its community's: each reaches other polls.
+    newest_first = func.row_number().over(partition_by=(Change.community_id, Change.topic),
+                                          order_by=Change.id.desc())
     ranked = (
         select(*columns, newest_first.label("rank"))
         .where(position.unseen(Change), Change.user_id.is_(None), of_type("activity"))
