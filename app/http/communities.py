@@ -139,7 +139,7 @@ def publish_activity(community_id):
     """Activity in the community, published by the platform (admin tokens)."""
     identity = current_identity()
     validation.community_id(community_id)
-    fields = validation.publication()
+    fields = validation.publication(wire.ACTIVITY_PUBLICATION)
     with writing(identity.user_id) as session:
         writes.publish_activity(session, identity, community_id, fields)
     return jsonify(wire.published_body(fields, community_id=community_id)), 201

@@ -1,6 +1,7 @@
 """``GET /community-changes/poll``: the long poll.
 
-The whole story, top to bottom (``poll()``): authenticate; parse; admit and
+The whole story, top to bottom (``poll()``): authenticate; parse, and check
+that the user may follow the topics it watches (``check_watches``); admit and
 subscribe to the hub in one step (caps taken before any database work, and
 the subscription made *before* reading, so that a change that commits after
 the read is sure to be news); read state and changes
@@ -20,7 +21,7 @@ from datetime import datetime, timezone
 import orjson
 from flask import Blueprint, current_app, request
 
-from ..store import cursors, queries
+from ..store import cursors, queries, writes
 from .. import wire
 from ..auth import authenticate, provision
 from ..store.db import read_transaction
@@ -30,6 +31,7 @@ from ..intervals import advise_interval
 from ..live.parking import PARKABLE_KEY, PARKED_HEADER, PARKED_KEY
 from ..live.session import Ask, Known
 from .validation import whole_number
+from ..watches import InvalidWatch, Watches
 from .conditional import etag, strip_validator
 
 bp = Blueprint("community_changes", __name__, url_prefix="/community-changes")
@@ -75,9 +77,33 @@ def parse_request():
             timeout = config["POLL_DEFAULT_TIMEOUT"]
         else:
             applied = f"wait={min(timeout, config['POLL_MAX_TIMEOUT'])}"
+    try:
+        watches = Watches.parse(request.args.getlist("watch"))
+    except InvalidWatch as error:
+        raise Problem(400, "invalid-watch", str(error)) from None
     # Longer than the server allows is clamped rather than refused: a client
     # cannot know each deployment's maximum.
-    return Ask(Known(cursor, client_hash), min(timeout, config["POLL_MAX_TIMEOUT"]), applied)
+    return Ask(Known(cursor, client_hash), min(timeout, config["POLL_MAX_TIMEOUT"]), applied, watches)
+
+
+def check_watches(hub, user_id, watches):
+    """Refuse a watch of a community the user may not follow: the unknown id's ``404``.
+
+    Members watch any topic of their communities; anyone watches a public
+    community's. One statement for all the watches, whichever of them is
+    refused and why, so that neither the answer nor its time tells a private
+    community from an unknown one; none when the hub last served the user
+    every watched community (a member's re-poll).
+    """
+    served = hub.vouching.communities_served(user_id)
+    if not watches or (served is not None and watches.communities <= set(served)):
+        return
+    with read_transaction(single_statement=True) as connection:
+        rows = connection.execute(queries.communities_and_roles(watches.communities, user_id)).all()
+    followed = {row.id for row in rows if row.is_public or row.role is not None}
+    refused = sorted(watches.communities - followed)
+    if refused:
+        raise writes.unknown_community(refused[0])
 
 
 @bp.get("/poll")
@@ -85,6 +111,7 @@ def poll():
     hub = current_app.extensions["hub"]
     identity = authenticate()
     ask = parse_request()
+    check_watches(hub, identity.user_id, ask.watches)
 
     if ask.timeout == 0 or hub.closing:
         # A plain check never waits, so it takes no place in the hub; nor does
@@ -93,14 +120,14 @@ def poll():
         with caps_as_problems():
             hub.admit(identity.user_id)
         provision(identity)
-        reply = hub.look(identity.user_id, ask.known)
+        reply = hub.look(identity.user_id, ask.known, ask.watches)
     else:
         # Admitted and counted in one step, before any database work.
         with caps_as_problems(), hub.poll(identity.user_id, ask, request_socket()) as session:
             provision(identity)
             # When the hub has read every change since before the client's
             # cursor and none was this user's: nothing to read.
-            reply = session.vouched(SETTLE_TIMEOUT) or hub.look(identity.user_id, ask.known)
+            reply = session.vouched(SETTLE_TIMEOUT) or hub.look(identity.user_id, ask.known, ask.watches)
             if not session.waits(reply):
                 reply = session.finish(reply)
             elif PARKABLE_KEY in request.environ:

@@ -9,6 +9,7 @@ power too: ``/demo/sql-activity`` answers only that same machine.
 """
 import ipaddress
 
+import orjson
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -54,8 +55,8 @@ def tokens():
 
 # The outbox path exactly as the platform would take it: plain SQL.
 PUBLISH_SQL = text(
-    "INSERT INTO activity (community_id, user_id, kind, ref, actor) "
-    "VALUES (:community_id, :user_id, :kind, :ref, :actor)"
+    "INSERT INTO activity (community_id, user_id, kind, ref, actor, topic, data, collapse) "
+    "VALUES (:community_id, :user_id, :kind, :ref, :actor, :topic, :data, :collapse)"
 )
 
 
@@ -69,16 +70,18 @@ def sql_activity():
     if not from_this_machine():
         raise Problem(403, "forbidden",
                       "Demo publishing is open only to the server's own machine.")
-    fields = validation.publication(recipients=("community_id", "user_id"))
-    values = {"community_id": None, "user_id": None, "actor": None, **fields}
+    fields = validation.publication(wire.ACTIVITY_PUBLICATION, recipients=("community_id", "user_id"))
+    values = {"community_id": None, "user_id": None, "actor": None, "topic": None, "data": None,
+              "collapse": False, **fields}
+    data = None if values["data"] is None else orjson.dumps(values["data"]).decode()
     try:
         with db.write_transaction() as session:
-            session.execute(PUBLISH_SQL, values)
+            session.execute(PUBLISH_SQL, {**values, "data": data})
     except IntegrityError:
         # The trigger refuses activity in a community that does not exist.
         raise writes.unknown_community(values["community_id"]) from None
     current_app.extensions["hub"].notify()
-    return jsonify(wire.compose(wire.PUBLISHED, **values)), 201
+    return jsonify(wire.compose(wire.PUBLISHED, **fields)), 201
 
 
 def from_this_machine():

@@ -164,19 +164,23 @@ def community_fields(creating):
     return body_fields(wire.accepted(wire.COMMUNITY, creating), creating)
 
 
-def publication(recipients=()):
-    """A published activity or notification from the request's body, validated.
+def publication(shape=wire.PUBLICATION, recipients=()):
+    """A published activity (``wire.ACTIVITY_PUBLICATION``) or notification from the request's
+    body, validated.
 
     ``recipients``: the fields naming whom it is for, when the body carries
-    them (the demo's SQL path): exactly one of them must be given.
+    them (the demo's SQL path): exactly one of them must be given, and a
+    notification has no topic and is never collapsed.
     """
-    fields = body_fields(wire.PUBLICATION, creating=True, extra=recipients)
+    fields = body_fields(shape, creating=True, extra=recipients)
     if recipients:
         named = [name for name in recipients if name in fields]
         if len(named) != 1:
             raise Problem(422, "invalid-body", f"Give exactly one of: {', '.join(recipients)}.")
         if not valid_id(fields[named[0]]):
             raise Problem(422, "invalid-field", f"{named[0]} must be {ID_RULE}.")
+        if named[0] == "user_id" and (fields.get("topic") is not None or fields.get("collapse")):
+            raise Problem(422, "invalid-field", "A notification has no topic and is never collapsed.")
     return fields
 
 

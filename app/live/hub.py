@@ -34,9 +34,10 @@ from .owed import Owed, recorded
 from .parking import Parking
 from .online_counts import OnlineCounts
 from .presence import WorkerPresence
-from .registry import Registry
+from .registry import Registry, Watching
 from .reread import Reread, read_head
 from .vouching import Vouching
+from ..watches import NONE as NO_WATCHES
 
 
 class Hub(Registry):
@@ -57,6 +58,7 @@ class Hub(Registry):
         self.max_per_user = max_per_user
         self.metrics = metrics
         self.users = {}
+        self.watching = Watching()
         self.waiting_polls = 0
         self.in_flight = 0
         self.closing = False
@@ -64,7 +66,7 @@ class Hub(Registry):
         self.owed = Owed(metrics.oldest_owed if metrics else None)
         self.reread = Reread(engine, self.users, self.vouching, self.owed, safety_interval=safety_interval,
                              coalesce=coalesce, coalesce_max=coalesce_max, hold_the_loop=hold_the_loop,
-                             metrics=metrics)
+                             metrics=metrics, watchers=self.watching)
         self.disconnects = DisconnectWatch(self.drop)
         self.admission = Admission(engine, lanes=admission_reads, metrics=metrics)
         self.parking = Parking(self)
@@ -172,10 +174,10 @@ class Hub(Registry):
 
     # -- poll sessions ------------------------------------------------------------
 
-    def look(self, user_id, known):
-        """Read what a client that knows ``known`` must be told now, or ``unchanged``
-        (then a poll may wait): alone, or batched with other arriving polls (``Admission``)."""
-        return self.admission.look(user_id, known)
+    def look(self, user_id, known, watches=NO_WATCHES):
+        """Read what a client that knows ``known`` (and ``watches`` topics) must be told now, or
+        ``unchanged`` (then a poll may wait): alone, or batched with other arriving polls (``Admission``)."""
+        return self.admission.look(user_id, known, watches)
 
     def park(self, session):
         """Leave ``session`` to the answerer: its parked record, which the worker hands its socket to."""

@@ -11,11 +11,13 @@ module of its own so that each reads in one sitting. It is not used alone:
 registering and releasing a poll also tells the hub's vouching, parking,
 disconnect watch, presence, re-read and what it owes (``Owed``), which the hub owns.
 """
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 
 from gevent.event import Event
 
 from .session import PollSession
+from ..watches import EVERY_TOPIC, NONE as NO_WATCHES
 
 
 class OverCapacity(Exception):
@@ -61,13 +63,46 @@ class Waiters:
             self.on_wake(self)
 
 
+class Watching:
+    """Who waits watching what: (community id, topic or ``*``) -> the users whose polls
+    watch it, each with how many of its polls do.
+
+    A topic's rows are handed to the users named here and no others, whatever
+    the size of the community: a hot thread wakes its readers, not its
+    community's members.
+    """
+
+    def __init__(self):
+        self.users = defaultdict(Counter)
+
+    def add(self, user_id, watches):
+        for pair in watches.pairs:
+            self.users[pair][user_id] += 1
+
+    def remove(self, user_id, watches):
+        for pair in watches.pairs:
+            users = self.users[pair]
+            users[user_id] -= 1
+            if users[user_id] <= 0:
+                del users[user_id]
+            if not users:
+                del self.users[pair]
+
+    def __call__(self, community_id, topic):
+        """The users with a poll watching ``topic`` in the community (by name, or by ``*``)."""
+        named = self.users.get((community_id, topic), ())
+        every = self.users.get((community_id, EVERY_TOPIC), ())
+        return set(named) | set(every) if every else named
+
+
 class Ticket:
-    """One waiting poll: which news it has taken, and whether its client left."""
+    """One waiting poll: which news it has taken, whether its client left, what it watches."""
 
-    __slots__ = ("user_id", "waiters", "seen", "gone", "fd", "parked")
+    __slots__ = ("user_id", "waiters", "seen", "gone", "fd", "parked", "watches")
 
-    def __init__(self, user_id, waiters):
+    def __init__(self, user_id, waiters, watches=NO_WATCHES):
         self.user_id = user_id
+        self.watches = watches
         self.waiters = waiters
         self.seen = len(waiters.news)
         self.gone = False
@@ -99,7 +134,7 @@ class Registry:
             raise TooManyPolls(self.max_per_user)
 
     @contextmanager
-    def waiting(self, user_id, socket=None):
+    def waiting(self, user_id, socket=None, watches=NO_WATCHES):
         """Admit a poll and register it *before* it reads the database.
 
         The caps are checked and the place taken with nothing in between that
@@ -118,7 +153,8 @@ class Registry:
             waiters = self.users[user_id] = Waiters(self.parking.wake)
         waiters.count += 1
         self.waiting_polls += 1
-        ticket = Ticket(user_id, waiters)
+        ticket = Ticket(user_id, waiters, watches)
+        self.watching.add(user_id, watches)
         self.vouching.subscribed(user_id)
         if self.metrics:
             self.metrics.add(self.metrics.waiting)
@@ -139,7 +175,7 @@ class Registry:
         session over (``park``), which then releases it once, when it is
         answered or let go.
         """
-        with self.waiting(user_id, socket) as ticket:
+        with self.waiting(user_id, socket, ask.watches) as ticket:
             yield PollSession(self, ask, ticket)
 
     def release(self, ticket):
@@ -147,6 +183,7 @@ class Registry:
         its socket, the waiting-polls gauge, what the worker owed its user when it was the last."""
         self.disconnects.forget(ticket)
         waiters, user_id = ticket.waiters, ticket.user_id
+        self.watching.remove(user_id, ticket.watches)
         waiters.count -= 1
         self.waiting_polls -= 1
         if self.metrics:

@@ -34,6 +34,7 @@ from ..store import feed
 from .coalescing import COMMUNITY, OWN, Coalescing, Kinds, coalescable, urgency
 from .owed import recorded
 from ..store.db import holding_the_loop, read_transaction
+from ..watches import NONE as NO_WATCHES
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +67,34 @@ class Handed:
     minutes.
     """
 
-    __slots__ = ("rows", "newest", "by_position")
+    __slots__ = ("rows", "watched", "by_position")
 
     def __init__(self, rows):
         self.rows = rows
-        self.newest = None
+        self.watched = {}
         self.by_position = {}
 
-    def unseen(self, position):
-        """``(rows, kinds)``: the rows ``position`` does not see, as many of each published type
-        as an answer tells of (``wire.newest``), and their ``Kinds``; worked out once per cursor.
+    def unseen(self, position, watches=NO_WATCHES):
+        """``(rows, kinds)``: the rows ``position`` does not see, of topics' rows those ``watches``
+        cover, as many of each published type as an answer tells of (``wire.newest``), and their
+        ``Kinds``; worked out once per cursor and watches.
 
         Usually a cursor saw none of the newest rows, and they are the answer:
         the whole list is gone through once, not once per cursor. One that saw
         some of them may not have seen older ones (PostgreSQL's commits come in
         any order): then the whole list is gone through for it.
         """
-        known = self.by_position.get(position)
+        key = (position, watches)
+        known = self.by_position.get(key)
         if known is None:
-            if self.newest is None:
-                self.newest = wire.newest(self.rows)
-            rows = [row for row in self.newest if not position.sees(row)]
-            if len(rows) < len(self.newest) < len(self.rows):
-                rows = wire.newest([row for row in self.rows if not position.sees(row)])
-            known = self.by_position[position] = (rows, Kinds.of(rows))
+            if watches not in self.watched:
+                kept = watches.kept(self.rows)
+                self.watched[watches] = (kept, wire.newest(kept))
+            kept, newest = self.watched[watches]
+            rows = [row for row in newest if not position.sees(row)]
+            if len(rows) < len(newest) < len(kept):
+                rows = wire.newest([row for row in kept if not position.sees(row)])
+            known = self.by_position[key] = (rows, Kinds.of(rows))
         return known
 
 
@@ -108,8 +113,10 @@ class Reread:
     """
 
     def __init__(self, engine, users, vouching, owed, *, safety_interval=5.0, coalesce=0.0,
-                 coalesce_max=None, hold_the_loop=2.0, metrics=None):
+                 coalesce_max=None, hold_the_loop=2.0, metrics=None, watchers=lambda community_id, topic: ()):
         self.engine = engine
+        # (community id, topic) -> the users watching it (``registry.Watching``).
+        self.watchers = watchers
         # How long a re-read's statements may keep the worker's event loop, in all
         # (``holding_the_loop``, ``HOLD_THE_LOOP``): the states of ten thousand members take about a second.
         self.hold_the_loop = hold_the_loop
@@ -159,7 +166,7 @@ class Reread:
         rank = feed.per_list(urgency)
         try:
             with read_transaction(self.engine) as connection, holding_the_loop(self.hold_the_loop):
-                batch = feed.read_news(connection, start, self._waiting_users)
+                batch = feed.read_news(connection, start, self._waiting_users, self.watchers)
                 position = batch.position
                 if self.metrics:
                     self.metrics.rereads.observe(len(batch.rows))
@@ -167,7 +174,7 @@ class Reread:
                 # user with rows in this batch is not vouched for, and one
                 # already waiting is among those woken below.
                 vouching.advance(batch.rows, position, writes)
-                woken = self._woken(batch.by_user(self.users))
+                woken = self._woken(batch.by_user(self.users, self.watchers))
                 # A user's own changes first, in a statement of their own: a
                 # busy community's thousands of members woken by its activity
                 # are read after, while those few are being answered.

@@ -28,6 +28,7 @@ from ..store.feed import merged
 from .coalescing import Kinds
 from .owed import recorded
 from ..intervals import jittered_wait
+from ..watches import NONE as NO_WATCHES, Watches
 
 
 # Gathered rows past this are cut to what an answer tells of (``wire.newest``):
@@ -46,11 +47,13 @@ class Known:
 
 @dataclass(frozen=True)
 class Ask:
-    """What a poll asks: what its client knows, how long it may wait, the ``Prefer`` it honoured."""
+    """What a poll asks: what its client knows, how long it may wait, the ``Prefer`` it honoured,
+    and the topics it watches."""
 
     known: Known
     timeout: int
     preference_applied: str | None = None
+    watches: Watches = NO_WATCHES
 
 
 @dataclass(frozen=True)
@@ -121,13 +124,15 @@ class PollSession:
         batch (``Reread.hand``): a busy community's members, answered moments
         ago, each poll again behind the worker's read, which need not be repeated.
         A poll that subscribed while a re-read ran waits up to ``settle_timeout``
-        for it to note its rows first (``Vouching.settle``).
+        for it to note its rows first (``Vouching.settle``). Of topics' rows it
+        is handed those its watches cover.
         """
-        vouching, user_id, known = self.hub.vouching, self.user_id, self.ask.known
+        vouching, user_id, known, watches = self.hub.vouching, self.user_id, self.ask.known, self.ask.watches
         vouching.settle(user_id, settle_timeout)
-        unseen = vouching.unseen(user_id, known.cursor, known.hash)
+        unseen = vouching.unseen(user_id, known.cursor, known.hash, watches.communities)
         if unseen is None:
             return None
+        unseen = watches.kept(unseen)
         if unseen:
             self.hub.reread.hand(user_id, unseen)
         return Reply("unchanged", replace(known, last_change_at=vouching.last_change_served(user_id)),
@@ -192,7 +197,7 @@ class PollSession:
                 continue
             self.latest = news.position
             self.state = StateSeen(news.hash, news.communities, news.notifications_unread)
-            self._gather(*news.handed.unseen(self.seen))
+            self._gather(*news.handed.unseen(self.seen, self.ask.watches))
         return bool(self.collected) and not (self.held and self.kinds.coalescable)
 
     def _gather(self, rows, kinds):

@@ -273,16 +273,23 @@ class Vouching:
         """
         return self._missed_parts(user_id, cursor, client_hash) == []
 
-    def unseen(self, user_id, cursor, client_hash):
-        """What a poll with this cursor and hash is owed without a read: rows, () for nothing,
-        None when it must read the database.
+    def unseen(self, user_id, cursor, client_hash, watched=frozenset()):
+        """What a poll with this cursor and hash, watching topics of the ``watched`` communities,
+        is owed without a read: rows, () for nothing, None when it must read the database.
 
         () as ``vouches``. Rows when the cursor missed only community activity,
         in communities last served to the user, and the hub kept every such row:
         a member answered moments ago in a busy community polls again with
         the cursor of that answer, and is handed the rows read since with
         its community's next batch (``Reread.hand``) rather than read them again.
+        Topics' rows are kept with their community's: a poll watching a
+        community last served to the user is handed them too (and keeps those
+        its watches cover); one watching any other community (a public one it
+        follows) reads.
         """
+        served = self.served.get(user_id)
+        if watched and (served is None or served.community_ids is None or not watched <= served.community_ids):
+            return None
         parts = self._missed_parts(user_id, cursor, client_hash)
         return None if parts is None else self._owed(parts)
 
