@@ -38,16 +38,18 @@ export const DEFAULT_LOOP_GUARD = Object.freeze({
 
 /**
  * A failed request. `kind`: network, timeout, http, token, unauthorized, identity, loop,
- * internal, or not-found (a read marker or listing the server does not have for this user).
+ * internal, not-found (a read marker or listing the server does not have for this user),
+ * or watch (watches of this tab that the polls leave out, named in `watches`).
  */
 export class SyncError extends Error {
-  constructor(kind, message, { status = null, retryAfter = null, problem = null, cause = undefined } = {}) {
+  constructor(kind, message, { status = null, retryAfter = null, problem = null, watches = null, cause = undefined } = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = "SyncError";
     this.kind = kind;
     this.status = status;
     this.retryAfter = retryAfter;
     this.problem = problem;
+    this.watches = watches;
   }
 }
 
@@ -167,10 +169,12 @@ export function isDropped(error) {
  * What one response means. `response` is `{status, statusText, headers, body}` with the
  * body already read (parsed JSON, null when empty, undefined when unreadable). Returns
  * `{kind: "answer", answer, notModified}`, `{kind: "rejected", error}` (a poll the
- * server refused: the cursor or a parameter), `{kind: "unauthorized", error}` or
- * `{kind: "failure", error}`, each with the `pollInterval` the server advised (or null).
+ * server refused: the cursor or a parameter), `{kind: "refused-watch", error}` (a poll
+ * refused for one of the `watches` it carried, see isWatchRefusal), `{kind:
+ * "unauthorized", error}` or `{kind: "failure", error}`, each with the `pollInterval`
+ * the server advised (or null).
  */
-export function interpretResponse(response, transport, now = Date.now()) {
+export function interpretResponse(response, transport, now = Date.now(), watches = []) {
   const { status, headers, body } = response;
   const pollInterval = parsePollInterval(headers.get("X-Poll-Interval"));
   if (status === 304) return { kind: "answer", answer: { status: "unchanged" }, notModified: true, pollInterval };
@@ -189,6 +193,10 @@ export function interpretResponse(response, transport, now = Date.now()) {
     return { kind: "unauthorized", error: new SyncError("unauthorized", `unauthorized: ${detail}`, { status, problem }), pollInterval };
   }
   const retryAfter = parseRetryAfter(headers.get("Retry-After"), now);
+  if (transport !== SNAPSHOT && isWatchRefusal(response, watches)) {
+    const error = new SyncError("watch", `poll refused for its watches: ${detail}`, { status, problem });
+    return { kind: "refused-watch", error, pollInterval };
+  }
   if (status === 400 && transport !== SNAPSHOT) {
     // The cursor cannot be read (a database rebuilt under another format), or a proxy
     // refuses the request: drop the cursor and start over from the list, paced.
@@ -491,6 +499,151 @@ export function unreadLabel(count) {
 }
 
 // ---------------------------------------------------------------------------
+// Watches: topics below a community
+// ---------------------------------------------------------------------------
+
+/** The most watches one poll may carry: the server refuses more with a 400. */
+export const MAX_WATCHES = 20;
+
+// The server's rules, so that a watch it would refuse never leaves the browser: a
+// community id as app/auth.py's ID_PATTERN has it, a topic as the contract does.
+const COMMUNITY_ID = /^(?!\.\.?$)[A-Za-z0-9._~:@|+=-]{1,64}$/;
+const TOPIC = /^[a-z][a-z0-9_.:-]{0,63}$/;
+const ANY_TOPIC = "*";
+
+/**
+ * `{community, topic}` of a well-formed watch, `"<community_id>/<topic>"` or
+ * `"<community_id>/*"` (topic `"*"`: every topic of the community), else null.
+ */
+export function parseWatch(watch) {
+  if (typeof watch !== "string") return null;
+  const slash = watch.indexOf("/");
+  if (slash < 0) return null;
+  const community = watch.slice(0, slash);
+  const topic = watch.slice(slash + 1);
+  if (!COMMUNITY_ID.test(community)) return null;
+  if (topic !== ANY_TOPIC && !TOPIC.test(topic)) return null;
+  return { community, topic };
+}
+
+/**
+ * The watches one call declares, in order and without repeats. Throws a TypeError
+ * naming the first malformed one, or saying how many there are when more than
+ * MAX_WATCHES: no poll could carry them all.
+ */
+export function checkWatches(watches) {
+  if (watches == null || typeof watches === "string" || typeof watches[Symbol.iterator] !== "function") {
+    throw new TypeError('watches must be a list of "<community_id>/<topic>" strings');
+  }
+  const list = [];
+  for (const watch of watches) {
+    if (parseWatch(watch) === null) {
+      const shown = typeof watch === "string" ? JSON.stringify(watch) : String(watch);
+      throw new TypeError(
+        `not a watch: ${shown} (expected "<community_id>/<topic>" or "<community_id>/*", ` +
+          "the topic 1-64 of [a-z0-9_.:-] starting with a letter)",
+      );
+    }
+    if (!list.includes(watch)) list.push(watch);
+  }
+  if (list.length > MAX_WATCHES) throw new TypeError(`${list.length} watches: a poll carries at most ${MAX_WATCHES}`);
+  return list;
+}
+
+/** Whether a change belongs to a topic: such changes reach only the watches that cover it. */
+export function isTopicChange(change) {
+  return typeof change?.topic === "string";
+}
+
+/** Whether `watch` covers `topic` of `communityId` (a wildcard covers every topic, `"*"` included). */
+export function watchCovers(watch, communityId, topic) {
+  return watch === `${communityId}/${topic}` || watch === `${communityId}/${ANY_TOPIC}`;
+}
+
+/** Whether any of `watches` covers a topic change. */
+export function watchesCover(watches, change) {
+  return watches.some((watch) => watchCovers(watch, change.community_id, change.topic));
+}
+
+/**
+ * `update` as a subscription that declared `watches` receives it: every change that
+ * belongs to no topic, and the topic changes its own watches cover. The same object
+ * when nothing is left out.
+ */
+export function updateForWatches(update, watches) {
+  const changes = update.changes.filter((change) => !isTopicChange(change) || watchesCover(watches, change));
+  return changes.length === update.changes.length ? update : { ...update, changes };
+}
+
+/**
+ * The watches one poll carries for all of `lists` (every tab's, the leader's own
+ * first): without repeats, at most `limit`, the first ones winning. A community that
+ * some list watches whole (`"c-1/*"`) is watched whole, and only once, at the place of
+ * its first watch: the wildcard covers its other watches, and needs one place for all.
+ */
+export function watchUnion(lists, limit = MAX_WATCHES) {
+  const watches = lists.flat().map(parseWatch).filter((parsed) => parsed !== null);
+  const whole = new Set(watches.filter(({ topic }) => topic === ANY_TOPIC).map(({ community }) => community));
+  const union = [];
+  for (const { community, topic } of watches) {
+    const watch = `${community}/${whole.has(community) ? ANY_TOPIC : topic}`;
+    if (!union.includes(watch)) union.push(watch);
+  }
+  return union.slice(0, limit);
+}
+
+/** The watches of `declared` that the watches of `polled` do not cover, in order. */
+export function uncoveredWatches(declared, polled) {
+  return declared.filter((watch) => {
+    const parsed = parseWatch(watch);
+    return parsed === null || !polled.some((held) => watchCovers(held, parsed.community, parsed.topic));
+  });
+}
+
+/** Whether two lists without repeats hold the same watches, in any order. */
+export function sameWatches(a = [], b = []) {
+  if (a.length !== b.length) return false;
+  const held = new Set(a);
+  return b.every((watch) => held.has(watch));
+}
+
+/** The communities `watches` name, each once, in order. */
+export function watchedCommunities(watches) {
+  return [...new Set(watches.map((watch) => parseWatch(watch)?.community).filter((id) => id != null))];
+}
+
+/**
+ * Whether the server refused a poll because of a watch it carried: a 404 (an unknown
+ * community, or a private one the user is not in; the poll endpoint itself exists),
+ * or a 400 whose problem type is `invalid-watch`. Any other 400 is about the cursor.
+ */
+export function isWatchRefusal(response, watches) {
+  if (!watches?.length) return false;
+  if (response.status === 404) return true;
+  const type = problemOf(response).problem?.type;
+  return response.status === 400 && typeof type === "string" && /(?:^|[:/])invalid-watch$/.test(type);
+}
+
+/**
+ * The watches of `declared` (every tab's) to set aside after the server refused a poll
+ * that carried `sent`: those on `unknown`, the communities the server says it does not
+ * have for this user, or, when that names none of them, all that `sent` covers, since
+ * polling must go on without whatever the server refuses.
+ */
+export function refusedWatches(sent, unknown, declared = sent) {
+  const named = watchesOn(declared, unknown);
+  if (named.length > 0) return named;
+  const uncovered = new Set(uncoveredWatches(declared, sent));
+  return declared.filter((watch) => !uncovered.has(watch));
+}
+
+/** The watches of `watches` on the communities `communityIds`. */
+export function watchesOn(watches, communityIds) {
+  const ids = new Set(communityIds);
+  return watches.filter((watch) => ids.has(parseWatch(watch)?.community));
+}
+
+// ---------------------------------------------------------------------------
 // Transport and addresses
 // ---------------------------------------------------------------------------
 
@@ -529,12 +682,13 @@ export function recordTransportOutcome(state, outcome, now, options = {}) {
   return { ...state, failures };
 }
 
-/** The poll URL for a cursor and hash (both optional) and a timeout in seconds. */
-export function buildPollUrl(baseUrl, { cursor, hash, timeout }) {
+/** The poll URL for a cursor and hash (both optional), a timeout in seconds and the watches. */
+export function buildPollUrl(baseUrl, { cursor, hash, timeout, watches = [] }) {
   const params = new URLSearchParams();
   if (cursor) params.set("cursor", cursor);
   if (hash) params.set("hash", hash);
   params.set("timeout", String(timeout));
+  for (const watch of watches) params.append("watch", watch);
   return `${trimSlash(baseUrl)}/community-changes/poll?${params}`;
 }
 

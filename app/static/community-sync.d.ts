@@ -47,13 +47,29 @@ export interface MembershipChange extends ChangeBase {
   role?: Role;
 }
 
-/** Activity published in a community. */
+/** A JSON value, as the server carries `data`. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObject;
+export interface JsonObject {
+  [key: string]: JsonValue;
+}
+
+/** Activity published in a community, or in one of its topics. */
 export interface ActivityChange extends ChangeBase {
   type: "activity";
   community_id: string;
+  /**
+   * The topic inside the community (`"thread:t-9"`); absent for community-level
+   * activity. Topic activity reaches only the subscriptions whose watches cover it.
+   */
+  topic?: string;
   kind: string;
   ref: string;
+  /** The publisher's JSON object (at most 512 bytes), verbatim; absent when it gave none. */
+  data?: JsonObject;
 }
+
+/** Activity of a topic: what `watch` callbacks receive. */
+export type TopicActivityChange = ActivityChange & { topic: string };
 
 /** A notification published to the user. */
 export interface NotificationChange extends ChangeBase {
@@ -74,6 +90,13 @@ export interface ReadChange extends ChangeBase {
  */
 export type Change = MembershipChange | ActivityChange | NotificationChange | ReadChange;
 export type ChangeType = Change["type"];
+
+/**
+ * A topic to watch, `"<community_id>/<topic>"` (`"c-1/thread:t-9"`), or every topic of
+ * a community, `"<community_id>/*"`. The topic is 1-64 of `[a-z0-9_.:-]`, starting
+ * with a letter; the client checks it when it is declared.
+ */
+export type Watch = `${string}/${string}`;
 
 /** RFC 9457 problem details, the body of every error answer. */
 export interface Problem {
@@ -185,14 +208,21 @@ export type SyncErrorKind =
   | "identity"
   | "loop"
   | "internal"
-  | "not-found";
+  | "not-found"
+  | "watch";
 
 /** Every failure the client reports (`onError`) or rejects with (`markRead`...). */
 export declare class SyncError extends Error {
   constructor(
     kind: SyncErrorKind,
     message: string,
-    details?: { status?: number | null; retryAfter?: number | null; problem?: Problem | null; cause?: unknown },
+    details?: {
+      status?: number | null;
+      retryAfter?: number | null;
+      problem?: Problem | null;
+      watches?: Watch[] | null;
+      cause?: unknown;
+    },
   );
   readonly name: "SyncError";
   kind: SyncErrorKind;
@@ -202,6 +232,8 @@ export declare class SyncError extends Error {
   retryAfter: number | null;
   /** The problem+json body, when there was one. */
   problem: Problem | null;
+  /** The watches of this tab that the polls leave out (`kind: "watch"`), else null. */
+  watches: Watch[] | null;
 }
 
 // ---------------------------------------------------------------------------
@@ -275,6 +307,12 @@ export interface CommunitySyncOptions {
 // The client
 // ---------------------------------------------------------------------------
 
+/** Topics a subscription watches (docs/client.md, "Watching topics"). */
+export interface WatchOptions {
+  /** At most 20; the leader tab polls every tab's. */
+  watch?: readonly Watch[] | null;
+}
+
 /** What `createCommunitySync` returns. */
 export interface CommunitySync {
   /** The current connection status. */
@@ -288,15 +326,25 @@ export interface CommunitySync {
   /** Members online per community id, or null from a server that does not count presence. */
   readonly online: Record<string, number> | null;
 
-  /** Call `callback` for every answer (at once with the current state if known); returns an unsubscribe function. */
-  subscribe(callback: (update: CommunitySyncUpdate) => void): () => void;
+  /**
+   * Call `callback` for every answer (at once with the current state if known); returns
+   * an unsubscribe function. `watch` declares topics: the update's `changes` carry their
+   * activity, and no other topic's.
+   */
+  subscribe(callback: (update: CommunitySyncUpdate) => void, options?: WatchOptions): () => void;
   /** Call `callback` for each change entry of the given types; returns an unsubscribe function. */
   onChange<T extends ChangeType>(
     callback: (change: Extract<Change, { type: T }>, update: CommunitySyncUpdate) => void,
-    options: { types: readonly T[] },
+    options: { types: readonly T[] } & WatchOptions,
   ): () => void;
   /** Call `callback` for every change entry; returns an unsubscribe function. */
-  onChange(callback: (change: Change, update: CommunitySyncUpdate) => void, options?: { types?: null }): () => void;
+  onChange(callback: (change: Change, update: CommunitySyncUpdate) => void, options?: { types?: null } & WatchOptions): () => void;
+  /**
+   * Watch topics (at most 20): call `callback` for each activity change of those
+   * topics; returns a function that stops watching. Throws a TypeError for a malformed
+   * watch or more than 20.
+   */
+  watch(watches: readonly Watch[], callback: (change: TopicActivityChange, update: CommunitySyncUpdate) => void): () => void;
   /** Call `callback` on every status change; returns an unsubscribe function. */
   onStatus(callback: (status: Status) => void): () => void;
 

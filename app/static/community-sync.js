@@ -6,6 +6,7 @@
  *   const unsubscribe = sync.subscribe(({ communities, added, removed }) => render(communities));
  *   await sync.markRead(communityId); // unread 0 here at once, then on the server
  *   const { online, users } = await sync.presence(communityId); // who is here now
+ *   const unwatch = sync.watch(["c-1/thread:t-9"], (change) => showActivity(change)); // a topic's activity
  *   sync.stop();
  *
  * One tab per user and browser profile (the leader) talks to the server; the other tabs
@@ -20,6 +21,7 @@ import {
   DEFAULT_TRANSPORT,
   LONG_POLL,
   LoopGuard,
+  MAX_WATCHES,
   SMART_POLL,
   SNAPSHOT,
   SyncError,
@@ -28,6 +30,7 @@ import {
   buildPollUrl,
   callResult,
   channelName,
+  checkWatches,
   chooseTransport,
   earlyUnchangedDelay,
   followUpdate,
@@ -36,19 +39,28 @@ import {
   interpretResponse,
   isDropped,
   isNewerState,
+  isTopicChange,
   localReadUpdate,
   maskReads,
   notificationsPage,
   notificationsUrl,
+  parseWatch,
   presenceList,
   presenceUrl,
   readKey,
   recordTransportOutcome,
+  refusedWatches,
   retryDelay,
+  sameWatches,
   settleReads,
   snapshotUrl,
   tokenSubject,
   trimSlash,
+  uncoveredWatches,
+  updateForWatches,
+  watchUnion,
+  watchedCommunities,
+  watchesOn,
 } from "./community-sync-decisions.js";
 import { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-relay.js";
 
@@ -212,11 +224,15 @@ const DEFAULTS = {
   fetch: null,
 };
 
+// How long a tab that takes over waits for the other tabs to declare their watches
+// again before it forgets those of tabs that did not (closed without saying so).
+const WATCH_ROLL_CALL = 3_000;
+
 /**
- * Start keeping a user's community list live. Returns `{subscribe, onChange, onStatus,
- * stop, refresh, reconnect, markRead, markNotificationsRead, notifications, presence,
- * presenceVisible, setPresenceVisible, status, isLeader, communities, notificationsUnread,
- * online}`.
+ * Start keeping a user's community list live. Returns `{subscribe, onChange, watch,
+ * onStatus, stop, refresh, reconnect, markRead, markNotificationsRead, notifications,
+ * presence, presenceVisible, setPresenceVisible, status, isLeader, communities,
+ * notificationsUnread, online}`.
  * See docs/client.md for every option.
  */
 export function createCommunitySync(options) {
@@ -229,6 +245,7 @@ class CommunitySync {
   #transportOptions;
   #fetch;
   #guard;
+  // {callback, watches}: each subscription receives the topic changes of its own watches.
   #subscribers = new Set();
   #statusListeners = new Set();
   #status = STATUS.CONNECTING;
@@ -266,6 +283,24 @@ class CommunitySync {
   #followerVisibility = new Map();
   // communityId -> {etag, list}: the presence list last read, to ask conditionally.
   #presenceSeen = new Map();
+  // tabId -> {watches, seq} another tab of this user declared. Every tab keeps them, so
+  // that one taking over polls them from its first request.
+  #otherWatches = new Map();
+  #watchSeq = 0; // numbers this tab's declarations, to tell which one the leader heard
+  #watchesQueued = false;
+  #ownWatchesMoved = false;
+  // Tabs that declared their watches since this tab took over; null once the roll call ended.
+  #rollCall = null;
+  #rollCallTimer = null;
+  // While leading: watch -> why the server refused it. Left out of the polls while some
+  // tab still declares it, unless the user joins its community.
+  #refused = new Map();
+  // What the leader polls, as it last said: {polled, refused: Map of watch -> why}.
+  #watching = { polled: [], refused: new Map() };
+  // Watches of this tab reported as not polled, each reported once until polled again.
+  #unpolledReported = new Set();
+  #loopRequest = null; // the loop's request in flight
+  #rewatched = false; // the watches moved since that request was built
   #cleanups = [];
 
   constructor(options = {}) {
@@ -327,28 +362,58 @@ class CommunitySync {
   /**
    * Call `callback(update)` for every answer: `{communities, added, removed, updated,
    * changes, notificationsUnread, online, truncated, status, source, relayed, ...}`. If a state
-   * is already known the callback gets it at once. Returns a function that unsubscribes.
+   * is already known the callback gets it at once. `watch` declares topics, as watch()
+   * does: `changes` holds the activity of those topics, and of no others. Returns a
+   * function that unsubscribes.
    */
-  subscribe(callback) {
-    this.#subscribers.add(callback);
+  subscribe(callback, { watch = null } = {}) {
+    const subscription = { callback, watches: watch === null ? [] : checkWatches(watch) };
+    this.#subscribers.add(subscription);
+    if (subscription.watches.length > 0) this.#watchesMoved(true);
     if (this.#hasState) {
       const update = { ...followUpdate({ communities: [] }, this.#state), relayed: false };
-      queueMicrotask(() => this.#subscribers.has(callback) && isolated(callback, update));
+      queueMicrotask(() => this.#subscribers.has(subscription) && isolated(callback, update));
     }
-    return () => this.#subscribers.delete(callback);
+    return () => {
+      if (this.#subscribers.delete(subscription) && subscription.watches.length > 0) this.#watchesMoved(true);
+    };
   }
 
   /**
    * Call `callback(change, update)` for each change entry the server sends (each reaches
    * every tab once), only those whose `type` is in `types` if given, for example
-   * `["activity", "notification"]`. Returns a function that unsubscribes.
+   * `["activity", "notification"]`. `watch` as for subscribe(). Returns a function that
+   * unsubscribes.
    */
-  onChange(callback, { types = null } = {}) {
-    return this.subscribe((update) => {
-      for (const change of update.changes) {
-        if (types === null || types.includes(change?.type)) isolated(callback, change, update);
-      }
-    });
+  onChange(callback, { types = null, watch = null } = {}) {
+    return this.subscribe(
+      (update) => {
+        for (const change of update.changes) {
+          if (types === null || types.includes(change?.type)) isolated(callback, change, update);
+        }
+      },
+      { watch },
+    );
+  }
+
+  /**
+   * Watch topics below communities: `watches` are `"<community_id>/<topic>"` (for
+   * example `"c-1/thread:t-9"`) or `"<community_id>/*"` (every topic of the community),
+   * at most 20. Calls `callback(change, update)` for each activity change of those
+   * topics, its `topic` and `data` included. The leader tab polls the watches of every
+   * tab of this user; each tab receives the activity of its own watches only. Throws a
+   * TypeError for a malformed watch or more than 20. Returns a function that stops
+   * watching.
+   */
+  watch(watches, callback) {
+    const list = checkWatches(watches);
+    if (typeof callback !== "function") throw new TypeError("watch needs a callback");
+    return this.subscribe(
+      (update) => {
+        for (const change of update.changes) if (isTopicChange(change)) isolated(callback, change, update);
+      },
+      { watch: list },
+    );
   }
 
   /**
@@ -448,6 +513,7 @@ class CommunitySync {
     this.#stopController.abort();
     this.#requestController?.abort();
     this.#wakeUp?.();
+    clearTimeout(this.#rollCallTimer);
     for (const cleanup of this.#cleanups) cleanup();
     this.#post({ type: "bye", tabId: this.#tabId });
     this.#closeChannel();
@@ -479,6 +545,7 @@ class CommunitySync {
     this.#channel.onmessage = (event) => this.#onChannelMessage(event.data);
     // Ask the leader (if any) for what it knows, so this tab renders at once.
     this.#post({ type: "hello", tabId: this.#tabId, visible: pageVisible() });
+    this.#announceWatches();
     this.#joinElection();
     return undefined;
   }
@@ -533,6 +600,7 @@ class CommunitySync {
     this.#channel = null;
     this.#channelName = null;
     this.#subject = null;
+    this.#otherWatches.clear();
   }
 
   #listenToPage() {
@@ -550,13 +618,17 @@ class CommunitySync {
       const onOnline = () => this.#interrupt("online");
       const onOffline = () => this.#interrupt("offline");
       const onPageHide = () => this.#post({ type: "bye", tabId: this.#tabId });
+      // Back from the back-forward cache: its "bye" took its watches out of the polls.
+      const onPageShow = (event) => event.persisted && this.#announceWatches();
       win.addEventListener("online", onOnline);
       win.addEventListener("offline", onOffline);
       win.addEventListener("pagehide", onPageHide);
+      win.addEventListener("pageshow", onPageShow);
       this.#cleanups.push(() => {
         win.removeEventListener("online", onOnline);
         win.removeEventListener("offline", onOffline);
         win.removeEventListener("pagehide", onPageHide);
+        win.removeEventListener("pageshow", onPageShow);
       });
     }
   }
@@ -566,7 +638,10 @@ class CommunitySync {
     this.#leader = true;
     this.#catchUp = true;
     this.#followerVisibility.clear();
+    this.#refused.clear();
+    if (this.#channel) this.#startRollCall();
     this.#post({ type: "leader", tabId: this.#tabId });
+    this.#watchesMoved(false);
     // Whatever the old leader last said, this tab has no request of its own yet.
     this.#status = null;
     this.#setStatus(STATUS.CONNECTING);
@@ -625,8 +700,10 @@ class CommunitySync {
         this.#interrupt("visibility");
         break;
       case "leader":
-        // A new leader took over: tell it whether this tab is being looked at.
-        if (!this.#leader) this.#post({ type: "visibility", tabId: this.#tabId, visible: pageVisible() });
+        // A new leader took over: tell it whether this tab is being looked at, and what it watches.
+        if (this.#leader) return;
+        this.#post({ type: "visibility", tabId: this.#tabId, visible: pageVisible() });
+        this.#announceWatches();
         break;
       case "visibility":
         if (!this.#leader) return;
@@ -635,6 +712,22 @@ class CommunitySync {
         break;
       case "bye":
         if (this.#leader) this.#followerVisibility.delete(message.tabId);
+        if (this.#otherWatches.delete(message.tabId)) this.#watchesMoved(false);
+        break;
+      case "watch":
+        if (typeof message.tabId !== "string" || !Array.isArray(message.watches)) return;
+        this.#otherWatches.set(message.tabId, {
+          watches: message.watches.filter((watch) => parseWatch(watch) !== null),
+          seq: message.seq,
+        });
+        this.#rollCall?.add(message.tabId);
+        this.#watchesMoved(false);
+        break;
+      case "watching":
+        if (this.#leader || !Array.isArray(message.polled)) return;
+        this.#watching = { polled: message.polled, refused: new Map(Array.isArray(message.refused) ? message.refused : []) };
+        // Until the leader has heard this tab's latest watches, their absence means nothing.
+        if (message.heard?.[this.#tabId] === this.#watchSeq) this.#reportUnpolled();
         break;
       case "refresh":
         if (this.#leader) this.#interrupt("refresh");
@@ -666,6 +759,167 @@ class CommunitySync {
     this.#heard = incoming;
     this.#hasState = true;
     this.#emit(update);
+  }
+
+  // --- watches -------------------------------------------------------------
+
+  /** This tab's watches, every subscription's, in the order they were declared. */
+  #declaredWatches() {
+    const declared = [];
+    for (const { watches } of this.#subscribers) {
+      for (const watch of watches) if (!declared.includes(watch)) declared.push(watch);
+    }
+    return declared;
+  }
+
+  /**
+   * This tab's watches (`own`) or another tab's moved. Looked at once the current task
+   * is done, so that a page declaring many at once sends one message and one poll.
+   */
+  #watchesMoved(own) {
+    if (own) this.#ownWatchesMoved = true;
+    if (this.#watchesQueued) return;
+    this.#watchesQueued = true;
+    queueMicrotask(() => {
+      this.#watchesQueued = false;
+      if (this.#stopController.signal.aborted) return;
+      if (this.#ownWatchesMoved) {
+        this.#ownWatchesMoved = false;
+        this.#watchSeq += 1;
+        this.#announceWatches();
+      }
+      if (this.#leader) this.#rewatch();
+    });
+  }
+
+  #announceWatches() {
+    this.#post({ type: "watch", tabId: this.#tabId, seq: this.#watchSeq, watches: this.#declaredWatches() });
+  }
+
+  /**
+   * A tab that takes over knows the watches the other tabs last declared; those that
+   * do not declare them again within WATCH_ROLL_CALL (they answer the "leader" message)
+   * closed without a "bye", and their watches leave the polls.
+   */
+  #startRollCall() {
+    this.#rollCall = new Set();
+    clearTimeout(this.#rollCallTimer);
+    this.#rollCallTimer = setTimeout(() => {
+      const answered = this.#rollCall;
+      this.#rollCall = null;
+      if (!this.#leader || answered === null) return;
+      let moved = false;
+      for (const tabId of [...this.#otherWatches.keys()]) {
+        if (!answered.has(tabId)) moved = this.#otherWatches.delete(tabId) || moved;
+      }
+      if (moved) this.#watchesMoved(false);
+    }, WATCH_ROLL_CALL);
+  }
+
+  /** Every tab's watches: this tab's first, then the others' in the order they were heard. */
+  #declaredLists() {
+    return [this.#declaredWatches(), ...[...this.#otherWatches.values()].map((tab) => tab.watches)];
+  }
+
+  /** The watches the next poll carries: every tab's, less the refused ones. */
+  #pollWatches() {
+    const lists = this.#declaredLists();
+    const declared = new Set(lists.flat());
+    // A refusal lasts while some tab declares the watch: declared anew, it is tried anew.
+    for (const watch of [...this.#refused.keys()]) if (!declared.has(watch)) this.#refused.delete(watch);
+    return watchUnion(lists.map((list) => list.filter((watch) => !this.#refused.has(watch))));
+  }
+
+  /**
+   * The leader's watches moved: tell every tab what is polled now, and cut short a poll
+   * in flight that carries others, so that the new one leaves at once with the same
+   * cursor. Sent in answer to every declaration, since a tab whose watches did not fit
+   * learns it only from this.
+   */
+  #rewatch() {
+    const polled = this.#pollWatches();
+    const refused = [...this.#refused];
+    const heard = Object.fromEntries([...this.#otherWatches].map(([tabId, tab]) => [tabId, tab.seq]));
+    this.#watching = { polled, refused: new Map(refused) };
+    this.#post({ type: "watching", polled, refused, heard });
+    this.#reportUnpolled();
+    const request = this.#loopRequest;
+    if (request && request.transport !== SNAPSHOT && !sameWatches(request.watches, polled)) {
+      this.#rewatched = true;
+      this.#requestController?.abort();
+    }
+  }
+
+  /** Report this tab's watches that the polls leave out: each once, until it is polled again. */
+  #reportUnpolled() {
+    const { polled, refused } = this.#watching;
+    const unpolled = uncoveredWatches(this.#declaredWatches(), polled);
+    this.#unpolledReported = new Set([...this.#unpolledReported].filter((watch) => unpolled.includes(watch)));
+    const fresh = unpolled.filter((watch) => !this.#unpolledReported.has(watch));
+    for (const watch of fresh) this.#unpolledReported.add(watch);
+    const reasons = new Map();
+    for (const watch of fresh.filter((watch) => refused.has(watch))) {
+      const why = refused.get(watch);
+      reasons.set(why, [...(reasons.get(why) ?? []), watch]);
+    }
+    for (const [why, watches] of reasons) {
+      this.#report(new SyncError("watch", `the server refuses ${watches.join(", ")}: ${why}`, { watches }));
+    }
+    const tooMany = fresh.filter((watch) => !refused.has(watch));
+    if (tooMany.length > 0) {
+      const message = `the tabs of this browser watch more than ${MAX_WATCHES} topics: ${tooMany.join(", ")} not polled`;
+      this.#report(new SyncError("watch", message, { watches: tooMany }));
+    }
+  }
+
+  /**
+   * The server refused a poll for a watch it carried, without saying which. A watch is
+   * refused for the reason `GET /communities/{id}` answers 404 (no such community, or a
+   * private one the user is not in), so ask that of each watched community, set aside
+   * the watches of those it does not show (every watch sent, if it shows them all) and
+   * poll again at once without them.
+   */
+  async #setAsideRefused(request, error) {
+    let unknown = new Set();
+    if (error.status === 404) {
+      const communities = watchedCommunities(request.watches);
+      const shown = await Promise.all(communities.map((id) => this.#communityShown(id)));
+      if (this.#stopController.signal.aborted || !this.#leader) return { delay: 0, news: false };
+      unknown = new Set(communities.filter((_, at) => shown[at] === false));
+      if (unknown.size === 0 && shown.includes(null)) {
+        // Not known yet which one: a failure like any other, asked again after the backoff.
+        this.#report(error);
+        this.#setStatus(STATUS.RECONNECTING);
+        return { delay: retryDelay(this.#failures++, null, this.#backoff), news: false };
+      }
+    }
+    const why = error.problem?.detail || `HTTP ${error.status}`;
+    const declared = [...new Set(this.#declaredLists().flat())];
+    for (const watch of refusedWatches(request.watches, unknown, declared)) {
+      const { community } = parseWatch(watch);
+      this.#refused.set(watch, unknown.has(community) ? `no community ${community} that this user may follow` : why);
+    }
+    this.#rewatch();
+    return { delay: 0, news: false };
+  }
+
+  /** Whether the server shows this user a community: true, false (404) or null (no answer). */
+  async #communityShown(communityId) {
+    const url = `${trimSlash(this.#options.baseUrl)}/communities/${encodeURIComponent(communityId)}`;
+    try {
+      await this.#call("GET", url, `no community ${communityId} for this user`);
+      return true;
+    } catch (error) {
+      return error instanceof SyncError && error.kind === "not-found" ? false : null;
+    }
+  }
+
+  /** The user joined communities: their refused watches may be polled now. */
+  #retryRefusedOn(added) {
+    if (this.#refused.size === 0 || added.length === 0) return;
+    const retried = watchesOn([...this.#refused.keys()], added.map((community) => community.id));
+    for (const watch of retried) this.#refused.delete(watch);
+    if (retried.length > 0) this.#watchesMoved(false);
   }
 
   // --- read markers --------------------------------------------------------
@@ -776,18 +1030,23 @@ class CommunitySync {
     const request = { ...this.#nextRequest(), no: ++this.#requestNo };
     const startedAt = Date.now();
     let outcome;
+    this.#loopRequest = request;
     try {
       outcome = await this.#exchange(request);
     } catch (error) {
-      if (error?.name === "AbortError") return { delay: 0, news: false }; // paused, stopped or woken on purpose
+      // Paused, stopped, woken on purpose, or the watches moved: ask again at once.
+      if (error?.name === "AbortError") return { delay: 0, news: false };
       if (!(error instanceof SyncError)) throw error;
       if (error.kind === "identity") return { delay: 0, news: false }; // starts over alone
       outcome = { kind: "failure", error, pollInterval: null };
+    } finally {
+      this.#loopRequest = null;
     }
     if (outcome.pollInterval !== null) this.#pollInterval = outcome.pollInterval;
     if (this.#stopController.signal.aborted || !this.#leader) return { delay: 0, news: false };
     const heldFor = Date.now() - startedAt;
     if (outcome.kind === "answer") return this.#answered(request, outcome, heldFor);
+    if (outcome.kind === "refused-watch") return this.#setAsideRefused(request, outcome.error);
     this.#report(outcome.error);
     if (outcome.kind === "unauthorized") {
       this.#setStatus(STATUS.UNAUTHORIZED);
@@ -855,6 +1114,7 @@ class CommunitySync {
     const { state, update, progressed, news } = applyAnswer(this.#state, maskReads(answer, this.#pendingReads), request.source);
     this.#state = state;
     this.#hasState = true;
+    this.#retryRefusedOn(update.added);
     this.#seq += 1;
     this.#heard = { from: this.#tabId, seq: this.#seq, serverTime: state.serverTime };
     this.#post({ type: "update", ...this.#stamp(), update });
@@ -866,7 +1126,7 @@ class CommunitySync {
   async #exchange(request) {
     let response = await this.#fetchOnce(request, false);
     if (response.status === 401) response = await this.#fetchOnce(request, true);
-    return interpretResponse(response, request.transport);
+    return interpretResponse(response, request.transport, Date.now(), request.watches);
   }
 
   async #token(forceRefresh) {
@@ -910,13 +1170,16 @@ class CommunitySync {
     const headers = {};
     let url;
     let timeout;
+    this.#rewatched = false;
     if (request.transport === SNAPSHOT) {
       url = snapshotUrl(this.#options.baseUrl);
       timeout = this.#options.requestTimeout;
       if (request.conditional && this.#state.hash) headers["If-None-Match"] = `"${this.#state.hash}"`;
     } else {
       const wait = request.transport === LONG_POLL ? this.#options.pollTimeout : 0;
-      url = buildPollUrl(this.#options.baseUrl, { cursor: this.#state.cursor, hash: this.#state.hash, timeout: wait });
+      request.watches = this.#pollWatches();
+      const { cursor, hash } = this.#state;
+      url = buildPollUrl(this.#options.baseUrl, { cursor, hash, timeout: wait, watches: request.watches });
       timeout = request.transport === LONG_POLL ? wait * 1000 + this.#options.pollTimeoutGrace : this.#options.requestTimeout;
     }
     return this.#send(url, { headers, timeout, forceRefresh, loop: true });
@@ -949,6 +1212,8 @@ class CommunitySync {
       controller.abort();
     }, timeout);
     try {
+      // The watches moved while the token was fetched: this poll would carry the old ones.
+      if (loop && this.#rewatched) throw new DOMException("the watches moved", "AbortError");
       // no-store: the client does its own revalidation; the HTTP cache must not answer
       // a poll or turn our If-None-Match into a 200 from cache.
       const init = { method, headers: allHeaders, signal: controller.signal, cache: "no-store", credentials: "omit" };
@@ -1008,8 +1273,8 @@ class CommunitySync {
   // --- notifying: every integrator callback is isolated --------------------
 
   #emit(update) {
-    for (const callback of [...this.#subscribers]) isolated(callback, update);
-    this.#relay({ type: RELAY_UPDATE, update });
+    for (const { callback, watches } of [...this.#subscribers]) isolated(callback, updateForWatches(update, watches));
+    if (this.#options.relayTo) this.#relay({ type: RELAY_UPDATE, update: updateForWatches(update, this.#declaredWatches()) });
   }
 
   #setStatus(status) {

@@ -97,3 +97,47 @@ export function start(fetch, options = {}) {
 export const snapshot = (communities, cursor = "c1", hash = "h1") =>
   json({ user: { id: "u-ada", name: "Ada" }, communities, hash, cursor, server_time: "t" }, { headers: { ETag: `"${hash}"` } });
 
+
+/** Web Locks as the client uses them: exclusive, queued, held until the callback settles. */
+function inProcessLocks() {
+  const queues = new Map();
+  return {
+    request(name, { signal } = {}, callback) {
+      return new Promise((resolve, reject) => {
+        const queue = queues.get(name) ?? [];
+        queues.set(name, queue);
+        const entry = {
+          async grant() {
+            try {
+              resolve(await callback({ name }));
+            } catch (error) {
+              reject(error);
+            } finally {
+              queue.shift();
+              queue[0]?.grant();
+            }
+          },
+        };
+        signal?.addEventListener("abort", () => {
+          const at = queue.indexOf(entry);
+          if (at > 0) {
+            queue.splice(at, 1);
+            reject(new DOMException("aborted", "AbortError"));
+          }
+        });
+        queue.push(entry);
+        if (queue.length === 1) entry.grant();
+      });
+    },
+  };
+}
+
+/**
+ * For tests of several tabs in one process: Web Locks where Node has none, a small
+ * in-process stand-in that grants one lock holder at a time.
+ */
+export function useInProcessLocks() {
+  if (typeof globalThis.navigator?.locks?.request !== "function") {
+    Object.defineProperty(globalThis, "navigator", { value: { locks: inProcessLocks() }, configurable: true });
+  }
+}

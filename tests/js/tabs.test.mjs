@@ -1,47 +1,11 @@
 // Two tabs of one user in one process: a BroadcastChannel between them and, where Node
-// has no Web Locks, a small in-process stand-in that grants one lock holder at a time.
+// has no Web Locks, a small in-process stand-in (support.mjs).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { json, later, start, until, withCalls } from "./support.mjs";
+import { json, later, start, until, useInProcessLocks, withCalls } from "./support.mjs";
 
-/** Web Locks as the client uses them: exclusive, queued, held until the callback settles. */
-function inProcessLocks() {
-  const queues = new Map();
-  return {
-    request(name, { signal } = {}, callback) {
-      return new Promise((resolve, reject) => {
-        const queue = queues.get(name) ?? [];
-        queues.set(name, queue);
-        const entry = {
-          async grant() {
-            try {
-              resolve(await callback({ name }));
-            } catch (error) {
-              reject(error);
-            } finally {
-              queue.shift();
-              queue[0]?.grant();
-            }
-          },
-        };
-        signal?.addEventListener("abort", () => {
-          const at = queue.indexOf(entry);
-          if (at > 0) {
-            queue.splice(at, 1);
-            reject(new DOMException("aborted", "AbortError"));
-          }
-        });
-        queue.push(entry);
-        if (queue.length === 1) entry.grant();
-      });
-    },
-  };
-}
-
-if (typeof globalThis.navigator?.locks?.request !== "function") {
-  Object.defineProperty(globalThis, "navigator", { value: { locks: inProcessLocks() }, configurable: true });
-}
+useInProcessLocks();
 
 const rust = { id: "c-rust", name: "Rust", role: "member", unread: 3, last_activity_at: "t0" };
 const snapshot = json({ user: { id: "u-ada" }, communities: [rust], notifications_unread: 0, hash: "h1", cursor: "c1", server_time: "t1" });

@@ -14,5 +14,9 @@ sync.markRead(42); // rejected: community ids are strings
 sync.onChange((change) => change.role, { types: ["activity"] }); // rejected: activity has no role
 sync.subscribe((update) => update.communities[0].unread.toFixed()); // rejected: unread may be absent
 const leader: string = sync.isLeader; // rejected: a boolean
+sync.watch(["thread:t-9"], () => {}); // rejected: a watch names its community
+sync.watch(["c-1/thread:t-9"], (change) => change.data.votes); // rejected: data may be absent
+sync.watch(["c-1/*"]); // rejected: watching needs a callback
+sync.subscribe(() => {}, { watch: "c-1/*" }); // rejected: a list of watches
 listenForRelay({ allowedOrigins: ["https://sync.example.com"] }); // rejected: needs source or anySource
 console.log(leader);

@@ -12,11 +12,15 @@ import {
   type CommunitySync,
   type CommunitySyncOptions,
   type CommunitySyncUpdate,
+  type JsonValue,
   type MembershipEntry,
   type NotificationPage,
   type PresenceList,
   type Problem,
   type Status,
+  type TopicActivityChange,
+  type Watch,
+  type WatchOptions,
 } from "community-sync-client";
 import { isAllowedRelayMessage, listenForRelay, type RelayMessage } from "community-sync-client/relay";
 
@@ -40,7 +44,7 @@ const options: CommunitySyncOptions = {
   channelKey: "u-ada",
   relayTo: { target: window.parent, targetOrigin: "https://app.example.com" },
   signal: controller.signal,
-  onError: (error) => console.warn(error.kind, error.status, error.retryAfter, error.problem?.detail),
+  onError: (error) => console.warn(error.kind, error.status, error.retryAfter, error.problem?.detail, error.watches),
   onStatus: (status) => console.info(status),
   fetch: (input, init) => fetch(input, init),
 };
@@ -80,6 +84,26 @@ sync.onChange((change: Change) => {
   }
 });
 
+// Topics: a thread's comments and its vote count, every topic of a community.
+declare const threadId: string;
+const thread: Watch = `c-1/thread:${threadId}`;
+const unwatch = sync.watch([thread, "c-2/*"], (change: TopicActivityChange, update) => {
+  const topic: string = change.topic;
+  const votes: JsonValue | undefined = change.data?.votes;
+  if (typeof votes === "number") console.log(change.community_id, topic, change.kind, change.ref, votes.toFixed(), update.relayed);
+});
+const boardOptions: WatchOptions = { watch: ["c-1/board:b-3"] };
+const unsubscribeBoard = sync.subscribe((update) => {
+  for (const change of update.changes) {
+    if (change.type === "activity" && change.topic !== undefined) console.log(change.topic, change.data ?? {});
+  }
+}, boardOptions);
+sync.onChange((change) => console.log(change.topic ?? "the community", change.data?.title), {
+  types: ["activity"],
+  watch: [thread],
+});
+sync.onChange((change) => console.log(change.type), { watch: null });
+
 const stopWatching = sync.onStatus((status: Status) => {
   if (status === STATUS.UNAUTHORIZED) sync.reconnect();
 });
@@ -99,6 +123,7 @@ async function app(): Promise<void> {
 }
 
 app().catch((error: unknown) => {
+  if (error instanceof SyncError && error.kind === "watch") console.log(error.watches?.join(", "));
   if (error instanceof SyncError && error.kind === "not-found") {
     const problem: Problem | null = error.problem;
     console.log(problem?.type, problem?.title, problem?.status, error.message);
@@ -132,6 +157,8 @@ window.addEventListener("message", (event) => {
 });
 
 unsubscribe();
+unsubscribeBoard();
+unwatch();
 stopWatching();
 sync.stop();
 controller.abort();
