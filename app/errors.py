@@ -34,12 +34,15 @@ PROBLEM_TYPES = {
                             "(a poll cursor whose signature does not match)."),
     "invalid-entries": (422, "Entries of PATCH /communities/{community_id}/members that cannot be applied, "
                              "listed in errors."),
-    "invalid-field": (422, "A community's or a published activity's field has the wrong type or shape."),
+    "invalid-field": (422, "A community's or a published activity's field has the wrong type or shape "
+                           "(a topic, data over 512 bytes or not an object, collapse not a boolean)."),
     "invalid-hash": (400, "The poll's hash (or If-None-Match) is over 128 characters."),
     "invalid-id": (400, "A community or user id in the path is not a valid id."),
     "invalid-limit": (400, "limit is not a whole number from 1 to 100."),
     "invalid-role": (422, "role is not one of member, moderator, admin, owner."),
     "invalid-timeout": (400, "The poll's timeout is not whole seconds."),
+    "invalid-watch": (400, "A poll's watch is not <community_id>/<topic> or <community_id>/*, or it "
+                           "has more than 20."),
     "last-owner": (409, "The change would leave the community without an owner. Nothing changed."),
     "malformed-json": (400, "The body says application/json but does not parse."),
     "not-a-member": (404, "A read marker for a community the caller is not a member of."),
@@ -53,7 +56,8 @@ PROBLEM_TYPES = {
     "too-many-polls": (429, "POLL_MAX_PER_USER polls already wait for this user on this worker."),
     "unauthorized": (401, "No bearer token, or one that is malformed, expired, badly signed (check "
                           "SECRET_KEY), living longer than TOKEN_MAX_TTL or otherwise refused."),
-    "unknown-community": (404, "No such community, or a private one the caller is not a member of."),
+    "unknown-community": (404, "No such community, or a private one the caller is not a member of (a "
+                               "poll's watch included)."),
     "unknown-demo-user": (422, "POST /demo/tokens for a user that is not a demo user."),
     "unsupported-media-type": (415, "A body sent without Content-Type: application/json."),
     "write-conflict": (503, "The write met a concurrent one (a deadlock or a serialization failure) and "

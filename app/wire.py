@@ -584,6 +584,8 @@ def schemas():
         "Notification": response_schema(NOTIFICATION),
         "NotificationPage": response_schema(NOTIFICATION_PAGE),
         "Publication": request_schema(PUBLICATION, required=required_on_create(PUBLICATION)),
+        "ActivityPublication": request_schema(ACTIVITY_PUBLICATION,
+                                              required=required_on_create(ACTIVITY_PUBLICATION)),
         "Published": response_schema(PUBLISHED),
         "OnlineUser": response_schema(ONLINE_USER),
         "Presence": response_schema(PRESENCE),

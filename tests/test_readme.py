@@ -229,7 +229,8 @@ def lines(text):
 
 def check_outputs(outputs, watched, server):
     """The walkthrough's key outputs, in the order of its blocks (watch apart)."""
-    first, join, left_poll, sql_delete, activity_poll, publish, counts, mark_read, outbox = outputs
+    (first, join, left_poll, sql_delete, activity_poll, publish, counts, mark_read, outbox,
+     thread_poll, reply, votes_poll, votes) = outputs
     snapshot_line, not_modified, poll_line = lines(first)
     snapshot = json.loads(snapshot_line)
     assert [c["id"] for c in snapshot["communities"]] == ["c-go"] and snapshot["user"]["name"] == "Alan Turing"
@@ -259,6 +260,14 @@ def check_outputs(outputs, watched, server):
     assert outbox == ""
     state = requests.get(server.url + "/me/communities", headers=bearer("u-alan"), timeout=10).json()
     assert {c["id"]: c["unread"] for c in state["communities"]} == {"c-go": 1}
+
+    thread = json.loads(thread_poll)
+    assert thread["status"] == "changed" and thread["hash"] == state["hash"]
+    assert [(c["type"], c["community_id"], c["topic"], c["ref"], c["data"]) for c in thread["changes"]] == [
+        ("activity", "c-python", "thread:t-1", "p-44", {"excerpt": "Agreed!"})]
+    counted = json.loads(votes_poll)
+    assert [(c["kind"], c["data"]) for c in counted["changes"]] == [("votes", {"votes": 2})]
+    assert reply == votes == ""
 
     watched_lines = lines(watched)
     assert " snapshot " in watched_lines[0] and "1 community: c-go (member)" in watched_lines[0], watched

@@ -14,6 +14,7 @@ from .. import wire
 from ..auth import ID_PATTERN
 from ..errors import PROBLEM_TYPE, PROBLEM_TYPES
 from ..wire import POLL_STATUSES, ref
+from ..watches import MAX_WATCHES, TOPIC
 
 VERSION = "1.0.0"
 ID = ID_PATTERN.pattern
@@ -154,12 +155,12 @@ def schemas():
             },
         },
         "DemoPublication": {
-            **wire.schemas()["Publication"],
+            **wire.schemas()["ActivityPublication"],
             "required": ["kind", "ref"],
             "properties": {
                 "community_id": {"type": "string", "pattern": f"^{ID}$"},
                 "user_id": {"type": "string", "pattern": f"^{ID}$"},
-                **wire.schemas()["Publication"]["properties"],
+                **wire.schemas()["ActivityPublication"]["properties"],
             },
             "oneOf": [{"required": ["community_id"]}, {"required": ["user_id"]}],
         },
@@ -174,13 +175,14 @@ def schemas():
     }
 
 
-def publishing(operation_id, summary, description, errors):
-    """A platform publishing endpoint: a ``Publication`` in, ``201`` with what was published."""
+def publishing(operation_id, summary, description, errors, body="Publication"):
+    """A platform publishing endpoint: a ``body`` (a ``Publication`` or an ``ActivityPublication``)
+    in, ``201`` with what was published."""
     return {
         "operationId": operation_id, "tags": ["activity"],
         "summary": summary, "description": description,
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": ref("Publication")}}},
+            "application/json": {"schema": ref(body)}}},
         "responses": {
             "201": json_body(ref("Published"), "Published.", RATE_LIMITED),
             **errors, **COMMON_ERRORS,
@@ -363,6 +365,13 @@ def operations(max_timeout):
                 {"name": "Prefer", "in": "header", "required": False,
                  "description": "`wait=N` (RFC 7240), used when `timeout` is absent.",
                  "schema": {"type": "string", "maxLength": 256}},
+                {"name": "watch", "in": "query", "required": False, "explode": True,
+                 "description": (f"A topic to follow, `<community_id>/<topic>` or `<community_id>/*` for "
+                                 f"every topic of the community; repeatable, at most {MAX_WATCHES}. A "
+                                 "member watches its communities' topics, anyone a public community's."),
+                 "schema": {"type": "array", "maxItems": MAX_WATCHES, "items": {
+                     "type": "string", "maxLength": 2 * 64 + 1,
+                     "pattern": f"^{ID}/(\\*|{TOPIC.pattern})$"}}},
                 IF_NONE_MATCH,
             ],
             "responses": {
@@ -373,7 +382,10 @@ def operations(max_timeout):
                     "X-Poll-Interval": header("Advised seconds until the next smart poll."),
                     "Preference-Applied": header("wait=N, when Prefer was honoured."),
                 }),
-                "400": problem("A cursor that cannot be decoded, or a bad timeout or hash."),
+                "400": problem("A cursor that cannot be decoded, a bad timeout or hash, or a malformed "
+                               "watch (or more than 20)."),
+                "404": problem("A watch of a community that does not exist, or of a private one the "
+                               "user is not in: the same answer for both."),
                 "429": problem("Too many polls are waiting for this user.", RETRY_AFTER),
                 "503": problem("The worker is at capacity or shutting down.", RETRY_AFTER),
                 **COMMON_ERRORS,
@@ -503,7 +515,11 @@ def operations(max_timeout):
             "parameters": [COMMUNITY_ID],
             "post": publishing(
                 "publishActivity", "Publish activity in a community (platform admins).",
-                "Its members' polls carry it; their `unread` counts grow.", WRITE_ERRORS,
+                "Without a `topic`, its members' polls carry it and their `unread` counts grow (not "
+                "the author's, named by `actor`, nor for a `collapse`d value). With a `topic`, only "
+                "the polls watching it carry it, and it is never unread. A `collapse`d value reaches "
+                "a poll only as the newest per (community, topic, kind, ref).",
+                WRITE_ERRORS, body="ActivityPublication",
             ),
         },
         "/users/{user_id}/notifications": {
