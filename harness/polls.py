@@ -161,9 +161,11 @@ class Follower:
     activity or notifications out (``truncated``: over an answer's cap).
     """
 
-    def __init__(self, port, token, *, host="127.0.0.1", path=POLL_PATH, connect_retry=30.0, http10=False):
+    def __init__(self, port, token, *, host="127.0.0.1", path=POLL_PATH, connect_retry=30.0, http10=False,
+                 watches=()):
         self.connection = Connection(port, host, connect_retry=connect_retry, http10=http10)
         self.path = path
+        self.watches = list(watches)  # topics the polls watch (``watch=c-1/thread:t-9``)
         self.auth = authorization(token)
         self.cursor = None
         self.hash = None
@@ -186,9 +188,11 @@ class Follower:
         query = {"timeout": timeout}
         if self.cursor is not None:
             query.update(cursor=self.cursor, hash=self.hash)
+        if self.watches:
+            query["watch"] = self.watches
         try:
             status, head, body = self.connection.request(
-                f"{self.path}?{urlencode(query)}", self.auth, timeout + ANSWER_GRACE)
+                f"{self.path}?{urlencode(query, doseq=True)}", self.auth, timeout + ANSWER_GRACE)
         except (OSError, HTTPError) as error:
             self.errors[type(error).__name__] += 1
             self.connection.close()

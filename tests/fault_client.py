@@ -47,7 +47,8 @@ class Client:
         split = urlsplit(settings["base"])
         # One connect attempt a poll: a refusal is a failure to count and retry here.
         self.follower = Follower(split.port, bearer_token(settings["secret"], user_id),
-                                 host=split.hostname, connect_retry=0)
+                                 host=split.hostname, connect_retry=0,
+                                 watches=settings.get("watches", {}).get(user_id, ()))
         self.hangups = 0
         self.failures = []
         self.events = []
@@ -113,7 +114,8 @@ class Client:
         return {
             "user": self.user_id,
             "index": self.index,
-            "received": [[c["type"], c.get("community_id"), c.get("role"), c["at"], c["by"], c.get("ref")]
+            "received": [[c["type"], c.get("community_id"), c.get("role"), c["at"], c["by"], c.get("ref"),
+                          c.get("topic"), c.get("data")]
                          for c in follower.changes],
             "communities": follower.communities,
             "notifications_unread": follower.notifications_unread,

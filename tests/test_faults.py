@@ -134,10 +134,10 @@ def psql(database, sql):
 class Clients:
     """The gevent client process: many pollers, told when to stop."""
 
-    def __init__(self, server, users, per_user=1, timeout=50, disconnect=0.0, events=False):
+    def __init__(self, server, users, per_user=1, timeout=50, disconnect=0.0, events=False, watches=None):
         settings = {
             "base": server.url, "secret": SECRET, "users": users, "per_user": per_user,
-            "timeout": timeout, "disconnect": disconnect, "events": events,
+            "timeout": timeout, "disconnect": disconnect, "events": events, "watches": watches or {},
         }
         self.count = len(users) * per_user
         self.process = subprocess.Popen(
@@ -213,8 +213,10 @@ def clients():
         process.kill()
 
 
-def seed_communities(database, count):
-    values = ",".join(f"('c-{i}', 'c-{i}', 'Community {i}', true)" for i in range(count))
+def seed_communities(database, count, private=0):
+    """``count`` communities, the last ``private`` of them private."""
+    values = ",".join(f"('c-{i}', 'c-{i}', 'Community {i}', {'false' if i >= count - private else 'true'})"
+                      for i in range(count))
     psql(database, f"INSERT INTO communities (id, slug, name, is_public) VALUES {values};")
 
 
@@ -433,7 +435,14 @@ class Writers:
     even a client that a loaded server leaves without an answer for a minute
     gets well under 100 in one answer. (Activity wakes every member, so it
     also adds more load per row than a membership change does.)
+
+    Some publications are a topic's: a reply in one of a few threads, or a
+    collapsed vote count (``data`` ``{"votes": n}``, ``n`` rising over the
+    whole run, on a post of the writer's own, so that no two writers race for
+    one key: their order is the advisory lock's, tested on its own).
     """
+
+    TOPICS = ("thread:t-0", "thread:t-1", "story:s-0")
 
     def __init__(self, server, database, users, communities, publish_rate=2):
         self.server = server
@@ -448,6 +457,7 @@ class Writers:
         self.spacing = 1 / publish_rate
         self.next_publication = 0.0
         self.lock = threading.Lock()
+        self.votes = itertools.count(1)
 
     def start(self, api=2, sql=2, readers=1):
         for target, count in ((self._api, api), (self._sql, sql), (self._reads, readers)):
@@ -501,7 +511,7 @@ class Writers:
             elif action < 0.96:
                 published = next(refs)
                 response = session.post(f"{base}/communities/{community}/activity",
-                                         json=self._publication(rng, "post_created", published), timeout=30)
+                                        json=self._activity(rng, published, f"vh-{index}"), timeout=30)
             else:
                 published = next(refs)
                 response = session.post(f"{base}/users/{user}/notifications",
@@ -556,8 +566,13 @@ class Writers:
         elif action < 0.94:
             # The outbox, as the platform writes it in its own transaction.
             ref = next(refs)
-            cursor.execute("INSERT INTO activity (community_id, kind, ref, actor) VALUES (%s, %s, %s, %s)",
-                           (community, "post_created", ref, rng.choice([None, user])))
+            publication = self._activity(rng, ref, f"vs-{ref.split('-')[0]}-{user}", actor=rng.choice([None, user]))
+            cursor.execute(
+                "INSERT INTO activity (community_id, kind, ref, actor, topic, data, collapse) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (community, publication["kind"], publication["ref"], publication.get("actor"),
+                 publication.get("topic"), json.dumps(publication["data"]) if "data" in publication else None,
+                 publication.get("collapse", False)))
             return ref
         else:
             ref = next(refs)
@@ -567,9 +582,21 @@ class Writers:
         return None
 
     @staticmethod
-    def _publication(rng, kind, ref):
-        actor = rng.choice([None, f"u-{rng.randrange(1000):03d}"])
+    def _publication(rng, kind, ref, actor=None):
+        actor = actor or rng.choice([None, f"u-{rng.randrange(1000):03d}"])
         return {"kind": kind, "ref": ref, **({"actor": actor} if actor else {})}
+
+    def _activity(self, rng, ref, post, actor=None):
+        """A community's activity: a post, a reply in a topic, or a topic's vote count on
+        ``post``. A vote's ``ref`` is the post; the publication's own ref goes in its data."""
+        choice = rng.random()
+        if choice < 0.5:
+            return self._publication(rng, "post_created", ref, actor)
+        topic = rng.choice(self.TOPICS)
+        if choice < 0.8:
+            return {**self._publication(rng, "reply", ref, actor), "topic": topic, "data": {"excerpt": ref}}
+        return {"kind": "votes", "ref": post, "topic": topic, "collapse": True,
+                "data": {"votes": next(self.votes), "publication": ref}}
 
     def _reads(self, rng, _index):
         """Users reading what their sidebar shows unread: a community, or their notifications."""
@@ -660,22 +687,29 @@ class CommitOrder:
         return low
 
 
-def database_truth(database, users, commit_order):
+def database_truth(database, users, commit_order, watches=None):
     """What each user's clients must hold and must have received, from the database alone.
 
-    Returns ``(states, notifications_unread, due, racing, rows)``: each user's
+    Returns ``(states, notifications_unread, due, racing, rows, votes)``: each user's
     communities as ``(id, role, name, unread)``; its unread notifications;
     the changes due to it exactly once (a Counter of keys); those that raced
-    a join or leave of it and may come once or not at all; and each key's
-    change-log id, to name a row in a failure.
+    a join or leave of it and may come once or not at all; each key's
+    change-log id, to name a row in a failure; and of each collapsed key
+    (community, topic, post), its values' ids in order, by vote count.
+    A topic's rows are due to the users whose ``watches`` (user -> the
+    ``watch`` values its clients poll with, all of public communities) cover
+    them, whether members or not.
     """
+    watched = {user: {tuple(watch.split("/", 1)) for watch in (watches or {}).get(user, ())} for user in users}
     connection = psycopg2.connect(**dsn(database.url))
     with closing(connection), connection.cursor() as cursor:
         unread = f"""(SELECT count(*) FROM (SELECT 1 FROM changes x WHERE x.type = %s AND {{}}
                       LIMIT {UNREAD_CAP}) AS capped)"""
+        # A topic's activity, a collapsed value and a member's own activity are never unread.
         cursor.execute(
             "SELECT m.user_id, c.id, m.role, c.name, "
-            + unread.format("x.community_id = m.community_id AND x.id > m.read_through")
+            + unread.format("x.community_id = m.community_id AND x.id > m.read_through AND x.topic IS NULL "
+                            "AND NOT x.collapse AND x.actor IS DISTINCT FROM m.user_id")
             + " FROM memberships m JOIN communities c ON c.id = m.community_id WHERE m.user_id = ANY(%s)",
             ("activity", users))
         states = {user: set() for user in users}
@@ -685,7 +719,8 @@ def database_truth(database, users, commit_order):
             "SELECT u.id, " + unread.format("x.user_id = u.id AND x.id > u.notifications_read_through")
             + " FROM users u WHERE u.id = ANY(%s)", ("notification", users))
         notifications_unread = dict.fromkeys(users, 0) | dict(cursor.fetchall())
-        cursor.execute("SELECT id, xid, user_id, type, community_id, role, ref, at FROM changes ORDER BY id")
+        cursor.execute("SELECT id, xid, user_id, type, community_id, role, ref, at, topic, collapse, data::text "
+                       "FROM changes ORDER BY id")
         log = cursor.fetchall()
 
     # When each join and leave became visible: a community's activity takes
@@ -703,11 +738,24 @@ def database_truth(database, users, commit_order):
     due = {user: Counter() for user in users}
     racing = {user: Counter() for user in users}
     rows = {}
+    votes = defaultdict(list)
+    published = set()
     members = defaultdict(set)
-    for change_id, xid, user, kind, community, role, ref, at in log:
+    for change_id, xid, user, kind, community, role, ref, at, topic, collapse, data in log:
         key = (kind, community, role, iso(at, milliseconds=True), ref)
         rows[key] = change_id
-        if user is not None:
+        if collapse:  # checked as latest values, not row by row
+            value = json.loads(data)
+            votes[community, topic, ref].append(value["votes"])
+            published.add(value["publication"])  # its ref names the post it counts the votes of
+            continue
+        if ref is not None:
+            published.add(ref)
+        if topic is not None:
+            for recipient in users:
+                if (community, topic) in watched[recipient] or (community, "*") in watched[recipient]:
+                    due[recipient][key] += 1
+        elif user is not None:
             if user in due:
                 due[user][key] += 1
         elif kind == "activity":
@@ -729,7 +777,7 @@ def database_truth(database, users, commit_order):
             members[community].discard(user)
         elif kind == "community_deleted":
             members[community].clear()
-    return states, notifications_unread, due, racing, rows
+    return states, notifications_unread, due, racing, rows, votes, published
 
 
 def test_soak(servers, clients, pg_database):
@@ -743,9 +791,13 @@ def test_soak(servers, clients, pg_database):
     seconds = float(os.environ.get("SOAK_SECONDS", "120" if os.environ.get("CI") == "true" else "30"))
     server = servers(workers=2, SAFETY_NET_INTERVAL=2)
     communities = [f"c-{i}" for i in range(12)]
-    seed_communities(pg_database, len(communities))
+    # Two private communities: their topics' rows must reach no one (nobody may watch them).
+    seed_communities(pg_database, len(communities), private=2)
     users = [f"u-{i:03d}" for i in range(150)]
-    poll = clients(server, users, per_user=2, timeout=8, disconnect=0.3, events=True)
+    # A third of the users watch every topic of a community, a third two topics, a third none.
+    watches = {user: [[f"c-{i % 10}/*"], [f"c-{i % 10}/thread:t-0", f"c-{(i + 1) % 10}/story:s-0"], []][i % 3]
+               for i, user in enumerate(users)}
+    poll = clients(server, users, per_user=2, timeout=8, disconnect=0.3, events=True, watches=watches)
     poll.event("ready", 60)
 
     commit_order = CommitOrder(pg_database).start()
@@ -760,8 +812,8 @@ def test_soak(servers, clients, pg_database):
     time.sleep(3)
     done = poll.stop()
 
-    states, notifications_unread, due, racing, rows = database_truth(pg_database, users, commit_order)
-    published = {ref for key in rows if (ref := key[4]) is not None}
+    states, notifications_unread, due, racing, rows, votes, published = database_truth(
+        pg_database, users, commit_order, watches)
     # The outbox lost nothing and invented nothing: every publication that
     # committed, over HTTP or SQL, is in the log once.
     assert published == writers.published, (writers.published - published, published - writers.published)
@@ -772,7 +824,7 @@ def test_soak(servers, clients, pg_database):
           f"most in one answer {most} (cap {MAX_PUBLISHED_PER_ANSWER}), "
           f"commit-order samples {len(commit_order.samples)}")
     hangups = 0
-    activity_received = reads_received = racing_received = racing_due = 0
+    activity_received = reads_received = racing_received = racing_due = topics_received = values_checked = 0
     for client in done["clients"]:
         user = client["user"]
         who = (user, client["index"])
@@ -783,7 +835,22 @@ def test_soak(servers, clients, pg_database):
         # some out, the client could not have received every row below.
         assert client["truncated"] == 0, (who, "the soak publishes too fast for the per-answer cap",
                                           client["most_published"], client["events"][-20:])
-        received = Counter(tuple(c[:4]) + (c[5],) for c in client["received"])
+        received = Counter(tuple(c[:4]) + (c[5],) for c in client["received"]
+                           if not (c[7] or {}).get("votes"))
+        # Latest values: of each watched key, its values in the order they were committed,
+        # never an older after a newer, ending with the last one.
+        counted = defaultdict(list)
+        for change in client["received"]:
+            if (change[7] or {}).get("votes"):
+                counted[change[1], change[6], change[5]].append(change[7]["votes"])
+        covered = {tuple(watch.split("/", 1)) for watch in watches[user]}
+        for key, values in counted.items():
+            assert values == sorted(set(values)) and set(values) <= set(votes[key]), (who, key, values)
+        for key, values in votes.items():
+            if (key[0], key[1]) in covered or (key[0], "*") in covered:
+                assert counted[key][-1:] == values[-1:], (who, key, counted[key][-5:], values[-5:])
+            else:
+                assert key not in counted, (who, key)
         # Exactly once: nothing missing, nothing twice; a row that raced a
         # join or leave of the user once at most.
         expected, optional = due[user], racing[user]
@@ -799,10 +866,15 @@ def test_soak(servers, clients, pg_database):
         reads_received += sum(n for key, n in received.items() if key[0] == "read")
         racing_received += sum(received[key] for key in optional)
         racing_due += sum(optional.values())
+        topics_received += sum(1 for change in client["received"] if change[6] is not None)
+        values_checked += len(counted)
     assert done["caught_up"] == len(done["clients"])
     assert hangups > 0
     # Not vacuous: the clients did receive activity, notifications and read markers.
     assert activity_received > 100 and reads_received > 10, (activity_received, reads_received)
+    # Topics' rows and latest values reached their watchers.
+    assert topics_received > 50 and values_checked > 10, (topics_received, values_checked)
     print(f"delivered: {activity_received} activity and notifications, {reads_received} read markers, "
-          f"{racing_received} of the {racing_due} that raced a join or leave")
+          f"{racing_received} of the {racing_due} that raced a join or leave, {topics_received} topic rows, "
+          f"{values_checked} latest values followed")
     assert re.search(r"community_sync_waiting_polls \d", server.get("/metrics").text)
