@@ -95,6 +95,21 @@ def test_a_cursor_that_missed_only_its_communities_activity_is_owed_those_rows_w
     assert state.unseen("u-ada", at(14), "h2") is None  # a change of its own: read it
 
 
+def test_a_poll_watching_topics_is_owed_its_communities_topics_and_reads_for_any_other_community():
+    state = Vouching(heads(10))
+    state.ensure_position()
+    state.served_state("u-ada", Known(at(10), "h1"), [{"id": "c-go"}])
+    state.advance([Row(11, None, True, "c-go", "activity", "thread:t-1"),
+                   Row(12, None, True, "c-python", "activity", "story:s-1", public=True)],
+                  cursors.SequencePosition(12))
+    # A topic's rows are kept with its community's, and handed to its members' polls (which keep
+    # those their watches cover); a public community the user is not in is followed by reading.
+    assert [row.id for row in state.unseen("u-ada", at(10), "h1", frozenset({"c-go"}))] == [11]
+    assert state.unseen("u-ada", at(10), "h1", frozenset({"c-go", "c-python"})) is None
+    state.served_state("u-grace", Known(at(10), "h2"))  # its communities unknown
+    assert state.unseen("u-grace", at(12), "h2", frozenset({"c-go"})) is None
+
+
 def test_a_cursor_is_owed_only_as_much_activity_as_an_answer_carries(monkeypatch):
     """One row more than an answer carries: it keeps the newest and says it dropped some."""
     monkeypatch.setattr(wire, "MAX_PUBLISHED_PER_ANSWER", 2)
