@@ -10,6 +10,7 @@ import re
 import sqlite3
 import subprocess
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -111,6 +112,41 @@ class Tab:
         page.click("#platform-notify")
         sent = f"Sent mention {ref} to {user_id}"
         expect(page.locator("#notify-result")).to_contain_text(sent, timeout=WAIT)
+
+    def open_thread(self, community_id, thread="t-1"):
+        """Open a thread of ``community_id`` in the page's thread panel."""
+        page = self.page
+        expect(page.locator(f'#thread-community option[value="{community_id}"]')).to_be_attached(timeout=WAIT)
+        page.select_option("#thread-community", community_id)
+        page.fill("#thread-id", thread)
+        page.click("#thread-open")
+        expect(page.locator("#thread-title")).to_contain_text(f"thread:{thread}")
+
+    def post(self, ref):
+        """A post of the open thread: its first one, or a reply shown."""
+        return self.page.locator(f'#thread-posts li[data-post-id="{ref}"]')
+
+    def follow_story(self, community_id, story="s-1"):
+        page = self.page
+        expect(page.locator(f'#story-community option[value="{community_id}"]')).to_be_attached(timeout=WAIT)
+        page.select_option("#story-community", community_id)
+        page.fill("#story-id", story)
+        page.click("#story-follow")
+        expect(page.locator("#story-title")).to_contain_text(f"story:{story}")
+
+
+def wait_polled(tabs, watch):
+    """Wait until a poll of one user's ``tabs`` (their leader polls for them all) carries ``watch``.
+
+    From then on the topic's activity reaches them: the poll resumes from the cursor
+    the last answer left, so a publication after this point is never missed.
+    """
+    deadline = time.monotonic() + WAIT / 1000
+    while time.monotonic() < deadline:
+        if any(watch in parse_qs(urlsplit(url).query).get("watch", []) for tab in tabs for url in tab.polls):
+            return
+        tabs[0].page.wait_for_timeout(100)
+    raise AssertionError(f"no poll of {len(tabs)} tab(s) carried {watch}")
 
 
 def test_admin_change_reaches_the_sidebar_without_reload(context, server):
@@ -386,6 +422,146 @@ def test_the_last_owner_is_told_why_beside_the_leave_button(context, server, whe
     expect(tab.community("c-python")).to_have_count(0, timeout=WAIT)
     expect(tab.page.locator(f'{where} li[data-community-id="c-python"] .row-error')).to_have_count(0)
     assert tab.errors == []
+
+
+THREAD = "c-python/thread:t-1"
+
+
+def test_a_reply_posted_elsewhere_shows_as_one_new_reply_in_the_open_thread(context, server):
+    # Ada and Grace are both in Python (the demo data); each opens its thread t-1.
+    ada = Tab(context, server)
+    grace = Tab(context, server, user="u-grace")
+    for tab in (ada, grace):
+        tab.expect_live()
+        tab.open_thread("c-python")
+        wait_polled([tab], THREAD)
+    banner = ada.page.locator("#thread-new")
+    expect(banner).to_be_hidden()
+    expect(ada.page.locator("#thread-posts li")).to_have_count(1)  # the thread's first post
+
+    # Grace's page posts a reply as the platform would: an INSERT with a topic.
+    with grace.page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/demo/sql-activity")) as sent:
+        grace.page.fill("#thread-reply", "Agreed, ship it")
+        grace.page.click("#thread-post")
+    body = sent.value.post_data_json
+    assert {k: body[k] for k in ("community_id", "topic", "kind", "actor", "data")} == {
+        "community_id": "c-python", "topic": "thread:t-1", "kind": "reply", "actor": "u-grace",
+        "data": {"excerpt": "Agreed, ship it"}}
+    expect(grace.page.locator("#thread-published")).to_contain_text("Posted reply", timeout=WAIT)
+    expect(banner).to_have_text("1 new reply", timeout=WAIT)
+    # Behind the banner until Ada asks for it: the thread does not move under her eyes.
+    expect(ada.page.locator("#thread-posts li")).to_have_count(1)
+    # The tab that posted it shows it at once.
+    expect(grace.post(body["ref"])).to_contain_text("Agreed, ship it", timeout=WAIT)
+    expect(grace.page.locator("#thread-new")).to_be_hidden()
+
+    # Another thread's reply, then one more in t-1 over HTTP: only the latter counts.
+    admin = server.token("u-admin")
+    for topic, ref, excerpt in [("thread:t-2", "r-other", "Elsewhere"), ("thread:t-1", "r-http", "Over HTTP too")]:
+        status, answer = server.request("POST", "/communities/c-python/activity", token=admin,
+                                        body={"topic": topic, "kind": "reply", "ref": ref, "actor": "u-grace",
+                                              "data": {"excerpt": excerpt}})
+        assert status == 201, answer
+    expect(banner).to_have_text("2 new replies", timeout=WAIT)
+    banner.click()
+    expect(banner).to_be_hidden()
+    posts = ada.page.locator("#thread-posts li")
+    expect(posts).to_have_count(3)
+    expect(posts.nth(1)).to_contain_text("Agreed, ship it")
+    expect(posts.nth(1)).to_contain_text("by u-grace")
+    expect(ada.post("r-http")).to_contain_text("Over HTTP too")
+    expect(ada.page.locator("#thread-posts")).not_to_contain_text("Elsewhere")
+    # Topic activity is never unread: Python's badge stays as it was.
+    expect(ada.unread("c-python")).to_be_hidden()
+    assert ada.errors == [] and grace.errors == []
+
+
+def test_a_vote_updates_the_count_in_every_tab_showing_the_post(context, server):
+    ada = Tab(context, server)
+    ada.expect_live()
+    ada_too = Tab(context, server)  # follows Ada's first tab, which polls for both
+    grace = Tab(context, server, user="u-grace")
+    alan = Tab(context, server, user="u-alan")  # not in Python: a visitor on its thread
+    expect(ada_too.community("c-python")).to_be_visible(timeout=WAIT)
+    for tab in (grace, alan):
+        tab.expect_live()
+    tabs = (ada, ada_too, grace, alan)
+    for tab in tabs:
+        tab.open_thread("c-python")
+    for one_user in ([ada, ada_too], [grace], [alan]):
+        wait_polled(one_user, THREAD)
+    post = "t-1.p1"
+    for tab in tabs:
+        expect(tab.post(post).locator(".votes")).to_have_text("0")
+
+    with ada_too.page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/demo/sql-activity")) as sent:
+        ada_too.post(post).locator("button.vote").click()
+    assert sent.value.post_data_json == {
+        "community_id": "c-python", "topic": "thread:t-1", "kind": "votes", "ref": post,
+        "data": {"votes": 1}, "collapse": True, "actor": "u-ada"}
+    for tab in tabs:
+        expect(tab.post(post).locator(".votes")).to_have_text("1", timeout=WAIT)
+
+    grace.post(post).locator("button.vote").click()
+    for tab in tabs:
+        expect(tab.post(post).locator(".votes")).to_have_text("2", timeout=WAIT)
+    # Only the count moved: no reply, no unread badge, no row for Alan.
+    for tab in tabs:
+        expect(tab.page.locator("#thread-posts li")).to_have_count(1)
+        expect(tab.page.locator("#thread-new")).to_be_hidden()
+    expect(ada.unread("c-python")).to_be_hidden()
+    expect(alan.community("c-python")).to_have_count(0)
+    for tab in tabs:
+        assert tab.errors == []
+
+
+def test_a_visitor_follows_a_public_communitys_story_and_nothing_else_of_it(context, server):
+    # Alan is only in Go (the demo data); Python is public.
+    alan = Tab(context, server, user="u-alan")
+    alan.expect_live()
+    page = alan.page
+    answers = []
+    page.on("response", lambda r: "/community-changes/poll" in r.url and answers.append(r))
+    alan.follow_story("c-python")
+    expect(page.locator("#story-how")).to_contain_text("not a member of Python")
+    expect(page.locator("#story-empty")).to_be_visible()
+    wait_polled([alan], "c-python/story:s-1")
+
+    # Python's other life first, then a chapter of the story.
+    admin = server.token("u-admin")
+    for body in [
+        {"kind": "post_created", "ref": "p-1", "actor": "u-grace"},
+        {"topic": "thread:t-1", "kind": "reply", "ref": "r-1", "data": {"excerpt": "Not for Alan"}},
+        {"topic": "story:s-2", "kind": "chapter", "ref": "ch-other", "data": {"title": "Another story"}},
+        {"topic": "story:s-1", "kind": "chapter", "ref": "ch-2", "data": {"title": "Chapter 2: The Machine"}},
+    ]:
+        status, answer = server.request("POST", "/communities/c-python/activity", token=admin, body=body)
+        assert status == 201, answer
+    chapters = page.locator("#story-chapters li")
+    expect(chapters).to_have_count(1, timeout=WAIT)
+    expect(chapters.first).to_contain_text("Chapter 2: The Machine")
+    expect(page.locator("#story-empty")).to_be_hidden()
+
+    # A member's page publishes the next one through its own story panel.
+    grace = Tab(context, server, user="u-grace")
+    grace.expect_live()
+    grace.follow_story("c-python")
+    wait_polled([grace], "c-python/story:s-1")
+    grace.page.fill("#story-chapter", "Chapter 3: The Game")
+    grace.page.click("#story-publish")
+    expect(grace.page.locator("#story-published")).to_contain_text("Published Chapter 3", timeout=WAIT)
+    expect(chapters).to_have_count(2, timeout=WAIT)
+    expect(chapters.last).to_contain_text("Chapter 3: The Game")
+    expect(grace.page.locator("#story-chapters li")).to_have_count(1)
+
+    # Following is not joining: no sidebar row, and nothing else of Python reached the page.
+    expect(alan.community("c-python")).to_have_count(0)
+    expect(page.locator("#my-communities li")).to_have_count(1)
+    expect(page.locator("#log")).not_to_contain_text("Python")
+    received = [change for response in answers if response.status == 200
+                for change in response.json().get("changes", []) if change.get("community_id") == "c-python"]
+    assert [(c["topic"], c["kind"]) for c in received] == [("story:s-1", "chapter")] * 2, received
+    assert alan.errors == [] and grace.errors == []
 
 
 @pytest.mark.parametrize("width", LAYOUT_WIDTHS, ids=list(LAYOUT_WIDTHS))

@@ -4,6 +4,7 @@
 import { createCommunitySync } from "./community-sync.js";
 import { unreadLabel } from "./community-sync-decisions.js";
 import { PresenceView } from "./demo-presence.js";
+import { StoryView, ThreadView } from "./demo-thread.js";
 
 const page = document.body.dataset;
 const demoMode = page.demoMode === "true";
@@ -32,6 +33,8 @@ let openedActivity = [];
 // community's rows until the next try (each answer re-draws the rows).
 const refusals = new Map();
 const presence = new PresenceView();
+// Topics (demo-thread.js): a thread's replies and votes, a story's chapters.
+const topics = [new ThreadView(), new StoryView()];
 
 // --- talking to the API ----------------------------------------------------
 
@@ -192,6 +195,7 @@ function renderDirectory() {
         return item;
       }),
   );
+  for (const panel of topics) panel.communities(myCommunities, publicCommunities);
 }
 
 function describeChange(change, names) {
@@ -224,7 +228,11 @@ function describeChanges(update) {
     ...update.updated.map((c) => `~${c.name}`),
   ];
   if (parts.length > 0) return parts.join(", ");
-  return update.status === "unchanged" ? "nothing new" : `${update.communities.length} communities`;
+  if (update.status === "unchanged") return "nothing new";
+  // Changed, yet nothing here moved: topic activity, which only watches receive
+  // (the thread and story panels show theirs).
+  if (update.status === "changed" && update.source !== "snapshot") return "topic activity";
+  return `${update.communities.length} communities`;
 }
 
 /** "14:03:07": the time of day of `at` (an ISO string; now when absent), as the logs show it. */
@@ -377,10 +385,14 @@ function connect(user, getToken) {
     // No channelKey: the client keys its tabs by the token's user, so tabs showing
     // different demo users never share a leader, and checks every token against it.
     backoff: { maxDelay: 8000 },
-    onError: (error) => log(error.kind, "error", error.message),
+    onError: (error) => {
+      log(error.kind, "error", error.message);
+      for (const panel of topics) panel.error(error);
+    },
   });
   session = { sync, getToken, user };
   presence.connect(sync);
+  for (const panel of topics) panel.connect(sync, user);
   sync.onStatus(renderStatus);
   sync.subscribe((update) => {
     myCommunities = update.communities;
@@ -514,6 +526,19 @@ function platformPanel(getAdminToken) {
   });
 }
 
+/**
+ * How the thread and story panels publish into a topic as the platform: from SQL on a
+ * demo server (`/demo/sql-activity`, the server's own machine only), else over HTTP
+ * with the token in hand (which must then be an admin's).
+ */
+function topicPublisher(getAdminToken, how) {
+  return async (communityId, body) => {
+    const token = await getAdminToken();
+    if (how === "sql") return api("/demo/sql-activity", { method: "POST", token, body: { community_id: communityId, ...body } });
+    return api(`/communities/${encodeURIComponent(communityId)}/activity`, { method: "POST", token, body });
+  };
+}
+
 // --- start -----------------------------------------------------------------
 
 async function startDemo() {
@@ -537,8 +562,12 @@ async function startDemo() {
   select.addEventListener("change", () => choose(pick(select.value)));
   choose(pick(wanted));
 
-  if (page.adminToken) adminPanel(embeddedAdminToken()).loadCommunities();
-  else {
+  if (page.adminToken) {
+    const adminToken = embeddedAdminToken();
+    adminPanel(adminToken).loadCommunities();
+    for (const panel of topics) panel.publishWith(topicPublisher(adminToken, "sql"));
+  } else {
+    for (const panel of topics) panel.publishWith(null);
     showResult("The admin panel acts as the platform admin: open this page on the server's own machine.", true);
     showResult("The platform panel uses the admin's token: open this page on the server's own machine.", true, "#platform-result");
     for (const button of document.querySelectorAll("#platform-form button, #notify-form button")) button.disabled = true;
@@ -552,6 +581,7 @@ function startWithPastedToken() {
     return token;
   };
   const admin = adminPanel(getToken);
+  for (const panel of topics) panel.publishWith(topicPublisher(getToken, "http"));
   $("#token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     token = $("#token-input").value.trim();
