@@ -30,6 +30,13 @@ def _base_url(_ctx, _param, value):
         raise click.BadParameter(str(error)) from None
 
 
+def _watches(_ctx, _param, values):
+    try:
+        return watching.watch_names(values)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.command("token")
 @with_appcontext
 @click.argument("user_id", callback=_user_id)
@@ -50,17 +57,21 @@ def token(user_id, name, admin, ttl):
 @click.argument("user_id", callback=_user_id)
 @click.option("--url", default=watching.DEFAULT_URL, show_default=True, envvar=watching.URL_ENV,
               show_envvar=True, callback=_base_url, help="The server to follow.")
+@click.option("--topic", "topics", multiple=True, callback=_watches, metavar="COMMUNITY/TOPIC",
+              help="Follow a topic's activity too: c-1/thread:t-9, or c-1/* for every topic of c-1. "
+                   f"Repeatable, at most {watching.MAX_WATCHES}.")
 @click.option("--json", "json_lines", is_flag=True, help="Print each answer as one JSON line, for jq.")
 @click.option("--timeout", default=watching.POLL_TIMEOUT, show_default=True, type=click.IntRange(1),
               help="Seconds each poll may wait (the server caps it).")
-def watch(user_id, url, json_lines, timeout):
+def watch(user_id, url, topics, json_lines, timeout):
     """Follow USER_ID's communities on a server: a line per answer, until Ctrl-C.
 
     The token is minted here with SECRET_KEY, and minted again if the server
     refuses it (expired). With a token of your own: python -m app.watch URL
-    --token TOKEN.
+    --token TOKEN. A --topic the server refuses ends the watch (exit status 1).
     """
-    follower = watching.Watch(url, lambda _refresh: mint_token(user_id), json_lines=json_lines, timeout=timeout)
+    follower = watching.Watch(url, lambda _refresh: mint_token(user_id), watches=topics, json_lines=json_lines,
+                              timeout=timeout)
     click.get_current_context().exit(follower.run())
 
 

@@ -3,7 +3,9 @@
 ``flask --app wsgi watch USER_ID`` mints the token with the configured
 ``SECRET_KEY`` and follows a local server; ``python -m app.watch URL --token
 TOKEN`` (or ``COMMUNITY_SYNC_TOKEN`` in the environment) follows any server.
-Both take the URL from ``COMMUNITY_SYNC_URL`` when none is given.
+Both take the URL from ``COMMUNITY_SYNC_URL`` when none is given, and
+``--topic c-1/thread:t-9`` (repeatable; ``c-1/*`` for every topic of ``c-1``)
+to follow topics' activity too: each poll sends them as ``watch=``.
 Both run :class:`Watch`. Only the standard library: the standalone form must
 run wherever the package is, without the server's dependencies.
 
@@ -12,7 +14,9 @@ state's age: how long the state had gone without a change when the answer
 came, by the server's clock (``server_time``), counted from the snapshot or the
 last ``changed`` or ``reset`` answer. On a ``changed`` line it is how long the
 replaced state lasted. ``--json`` prints each answer's body as one JSON line
-instead (the snapshot first), for ``jq``; errors then go to stderr.
+instead (the snapshot first), for ``jq``; errors then go to stderr. A watch
+the server refuses (malformed: ``400``; a community unknown or private to the
+user: ``404``) ends the follower: asking again would be refused again.
 
 Retries follow the browser client's pacing rule (docs/client.md#pacing,
 ``retryDelay`` in app/static/community-sync-decisions.js), written once here.
@@ -26,6 +30,7 @@ import http.client
 import json
 import os
 import random
+import re
 import sys
 import time
 import urllib.error
@@ -53,6 +58,12 @@ MAX_RETRY_AFTER = 300.0
 MIN_LONG_POLL_GAP = 1.0
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+# The server's rule for a watch (app/watches.py, with app.auth's id rule), copied:
+# the standalone form cannot import the server's code. A mistyped --topic is told
+# at once rather than after the snapshot; the server still judges (its 400).
+WATCH = re.compile(r"(?!\.\.?/)[A-Za-z0-9._~:@|+=-]{1,64}/(?:\*|[a-z][a-z0-9_.:-]{0,63})")
+MAX_WATCHES = 20
 
 
 # -- pacing (docs/client.md#pacing) ------------------------------------------------
@@ -85,6 +96,20 @@ def early_unchanged_delay(streak, random=random.random):
     return min(MAX_DELAY, base * (1 + random()))
 
 
+def watch_names(values):
+    """``values`` (``--topic`` as given) without repeats, in order; ValueError naming the
+    first that is not ``<community_id>/<topic>`` or ``<community_id>/*``, or when more
+    than MAX_WATCHES remain."""
+    names = tuple(dict.fromkeys(values))
+    for name in names:
+        if WATCH.fullmatch(name) is None:
+            raise ValueError(f"{name!r} is not <community_id>/<topic> or <community_id>/*, the topic 1 to 64 "
+                             f"of a-z 0-9 _ . : -, starting with a letter")
+    if len(names) > MAX_WATCHES:
+        raise ValueError(f"at most {MAX_WATCHES} topics, not {len(names)}")
+    return names
+
+
 def parse_retry_after(value, now):
     """``Retry-After`` in seconds from ``now`` (a Unix time): delay-seconds or an HTTP
     date. None when absent or unreadable; a date in the past gives 0."""
@@ -105,23 +130,26 @@ def parse_retry_after(value, now):
 
 
 class Failure(Exception):
-    """A request that brought no answer: ``status`` (None when no HTTP answer came) and
-    the server's ``retry_after`` in seconds."""
+    """A request that brought no answer: ``status`` (None when no HTTP answer came), the
+    server's ``retry_after`` in seconds, and its problem ``type`` ("" when none)."""
 
-    def __init__(self, message, status=None, retry_after=None):
+    def __init__(self, message, status=None, retry_after=None, problem=""):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.problem = problem
 
 
-def _problem_detail(body):
+def _problem(body):
+    """The ``detail`` (else ``title``) and ``type`` of a problem body; "" for what is missing."""
     try:
         problem = json.loads(body)
     except ValueError:
-        return ""
+        return "", ""
     if not isinstance(problem, dict):
-        return ""
-    return problem.get("detail") or problem.get("title") or ""
+        return "", ""
+    kind = problem.get("type")
+    return problem.get("detail") or problem.get("title") or "", kind if isinstance(kind, str) else ""
 
 
 def fetch(url, token, timeout, now=time.time):
@@ -134,9 +162,10 @@ def fetch(url, token, timeout, now=time.time):
             body = response.read()
     except urllib.error.HTTPError as error:
         with error:
-            detail = _problem_detail(error.read())
+            detail, problem = _problem(error.read())
         retry_after = parse_retry_after(error.headers.get("Retry-After"), now())
-        raise Failure(f"HTTP {error.code}" + (f": {detail}" if detail else ""), error.code, retry_after) from None
+        raise Failure(f"HTTP {error.code}" + (f": {detail}" if detail else ""), error.code, retry_after,
+                      problem) from None
     except urllib.error.URLError as error:
         raise Failure(f"{tried} unreachable: {error.reason}") from None
     except (OSError, http.client.HTTPException) as error:
@@ -175,12 +204,25 @@ def describe_change(change, communities, previous):
     if kind == "community_deleted":
         return f"{community_id} deleted"
     if kind == "activity":
-        return f"activity {change.get('kind')} {change.get('ref')} in {community_id}"
+        if change.get("topic"):
+            words = f"{change.get('kind')} {change.get('ref')} in {community_id}/{change['topic']}"
+            words += f" by {change['by']}" if change.get("by") else ""
+        else:
+            words = f"activity {change.get('kind')} {change.get('ref')} in {community_id}"
+        return words + (f" {compact(change['data'])}" if change.get("data") is not None else "")
     if kind == "notification":
         return f"notification {change.get('kind')} {change.get('ref')}"
     if kind == "read":
         return f"read {community_id}" if community_id else "read notifications"
     return str(kind)  # a type a newer server sends
+
+
+def compact(value):
+    """``value`` as one line of JSON, non-ASCII text as it is."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # json.dumps escapes only the C0 controls: a C1 one (ESC's 8-bit twin) or a line
+    # separator from a payload would reach the terminal raw.
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def describe_state(answer):
@@ -230,14 +272,16 @@ class Watch:
 
     ``get_token(refresh)`` gives the bearer token; after a 401 it is asked once with
     ``refresh=True`` (a minted token may have expired; a fixed one cannot be helped,
-    and the watch ends). ``sleep``, ``now`` and ``random`` are injected so the pacing
-    is tested without waiting.
+    and the watch ends). ``watches`` (``c-1/thread:t-9``, ``c-1/*``) go with every poll.
+    ``sleep``, ``now`` and ``random`` are injected so the pacing is tested without
+    waiting.
     """
 
-    def __init__(self, url, get_token, *, json_lines=False, timeout=POLL_TIMEOUT, out=None, err=None,
-                 sleep=time.sleep, now=time.time, random=random.random):
+    def __init__(self, url, get_token, *, watches=(), json_lines=False, timeout=POLL_TIMEOUT, out=None,
+                 err=None, sleep=time.sleep, now=time.time, random=random.random):
         self.url = base_url(url)
         self.get_token = get_token
+        self.watches = tuple(watches)
         self.json_lines = json_lines
         self.timeout = timeout
         # Looked up now, not at import: a caller (click's test runner) may have replaced them.
@@ -255,7 +299,7 @@ class Watch:
         self.early_streak = 0
 
     def run(self):
-        """Follow until Ctrl-C (exit status 130) or a token the server refuses (1)."""
+        """Follow until Ctrl-C (exit status 130), or a token or watch the server refuses (1)."""
         try:
             while True:
                 delay = self.step()
@@ -270,7 +314,8 @@ class Watch:
         """One request and its line; the seconds to wait before the next (None: give up)."""
         polling = self.cursor is not None
         if polling:
-            query = urlencode({"cursor": self.cursor, "hash": self.hash, "timeout": self.timeout})
+            query = urlencode([("cursor", self.cursor), ("hash", self.hash), ("timeout", self.timeout)]
+                              + [("watch", name) for name in self.watches])
             url, timeout = f"{self.url}/community-changes/poll?{query}", self.timeout + POLL_GRACE
         else:
             url, timeout = f"{self.url}/me/communities", REQUEST_TIMEOUT
@@ -309,6 +354,13 @@ class Watch:
     def failed(self, failure, polling):
         if failure.status == 401:
             self.note(f"{failure} (giving up: the token is refused)")
+            return None
+        if polling and failure.status == 400 and failure.problem.endswith("invalid-watch"):
+            self.note(f"{failure} (giving up: the server refuses --topic {' '.join(self.watches)})")
+            return None
+        if polling and failure.status == 404 and self.watches:
+            # The poll's only 404: a watched community is unknown, or private to this user.
+            self.note(f"{failure} (giving up: a --topic names a community this user cannot follow)")
             return None
         if failure.status == 400 and polling:
             # The cursor cannot be read (a rebuilt database): start over from a snapshot.
@@ -358,12 +410,15 @@ class Watch:
 
 
 def main(argv=None):
-    """``python -m app.watch [URL] [--token TOKEN] [--json] [--timeout SECONDS]``."""
+    """``python -m app.watch [URL] [--token TOKEN] [--topic C/TOPIC ...] [--json] [--timeout SECONDS]``."""
     parser = argparse.ArgumentParser(prog="python -m app.watch", description=__doc__.split("\n\n")[0])
     parser.add_argument("url", metavar="URL", nargs="?", default=os.environ.get(URL_ENV),
                         help=f"the server, e.g. {DEFAULT_URL} (default: ${URL_ENV})")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                         help=f"bearer token (default: ${TOKEN_ENV})")
+    parser.add_argument("--topic", action="append", default=[], metavar="COMMUNITY/TOPIC",
+                        help="follow a topic's activity too: c-1/thread:t-9, or c-1/* for every topic of "
+                             f"c-1 (repeatable, at most {MAX_WATCHES})")
     parser.add_argument("--json", action="store_true", help="print each answer as one JSON line")
     parser.add_argument("--timeout", type=int, default=POLL_TIMEOUT, metavar="SECONDS",
                         help=f"how long each poll may wait (default {POLL_TIMEOUT}; the server caps it)")
@@ -376,9 +431,14 @@ def main(argv=None):
         parser.error(str(error))
     if args.timeout < 1:
         parser.error("--timeout must be at least 1")
+    try:
+        watches = watch_names(args.topic)
+    except ValueError as error:
+        parser.error(f"--topic: {error}")
     if not args.token:
         parser.error(f"a token is needed: --token TOKEN or ${TOKEN_ENV}")
-    return Watch(args.url, lambda refresh: args.token, json_lines=args.json, timeout=args.timeout).run()
+    return Watch(args.url, lambda refresh: args.token, watches=watches, json_lines=args.json,
+                 timeout=args.timeout).run()
 
 
 if __name__ == "__main__":

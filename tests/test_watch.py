@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from email.utils import formatdate
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -313,3 +314,197 @@ def test_an_answer_without_a_cursor_is_paced_like_a_failure(stub, capsys):
     assert fake_follower(stub.url, clock, sys.stdout, draws=(0.0,)).run() == watch.EXIT_INTERRUPTED
     assert clock.delays == [0.25, 0.5, 1.0]
     assert capsys.readouterr().out.count("HTTP 200 without a cursor") == 3
+
+
+# -- topics ---------------------------------------------------------------------------
+
+
+def test_topic_activity_in_words_with_its_payload_on_the_line():
+    words = [
+        ({"type": "activity", "community_id": "c-1", "topic": "thread:t-9", "kind": "reply", "ref": "r-7",
+          "by": "u-7", "at": "2027-01-15T08:00:00.000Z"}, "reply r-7 in c-1/thread:t-9 by u-7"),
+        ({"type": "activity", "community_id": "c-1", "topic": "post:p-1", "kind": "votes", "ref": "p-1",
+          "by": None, "data": {"count": 12, "title": "Café, \"deux\""}},
+         'votes p-1 in c-1/post:p-1 {"count":12,"title":"Café, \\"deux\\""}'),
+        # A payload on community-level activity is shown too; its words stay as before.
+        ({"type": "activity", "community_id": "c-go", "kind": "post_created", "ref": "p-42", "by": "u-7",
+          "data": {"n": [1, 2]}}, 'activity post_created p-42 in c-go {"n":[1,2]}'),
+    ]
+    assert [watch.describe_change(change, {}, {}) for change, _ in words] == [text for _, text in words]
+
+
+def test_a_payload_cannot_steer_the_terminal():
+    change = {"type": "activity", "community_id": "c-1", "topic": "thread:t-9", "kind": "reply", "ref": "r-7",
+              "data": {"title": "a\x1b[2Jb\x9b31mc\u2028d\ne"}}
+    line = watch.describe_change(change, {}, {})
+    assert line == 'reply r-7 in c-1/thread:t-9 {"title":"a\\u001b[2Jb\\x9b31mc\\u2028d\\ne"}'
+    assert line.isprintable()
+
+
+WATCH_SAMPLES = [
+    "c-1/thread:t-9", "c-1/*", "c@x:y.z/story:s-4", "c-1/" + "t" * 64, "c" * 64 + "/b", "...:/x", "./x",
+    "c-1", "c-1/", "/thread:t-1", "c-1/Thread", "c-1/1thread", "c-1/thread t", "c-1/" + "t" * 65,
+    "c" * 65 + "/b", "c-1/thread/t-1", "../thread:t-1", "c 1/thread:t-1", "c-1/**",
+    "c-1/thread:t-1\n", "c-1/ä", "c/1/x",
+]
+
+
+@pytest.mark.parametrize("name", WATCH_SAMPLES)
+def test_the_followers_watch_rule_is_the_servers(name):
+    """The rule is copied (the standalone form cannot import the server's): it must not drift."""
+    from app.watches import InvalidWatch, Watches
+
+    try:
+        Watches.parse([name])
+        server_takes = True
+    except InvalidWatch:
+        server_takes = False
+    try:
+        watch.watch_names([name])
+        follower_takes = True
+    except ValueError:
+        follower_takes = False
+    assert follower_takes == server_takes
+
+
+def test_topics_are_counted_without_repeats_up_to_the_servers_limit():
+    from app.watches import MAX_WATCHES
+
+    assert watch.MAX_WATCHES == MAX_WATCHES
+    names = [f"c-1/thread:t-{n}" for n in range(MAX_WATCHES)]
+    assert watch.watch_names(names + names[:3]) == tuple(names)
+    with pytest.raises(ValueError, match="at most 20 topics, not 21"):
+        watch.watch_names(names + ["c-2/*"])
+
+
+def topic_answer(cursor, hash_, *changes):
+    return {"status": "changed", "cursor": cursor, "hash": hash_, "server_time": "2027-01-15T08:01:00.000Z",
+            "changes": list(changes), "online": {}}
+
+
+def test_every_poll_sends_the_topics_and_their_activity_is_told_in_words(stub, capsys):
+    reply = {"type": "activity", "community_id": "c-1", "topic": "thread:t-9", "kind": "reply", "ref": "r-7",
+             "by": "u-7", "at": "2027-01-15T08:01:00.000Z", "data": {"title": "Re: hi"}}
+    stub.handler.polls = [(503, {}, {}), (200, {}, topic_answer("k1", "h0", reply))]
+    clock = FakeTime(sleeps=2)
+    draws = iter([0.0] * 10)
+    follower_ = watch.Watch(stub.url, lambda _refresh: "a-token", watches=("c-1/thread:t-9", "c-2/*"),
+                            out=sys.stdout, sleep=clock.sleep, now=clock.time, random=lambda: next(draws))
+    assert follower_.run() == watch.EXIT_INTERRUPTED
+    polls = [parse_qs(urlsplit(path).query) for path, _ in stub.seen[1:]]
+    assert len(polls) == 3  # the 503, the answer, and the one that found no answer left (another 503)
+    assert all(query["watch"] == ["c-1/thread:t-9", "c-2/*"] for query in polls), polls
+    assert [query["cursor"] for query in polls] == [["k0"], ["k0"], ["k1"]]
+    # Topic activity is not in the hash: the next poll sends it as it was.
+    assert polls[-1]["hash"] == ["h0"]
+    changed = [line for line in capsys.readouterr().out.splitlines() if " changed " in line]
+    assert len(changed) == 1 and 'changed   reply r-7 in c-1/thread:t-9 by u-7 {"title":"Re: hi"}  (' in changed[0]
+
+
+def test_without_topics_the_poll_sends_no_watch(stub):
+    stub.handler.polls = [(200, {}, topic_answer("k1", "h1"))]
+    clock = FakeTime(sleeps=1)
+    assert fake_follower(stub.url, clock, sys.stdout, draws=(0.0,)).run() == watch.EXIT_INTERRUPTED
+    assert all("watch" not in parse_qs(urlsplit(path).query) for path, _ in stub.seen), stub.seen
+
+
+REFUSED_WATCH = (400, {}, {"type": "urn:community-sync:problem:invalid-watch", "title": "Bad Request",
+                           "status": 400, "detail": "At most 20 watches, not 21."})
+UNKNOWN_COMMUNITY = (404, {}, {"type": "urn:community-sync:problem:unknown-community", "title": "Not Found",
+                               "status": 404, "detail": "There is no community 'c-2'."})
+
+
+@pytest.mark.parametrize("refusal, said", [
+    (REFUSED_WATCH, "HTTP 400: At most 20 watches, not 21. (giving up: the server refuses --topic c-1/* c-2/*)"),
+    (UNKNOWN_COMMUNITY, "HTTP 404: There is no community 'c-2'. (giving up: a --topic names a community"),
+])
+def test_a_refused_watch_ends_the_follower_without_retrying(stub, capsys, refusal, said):
+    stub.handler.polls = [refusal] * 3
+    clock = FakeTime(sleeps=10)
+    follower_ = watch.Watch(stub.url, lambda _refresh: "a-token", watches=("c-1/*", "c-2/*"), out=sys.stdout,
+                            sleep=clock.sleep, now=clock.time)
+    assert follower_.run() == 1
+    assert clock.delays == [] and len(stub.seen) == 2, stub.seen
+    lines = capsys.readouterr().out.splitlines()
+    assert " snapshot " in lines[0] and len(lines) == 2 and " error " in lines[1] and said in lines[1], lines
+
+
+def test_a_400_that_is_not_about_watches_still_starts_over_from_a_snapshot(stub, capsys):
+    unreadable = (400, {}, {"type": "urn:community-sync:problem:invalid-cursor", "status": 400,
+                            "detail": "The cursor cannot be read."})
+    stub.handler.polls = [unreadable]
+    clock = FakeTime(sleeps=1)
+    follower_ = watch.Watch(stub.url, lambda _refresh: "a-token", watches=("c-1/*",), out=sys.stdout,
+                            sleep=clock.sleep, now=clock.time, random=lambda: 0.0)
+    assert follower_.run() == watch.EXIT_INTERRUPTED
+    assert follower_.cursor is None and clock.delays == [0.25]
+    assert "giving up" not in capsys.readouterr().out
+
+
+def test_with_json_a_refused_watch_is_told_on_stderr_and_stdout_stays_json(stub, capsys):
+    stub.handler.polls = [UNKNOWN_COMMUNITY]
+    clock = FakeTime(sleeps=10)
+    follower_ = watch.Watch(stub.url, lambda _refresh: "a-token", watches=("c-2/story:s-4",), json_lines=True,
+                            sleep=clock.sleep, now=clock.time)
+    assert follower_.run() == 1
+    captured = capsys.readouterr()
+    assert [json.loads(line)["cursor"] for line in captured.out.splitlines()] == ["k0"]
+    assert "There is no community 'c-2'. (giving up" in captured.err
+
+
+@pytest.mark.parametrize("topics, said", [
+    (["c-1/Thread"], "'c-1/Thread' is not <community_id>/<topic>"),
+    ([f"c-1/t-{n}" for n in range(21)], "at most 20 topics, not 21"),
+])
+def test_a_malformed_topic_is_refused_before_any_request(app, capsys, topics, said):
+    flags = [arg for topic in topics for arg in ("--topic", topic)]
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SystemExit) as exit_:
+        watch.main([url, "--token", "t", *flags])
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
+    result = app.test_cli_runner().invoke(args=["watch", "u-alan", "--url", url, *flags])
+    assert result.exit_code == 2 and "Invalid value for '--topic'" in result.output and said in result.output
+
+
+def test_flask_watch_sends_its_topics(stub, app, monkeypatch):
+    stub.handler.polls = [(200, {}, topic_answer("k1", "h0"))]
+    monkeypatch.setattr(watch.Watch, "run", lambda self: 0 if self.step() == self.step() == 0 else 1)
+    result = app.test_cli_runner().invoke(args=["watch", "u-alan", "--url", stub.url, "--topic", "c-go/thread:t-1",
+                                                "--topic", "c-rust/*", "--topic", "c-go/thread:t-1"])
+    assert result.exit_code == 0, result.output
+    assert parse_qs(urlsplit(stub.seen[1][0]).query)["watch"] == ["c-go/thread:t-1", "c-rust/*"]
+
+
+def publish(server, community_id, **body):
+    response = requests.post(f"{server.url}/communities/{community_id}/activity", json=body,
+                             headers=bearer("u-admin", admin=True), timeout=10)
+    assert response.status_code == 201, response.text
+
+
+def test_flask_watch_follows_a_topic_of_a_public_community_it_is_not_in(live):
+    server, env = live
+    follower = Lines([str(BIN / "flask"), "--app", "wsgi", "watch", "u-alan", "--url", server.url, "--timeout", "20",
+                      "--topic", "c-rust/thread:t-1"], env)
+    try:
+        assert " snapshot " in follower.next()
+        publish(server, "c-rust", kind="reply", ref="r-2", topic="thread:t-2", actor="u-ada")
+        publish(server, "c-rust", kind="reply", ref="r-1", topic="thread:t-1", actor="u-ada",
+                data={"title": "Re: ownership"})
+        # The next line, not the first "changed" one: unwatched r-2 must wake no answer, and a
+        # follower that sent no watch would print "unchanged" lines for ever.
+        changed = follower.next()
+    finally:
+        status, err = follower.interrupt()
+    assert 'reply r-1 in c-rust/thread:t-1 by u-ada {"title":"Re: ownership"}' in changed, follower.seen
+    assert "r-2" not in "".join(follower.seen)
+    assert status == watch.EXIT_INTERRUPTED and "Traceback" not in err, err
+
+
+def test_python_m_app_watch_ends_on_a_topic_of_a_private_community(live):
+    server, env = live
+    env[watch.TOKEN_ENV] = bearer("u-alan")["Authorization"].removeprefix("Bearer ")
+    finished = subprocess.run([sys.executable, "-m", "app.watch", server.url, "--topic", "c-design/*"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+    lines = finished.stdout.splitlines()
+    assert finished.returncode == 1 and "Traceback" not in finished.stderr, finished
+    assert " snapshot " in lines[0] and "HTTP 404" in lines[-1] and "giving up" in lines[-1], lines
