@@ -5,12 +5,13 @@ freshness, multi; rename, burst, unread (the change log v2, on databases of
 their own; ``v2`` runs the three); presence; writes and sources (the wake
 sources: what they cost the writers and the wake-ups); or all. Not in all:
 storm, deploy and burst10 (arrival storms, a reload under one, the burst at
-ten times the rate).
+ten times the rate), and topics (topics, payloads and latest values: a
+thread's reply among waiting members, collapsed votes, a poll's watches).
 ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
 recorded results. A full run (not --quick) of ``all``, ``v2``, ``presence``,
-``writes``, ``sources``, ``storm``, ``deploy``, ``burst`` or ``burst10`` keeps its
+``writes``, ``sources``, ``storm``, ``deploy``, ``burst``, ``burst10`` or ``topics`` keeps its
 results in the repository, as bench/results/<scenario>.json, which the page
-names, and renders its own sections (a run of scenarios 8-13 only replaces
+names, and renders its own sections (a run of scenarios 8-17 only replaces
 theirs); ``report`` alone renders the page again from every kept file,
 oldest run first.
 """
@@ -22,21 +23,21 @@ import time
 import traceback
 from pathlib import Path
 
-from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, v2
+from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics, v2
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Full runs of these keep their results as bench/results/<name>.json, tracked by git.
-KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10")
+KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10", "topics")
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.
 OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run,
                  "writes": scaleout.writes, "sources": scaleout.sources,
-                 "storm": storm.storm, "deploy": storm.deploy, "burst10": v2.burst10}
+                 "storm": storm.storm, "deploy": storm.deploy, "burst10": v2.burst10, "topics": topics.run}
 SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + tuple(OWN_DATABASES)
-# Scenarios 14-16, each a long run of its own: named alone, never part of all.
-STORMS = ("storm", "deploy", "burst10")
+# Scenarios 14-17, each a long run of its own: named alone, never part of all.
+ALONE = ("storm", "deploy", "burst10", "topics")
 
 FULL = {
     "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
@@ -56,6 +57,9 @@ FULL = {
     "clients": 10000, "storm_rounds": 2, "burst10_rate": 2000, "burst10_seconds": 10,
     # One connection commits a few hundred rows a second here: burst10's rate needs several.
     "burst10_writers": 8,
+    "topics_members": 10000, "topics_watchers": 100, "topics_wake_rounds": 3,
+    "topics_voters": 5000, "topics_vote_rate": 200, "topics_vote_seconds": 10, "topics_vote_rounds": 2,
+    "topics_read_seconds": 3.0, "topics_read_rounds": 3,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -73,6 +77,9 @@ QUICK = {
     "writes_clients": [1, 4], "writes_seconds": 1, "writes_runs": 1, "writes_users": 1000,
     "sources_runs": 1, "sources_idle": 2,
     "clients": 200, "storm_rounds": 1, "burst10_rate": 500, "burst10_seconds": 3, "burst10_writers": 2,
+    "topics_members": 200, "topics_watchers": 20, "topics_wake_rounds": 1,
+    "topics_voters": 100, "topics_vote_rate": 100, "topics_vote_seconds": 2, "topics_vote_rounds": 1,
+    "topics_read_seconds": 0.5, "topics_read_rounds": 1,
 }
 
 
@@ -162,7 +169,7 @@ def kept_results():
 
 def run(args, options):
     begin = time.monotonic()
-    everything = tuple(name for name in SCENARIOS if name not in STORMS)
+    everything = tuple(name for name in SCENARIOS if name not in ALONE)
     scenarios = {"all": everything, "v2": V2_SCENARIOS}.get(args.scenario, (args.scenario,))
     results = {
         "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
@@ -176,6 +183,9 @@ def run(args, options):
         if name in scenarios:
             try:
                 results[name] = scenario(options)
+                # Figures kept, the run failed: what the server did that it must not.
+                if isinstance(results[name], dict) and results[name].get("failed"):
+                    results.setdefault("errors", {})[name] = "\n".join(results[name]["failed"])
             except Exception:
                 results.setdefault("errors", {})[name] = traceback.format_exc()
                 log(f"{name} failed:\n{results['errors'][name]}")

@@ -168,6 +168,9 @@ class Poller:
 
 
 class Client:
+    # The tab each held user gets (a scenario with tabs of its own subclasses it).
+    poller = Poller
+
     def __init__(self):
         self.closing = False
         self.repoll = True
@@ -192,7 +195,7 @@ class Client:
         users = spec["users"]
         offset = len(self.greenlets)
         for number, user_id in enumerate(users):
-            poller = Poller(self, offset + number, user_id, spec)
+            poller = self.poller(self, offset + number, user_id, spec)
             self.pollers.append(poller)
             poller.greenlet = gevent.spawn(poller.run, ramp)
             self.greenlets.append(poller.greenlet)
@@ -208,7 +211,7 @@ class Client:
         """One tab per user, each with the cursor and hash of its user's snapshot; no poll yet."""
         gate = Semaphore(spec.get("connections", 50))
         offset = len(self.pollers)
-        pollers = [Poller(self, offset + number, user_id, spec) for number, user_id in enumerate(spec["users"])]
+        pollers = [self.poller(self, offset + number, user_id, spec) for number, user_id in enumerate(spec["users"])]
         self.pollers.extend(pollers)
 
         def fetch(poller):

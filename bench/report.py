@@ -3,7 +3,7 @@
 The tables come from the results JSON; ``bench/notes.md`` (the profiles, what
 bounds a missed target and what would move it) is appended as written.
 
-Scenarios 8-16 (the change log v2, presence, the wake sources, storms) each render as a block of their
+Scenarios 8-17 (the change log v2, presence, the wake sources, storms, topics) each render as a block of their
 own, with the command and machine of the run they come from: results of those
 scenarios alone replace their blocks in the existing page and leave the rest as
 it is, and a full render keeps the blocks of the page for scenarios its results
@@ -23,6 +23,7 @@ V2_HEADING = "## 8-10. Change log v2: community-wide changes written once"
 PRESENCE_HEADING = "## 11. Presence"
 SCALEOUT_HEADING = "## 12-13. Scale-out: the wake sources"
 STORMS_HEADING = "## 14-16. Arrival storms, a reload under one, a tenfold burst"
+TOPICS_HEADING = "## 17. Topics, payloads and latest values"
 BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
@@ -132,7 +133,8 @@ def render(results, docs=DOCS):
 def kept_shared_part(existing):
     """The page's part before scenarios 8-13 and the notes, as it is (a bare title on a new page)."""
     end = len(existing)
-    for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, STORMS_HEADING, first_line(NOTES)):
+    for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, STORMS_HEADING, TOPICS_HEADING,
+                   first_line(NOTES)):
         found = existing.find("\n" + marker + "\n") if marker else -1
         if found >= 0:
             end = min(end, found + 1)
@@ -999,9 +1001,290 @@ def burst10_block(results, add):
     burst_block(results, add, key="burst10", number=16)
 
 
+TOPICS_INTRO = (
+    "Activity below the community (API v3): a `topic` (a board, a thread, a story, a post) reaches only",
+    "the polls that watch it (`watch=<community_id>/<topic>`), never every member; `data` carries a",
+    "small JSON object on the change; `collapse`d activity is answered with only the newest value of",
+    "each (community, topic, kind, ref), and a client never receives an older value after a newer one.",
+    "`python -m bench topics` (`bench/topics.py`) measures each against a baseline taking turns with it",
+    "in the same run.",
+)
+
+
+def ratio_spread(ratios):
+    """A ratio's median over rounds and its spread, from ``topics.summarize``'s entry."""
+    return spread(ratios["rounds"]) if ratios else "n/a"
+
+
+def round_table(entries, compared, add):
+    """Each round's ratios of one measurement, and their median and spread."""
+    names = [name for name, *_ in compared]
+    add("| Round (order) | " + " | ".join(names) + " |")
+    add("| --- |" + " --- |" * len(names))
+    for entry in entries:
+        add(f"| {entry['round'] + 1} ({' then '.join(entry['order'])}) | "
+            + " | ".join("n/a" if entry["ratios"].get(name) is None else factor_text(entry["ratios"][name])
+                         for name in names) + " |")
+    add("| median (min-max) | " + " | ".join(
+        spread([e["ratios"][name] for e in entries if e["ratios"].get(name) is not None]) for name in names) + " |")
+    add("")
+
+
+def topics_block(results, add):
+    from .topics import COMPARED, THREAD
+
+    t = results["topics"]
+    wake, votes, reads = t["wake"], t["votes"], t["reads"]
+    options = results["options"]
+    add(f"### 17. Topics: a reply among {wake['members']:,} waiting members, collapsed votes to "
+        f"{votes['watchers']:,} watchers, {len(reads['watches'])} watches")
+    add("")
+    run_line(results, add)
+    add(f"One database seeded as for scenarios 1-4 ({max(wake['members'], votes['watchers']):,} users, all members "
+        f"of `{t['community']}`); each measurement on a fresh")
+    add("server (one gunicorn gevent worker) and a load generator of its own (`python -m bench.topics`:")
+    add("bench/client.py's, its polls sending `watch=` and checking every value they receive). Activity is")
+    add("written in SQL (`INSERT INTO activity (community_id, topic, kind, ref, actor, data, collapse)`), one")
+    add("row per transaction. Each measurement takes turns with its baseline, round after round, the order")
+    add("reversed every other round; figures are medians over the rounds, a ratio is the median of the")
+    add("rounds' ratios with their spread (min-max), and every round's ratios are listed.")
+    add("")
+    wake_section(t, wake, add, COMPARED["wake"], THREAD)
+    votes_section(votes, add, COMPARED["votes"])
+    reads_section(reads, options, add, COMPARED["reads"])
+    what_it_shows(t, add)
+    if t.get("failed"):
+        add("**This run failed its checks:**")
+        add("")
+        for failure in t["failed"]:
+            add(f"- {failure}")
+        add("")
+
+
+def wake_section(t, wake, add, compared, thread):
+    topic, community = wake["figures"]["topic"], wake["figures"]["community"]
+    ratios = wake["ratios"]
+    rounds = wake["rounds"]
+    idle = wake["idle"]
+    add(f"#### A reply in a watched thread, {wake['members']:,} members waiting")
+    add("")
+    add(f"{wake['held']:,} members of `{t['community']}` hold long polls (a reset poll, then long polls following "
+        f"the cursor); {wake['watchers']} of")
+    add(f"them watch `{t['community']}/{thread}`. One reply in the thread (the row with `topic = '{thread}'`)")
+    add("against the same row without a topic, community-level activity, which every member is told of;")
+    add(f"{len(rounds)} rounds of each. For each row the members stop polling again after their answer until "
+        f"the figures are")
+    add("taken (the statements counted are the wake-up's alone): polls woken are the answers the load")
+    add("generator received, beside the server's `community_sync_wakeups_total`; wake latency runs from")
+    add("`COMMIT` returning in the writer to the answer's last byte at the client; statements and re-reads")
+    add("are the server's `community_sync_db_queries_total` and `community_sync_reread_rows_count` from the")
+    add("insert until the last answer (and the counter standing still); worker CPU over the same time.")
+    add("PostgreSQL's rows read (`tup_returned + tup_fetched` of the run's database) run from the insert")
+    add("until the polls were back and its statistics had settled, less what as long a window counted with")
+    add(f"nothing written ({num(idle['rows_per_second'])} rows/s over {idle['seconds']:.0f} s, the worker's "
+        f"{num(idle['head_checks_per_second'])} head checks a second among them).")
+    add("")
+    exact = all(e["topic"]["woken_watchers"] == wake["watchers"] and e["topic"]["woken_others"] == 0
+                and e["topic"]["server_wakeups"] == wake["watchers"] for e in rounds)
+    everyone = all(e["community"]["woken"] >= wake["held"] for e in rounds)
+    add("| | Reply in the thread | Baseline: community-level activity | Ratio, per round: median (min-max) | |")
+    add("| --- | --- | --- | --- | --- |")
+    add(f"| Polls woken, each round (answers at the load generator) | "
+        + ", ".join(f"{e['topic']['woken_watchers']:,} watchers + {e['topic']['woken_others']:,} others"
+                    for e in rounds)
+        + f" (of {wake['watchers']} watching) | " + ", ".join(f"{e['community']['woken']:,}" for e in rounds)
+        + f" (of {wake['held']:,}) | baseline / reply: {ratio_spread(ratios['polls woken'])} | "
+        f"{verdict(exact and everyone)} |")
+    add(f"| Server's wake-ups, each round | {', '.join(num(e['topic']['server_wakeups']) for e in rounds)} | "
+        f"{', '.join(num(e['community']['server_wakeups']) for e in rounds)} | | |")
+    add(f"| Watchers' wake latency p50 / p99 | {ms(topic['watchers_p50'])} / {ms(topic['watchers_p99'])} | "
+        f"the same {wake['watchers']} watchers: {ms(community['watchers_p50'])} / {ms(community['watchers_p99'])}; "
+        f"all members: {ms(community['p50'])} / {ms(community['p99'])}, last {ms(community['last'])} | "
+        f"reply / baseline: p50 {ratio_spread(ratios['wake p50 of the watchers'])}, "
+        f"p99 {ratio_spread(ratios['wake p99 of the watchers'])} | |")
+    add(f"| Statements (server counter), in re-reads | {num(topic['statements'])} in {num(topic['rereads'])} | "
+        f"{num(community['statements'])} in {num(community['rereads'])} | baseline / reply: "
+        f"{ratio_spread(ratios['statements'])} | |")
+    add(f"| Worker CPU for the wake-up | {fmt_s(topic['worker_cpu_seconds'])} | "
+        f"{fmt_s(community['worker_cpu_seconds'])} | baseline / reply: {ratio_spread(ratios['worker CPU'])} | |")
+    add(f"| PostgreSQL rows read, beyond idle | {num(topic['rows_beyond_idle'])} | "
+        f"{num(community['rows_beyond_idle'])} | baseline / reply: "
+        f"{ratio_spread(ratios['PostgreSQL rows read beyond idle'])} | |")
+    unwatched = wake.get("unwatched_rows", 0)
+    add(f"| Rows of `{thread}` received by members not watching it, whole measurement | {num(unwatched)} | | | "
+        f"{verdict(not unwatched)} |")
+    add("")
+    round_table(rounds, compared, add)
+
+
+def votes_section(votes, add, compared):
+    collapse, plain = votes["figures"]["collapse"], votes["figures"]["plain"]
+    ratios = votes["ratios"]
+    rounds = votes["rounds"]
+    runs = {side: [e[side] for e in rounds] for side in ("collapse", "plain")}
+    add(f"#### Collapsed votes: {votes['rate']} a second for {votes['seconds']:.0f} s to {votes['watchers']:,} "
+        f"watchers")
+    add("")
+    add(f"{votes['held']:,} members watch a post (`watch=c-all/post:p-N`) and poll again at once after every "
+        f"answer, as the")
+    add(f"browser client does. Its vote count is published {votes['rate']} times a second for "
+        f"{votes['seconds']:.0f} s, `kind = 'vote'`, `data = {{\"votes\": n}}`")
+    add(f"with n counting 1 to {votes['rows']:,}, `collapse = true`; the baseline publishes the same rows with "
+        f"`collapse = false`.")
+    add("Each run votes on a post of its own (all of them watched from the start), and waits until every")
+    add("watcher has the last value (or 120 s). Answers per watcher count those that carried the post's")
+    add("votes, over the burst and until then, per second of the burst. The load generator goes through")
+    add("every change of every answer each watcher received: a value smaller than one it received before,")
+    add("or the same one again, is counted, and the run fails if there is any.")
+    add("")
+
+    def both(label, value, show, ratio=None, check=None):
+        add(f"| {label} | {show(collapse, runs['collapse'], value)} | {show(plain, runs['plain'], value)} | "
+            f"{ratio_spread(ratios.get(ratio)) if ratio else ''} | {check if check is not None else ''} |")
+
+    def median_of(figures, _runs, key):
+        return num(figures[key], 2) if isinstance(figures[key], float) and figures[key] < 100 else num(figures[key])
+
+    def each_run(_figures, entries, key):
+        return ", ".join(num(e[key]) for e in entries)
+
+    ok_values = all(e["violations"] == 0 and e["repeats"] == 0 for side in runs for e in runs[side])
+    ok_last = all(e["with_last"] == votes["watchers"] for side in runs for e in runs[side])
+    add("| | Collapsed | Baseline: not collapsed | Collapsed / not, per round: median (min-max) | |")
+    add("| --- | --- | --- | --- | --- |")
+    add(f"| Published, each run | "
+        + ", ".join(f"{e['published']:,} rows in {e['publish_seconds']:.1f} s" for e in runs["collapse"]) + " | "
+        + ", ".join(f"{e['published']:,} rows in {e['publish_seconds']:.1f} s" for e in runs["plain"]) + " | | |")
+    both("Answers per watcher per second of publishing", "answers_per_watcher_second",
+         lambda f, _e, k: num(f[k], 2), "answers per watcher per second")
+    both("Answers per watcher: p50 (min-max), each run", "answers_per_watcher",
+         lambda _f, entries, k: ", ".join(f"{num(e[k]['p50'])} ({e[k]['min']}-{e[k]['max']})" for e in entries))
+    both("Rows delivered per watcher: mean; p50 (min-max), each run", "rows_delivered",
+         lambda f, entries, k: f"{num(f['rows_per_watcher'])}; " + ", ".join(
+             f"{num(e[k]['p50'])} ({e[k]['min']:,}-{e[k]['max']:,})" for e in entries),
+         "rows delivered per watcher")
+    both("Bytes of answers per watcher", "bytes_per_watcher", lambda f, _e, k: num(f[k]), "bytes per watcher")
+    both("Answers truncated (over 100 activity rows), all watchers, each run", "truncated_answers", each_run)
+    both("Watchers with the last value, each run", "with_last",
+         lambda _f, entries, k: ", ".join(f"{e[k]:,} of {votes['watchers']:,}" for e in entries),
+         check=verdict(ok_last))
+    both("Until every watcher had the last value, from the burst's end", "drain_seconds",
+         lambda f, _e, k: fmt_s(f[k]), "until every watcher has the last value")
+    both("Values smaller than one received before / received again, each run", "violations",
+         lambda _f, entries, k: ", ".join(f"{e['violations']} / {e['repeats']}" for e in entries),
+         check=verdict(ok_values))
+    both("Statements per second of publishing (server counter)", "statements_per_second",
+         lambda f, _e, k: num(f[k]), "statements per second")
+    both("Worker CPU while publishing", "worker_cpu_percent", lambda f, _e, k: f"{num(f[k])}%", "worker CPU")
+    both("Load generator CPU while publishing", "client_cpu_percent", lambda f, _e, k: f"{num(f[k])}%")
+    both("Widest coalescing window seen (sampled every 0.5 s)", "coalesce_window_max",
+         lambda f, _e, k: f"{f[k]:.2f} s")
+    both("Polls refused, each run", "refused",
+         lambda _f, entries, k: ", ".join(", ".join(f"{n:,} answered {s}" for s, n in sorted(e[k].items()))
+                                          or "none" for e in entries))
+    add("")
+    round_table(rounds, compared, add)
+
+
+def reads_section(reads, options, add, compared):
+    watching, none = reads["figures"]["watching"], reads["figures"]["none"]
+    ratios = reads["ratios"]
+    rounds = reads["rounds"]
+    add(f"#### Watching {len(reads['watches'])} topics against none: the snapshot and a poll")
+    add("")
+    add(f"User `{reads['user']}` (a member of `c-all`, `c-small` and `c-g0`) with {len(reads['watches'])} watches, "
+        f"the contract's most (`c-all`'s")
+    add("thread and posts of the measurements above, which have rows in the log, and topics of its other")
+    add("communities, which have none), against the same user watching nothing. One request at a time on a")
+    add(f"keep-alive connection, {options['topics_read_seconds']:.0f} s per read, {len(rounds)} rounds, the two "
+        f"taking turns: the snapshot a poll gives")
+    add(f"(`timeout=0` without a cursor, answered `{reads['statuses']['watching']['snapshot']}`) and a poll from "
+        f"that snapshot's cursor and")
+    add(f"hash (`timeout=0`, answered `{reads['statuses']['watching']['poll']}`). Statements are the server's "
+        f"counter per request; PostgreSQL's")
+    add("transactions per request come from one pass of each read more, with its statistics settled before")
+    add("and after (11 s), the worker's head checks taken off.")
+    add("")
+    add(f"| | {len(reads['watches'])} watches | Baseline: none | {len(reads['watches'])} watches / none, per round: "
+        f"median (min-max) |")
+    add("| --- | --- | --- | --- |")
+    transactions = reads["transactions"]
+    for read, label in (("snapshot", "Snapshot (no cursor)"), ("poll", "Poll from the cursor")):
+        add(f"| {label}: p50 / p99 | {ms(watching[f'{read}_p50'])} / {ms(watching[f'{read}_p99'])} | "
+            f"{ms(none[f'{read}_p50'])} / {ms(none[f'{read}_p99'])} | p50 {ratio_spread(ratios[f'{read} p50'])}, "
+            f"p99 {ratio_spread(ratios[f'{read} p99'])} |")
+        add(f"| {label}: requests/s, one at a time | {num(watching[f'{read}_rps'])} | {num(none[f'{read}_rps'])} | |")
+        add(f"| {label}: statements per request | {num(watching[f'{read}_statements'], 2)} | "
+            f"{num(none[f'{read}_statements'], 2)} | {ratio_spread(ratios[f'{read} statements per request'])} |")
+        add(f"| {label}: PostgreSQL transactions per request | "
+            f"{num(transactions['watching'][read]['per_request'], 2)} | "
+            f"{num(transactions['none'][read]['per_request'], 2)} | |")
+    add("")
+    round_table(rounds, compared, add)
+
+
+def what_it_shows(t, add):
+    wake, votes, reads = t["wake"], t["votes"], t["reads"]
+    topic, community = wake["figures"]["topic"], wake["figures"]["community"]
+    collapse, plain = votes["figures"]["collapse"], votes["figures"]["plain"]
+    watching, none = reads["figures"]["watching"], reads["figures"]["none"]
+    ratios, vote_ratios, read_ratios = wake["ratios"], votes["ratios"], reads["ratios"]
+
+    def median_of(ratio):
+        value = ratio["median"]
+        return "n/a" if value is None else factor_text(value)
+
+    exact = topic["woken_others"] == 0 and topic["woken_watchers"] == wake["watchers"]
+    extra = {read: watching[f"{read}_statements"] - none[f"{read}_statements"] for read in READS_SHOWN}
+    add("**What it shows.** " + (
+        f"A reply in a thread wakes the {wake['watchers']} polls that watch it and no other: the other "
+        f"{wake['held'] - wake['watchers']:,} members' polls wait on untouched, "
+        if exact else
+        f"A reply in a thread woke {num(topic['woken_watchers'])} of its {wake['watchers']} watchers and "
+        f"{num(topic['woken_others'])} other members (see the checks below), ")
+        + f"where the same row without a topic wakes all {num(community['woken'])}. Each took one re-read, "
+        f"and the server counted {num(topic['statements'])} and {num(community['statements'])} statements over "
+        f"the wake-up: the statements do not follow the polls woken, the work does. The community-level "
+        f"row cost the worker {median_of(ratios['worker CPU'])} the CPU and PostgreSQL "
+        f"{median_of(ratios['PostgreSQL rows read beyond idle'])} the rows read, and the thread's watchers had "
+        f"their answer in {ms(topic['watchers_p50'])} rather than {ms(community['watchers_p50'])} (p50). "
+        f"Collapsing changes what an answer carries, not how often a watcher is answered: "
+        f"{num(collapse['answers_per_watcher_second'], 2)} answers per watcher per second collapsed, "
+        f"{num(plain['answers_per_watcher_second'], 2)} without, but {num(collapse['rows_per_watcher'])} rows "
+        f"per watcher instead of {num(plain['rows_per_watcher'])} and "
+        f"{median_of(vote_ratios['bytes per watcher'])} the bytes. Every watcher had the last count "
+        f"{fmt_s(collapse['drain_seconds'])} after the burst's end collapsed, {fmt_s(plain['drain_seconds'])} "
+        f"without ({drain_text(vote_ratios['until every watcher has the last value'])}), and "
+        + ("none ever received a smaller count after a larger one. "
+           if not t.get("failed") else "see the failed checks below. ")
+        + f"Watching {len(reads['watches'])} topics costs a `timeout=0` request the check of its watches, "
+        f"read apart from the poll's own read every time ({num(extra['poll'], 2)} statements more "
+        f"from a cursor, {num(extra['snapshot'], 2)} for the snapshot; PostgreSQL counted "
+        f"{num(reads['transactions']['watching']['poll']['per_request'], 1)} transactions per poll against "
+        f"{num(reads['transactions']['none']['poll']['per_request'], 1)}), and "
+        f"{median_of(read_ratios['poll p50'])} the unwatched poll's p50 ({median_of(read_ratios['snapshot p50'])} "
+        f"for the snapshot).")
+    add("")
+
+
+READS_SHOWN = ("snapshot", "poll")
+
+
+def drain_text(ratios):
+    """Whether collapsing brought the last value sooner in every round, later in every one, or neither."""
+    if not ratios or ratios.get("median") is None:
+        return "not compared"
+    if ratios["max"] < 1:
+        return f"sooner in every round: {spread(ratios['rounds'])}"
+    if ratios["min"] > 1:
+        return f"later in every round: {spread(ratios['rounds'])}"
+    return f"no difference the rounds agree on: {spread(ratios['rounds'])}"
+
+
 SECTIONS = (
     (V2_HEADING, V2_INTRO, {"rename": rename_block, "burst": burst_block, "unread": unread_block}),
     (PRESENCE_HEADING, PRESENCE_INTRO, {"presence": presence_block}),
     (SCALEOUT_HEADING, SCALEOUT_INTRO, {"writes": writes_block, "sources": sources_block}),
     (STORMS_HEADING, STORMS_INTRO, {"storm": storm_block, "deploy": deploy_block, "burst10": burst10_block}),
+    (TOPICS_HEADING, TOPICS_INTRO, {"topics": topics_block}),
 )

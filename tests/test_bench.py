@@ -164,6 +164,47 @@ def test_storm_deploy_and_burst10_smoke(tmp_path):
         assert heading in report
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_topics_smoke(tmp_path):
+    """Scenario 17, small: the reply wakes its watchers only, collapsed votes never go back, both reads answered."""
+    results = quick_run(tmp_path, "topics")
+    topics, options = results["topics"], results["options"]
+    assert topics["failed"] == [] and "errors" not in results
+    wake = topics["wake"]
+    assert wake["held"] == options["topics_members"] and wake["watchers"] == options["topics_watchers"]
+    for entry in wake["rounds"]:
+        reply, community = entry["topic"], entry["community"]
+        assert reply["woken"] == reply["woken_watchers"] == reply["watchers_with_row"] == wake["watchers"], reply
+        assert reply["server_wakeups"] == wake["watchers"]
+        assert community["woken"] == community["server_wakeups"] == wake["held"], community
+        assert reply["statements"] > 0 and reply["rereads"] >= 1
+        assert len(reply["watchers_latencies"]) == wake["watchers"]
+        assert all(latency > 0 for latency in reply["watchers_latencies"])
+    assert wake["unwatched_rows"] == 0
+    votes = topics["votes"]
+    rows = options["topics_vote_rate"] * options["topics_vote_seconds"]
+    for entry in votes["rounds"]:
+        for side in ("collapse", "plain"):
+            run = entry[side]
+            assert run["published"] == rows
+            assert run["with_last"] == votes["watchers"] and run["last_values"] == {str(rows): votes["watchers"]}
+            assert run["violations"] == run["repeats"] == 0, run["violation_samples"]
+            assert run["refused"] == {}
+        # A collapsed key reaches a watcher once an answer; the rows themselves come a hundred at most.
+        assert entry["collapse"]["rows_delivered"]["max"] == entry["collapse"]["answers_per_watcher"]["max"]
+        assert entry["plain"]["rows_per_watcher"] > entry["collapse"]["rows_per_watcher"]
+    reads = topics["reads"]
+    assert len(reads["watches"]) == 20
+    assert reads["statuses"] == {side: {"snapshot": "reset", "poll": "unchanged"} for side in ("watching", "none")}
+    for entry in reads["rounds"]:
+        for side in ("watching", "none"):
+            for read in ("snapshot", "poll"):
+                assert entry[side][f"{read}_counts"] == {"200": entry[side][f"{read}_requests"] - 1}
+    report = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "### 17. Topics" in report and "**What it shows.**" in report
+
+
 # -- the report: ratios and re-rendering, no servers --------------------------------------
 
 QUICK_RESULTS = ROOT / "tests" / "data" / "bench-quick.json"
@@ -292,6 +333,28 @@ def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
         assert spread["median"] == statistics.median(entry["ratios"][name] for entry in kept["rounds"])
     # The rounds took turns: the order reversed each round.
     assert [entry["order"][0] for entry in kept["rounds"]][:2] == ["before", "now"]
+
+
+def test_the_kept_topics_run_re_derives_its_ratios():
+    """Scenario 17's kept run: each round's ratios follow from its figures, the summary from the rounds."""
+    import statistics
+
+    from bench import topics
+
+    kept = json.loads((ROOT / "bench" / "results" / "topics.json").read_text())
+    assert kept["results_file"] == "bench/results/topics.json" and not kept["quick"]
+    for measurement, compared in topics.COMPARED.items():
+        result = kept["topics"][measurement]
+        rounds = result["rounds"]
+        assert len(rounds) >= 2
+        for number, entry in enumerate(rounds):
+            # The two took turns: the order reversed every other round.
+            assert entry["order"] == list(topics.SIDES[measurement][::1 if number % 2 == 0 else -1])
+            for name, side, baseline, figure in compared:
+                assert entry["ratios"][name] == entry[side][figure] / entry[baseline][figure]
+        for name, *_ in compared:
+            assert result["ratios"][name]["median"] == statistics.median(entry["ratios"][name] for entry in rounds)
+    assert kept["topics"]["failed"] == []
 
 
 def test_the_deploy_is_met_only_when_every_client_waits_again_within_the_target():
