@@ -1257,13 +1257,16 @@ def what_it_shows(t, add):
         f"without ({drain_text(vote_ratios['until every watcher has the last value'])}), and "
         + ("none ever received a smaller count after a larger one. "
            if not t.get("failed") else "see the failed checks below. ")
-        + f"Watching {len(reads['watches'])} topics costs a `timeout=0` request the check of its watches, "
-        f"read apart from the poll's own read every time ({num(extra['poll'], 2)} statements more "
-        f"from a cursor, {num(extra['snapshot'], 2)} for the snapshot; PostgreSQL counted "
-        f"{num(reads['transactions']['watching']['poll']['per_request'], 1)} transactions per poll against "
-        f"{num(reads['transactions']['none']['poll']['per_request'], 1)}), and "
+        + f"Watching {len(reads['watches'])} topics of its own communities costs a `timeout=0` request "
+        + (f"{num(extra['poll'], 2)} statements more from a cursor and {num(extra['snapshot'], 2)} for the "
+           "snapshot (" if max(abs(extra["poll"]), abs(extra["snapshot"])) >= 0.05 else
+           f"the statements of one watching none ({num(extra['poll'], 2)} a request more from a cursor, "
+           f"{num(extra['snapshot'], 2)} for the snapshot; ")
+        + f"PostgreSQL counted {num(reads['transactions']['watching']['poll']['per_request'], 1)} "
+        f"transactions per poll against {num(reads['transactions']['none']['poll']['per_request'], 1)}), and "
         f"{median_of(read_ratios['poll p50'])} the unwatched poll's p50 ({median_of(read_ratios['snapshot p50'])} "
-        f"for the snapshot).")
+        "for the snapshot). Its watches are checked once, at its first request to a worker; a watch of a "
+        "public community it is not in is checked on every request, one statement more.")
     add("")
 
 

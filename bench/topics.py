@@ -121,7 +121,8 @@ def run(options):
     result = {"community": COMMUNITY, "failed": []}
     try:
         database.migrate()
-        database.seed(max(members, voters), 0)
+        # The reader (u0) in c-small too: it watches topics of its own communities only.
+        database.seed(max(members, voters), 1)
         log(f"topics: database {database.name}, {max(members, voters):,} users seeded, all in {COMMUNITY}")
         with serving(database) as (server, client):
             result["wake"] = wake(database, server, client, options)
