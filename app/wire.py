@@ -460,17 +460,21 @@ def latest_values(changes):
     """
     if not any(change.collapse for change in changes):
         return changes
+    kept = list(_newest_first_folded(reversed(changes)))
+    kept.reverse()
+    return kept
+
+
+def _newest_first_folded(rows):
+    """``rows`` (newest first) without the collapsed ones a newer row of their key came before."""
     keys = set()
-    kept = []
-    for change in reversed(changes):
-        if change.collapse:
-            key = collapse_key(change)
+    for row in rows:
+        if row.collapse:
+            key = collapse_key(row)
             if key in keys:
                 continue
             keys.add(key)
-        kept.append(change)
-    kept.reverse()
-    return kept
+        yield row
 
 
 def collapse_key(change):
@@ -504,14 +508,8 @@ def newest(rows):
     is thousands of rows, of which its answer tells of a hundred.
     """
     counts = Counter()
-    keys = set()
     kept = []
-    for row in reversed(rows):
-        if row.collapse:
-            key = collapse_key(row)
-            if key in keys:
-                continue
-            keys.add(key)
+    for row in _newest_first_folded(reversed(rows)):
         if row.type in PUBLISHED_TYPES:
             counts[row.type] += 1
             if counts[row.type] > MAX_PUBLISHED_PER_ANSWER + 1:
