@@ -10,7 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .store.db import address
-from .store.refusals import Conflict, Forbidden, NotFound, Refused
+from .store.refusals import Conflict, Forbidden, NotFound, PreconditionFailed, Refused
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ PROBLEM_TYPES = {
     "not-found": (404, "A /demo/ endpoint while DEMO_MODE is off."),
     "not-ready": (503, "GET /readyz: the worker's database or wake source is not ready (checks says which)."),
     "over-capacity": (503, "The worker already holds POLL_MAX_WAITING waiting polls; retry after Retry-After."),
+    "precondition-failed": (412, "PATCH or DELETE /communities/{community_id} with an If-Match that does "
+                                 "not name the community's current version (strong comparison); nothing "
+                                 "changed, and the answer's ETag names the current one."),
     "rate-limited": (429, "More writes than the rate limit allows; retry after Retry-After."),
     "request-timeout": (408, "The request's body did not arrive within REQUEST_BODY_TIMEOUT seconds."),
     "slug-taken": (409, "Another community already has this slug."),
@@ -169,7 +172,7 @@ def handle_problem(error):
 
 
 # What each kind of refused write is answered.
-REFUSAL_STATUSES = ((NotFound, 404), (Forbidden, 403), (Conflict, 409))
+REFUSAL_STATUSES = ((NotFound, 404), (Forbidden, 403), (Conflict, 409), (PreconditionFailed, 412))
 
 
 def handle_refused(error):

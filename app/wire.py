@@ -336,6 +336,11 @@ def community_detail(community, member_count):
     return {**community_body(community), MEMBER_COUNT.name: member_count}
 
 
+def community_version(community, member_count):
+    """The version of ``GET /communities/{id}``'s answer: its ETag's value, what ``If-Match`` names."""
+    return state_hash([community_body(community), member_count])
+
+
 def community_entry(row):
     return serialize(COMMUNITY_ENTRY, row)
 

@@ -453,3 +453,99 @@ def test_two_owners_stepping_down_at_once_leave_one(seeded, client, auth, databa
         response = client.delete("/communities/c-python/members/me", headers=auth("u-grace"))
     assert_last_owner(response)
     assert ("c-python", "owner") in memberships(seeded, "u-grace")
+
+
+# -- conflict-safe edits (If-Match) ----------------------------------------------------
+
+
+def version(client, headers, community_id="c-python"):
+    response = client.get(f"/communities/{community_id}", headers=headers)
+    assert response.status_code == 200
+    return response.headers["ETag"]
+
+
+def test_an_edit_naming_the_current_version_lands_and_answers_the_new_one(seeded, client, auth):
+    admin = auth("u-admin", admin=True)
+    tag = version(client, admin)
+    response = client.patch("/communities/c-python", json={"name": "Pythonistas"},
+                            headers={**admin, "If-Match": tag})
+    assert response.status_code == 200 and response.json["name"] == "Pythonistas"
+    assert response.headers["ETag"] == version(client, admin) != tag
+    # The old version is gone: an edit naming it changes nothing, and is told the current one.
+    before = table_dump(seeded)
+    stale = client.patch("/communities/c-python", json={"name": "Snakes"}, headers={**admin, "If-Match": tag})
+    assert stale.status_code == 412 and stale.json["type"].endswith("precondition-failed")
+    assert stale.headers["ETag"] == response.headers["ETag"]
+    assert table_dump(seeded) == before
+
+
+@pytest.mark.parametrize("header, lands", [
+    ("{tag}", True),
+    ('"other", {tag}', True),
+    ("*", True),
+    ("W/{tag}", False),  # strong comparison: a weak validator never matches
+    ('W/"x", W/{tag}', False),
+    ('"other"', False),
+    ('"{bare}"x', False),
+])
+def test_if_match_compares_strongly_with_lists_and_star(seeded, client, auth, header, lands):
+    admin = auth("u-admin", admin=True)
+    tag = version(client, admin)
+    before = table_dump(seeded)
+    response = client.patch("/communities/c-python", json={"name": "Pythonistas"},
+                            headers={**admin, "If-Match": header.format(tag=tag, bare=tag.strip('"'))})
+    assert response.status_code == (200 if lands else 412), response.json
+    if not lands:
+        assert response.headers["ETag"] == tag and table_dump(seeded) == before
+
+
+def test_a_delete_naming_another_version_changes_nothing(seeded, client, auth):
+    admin = auth("u-admin", admin=True)
+    tag = version(client, admin, "c-go")
+    client.put("/communities/c-go/members/u-ada", headers=admin)  # a join is a new version too
+    before = table_dump(seeded)
+    assert client.delete("/communities/c-go", headers={**admin, "If-Match": tag}).status_code == 412
+    assert table_dump(seeded) == before
+    assert client.delete("/communities/c-go", headers={**admin, "If-Match": version(client, admin, "c-go")}
+                         ).status_code == 204
+
+
+def test_if_match_on_an_unknown_or_hidden_community_is_the_unknown_ids_404(seeded, client, auth):
+    for community_id, headers in (("c-nope", auth("u-admin", admin=True)), ("c-ops", auth("u-ada"))):
+        response = client.patch(f"/communities/{community_id}", json={"name": "X"},
+                                headers={**headers, "If-Match": "*"})
+        assert response.status_code == 404 and response.json["type"].endswith("unknown-community")
+
+
+@pytest.mark.postgres
+def test_two_editors_holding_the_same_version_one_wins_every_time(server_factory, pg_database):
+    """A hundred races of two PATCHes with the same If-Match: exactly one 200 and one 412 each
+    time, and the loser's fields never land."""
+    import requests
+    from conftest import bearer
+
+    server = server_factory(pg_database, workers=2)
+    pg_database.psql("INSERT INTO communities (id, slug, name, is_public) VALUES ('c-1', 'c-1', 'One', true)")
+    admin = bearer("u-admin", admin=True)
+    sessions = [requests.Session(), requests.Session()]
+    url = f"{server.url}/communities/c-1"
+    for attempt in range(100):
+        tag = sessions[0].get(url, headers=admin, timeout=10).headers["ETag"]
+        start = threading.Barrier(2)
+        answers = [None, None]
+
+        def edit(index):
+            start.wait()
+            answers[index] = sessions[index].patch(url, json={"name": f"Editor {index} #{attempt}"},
+                                                   headers={**admin, "If-Match": tag}, timeout=30)
+
+        editors = [threading.Thread(target=edit, args=(index,)) for index in (0, 1)]
+        for editor in editors:
+            editor.start()
+        for editor in editors:
+            editor.join(30)
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [200, 412], (attempt, [answer.text for answer in answers])
+        winner = next(index for index, answer in enumerate(answers) if answer.status_code == 200)
+        assert sessions[0].get(url, headers=admin, timeout=10).json()["name"] == f"Editor {winner} #{attempt}"
+        assert answers[1 - winner].headers["ETag"] == answers[winner].headers["ETag"]

@@ -1,5 +1,6 @@
 """Communities and their members: ``/communities/...``."""
 import math
+from contextlib import contextmanager
 
 from flask import Blueprint, current_app, jsonify, url_for
 
@@ -8,8 +9,10 @@ from ..store import queries, writes
 from . import request_limits, validation
 from .. import wire
 from ..auth import current_identity
+from ..errors import Problem
+from ..store.refusals import PreconditionFailed
 from ..store.db import read_transaction
-from .conditional import etag, if_none_match, matches
+from .conditional import etag, if_match, if_none_match, matches, matches_strongly
 
 bp = Blueprint("communities", __name__, url_prefix="/communities")
 
@@ -48,7 +51,7 @@ def show(community_id):
             # Private communities are not revealed to outsiders.
             raise writes.unknown_community(community_id)
         count = connection.scalar(queries.member_count(community_id))
-    tag = wire.state_hash([wire.community_body(community), count])
+    tag = wire.community_version(community, count)
     headers = {"ETag": etag(tag), "Cache-Control": "private, no-cache", "Vary": "Authorization"}
     if matches(if_none_match(), tag):
         return "", 304, headers
@@ -80,21 +83,50 @@ def presence(community_id):
 
 @bp.patch("/<community_id>")
 def update(community_id):
+    """Change a community; with ``If-Match``, only the version it names (else ``412``)."""
     identity = current_identity()
     validation.community_id(community_id)
     fields = validation.community_fields(creating=False)
-    with writing(identity.user_id) as session:
-        community = writes.update_community(session, identity, community_id, fields)
-    return jsonify(wire.community_body(community))
+    with versioned(), writing(identity.user_id) as session:
+        community = writes.update_community(session, identity, community_id, fields, required_version())
+        tag = wire.community_version(community, writes.member_count(session, community_id))
+    return jsonify(wire.community_body(community)), 200, {"ETag": etag(tag)}
 
 
 @bp.delete("/<community_id>")
 def destroy(community_id):
     identity = current_identity()
     validation.community_id(community_id)
-    with writing(identity.user_id) as session:
-        writes.delete_community(session, identity, community_id)
+    with versioned(), writing(identity.user_id) as session:
+        writes.delete_community(session, identity, community_id, required_version())
     return "", 204
+
+
+def required_version():
+    """What ``If-Match`` accepts, as ``writes`` asks it (None without the header: the last writer wins).
+
+    RFC 9110: strong comparison, so a weak validator (``W/"..."``, what a
+    gzipping proxy makes of ours) never matches; a list matches when one of its
+    tags does, and ``*`` matches any current version.
+    """
+    header = if_match()
+    if header is None:
+        return None
+
+    def named(community, member_count):
+        current = wire.community_version(community, member_count)
+        return matches_strongly(header, current), current
+
+    return named
+
+
+@contextmanager
+def versioned():
+    """A write refused for its ``If-Match`` as ``412``, naming the current version in its ``ETag``."""
+    try:
+        yield
+    except PreconditionFailed as refusal:
+        raise Problem(412, "precondition-failed", refusal.detail, headers={"ETag": etag(refusal.current)}) from None
 
 
 @bp.put("/<community_id>/members/<user_id>")

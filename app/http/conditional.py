@@ -22,8 +22,17 @@ def matches(header_value, current):
     return parse_etags(header_value.strip()).contains_weak(current)
 
 
+def matches_strongly(header_value, current):
+    """RFC 9110 ``If-Match``: strong comparison (a weak tag never matches), lists and ``*`` included."""
+    return parse_etags(header_value.strip()).contains(current)
+
+
 def if_none_match():
     return request.headers.get("If-None-Match")
+
+
+def if_match():
+    return request.headers.get("If-Match")
 
 
 def etag(value):

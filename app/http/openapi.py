@@ -98,6 +98,14 @@ IF_NONE_MATCH = {
     "description": "Entity tags from an earlier answer (RFC 9110 weak comparison, lists, `*`).",
     "schema": {"type": "string", "maxLength": 1024},
 }
+IF_MATCH = {
+    "name": "If-Match", "in": "header", "required": False,
+    "description": ("The `ETag` of `GET /communities/{community_id}` the change was made against (RFC 9110 "
+                    "strong comparison: a weak tag never matches; lists, `*`). Without it the last writer wins."),
+    "schema": {"type": "string", "maxLength": 1024},
+}
+PRECONDITION_FAILED = problem("If-Match names another version: nothing changed.", {
+    "ETag": {"description": "The community's current version.", "schema": {"type": "string"}}})
 
 
 def schemas():
@@ -427,19 +435,23 @@ def operations(max_timeout):
             "patch": {
                 "operationId": "updateCommunity", "tags": ["communities"],
                 "summary": "Change a community (platform admins, its admins and owners).",
+                "parameters": [IF_MATCH],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": ref("CommunityPatch")}}},
                 "responses": {
-                    "200": json_body(ref("Community"), "The community as changed.", RATE_LIMITED),
+                    "200": json_body(ref("Community"), "The community as changed.", {
+                        **RATE_LIMITED, "ETag": header("The community's new version.")}),
                     "409": problem("The slug is taken."),
+                    "412": PRECONDITION_FAILED,
                     **WRITE_ERRORS, **COMMON_ERRORS,
                 },
             },
             "delete": {
                 "operationId": "deleteCommunity", "tags": ["communities"],
                 "summary": "Delete a community (platform admins).",
+                "parameters": [IF_MATCH],
                 "responses": {"204": {"description": "Deleted.", "headers": RATE_LIMITED},
-                              **WRITE_ERRORS, **COMMON_ERRORS},
+                              "412": PRECONDITION_FAILED, **WRITE_ERRORS, **COMMON_ERRORS},
             },
         },
         "/communities/{community_id}/presence": {

@@ -22,3 +22,17 @@ class Forbidden(Refused):
 
 class Conflict(Refused):
     """The change collides with what is there (a taken id or slug, the last owner)."""
+
+
+class PreconditionFailed(Refused):
+    """The community is no longer the version the caller named (``If-Match``): nothing changed.
+
+    ``current`` names the version it is, read under the write's lock, for the
+    answer to name it.
+    """
+
+    def __init__(self, current):
+        super().__init__("precondition-failed",
+                         "The community changed since the version named in If-Match; nothing was changed. "
+                         "Read it again (its ETag is in this answer's) and decide.")
+        self.current = current

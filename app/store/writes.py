@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from . import db, queries
-from .refusals import Conflict, Forbidden, NotFound, Refused
+from .refusals import Conflict, Forbidden, NotFound, PreconditionFailed, Refused
 from .models import Activity, ChangeActor, Community, Membership, User
 
 MANAGER_ROLES = ("admin", "owner")
@@ -288,10 +288,14 @@ def create_community(session, identity, fields):
     return community
 
 
-def update_community(session, identity, community_id, fields):
+def update_community(session, identity, community_id, fields, version=None):
+    """Change the community's ``fields``; with ``version`` (``version(community, member_count)``:
+    whether the caller's ``If-Match`` names the community as it is, and the version it is), only
+    while it is that one."""
     community, authority = _community_for(session, identity, community_id, for_update=True)
     if authority is None:
         _forbid("Only platform admins and the community's admins may change it.")
+    _require_version(session, community, version)
     with _claiming_keys(session, community_id, fields, creating=False):
         for name, value in fields.items():
             setattr(community, name, value)
@@ -299,12 +303,31 @@ def update_community(session, identity, community_id, fields):
     return community
 
 
-def delete_community(session, identity, community_id):
+def delete_community(session, identity, community_id, version=None):
     community, authority = _community_for(session, identity, community_id, for_update=True)
     if authority != "platform":
         _forbid("Only platform admins may delete communities.")
+    _require_version(session, community, version)
     session.delete(community)
     session.flush()
+
+
+def _require_version(session, community, version):
+    """Refuse the write unless ``version`` accepts the community as it is now.
+
+    Checked under the community's row lock (``_community_for(for_update=True)``):
+    two editors holding the same version are serialised there, and the second
+    finds the first's change, so exactly one of them writes over it.
+    """
+    if version is None:
+        return
+    named, current = version(community, member_count(session, community.id))
+    if not named:
+        raise PreconditionFailed(current)
+
+
+def member_count(session, community_id):
+    return session.scalar(queries.member_count(community_id))
 
 
 def publish_activity(session, identity, community_id, fields):
