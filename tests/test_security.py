@@ -264,6 +264,12 @@ def test_cors_only_for_the_allowlist(app_factory, auth):
     })
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://also.example"
     assert "PUT" in preflight.headers["Access-Control-Allow-Methods"]
+    edit = client.options("/communities/c-1", headers={
+        "Origin": "https://ok.example", "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "authorization, content-type, if-match",
+    })
+    assert "if-match" in edit.headers["Access-Control-Allow-Headers"].lower()
+    assert "PATCH" in edit.headers["Access-Control-Allow-Methods"]
     evil_preflight = client.options("/communities/c-1/members/me", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "PUT",
     })

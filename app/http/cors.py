@@ -3,7 +3,8 @@ from flask_cors import CORS
 
 EXPOSED = ["ETag", "X-Poll-Interval", "X-Poll-Result", "Retry-After", "Preference-Applied",
            "X-Request-ID", "Location", "RateLimit-Policy", "RateLimit"]
-ALLOWED = ["Authorization", "If-None-Match", "Prefer", "Content-Type", "X-Request-ID"]
+# If-Match: a conflict-safe edit from another origin (PATCH /communities/{id}).
+ALLOWED = ["Authorization", "If-None-Match", "If-Match", "Prefer", "Content-Type", "X-Request-ID"]
 
 
 def init_app(app):

@@ -39,10 +39,16 @@ export const DEFAULT_LOOP_GUARD = Object.freeze({
 /**
  * A failed request. `kind`: network, timeout, http, token, unauthorized, identity, loop,
  * internal, not-found (a read marker or listing the server does not have for this user),
- * or watch (watches of this tab that the polls leave out, named in `watches`).
+ * watch (watches of this tab that the polls leave out, named in `watches`), or conflict
+ * (an edit refused with `412` because the community is no longer at the version it
+ * named; `currentEtag` is the version it is at, when the answer said).
  */
 export class SyncError extends Error {
-  constructor(kind, message, { status = null, retryAfter = null, problem = null, watches = null, cause = undefined } = {}) {
+  constructor(
+    kind,
+    message,
+    { status = null, retryAfter = null, problem = null, watches = null, currentEtag = null, cause = undefined } = {},
+  ) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = "SyncError";
     this.kind = kind;
@@ -50,6 +56,7 @@ export class SyncError extends Error {
     this.retryAfter = retryAfter;
     this.problem = problem;
     this.watches = watches;
+    this.currentEtag = currentEtag;
   }
 }
 
@@ -496,6 +503,100 @@ export function onlineLabel(count) {
 export function unreadLabel(count) {
   if (!(count > 0)) return "";
   return count >= 100 ? "99+" : `${count} new`;
+}
+
+// ---------------------------------------------------------------------------
+// Community edits: conflict-safe with If-Match
+// ---------------------------------------------------------------------------
+
+/** Throws a TypeError unless `communityId` is an id the server could have given a community. */
+export function checkCommunityId(communityId) {
+  if (typeof communityId !== "string" || !COMMUNITY_ID.test(communityId)) {
+    const shown = typeof communityId === "string" ? JSON.stringify(communityId) : String(communityId);
+    throw new TypeError(`not a community id: ${shown}`);
+  }
+  return communityId;
+}
+
+/** The URL of one community. */
+export function communityUrl(baseUrl, communityId) {
+  return `${trimSlash(baseUrl)}/communities/${encodeURIComponent(communityId)}`;
+}
+
+// RFC 9110 entity-tag, strong: a quoted string of etagc (no space, no inner quote).
+const STRONG_ETAG = /^"[\x21\x23-\x7E\x80-\xFF]*"$/;
+
+/**
+ * The `If-Match` of an edit: an ETag as the server sent it, quotes included, or `*`
+ * (whatever version the community is at). Throws a TypeError for anything else, a weak
+ * ETag (`W/"..."`) included: the server compares strongly and never matches one, so the
+ * edit could only fail.
+ */
+export function checkIfMatch(ifMatch) {
+  if (ifMatch === "*" || (typeof ifMatch === "string" && STRONG_ETAG.test(ifMatch))) return ifMatch;
+  if (ifMatch == null) {
+    throw new TypeError(
+      "ifMatch is required: the etag getCommunity() resolved with (null when the answer's ETag " +
+        'did not reach the page), or "*" for whatever version the community is at',
+    );
+  }
+  if (typeof ifMatch === "string" && /^W\//.test(ifMatch)) {
+    throw new TypeError(
+      `ifMatch ${ifMatch} is a weak ETag: the server never matches one (something between it ` +
+        "and the page weakened the ETag it sent)",
+    );
+  }
+  const shown = typeof ifMatch === "string" ? JSON.stringify(ifMatch) : String(ifMatch);
+  throw new TypeError(`ifMatch must be an ETag as the server sent it, quotes included, or "*": not ${shown}`);
+}
+
+/**
+ * The request that changes `fields` of a community only while it is at the version
+ * `ifMatch` names: `{method: "PATCH", url, headers: {"If-Match"}, payload}`. `fields`
+ * go as given (the server checks them, and refuses names it does not know). Throws a
+ * TypeError for a malformed id, fields that are not an object, or a missing or
+ * malformed `ifMatch` (see checkIfMatch).
+ */
+export function communityUpdateRequest(baseUrl, communityId, fields, options = {}) {
+  checkCommunityId(communityId);
+  if (fields === null || typeof fields !== "object" || Array.isArray(fields)) {
+    throw new TypeError("fields must be an object of the community's fields to change");
+  }
+  const ifMatch = checkIfMatch((options ?? {}).ifMatch);
+  return {
+    method: "PATCH",
+    url: communityUrl(baseUrl, communityId),
+    headers: { "If-Match": ifMatch },
+    payload: { ...fields },
+  };
+}
+
+/**
+ * What the answer to a read or an edit of a community means: `{community, etag}` for a
+ * 2xx, `etag` being its `ETag` (null when the answer carries none, or the page may not
+ * read it), else a thrown SyncError. A `412` is `conflict`: the community is no longer
+ * at the version `ifMatch` named, nothing changed, and `currentEtag` is the version it
+ * is at. Any other refusal as for the app's other calls (callResult).
+ */
+export function communityResult(response, { communityId, ifMatch = null } = {}) {
+  const { status, body, headers } = response;
+  const etag = headers.get("ETag") || null;
+  if (status >= 200 && status < 300) {
+    if (body === null || typeof body !== "object" || Array.isArray(body)) {
+      throw new SyncError("http", `HTTP ${status} with an unreadable body: read community ${communityId} again`, {
+        status,
+      });
+    }
+    return { community: body, etag };
+  }
+  if (status === 412) {
+    const { problem } = problemOf(response);
+    const since = ifMatch ? ` since ${ifMatch}` : "";
+    const now = etag ? ` (now ${etag})` : "";
+    const message = `community ${communityId} changed${since}${now}: nothing was changed; read it again and decide`;
+    throw new SyncError("conflict", message, { status, problem, currentEtag: etag });
+  }
+  return callResult(response, `no community ${communityId} for this user`);
 }
 
 // ---------------------------------------------------------------------------

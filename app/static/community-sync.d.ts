@@ -107,6 +107,35 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
+/** A community: what `PATCH /communities/{id}` answers. */
+export interface Community {
+  id: string;
+  slug: string;
+  name: string;
+  logo_url: string | null;
+  is_public: boolean;
+}
+
+/** What `GET /communities/{id}` answers: the community and its member count. */
+export interface CommunityDetail extends Community {
+  member_count: number;
+}
+
+/** What an edit may change (`PATCH /communities/{id}`): any of these, checked by the server. */
+export interface CommunityFields {
+  slug?: string;
+  name?: string;
+  logo_url?: string | null;
+  is_public?: boolean;
+}
+
+/**
+ * A version, as an `ETag` names it: quotes included (`"3f9a..."`). An edit's `ifMatch`
+ * also takes `"*"`: whatever version the community is at. A weak ETag (`W/"..."`) is
+ * not one: the server never matches it.
+ */
+export type ETag = `"${string}"`;
+
 /** One notification of `GET /me/notifications`. */
 export interface Notification {
   kind: string;
@@ -189,6 +218,19 @@ export interface NotificationPage {
   body: Record<string, unknown>;
 }
 
+/** A community and the version it is at: what `getCommunity` and `updateCommunity` resolve with. */
+export interface VersionedCommunity<C extends Community = Community> {
+  community: C;
+  /** What an edit of this version passes as `ifMatch`; null when the answer's ETag did not reach the page. */
+  etag: ETag | null;
+}
+
+/** Which version an edit applies to. */
+export interface EditOptions {
+  /** The `etag` of `getCommunity` or of the last edit; `"*"` for whatever version the community is at. */
+  ifMatch: ETag | "*";
+}
+
 /** Who of a community's members is online now. */
 export interface PresenceList {
   /** Every visible member online. */
@@ -209,9 +251,13 @@ export type SyncErrorKind =
   | "loop"
   | "internal"
   | "not-found"
-  | "watch";
+  | "watch"
+  | "conflict";
 
-/** Every failure the client reports (`onError`) or rejects with (`markRead`...). */
+/**
+ * Every failure the client reports (`onError`) or rejects with (`markRead`...). A
+ * `412` to `updateCommunity` is `kind: "conflict"`, with `currentEtag`.
+ */
 export declare class SyncError extends Error {
   constructor(
     kind: SyncErrorKind,
@@ -221,6 +267,7 @@ export declare class SyncError extends Error {
       retryAfter?: number | null;
       problem?: Problem | null;
       watches?: Watch[] | null;
+      currentEtag?: ETag | null;
       cause?: unknown;
     },
   );
@@ -234,6 +281,11 @@ export declare class SyncError extends Error {
   problem: Problem | null;
   /** The watches of this tab that the polls leave out (`kind: "watch"`), else null. */
   watches: Watch[] | null;
+  /**
+   * `kind: "conflict"`: the version the community is at now (the 412's ETag), null when
+   * the answer's ETag did not reach the page; null for every other kind.
+   */
+  currentEtag: ETag | null;
 }
 
 // ---------------------------------------------------------------------------
@@ -367,6 +419,19 @@ export interface CommunitySync {
   presenceVisible(): Promise<boolean>;
   /** Show or hide the user everywhere; resolves with the stored choice. */
   setPresenceVisible(visible: boolean): Promise<boolean>;
+  /**
+   * `GET /communities/{id}`: the community and the version an edit names. Rejects with
+   * `not-found` for no such community (or a private one the user is not in).
+   */
+  getCommunity(communityId: string): Promise<VersionedCommunity<CommunityDetail>>;
+  /**
+   * `PATCH /communities/{id}` with `If-Match`: changes `fields` only while the community
+   * is at the version `ifMatch` names, and resolves with it as changed and its new
+   * version. Another edit came first: rejects with a `SyncError` of kind `"conflict"`
+   * (`currentEtag`), nothing changed. Throws a TypeError for a malformed id or
+   * `ifMatch`, or fields that are not an object.
+   */
+  updateCommunity(communityId: string, fields: CommunityFields, options: EditOptions): Promise<VersionedCommunity<Community>>;
 }
 
 /** Start keeping a user's community list live. Throws a TypeError without `getToken`, or with a `relayTo` to `"*"`. */

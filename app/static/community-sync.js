@@ -7,6 +7,8 @@
  *   await sync.markRead(communityId); // unread 0 here at once, then on the server
  *   const { online, users } = await sync.presence(communityId); // who is here now
  *   const unwatch = sync.watch(["c-1/thread:t-9"], (change) => showActivity(change)); // a topic's activity
+ *   const { community, etag } = await sync.getCommunity(communityId); // a version to edit
+ *   await sync.updateCommunity(communityId, { name }, { ifMatch: etag }); // a 412 rejects: kind "conflict"
  *   sync.stop();
  *
  * One tab per user and browser profile (the leader) talks to the server; the other tabs
@@ -30,8 +32,12 @@ import {
   buildPollUrl,
   callResult,
   channelName,
+  checkCommunityId,
   checkWatches,
   chooseTransport,
+  communityResult,
+  communityUpdateRequest,
+  communityUrl,
   earlyUnchangedDelay,
   followUpdate,
   initialState,
@@ -231,8 +237,8 @@ const WATCH_ROLL_CALL = 3_000;
 /**
  * Start keeping a user's community list live. Returns `{subscribe, onChange, watch,
  * onStatus, stop, refresh, reconnect, markRead, markNotificationsRead, notifications,
- * presence, presenceVisible, setPresenceVisible, status, isLeader, communities,
- * notificationsUnread, online}`.
+ * presence, presenceVisible, setPresenceVisible, getCommunity, updateCommunity, status,
+ * isLeader, communities, notificationsUnread, online}`.
  * See docs/client.md for every option.
  */
 export function createCommunitySync(options) {
@@ -454,9 +460,7 @@ class CommunitySync {
   async presence(communityId) {
     const url = presenceUrl(this.#options.baseUrl, communityId);
     const seen = this.#presenceSeen.get(communityId);
-    const options = { timeout: this.#options.requestTimeout, headers: seen ? { "If-None-Match": seen.etag } : {} };
-    let response = await this.#send(url, { ...options, forceRefresh: false });
-    if (response.status === 401) response = await this.#send(url, { ...options, forceRefresh: true });
+    const response = await this.#authorized(url, { headers: seen ? { "If-None-Match": seen.etag } : {} });
     if (response.status === 304 && seen) return seen.list;
     const list = presenceList(callResult(response, `not a member of community ${communityId}, or the server keeps no presence`));
     const etag = response.headers.get("ETag");
@@ -479,6 +483,34 @@ class CommunitySync {
     const url = `${trimSlash(this.#options.baseUrl)}/me/presence`;
     const body = await this.#call("PUT", url, "the server keeps no presence", { visible: visible === true });
     return body?.visible !== false;
+  }
+
+  /**
+   * A community as the server shows it to this user (`GET /communities/{id}`), with the
+   * version an edit names: resolves with `{community, etag}`, `community` carrying its
+   * `member_count`, `etag` the answer's ETag (null when the page cannot read it). Throws
+   * a TypeError for a malformed id; rejects with a SyncError, `not-found` for no such
+   * community or a private one the user is not in.
+   */
+  getCommunity(communityId) {
+    const url = communityUrl(this.#options.baseUrl, checkCommunityId(communityId));
+    return this.#community(url, { communityId });
+  }
+
+  /**
+   * Change a community's fields (`PATCH /communities/{id}`: any of `slug`, `name`,
+   * `logo_url`, `is_public`) only while it is at the version `ifMatch` names, the `etag`
+   * of getCommunity() or of the last edit (`"*"`: whatever version it is at). Resolves
+   * with `{community, etag}`, the community as changed and its new version. Another
+   * edit came first: rejects with a SyncError of kind `conflict`, `currentEtag` naming
+   * the version it is at, and nothing changed; read it again and decide. Other
+   * failures reject as the other calls do. Not retried. Throws a TypeError for a
+   * malformed id, fields that are not an object, or a missing, weak or unquoted
+   * `ifMatch`.
+   */
+  updateCommunity(communityId, fields, options) {
+    const { method, url, headers, payload } = communityUpdateRequest(this.#options.baseUrl, communityId, fields, options);
+    return this.#community(url, { communityId, ifMatch: headers["If-Match"] }, { method, headers, payload });
   }
 
   /** Call `callback(status)` on every status change. Returns an unsubscribe function. */
@@ -905,7 +937,7 @@ class CommunitySync {
 
   /** Whether the server shows this user a community: true, false (404) or null (no answer). */
   async #communityShown(communityId) {
-    const url = `${trimSlash(this.#options.baseUrl)}/communities/${encodeURIComponent(communityId)}`;
+    const url = communityUrl(this.#options.baseUrl, communityId);
     try {
       await this.#call("GET", url, `no community ${communityId} for this user`);
       return true;
@@ -1187,10 +1219,25 @@ class CommunitySync {
 
   /** A call the app asked for, outside the loop: the body, or a thrown SyncError. */
   async #call(method, url, notFound, payload = undefined) {
-    const timeout = this.#options.requestTimeout;
-    let response = await this.#send(url, { method, timeout, payload, forceRefresh: false });
-    if (response.status === 401) response = await this.#send(url, { method, timeout, payload, forceRefresh: true });
-    return callResult(response, notFound);
+    return callResult(await this.#authorized(url, { method, payload }), notFound);
+  }
+
+  /** A read or an edit of one community: `{community, etag}`, or a thrown SyncError. */
+  async #community(url, context, request = {}) {
+    if (this.#stopController.signal.aborted) throw new SyncError("internal", "the client is stopped");
+    return communityResult(await this.#authorized(url, request), context);
+  }
+
+  /**
+   * A call outside the loop, within `requestTimeout`, sent again with a fresh token
+   * after a 401 (which the server answers before looking at the request, so nothing
+   * was done): the response, read.
+   */
+  async #authorized(url, { method = "GET", headers = {}, payload = undefined } = {}) {
+    const request = { method, headers, payload, timeout: this.#options.requestTimeout };
+    const response = await this.#send(url, { ...request, forceRefresh: false });
+    if (response.status !== 401) return response;
+    return this.#send(url, { ...request, forceRefresh: true });
   }
 
   /**

@@ -19,4 +19,13 @@ sync.watch(["c-1/thread:t-9"], (change) => change.data.votes); // rejected: data
 sync.watch(["c-1/*"]); // rejected: watching needs a callback
 sync.subscribe(() => {}, { watch: "c-1/*" }); // rejected: a list of watches
 listenForRelay({ allowedOrigins: ["https://sync.example.com"] }); // rejected: needs source or anySource
+sync.updateCommunity("c-1", { name: "Rust" }); // rejected: an edit names the version it changes
+sync.updateCommunity("c-1", { name: "Rust" }, {}); // rejected: ifMatch is required
+sync.updateCommunity("c-1", { name: "Rust" }, { ifMatch: 'W/"v1"' }); // rejected: a weak ETag never matches
+sync.updateCommunity("c-1", { name: "Rust" }, { ifMatch: "v1" }); // rejected: an ETag keeps its quotes
+sync.updateCommunity("c-1", { title: "Rust" }, { ifMatch: "*" }); // rejected: not a community field
+sync.updateCommunity("c-1", { is_public: "yes" }, { ifMatch: "*" }); // rejected: a boolean
+sync.getCommunity("c-1").then(({ etag }) => sync.updateCommunity("c-1", {}, { ifMatch: etag })); // rejected: etag may be null
+sync.getCommunity("c-1").then(({ community }) => community.member_count.toFixed(community.members)); // rejected: no such field
+sync.updateCommunity("c-1", {}, { ifMatch: "*" }).then(({ community }) => community.member_count); // rejected: an edit answers no member_count
 console.log(leader);

@@ -9,9 +9,14 @@ import {
   listenForRelay as listenFromClient,
   type ActivityChange,
   type Change,
+  type Community,
+  type CommunityDetail,
+  type CommunityFields,
   type CommunitySync,
   type CommunitySyncOptions,
   type CommunitySyncUpdate,
+  type ETag,
+  type EditOptions,
   type JsonValue,
   type MembershipEntry,
   type NotificationPage,
@@ -19,6 +24,7 @@ import {
   type Problem,
   type Status,
   type TopicActivityChange,
+  type VersionedCommunity,
   type Watch,
   type WatchOptions,
 } from "community-sync-client";
@@ -121,6 +127,32 @@ async function app(): Promise<void> {
   const visible: boolean = await sync.setPresenceVisible(!(await sync.presenceVisible()));
   console.log(entry.unread, notifications_unread, visible, await sync.notifications());
 }
+
+// An editor: read the version, change it only if nobody else did meanwhile.
+async function rename(communityId: string, name: string): Promise<ETag | null> {
+  const read: VersionedCommunity<CommunityDetail> = await sync.getCommunity(communityId);
+  const { community, etag } = read;
+  console.log(community.id, community.slug, community.name, community.logo_url, community.is_public, community.member_count);
+  if (etag === null) return null;
+  const fields: CommunityFields = { name, logo_url: null };
+  const edit: EditOptions = { ifMatch: etag };
+  try {
+    const saved: VersionedCommunity<Community> = await sync.updateCommunity(communityId, fields, edit);
+    return saved.etag;
+  } catch (error) {
+    if (error instanceof SyncError && error.kind === "conflict") {
+      const now: ETag | null = error.currentEtag;
+      console.log(error.status, error.problem?.type, now);
+      return now;
+    }
+    throw error;
+  }
+}
+const published = sync.updateCommunity("c-1", { is_public: true, slug: "rust" }, { ifMatch: "*" });
+published.then(({ community, etag }) => console.log(community.is_public, etag ?? "no version"));
+rename("c-1", "Rust").then((version) => console.log(version));
+const conflict = new SyncError("conflict", "community c-1 changed", { status: 412, currentEtag: '"v2"' });
+console.log(conflict.currentEtag);
 
 app().catch((error: unknown) => {
   if (error instanceof SyncError && error.kind === "watch") console.log(error.watches?.join(", "));
