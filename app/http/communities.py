@@ -126,7 +126,8 @@ def versioned():
     try:
         yield
     except PreconditionFailed as refusal:
-        raise Problem(412, "precondition-failed", refusal.detail, headers={"ETag": etag(refusal.current)}) from None
+        raise Problem(412, "precondition-failed", refusal.detail,
+                      headers={"ETag": etag(refusal.current)}) from None
 
 
 @bp.put("/<community_id>/members/<user_id>")

@@ -9,7 +9,6 @@ power too: ``/demo/sql-activity`` answers only that same machine.
 """
 import ipaddress
 
-import orjson
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -73,7 +72,7 @@ def sql_activity():
     fields = validation.publication(wire.ACTIVITY_PUBLICATION, recipients=("community_id", "user_id"))
     values = {"community_id": None, "user_id": None, "actor": None, "topic": None, "data": None,
               "collapse": False, **fields}
-    data = None if values["data"] is None else orjson.dumps(values["data"]).decode()
+    data = None if values["data"] is None else db.compact_json(values["data"])
     try:
         with db.write_transaction() as session:
             session.execute(PUBLISH_SQL, {**values, "data": data})

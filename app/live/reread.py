@@ -113,7 +113,7 @@ class Reread:
     """
 
     def __init__(self, engine, users, vouching, owed, *, safety_interval=5.0, coalesce=0.0,
-                 coalesce_max=None, hold_the_loop=2.0, metrics=None, watchers=lambda community_id, topic: ()):
+                 coalesce_max=None, hold_the_loop=2.0, metrics=None, watchers=feed.nobody_watches):
         self.engine = engine
         # (community id, topic) -> the users watching it (``registry.Watching``).
         self.watchers = watchers

@@ -76,6 +76,11 @@ def read_changes(connection, user_id, position, watches=NO_WATCHES):
     return addressed(connection.execute(queries.changes_of(position, user_id, watches)).all())
 
 
+def nobody_watches(_community_id, _topic):
+    """Who watches a topic, where no registry says (``registry.Watching`` does for the hub): nobody."""
+    return ()
+
+
 # The user-scoped rows that start and end a membership.
 TOGGLES = ("joined", "left")
 
@@ -143,7 +148,7 @@ class Batch:
     recipients: dict
     position: object
 
-    def by_user(self, users, watchers=lambda community_id, topic: ()):
+    def by_user(self, users, watchers=nobody_watches):
         """``{user_id: rows in id order}`` for the ``users`` with any, before ``addressed()``.
 
         A user with only one community's rows gets that community's list
@@ -163,18 +168,22 @@ class Batch:
             elif row.user_id in users:
                 own[row.user_id].append(row)
         found = {}
+
+        def hand(user_id, rows):
+            found[user_id] = merged(found[user_id], rows) if user_id in found else rows
+
         for community_id, rows in shared.items():
             for user_id in self.recipients.get(community_id, ()):
-                found[user_id] = merged(found[user_id], rows) if user_id in found else rows
+                hand(user_id, rows)
         members = {}
         for (community_id, topic), rows in topics.items():
             if community_id not in members:
                 members[community_id] = set(self.recipients.get(community_id, ()))
             for user_id in watchers(community_id, topic):
                 if rows[0].public or user_id in members[community_id]:
-                    found[user_id] = merged(found[user_id], rows) if user_id in found else rows
+                    hand(user_id, rows)
         for user_id, rows in own.items():
-            found[user_id] = merged(found[user_id], rows) if user_id in found else rows
+            hand(user_id, rows)
         return found
 
 
@@ -197,7 +206,7 @@ def per_list(function):
     return once
 
 
-def read_news(connection, position, waiting_users, watchers=lambda community_id, topic: ()):
+def read_news(connection, position, waiting_users, watchers=nobody_watches):
     """Every change the position does not see, the position that sees them, and their recipients.
 
     Three statements whatever the number of users and rows: the position,

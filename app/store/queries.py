@@ -484,7 +484,8 @@ def changes_of(position, user_id, watches=NO_WATCHES):
     # An answer carries the newest MAX_PUBLISHED_PER_ANSWER activity rows: read
     # one more than that (so it still knows it dropped some), not every one
     # since an old cursor: in a busy community that is thousands a poll.
-    branches = [own, history, shared.where(Change.type != "activity"), _newest_of(shared.where(Change.type == "activity"), "activity")]
+    branches = [own, history, shared.where(Change.type != "activity"),
+                _newest_of(shared.where(Change.type == "activity"), "activity")]
     if watches:
         topics = select(*_change_columns(literal(user_id))).where(
             Change.user_id.is_(None),
