@@ -41,6 +41,7 @@ PROBLEM_TYPES = {
     "invalid-limit": (400, "limit is not a whole number from 1 to 100."),
     "invalid-role": (422, "role is not one of member, moderator, admin, owner."),
     "invalid-timeout": (400, "The poll's timeout is not whole seconds."),
+    "invalid-topic": (400, "The presence's topic is not 1 to 64 of a-z 0-9 _ . : -, starting with a letter."),
     "invalid-watch": (400, "A poll's watch is not <community_id>/<topic> or <community_id>/*, or it "
                            "has more than 20."),
     "last-owner": (409, "The change would leave the community without an owner. Nothing changed."),

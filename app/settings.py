@@ -41,6 +41,7 @@ SETTINGS = {
     "WAKE_POLL_INTERVAL": (float, 0.05),
     "PRESENCE_TTL": (float, 70.0),
     "PRESENCE_INTERVAL": (float, 10.0),
+    "TYPING_TTL": (float, 6.0),
     "CHANGE_RETENTION": (int, 7 * 24 * 3600),
     "PRUNE_INTERVAL": (int, 3600),
     "DB_POOL_SIZE": (int, 10),
@@ -178,6 +179,9 @@ def check_values(values):
     if not 0 < values["PRESENCE_INTERVAL"] < values["PRESENCE_TTL"]:
         # A live worker's rows must be refreshed before they stop counting.
         raise SettingError("PRESENCE_INTERVAL must be above 0 and below PRESENCE_TTL")
+    if not values["TYPING_TTL"] >= 2:
+        # Typists repeat once a second; below two, one late repeat lets them lapse.
+        raise SettingError("TYPING_TTL must be 2 seconds or more")
     if values["WAKE_SOURCE"] not in WAKE_SOURCES:
         raise SettingError(f"WAKE_SOURCE must be one of {', '.join(WAKE_SOURCES)}, "
                            f"not {values['WAKE_SOURCE']!r}")

@@ -278,6 +278,18 @@ SNAPSHOT = (
     Field("server_time", TIMESTAMP),
     ONLINE,
 )
+# Who types where (``app/live/typing.py``): never in a state's hash.
+TYPIST = (Field("id", STRING), Field("name", NULLABLE_STRING))
+TYPING = Field("typing", {
+    "type": "object", "additionalProperties": array_of(ref("Typist")),
+    "description": "On the answers of polls that watch topics: who types in each watched topic "
+                   "(\"community/topic\"), the caller left out; topics with nobody typing left out.",
+}, optional=True)
+TYPING_PLACE = (
+    Field("community_id", {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"}, writable="create",
+          required_on_create=True, check=valid_id, problem=f"community_id must be {ID_RULE}."),
+    replace(TOPIC_FIELD, optional=False, required_on_create=True),
+)
 POLL_STATUSES = ("changed", "unchanged", "reset")
 POLL_ANSWER = (
     Field("status", {"enum": list(POLL_STATUSES)}),
@@ -292,6 +304,7 @@ POLL_ANSWER = (
     replace(NOTIFICATIONS_UNREAD, optional=True),
     Field("truncated", {"const": True}, optional=True),
     ONLINE,
+    TYPING,
 )
 ONLINE_USER = (
     Field("id", STRING),
@@ -524,12 +537,13 @@ def newest(rows):
     return kept
 
 
-def poll_body(reply, cursor, now, online=None):
+def poll_body(reply, cursor, now, online=None, typing=None):
     """A poll's answer to ``reply`` (``app.live.session.Reply``); the changes, and what they
     added and removed, only when ``changed``.
 
     ``cursor``: the signed text of the cursor to follow (``app.store.cursors.CursorKey``).
-    ``online`` (members online per community) comes with every status.
+    ``online`` (members online per community) comes with every status, and so does
+    ``typing`` for a poll that watches topics (None: left out).
     """
     listed = {}
     if reply.status == "changed":
@@ -540,7 +554,7 @@ def poll_body(reply, cursor, now, online=None):
     return compose(
         POLL_ANSWER, status=reply.status, cursor=cursor, hash=reply.known.hash,
         server_time=iso(now, milliseconds=True), communities=reply.communities,
-        notifications_unread=reply.notifications_unread, online=online or {}, **listed,
+        notifications_unread=reply.notifications_unread, online=online or {}, typing=typing, **listed,
     )
 
 
@@ -592,6 +606,8 @@ def schemas():
         "Published": response_schema(PUBLISHED),
         "OnlineUser": response_schema(ONLINE_USER),
         "Presence": response_schema(PRESENCE),
+        "Typist": response_schema(TYPIST),
+        "TypingPlace": request_schema(TYPING_PLACE, required=required_on_create(TYPING_PLACE)),
         "Visibility": response_schema(VISIBILITY),
         "VisibilityBody": request_schema(VISIBILITY, required=required_on_create(VISIBILITY)),
     }

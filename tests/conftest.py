@@ -4,6 +4,8 @@ PostgreSQL tests use TEST_DATABASE_URL (default: the local ``test`` database)
 with a schema of their own. When CI=true they must run: an unreachable server
 fails them instead of skipping them.
 """
+import http.client
+import json
 import os
 import shutil
 import secrets
@@ -360,6 +362,74 @@ def server_factory(tmp_path):
     yield factory
     for server in servers:
         server.stop()
+
+
+class Connection:
+    """A keep-alive connection to a gunicorn server, and the worker that serves it."""
+
+    def __init__(self, server):
+        self.http = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        self.get("/healthz")
+        self.worker = server.worker_serving(self.http.sock.getsockname()[1])
+
+    def get(self, path, headers=None):
+        self.send(path, headers)
+        return self.answer()
+
+    def send(self, path, headers=None, method="GET", json_body=None):
+        headers = dict(headers or {})
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body)
+            headers["Content-Type"] = "application/json"
+        self.http.request(method, path, body=body, headers=headers)
+
+    def call(self, method, path, headers=None, json_body=None):
+        self.send(path, headers, method, json_body)
+        return self.answer()
+
+    def answer(self):
+        response = self.http.getresponse()
+        body = response.read()
+        return response.status, json.loads(body) if body else None
+
+    def close(self):
+        self.http.close()
+
+
+@pytest.fixture
+def two_workers(server_factory, database):
+    """``start(**settings)``: a seeded two-worker server and a connection to each worker, closed after."""
+    opened = []
+
+    def start(**settings):
+        server = server_factory(database, workers=2, RATELIMIT_WRITES="100000 per minute", **settings)
+        from harness.servers import flask
+
+        flask(server.env, "seed-demo")
+        opened.extend(one_connection_per_worker(server))
+        return server, opened[0], opened[1]
+
+    yield start
+    for connection in opened:
+        connection.close()
+
+
+def one_connection_per_worker(server, tries=200):
+    """Keep-alive connections served by two different workers (the kernel decides who accepts)."""
+    found, spare = {}, []
+    for _ in range(tries):
+        connection = Connection(server)
+        if connection.worker is not None and connection.worker not in found:
+            found[connection.worker] = connection
+        else:
+            spare.append(connection)
+        if len(found) == 2:
+            break
+    for connection in spare:
+        connection.close()
+    assert len(found) == 2, "every connection went to one worker"
+    return list(found.values())
 
 
 def bearer(user_id, admin=False):

@@ -1,6 +1,4 @@
 """Presence: who is online, counted from the polls themselves, per the contract's v2 section."""
-import http.client
-import json
 import os
 import signal
 import time
@@ -13,7 +11,7 @@ from sqlalchemy import create_engine, event, text
 from app import wire
 from app.store.db import normalize_url
 from conftest import assert_problem, bearer, eventually, statements, table_dump, until_blocked
-from harness.servers import flask, wait_for
+from harness.servers import wait_for
 
 # Short enough that a test sees a TTL run out; the refresh well inside it.
 QUICK = {"PRESENCE_TTL": 1.0, "PRESENCE_INTERVAL": 0.2}
@@ -116,14 +114,15 @@ def test_counts_ride_every_answer_outside_the_hash(steady_app, auth):
 
 
 def test_an_answer_whose_communities_this_worker_does_not_know_reads_them(steady_app, auth):
-    from app.http.community_changes import online_counts
+    from app.http.community_changes import community_ids
     from app.live.session import Known, Reply
 
     steady_app.test_client().get("/me/communities", headers=auth("u-grace"))
 
     def counts():
         with steady_app.app_context():
-            return online_counts("u-ada", Reply("unchanged", Known(None, None)))
+            ids = community_ids("u-ada", Reply("unchanged", Known(None, None)))
+            return steady_app.extensions["online_counts"].counts(ids)
 
     assert eventually(lambda: counts() == {"c-python": 1, "c-rust": 0})
 
@@ -428,63 +427,6 @@ def test_bad_visibility_bodies_are_refused_and_change_nothing(seeded, client, au
 
 
 # -- across worker processes ------------------------------------------------------------
-
-
-class Connection:
-    """A keep-alive connection to a gunicorn server, and the worker that serves it."""
-
-    def __init__(self, server):
-        self.http = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        self.get("/healthz")
-        self.worker = server.worker_serving(self.http.sock.getsockname()[1])
-
-    def get(self, path, headers=None):
-        self.send(path, headers)
-        return self.answer()
-
-    def send(self, path, headers=None):
-        self.http.request("GET", path, headers=headers or {})
-
-    def answer(self):
-        response = self.http.getresponse()
-        body = response.read()
-        return response.status, json.loads(body) if body else None
-
-    def close(self):
-        self.http.close()
-
-
-@pytest.fixture
-def two_workers(server_factory, database):
-    """``start(**settings)``: a seeded two-worker server and a connection to each worker, closed after."""
-    opened = []
-
-    def start(**settings):
-        server = server_factory(database, workers=2, RATELIMIT_WRITES="100000 per minute", **settings)
-        flask(server.env, "seed-demo")
-        opened.extend(one_connection_per_worker(server))
-        return server, opened[0], opened[1]
-
-    yield start
-    for connection in opened:
-        connection.close()
-
-
-def one_connection_per_worker(server, tries=200):
-    """Keep-alive connections served by two different workers (the kernel decides who accepts)."""
-    found, spare = {}, []
-    for _ in range(tries):
-        connection = Connection(server)
-        if connection.worker is not None and connection.worker not in found:
-            found[connection.worker] = connection
-        else:
-            spare.append(connection)
-        if len(found) == 2:
-            break
-    for connection in spare:
-        connection.close()
-    assert len(found) == 2, "every connection went to one worker"
-    return list(found.values())
 
 
 def present(connection, community="c-python", user="u-grace"):

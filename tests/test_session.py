@@ -226,7 +226,7 @@ def test_an_outage_while_a_parked_answer_is_made_answers_503(seeded, park_poll, 
     def lost(*_args):
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(community_changes, "online_counts", lost)
+    monkeypatch.setattr(community_changes, "community_ids", lost)
     hub.close()
     status, headers, body = read_answer(client_side)
     assert status.split(" ")[:2] == ["HTTP/1.1", "503"] and "Retry-After" in headers
@@ -247,9 +247,9 @@ def test_an_error_while_a_parked_answer_is_made_answers_500_and_the_answerer_goe
         calls.append(user_id)
         if user_id == "u-ada":
             raise RuntimeError("a bug")
-        return {}
+        return []
 
-    monkeypatch.setattr(community_changes, "online_counts", broken)
+    monkeypatch.setattr(community_changes, "community_ids", broken)
     status, headers, body = read_answer(failing)
     assert status.split(" ")[:2] == ["HTTP/1.1", "500"]
     assert json.loads(body)["status"] == 500 and "a bug" not in body.decode()

@@ -60,14 +60,16 @@ def show(community_id):
 
 @bp.get("/<community_id>/presence")
 def presence(community_id):
-    """Who of the community's members is online now: members only (else the unknown id's 404)."""
+    """Who of the community's members is online now, or with ``topic``, reading that topic
+    (a poll held watches it): members only (else the unknown id's 404)."""
     identity = current_identity()
     validation.community_id(community_id)
+    topic = validation.topic_parameter()
     online_counts = current_app.extensions["online_counts"]
     with read_transaction() as connection:
         if connection.scalar(queries.role_in(identity.user_id, community_id)) is None:
             raise writes.unknown_community(community_id)
-        online, rows = online_counts.members(connection, community_id)
+        online, rows = online_counts.members(connection, community_id, topic)
     body = wire.presence_body(online, rows)
     tag = wire.state_hash(body)
     headers = {

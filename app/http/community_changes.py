@@ -10,7 +10,8 @@ in one snapshot, alone or batched with other arriving polls (``hub.look``,
 client's cursor, once a re-read in flight has noted its rows; answer at once if there is anything to say; otherwise wait for news,
 check it, and answer ``changed`` or, at the timeout, ``unchanged``; every
 answer carries the online counts of the user's communities, read after the
-wait (``app/live/online_counts.py``). How the poll waits, in this greenlet or parked,
+wait (``app/live/online_counts.py``), and a poll that watches topics who types
+in them (``app/live/typing.py``). How the poll waits, in this greenlet or parked,
 is its session's story (``app/live/session.py``).
 """
 import random
@@ -153,7 +154,11 @@ def conclude(hub, user_id, ask, reply):
     """The answer for ``reply``: its body and headers, the state noted for vouching."""
     now = datetime.now(timezone.utc)
     reply = hub.conclude(user_id, reply, now)
-    return answer(ask, reply, now, online_counts(user_id, reply))
+    ids = community_ids(user_id, reply)
+    online = current_app.extensions["online_counts"].counts(ids)
+    # Typists are shown to members only, never to a follower of a public community.
+    typing = hub.typing.shown(user_id, ask.watches, ids) if ask.watches else None
+    return answer(ask, reply, now, online, typing)
 
 
 def park(hub, session):
@@ -206,23 +211,22 @@ def request_socket():
     return next((request.environ[k] for k in SOCKET_KEYS if k in request.environ), None)
 
 
-def online_counts(user_id, reply):
-    """Members online in each of the reply's communities (read after any wait, never during it)."""
+def community_ids(user_id, reply):
+    """The ids of the user's communities as of ``reply`` (read after any wait, never during it)."""
     if reply.communities is not None:
-        ids = [entry["id"] for entry in reply.communities]
-    elif reply.community_ids is not None:
-        ids = reply.community_ids
-    else:
-        with read_transaction(single_statement=True) as connection:
-            ids = connection.scalars(queries.community_ids_of(user_id)).all()
-    return current_app.extensions["online_counts"].counts(ids)
+        return [entry["id"] for entry in reply.communities]
+    if reply.community_ids is not None:
+        return reply.community_ids
+    with read_transaction(single_statement=True) as connection:
+        return connection.scalars(queries.community_ids_of(user_id)).all()
 
 
-def answer(ask, reply, now, online):
-    """The body and headers for ``reply``, as of ``now``, with ``online`` counts beside the state."""
+def answer(ask, reply, now, online, typing=None):
+    """The body and headers for ``reply``, as of ``now``, with ``online`` counts (and who is
+    ``typing`` in the watched topics) beside the state."""
     known = reply.known
     cursor = current_app.extensions["cursor_key"].encode(known.cursor)
-    body = wire.poll_body(reply, cursor, now, online)
+    body = wire.poll_body(reply, cursor, now, online, typing)
     headers = {
         "Content-Type": "application/json",
         "X-Poll-Result": reply.status,

@@ -1,4 +1,4 @@
-"""``/me``: the caller's memberships (ETag-conditional), notifications and read markers."""
+"""``/me``: the caller's memberships (ETag-conditional), notifications, read markers, presence and typing."""
 from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
@@ -71,6 +71,25 @@ def set_presence():
     with db.write_transaction() as session:
         writes.set_presence_visible(session, identity, visible)
     return jsonify(wire.compose(wire.VISIBILITY, visible=visible))
+
+
+@bp.put("/typing")
+def start_typing():
+    """The caller types in a community's topic (members only): shown to the polls watching it
+    until ``TYPING_TTL`` passes without a repeat."""
+    identity = current_identity()
+    place = validation.body_fields(wire.TYPING_PLACE, creating=True)
+    if not current_app.extensions["typing"].typed(identity.user_id, place["community_id"], place["topic"]):
+        raise writes.unknown_community(place["community_id"])
+    return "", 204
+
+
+@bp.delete("/typing")
+def stop_typing():
+    """The caller stopped typing, wherever it was."""
+    identity = current_identity()
+    current_app.extensions["typing"].stopped(identity.user_id)
+    return "", 204
 
 
 @bp.put("/communities/<community_id>/read")

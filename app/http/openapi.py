@@ -326,6 +326,32 @@ def operations(max_timeout):
                 },
             },
         },
+        "/me/typing": {
+            "put": {
+                "operationId": "startTyping", "tags": ["presence"],
+                "summary": "The caller types in a community's topic (members only).",
+                "description": (
+                    "Shown to the polls that watch the topic (their `typing` map), the caller's own "
+                    "excluded, until TYPING_TTL seconds pass without a repeat. Repeats more often "
+                    "than the server writes them are accepted and ignored; an invisible caller is "
+                    "shown to nobody. Never in the change log nor in `hash`."
+                ),
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": ref("TypingPlace")}}},
+                "responses": {
+                    "204": {"description": "Typing there (or still)."},
+                    "404": problem("`unknown-community`: no such community, or the caller is not a "
+                                   "member: the same answer for both."),
+                    **{code: WRITE_ERRORS[code] for code in ("400", "408", "413", "415", "422")},
+                    **COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "operationId": "stopTyping", "tags": ["presence"],
+                "summary": "The caller stopped typing, wherever it was.",
+                "responses": {"204": {"description": "Not typing."}, **COMMON_ERRORS},
+            },
+        },
         "/me/notifications": {"get": {
             "operationId": "listNotifications", "tags": ["activity"],
             "summary": "The caller's notifications, newest first, a page at a time.",
@@ -458,16 +484,21 @@ def operations(max_timeout):
             "parameters": [COMMUNITY_ID],
             "get": {
                 "operationId": "communityPresence", "tags": ["presence"],
-                "summary": "The community's members online now (members only); ETag-conditional.",
+                "summary": "The community's members online now, or reading a topic (members only); "
+                           "ETag-conditional.",
                 "description": (
-                    "`online` counts every visible member online; `users` names the first "
+                    "`online` counts every visible member online (with `topic`: whose held polls "
+                    "watch the topic, by name or by `*`); `users` names the first "
                     "100, longest online first, and `truncated` says whether there are more."
                 ),
-                "parameters": [IF_NONE_MATCH],
+                "parameters": [IF_NONE_MATCH,
+                               {"name": "topic", "in": "query", "required": False,
+                                "description": "Who is reading this topic rather than who is online.",
+                                "schema": {"type": "string", "pattern": f"^{TOPIC.pattern}$"}}],
                 "responses": {
                     "200": json_body(ref("Presence"), "Who is online.", snapshot_headers),
                     "304": {"description": "Unchanged.", "headers": snapshot_headers},
-                    "400": problem("A malformed id."),
+                    "400": problem("A malformed id, or `invalid-topic`."),
                     "404": problem("No such community, or the caller is not a member."),
                     **COMMON_ERRORS,
                 },

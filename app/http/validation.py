@@ -5,6 +5,7 @@ from ..store import cursors
 from .. import wire
 from ..auth import CALLER_ALIAS, ID_RULE, USER_ID_RULE, valid_id, valid_user_id
 from ..errors import Problem
+from ..watches import TOPIC_RULE, valid_topic
 
 
 # Digits a whole-number parameter may have: more than any bound here needs,
@@ -29,6 +30,14 @@ def community_id(value):
     if not valid_id(value):
         raise Problem(400, "invalid-id", f"The community id must be {ID_RULE}.")
     return value
+
+
+def topic_parameter():
+    """The ``topic`` query parameter: None when absent, else a topic or a 400 problem."""
+    topic = request.args.get("topic")
+    if topic is not None and not valid_topic(topic):
+        raise Problem(400, "invalid-topic", f"topic must be {TOPIC_RULE}.")
+    return topic
 
 
 def user_id(value, caller):

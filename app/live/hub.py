@@ -16,7 +16,8 @@ read, is ``app/live/vouching.py``; clients that hang up are noticed by
 the operator's gauge, is ``app/live/owed.py``; the change log is pruned by
 ``app/store/pruning.py``. Who
 is online through this worker, which the registry is half of, is
-``app/live/presence.py``; the counts read back, ``app/live/online_counts.py``.
+``app/live/presence.py``; the counts read back, ``app/live/online_counts.py``;
+who is typing in the topics its polls watch, ``app/live/typing.py``.
 """
 import functools
 import time
@@ -36,6 +37,7 @@ from .online_counts import OnlineCounts
 from .presence import WorkerPresence
 from .registry import Registry, Watching
 from .reread import Reread, read_head
+from .typing import Typing
 from .vouching import Vouching
 from ..watches import NONE as NO_WATCHES
 
@@ -53,7 +55,7 @@ class Hub(Registry):
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
                  coalesce=0.0, coalesce_max=None, listen=None, wake="head", wake_poll_interval=0.05,
                  pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0,
-                 admission_reads=4, hold_the_loop=2.0):
+                 admission_reads=4, hold_the_loop=2.0, typing_ttl=None):
         self.max_waiting = max_waiting
         self.max_per_user = max_per_user
         self.metrics = metrics
@@ -84,9 +86,11 @@ class Hub(Registry):
         # Presence is off unless asked for (hub tests drive the registry alone).
         self.presence = self.online = None
         if presence_ttl:
-            self.presence = WorkerPresence(engine, self.users, ttl=presence_ttl,
+            self.presence = WorkerPresence(engine, self.users, self.watching, ttl=presence_ttl,
                                            interval=presence_interval)
             self.online = OnlineCounts(engine, self.presence)
+        # So is typing (``TYPING_TTL``).
+        self.typing = Typing(engine, self.watching, self.users, ttl=typing_ttl) if typing_ttl else None
         self._greenlets = []
 
     # -- life cycle -----------------------------------------------------------
@@ -102,6 +106,8 @@ class Hub(Registry):
         self._greenlets.append(self.pruner.start())
         if self.presence is not None:
             self._greenlets.append(self.presence.start())
+        if self.typing is not None:
+            self._greenlets.append(self.typing.start())
 
     def close(self):
         """Answer every waiting poll now (``unchanged``) and refuse new ones.
@@ -118,6 +124,8 @@ class Hub(Registry):
         self.pruner.stop()
         if self.presence is not None:
             self.presence.stop()
+        if self.typing is not None:
+            self.typing.stop()
 
     def drain(self, timeout, quiet=1.0):
         """Close, then wait (up to ``timeout``) for ``quiet`` seconds with no request in flight.
@@ -254,10 +262,12 @@ def init_app(app):
         presence_interval=app.config["PRESENCE_INTERVAL"],
         admission_reads=app.config["ADMISSION_READS"],
         hold_the_loop=app.config["HOLD_THE_LOOP"],
+        typing_ttl=app.config["TYPING_TTL"],
     )
     app.extensions["hub"] = hub
     app.extensions["presence"] = hub.presence
     app.extensions["online_counts"] = hub.online
+    app.extensions["typing"] = hub.typing
 
     # Counted until the application returns its answer, not until the answer
     # is written: a client that reads slowly must not hold up a drain.

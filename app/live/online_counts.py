@@ -87,10 +87,13 @@ class OnlineCounts:
                 stale.append(community_id)
         return stale
 
-    def members(self, connection, community_id):
-        """The community's visible members online now: (how many, the first of them)."""
-        statement = queries.online_members(community_id, self.live_workers(connection),
-                                           wire.MAX_ONLINE_LISTED, connection.dialect.name)
+    def members(self, connection, community_id, topic=None):
+        """The community's visible members online now, or reading ``topic``: (how many, the first of them)."""
+        workers, dialect = self.live_workers(connection), connection.dialect.name
+        if topic is None:
+            statement = queries.online_members(community_id, workers, wire.MAX_ONLINE_LISTED, dialect)
+        else:
+            statement = queries.topic_readers(community_id, topic, workers, wire.MAX_ONLINE_LISTED, dialect)
         rows = connection.execute(statement).all()
         return (rows[0].total if rows else 0), rows
 

@@ -16,6 +16,11 @@ by one greenlet per worker, never per request:
 - every ``PRESENCE_INTERVAL``, one statement that refreshes this worker's own
   row in ``presence_workers``, whatever the number of its users.
 
+The same transaction writes who reads which topic here (``reading``,
+migration 0008): a (user, watch) pair while one of the user's polls held here
+watches it, or for ``READING_GRACE`` seconds after such a poll was answered
+(its client polls again at once), again only on transitions.
+
 Readers count a ``presence`` row only while its worker's refresh is within
 ``PRESENCE_TTL`` of the database's clock (the live workers, read once per
 ``PRESENCE_INTERVAL``), so a worker that dies (SIGKILL, a lost host) takes its
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 # A worker silent for this many TTLs is dead, whatever it was doing: its rows
 # go. Readers stopped counting them long before; this only reclaims space.
 SWEEP_AFTER_TTLS = 10
+# A watch stays read this long after the poll that held it was answered: its
+# client's next poll, sent at once, takes it over without a write.
+READING_GRACE = 5.0
 
 
 def worker_id():
@@ -52,14 +60,19 @@ class WorkerPresence:
     """This worker's online users, written on transitions and refreshed on a timer.
 
     ``holding`` is the hub's registry (user id -> its waiting polls here),
-    read only. ``seen``: user id -> when its last request here started (or
-    its last poll here ended). ``written``: the users whose ``presence`` row
-    this worker has committed.
+    read only; ``watching`` its index of what they watch
+    (``app.live.registry.Watching``). ``seen``: user id -> when its last
+    request here started (or its last poll here ended). ``written``: the
+    users whose ``presence`` row this worker has committed. ``read_seen`` and
+    ``read_written`` are the same for (user id, watch) pairs.
     """
 
-    def __init__(self, engine, holding, *, ttl=70.0, interval=10.0):
+    def __init__(self, engine, holding, watching=None, *, ttl=70.0, interval=10.0):
         self.engine = engine
         self.holding = holding
+        self.watching = watching
+        self.read_seen = {}
+        self.read_written = set()
         self.ttl = ttl
         self.interval = interval
         self.worker_id = worker_id()
@@ -77,16 +90,29 @@ class WorkerPresence:
         if user_id not in self.written:
             self._wake.set()
 
-    def released(self, user_id, hung_up):
+    def reads(self, user_id, watches):
+        """A poll of the user watching ``watches`` is held here: written within a moment if new."""
+        if any((user_id, watch) not in self.read_written for watch in watches.names()):
+            self._wake.set()
+
+    def released(self, user_id, hung_up, watches):
         """One of the user's polls here ended; ``hung_up``: its client went away mid-wait.
 
         Called once the hub has let the poll go. An answered poll is a request
         that just ended, and the client is expected back at once; a hang-up
-        with no other poll of the user left here ends its presence here now.
+        with no other poll of the user left here ends its presence here now,
+        and what it read at once.
         """
         if not hung_up:
             self.seen_now(user_id)
-        elif user_id not in self.holding:
+            now = time.monotonic()
+            self.read_seen.update(((user_id, watch), now) for watch in watches.names())
+            return
+        for watch in watches.names():
+            self.read_seen.pop((user_id, watch), None)
+            if (user_id, watch) in self.read_written:
+                self._wake.set()
+        if user_id not in self.holding:
             self.seen.pop(user_id, None)
             if user_id in self.written:
                 self._wake.set()
@@ -97,6 +123,17 @@ class WorkerPresence:
         for user_id in [u for u, at in self.seen.items() if now - at >= self.ttl]:
             del self.seen[user_id]
         return set(self.holding) | set(self.seen)
+
+    def reading(self, now=None):
+        """The (user id, watch) pairs read through this worker: held, or answered within the grace."""
+        now = time.monotonic() if now is None else now
+        for pair in [p for p, at in self.read_seen.items() if now - at >= READING_GRACE]:
+            del self.read_seen[pair]
+        held = set(self.read_seen)
+        if self.watching is not None:
+            for (community_id, topic), users in self.watching.users.items():
+                held.update((user_id, f"{community_id}/{topic}") for user_id in users)
+        return held
 
     def counted(self, workers):
         """The live ``workers`` whose rows count, with this one as soon as it has written rows."""
@@ -115,8 +152,8 @@ class WorkerPresence:
         any. What changes while it runs is written next time. Nothing at all
         while the worker has no user online and has written none.
         """
-        online = self.online()
-        if not online and not self.written:
+        online, reading = self.online(), self.reading()
+        if not online and not self.written and not reading and not self.read_written:
             # Nobody here, and no row of ours that readers count: an idle
             # worker does no database work (its own row may go stale).
             return
@@ -125,15 +162,20 @@ class WorkerPresence:
             refreshed = session.execute(queries.refresh_worker(self.worker_id, dialect)).rowcount
             if not refreshed:
                 session.execute(queries.register_worker(self.worker_id, dialect))
-                written = set()
+                written, read_written = set(), set()
             else:
-                written = self.written
+                written, read_written = self.written, self.read_written
             arrived, departed = online - written, written - online
             if arrived:
                 session.execute(queries.arrive(self.worker_id, arrived, dialect))
             if departed:
                 session.execute(queries.depart(self.worker_id, departed, dialect))
-        self.written = online
+            started, stopped = reading - read_written, read_written - reading
+            if started:
+                session.execute(queries.start_reading(self.worker_id, started, dialect))
+            if stopped:
+                session.execute(queries.stop_reading(self.worker_id, stopped, dialect))
+        self.written, self.read_written = online, reading
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.ttl * random.uniform(0.5, 1.5)
             self.sweep()
@@ -150,7 +192,7 @@ class WorkerPresence:
         with write_transaction(self.engine) as session:
             for statement in queries.forget_worker(self.worker_id):
                 session.execute(statement)
-        self.written = set()
+        self.written, self.read_written = set(), set()
 
     def start(self):
         """Write on transitions and refresh on the timer, in a greenlet of its own (returned)."""

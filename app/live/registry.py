@@ -155,6 +155,8 @@ class Registry:
         self.waiting_polls += 1
         ticket = Ticket(user_id, waiters, watches)
         self.watching.add(user_id, watches)
+        if self.presence is not None and watches:
+            self.presence.reads(user_id, watches)
         self.vouching.subscribed(user_id)
         if self.metrics:
             self.metrics.add(self.metrics.waiting)
@@ -192,7 +194,7 @@ class Registry:
             del self.users[user_id]
             self.owed.paid(user_id)  # nobody left to owe; its next poll reads for itself
         if self.presence is not None:
-            self.presence.released(user_id, ticket.gone)
+            self.presence.released(user_id, ticket.gone, ticket.watches)
         if not self.users:
             # Nobody waits: the position is kept, and read on, for the
             # re-polls of the clients just answered; then forgotten.

@@ -9,7 +9,8 @@ steps, written once here and in the hub:
 1. ``begin(reply)``: where the client's knowledge stands after the poll's
    own read (or the hub's vouching for it), and until when it may wait;
 2. ``take(news)``: what a re-read brought is gathered; True when the poll
-   has something to answer now;
+   has something to answer now (or who types in a topic it watches changed,
+   ``app/live/typing.py``);
 3. ``reply()``: the answer as of now, ``changed`` with what was gathered or
    ``unchanged``; ``Hub.finish`` and ``Hub.conclude`` then note it for
    coalescing and vouching.
@@ -94,7 +95,7 @@ class PollSession:
     """
 
     __slots__ = ("hub", "ask", "ticket", "known", "seen", "latest", "state", "collected", "gathered", "kinds",
-                 "held", "community_ids", "deadline", "parked")
+                 "held", "community_ids", "deadline", "parked", "typing_since")
 
     def __init__(self, hub, ask, ticket):
         self.hub = hub
@@ -110,6 +111,7 @@ class PollSession:
         self.community_ids = None
         self.deadline = None
         self.parked = None
+        self.typing_since = None
 
     @property
     def user_id(self):
@@ -147,7 +149,9 @@ class PollSession:
         """
         if reply.status == "unchanged":
             self.begin(reply)
-            return True
+            # Who types in a watched topic changed since its client was last
+            # shown: that is the answer (``unchanged``, with the typists).
+            return not self.typing_moved()
         pause = self.hub.reread.coalescing.pause(self.user_id, reply.changes)
         if pause:
             self.begin(reply, pause)
@@ -189,6 +193,8 @@ class PollSession:
             self.hub.owed.owe(self.user_id, recorded(held.changes).timestamp())
         self.community_ids = reply.community_ids
         self.deadline = time.monotonic() + (pause if held else jittered_wait(self.ask.timeout))
+        if self.ask.watches and self.hub.typing is not None:
+            self.typing_since = self.hub.typing.since(self.user_id, self.ask.watches)
 
     def take(self, fresh):
         """Take news from the hub; True when the poll has something to answer now."""
@@ -198,7 +204,12 @@ class PollSession:
             self.latest = news.position
             self.state = StateSeen(news.hash, news.communities, news.notifications_unread)
             self._gather(*news.handed.unseen(self.seen, self.ask.watches))
-        return bool(self.collected) and not (self.held and self.kinds.coalescable)
+        return bool(self.collected) and not (self.held and self.kinds.coalescable) or self.typing_moved()
+
+    def typing_moved(self):
+        """Whether who types in a topic the poll watches changed after its client was last shown."""
+        return self.typing_since is not None and self.hub.typing.moved(
+            self.user_id, self.ask.watches, self.typing_since)
 
     def _gather(self, rows, kinds):
         """Add ``rows`` (in id order, of ``kinds``) to what the answer carries.

@@ -238,3 +238,33 @@ class Presence(Model):
     user_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     worker_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Reading(Model):
+    """One user reading a topic through one worker: a poll held there watches it (``watch`` is
+    ``community/topic``, or ``community/*`` for every topic of the community).
+
+    Written with the worker's presence, on transitions only (migration
+    0008), and counted through the same live workers.
+    """
+
+    __tablename__ = "reading"
+    __table_args__ = (Index("ix_reading_watch", "watch"),)
+
+    worker_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    watch: Mapped[str] = mapped_column(String(ID_LENGTH + 1 + TOPIC_LENGTH), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Typing(Model):
+    """Where a user is typing, until when: one row per user, rewritten at most every few
+    seconds while they type (``app/live/typing.py``, migration 0008)."""
+
+    __tablename__ = "typing"
+    __table_args__ = (Index("ix_typing_community_id", "community_id"),)
+
+    user_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    community_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    topic: Mapped[str] = mapped_column(String(TOPIC_LENGTH))
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))

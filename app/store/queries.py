@@ -24,6 +24,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     union,
     union_all,
     update,
@@ -32,8 +33,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import aliased
 
-from .models import Change, Community, FeedMeta, Membership, Presence, PresenceWorker, User
-from ..watches import NONE as NO_WATCHES
+from .models import Change, Community, FeedMeta, Membership, Presence, PresenceWorker, Reading, Typing, User
+from ..watches import EVERY_TOPIC, NONE as NO_WATCHES
 from ..wire import MAX_PUBLISHED_PER_ANSWER
 
 # unread counts stop here: "100" means 100 or more, and a count costs at most
@@ -643,9 +644,10 @@ def presence_shown(user_id, dialect):
 
 
 def forget_worker(worker_id):
-    """A worker that stops: its users and its own row."""
+    """A worker that stops: its users, what they read there, and its own row."""
     return (
         delete(Presence).where(Presence.worker_id == worker_id),
+        delete(Reading).where(Reading.worker_id == worker_id),
         delete(PresenceWorker).where(PresenceWorker.id == worker_id),
     )
 
@@ -659,6 +661,8 @@ def sweep_dead_workers(age, dialect):
     return (
         delete(PresenceWorker).where(PresenceWorker.refreshed_at < database_ago(age, dialect)),
         delete(Presence).where(~exists().where(PresenceWorker.id == Presence.worker_id)),
+        delete(Reading).where(~exists().where(PresenceWorker.id == Reading.worker_id)),
+        delete(Typing).where(Typing.until < database_ago(age, dialect)),
     )
 
 
@@ -719,12 +723,16 @@ def online_counts(community_ids, workers, dialect):
 
 
 def online_members(community_id, workers, limit, dialect):
-    """The community's members online, longest online first, at most ``limit``.
+    """The community's members online, longest online first, at most ``limit`` (``_listed``)."""
+    return _listed(_online(workers, dialect).subquery("online"), community_id, limit)
+
+
+def _listed(online, community_id, limit):
+    """The community's members among ``online`` (user id, since), longest first, at most ``limit``.
 
     ``total`` on every row counts them all (a window over the groups, before
     the limit), so the list and its count come from one snapshot.
     """
-    online = _online(workers, dialect).subquery("online")
     since = func.min(online.c.since)
     return (
         select(User.id, User.name, since.label("since"), func.count().over().label("total"))
@@ -735,4 +743,94 @@ def online_members(community_id, workers, limit, dialect):
         .group_by(User.id, User.name)
         .order_by(since, User.id)
         .limit(limit)
+    )
+
+
+# -- who is reading, who is typing (app/live/presence.py, app/live/typing.py) ----
+
+def json_pairs(pairs, dialect):
+    """``pairs`` as a two-column select (``first``, ``second``), from one bound parameter."""
+    payload = json.dumps([list(pair) for pair in pairs])
+    if dialect == "postgresql":
+        elements = func.jsonb_array_elements(cast(literal(payload, Text), JSONB)).table_valued("value")
+        item = elements.c.value
+        return select(item.op("->>")(literal_column("0")).label("first"),
+                      item.op("->>")(literal_column("1")).label("second"))
+    item = func.json_each(payload).table_valued("value").c.value
+    return select(func.json_extract(item, "$[0]").label("first"),
+                  func.json_extract(item, "$[1]").label("second"))
+
+
+def start_reading(worker_id, reads, dialect):
+    """(user id, watch) pairs read through the worker from now: one statement for them all."""
+    pairs = json_pairs(sorted(reads), dialect).subquery()
+    rows = (
+        select(literal(worker_id), pairs.c.first, pairs.c.second, database_now(dialect))
+        .where(literal_column("1") == 1)
+    )
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(Reading)
+        .from_select(["worker_id", "user_id", "watch", "since"], rows)
+        .on_conflict_do_nothing()
+    )
+
+
+def stop_reading(worker_id, reads, dialect):
+    """(user id, watch) pairs no longer read through the worker: one statement."""
+    pairs = json_pairs(sorted(reads), dialect)
+    return delete(Reading).where(
+        Reading.worker_id == worker_id,
+        tuple_(Reading.user_id, Reading.watch).in_(pairs),
+    )
+
+
+def topic_readers(community_id, topic, workers, limit, dialect):
+    """The community's members reading ``topic`` (a held poll watches it, by name or by ``*``)
+    through one of the live ``workers``, hidden users left out: listed as ``online_members``."""
+    watches = [f"{community_id}/{topic}", f"{community_id}/{EVERY_TOPIC}"]
+    hidden = select(literal(1)).where(User.id == Reading.user_id, ~User.presence_visible)
+    reading = select(Reading.user_id, Reading.since).where(
+        in_planned_list(Reading.worker_id, workers, dialect), Reading.watch.in_(watches), ~hidden.exists(),
+    )
+    return _listed(reading.subquery("reading"), community_id, limit)
+
+
+def database_later(seconds, dialect):
+    if dialect == "postgresql":
+        return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, float(seconds))
+    return func.strftime(SQLITE_NOW, "now", f"+{float(seconds)} seconds")
+
+
+def start_typing(user_id, community_id, topic, ttl, dialect):
+    """The user types in the community's topic for ``ttl`` seconds from now, if a member:
+    one statement that checks and writes (no row written: not a member, or no such community)."""
+    member = select(literal(1)).select_from(live_memberships()).where(
+        Membership.user_id == user_id, Membership.community_id == community_id)
+    row = select(literal(user_id), literal(community_id), literal(topic),
+                 database_later(ttl, dialect)).where(member.exists())
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = dialect_insert(Typing).from_select(["user_id", "community_id", "topic", "until"], row)
+    return statement.on_conflict_do_update(
+        index_elements=[Typing.user_id],
+        set_={name: statement.excluded[name] for name in ("community_id", "topic", "until")},
+    )
+
+
+def stop_typing(user_id):
+    return delete(Typing).where(Typing.user_id == user_id)
+
+
+def typists(community_ids, dialect):
+    """Who types now in these communities: (community id, topic, user id, name), in topic
+    then user order. Members only, hidden users left out, lapsed rows ignored."""
+    return (
+        select(Typing.community_id, Typing.topic, User.id, User.name)
+        .join(User, User.id == Typing.user_id)
+        .join(Membership, and_(Membership.user_id == Typing.user_id,
+                               Membership.community_id == Typing.community_id))
+        .join(Community, Community.id == Typing.community_id)
+        .where(in_planned_list(Typing.community_id, community_ids, dialect),
+               Typing.until > database_now(dialect), User.presence_visible)
+        .order_by(Typing.community_id, Typing.topic, User.id)
     )
