@@ -174,6 +174,32 @@ def test_typing_reaches_members_only_and_an_invisible_typist_nobody(typing_app, 
     assert eventually(lambda: first_answer(client, grace)["typing"] == {})
 
 
+def test_typing_and_readers_of_a_private_community_never_reach_a_non_member(typing_app, auth):
+    client = typing_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    design = "c-design/thread:t-1"
+    held, _first = waiting(client, grace, watch=(design,))
+    assert client.put("/me/typing", json={"community_id": "c-design", "topic": "thread:t-1"},
+                      headers=grace).status_code == 204
+    # Ada, outside it, can neither watch its topics nor list its readers: the unknown id's 404.
+    assert_problem(client.get(f"{POLL}?timeout=0&watch={design}", headers=ada), 404)
+    assert_problem(readers(client, ada, community="c-design"), 404)
+    # Her own polls, watching every topic of her communities, never carry it.
+    assert "c-design" not in str(first_answer(client, ada, watch=("c-python/*", "c-rust/*"))["typing"])
+    held.kill()
+
+
+def test_a_member_who_leaves_is_shown_no_typists_of_the_community(typing_app, auth):
+    client = typing_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    client.put("/me/typing", json=PLACE, headers=grace)
+    assert eventually(lambda: typists(first_answer(client, ada)) == ["u-grace"])
+    held, _first = waiting(client, ada)
+    assert client.delete("/communities/c-python/members/me", headers=ada).status_code == 204
+    answer = held.get(timeout=5).json
+    assert answer["status"] == "changed" and answer["typing"] == {}
+
+
 @pytest.mark.parametrize("community", ["c-design", "c-nowhere"])
 def test_typing_in_a_community_the_user_is_not_in_is_the_unknown_id_404(typing_app, auth, community):
     client = typing_app.test_client()
