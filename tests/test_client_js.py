@@ -19,5 +19,7 @@ def test_client_js_unit_tests_pass():
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
     # A runner that found no files also exits 0; make sure the tests actually ran.
     assert "# fail 0" in result.stdout
+    # A test skipped (an older Node, say) is not a test passed.
+    assert "# skipped 0" in result.stdout, result.stdout[-2000:]
     passed = int(result.stdout.rsplit("# pass ", 1)[1].split()[0])
     assert passed >= 20, result.stdout[-2000:]

@@ -39,9 +39,11 @@ export const DEFAULT_LOOP_GUARD = Object.freeze({
 /**
  * A failed request. `kind`: network, timeout, http, token, unauthorized, identity, loop,
  * internal, not-found (a read marker or listing the server does not have for this user),
- * watch (watches of this tab that the polls leave out, named in `watches`), or conflict
+ * watch (watches of this tab that the polls leave out, named in `watches`), conflict
  * (an edit refused with `412` because the community is no longer at the version it
- * named; `currentEtag` is the version it is at, when the answer said).
+ * named; `currentEtag` is the version it is at, when the answer said), typing (a
+ * typing request that failed), join or leave (a join or leave refused or unanswered,
+ * and rolled back).
  */
 export class SyncError extends Error {
   constructor(
@@ -261,15 +263,25 @@ function sameFields(a, b) {
 /**
  * An empty client state. `notificationsUnread` stays null until a server that counts
  * notifications says otherwise, and `online` (members online per community id) until
- * one that counts presence does.
+ * one that counts presence does. `typing` is who types in the topics the polls watch.
  */
 export function initialState() {
-  return { communities: [], cursor: null, hash: null, user: null, serverTime: null, notificationsUnread: null, online: null };
+  return {
+    communities: [],
+    cursor: null,
+    hash: null,
+    user: null,
+    serverTime: null,
+    notificationsUnread: null,
+    online: null,
+    typing: {},
+  };
 }
 
 /**
  * Apply one server answer to the client state. `answer` is a snapshot body, a poll body
- * or `{status: "unchanged"}` for a 304. Returns the next state, the update handed to
+ * or `{status: "unchanged"}` for a 304; its `typing`, if any, replaces the held one
+ * whole (see typingFor). Returns the next state, the update handed to
  * subscribers, `progressed`: whether the answer moved the cursor (what resets the
  * backoff) and `news`: whether it brought a new list (what the loop guard forgives).
  * The returned cursor and hash are always adopted, even on `unchanged`.
@@ -289,6 +301,7 @@ export function applyAnswer(state, answer, source, receivedAt = new Date().toISO
     notificationsUnread: answer.notifications_unread ?? state.notificationsUnread ?? null,
     // Beside the state, not in its hash: every answer carries the counts as they are.
     online: onlineCounts(answer.online) ?? state.online ?? null,
+    typing: answer.typing ?? state.typing ?? {},
   };
   const update = {
     communities,
@@ -300,6 +313,7 @@ export function applyAnswer(state, answer, source, receivedAt = new Date().toISO
     changes: answer.changes ?? [],
     notificationsUnread: next.notificationsUnread,
     online: next.online,
+    typing: next.typing,
     truncated: answer.truncated === true,
     status,
     source,
@@ -349,6 +363,7 @@ export function followUpdate(held, state, leaderUpdate = {}) {
     communities: state.communities,
     notificationsUnread: state.notificationsUnread ?? null,
     online: state.online ?? null,
+    typing: state.typing ?? {},
     added,
     removed,
     updated,
@@ -476,8 +491,9 @@ export function onlineCounts(value) {
 }
 
 /** The URL of a community's presence list. */
-export function presenceUrl(baseUrl, communityId) {
-  return `${trimSlash(baseUrl)}/communities/${encodeURIComponent(communityId)}/presence`;
+export function presenceUrl(baseUrl, communityId, topic) {
+  const url = `${trimSlash(baseUrl)}/communities/${encodeURIComponent(communityId)}/presence`;
+  return topic == null ? url : `${url}?topic=${encodeURIComponent(topic)}`;
 }
 
 /**
@@ -668,12 +684,15 @@ export function watchesCover(watches, change) {
 
 /**
  * `update` as a subscription that declared `watches` receives it: every change that
- * belongs to no topic, and the topic changes its own watches cover. The same object
- * when nothing is left out.
+ * belongs to no topic, the topic changes its own watches cover, and the typing lists of
+ * its watches' topics. The same object when nothing is left out.
  */
 export function updateForWatches(update, watches) {
   const changes = update.changes.filter((change) => !isTopicChange(change) || watchesCover(watches, change));
-  return changes.length === update.changes.length ? update : { ...update, changes };
+  const typing = update.typing === undefined ? undefined : typingFor(update.typing, watches);
+  const sameChanges = changes.length === update.changes.length;
+  if (sameChanges && (typing === undefined || Object.keys(typing).length === Object.keys(update.typing).length)) return update;
+  return { ...update, changes, ...(typing === undefined ? {} : { typing }) };
 }
 
 /**
@@ -830,4 +849,169 @@ export function tokenSubject(token) {
 export function channelName(apiUrl, identity) {
   if (identity == null || identity === "") return null;
   return `community-sync:${trimSlash(apiUrl)}|${identity}`;
+}
+
+// ---------------------------------------------------------------------------
+// Typing: who is writing in a topic
+// ---------------------------------------------------------------------------
+
+/** At most one `PUT /me/typing` per this many ms: the server ignores more. */
+export const TYPING_INTERVAL = 1_000;
+/** No typing() call for this long means the user stopped: `DELETE /me/typing`. */
+export const TYPING_IDLE = 3_000;
+
+/**
+ * Where the user types: `{communityId, topic, key}` (`key` is `"<community_id>/<topic>"`,
+ * the key of the poll answers' `typing`), or null when either is malformed. A topic is
+ * one topic, never `"*"`.
+ */
+export function typingPlace(communityId, topic) {
+  const parsed = typeof communityId === "string" && typeof topic === "string" ? parseWatch(`${communityId}/${topic}`) : null;
+  if (parsed === null || parsed.topic === ANY_TOPIC || parsed.community !== communityId) return null;
+  return { communityId, topic, key: `${communityId}/${topic}` };
+}
+
+/** How long a PUT must wait after the last one went at `lastPut` (0: it may go now). */
+export function typingDelay(lastPut, now, interval = TYPING_INTERVAL) {
+  return Math.max(0, lastPut + interval - now);
+}
+
+export function typingUrl(baseUrl) {
+  return `${trimSlash(baseUrl)}/me/typing`;
+}
+
+/**
+ * The typing lists of `typing` (a poll answer's `{"<community_id>/<topic>": [{id,
+ * name}]}`) that `watches` cover, a wildcard covering every topic of its community:
+ * a new object, without malformed keys or lists, `{}` for anything that is not a map.
+ */
+export function typingFor(typing, watches = []) {
+  const lists = {};
+  if (typing === null || typeof typing !== "object" || Array.isArray(typing)) return lists;
+  for (const [key, users] of Object.entries(typing)) {
+    const place = parseWatch(key);
+    if (place === null || place.topic === ANY_TOPIC || !Array.isArray(users) || users.length === 0) continue;
+    if (watches.some((watch) => watchCovers(watch, place.community, place.topic))) lists[key] = users;
+  }
+  return lists;
+}
+
+/** Whether two typing maps name the same users (by id and name, in order) under the same keys. */
+export function sameTyping(a = {}, b = {}) {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((key) => {
+    const before = a[key];
+    const after = b[key];
+    if (!Array.isArray(after) || before.length !== after.length) return false;
+    return before.every((user, at) => user?.id === after[at]?.id && (user?.name ?? null) === (after[at]?.name ?? null));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Memberships: optimistic join and leave
+// ---------------------------------------------------------------------------
+
+/** The URL of the user's own membership of a community. */
+export function membershipUrl(baseUrl, communityId) {
+  return `${communityUrl(baseUrl, communityId)}/members/me`;
+}
+
+/**
+ * The entry a join shows before the server lists the community: shaped like the
+ * server's, with what is known (`known`: the community's `name`, `slug`, `logo_url`,
+ * `is_public`, from a public list for example; the id stands in for a missing name and
+ * slug), `role: "member"`, `unread: 0` and `pending: true`. Self-join is for public
+ * communities only, so `is_public` defaults to true.
+ */
+export function joinEntry(communityId, known = {}) {
+  const { name, slug, logo_url: logoUrl, is_public: isPublic } = known ?? {};
+  return {
+    id: communityId,
+    slug: typeof slug === "string" ? slug : communityId,
+    name: typeof name === "string" ? name : communityId,
+    logo_url: typeof logoUrl === "string" ? logoUrl : null,
+    is_public: typeof isPublic === "boolean" ? isPublic : true,
+    role: "member",
+    joined_at: null,
+    unread: 0,
+    pending: true,
+  };
+}
+
+/**
+ * The community list as the user sees it while joins and leaves are pending: `ops`
+ * are `{communityId, kind: "join" | "leave", entry}`. A join adds its `entry` at the
+ * end unless the list already has the community (the server's entry wins); a leave
+ * takes the community out. Returns `communities` itself when nothing changes, so
+ * applying the same ops again (to a list they were applied to) changes nothing.
+ */
+export function overlayMemberships(communities, ops) {
+  let list = communities;
+  for (const op of ops) {
+    const listed = list.some((community) => community.id === op.communityId);
+    if (op.kind === "join" && !listed) list = [...list, op.entry];
+    else if (op.kind === "leave" && listed) list = list.filter((community) => community.id !== op.communityId);
+  }
+  return list;
+}
+
+/**
+ * The pending joins and leaves left after the server's answer to request number
+ * `requestNo`. `ops` maps a community id to `{key, kind, after, since, ...}`: `after`
+ * is the number of the last request sent before the server answered the join or leave
+ * (Infinity while it is in flight), `since` when it was asked for. An op is settled
+ * when the answer's list (`communities`, null for an answer without one) shows it (the
+ * community listed after a join, absent after a leave), when the answer is to a later
+ * request (the server's list is then the truth, whatever it says), or, still in
+ * flight after `maxAge` ms, given up: the tab that asked may have closed. Returns
+ * `{left, settled}`: the ops left, and the keys of those settled.
+ */
+export function settleMemberships(ops, { communities = null, requestNo, now, maxAge }) {
+  const left = new Map();
+  const settled = [];
+  const listed = communities === null ? null : new Set(communities.map((community) => community.id));
+  for (const [communityId, op] of ops) {
+    const shown = listed !== null && listed.has(communityId) === (op.kind === "join");
+    const answered = requestNo > op.after;
+    const abandoned = op.after === Infinity && now - op.since > maxAge;
+    if (shown || answered || abandoned) settled.push(op.key);
+    else left.set(communityId, op);
+  }
+  return { left, settled };
+}
+
+/**
+ * A join or leave the server refused, or that got no answer: a SyncError of kind
+ * `join` or `leave` carrying the failure's status, problem and Retry-After, the
+ * failure itself as `cause`.
+ */
+export function membershipError(kind, communityId, error) {
+  return wrappedError(kind, `could not ${kind} community ${communityId}: ${error?.message ?? error}`, error);
+}
+
+/**
+ * Whether a failed typing request says the place itself is refused (an unknown
+ * community, one the user is not in, a malformed topic): repeating it can only fail
+ * the same way. Throttling, timeouts and the server's own failures are not.
+ */
+export function typingRefused(error) {
+  const status = error?.status;
+  return Number.isInteger(status) && status >= 400 && status < 500 && status !== 401 && status !== 408 && status !== 429;
+}
+
+/** A failed typing request as the app hears of it: kind `typing`, the failure as `cause`. */
+export function typingError(method, place, error) {
+  const where = place === null ? "" : ` in ${place.key}`;
+  const what = method === "PUT" ? `saying the user types${where}` : "saying the user stopped typing";
+  return wrappedError("typing", `${what} failed: ${error?.message ?? error}`, error);
+}
+
+function wrappedError(kind, message, error) {
+  return new SyncError(kind, message, {
+    status: error?.status ?? null,
+    retryAfter: error?.retryAfter ?? null,
+    problem: error?.problem ?? null,
+    cause: error,
+  });
 }

@@ -30,7 +30,36 @@ export interface MembershipEntry {
   unread?: number;
   /** When the community last had activity; absent from a server without activity. */
   last_activity_at?: string | null;
+  /**
+   * A join asked for in this browser that no answer of the polls lists yet (`join()`):
+   * the entry holds what was known, the id standing in for a missing name and slug.
+   * Absent from the server's entries.
+   */
+  pending?: true;
 }
+
+/** A membership, as `PUT /communities/{id}/members/me` answers it (`join()`). */
+export interface Membership {
+  user_id: string;
+  community_id: string;
+  role: Role;
+  joined_at: string | null;
+}
+
+/** What a join may show of a community before the server lists it: anything of a public list's entry. */
+export type KnownCommunity = Partial<Pick<Community, "name" | "slug" | "logo_url" | "is_public">>;
+
+/** Someone typing in a topic. */
+export interface TypingUser {
+  id: string;
+  name: string | null;
+}
+
+/**
+ * Who types in watched topics: one key `"<community_id>/<topic>"` per topic someone
+ * types in (never the user), `{}` when nobody does.
+ */
+export type TypingMap = { readonly [place: Watch]: readonly TypingUser[] | undefined };
 
 interface ChangeBase {
   /** When the change was made (ISO 8601). */
@@ -176,7 +205,7 @@ export declare const STATUS: Readonly<{
 export type Status = (typeof STATUS)[keyof typeof STATUS];
 
 /** What an update answers: a server's poll status, or the client's own. */
-export type UpdateStatus = "snapshot" | "changed" | "unchanged" | "reset" | "current" | "read";
+export type UpdateStatus = "snapshot" | "changed" | "unchanged" | "reset" | "current" | "read" | "membership";
 
 /** Where an update came from. */
 export type UpdateSource = "snapshot" | "long-poll" | "smart-poll" | "local";
@@ -197,6 +226,8 @@ export interface CommunitySyncUpdate {
   notificationsUnread: number | null;
   /** Members online per community id, or null from a server that does not count presence. */
   online: Record<string, number> | null;
+  /** Who types in the topics of this subscription's watches; `{}` without watches. */
+  typing: TypingMap;
   /** The server dropped the oldest activity/notification entries of this answer. */
   truncated: boolean;
   status: UpdateStatus;
@@ -252,11 +283,16 @@ export type SyncErrorKind =
   | "internal"
   | "not-found"
   | "watch"
-  | "conflict";
+  | "conflict"
+  | "typing"
+  | "join"
+  | "leave";
 
 /**
  * Every failure the client reports (`onError`) or rejects with (`markRead`...). A
- * `412` to `updateCommunity` is `kind: "conflict"`, with `currentEtag`.
+ * `412` to `updateCommunity` is `kind: "conflict"`, with `currentEtag`. A failed typing
+ * request is reported as `kind: "typing"`; a refused join or leave as `"join"` or
+ * `"leave"`, reported and rejected with.
  */
 export declare class SyncError extends Error {
   constructor(
@@ -397,6 +433,12 @@ export interface CommunitySync {
    * watch or more than 20.
    */
   watch(watches: readonly Watch[], callback: (change: TopicActivityChange, update: CommunitySyncUpdate) => void): () => void;
+  /**
+   * Call `callback` whenever who types in this tab's watched topics changes (those of
+   * `watch` only, if given: declared as `subscribe` does); returns an unsubscribe
+   * function.
+   */
+  onTyping(callback: (typing: TypingMap) => void, options?: WatchOptions): () => void;
   /** Call `callback` on every status change; returns an unsubscribe function. */
   onStatus(callback: (status: Status) => void): () => void;
 
@@ -415,6 +457,8 @@ export interface CommunitySync {
   notifications(page?: { cursor?: string | null; limit?: number | null }): Promise<NotificationPage>;
   /** `GET /communities/{id}/presence`, asked conditionally. */
   presence(communityId: string): Promise<PresenceList>;
+  /** `GET /communities/{id}/presence?topic=`: who is reading the topic, asked conditionally. */
+  readers(communityId: string, topic: string): Promise<PresenceList>;
   /** Whether the user shows in presence counts and lists. */
   presenceVisible(): Promise<boolean>;
   /** Show or hide the user everywhere; resolves with the stored choice. */
@@ -432,6 +476,23 @@ export interface CommunitySync {
    * `ifMatch`, or fields that are not an object.
    */
   updateCommunity(communityId: string, fields: CommunityFields, options: EditOptions): Promise<VersionedCommunity<Community>>;
+
+  /**
+   * The user types in `topic` of a community: call it on every keystroke. `PUT
+   * /me/typing` at most once a second; no call for 3 s, `stopTyping()` or `stop()` send
+   * `DELETE /me/typing`. Never throws: failures go to `onError` (`kind: "typing"`).
+   */
+  typing(communityId: string, topic: string): void;
+  /** The user stopped typing (sent the message): `DELETE /me/typing` if a PUT went. */
+  stopTyping(): void;
+  /**
+   * `PUT /communities/{id}/members/me`, optimistic: every tab lists the community at
+   * once (`pending: true`) until the polls do; refused, every tab takes it out again,
+   * reports the `SyncError` (`kind: "join"`) and the promise rejects with it.
+   */
+  join(communityId: string, known?: KnownCommunity): Promise<Membership>;
+  /** `DELETE /communities/{id}/members/me`, optimistic as `join` (`kind: "leave"`). */
+  leave(communityId: string): Promise<void>;
 }
 
 /** Start keeping a user's community list live. Throws a TypeError without `getToken`, or with a `relayTo` to `"*"`. */

@@ -9,6 +9,9 @@
  *   const unwatch = sync.watch(["c-1/thread:t-9"], (change) => showActivity(change)); // a topic's activity
  *   const { community, etag } = await sync.getCommunity(communityId); // a version to edit
  *   await sync.updateCommunity(communityId, { name }, { ifMatch: etag }); // a 412 rejects: kind "conflict"
+ *   composer.oninput = () => sync.typing("c-1", "thread:t-9"); // at most one PUT a second
+ *   sync.onTyping((typing) => showTyping(typing["c-1/thread:t-9"] ?? [])); // who else types
+ *   await sync.join("c-go", { name: "Go" }); // listed in every tab at once, rolled back if refused
  *   sync.stop();
  *
  * One tab per user and browser profile (the leader) talks to the server; the other tabs
@@ -27,6 +30,7 @@ import {
   SMART_POLL,
   SNAPSHOT,
   SyncError,
+  TYPING_IDLE,
   applyAnswer,
   applyRead,
   buildPollUrl,
@@ -38,6 +42,7 @@ import {
   communityResult,
   communityUpdateRequest,
   communityUrl,
+  diffCommunities,
   earlyUnchangedDelay,
   followUpdate,
   initialState,
@@ -46,10 +51,14 @@ import {
   isDropped,
   isNewerState,
   isTopicChange,
+  joinEntry,
   localReadUpdate,
   maskReads,
+  membershipError,
+  membershipUrl,
   notificationsPage,
   notificationsUrl,
+  overlayMemberships,
   parseWatch,
   presenceList,
   presenceUrl,
@@ -57,11 +66,19 @@ import {
   recordTransportOutcome,
   refusedWatches,
   retryDelay,
+  sameTyping,
   sameWatches,
+  settleMemberships,
   settleReads,
   snapshotUrl,
   tokenSubject,
   trimSlash,
+  typingDelay,
+  typingError,
+  typingFor,
+  typingPlace,
+  typingRefused,
+  typingUrl,
   uncoveredWatches,
   updateForWatches,
   watchUnion,
@@ -236,9 +253,10 @@ const WATCH_ROLL_CALL = 3_000;
 
 /**
  * Start keeping a user's community list live. Returns `{subscribe, onChange, watch,
- * onStatus, stop, refresh, reconnect, markRead, markNotificationsRead, notifications,
- * presence, presenceVisible, setPresenceVisible, getCommunity, updateCommunity, status,
- * isLeader, communities, notificationsUnread, online}`.
+ * onTyping, onStatus, stop, refresh, reconnect, markRead, markNotificationsRead,
+ * notifications, presence, readers, presenceVisible, setPresenceVisible, getCommunity,
+ * updateCommunity, typing, stopTyping, join, leave, status, isLeader, communities,
+ * notificationsUnread, online}`.
  * See docs/client.md for every option.
  */
 export function createCommunitySync(options) {
@@ -287,7 +305,7 @@ class CommunitySync {
   #outOfQueue = false; // stepped down after `unauthorized`; rejoins on reconnect()
   #tabId = randomId();
   #followerVisibility = new Map();
-  // communityId -> {etag, list}: the presence list last read, to ask conditionally.
+  // presence URL -> {etag, list}: the presence list last read, to ask conditionally.
   #presenceSeen = new Map();
   // tabId -> {watches, seq} another tab of this user declared. Every tab keeps them, so
   // that one taking over polls them from its first request.
@@ -307,6 +325,21 @@ class CommunitySync {
   #unpolledReported = new Set();
   #loopRequest = null; // the loop's request in flight
   #rewatched = false; // the watches moved since that request was built
+  // communityId -> a join or leave asked for in this browser that no answer has shown
+  // yet: {key, communityId, kind, entry, answered, after, since}. Every tab holds the
+  // same ones (the tab that asks tells the others) and shows them on top of the
+  // server's list, which #state keeps as the server sent it. The leader settles them
+  // (see settleMemberships) and tells the others which it settled; a follower settles
+  // by itself only those the list it is relayed shows.
+  #memberships = new Map();
+  #shown = []; // the list subscribers last received, to tell them what changed
+  #typingListeners = new Set(); // {callback, watches (null: the tab's), last}
+  // What typing() said last: the place (with `refused` once the server refused it),
+  // when the last PUT went, whether a call came since, whether a PUT went since the
+  // last DELETE, and the two timers.
+  #typing = { place: null, lastPut: -Infinity, due: false, sent: false, sendTimer: null, idleTimer: null, malformed: null };
+  // Typing requests go one after the other, so a DELETE never overtakes its PUT.
+  #typingQueue = Promise.resolve();
   #cleanups = [];
 
   constructor(options = {}) {
@@ -347,9 +380,9 @@ class CommunitySync {
     return this.#leader;
   }
 
-  /** The last known community list. */
+  /** The last known community list, with the joins and leaves still pending. */
   get communities() {
-    return this.#state.communities;
+    return this.#visible();
   }
 
   /** Unread notifications (100 means 100 or more), or null from a server that does not count them. */
@@ -377,7 +410,8 @@ class CommunitySync {
     this.#subscribers.add(subscription);
     if (subscription.watches.length > 0) this.#watchesMoved(true);
     if (this.#hasState) {
-      const update = { ...followUpdate({ communities: [] }, this.#state), relayed: false };
+      const shown = { ...this.#state, communities: this.#visible() };
+      const update = updateForWatches({ ...followUpdate({ communities: [] }, shown), relayed: false }, subscription.watches);
       queueMicrotask(() => this.#subscribers.has(subscription) && isolated(callback, update));
     }
     return () => {
@@ -458,13 +492,27 @@ class CommunitySync {
    * when the user is not a member.
    */
   async presence(communityId) {
-    const url = presenceUrl(this.#options.baseUrl, communityId);
-    const seen = this.#presenceSeen.get(communityId);
+    return this.#presence(communityId);
+  }
+
+  /**
+   * Who of a community's members is reading a topic now: their held polls watch it
+   * (`GET /communities/{id}/presence?topic=`). Resolves like presence(), asked
+   * conditionally too; `since` is when they started reading.
+   */
+  async readers(communityId, topic) {
+    if (typeof topic !== "string" || !topic) throw new TypeError("readers needs a topic");
+    return this.#presence(communityId, topic);
+  }
+
+  async #presence(communityId, topic) {
+    const url = presenceUrl(this.#options.baseUrl, communityId, topic);
+    const seen = this.#presenceSeen.get(url);
     const response = await this.#authorized(url, { headers: seen ? { "If-None-Match": seen.etag } : {} });
     if (response.status === 304 && seen) return seen.list;
     const list = presenceList(callResult(response, `not a member of community ${communityId}, or the server keeps no presence`));
     const etag = response.headers.get("ETag");
-    if (etag) this.#presenceSeen.set(communityId, { etag, list });
+    if (etag) this.#presenceSeen.set(url, { etag, list });
     return list;
   }
 
@@ -513,6 +561,95 @@ class CommunitySync {
     return this.#community(url, { communityId, ifMatch: headers["If-Match"] }, { method, headers, payload });
   }
 
+  /**
+   * Say that the user is typing in `topic` of community `communityId`: call it on every
+   * keystroke. Sends `PUT /me/typing` at once, then at most once a second while calls
+   * keep coming (the calls of each second fold into one PUT at its end), which keeps
+   * the server showing it. No call for 3 s, stopTyping() or stop() send `DELETE
+   * /me/typing`, only after a PUT. A call for another place moves the typing there
+   * with the next PUT. Sent by this tab itself, leader or not. Returns nothing and
+   * never throws: a failure, a place the server refuses (then not asked again until
+   * the place changes) or a malformed one are reported to `onError` as a SyncError of
+   * kind `typing`.
+   */
+  typing(communityId, topic) {
+    if (this.#stopController.signal.aborted) return;
+    const typing = this.#typing;
+    const place = typingPlace(communityId, topic);
+    if (place === null) {
+      const shown = `${quoted(communityId)}, ${quoted(topic)}`;
+      if (typing.malformed !== shown) {
+        typing.malformed = shown;
+        this.#report(new SyncError("typing", `not a place to type in: ${shown} (a community id and one topic)`));
+      }
+      return;
+    }
+    clearTimeout(typing.idleTimer);
+    typing.idleTimer = setTimeout(() => this.stopTyping(), TYPING_IDLE);
+    if (typing.place?.key !== place.key) typing.place = { ...place, refused: false };
+    if (typing.place.refused) return;
+    typing.due = true;
+    this.#paceTyping();
+  }
+
+  /** The user stopped typing (sent the message, left the composer): `DELETE /me/typing` if a PUT went. */
+  stopTyping() {
+    const typing = this.#typing;
+    clearTimeout(typing.idleTimer);
+    clearTimeout(typing.sendTimer);
+    Object.assign(typing, { place: null, due: false, idleTimer: null, sendTimer: null });
+    if (!typing.sent) return;
+    typing.sent = false;
+    this.#sendTyping("DELETE", null);
+  }
+
+  /**
+   * Call `callback(typing)` whenever who types in this tab's watched topics changes:
+   * `typing` is `{"<community_id>/<topic>": [{id, name}]}`, one key per topic someone
+   * types in (never the user), `{}` when nobody does; a `"c-1/*"` watch covers every
+   * topic of c-1. The lists come with the polls of the watched topics, in every tab.
+   * With `watch`, declares those watches (as subscribe() does) and reports theirs
+   * only. Returns a function that unsubscribes.
+   */
+  onTyping(callback, { watch = null } = {}) {
+    if (typeof callback !== "function") throw new TypeError("onTyping needs a callback");
+    const watches = watch === null ? null : checkWatches(watch);
+    const listener = { callback, watches, last: {} };
+    const unsubscribe = watches === null ? null : this.subscribe(() => {}, { watch: watches });
+    this.#typingListeners.add(listener);
+    queueMicrotask(() => this.#deliverTyping());
+    return () => {
+      this.#typingListeners.delete(listener);
+      unsubscribe?.();
+    };
+  }
+
+  /**
+   * Join a public community (`PUT /communities/{id}/members/me`). Every tab of this
+   * user in this browser lists it at once, as an entry with what is known (`known`:
+   * its `name`, `slug`, `logo_url`, `is_public`, for example from a public list),
+   * `role: "member"`, `unread: 0` and `pending: true`, until an answer of the polls
+   * lists it. Resolves with the server's membership `{user_id, community_id, role,
+   * joined_at}`. Refused (or unanswered): every tab takes the entry out again and
+   * reports the SyncError (kind `join`, the server's `problem` attached) to
+   * `onError`, and the promise rejects with it. Throws a TypeError for a malformed id.
+   */
+  join(communityId, known = {}) {
+    checkCommunityId(communityId);
+    return this.#changeMembership("join", communityId, joinEntry(communityId, known));
+  }
+
+  /**
+   * Leave a community (`DELETE /communities/{id}/members/me`), optimistic as join():
+   * every tab takes it out of the list at once, until an answer of the polls no
+   * longer lists it; resolves with nothing. Refused: every tab shows it again, and the
+   * SyncError (kind `leave`) is reported and rejected with.
+   */
+  leave(communityId) {
+    checkCommunityId(communityId);
+    return this.#changeMembership("leave", communityId, null);
+  }
+
   /** Call `callback(status)` on every status change. Returns an unsubscribe function. */
   onStatus(callback) {
     this.#statusListeners.add(callback);
@@ -539,9 +676,13 @@ class CommunitySync {
     if (this.#outOfQueue) this.#joinElection();
   }
 
-  /** Stop polling, leave the election (another tab takes over) and close the channel. */
+  /**
+   * Stop polling, leave the election (another tab takes over) and close the channel;
+   * a typing user stops typing.
+   */
   stop() {
     if (this.#stopController.signal.aborted) return;
+    this.stopTyping();
     this.#stopController.abort();
     this.#requestController?.abort();
     this.#wakeUp?.();
@@ -671,6 +812,8 @@ class CommunitySync {
     this.#catchUp = true;
     this.#followerVisibility.clear();
     this.#refused.clear();
+    // Joins and leaves the server already answered: any request from here on sees them.
+    for (const op of this.#memberships.values()) if (op.answered) op.after = this.#requestNo;
     if (this.#channel) this.#startRollCall();
     this.#post({ type: "leader", tabId: this.#tabId });
     this.#watchesMoved(false);
@@ -710,12 +853,16 @@ class CommunitySync {
   #onChannelMessage(message) {
     if (!message || typeof message !== "object") return;
     switch (message.type) {
-      case "update":
-        if (!this.#leader) this.#follow(message, message.update);
+      case "update": {
+        if (this.#leader) return;
+        const settled = this.#settleFromLeader(message.settled);
+        if (!this.#follow(message, message.update) && settled) this.#showMemberships();
         break;
+      }
       case "state":
         if (this.#leader) return;
-        this.#follow(message, { status: "current" });
+        this.#learnMemberships(message.memberships);
+        if (!this.#follow(message, { status: "current" })) this.#showMemberships();
         this.#setStatus(message.status);
         break;
       case "status":
@@ -727,7 +874,10 @@ class CommunitySync {
       case "hello":
         if (!this.#leader) return;
         this.#followerVisibility.set(message.tabId, message.visible);
-        if (this.#hasState) this.#post({ type: "state", ...this.#stamp(), status: this.#status });
+        if (this.#hasState) {
+          const memberships = [...this.#memberships.values()];
+          this.#post({ type: "state", ...this.#stamp(), status: this.#status, memberships });
+        }
         else this.#post({ type: "status", status: this.#status });
         this.#interrupt("visibility");
         break;
@@ -767,6 +917,9 @@ class CommunitySync {
       case "reconnect":
         if (this.#leader) this.#interrupt("reconnect");
         break;
+      case "membership":
+        this.#heardMembership(message);
+        break;
       case "read":
         if (this.#leader && typeof message.key === "string" && READ_PHASES.has(message.phase)) {
           const entry = message.entry !== null && typeof message.entry === "object" ? message.entry : null;
@@ -781,16 +934,23 @@ class CommunitySync {
     return { from: this.#tabId, seq: this.#seq, state: this.#state };
   }
 
-  /** A state relayed by the leader: adopt it unless it is older than the one held. */
+  /**
+   * A state relayed by the leader: adopt it unless it is older than the one held.
+   * Returns whether it did (and told the subscribers).
+   */
   #follow({ from, seq, state }, leaderUpdate) {
-    if (!state || typeof state !== "object" || !Array.isArray(state.communities)) return;
+    if (!state || typeof state !== "object" || !Array.isArray(state.communities)) return false;
     const incoming = { from, seq, serverTime: state.serverTime };
-    if (this.#hasState && !isNewerState(this.#heard, incoming)) return;
+    if (this.#hasState && !isNewerState(this.#heard, incoming)) return false;
     const update = followUpdate(this.#state, state, leaderUpdate);
     this.#state = state;
     this.#heard = incoming;
     this.#hasState = true;
+    // What the list shows is settled here too: a leader of an older version settles nothing.
+    const settle = { communities: state.communities, requestNo: -Infinity, now: Date.now(), maxAge: 2 * this.#options.requestTimeout };
+    this.#memberships = settleMemberships(this.#memberships, settle).left;
     this.#emit(update);
+    return true;
   }
 
   // --- watches -------------------------------------------------------------
@@ -819,6 +979,7 @@ class CommunitySync {
         this.#ownWatchesMoved = false;
         this.#watchSeq += 1;
         this.#announceWatches();
+        this.#deliverTyping();
       }
       if (this.#leader) this.#rewatch();
     });
@@ -1006,6 +1167,156 @@ class CommunitySync {
     this.#emit(update);
   }
 
+  // --- typing --------------------------------------------------------------
+
+  /**
+   * Send the PUT typing() asked for if the last one went a second ago or more, else
+   * once that second is over, if the user still types by then.
+   */
+  #paceTyping() {
+    const typing = this.#typing;
+    if (!typing.due || typing.place === null || typing.sendTimer !== null) return;
+    const wait = typingDelay(typing.lastPut, Date.now());
+    if (wait > 0) {
+      typing.sendTimer = setTimeout(() => {
+        typing.sendTimer = null;
+        this.#paceTyping();
+      }, wait);
+      return;
+    }
+    typing.due = false;
+    typing.lastPut = Date.now();
+    typing.sent = true;
+    this.#sendTyping("PUT", typing.place);
+  }
+
+  /** Queue a typing request behind the previous one; its failure goes to onError. */
+  #sendTyping(method, place) {
+    const url = typingUrl(this.#options.baseUrl);
+    const payload = place === null ? undefined : { community_id: place.communityId, topic: place.topic };
+    const notFound = `no community ${place?.communityId} this user may type in`;
+    const stopped = this.#stopController.signal;
+    const send = async () => {
+      // stop() sends the DELETE; a PUT still queued behind a slow one need not go.
+      if (method === "PUT" && stopped.aborted) return;
+      try {
+        await this.#call(method, url, notFound, payload, { outlivesStop: method === "DELETE" });
+      } catch (error) {
+        if (error?.name === "AbortError") return; // stop() cut it short
+        // Not asked again while the user types in the same place.
+        if (place !== null && typingRefused(error)) place.refused = true;
+        this.#report(typingError(method, place, error));
+      }
+    };
+    this.#typingQueue = this.#typingQueue.then(send);
+  }
+
+  // --- optimistic joins and leaves ------------------------------------------
+
+  /** The community list as this browser shows it: the server's, and the pending joins and leaves. */
+  #visible() {
+    return overlayMemberships(this.#state.communities, this.#memberships.values());
+  }
+
+  /**
+   * Like markRead, the request is sent by the tab it is asked in, leader or not, and
+   * every phase is told to the other tabs, which show it at once: so a leader that
+   * closes meanwhile loses nothing, and a refusal rolls back everywhere.
+   */
+  async #changeMembership(kind, communityId, entry) {
+    if (this.#stopController.signal.aborted) throw new SyncError("internal", "the client is stopped");
+    const op = { key: randomId(), communityId, kind, entry };
+    this.#moveMembership("begin", op);
+    this.#post({ type: "membership", phase: "begin", op });
+    const url = membershipUrl(this.#options.baseUrl, communityId);
+    let body;
+    try {
+      body = await this.#call(kind === "join" ? "PUT" : "DELETE", url, `no community ${communityId} this user may ${kind}`);
+    } catch (failure) {
+      const error = membershipError(kind, communityId, failure);
+      this.#moveMembership("failed", op);
+      if (this.#stopController.signal.aborted) throw error;
+      const { message, status, retryAfter, problem } = error;
+      this.#post({ type: "membership", phase: "failed", op, error: { message, status, retryAfter, problem } });
+      this.#report(error);
+      throw error;
+    }
+    const membership = body !== null && typeof body === "object" && !Array.isArray(body) ? body : null;
+    this.#moveMembership("done", op, membership);
+    this.#post({ type: "membership", phase: "done", op, membership });
+    return kind === "join" ? body : undefined;
+  }
+
+  /**
+   * A join or leave moving here or in another tab: `begin` (shown from now on), `done`
+   * (the server answered: the leader's requests from now on see it) or `failed`
+   * (rolled back). A phase of an op that was settled, or replaced by a later join or
+   * leave of the same community, changes nothing.
+   */
+  #moveMembership(phase, { key, communityId, kind, entry }, membership = null) {
+    const held = this.#memberships.get(communityId);
+    if (phase === "begin") {
+      const op = { key, communityId, kind, entry, answered: false, after: Infinity, since: Date.now() };
+      this.#memberships.set(communityId, op);
+    } else if (held?.key !== key) {
+      return;
+    } else if (phase === "done") {
+      const joined = held.kind === "join" && membership !== null;
+      const fields = joined ? { role: membership.role ?? held.entry.role, joined_at: membership.joined_at ?? null } : {};
+      const after = this.#leader ? this.#requestNo : Infinity;
+      const op = { ...held, entry: joined ? { ...held.entry, ...fields } : held.entry, answered: true, after };
+      this.#memberships.set(communityId, op);
+    } else {
+      this.#memberships.delete(communityId);
+    }
+    this.#showMemberships();
+  }
+
+  /** A join or leave of another tab, as it told the others. */
+  #heardMembership({ phase, op, membership = null, error = null }) {
+    if (op === null || typeof op !== "object" || typeof op.key !== "string" || typeof op.communityId !== "string") return;
+    if (phase === "begin") {
+      const joinable = op.kind === "join" && op.entry !== null && typeof op.entry === "object" && op.entry.id === op.communityId;
+      if (joinable || op.kind === "leave") this.#moveMembership("begin", op);
+    } else if (phase === "done") {
+      this.#moveMembership("done", op, membership !== null && typeof membership === "object" ? membership : null);
+    } else if (phase === "failed") {
+      this.#moveMembership("failed", op);
+      const { message, status = null, retryAfter = null, problem = null } = error ?? {};
+      const kind = op.kind === "join" ? "join" : "leave";
+      this.#report(new SyncError(kind, String(message ?? `could not ${kind} community ${op.communityId}`), { status, retryAfter, problem }));
+    }
+  }
+
+  /** The ops the leader settled with the answer it relays; returns whether any was held here. */
+  #settleFromLeader(settled) {
+    if (!Array.isArray(settled) || settled.length === 0) return false;
+    const keys = new Set(settled);
+    let dropped = false;
+    for (const [communityId, op] of [...this.#memberships]) {
+      if (keys.has(op.key)) dropped = this.#memberships.delete(communityId) || dropped;
+    }
+    return dropped;
+  }
+
+  /** The leader's pending ops, for a tab that just joined: those it does not know yet. */
+  #learnMemberships(ops) {
+    if (!Array.isArray(ops)) return;
+    for (const op of ops) {
+      if (op === null || typeof op !== "object" || this.#memberships.has(op.communityId)) continue;
+      this.#heardMembership({ phase: "begin", op });
+      if (op.answered === true) this.#moveMembership("done", op);
+    }
+  }
+
+  /** Tell the subscribers if the list shown changed, without news from the server. */
+  #showMemberships() {
+    if (!this.#hasState) return; // the first state shows them
+    const { added, removed, updated } = diffCommunities(this.#shown, this.#visible());
+    if (added.length + removed.length + updated.length === 0) return;
+    this.#emit({ ...followUpdate(this.#state, this.#state, { status: "membership", source: "local" }), relayed: false });
+  }
+
   // --- the fetch loop (leader only) --------------------------------------
 
   async #run() {
@@ -1137,21 +1448,26 @@ class CommunitySync {
   }
 
   #apply(answer, request) {
-    this.#pendingReads = settleReads(this.#pendingReads, {
-      changes: answer.changes ?? [],
-      requestNo: request.no,
-      now: Date.now(),
-      maxAge: 2 * this.#options.requestTimeout,
-    });
-    const { state, update, progressed, news } = applyAnswer(this.#state, maskReads(answer, this.#pendingReads), request.source);
+    const now = Date.now();
+    const maxAge = 2 * this.#options.requestTimeout;
+    this.#pendingReads = settleReads(this.#pendingReads, { changes: answer.changes ?? [], requestNo: request.no, now, maxAge });
+    const communities = Array.isArray(answer.communities) ? answer.communities : null;
+    const { left, settled } = settleMemberships(this.#memberships, { communities, requestNo: request.no, now, maxAge });
+    this.#memberships = left;
+    // A poll's typing lists are whole for the watches it carried: {} when nobody types.
+    const typed = request.transport === SNAPSHOT ? answer : { ...answer, typing: typingFor(answer.typing, request.watches ?? []) };
+    const before = this.#state;
+    const applied = applyAnswer(before, maskReads(typed, this.#pendingReads), request.source);
+    const { state, update, progressed } = applied;
     this.#state = state;
     this.#hasState = true;
     this.#retryRefusedOn(update.added);
     this.#seq += 1;
     this.#heard = { from: this.#tabId, seq: this.#seq, serverTime: state.serverTime };
-    this.#post({ type: "update", ...this.#stamp(), update });
+    this.#post({ type: "update", ...this.#stamp(), update, settled });
     this.#emit(update);
-    return { progressed, news };
+    // Someone starting or stopping to type is news too: the loop guard must not hold it.
+    return { progressed, news: applied.news || !sameTyping(before.typing, state.typing) };
   }
 
   /** Send one request, refreshing the token once on 401; returns what it means. */
@@ -1189,6 +1505,7 @@ class CommunitySync {
     this.#state = { ...initialState(), communities: this.#state.communities };
     this.#hasState = false;
     this.#pendingReads = new Map();
+    this.#memberships = new Map();
     this.#heard = null;
     this.#report(new SyncError("identity", "the token is for another user: polling for this tab alone"));
   }
@@ -1218,8 +1535,8 @@ class CommunitySync {
   }
 
   /** A call the app asked for, outside the loop: the body, or a thrown SyncError. */
-  async #call(method, url, notFound, payload = undefined) {
-    return callResult(await this.#authorized(url, { method, payload }), notFound);
+  async #call(method, url, notFound, payload = undefined, { outlivesStop = false } = {}) {
+    return callResult(await this.#authorized(url, { method, payload, outlivesStop }), notFound);
   }
 
   /** A read or an edit of one community: `{community, etag}`, or a thrown SyncError. */
@@ -1233,8 +1550,8 @@ class CommunitySync {
    * after a 401 (which the server answers before looking at the request, so nothing
    * was done): the response, read.
    */
-  async #authorized(url, { method = "GET", headers = {}, payload = undefined } = {}) {
-    const request = { method, headers, payload, timeout: this.#options.requestTimeout };
+  async #authorized(url, { method = "GET", headers = {}, payload = undefined, outlivesStop = false } = {}) {
+    const request = { method, headers, payload, outlivesStop, timeout: this.#options.requestTimeout };
     const response = await this.#send(url, { ...request, forceRefresh: false });
     if (response.status !== 401) return response;
     return this.#send(url, { ...request, forceRefresh: true });
@@ -1242,9 +1559,10 @@ class CommunitySync {
 
   /**
    * Send one request with a token: `loop` requests are the ones an interrupt may cut
-   * short; any request ends with stop().
+   * short; any request ends with stop(), except one that `outlivesStop` (what stop()
+   * itself sends).
    */
-  async #send(url, { method = "GET", headers = {}, payload = undefined, timeout, forceRefresh, loop = false }) {
+  async #send(url, { method = "GET", headers = {}, payload = undefined, timeout, forceRefresh, loop = false, outlivesStop = false }) {
     const token = await this.#token(forceRefresh);
     const allHeaders = { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers };
     if (payload !== undefined) allHeaders["Content-Type"] = "application/json";
@@ -1252,7 +1570,7 @@ class CommunitySync {
     const stopped = this.#stopController.signal;
     const onStop = () => controller.abort();
     if (loop) this.#requestController = controller;
-    else stopped.addEventListener("abort", onStop, { once: true });
+    else if (!outlivesStop) stopped.addEventListener("abort", onStop, { once: true });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -1319,9 +1637,30 @@ class CommunitySync {
 
   // --- notifying: every integrator callback is isolated --------------------
 
+  /**
+   * Hand an update to every subscriber, with the list as this browser shows it (the
+   * pending joins and leaves on top of the server's) and what changed since the list
+   * they last received.
+   */
   #emit(update) {
-    for (const { callback, watches } of [...this.#subscribers]) isolated(callback, updateForWatches(update, watches));
-    if (this.#options.relayTo) this.#relay({ type: RELAY_UPDATE, update: updateForWatches(update, this.#declaredWatches()) });
+    const communities = this.#visible();
+    const shown = { ...update, communities, ...diffCommunities(this.#shown, communities) };
+    this.#shown = communities;
+    for (const { callback, watches } of [...this.#subscribers]) isolated(callback, updateForWatches(shown, watches));
+    if (this.#options.relayTo) this.#relay({ type: RELAY_UPDATE, update: updateForWatches(shown, this.#declaredWatches()) });
+    this.#deliverTyping();
+  }
+
+  /** Tell each onTyping listener who types in its watched topics, when that changed. */
+  #deliverTyping() {
+    if (this.#typingListeners.size === 0) return;
+    const declared = this.#declaredWatches();
+    for (const listener of [...this.#typingListeners]) {
+      const typing = typingFor(this.#state.typing, listener.watches ?? declared);
+      if (sameTyping(listener.last, typing) || !this.#typingListeners.has(listener)) continue;
+      listener.last = typing;
+      isolated(listener.callback, typing);
+    }
   }
 
   #setStatus(status) {
@@ -1375,6 +1714,15 @@ function isolated(callback, ...args) {
 function reportUncaught(error) {
   if (typeof globalThis.reportError === "function") globalThis.reportError(error);
   else globalThis.console?.error?.(error);
+}
+
+/** A value the app passed, for a message: never throws, whatever it is. */
+function quoted(value) {
+  try {
+    return typeof value === "string" ? JSON.stringify(value) : String(value);
+  } catch {
+    return typeof value;
+  }
 }
 
 function asSyncError(kind, error) {

@@ -200,3 +200,28 @@ test("online counts reach subscribers; presence() asks conditionally; visibility
   assert.deepEqual([put.method, put.url.pathname, JSON.parse(put.body)], ["PUT", "/me/presence", { visible: false }]);
   assert.equal(put.headers["Content-Type"], "application/json");
 });
+
+test("readers() asks for a topic's readers, conditionally and apart from the community's presence", async (t) => {
+  const readers = [{ id: "u-grace", name: "Grace", since: "2026-11-22T10:00:00Z" }];
+  const fetch = withCalls(
+    [json({ user: { id: "u-ada" }, communities: [rust], hash: "h1", cursor: "c1", server_time: "t1" })],
+    (request) => {
+      const tag = request.url.search ? '"r1"' : '"p1"';
+      if (request.headers["If-None-Match"] === tag) return new Response(null, { status: 304, headers: { ETag: tag } });
+      return json({ online: 1, users: request.url.search ? readers : [], truncated: false }, { headers: { ETag: tag } });
+    },
+  );
+  const { sync } = start(fetch);
+  t.after(() => sync.stop());
+  await fetch.loop.untilRequests(2);
+  const first = await sync.readers("c-rust", "thread:t-1");
+  assert.deepEqual(first.users, readers);
+  assert.deepEqual((await sync.presence("c-rust")).users, []);
+  assert.deepEqual(await sync.readers("c-rust", "thread:t-1"), first);
+  assert.deepEqual(fetch.calls.map((c) => [c.url.pathname + c.url.search, c.headers["If-None-Match"] ?? null]), [
+    ["/communities/c-rust/presence?topic=thread%3At-1", null],
+    ["/communities/c-rust/presence", null],
+    ["/communities/c-rust/presence?topic=thread%3At-1", '"r1"'],
+  ]);
+  await assert.rejects(() => sync.readers("c-rust", ""), TypeError);
+});

@@ -153,8 +153,8 @@ test("applyAnswer on a changed answer adopts list, cursor and hash and diffs", (
     LONG_POLL,
   );
   const expected = { communities: [rust, python, go], cursor: "c2", hash: "h2", user: { id: "u-ada" }, serverTime: null };
-  // A v1 answer carries no notifications count nor presence: none is made up.
-  assert.deepEqual(next, { ...expected, notificationsUnread: null, online: null });
+  // A v1 answer carries no notifications count nor presence: none is made up; nobody types.
+  assert.deepEqual(next, { ...expected, notificationsUnread: null, online: null, typing: {} });
   assert.deepEqual(update.added, [go]);
   assert.deepEqual(update.removed, []);
   assert.deepEqual(update.changes, [change]);
@@ -399,6 +399,8 @@ test("onlineCounts keeps whole counts only", () => {
 
 test("presenceUrl and presenceList read a community's presence", () => {
   assert.equal(presenceUrl("http://api.test/", "c/1"), "http://api.test/communities/c%2F1/presence");
+  assert.equal(presenceUrl("http://api.test", "c-1", "thread:t 1"),
+    "http://api.test/communities/c-1/presence?topic=thread%3At%201");
   const users = [{ id: "u-ada", name: "Ada", since: "2026-11-22T10:00:00Z" }];
   assert.deepEqual(presenceList({ online: 3, users, truncated: true }), { online: 3, users, truncated: true });
   assert.deepEqual(presenceList(null), { online: 0, users: [], truncated: false });

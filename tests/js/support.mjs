@@ -67,9 +67,16 @@ export function later() {
   return { answer: () => answer, release };
 }
 
-/** Resolves once `condition()` holds (the test's own timeout bounds the wait). */
-export const until = async (condition) => {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 2));
+/**
+ * Resolves once `condition()` holds; throws after `within` ms, so that a test that
+ * fails by waiting forever ends, and its run with it.
+ */
+export const until = async (condition, within = 8_000) => {
+  const deadline = Date.now() + within;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`still not so after ${within} ms: ${condition}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
 };
 
 export function start(fetch, options = {}) {
@@ -140,4 +147,32 @@ export function useInProcessLocks() {
   if (typeof globalThis.navigator?.locks?.request !== "function") {
     Object.defineProperty(globalThis, "navigator", { value: { locks: inProcessLocks() }, configurable: true });
   }
+}
+
+/**
+ * A server for one tab: `snapshot()` at once, each poll held until the test answers it
+ * (`poll.respond(response)`) or the client aborts it, as a browser's fetch does; every
+ * other request (the app's calls) goes to `calls(request)`, recorded in `fetch.calls`.
+ */
+export function heldPolls(snapshot, calls = () => new Response(null, { status: 204 })) {
+  const requests = [];
+  const made = [];
+  const fetch = (url, init) => {
+    const parsed = new URL(url, "http://api.test");
+    const method = init.method ?? "GET";
+    if (method !== "GET" || (parsed.pathname !== "/me/communities" && parsed.pathname !== "/community-changes/poll")) {
+      const request = { url: parsed, method, headers: init.headers, body: init.body };
+      made.push(request);
+      return Promise.resolve(calls(request));
+    }
+    return new Promise((resolve, reject) => {
+      const request = { url: parsed, signal: init.signal, respond: resolve };
+      requests.push(request);
+      if (parsed.pathname === "/me/communities") return resolve(snapshot());
+      init.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
+    });
+  };
+  const polls = () => requests.filter((request) => request.url.pathname === "/community-changes/poll");
+  const untilPolls = async (n) => (await until(() => polls().length >= n), polls());
+  return Object.assign(fetch, { requests, calls: made, polls, untilPolls });
 }

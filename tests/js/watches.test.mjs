@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { decisions } from "./client.mjs";
-import { json, scriptedFetch, start, until, useInProcessLocks, withCalls } from "./support.mjs";
+import { heldPolls, json, scriptedFetch, start, until, useInProcessLocks, withCalls } from "./support.mjs";
 
 useInProcessLocks();
 
@@ -325,28 +325,11 @@ test("a poll refused as invalid-watch keeps its cursor and polls on without the 
 
 const tabs = { election: "locks", channelKey: "u-ada", ...NO_BACKOFF };
 
-/**
- * A server for one tab: the snapshot at once, each poll held until the test answers it
- * (`request.respond(response)`) or the client aborts it, as a browser's fetch does.
- */
-function heldPolls() {
-  const requests = [];
-  const fetch = (url, init) =>
-    new Promise((resolve, reject) => {
-      const request = { url: new URL(url, "http://api.test"), signal: init.signal, respond: resolve };
-      requests.push(request);
-      if (request.url.pathname === "/me/communities") return resolve(snapshot());
-      init.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
-    });
-  const polls = () => requests.filter((request) => request.url.pathname === "/community-changes/poll");
-  return Object.assign(fetch, { requests, polls, untilPolls: async (n) => (await until(() => polls().length >= n), polls()) });
-}
-
 /** Tabs that open one after the other: the first leads, the others follow in that order. */
 async function openTabs(t, count) {
   const opened = [];
   for (let i = 0; i < count; i++) {
-    const fetch = heldPolls();
+    const fetch = heldPolls(() => snapshot());
     const tab = { ...start(fetch, tabs), fetch };
     t.after(() => tab.sync.stop());
     if (i === 0) await fetch.untilPolls(1);

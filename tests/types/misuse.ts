@@ -28,4 +28,11 @@ sync.updateCommunity("c-1", { is_public: "yes" }, { ifMatch: "*" }); // rejected
 sync.getCommunity("c-1").then(({ etag }) => sync.updateCommunity("c-1", {}, { ifMatch: etag })); // rejected: etag may be null
 sync.getCommunity("c-1").then(({ community }) => community.member_count.toFixed(community.members)); // rejected: no such field
 sync.updateCommunity("c-1", {}, { ifMatch: "*" }).then(({ community }) => community.member_count); // rejected: an edit answers no member_count
-console.log(leader);
+sync.typing("c-1"); // rejected: typing names its topic
+const typed: boolean = sync.typing("c-1", "thread:t-9"); // rejected: typing returns nothing
+sync.onTyping((typing) => typing["c-1/thread:t-9"].length); // rejected: nobody may be typing there
+sync.onTyping((typing) => typing["thread:t-9"]); // rejected: a key names its community
+sync.join("c-1", { title: "Go" }); // rejected: not a community field
+sync.join("c-1").then((membership) => membership.unread); // rejected: a membership has no unread count
+sync.leave("c-1").then((membership) => membership.role); // rejected: leave resolves with nothing
+console.log(leader, typed);

@@ -18,12 +18,16 @@ import {
   type ETag,
   type EditOptions,
   type JsonValue,
+  type KnownCommunity,
+  type Membership,
   type MembershipEntry,
   type NotificationPage,
   type PresenceList,
   type Problem,
   type Status,
   type TopicActivityChange,
+  type TypingMap,
+  type TypingUser,
   type VersionedCommunity,
   type Watch,
   type WatchOptions,
@@ -110,6 +114,35 @@ sync.onChange((change) => console.log(change.topic ?? "the community", change.da
 });
 sync.onChange((change) => console.log(change.type), { watch: null });
 
+// A composer: say the user types, show who else does.
+declare const composer: HTMLTextAreaElement;
+composer.addEventListener("input", () => sync.typing("c-1", `thread:${threadId}`));
+composer.form?.addEventListener("submit", () => sync.stopTyping());
+const stopTypingNews = sync.onTyping((typing: TypingMap) => {
+  const here: readonly TypingUser[] = typing[thread] ?? [];
+  console.log(here.map((user) => user.name ?? user.id).join(", "), Object.keys(typing).length);
+});
+const stopBoardTyping = sync.onTyping((typing) => console.log(typing["c-1/board:b-3"]?.length ?? 0), boardOptions);
+sync.subscribe((update) => console.log(update.typing[thread]?.[0]?.id), { watch: [thread] });
+
+// Joining from a public list, leaving, each shown at once and rolled back if refused.
+async function membership(community: Community): Promise<void> {
+  const known: KnownCommunity = { name: community.name, slug: community.slug, is_public: community.is_public };
+  const joined: Membership = await sync.join(community.id, known);
+  console.log(joined.user_id, joined.community_id, joined.role, joined.joined_at);
+  await sync.join("c-2");
+  const pending: boolean = sync.communities.some((entry) => entry.pending === true);
+  try {
+    const left: void = await sync.leave(community.id);
+    console.log(pending, left);
+  } catch (error) {
+    if (error instanceof SyncError && (error.kind === "leave" || error.kind === "join")) console.log(error.status, error.problem?.type);
+  }
+}
+sync.subscribe((update) => {
+  if (update.status === "membership" && update.source === "local") render(update.communities, update.notificationsUnread);
+});
+
 const stopWatching = sync.onStatus((status: Status) => {
   if (status === STATUS.UNAUTHORIZED) sync.reconnect();
 });
@@ -123,6 +156,7 @@ async function app(): Promise<void> {
     console.log(notification.kind, notification.ref, notification.by, notification.at, notification.unread);
   }
   const here: PresenceList = await sync.presence("c-1");
+  const reading: PresenceList = await sync.readers("c-1", "thread:t-1");
   console.log(here.online, here.truncated, here.users.map((user) => [user.id, user.name, user.since]));
   const visible: boolean = await sync.setPresenceVisible(!(await sync.presenceVisible()));
   console.log(entry.unread, notifications_unread, visible, await sync.notifications());
@@ -191,6 +225,9 @@ window.addEventListener("message", (event) => {
 unsubscribe();
 unsubscribeBoard();
 unwatch();
+stopTypingNews();
+stopBoardTyping();
+membership({ id: "c-3", slug: "go", name: "Go", logo_url: null, is_public: true }).catch(() => {});
 stopWatching();
 sync.stop();
 controller.abort();
