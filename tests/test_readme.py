@@ -230,7 +230,7 @@ def lines(text):
 def check_outputs(outputs, watched, server):
     """The walkthrough's key outputs, in the order of its blocks (watch apart)."""
     (first, join, left_poll, sql_delete, activity_poll, publish, counts, mark_read, outbox,
-     thread_poll, reply, votes_poll, votes) = outputs
+     thread_poll, reply, votes_poll, votes, typing_poll, typing) = outputs
     snapshot_line, not_modified, poll_line = lines(first)
     snapshot = json.loads(snapshot_line)
     assert [c["id"] for c in snapshot["communities"]] == ["c-go"] and snapshot["user"]["name"] == "Alan Turing"
@@ -268,6 +268,10 @@ def check_outputs(outputs, watched, server):
     counted = json.loads(votes_poll)
     assert [(c["kind"], c["data"]) for c in counted["changes"]] == [("votes", {"votes": 2})]
     assert reply == votes == ""
+    typed = json.loads(typing_poll)
+    assert typed["status"] == "unchanged" and typed["hash"] == state["hash"]
+    assert typed["typing"] == {"c-go/thread:t-1": [{"id": "u-ada", "name": "Ada Lovelace"}]}
+    assert [json.loads(line)["role"] for line in lines(typing)] == ["member"]
 
     watched_lines = lines(watched)
     assert " snapshot " in watched_lines[0] and "1 community: c-go (member)" in watched_lines[0], watched

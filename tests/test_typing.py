@@ -120,6 +120,17 @@ def test_a_change_between_an_answer_and_the_next_poll_is_answered_at_once(typing
     assert time.monotonic() - started < 1 and typists(answer) == ["u-ada"]
 
 
+def test_a_poll_from_a_snapshot_is_told_of_typists_it_was_never_shown(typing_app, auth):
+    client = typing_app.test_client()
+    ada, grace = auth("u-ada"), auth("u-grace")
+    client.put("/me/typing", json=PLACE, headers=ada)
+    # Grace's first poll waits from her snapshot's cursor: no answer has shown her anything.
+    snapshot = client.get("/me/communities", headers=grace).json
+    greenlet = gevent.spawn(client.get, poll_url(snapshot, 30), headers=grace)
+    answer = greenlet.get(timeout=5).json
+    assert answer["status"] == "unchanged" and typists(answer) == ["u-ada"]
+
+
 def test_a_watch_of_every_topic_sees_each_topic_typed_in(typing_app, auth):
     client = typing_app.test_client()
     ada, grace = auth("u-ada"), auth("u-grace")

@@ -172,7 +172,9 @@ class Typing:
         communities = {community_id for community_id, _topic in self.watching.users} | set(self.asked)
         read = self._read(communities) if communities else {}
         changed = []
-        for community_id in communities & self.covered:
+        # A community read for the first time counts its typists as news: its
+        # watchers here were never shown them.
+        for community_id in communities:
             before, after = self.typists.get(community_id, {}), read.get(community_id, {})
             for topic in before.keys() | after.keys():
                 who = {u for u, _ in before.get(topic, ())} ^ {u for u, _ in after.get(topic, ())}
