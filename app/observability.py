@@ -80,19 +80,25 @@ class Metrics:
         )
         self.wake_source_reconnects = Counter(
             "community_sync_wake_source_reconnects_total",
-            "Times the wake source's connection (LISTEN or head check) was lost.",
+            "Times the wake source's connection (LISTEN, head check, or head-watch candidate) was lost.",
             registry=self.registry,
         )
         self.wake_source_up = Gauge(
             "community_sync_wake_source_up",
-            "Workers whose wake source is connected, by source (notify or head).",
+            "Workers whose wake source is connected, by source (notify, head, watcher; head-watch: "
+            "the watcher's candidates).",
             ["source"], registry=self.registry, multiprocess_mode="livesum",
         )
         self.head_checks = Histogram(
             "community_sync_head_check_seconds",
-            "How long one check of the change log's head took (WAKE_SOURCE=head).",
+            "How long one check of the change log's head took (WAKE_SOURCE=head, or the watcher's).",
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
+        )
+        self.head_watcher = Gauge(
+            "community_sync_head_watcher",
+            "1 in the worker elected to watch the log's head for the deployment (WAKE_SOURCE=watcher).",
+            registry=self.registry, multiprocess_mode="livesum",
         )
         self.rereads = Histogram(
             "community_sync_reread_rows",

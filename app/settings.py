@@ -39,6 +39,7 @@ SETTINGS = {
     "ADMISSION_READS": (int, 4),
     "WAKE_SOURCE": (str, "head"),
     "WAKE_POLL_INTERVAL": (float, 0.05),
+    "WATCHER_INTERVAL": (float, 0.005),
     "PRESENCE_TTL": (float, 70.0),
     "PRESENCE_INTERVAL": (float, 10.0),
     "TYPING_TTL": (float, 6.0),
@@ -57,7 +58,7 @@ SETTINGS = {
 }
 
 # app/live/listener.py's wake sources, by WAKE_SOURCE's names.
-WAKE_SOURCES = ("notify", "head")
+WAKE_SOURCES = ("notify", "head", "watcher")
 
 # Read by gunicorn.conf.py only (command-line flags override them). A default
 # of None means "derived" (see server()).
@@ -187,6 +188,8 @@ def check_values(values):
                            f"not {values['WAKE_SOURCE']!r}")
     if not values["WAKE_POLL_INTERVAL"] > 0:
         raise SettingError("WAKE_POLL_INTERVAL must be above 0")
+    if not values["WATCHER_INTERVAL"] > 0:
+        raise SettingError("WATCHER_INTERVAL must be above 0")
     if not values["HOLD_THE_LOOP"] >= 0:
         raise SettingError("HOLD_THE_LOOP must be 0 or more seconds")
     if not values["TOKEN_MAX_TTL"] > 0:

@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 
 from app.live import listener as listener_module
-from app.live.listener import HeadChecker, Listener
+from app.live.listener import HeadChecker, HeadWatch, Listener, Watcher
 from app.observability import Metrics
 from app.live.reread import read_head
 from conftest import build_app, eventually
@@ -65,7 +65,7 @@ def test_stop_ends_the_greenlet(pg_database, channel):
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
-@pytest.mark.parametrize("source", ["notify", "head"])
+@pytest.mark.parametrize("source", ["notify", "head", "watcher"])
 def test_wake_source_killed_while_polls_wait_loses_nothing(app_factory, database, source):
     # The safety net is pushed out of reach: only the wake source's reconnect
     # (which re-checks everything) can deliver the change made while it was down.
@@ -211,3 +211,108 @@ def test_a_lost_wake_source_names_host_and_port_not_the_password(source, caplog)
         greenlet.join(timeout=5)
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert f"127.0.0.1:{port}" in logged and "hunter2" not in logged
+
+
+# -- the deployment's one head watcher (WAKE_SOURCE=watcher) -------------------------
+
+
+@pytest.fixture
+def candidates(migrated, pg_database):
+    """``start(n)``: n head-watch candidates on the test's schema, stopped after."""
+    started = []
+
+    def start(count):
+        for _ in range(count):
+            candidate = HeadWatch(pg_database.url, metrics=Metrics(), interval=0.005)
+            started.append((candidate, candidate.start()))
+            assert eventually(lambda: candidate.connected)
+        return [candidate for candidate, _ in started[-count:]]
+
+    yield start
+    for candidate, greenlet in started:
+        candidate.stop()
+        greenlet.join(timeout=5)
+
+
+def leaders(candidates):
+    return [candidate for candidate in candidates if candidate.leading]
+
+
+def test_one_candidate_of_many_watches_and_another_takes_over_when_its_session_ends(candidates, pg_database):
+    three = candidates(3)
+    assert eventually(lambda: len(leaders(three)) == 1)
+    gevent.sleep(0.2)
+    assert len(leaders(three)) == 1
+    # The watcher's session is killed under it: one watcher again, whoever it is
+    # (its own worker, reconnected, may be the first to ask).
+    pid = leaders(three)[0]._connection.get_backend_pid()
+    pg_database.psql(f"SELECT pg_terminate_backend({pid})")
+    assert eventually(lambda: len(leaders(three)) == 1 and leaders(three)[0]._connection.get_backend_pid() != pid,
+                      timeout=5)
+    gevent.sleep(1.2)  # every candidate has asked again meanwhile
+    assert len(leaders(three)) == 1
+    # The watcher's worker dies (its connection closes): another takes over within a second or so.
+    leader = leaders(three)[0]
+    started = time.monotonic()
+    leader.stop()
+    assert eventually(lambda: leaders(three) and leaders(three)[0] is not leader, timeout=5)
+    assert time.monotonic() - started < 1.5
+    gevent.sleep(1.2)
+    assert len(leaders(three)) == 1
+
+
+def test_the_watcher_notifies_for_the_writers_who_never_do(candidates, migrated, pg_database):
+    """Every NOTIFY on the channel comes from the watcher's session, none from a writer's."""
+    (watcher,) = candidates(1)
+    assert eventually(lambda: watcher.leading)
+    listening = psycopg2.connect(pg_database.url)
+    listening.autocommit = True
+    listening.cursor().execute(f"LISTEN {listener_module.CHANNEL}")
+    pg_database.psql("INSERT INTO communities (id, slug, name) VALUES ('c-1', 'c-1', 'One');"
+                     "INSERT INTO users (id) VALUES ('u-1'), ('u-2')")
+    own = watcher._connection.get_backend_pid()
+    try:
+        for user in ("u-1", "u-2"):
+            # A writer's transaction: no NOTIFY of its own (its trigger sees the switch off) ...
+            assert not notified(pg_database, listening,
+                                f"INSERT INTO memberships (user_id, community_id) VALUES ('{user}', 'c-1')")
+
+            # ... and the watcher's within moments of the commit.
+            def from_watcher():
+                listening.poll()
+                return any(notify.pid == own for notify in listening.notifies)
+
+            assert eventually(from_watcher, timeout=2)
+            listening.notifies.clear()
+        gevent.sleep(0.1)
+        listening.poll()
+        assert listening.notifies == []  # one move, one NOTIFY: not one per check
+    finally:
+        listening.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_polls_wake_through_the_watcher_and_through_the_safety_net_while_none_is_elected(
+        app_factory, database):
+    app = app_factory(SAFETY_NET_INTERVAL=1, WAKE_SOURCE="watcher")
+    app.test_cli_runner().invoke(args=["seed-demo"])
+    hub = app.extensions["hub"]
+    assert isinstance(hub.wake_source, Watcher)
+    assert eventually(lambda: hub.ready and hub.wake_source.candidate.leading)
+    with hub.waiting("u-alan") as ticket:
+        started = time.monotonic()
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-python')")
+        news = hub.wait(ticket, 15)
+        # Well inside the safety net's second: the watcher's NOTIFY woke it.
+        assert news and time.monotonic() - started < 0.5
+    # The watcher's session ends and no candidate is left to take over: the
+    # safety net still delivers.
+    candidate = hub.wake_source.candidate
+    candidate.stop()
+    assert eventually(lambda: not candidate.leading)
+    with hub.waiting("u-alan") as ticket:
+        database.psql("INSERT INTO memberships (user_id, community_id) VALUES ('u-alan', 'c-rust')")
+        news = hub.wait(ticket, 5)
+        while not news:
+            news = hub.wait(ticket, 5)
+    assert [row.community_id for item in news for row in item.rows] == ["c-rust"]

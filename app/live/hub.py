@@ -30,7 +30,7 @@ from ..store.pruning import Pruner
 from .admission import Admission
 from .coalescing import NOTHING, urgency
 from .disconnects import DisconnectWatch
-from .listener import HeadChecker, Listener
+from .listener import HeadChecker, Listener, Watcher
 from .owed import Owed, recorded
 from .parking import Parking
 from .online_counts import OnlineCounts
@@ -54,6 +54,7 @@ class Hub(Registry):
 
     def __init__(self, engine, *, safety_interval=5.0, max_waiting=12000, max_per_user=10,
                  coalesce=0.0, coalesce_max=None, listen=None, wake="head", wake_poll_interval=0.05,
+                 watcher_interval=0.005,
                  pruner=None, metrics=None, presence_ttl=None, presence_interval=10.0,
                  admission_reads=4, hold_the_loop=2.0, typing_ttl=None):
         self.max_waiting = max_waiting
@@ -81,6 +82,9 @@ class Hub(Registry):
         if listen and wake == "head":
             self.wake_source = HeadChecker(listen, self.reread.notify, lambda: self.vouching.position,
                                            engine.dispose, metrics, interval=wake_poll_interval)
+        elif listen and wake == "watcher":
+            self.wake_source = Watcher(listen, self.reread.notify, engine.dispose, metrics,
+                                       interval=watcher_interval)
         elif listen:
             self.wake_source = Listener(listen, self.reread.notify, engine.dispose, metrics)
         # Presence is off unless asked for (hub tests drive the registry alone).
@@ -255,6 +259,7 @@ def init_app(app):
         listen=listen,
         wake=app.config["WAKE_SOURCE"],
         wake_poll_interval=app.config["WAKE_POLL_INTERVAL"],
+        watcher_interval=app.config["WATCHER_INTERVAL"],
         pruner=Pruner(engine, retention=app.config["CHANGE_RETENTION"],
                       interval=app.config["PRUNE_INTERVAL"]),
         metrics=app.extensions.get("metrics"),

@@ -13,9 +13,21 @@ outside the pool:
   writers; hints up to one interval later; one statement per worker per
   interval, whatever the number of clients.
 
+- ``watcher``: ``LISTEN`` as ``notify`` does, but no writer notifies. One
+  session of the whole deployment (``HeadWatch``), elected through PostgreSQL
+  itself, checks the log's head every ``WATCHER_INTERVAL`` and sends one
+  ``NOTIFY`` per move, from its own statement: the only session that ever
+  takes the notification lock. Every worker keeps a candidate connection
+  that asks for the watcher's advisory lock once every ``ELECTION_INTERVAL``;
+  when the watcher's worker or host dies, PostgreSQL releases its session's
+  lock and the next candidate to ask takes it. Statements: the watcher's one
+  per interval for the deployment, and one a second per other worker.
+
 Each source sets ``feed_meta.notify`` to what it needs when it connects, so
 the log's trigger notifies when the workers listen and not when they check
-the head (a deployment uses one source; docs/operations.md). Both lose hints
+the head or leave it to the watcher (a deployment uses one source;
+docs/operations.md). ``notify`` and ``watcher`` listen on one channel, so a
+rollout from one to the other misses nothing whichever set the switch last. Both lose hints
 while their connection is down, so they reconnect with backoff and, once
 connected again, hint the hub to re-check everything waiting.
 """
@@ -28,6 +40,7 @@ import gevent.socket
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
+from ..store.cursors import parse_position
 from ..store.db import address
 from ..store.models import Change, FeedMeta
 from ..settings import WAKE_SOURCES
@@ -35,6 +48,9 @@ from ..settings import WAKE_SOURCES
 log = logging.getLogger(__name__)
 
 CHANNEL = "community_sync"
+# Seconds between a head-watch candidate's asks for the watcher's lock: how
+# long a deployment may go without a watcher after the watcher dies.
+ELECTION_INTERVAL = 1.0
 SOURCES = WAKE_SOURCES
 DIALECT = PGDialect_psycopg2()
 
@@ -103,7 +119,10 @@ class WakeSource:
         import psycopg2
         import psycopg2.extensions
 
-        connection = psycopg2.connect(self.dsn, application_name=self.application_name)
+        # TCP keepalives: a connection that waits for hours (a LISTEN, a candidate
+        # blocked on the watcher's lock) notices a vanished peer.
+        connection = psycopg2.connect(self.dsn, application_name=self.application_name, keepalives=1,
+                                      keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
         self._connection = connection
         try:
             connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
@@ -254,6 +273,87 @@ class HeadChecker(WakeSource):
         if self._compiled is None or self._compiled[0] is not position:
             self._compiled = (position, compiled(select(exists().where(position.unseen(Change)))))
         return self._compiled[1]
+
+
+class Watcher(Listener):
+    """``LISTEN``, as ``notify``, for the NOTIFYs of the deployment's one head watcher,
+    which this worker stands for too (``HeadWatch``, started and stopped with it)."""
+
+    name = "watcher"
+    notify = False
+
+    def __init__(self, dsn, on_hint, on_lost=None, metrics=None, interval=0.005, keepalive=30.0):
+        super().__init__(dsn, on_hint, on_lost, metrics, keepalive)
+        self.candidate = HeadWatch(dsn, metrics=metrics, interval=interval)
+
+    def start(self):
+        self.candidate.start()
+        return super().start()
+
+    def stop(self):
+        self.candidate.stop()
+        super().stop()
+
+
+class HeadWatch(WakeSource):
+    """A candidate for the deployment's head watcher; the elected one notifies for the writers.
+
+    The election is a session-level advisory lock (``LOCK``, keyed by the
+    schema, so deployments sharing a database elect one each): a candidate
+    asks for it every ``ELECTION_INTERVAL`` (without waiting inside
+    PostgreSQL, which would hold the worker's loop wherever psycopg2 is not
+    cooperative, and leave a waiting backend behind a vanished client), and
+    the session that holds it is the watcher until it ends (a worker killed
+    or a host lost ends it with its connection). The watcher checks every ``interval`` whether any row of
+    the log is past its position, and on a move sends ``NOTIFY`` and takes a
+    new position in one statement. A move is told once: a row committed
+    after the check is past the new position, or was committed before the
+    NOTIFY that the workers then read past.
+    """
+
+    name = "head-watch"
+    application_name = "community-sync-head-watch"
+    notify = False
+    LOCK = "hashtextextended('community-sync head watch ' || current_schema(), 0)"
+
+    def __init__(self, dsn, on_lost=None, metrics=None, interval=0.005):
+        super().__init__(dsn, lambda: None, on_lost, metrics)
+        self.interval = interval
+        self.leading = False
+
+    def watch(self, connection):
+        with connection.cursor() as cursor:
+            while True:
+                cursor.execute(f"SELECT pg_try_advisory_lock({self.LOCK})")
+                if cursor.fetchone()[0]:
+                    break
+                gevent.sleep(ELECTION_INTERVAL)
+            self._lead(True)
+            log.info("this worker watches the change log's head for the deployment")
+            try:
+                cursor.execute("SELECT pg_current_snapshot()::text")
+                self._follow(cursor, parse_position(cursor.fetchone()[0]))
+            finally:
+                self._lead(False)
+
+    def _lead(self, leading):
+        self.leading = leading
+        if self.metrics:
+            self.metrics.head_watcher.set(1 if leading else 0)
+
+    def _follow(self, cursor, position):
+        check = compiled(select(exists().where(position.unseen(Change))))
+        while not self.closed:
+            gevent.sleep(self.interval)
+            started = time.perf_counter()
+            cursor.execute(check)
+            grown = cursor.fetchone()[0]
+            if self.metrics:
+                self.metrics.head_checks.observe(time.perf_counter() - started)
+            if grown:
+                cursor.execute(f"SELECT pg_notify('{CHANNEL}', ''), pg_current_snapshot()::text")
+                position = parse_position(cursor.fetchone()[1])
+                check = compiled(select(exists().where(position.unseen(Change))))
 
 
 def compiled(statement):
