@@ -357,6 +357,31 @@ def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(
     assert written == set(users[10:])
 
 
+def test_a_worker_leaving_waits_for_its_refresh_in_flight(quiet_app, monkeypatch):
+    """Both delete the worker's rows: run at once, their transactions could deadlock."""
+    from app.live import presence as presence_module
+
+    presence = quiet_app.extensions["presence"]
+    presence.seen_now("u-ada")
+    presence.refresh()
+    del presence.seen["u-ada"]  # a departure for the next refresh to write
+    order, depart = [], presence_module.queries.depart
+
+    def slow_depart(*args):
+        order.append("refresh writes")
+        gevent.sleep(0.3)
+        order.append("refresh done")
+        return depart(*args)
+
+    monkeypatch.setattr(presence_module.queries, "depart", slow_depart)
+    refreshing = gevent.spawn(presence.refresh)
+    gevent.sleep(0.05)
+    presence.leave()
+    order.append("left")
+    refreshing.get(timeout=5)
+    assert order == ["refresh writes", "refresh done", "left"]
+
+
 # -- visibility ------------------------------------------------------------------------
 
 

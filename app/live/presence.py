@@ -37,6 +37,7 @@ import time
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from ..store import queries
 from ..store.db import write_transaction
@@ -79,6 +80,10 @@ class WorkerPresence:
         self.seen = {}
         self.written = set()
         self._wake = Event()
+        # One write of this worker's rows at a time: a refresh in flight and the
+        # leave at shutdown would delete the same rows in two transactions,
+        # and deadlock.
+        self._writing = Semaphore()
         self._stopping = False
         self._next_sweep = time.monotonic() + ttl * random.uniform(0.5, 1.5)
 
@@ -152,11 +157,20 @@ class WorkerPresence:
         any. What changes while it runs is written next time. Nothing at all
         while the worker has no user online and has written none.
         """
+        with self._writing:
+            if not self._refresh():
+                return
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.ttl * random.uniform(0.5, 1.5)
+            self.sweep()
+
+    def _refresh(self):
+        """``refresh`` without the sweep: False when the worker is idle and wrote nothing."""
         online, reading = self.online(), self.reading()
         if not online and not self.written and not reading and not self.read_written:
             # Nobody here, and no row of ours that readers count: an idle
             # worker does no database work (its own row may go stale).
-            return
+            return False
         with write_transaction(self.engine) as session:
             dialect = session.get_bind().dialect.name
             refreshed = session.execute(queries.refresh_worker(self.worker_id, dialect)).rowcount
@@ -176,9 +190,7 @@ class WorkerPresence:
             if stopped:
                 session.execute(queries.stop_reading(self.worker_id, stopped, dialect))
         self.written, self.read_written = online, reading
-        if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + self.ttl * random.uniform(0.5, 1.5)
-            self.sweep()
+        return True
 
     def sweep(self):
         """Delete what dead workers left behind (readers ignore it already)."""
@@ -189,7 +201,7 @@ class WorkerPresence:
 
     def leave(self):
         """This worker stops: its users are no longer online through it."""
-        with write_transaction(self.engine) as session:
+        with self._writing, write_transaction(self.engine) as session:
             for statement in queries.forget_worker(self.worker_id):
                 session.execute(statement)
         self.written, self.read_written = set(), set()
