@@ -1,7 +1,9 @@
 // The demo page's topics: one thread of a community (new replies behind a "1 new reply"
 // banner, a vote count on each post) and a story followed by a reader who need not be
 // a member. Both ride on the page's one poll through sync.watch(). demo.js calls in at
-// four points (connect, communities, publishWith, error); everything else is here.
+// four points (connect, communities, publishWith, error); everything else is here, but
+// for who types in and reads the thread (demo-typing.js).
+import { ThreadPeers } from "./demo-typing.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -28,7 +30,7 @@ const freshRef = (prefix) => `${prefix}-${Date.now().toString(36)}${(made += 1)}
 const clockTime = (at) => (at ? new Date(at) : new Date()).toLocaleTimeString([], { hour12: false });
 
 /** A select's options, replaced only when they differ, so an open dropdown keeps its place. */
-function fillSelect(select, options) {
+export function fillSelect(select, options) {
   const key = JSON.stringify(options);
   if (select.dataset.options === key) return;
   const value = select.value;
@@ -161,9 +163,11 @@ export class ThreadView extends TopicPanel {
   pending = []; // arrived, behind the "N new replies" banner
   votes = new Map(); // post ref -> the last count seen
   posted = new Set(); // refs of replies this tab posted: shown at once
+  peers = new ThreadPeers(); // who types in the thread, who reads it
 
   constructor() {
     super("thread", "thread");
+    $("#thread-reply").addEventListener("input", () => this.peers.typed());
     $("#thread-new").addEventListener("click", () => {
       this.replies.push(...this.pending);
       this.pending = [];
@@ -177,6 +181,11 @@ export class ThreadView extends TopicPanel {
       event.preventDefault();
       this.reply();
     });
+  }
+
+  connect(sync, user) {
+    super.connect(sync, user);
+    this.peers.connect(sync, user);
   }
 
   /** The user's communities, then the public ones a visitor may read. */
@@ -221,6 +230,7 @@ export class ThreadView extends TopicPanel {
     const input = $("#thread-reply");
     const excerpt = input.value.trim();
     if (!excerpt) return this.show("Write a reply first.", true, "published");
+    this.peers.sent();
     const ref = freshRef("r");
     const { topic } = this.current;
     this.posted.add(ref); // before publishing: the poll may bring it back before the answer
@@ -236,6 +246,7 @@ export class ThreadView extends TopicPanel {
   render() {
     super.render();
     const current = this.current;
+    this.peers.follow(current && { ...current, member: this.mine.has(current.community) });
     if (!current) return;
     const first = firstPost(current.id);
     $("#thread-posts").replaceChildren(

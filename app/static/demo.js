@@ -3,6 +3,7 @@
 // something to follow.
 import { createCommunitySync } from "./community-sync.js";
 import { unreadLabel } from "./community-sync-decisions.js";
+import { EditView } from "./demo-edit.js";
 import { PresenceView } from "./demo-presence.js";
 import { StoryView, ThreadView } from "./demo-thread.js";
 
@@ -29,10 +30,11 @@ let myCommunities = [];
 let publicCommunities = [];
 let opened = null; // the id of the community open in the "Opened" card
 let openedActivity = [];
-// communityId -> why the server refused the last join or leave, shown in that
-// community's rows until the next try (each answer re-draws the rows).
+// communityId -> why the server refused the last join or leave asked in this tab, shown
+// in that community's rows until the next try (each answer re-draws the rows).
 const refusals = new Map();
 const presence = new PresenceView();
+const editor = new EditView();
 // Topics (demo-thread.js): a thread's replies and votes, a story's chapters.
 const topics = [new ThreadView(), new StoryView()];
 
@@ -75,13 +77,18 @@ function demoTokens(user) {
   };
 }
 
+/** The claims of a JWT, unchecked (the server checks it): what the page may read of it. */
+function claims(jwt) {
+  return JSON.parse(atob(jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+}
+
 /**
  * Demo mode on the server's own machine only: the demo admin's token, which the server
  * puts in the page itself (never in /demo/tokens). Renewed by loading the page again.
  */
 function embeddedAdminToken() {
   let token = page.adminToken;
-  const expiresAt = (jwt) => JSON.parse(atob(jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp * 1000;
+  const expiresAt = (jwt) => claims(jwt).exp * 1000;
   return async ({ forceRefresh = false } = {}) => {
     if (forceRefresh || expiresAt(token) - Date.now() < 60_000) {
       const html = await (await fetch(`${apiBase}/`, { cache: "no-store" })).text();
@@ -125,15 +132,17 @@ function renderMine(fresh = new Set()) {
   const list = $("#my-communities");
   list.replaceChildren(
     ...myCommunities.map((community) => {
-      const leave = element("button", { type: "button", className: "ghost", textContent: "Leave" });
+      // A join this browser asked for and the server has not confirmed yet: shown, greyed.
+      const pending = community.pending === true;
+      const leave = element("button", { type: "button", className: "ghost", textContent: "Leave", disabled: pending });
       leave.dataset.leave = community.id;
-      leave.addEventListener("click", () => changeMembership(community.id, "DELETE", leave));
+      leave.addEventListener("click", () => changeMembership(community, "leave"));
       const unread = unreadLabel(community.unread);
       // Two lines beside the avatar: the name with its unread badge, then the role,
       // public or private, and (demo-presence.js) how many are online.
       const open = element(
         "button",
-        { type: "button", className: "name", title: "Open (marks its activity read)" },
+        { type: "button", className: "name", title: "Open (marks its activity read)", disabled: pending },
         element(
           "span",
           { className: "title" },
@@ -143,15 +152,16 @@ function renderMine(fresh = new Set()) {
         element(
           "small",
           {},
-          element("span", { className: "badge" }, community.role),
+          element("span", { className: "badge" }, pending ? "joining…" : community.role),
           community.is_public ? "public" : "private",
         ),
       );
       open.dataset.open = community.id;
       open.addEventListener("click", () => openCommunity(community.id));
+      const classes = [fresh.has(community.id) && "fresh", community.id === opened && "opened", pending && "pending"];
       const item = element(
         "li",
-        { className: [fresh.has(community.id) ? "fresh" : "", community.id === opened ? "opened" : ""].join(" ").trim() },
+        { className: classes.filter(Boolean).join(" ") },
         avatar(community),
         open,
         leave,
@@ -164,30 +174,33 @@ function renderMine(fresh = new Set()) {
   $("#my-count").textContent = String(myCommunities.length);
   $("#my-empty").hidden = myCommunities.length > 0;
   presence.decorate();
+  editor.communities(myCommunities);
   renderDirectory();
 }
 
 function renderDirectory() {
-  const mine = new Set(myCommunities.map((c) => c.id));
+  const mine = new Map(myCommunities.map((c) => [c.id, c]));
   const list = $("#public-communities");
   list.replaceChildren(
     ...publicCommunities
       .filter((c) => c.is_public)
       .map((community) => {
         const joined = mine.has(community.id);
+        const pending = mine.get(community.id)?.pending === true;
         const button = element("button", {
           type: "button",
           className: joined ? "ghost" : "",
           textContent: joined ? "Leave" : "Join",
+          disabled: pending,
         });
         button.dataset[joined ? "leave" : "join"] = community.id;
-        button.addEventListener("click", () => changeMembership(community.id, joined ? "DELETE" : "PUT", button));
+        button.addEventListener("click", () => changeMembership(community, joined ? "leave" : "join"));
         const item = element(
           "li",
-          {},
+          { className: pending ? "pending" : "" },
           avatar(community),
           element("span", { className: "name" }, community.name, element("small", {}, `/${community.slug}`)),
-          joined ? element("span", { className: "badge" }, "joined") : null,
+          joined ? element("span", { className: "badge" }, pending ? "joining…" : "joined") : null,
           button,
           refusal(community.id),
         );
@@ -335,20 +348,41 @@ function markNotificationsRead() {
 
 // --- actions ---------------------------------------------------------------
 
-async function changeMembership(communityId, method, button) {
-  if (!session) return;
-  button.disabled = true;
-  if (refusals.delete(communityId)) renderMine();
+/**
+ * Join or leave `community` (an entry of the directory or the sidebar, or `{id}`). The
+ * client shows it in every tab of this user at once, before the server answers, and
+ * takes it back everywhere if the server refuses; the refusal is reported to every
+ * tab's onError (see connect) and, here, kept beside the community's buttons.
+ */
+async function changeMembership(community, kind) {
+  const sync = session?.sync;
+  if (!sync) return;
+  if (refusals.delete(community.id)) renderMine();
+  showResult("", false, "#membership-result");
   try {
-    const token = await session.getToken();
-    await api(`/communities/${encodeURIComponent(communityId)}/members/me`, { method, token });
-    // No re-render here: the change comes back through the poll like anyone else's.
+    if (kind === "join") {
+      const { name, slug, logo_url, is_public } = community;
+      await sync.join(community.id, { name, slug, logo_url, is_public });
+    } else {
+      await sync.leave(community.id);
+    }
   } catch (error) {
-    log(method === "PUT" ? "join" : "leave", "error", `${communityId}: ${error.message}`);
+    if (sync !== session?.sync) return;
+    if (error instanceof TypeError) {
+      showResult(error.message, true, "#membership-result"); // a malformed id: nothing was sent
+      return;
+    }
     // Beside the button that was pressed (a last owner's 409 says why she cannot leave).
-    refusals.set(communityId, error.message);
+    refusals.set(community.id, error.problem?.detail ?? error.message);
     renderMine();
   }
+}
+
+/** The join-by-id form: a community the directory does not list (a private one, say). */
+function joinById() {
+  const id = $("#join-id").value.trim();
+  if (!id) return;
+  changeMembership(publicCommunities.find((c) => c.id === id) ?? { id }, "join");
 }
 
 let directoryLoading = null;
@@ -374,6 +408,7 @@ function connect(user, getToken) {
   opened = null;
   openedActivity = [];
   refusals.clear();
+  showResult("", false, "#membership-result");
   notificationsCursor = null;
   $("#notifications").replaceChildren();
   renderNotificationsUnread(null);
@@ -387,11 +422,14 @@ function connect(user, getToken) {
     backoff: { maxDelay: 8000 },
     onError: (error) => {
       log(error.kind, "error", error.message);
+      // Every tab hears of a refused join or leave, which it has just taken back.
+      if (error.kind === "join" || error.kind === "leave") showResult(error.message, true, "#membership-result");
       for (const panel of topics) panel.error(error);
     },
   });
   session = { sync, getToken, user };
   presence.connect(sync);
+  editor.connect(sync);
   for (const panel of topics) panel.connect(sync, user);
   sync.onStatus(renderStatus);
   sync.subscribe((update) => {
@@ -407,7 +445,9 @@ function connect(user, getToken) {
     renderOpened();
     renderNotificationsUnread(update.notificationsUnread);
     const via = update.relayed ? " (via leader)" : "";
-    log(`${update.source}${via}`, update.status, describeChanges(update));
+    // The log lists the server's answers: a join or leave just asked for in this browser
+    // (status "membership") shows in the sidebar, marked pending, until its answer comes.
+    if (update.status !== "membership") log(`${update.source}${via}`, update.status, describeChanges(update));
     const directoryChanged = update.changes.some((c) => c.type.startsWith("community_"));
     if (update.status !== "unchanged" && (directoryChanged || publicCommunities.length === 0)) loadDirectory();
   });
@@ -574,6 +614,16 @@ async function startDemo() {
   }
 }
 
+/** The user a pasted token names (`{id, name}`), so the page can tell them from others; null if unreadable. */
+function tokenUser(token) {
+  try {
+    const { sub, name = null } = claims(token);
+    return typeof sub === "string" ? { id: sub, name } : null;
+  } catch {
+    return null;
+  }
+}
+
 function startWithPastedToken() {
   let token = null;
   const getToken = async () => {
@@ -586,7 +636,7 @@ function startWithPastedToken() {
     event.preventDefault();
     token = $("#token-input").value.trim();
     if (!token) return;
-    connect(null, getToken);
+    connect(tokenUser(token), getToken);
     admin.loadCommunities();
   });
   renderStatus("stopped");
@@ -594,6 +644,10 @@ function startWithPastedToken() {
 }
 
 $("#public-refresh").addEventListener("click", loadDirectory);
+$("#join-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  joinById();
+});
 $("#notifications-read").addEventListener("click", markNotificationsRead);
 $("#notifications-more").addEventListener("click", () => loadNotifications({ older: true }));
 if (demoMode) {
