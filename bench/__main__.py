@@ -5,13 +5,15 @@ freshness, multi; rename, burst, unread (the change log v2, on databases of
 their own; ``v2`` runs the three); presence; writes and sources (the wake
 sources: what they cost the writers and the wake-ups); or all. Not in all:
 storm, deploy and burst10 (arrival storms, a reload under one, the burst at
-ten times the rate), and topics (topics, payloads and latest values: a
-thread's reply among waiting members, collapsed votes, a poll's watches).
+ten times the rate), topics (topics, payloads and latest values: a
+thread's reply among waiting members, collapsed votes, a poll's watches) and
+typing (who is typing in a busy thread: keypress to render, what it costs,
+the joins beside it, across two hosts).
 ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
 recorded results. A full run (not --quick) of ``all``, ``v2``, ``presence``,
-``writes``, ``sources``, ``storm``, ``deploy``, ``burst``, ``burst10`` or ``topics`` keeps its
-results in the repository, as bench/results/<scenario>.json, which the page
-names, and renders its own sections (a run of scenarios 8-17 only replaces
+``writes``, ``sources``, ``storm``, ``deploy``, ``burst``, ``burst10``, ``topics`` or ``typing`` keeps
+its results in the repository, as bench/results/<scenario>.json, which the page
+names, and renders its own sections (a run of scenarios 8-18 only replaces
 theirs); ``report`` alone renders the page again from every kept file,
 oldest run first.
 """
@@ -23,21 +25,22 @@ import time
 import traceback
 from pathlib import Path
 
-from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics, v2
+from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics, typists, v2
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Full runs of these keep their results as bench/results/<name>.json, tracked by git.
-KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10", "topics")
+KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10", "topics", "typing")
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.
 OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run,
                  "writes": scaleout.writes, "sources": scaleout.sources,
-                 "storm": storm.storm, "deploy": storm.deploy, "burst10": v2.burst10, "topics": topics.run}
+                 "storm": storm.storm, "deploy": storm.deploy, "burst10": v2.burst10, "topics": topics.run,
+                 "typing": typists.run}
 SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + tuple(OWN_DATABASES)
-# Scenarios 14-17, each a long run of its own: named alone, never part of all.
-ALONE = ("storm", "deploy", "burst10", "topics")
+# Scenarios 14-18, each a long run of its own: named alone, never part of all.
+ALONE = ("storm", "deploy", "burst10", "topics", "typing")
 
 FULL = {
     "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
@@ -60,6 +63,8 @@ FULL = {
     "topics_members": 10000, "topics_watchers": 100, "topics_wake_rounds": 3,
     "topics_voters": 5000, "topics_vote_rate": 200, "topics_vote_seconds": 10, "topics_vote_rounds": 2,
     "topics_read_seconds": 3.0, "topics_read_rounds": 3,
+    "typing_watchers": 1000, "typing_typists": 20, "typing_resting": 10, "typing_changes": 3,
+    "typing_bystanders": 200, "typing_join_rate": 5, "typing_seconds": 20, "typing_rounds": 4,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -80,6 +85,8 @@ QUICK = {
     "topics_members": 200, "topics_watchers": 20, "topics_wake_rounds": 1,
     "topics_voters": 100, "topics_vote_rate": 100, "topics_vote_seconds": 2, "topics_vote_rounds": 1,
     "topics_read_seconds": 0.5, "topics_read_rounds": 1,
+    "typing_watchers": 20, "typing_typists": 3, "typing_resting": 3, "typing_changes": 1,
+    "typing_bystanders": 20, "typing_join_rate": 5, "typing_seconds": 2, "typing_rounds": 1,
 }
 
 

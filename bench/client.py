@@ -376,13 +376,17 @@ class Client:
         gevent.killall(self.greenlets, block=True, timeout=5)
         self.emit(event="closed")
 
-    def serve(self):
-        commands = {
+    def commands(self):
+        """The commands by name (a scenario's client adds its own)."""
+        return {
             "hold": self.hold, "repoll": self.set_repoll, "report": self.report,
             "load": self.load, "periodic": self.periodic, "close": self.close,
             "followers": self.followers, "snapshots": self.snapshots,
             "prime": self.prime, "storm": self.storm,
         }
+
+    def serve(self):
+        commands = self.commands()
         stdin = FileObject(sys.stdin, "r")
         for line in stdin:
             if not line.strip():

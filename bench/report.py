@@ -3,7 +3,7 @@
 The tables come from the results JSON; ``bench/notes.md`` (the profiles, what
 bounds a missed target and what would move it) is appended as written.
 
-Scenarios 8-17 (the change log v2, presence, the wake sources, storms, topics) each render as a block of their
+Scenarios 8-18 (the change log v2, presence, the wake sources, storms, topics, typing) each render as a block of their
 own, with the command and machine of the run they come from: results of those
 scenarios alone replace their blocks in the existing page and leave the rest as
 it is, and a full render keeps the blocks of the page for scenarios its results
@@ -24,6 +24,7 @@ PRESENCE_HEADING = "## 11. Presence"
 SCALEOUT_HEADING = "## 12-13. Scale-out: the wake sources"
 STORMS_HEADING = "## 14-16. Arrival storms, a reload under one, a tenfold burst"
 TOPICS_HEADING = "## 17. Topics, payloads and latest values"
+TYPING_HEADING = "## 18. Typing in a busy thread"
 BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
@@ -134,7 +135,7 @@ def kept_shared_part(existing):
     """The page's part before scenarios 8-13 and the notes, as it is (a bare title on a new page)."""
     end = len(existing)
     for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, STORMS_HEADING, TOPICS_HEADING,
-                   first_line(NOTES)):
+                   TYPING_HEADING, first_line(NOTES)):
         found = existing.find("\n" + marker + "\n") if marker else -1
         if found >= 0:
             end = min(end, found + 1)
@@ -603,6 +604,8 @@ BURST_MEMORY_WITHIN = 0.10
 
 
 def ms_or_s(seconds):
+    if seconds is None:
+        return "n/a"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else fmt_s(seconds)
 
 
@@ -1284,10 +1287,268 @@ def drain_text(ratios):
     return f"no difference the rounds agree on: {spread(ratios['rounds'])}"
 
 
+TYPING_INTRO = (
+    "Who is typing (`PUT /me/typing`, `DELETE /me/typing`) reaches the polls that watch the topic as a",
+    "`typing` map on their answers: each worker reads the typists of the communities its polls watch once",
+    "a second (one statement) and wakes the watching polls of the topics whose typists changed, whichever",
+    "worker or host the typist's request reached ([api.md](api.md#typing-and-who-is-reading)).",
+    "`python -m bench typing` (`bench/typists.py`) measures a busy thread against the same watchers with",
+    "nobody typing, the two taking turns in the same run, and the same thread across two hosts.",
+)
+
+
+def typing_block(results, add):
+    t = results["typing"]
+    typing, quiet = t["figures"]["typing"], t["figures"]["quiet"]
+    ratios, beyond, rounds, hosts = t["ratios"], t["beyond_quiet"], t["rounds"], t["hosts"]
+    add(f"### 18. Typing: {t['watchers']:,} watchers of a thread, {t['typing_at_once']} typists changing every "
+        f"second, {t['workers']} workers and two hosts")
+    add("")
+    run_line(results, add)
+    typing_method(t, results["options"], add)
+    typing_table(t, add)
+    typing_cost(t, add)
+    add("Each round's figures:")
+    add("")
+    add("| Round (order) | Phase | Keypress to render p50 / p95 (pairs rendered) | Answers per watcher per second "
+        "| Statements/s | Transactions/s | Worker CPU (each worker) | Join wake p50 / p99 (joins answered) |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for entry in rounds:
+        for side in entry["order"]:
+            f = entry[side]
+            render = (f"{ms_or_s(f['render_p50'])} / {ms_or_s(f['render_p95'])} ({f['rendered']:,} of {f['pairs']:,})"
+                      if side == "typing" else "(nobody types)")
+            add(f"| {entry['round'] + 1} ({' then '.join(entry['order'])}) | {side} | {render} | "
+                f"{num(f['answers_per_watcher_second'], 2)} | {num(f['statements_per_second'], 1)} | "
+                f"{num(f['transactions_per_second'], 1)} | {cpu_text(f)} | {ms_or_s(f['join_p50'])} / {ms_or_s(f['join_p99'])} "
+                f"({f['joins_answered']} of {f['joins']}) |")
+    add("")
+    add("Each round's ratios (typing / nobody typing) and what typing added (typing less nobody typing):")
+    add("")
+    names = [name for name in ratios]
+    add("| Round (order) | " + " | ".join(names) + " | statements/s added | transactions/s added |")
+    add("| --- |" + " --- |" * (len(names) + 2))
+    for entry in rounds:
+        add(f"| {entry['round'] + 1} ({' then '.join(entry['order'])}) | "
+            + " | ".join("n/a" if entry["ratios"][name] is None else factor_text(entry["ratios"][name])
+                         for name in names)
+            + f" | {num(entry['beyond_quiet']['statements_per_second'], 1)} | "
+            f"{num(entry['beyond_quiet']['transactions_per_second'], 1)} |")
+    add("| median (min-max) | " + " | ".join(ratio_spread(ratios[name]) for name in names)
+        + f" | {difference_spread(beyond['statements_per_second'])} | "
+        f"{difference_spread(beyond['transactions_per_second'])} |")
+    add("")
+    typing_hosts(t, hosts, add)
+    typing_shows(t, add)
+    if t.get("failed"):
+        add("**This run failed its checks:**")
+        add("")
+        for failure in t["failed"]:
+            add(f"- {failure}")
+        add("")
+
+
+def typing_method(t, options, add):
+    rounds = len(t["rounds"])
+    users = t["watchers"] + t["typists"] + t["bystanders"]
+    add(f"One database seeded as for scenarios 1-4 ({users:,} users, all members of `{t['community']}`). "
+        f"{t['watchers']:,} members hold long polls")
+    add(f"watching `{t['community']}/{t['thread']}` on one gunicorn of {t['workers']} gevent workers (the kernel "
+        "spreads their connections), each polling")
+    add("again at once after every answer from the returned cursor and hash, on keep-alive connections, as the")
+    add(f"browser client does. {t['typists']} other members take turns typing there, {t['typing_at_once']} at any "
+        f"moment: every second {t['changes_per_second']} of them")
+    add("start (`PUT /me/typing`) and as many stop (`DELETE /me/typing`), each at a random moment of the second")
+    add("and on a keep-alive connection of its own, so that who types changes every second; those typing repeat")
+    add("their `PUT` once a second, as a typing client does, and a typist types and rests 3 s at least. Beside")
+    add(f"them {t['bystanders']} members that watch nothing hold long polls, and a writer adds them to communities "
+        f"one at a time, {t['join_rate']} a")
+    add("second (`INSERT INTO memberships`, a transaction each). The baseline is the same with nobody typing:")
+    add(f"{rounds} round{'s' if rounds > 1 else ''} of each, taking turns, the order reversed every other round. "
+        f"Each window lasts "
+        f"{t['seconds']:.0f} s and")
+    add(f"starts {t['warm_seconds']['quiet']:.0f} s into its phase, once PostgreSQL has flushed what its backends "
+        "counted in the phase before; from")
+    add("then on every backend is busy and flushes its counts within a second, at both ends of the window alike.")
+    add("")
+    add("Keypress to render runs from the moment the `PUT` that made a typist appear was sent to the arrival, at")
+    add("the load generator, of the first answer of a watcher that shows the typist where its answer before did")
+    add("not, for every (watcher, appearance) pair of the window; stop to gone likewise from the `DELETE` to the")
+    add("first answer without the typist. Statements are the server's (`community_sync_db_queries_total`, both")
+    add("workers); transactions are PostgreSQL's for the run's database (`pg_stat_database`), which count the")
+    add("workers' head checks too (`WAKE_POLL_INTERVAL`, 20 a second each); worker CPU is each worker's")
+    add("`utime + stime` from `/proc` over the window; join wake runs from `COMMIT` returning in the writer to the")
+    add("bystander's `changed` answer. Figures are medians over the rounds; a ratio is the median of the rounds'")
+    add("ratios, with their spread (min-max).")
+    add("")
+
+
+def cpu_text(figures):
+    each = ", ".join(f"{value:.0f}%" for value in figures["worker_cpu_percents"])
+    return f"{figures['worker_cpu_percent']:.0f}% ({each})"
+
+
+def waiting_text(figures):
+    return ", ".join(f"{value:.0f}%" for value in figures.get("worker_waiting_percents", ())) or "n/a"
+
+
+def difference_spread(entry):
+    """A difference's median over rounds and its spread: ``12.3 (10.1 to 14.0)``."""
+    if entry["median"] is None:
+        return "n/a"
+    if len(entry["rounds"]) == 1:
+        return f"{num(entry['median'], 1)} (one run)"
+    return f"{num(entry['median'], 1)} ({num(entry['min'], 1)} to {num(entry['max'], 1)})"
+
+
+def typing_table(t, add):
+    typing, quiet = t["figures"]["typing"], t["figures"]["quiet"]
+    ratios, rounds = t["ratios"], t["rounds"]
+    runs = {side: [entry[side] for entry in rounds] for side in ("typing", "quiet")}
+    rendered = all(f["render_missed"] == 0 and f["pairs"] for f in runs["typing"])
+    clean = all(f["typists_shown"] == 0 for f in runs["quiet"])
+    add("| | Typing | Baseline: nobody typing | Typing / baseline, per round: median (min-max) | |")
+    add("| --- | --- | --- | --- | --- |")
+    add(f"| Keypress to render p50 / p95 (p99, max), {t['workers']} workers | {ms_or_s(typing['render_p50'])} / "
+        f"{ms_or_s(typing['render_p95'])} ({ms_or_s(typing['render_p99'])}, {ms_or_s(typing['render_max'])}) | | | "
+        f"p95 within {t['target_p95']:.1f} s: {verdict(typing['render_p95'] <= t['target_p95'])} |")
+    add("| (watcher, appearance) pairs rendered, each round | "
+        + ", ".join(f"{f['rendered']:,} of {f['pairs']:,} ({f['appearances']} appearances)" for f in runs["typing"])
+        + f" | | | {verdict(rendered)} |")
+    add(f"| Stop to gone p50 / p95 | {ms_or_s(typing['gone_p50'])} / {ms_or_s(typing['gone_p95'])} | | | |")
+    add(f"| Answers per watcher per second | {num(typing['answers_per_watcher_second'], 2)} | "
+        f"{num(quiet['answers_per_watcher_second'], 2)} | | |")
+    add(f"| Of the watchers' answers, those that showed someone come or go | "
+        f"{num(100 * typing['answers_changing_share'], 1)}% | | | |")
+    add(f"| Typists shown while nobody typed, each round | | "
+        + ", ".join(str(f["typists_shown"]) for f in runs["quiet"]) + f" | | {verdict(clean)} |")
+    add(f"| Server statements per second | {num(typing['statements_per_second'], 1)} | "
+        f"{num(quiet['statements_per_second'], 1)} | {ratio_spread(ratios['server statements per second'])} | |")
+    add(f"| PostgreSQL transactions per second | {num(typing['transactions_per_second'], 1)} | "
+        f"{num(quiet['transactions_per_second'], 1)} | "
+        f"{ratio_spread(ratios['PostgreSQL transactions per second'])} | |")
+    add(f"| Worker CPU, both workers (each worker), median round | {cpu_text(median_round(runs['typing']))} | "
+        f"{cpu_text(median_round(runs['quiet']))} | {ratio_spread(ratios['worker CPU'])} | |")
+    add(f"| Of the window, each worker runnable but waiting for a core (`/proc/<pid>/schedstat`), median round | "
+        f"{waiting_text(median_round(runs['typing']))} | {waiting_text(median_round(runs['quiet']))} | | |")
+    add(f"| Worker CPU per watcher's answer (and its next poll) | {num(typing['worker_cpu_ms_per_answer'], 2)} ms "
+        f"| | | |")
+    add(f"| Load generator CPU | {num(typing['client_cpu_percent'])}% | {num(quiet['client_cpu_percent'])}% | | |")
+    add(f"| Machine busy, {t['cores']} cores: all; everything but the workers and the load generator "
+        f"(PostgreSQL, and whatever else ran) | {num(typing['machine_cpu_percent'])}%; "
+        f"{num(typing['other_cpu_percent'])}% | {num(quiet['machine_cpu_percent'])}%; "
+        f"{num(quiet['other_cpu_percent'])}% | | |")
+    add(f"| Typists' requests a second: starts, repeats, stops | "
+        f"{num(typing['starts'] / typing['seconds'], 1)}, {num(typing['repeats'] / typing['seconds'], 1)}, "
+        f"{num(typing['stops'] / typing['seconds'], 1)} (a `PUT` answered in {ms_or_s(typing['put_p50'])} p50, "
+        f"{ms_or_s(typing['put_p99'])} p99) | | | |")
+    add(f"| Join wake p50 | {ms_or_s(typing['join_p50'])} | {ms_or_s(quiet['join_p50'])} | "
+        f"{ratio_spread(ratios['join wake p50'])} | |")
+    add(f"| Join wake p99 (joins answered, each round) | {ms_or_s(typing['join_p99'])} ("
+        + ", ".join(f"{f['joins_answered']} of {f['joins']}" for f in runs["typing"]) + f") | "
+        f"{ms_or_s(quiet['join_p99'])} (" + ", ".join(f"{f['joins_answered']} of {f['joins']}" for f in runs["quiet"])
+        + f") | {ratio_spread(ratios['join wake p99'])} | |")
+    add("")
+
+
+def median_round(figures):
+    """The run whose total worker CPU is the median (the lower of the two middle ones)."""
+    ordered = sorted(figures, key=lambda f: f["worker_cpu_percent"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def typing_cost(t, add):
+    typing, quiet, beyond, hosts = t["figures"]["typing"], t["figures"]["quiet"], t["beyond_quiet"], t["hosts"]
+    added = beyond["statements_per_second"]["median"]
+    add("**What a busy thread costs the database.** Typing's statements do not grow with the watchers: each "
+        "worker reads who types once a second (one statement, while its polls watch a topic, whether anyone "
+        "types or not), and a typist's request writes once at most (a start, a stop, a repeat every other "
+        f"second). On two hosts, where nothing else was written, the {2 * t['workers']} workers sent "
+        f"**{num(hosts['statements_per_second'], 1)} statements a second** in all for "
+        f"{num(requests_per_second(hosts), 1)} typists' requests a second and "
+        f"{num(hosts['answers_per_watcher_second'] * hosts['held'])} answers a second to the watchers, and "
+        f"PostgreSQL counted {num(hosts['transactions_per_second'], 1)} transactions a second (the workers' head "
+        f"checks, up to 20 a second each while polls wait, among them). On one host, with the joins beside it, "
+        f"the server sent {num(typing['statements_per_second'], 1)} statements a second with typing against "
+        f"{num(quiet['statements_per_second'], 1)} with nobody typing, "
+        f"{difference_spread(beyond['statements_per_second'])} a second (the rounds' differences: median and "
+        f"range), and PostgreSQL counted {num(typing['transactions_per_second'], 1)} transactions a second against "
+        f"{num(quiet['transactions_per_second'], 1)} ({difference_spread(beyond['transactions_per_second'])})"
+        + (": fewer with typing, because workers busy with the watchers' answers ran fewer head checks and "
+           "re-read the joins in larger batches. " if added < 0 else ". ")
+        + f"The watchers' answers ({num(typing['answers_per_watcher_second'] * t['held'])} a second) and their "
+        f"next polls add none: the statements did not rise with them.")
+    add("")
+
+
+def requests_per_second(figures):
+    return (figures["starts"] + figures["repeats"] + figures["stops"]) / figures["seconds"]
+
+
+def typing_hosts(t, hosts, add):
+    here, there = hosts["hosts"]
+    add(f"#### Two hosts: {hosts['held']:,} watchers split between two gunicorns of {t['workers']} workers each")
+    add("")
+    add("Two gunicorn masters on the same database, as in scenario 7; watcher i polls host i mod 2, and every")
+    add(f"typist's request goes to the first host. One window of {hosts['seconds']:.0f} s of typing as above "
+        "(no joins), after the same warm-up.")
+    add("")
+    add("| | Watchers on the typists' host | On the other host | All | |")
+    add("| --- | --- | --- | --- | --- |")
+    add(f"| Keypress to render p50 / p95 (pairs) | {ms_or_s(here['p50'])} / {ms_or_s(here['p95'])} ({here['pairs']:,}) | "
+        f"{ms_or_s(there['p50'])} / {ms_or_s(there['p95'])} ({there['pairs']:,}) | {ms_or_s(hosts['render_p50'])} / "
+        f"{ms_or_s(hosts['render_p95'])} ({hosts['rendered']:,} of {hosts['pairs']:,}) | across hosts, p95 within "
+        f"{t['target_p95']:.1f} s: {verdict(there['p95'] is not None and there['p95'] <= t['target_p95'])} |")
+    add(f"| Keypress to render p99, max | {ms_or_s(here['p99'])}, {ms_or_s(here['max'])} | {ms_or_s(there['p99'])}, "
+        f"{ms_or_s(there['max'])} | {ms_or_s(hosts['render_p99'])}, {ms_or_s(hosts['render_max'])} | |")
+    add(f"| Stop to gone p50 / p95 | | | {ms_or_s(hosts['gone_p50'])} / {ms_or_s(hosts['gone_p95'])} | |")
+    add(f"| Answers per watcher per second | | | {num(hosts['answers_per_watcher_second'], 2)} | |")
+    add(f"| Server statements per second (both hosts) | | | {num(hosts['statements_per_second'], 1)} | |")
+    add(f"| PostgreSQL transactions per second | | | {num(hosts['transactions_per_second'], 1)} | |")
+    add(f"| Worker CPU, all four (each worker) | | | {cpu_text(hosts)} | |")
+    add(f"| Of the window, each worker waiting for a core | | | {waiting_text(hosts)} | |")
+    add(f"| Machine busy, {t['cores']} cores: all; everything but the workers and the load generator | | | "
+        f"{num(hosts['machine_cpu_percent'])}%; {num(hosts['other_cpu_percent'])}% | |")
+    add("")
+
+
+def typing_shows(t, add):
+    typing, quiet, ratios = t["figures"]["typing"], t["figures"]["quiet"], t["ratios"]
+    there = t["hosts"]["hosts"][1]
+    middle = median_round([entry["typing"] for entry in t["rounds"]])
+
+    def median_of(name):
+        value = ratios[name]["median"]
+        return "n/a" if value is None else factor_text(value)
+
+    met = typing["render_p95"] <= t["target_p95"] and there["p95"] is not None and there["p95"] <= t["target_p95"]
+    add("**What it shows.** Each worker reads who types once a second, so a change waits half a second for the "
+        "next read on average, whichever worker or host took the `PUT`; the rest is the answer's own time. "
+        f"A watcher showed a typist {ms_or_s(typing['render_p50'])} after the keypress at the median and "
+        f"{ms_or_s(typing['render_p95'])} at the 95th percentile on one host of {t['workers']} workers, and "
+        f"{ms_or_s(there['p50'])} / {ms_or_s(there['p95'])} on the other host than the typist's"
+        + (". " if met else
+           f": the target is missed. The watchers were answered {num(typing['answers_per_watcher_second'], 2)} "
+           f"times a second rather than about once, each answer and next poll taking "
+           f"{num(typing['worker_cpu_ms_per_answer'], 1)} ms of a worker's CPU, and the workers were short of it: "
+           f"each waited for a core {waiting_text(middle)} of the window (median round) while the machine's "
+           f"{t['cores']} cores were {num(typing['machine_cpu_percent'])}% busy, "
+           f"{num(typing['other_cpu_percent'])}% of it neither the workers nor the load generator. A typist whose "
+           f"stint ended before a watcher's next answer was never shown to it "
+           f"({num(100 * (1 - typing['rendered'] / typing['pairs']))}% of the pairs, from the rounds' medians). ")
+        + f"Typing cost the workers {median_of('worker CPU')} their CPU with nobody typing, and the unrelated "
+        f"joins were woken in {ms_or_s(typing['join_p99'])} at p99 against {ms_or_s(quiet['join_p99'])} with "
+        f"nobody typing ({median_of('join wake p99')}; p50 {median_of('join wake p50')}): "
+        + ("typing did not slow them. " if ratios["join wake p99"]["median"] and ratios["join wake p99"]["median"]
+           < 1.5 else "they waited behind the watchers' answers in the same event loops. ")
+        + "The database is not where a busy thread costs (above).")
+    add("")
+
 SECTIONS = (
     (V2_HEADING, V2_INTRO, {"rename": rename_block, "burst": burst_block, "unread": unread_block}),
     (PRESENCE_HEADING, PRESENCE_INTRO, {"presence": presence_block}),
     (SCALEOUT_HEADING, SCALEOUT_INTRO, {"writes": writes_block, "sources": sources_block}),
     (STORMS_HEADING, STORMS_INTRO, {"storm": storm_block, "deploy": deploy_block, "burst10": burst10_block}),
     (TOPICS_HEADING, TOPICS_INTRO, {"topics": topics_block}),
+    (TYPING_HEADING, TYPING_INTRO, {"typing": typing_block}),
 )

@@ -73,13 +73,18 @@ class Connection:
                 pass
             self.sock = None
 
-    def request(self, path, headers=b"", timeout=None):
-        """Send a GET and return ``(status, header_block, body)``; ``timeout`` bounds the wait for it."""
+    def request(self, path, headers=b"", timeout=None, method=b"GET", body=None):
+        """Send a request and return ``(status, header_block, body)``; ``timeout`` bounds the wait for it.
+
+        A GET unless ``method`` says otherwise; ``body``, if given, is sent as JSON.
+        """
         if self.sock is None:
             self.open()
         self.sock.settimeout(timeout)
-        self.sock.sendall(b"GET " + path.encode() + self.request_line_end
-                          + b"Host: bench\r\n" + headers + b"\r\n")
+        if body is not None:
+            headers += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        self.sock.sendall(method + b" " + path.encode() + self.request_line_end
+                          + b"Host: bench\r\n" + headers + b"\r\n" + (body or b""))
         return self.read_response()
 
     def read_response(self):

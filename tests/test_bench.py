@@ -205,6 +205,40 @@ def test_topics_smoke(tmp_path):
     assert "### 17. Topics" in report and "**What it shows.**" in report
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_typing_smoke(tmp_path):
+    """Scenario 18, small: keypresses rendered at every watcher, none shown while nobody types, joins woken,
+    and the same across two hosts."""
+    from bench import typists
+
+    results = quick_run(tmp_path, "typing")
+    typing, options = results["typing"], results["options"]
+    assert typing["failed"] == [] and "errors" not in results
+    assert typing["held"] == typing["hosts"]["held"] == options["typing_watchers"]
+    assert typing["held_bystanders"] == options["typing_bystanders"]
+    (entry,) = typing["rounds"]
+    assert entry["order"] == ["typing", "quiet"]
+    busy, quiet = entry["typing"], entry["quiet"]
+    assert busy["appearances"] > 0 and busy["pairs"] == busy["appearances"] * options["typing_watchers"]
+    assert busy["rendered"] > 0 and busy["render_p50"] > 0 and busy["render_p95"] >= busy["render_p50"]
+    assert busy["answers_per_watcher_second"] > 0 and busy["answers_without_typing"] == 0
+    assert busy["starts"] > 0 and busy["stops"] > 0 and busy["requests_refused"] == 0
+    assert quiet["typists_shown"] == 0 and quiet["starts"] == 0
+    for side in (busy, quiet):
+        assert side["joins"] > 0 and side["joins_answered"] == side["joins"]
+        assert side["join_p99"] > 0 and side["statements_per_second"] > 0
+        assert len(side["worker_cpu_percents"]) == 2
+    assert set(entry["ratios"]) == {name for name, *_ in typists.COMPARED}
+    hosts = typing["hosts"]
+    # Watchers on both hosts rendered what was typed through the first.
+    assert sum(host["pairs"] for host in hosts["hosts"]) == hosts["rendered"]
+    assert all(host["pairs"] > 0 and host["p50"] > 0 for host in hosts["hosts"])
+    assert len(hosts["worker_cpu_percents"]) == 4
+    report = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "### 18. Typing" in report and "**What a busy thread costs the database.**" in report
+
+
 # -- the report: ratios and re-rendering, no servers --------------------------------------
 
 QUICK_RESULTS = ROOT / "tests" / "data" / "bench-quick.json"
@@ -355,6 +389,32 @@ def test_the_kept_topics_run_re_derives_its_ratios():
         for name, *_ in compared:
             assert result["ratios"][name]["median"] == statistics.median(entry["ratios"][name] for entry in rounds)
     assert kept["topics"]["failed"] == []
+
+
+def test_the_kept_typing_run_re_derives_its_ratios():
+    """Scenario 18's kept run: each round's ratios and differences follow from its figures, the summary
+    from the rounds, and the rounds took turns."""
+    import statistics
+
+    from bench import typists
+
+    kept = json.loads((ROOT / "bench" / "results" / "typing.json").read_text())
+    assert kept["results_file"] == "bench/results/typing.json" and not kept["quick"]
+    result = kept["typing"]
+    rounds = result["rounds"]
+    assert len(rounds) >= 2
+    for number, entry in enumerate(rounds):
+        assert entry["order"] == list(typists.SIDES[::1 if number % 2 == 0 else -1])
+        for name, side, baseline, figure in typists.COMPARED:
+            assert entry["ratios"][name] == entry[side][figure] / entry[baseline][figure]
+        for key in typists.BEYOND_QUIET:
+            assert entry["beyond_quiet"][key] == entry["typing"][key] - entry["quiet"][key]
+    for name, *_ in typists.COMPARED:
+        assert result["ratios"][name]["median"] == statistics.median(entry["ratios"][name] for entry in rounds)
+    for key in typists.BEYOND_QUIET:
+        assert result["beyond_quiet"][key]["median"] == statistics.median(
+            entry["beyond_quiet"][key] for entry in rounds)
+    assert result["failed"] == []
 
 
 def test_the_deploy_is_met_only_when_every_client_waits_again_within_the_target():
