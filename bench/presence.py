@@ -145,17 +145,25 @@ def counted(server, held, reads=3):
     """``c-all``'s ``online`` as one of its online members reads it, each read on a new connection.
 
     Neither worker holds every poll, so a count of them all is one worker
-    counting another's users. A worker reads which workers are live once per
-    ``PRESENCE_INTERVAL`` (10 s): the first reads may come before it has taken
-    in workers that started after it, so wait for the count first (a few such
-    intervals: on a machine busy with other work a worker's first ones run late).
+    counting another's users. Each worker reads which workers are live once per
+    ``PRESENCE_INTERVAL`` (10 s), on its own clock: the first reads may come
+    before one has taken in workers that started after it, whichever worker
+    the kernel hands a new connection. So wait until ``reads`` reads in a row
+    count them all (a few such intervals: on a machine busy with other work a
+    worker's first ones run late), and report those reads, or the last ones.
     """
     def online():
         return presence_of(server, "u0", "c-all")["online"]
 
+    last = []
+
+    def all_counted():
+        last[:] = [online() for _ in range(reads)]
+        return min(last) >= held
+
     began = time.monotonic()
-    wait_for(lambda: online() >= held, 60, interval=0.5)
-    return {"held": held, "seconds": time.monotonic() - began, "counted": [online() for _ in range(reads)]}
+    wait_for(all_counted, 60, interval=0.5)
+    return {"held": held, "seconds": time.monotonic() - began, "counted": list(last)}
 
 
 def presence_of(server, user, community):
