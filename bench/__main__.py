@@ -103,8 +103,8 @@ def parse(argv):
     parser.add_argument("--waiters", type=int, help="held polls for scenarios 1-4 (default 10000)")
     parser.add_argument("--clients", type=int, help="storm and deploy: clients arriving within one second "
                         "(default 10000)")
-    parser.add_argument("--rounds", type=int, help="storm: rounds of the long poll and the floor taking turns "
-                        "(default 2)")
+    parser.add_argument("--rounds", type=int, help="storm and typing: rounds of each side taking turns "
+                        "(default 2; typing 4)")
     parser.add_argument("--burst-rate", type=int, help="burst and burst10: activity rows a second "
                         "(default 200; burst10 2000)")
     parser.add_argument("--burst-seconds", type=float, help="burst and burst10: seconds of activity (default 10)")
@@ -140,7 +140,7 @@ def main(argv=None):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.rounds is not None:
-        options["storm_rounds"] = args.rounds
+        options["storm_rounds"] = options["typing_rounds"] = args.rounds
     # Either burst at the rate and length asked for.
     for name in ("rate", "seconds"):
         if getattr(args, f"burst_{name}") is not None:
