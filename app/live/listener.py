@@ -18,10 +18,11 @@ outside the pool:
   itself, checks the log's head every ``WATCHER_INTERVAL`` and sends one
   ``NOTIFY`` per move, from its own statement: the only session that ever
   takes the notification lock. Every worker keeps a candidate connection
-  that asks for the watcher's advisory lock once every ``ELECTION_INTERVAL``;
-  when the watcher's worker or host dies, PostgreSQL releases its session's
-  lock and the next candidate to ask takes it. Statements: the watcher's one
-  per interval for the deployment, and one a second per other worker.
+  waiting inside PostgreSQL for the watcher's advisory lock; when the
+  watcher's worker or host dies, PostgreSQL releases its session's lock and
+  grants it to the next candidate at once. Statements: the watcher's one per
+  interval for the deployment, and none from the other workers beyond the
+  listener's keep-alive.
 
 Each source sets ``feed_meta.notify`` to what it needs when it connects, so
 the log's trigger notifies when the workers listen and not when they check
@@ -48,9 +49,6 @@ from ..settings import WAKE_SOURCES
 log = logging.getLogger(__name__)
 
 CHANNEL = "community_sync"
-# Seconds between a head-watch candidate's asks for the watcher's lock: how
-# long a deployment may go without a watcher after the watcher dies.
-ELECTION_INTERVAL = 1.0
 SOURCES = WAKE_SOURCES
 DIALECT = PGDialect_psycopg2()
 
@@ -117,15 +115,10 @@ class WakeSource:
 
     def _connect_and_watch(self):
         import psycopg2
-        import psycopg2.extensions
 
-        # TCP keepalives: a connection that waits for hours (a LISTEN, a candidate
-        # blocked on the watcher's lock) notices a vanished peer.
-        connection = psycopg2.connect(self.dsn, application_name=self.application_name, keepalives=1,
-                                      keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+        connection = self.connect()
         self._connection = connection
         try:
-            connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             self.prepare(connection)
             self._set_notify(connection)
             self._set_connected(True)
@@ -143,6 +136,25 @@ class WakeSource:
                 self._connection = None
                 connection.close()
 
+    def connect(self):
+        """A connection of its own, in autocommit: no transaction is left open between statements."""
+        import psycopg2
+        import psycopg2.extensions
+
+        connection = psycopg2.connect(self.dsn, **self.connect_arguments())
+        connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        return connection
+
+    def connect_arguments(self):
+        # TCP keepalives: a connection that waits for hours (a LISTEN, a candidate
+        # waiting for the watcher's lock) notices a vanished peer.
+        return dict(application_name=self.application_name, keepalives=1, keepalives_idle=30,
+                    keepalives_interval=10, keepalives_count=3)
+
+    def execute(self, cursor, sql):
+        """Run one statement on this source's connection."""
+        cursor.execute(sql)
+
     def _set_notify(self, connection):
         """Make the log's trigger notify, or not, as this source wants.
 
@@ -156,7 +168,7 @@ class WakeSource:
                      .values(notify=self.notify))
         with connection.cursor() as cursor:
             try:
-                cursor.execute(compiled(statement))
+                self.execute(cursor, compiled(statement))
             except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
                 # Not migrated yet (a deploy runs the new code first): the
                 # triggers of before revision 0006 always notify.
@@ -299,40 +311,55 @@ class HeadWatch(WakeSource):
     """A candidate for the deployment's head watcher; the elected one notifies for the writers.
 
     The election is a session-level advisory lock (``LOCK``, keyed by the
-    schema, so deployments sharing a database elect one each): a candidate
-    asks for it every ``ELECTION_INTERVAL`` (without waiting inside
-    PostgreSQL, which would hold the worker's loop wherever psycopg2 is not
-    cooperative, and leave a waiting backend behind a vanished client), and
-    the session that holds it is the watcher until it ends (a worker killed
-    or a host lost ends it with its connection). The watcher checks every ``interval`` whether any row of
-    the log is past its position, and on a move sends ``NOTIFY`` and takes a
-    new position in one statement. A move is told once: a row committed
-    after the check is past the new position, or was committed before the
-    NOTIFY that the workers then read past.
+    schema, so deployments sharing a database elect one each). A candidate
+    waits for it inside PostgreSQL (``pg_advisory_lock``), on an asynchronous
+    connection whose waits are the worker loop's (gevent's), so a waiting
+    candidate sends no statement at all, and when the watcher's session ends
+    (its worker killed, its host lost, its backend terminated) PostgreSQL
+    grants the lock to the next candidate at once. A waiting candidate whose
+    own worker dies leaves the queue within ``CLIENT_CHECK`` (PostgreSQL's
+    ``client_connection_check_interval``, from version 14), rather than being granted the lock
+    with nobody left to use it.
+
+    The watcher checks every ``interval`` whether any row of the log is past
+    its position, and on a move sends ``NOTIFY`` and takes a new position in
+    one statement. A move is told once: a row committed after the check is
+    past the new position, or was committed before the NOTIFY that the
+    workers then read past. A new watcher notifies once as it takes over, for
+    whatever its predecessor committed-and-did-not-tell in its last interval.
     """
 
     name = "head-watch"
     application_name = "community-sync-head-watch"
     notify = False
     LOCK = "hashtextextended('community-sync head watch ' || current_schema(), 0)"
+    CLIENT_CHECK = "1s"
 
     def __init__(self, dsn, on_lost=None, metrics=None, interval=0.005):
         super().__init__(dsn, lambda: None, on_lost, metrics)
         self.interval = interval
         self.leading = False
 
+    def connect(self):
+        import psycopg2
+
+        connection = psycopg2.connect(self.dsn, async_=True, **self.connect_arguments())
+        wait(connection)
+        return connection
+
+    def execute(self, cursor, sql):
+        cursor.execute(sql)
+        wait(cursor.connection)
+
     def watch(self, connection):
         with connection.cursor() as cursor:
-            while True:
-                cursor.execute(f"SELECT pg_try_advisory_lock({self.LOCK})")
-                if cursor.fetchone()[0]:
-                    break
-                gevent.sleep(ELECTION_INTERVAL)
+            if connection.server_version >= 140000:  # PostgreSQL 14 added the check
+                self.execute(cursor, f"SET client_connection_check_interval = '{self.CLIENT_CHECK}'")
+            self.execute(cursor, f"SELECT pg_advisory_lock({self.LOCK})")
             self._lead(True)
             log.info("this worker watches the change log's head for the deployment")
             try:
-                cursor.execute("SELECT pg_current_snapshot()::text")
-                self._follow(cursor, parse_position(cursor.fetchone()[0]))
+                self._follow(cursor)
             finally:
                 self._lead(False)
 
@@ -341,19 +368,39 @@ class HeadWatch(WakeSource):
         if self.metrics:
             self.metrics.head_watcher.set(1 if leading else 0)
 
-    def _follow(self, cursor, position):
+    def _follow(self, cursor):
+        told = f"SELECT pg_notify('{CHANNEL}', ''), pg_current_snapshot()::text"
+        self.execute(cursor, told)
+        position = parse_position(cursor.fetchone()[1])
         check = compiled(select(exists().where(position.unseen(Change))))
         while not self.closed:
             gevent.sleep(self.interval)
             started = time.perf_counter()
-            cursor.execute(check)
+            self.execute(cursor, check)
             grown = cursor.fetchone()[0]
             if self.metrics:
                 self.metrics.head_checks.observe(time.perf_counter() - started)
             if grown:
-                cursor.execute(f"SELECT pg_notify('{CHANNEL}', ''), pg_current_snapshot()::text")
+                self.execute(cursor, told)
                 position = parse_position(cursor.fetchone()[1])
                 check = compiled(select(exists().where(position.unseen(Change))))
+
+
+def wait(connection):
+    """Wait, in the worker's loop, for an asynchronous psycopg2 connection's work in flight."""
+    import psycopg2
+    import psycopg2.extensions as extensions
+
+    while True:
+        state = connection.poll()
+        if state == extensions.POLL_OK:
+            return
+        if state == extensions.POLL_READ:
+            gevent.socket.wait_read(connection.fileno())
+        elif state == extensions.POLL_WRITE:
+            gevent.socket.wait_write(connection.fileno())
+        else:
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
 
 
 def compiled(statement):
