@@ -8,7 +8,9 @@ storm, deploy and burst10 (arrival storms, a reload under one, the burst at
 ten times the rate), topics (topics, payloads and latest values: a
 thread's reply among waiting members, collapsed votes, a poll's watches) and
 typing (who is typing in a busy thread: keypress to render, what it costs,
-the joins beside it, across two hosts).
+the joins beside it, across two hosts) and wakeups (the wake sources side by
+side: wake-ups at 10,000 waiters, idle cost on 2 and 8 workers, a watcher's
+failover).
 ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
 recorded results. A full run (not --quick) of ``all``, ``v2``, ``presence``,
 ``writes``, ``sources``, ``storm``, ``deploy``, ``burst``, ``burst10``, ``topics`` or ``typing`` keeps
@@ -25,22 +27,24 @@ import time
 import traceback
 from pathlib import Path
 
-from . import conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics, typists, v2
+from . import (conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics, typists, v2,
+               wakeups)
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Full runs of these keep their results as bench/results/<name>.json, tracked by git.
-KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10", "topics", "typing")
+KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10", "topics", "typing",
+        "wakeups")
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.
 OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run,
                  "writes": scaleout.writes, "sources": scaleout.sources,
                  "storm": storm.storm, "deploy": storm.deploy, "burst10": v2.burst10, "topics": topics.run,
-                 "typing": typists.run}
+                 "typing": typists.run, "wakeups": wakeups.run}
 SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + tuple(OWN_DATABASES)
 # Scenarios 14-18, each a long run of its own: named alone, never part of all.
-ALONE = ("storm", "deploy", "burst10", "topics", "typing")
+ALONE = ("storm", "deploy", "burst10", "topics", "typing", "wakeups")
 
 FULL = {
     "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
@@ -65,6 +69,9 @@ FULL = {
     "topics_read_seconds": 3.0, "topics_read_rounds": 3,
     "typing_watchers": 1000, "typing_typists": 20, "typing_resting": 10, "typing_changes": 3,
     "typing_bystanders": 200, "typing_join_rate": 5, "typing_seconds": 20, "typing_rounds": 4,
+    "wakeups_waiters": 10000, "wakeups_rounds": 2, "wakeups_idle_seconds": 10, "wakeups_workers": [2, 8],
+    "wakeups_idle_polls": 400, "wakeups_failover_polls": 1000, "wakeups_failovers": 3,
+    "wakeups_failover_changes": 200,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -87,6 +94,9 @@ QUICK = {
     "topics_read_seconds": 0.5, "topics_read_rounds": 1,
     "typing_watchers": 20, "typing_typists": 3, "typing_resting": 3, "typing_changes": 1,
     "typing_bystanders": 20, "typing_join_rate": 5, "typing_seconds": 2, "typing_rounds": 1,
+    "wakeups_waiters": 100, "wakeups_rounds": 1, "wakeups_idle_seconds": 1, "wakeups_workers": [2],
+    "wakeups_idle_polls": 20, "wakeups_failover_polls": 40, "wakeups_failovers": 1,
+    "wakeups_failover_changes": 10,
 }
 
 
@@ -103,8 +113,8 @@ def parse(argv):
     parser.add_argument("--waiters", type=int, help="held polls for scenarios 1-4 (default 10000)")
     parser.add_argument("--clients", type=int, help="storm and deploy: clients arriving within one second "
                         "(default 10000)")
-    parser.add_argument("--rounds", type=int, help="storm and typing: rounds of each side taking turns "
-                        "(default 2; typing 4)")
+    parser.add_argument("--rounds", type=int, help="storm, typing and wakeups: rounds of each side "
+                        "taking turns (default 2; typing 4)")
     parser.add_argument("--burst-rate", type=int, help="burst and burst10: activity rows a second "
                         "(default 200; burst10 2000)")
     parser.add_argument("--burst-seconds", type=float, help="burst and burst10: seconds of activity (default 10)")
@@ -140,7 +150,7 @@ def main(argv=None):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.rounds is not None:
-        options["storm_rounds"] = options["typing_rounds"] = args.rounds
+        options["storm_rounds"] = options["typing_rounds"] = options["wakeups_rounds"] = args.rounds
     # Either burst at the rate and length asked for.
     for name in ("rate", "seconds"):
         if getattr(args, f"burst_{name}") is not None:

@@ -29,9 +29,15 @@ TARGETS = {
     "bare_wait": ("bench.baselines:bare_wait_app()", "/bench/wait"),
     # The real poll with parking off: each waiting poll held in a greenlet (PARKED_POLLS=0).
     "greenlets": ("wsgi:app", "/community-changes/poll"),
+    # The real poll with each wake source (scenario 19, bench/wakeups.py).
+    "head": ("wsgi:app", "/community-changes/poll"),
+    "notify": ("wsgi:app", "/community-changes/poll"),
+    "watcher": ("wsgi:app", "/community-changes/poll"),
 }
 # What a kind sets in the server's environment beside the run's database.
-KIND_ENVIRON = {"greenlets": {"PARKED_POLLS": "0"}}
+KIND_ENVIRON = {"greenlets": {"PARKED_POLLS": "0"},
+                "head": {"WAKE_SOURCE": "head"}, "notify": {"WAKE_SOURCE": "notify"},
+                "watcher": {"WAKE_SOURCE": "watcher"}}
 POLL_TIMEOUT = 290  # longer than a session, so no poll times out in the middle of one
 
 

@@ -25,6 +25,7 @@ SCALEOUT_HEADING = "## 12-13. Scale-out: the wake sources"
 STORMS_HEADING = "## 14-16. Arrival storms, a reload under one, a tenfold burst"
 TOPICS_HEADING = "## 17. Topics, payloads and latest values"
 TYPING_HEADING = "## 18. Typing in a busy thread"
+WAKEUPS_HEADING = "## 19. The wake sources side by side: wake-ups at scale, idle cost, a watcher's failover"
 BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
@@ -135,7 +136,7 @@ def kept_shared_part(existing):
     """The page's part before scenarios 8-13 and the notes, as it is (a bare title on a new page)."""
     end = len(existing)
     for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, STORMS_HEADING, TOPICS_HEADING,
-                   TYPING_HEADING, first_line(NOTES)):
+                   TYPING_HEADING, WAKEUPS_HEADING, first_line(NOTES)):
         found = existing.find("\n" + marker + "\n") if marker else -1
         if found >= 0:
             end = min(end, found + 1)
@@ -817,19 +818,27 @@ def writes_block(results, add):
     add("concurrency: activity published with `INSERT INTO activity` (moved into the log by its trigger) and")
     add("a membership added (a join). `notify`: the log's trigger notifies, as with `WAKE_SOURCE=notify`;")
     add("`head`: it does not, as with `WAKE_SOURCE=head` (the trigger still runs and reads the switch).")
-    add(f"Nobody listens. The modes take turns, {r['runs']} runs each, the other first every other run, on")
+    sources = [source for source in ("notify", "head", "watcher") if source in next(iter(r["cells"].values()))]
+    if "watcher" in sources:
+        add("`watcher`: the trigger does not notify either, and the deployment's watcher (a gunicorn of one worker")
+        add("with `WAKE_SOURCE=watcher`) checks the log's head every 5 ms and notifies once per move meanwhile.")
+    add(f"Nobody else listens. The modes take turns, {r['runs']} runs each, the order reversed every other run, on")
     add("emptied tables; medians, and the median of the runs' ratios with their spread.")
     add("")
-    add("| Writes | Clients | Transactions/s, notify | Transactions/s, head | head / notify, per run: median (min-max) | "
-        "Latency, notify (COMMIT) | Latency, head (COMMIT) |")
-    add("| --- | --- | --- | --- | --- | --- | --- |")
+    header = " | ".join(f"Transactions/s, {source}" for source in sources)
+    ratios = [("head", "notify")] + ([("watcher", "head")] if "watcher" in sources else [])
+    ratio_header = " | ".join(f"{a} / {b}, per run: median (min-max)" for a, b in ratios)
+    latency_header = " | ".join(f"Latency, {source} (COMMIT)" for source in sources)
+    add(f"| Writes | Clients | {header} | {ratio_header} | {latency_header} |")
+    add("| --- | --- | " + " | ".join("---" for _ in range(len(sources) * 2 + len(ratios))) + " |")
     for key, cell in r["cells"].items():
         name, clients = key.split("/")
-        notify, head = cell["notify"], cell["head"]
-        add(f"| {name} | {clients} | {num(notify['tps'])} | {num(head['tps'])} | "
-            f"{spread(per_run((h['tps'], n['tps']) for h, n in zip(head['runs'], notify['runs'])))} | "
-            f"{notify['latency_ms']:.2f} ms ({notify['commit_ms']:.2f} ms) | "
-            f"{head['latency_ms']:.2f} ms ({head['commit_ms']:.2f} ms) |")
+        figures = " | ".join(num(cell[source]["tps"]) for source in sources)
+        shown = " | ".join(spread(per_run((x["tps"], y["tps"]) for x, y in zip(cell[a]["runs"], cell[b]["runs"])))
+                           for a, b in ratios)
+        latencies = " | ".join(f"{cell[source]['latency_ms']:.2f} ms ({cell[source]['commit_ms']:.2f} ms)"
+                               for source in sources)
+        add(f"| {name} | {clients} | {figures} | {shown} | {latencies} |")
     add("")
 
 
@@ -849,7 +858,7 @@ def sources_block(results, add):
     add("| | Cross-host p50 / p99 | Same-host p50 / p99 | All p50 / p99 | Answered | "
         "Idle transactions/s | Head checks/s (mean time) |")
     add("| --- | --- | --- | --- | --- | --- | --- |")
-    for source in ("notify", "head"):
+    for source in (source for source in ("notify", "head", "watcher") if source in r):
         runs = r[source]
 
         def both(label, runs=runs):
@@ -1544,6 +1553,81 @@ def typing_shows(t, add):
         + "The database is not where a busy thread costs (above).")
     add("")
 
+
+WAKEUPS_INTRO = (
+    "`WAKE_SOURCE=watcher`: every worker `LISTEN`s, no writer notifies, and one session of the whole",
+    "deployment, elected through a PostgreSQL advisory lock, checks the log's head every 5 ms and sends one",
+    "`NOTIFY` per move ([operations.md](operations.md#wake-sources)). `python -m bench wakeups`",
+    "(`bench/wakeups.py`) runs it beside `head` and `notify`, the three taking turns in one run; scenario 12",
+    "gives what each costs the writers and scenario 13 the wake-ups across two hosts.",
+)
+
+
+def wakeups_block(results, add):
+    r = results["wakeups"]
+    sources, targets = r["sources"], r["targets"]
+    add(f"### 19. Wake sources: {r['waiters']:,} idle waiters, idle cost on 2 and 8 workers, failover")
+    add("")
+    run_line(results, add)
+    add(f"**Wake-ups at scale**: scenario 3 once per source, {r['rounds']} rounds taking turns (the order reversed "
+        f"every other round): {r['waiters']:,} long polls held on one gevent worker, then, nothing written, "
+        f"PostgreSQL's transactions a second for the run's database, then single-user joins committed in SQL at "
+        f"random moments, from the `COMMIT` to the poll's answer. Medians over the rounds.")
+    add("")
+    add("| Source | Wake p50 | Wake p99 | Answered | Idle transactions/s, 1 worker | Target p50 <= 10 ms, "
+        "p99 <= 30 ms |")
+    add("| --- | --- | --- | --- | --- | --- |")
+    for source in sources:
+        runs = r["wake"][source]
+        p50 = median([run["wake"]["p50"] for run in runs])
+        p99 = median([run["wake"]["p99"] for run in runs])
+        add(f"| `{source}` | {ms(p50)} | {ms(p99)} | "
+            f"{sum(run['wake']['answered'] for run in runs)} / {sum(run['wake']['changes'] for run in runs)} | "
+            f"{num(median([run['idle']['transactions_per_second'] for run in runs]), 1)} | "
+            f"{verdict(p50 is not None and p99 is not None and p50 <= targets['wake_p50'] and p99 <= targets['wake_p99'])} |")
+    add("")
+    head = {run["round"]: run for run in r["wake"]["head"]}
+    for source in sources:
+        if source == "head":
+            continue
+        ratios = per_run((run["wake"]["p50"], head[run["round"]]["wake"]["p50"]) for run in r["wake"][source]
+                         if run["round"] in head)
+        add(f"Wake p50, `{source}` / `head`, per round: {spread(ratios)}.")
+    add("")
+    workers = sorted({int(key.split("/")[1]) for key in r["idle"]})
+    add(f"**Idle cost by workers**: one gunicorn of {' and then '.join(str(w) for w in workers)} gevent workers, "
+        f"polls held and nothing written, each source in turn; transactions a second at PostgreSQL for the run's "
+        f"database (after its statistics settled), of which the head checks the workers counted (with `watcher`, "
+        f"the deployment's one watcher), and what is left per worker (keep-alives, the safety net, presence).")
+    add("")
+    add("| Source | Workers | Transactions/s | Head checks/s | Others per worker per second | Target <= 1 a worker "
+        "beyond the watcher's checks |")
+    add("| --- | --- | --- | --- | --- | --- |")
+    for source in sources:
+        for count in workers:
+            cells = r["idle"][f"{source}/{count}"]
+            per_worker = median([c["other_per_worker"] for c in cells])
+            add(f"| `{source}` | {count} | {num(median([c['transactions_per_second'] for c in cells]), 1)} | "
+                f"{num(median([c['head_checks_per_second'] for c in cells]), 1)} | {num(per_worker, 2)} | "
+                + (f"{verdict(per_worker <= targets['per_worker'])} |" if source == "watcher" else "|"))
+    add("")
+    runs = r["failover"]
+    if runs:
+        add(f"**Failover**: two gunicorns of two workers, `WAKE_SOURCE=watcher`, the watcher elected on the first "
+            f"and {results['options']['wakeups_failover_polls']:,} polls held on the second; the watcher's worker "
+            f"killed with SIGKILL and at once one transaction adding waiting users to a community. The gap is from "
+            f"the kill until another session holds the watcher's lock; the wake-ups from the `COMMIT` to each "
+            f"poll's answer.")
+        add("")
+        add("| Kill | Gap to the next watcher | Committed after the kill | Answered | Wake p50 / p99 / max | "
+            "Every poll within 1.5 s |")
+        add("| --- | --- | --- | --- | --- | --- |")
+        for number, run in enumerate(runs, 1):
+            add(f"| {number} | {ms(run['gap'])} | {ms(run['commit_after_kill'])} | {run['answered']} / "
+                f"{run['changes']} | {ms(run['p50'])} / {ms(run['p99'])} / {ms(run['max'])} | "
+                f"{verdict(run['answered'] == run['changes'] and run['max'] is not None and run['max'] <= targets['failover'])} |")
+        add("")
+
 SECTIONS = (
     (V2_HEADING, V2_INTRO, {"rename": rename_block, "burst": burst_block, "unread": unread_block}),
     (PRESENCE_HEADING, PRESENCE_INTRO, {"presence": presence_block}),
@@ -1551,4 +1635,5 @@ SECTIONS = (
     (STORMS_HEADING, STORMS_INTRO, {"storm": storm_block, "deploy": deploy_block, "burst10": burst10_block}),
     (TOPICS_HEADING, TOPICS_INTRO, {"topics": topics_block}),
     (TYPING_HEADING, TYPING_INTRO, {"typing": typing_block}),
+    (WAKEUPS_HEADING, WAKEUPS_INTRO, {"wakeups": wakeups_block}),
 )

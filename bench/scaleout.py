@@ -6,9 +6,11 @@
 activity (``INSERT INTO activity``, moved into the log by its trigger) and
 adding a membership (a join), each as ``BEGIN; INSERT; COMMIT``, with the
 log's trigger notifying (``feed_meta.notify`` true, what ``WAKE_SOURCE=notify``
-sets) and not (what ``head`` sets). Nobody listens, as in the issue's
-measurement: the lock at commit is taken whether or not anyone does. The
-two modes take turns at each concurrency, ``writes_runs`` times, on tables
+sets) and not (what ``head`` and ``watcher`` set). Nobody listens, as in the
+issue's measurement: the lock at commit is taken whether or not anyone does.
+With ``watcher``, a gunicorn of one worker with ``WAKE_SOURCE=watcher`` runs
+beside the writers, its worker the deployment's watcher: a head check every
+5 ms and a NOTIFY of its own per move. The three modes take turns at each concurrency, ``writes_runs`` times, on tables
 emptied between cells; the median of the runs is reported. Transactions per
 second and pgbench's latencies (the whole transaction, and its COMMIT alone).
 
@@ -22,12 +24,15 @@ import os
 import re
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from . import multi, stack
-from .stack import log, median
+from harness.servers import wait_for
 
-SOURCES = ("notify", "head")
+from . import multi, stack
+from .stack import Server, log, median
+
+SOURCES = ("notify", "head", "watcher")
 SCRIPTS = {
     "activity": "\\set c random(0, 99)\n"
                 "BEGIN;\n"
@@ -64,11 +69,13 @@ def writes(options):
                         # Taking turns, the other one first every other run.
                         for source in SOURCES if number % 2 == 0 else SOURCES[::-1]:
                             switch(database, notify=source == "notify")
-                            samples[source].append(pgbench(database, script, clients, options["writes_seconds"]))
+                            with watching(database, source == "watcher"):
+                                samples[source].append(pgbench(database, script, clients,
+                                                               options["writes_seconds"]))
                     cell = {source: summary(runs) for source, runs in samples.items()}
                     result["cells"][f"{name}/{clients}"] = cell
-                    log(f"writes {name} x{clients}: notify {cell['notify']['tps']:.0f}/s, "
-                        f"head {cell['head']['tps']:.0f}/s")
+                    log(f"writes {name} x{clients}: " + ", ".join(f"{source} {cell[source]['tps']:.0f}/s"
+                                                                  for source in SOURCES))
         return result
     finally:
         database.drop()
@@ -87,6 +94,21 @@ def switch(database, notify):
     with vacuum.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE changes, memberships")
     vacuum.close()
+
+
+@contextmanager
+def watching(database, watcher):
+    """With ``watcher``: the deployment's head watcher running (a gunicorn of one worker) meanwhile."""
+    if not watcher:
+        yield
+        return
+    server = Server(database, workers=1, WAKE_SOURCE="watcher").start()
+    try:
+        wait_for(lambda: server.metrics()["community_sync_head_watcher"] >= 1, 15,
+                 message="the worker did not become the watcher")
+        yield
+    finally:
+        server.stop()
 
 
 def pgbench(database, script, clients, seconds):

@@ -179,13 +179,20 @@ class Server:
         A connection is a worker's once it has had an answer (before that it
         may still wait in the accept queue).
         """
+        return self._worker_with(lambda local, remote: local == self.port and remote == client_port)
+
+    def worker_connected(self, local_port):
+        """The pid of the worker whose outgoing connection (to PostgreSQL, say) is from ``local_port``, or None."""
+        return self._worker_with(lambda local, remote: local == local_port)
+
+    def _worker_with(self, matches):
+        """The worker holding a TCP socket whose (local port, remote port) ``matches``, or None."""
         inodes = set()
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
                 local, remote = fields[1], fields[2]
-                if (int(local.rsplit(":", 1)[1], 16) == self.port
-                        and int(remote.rsplit(":", 1)[1], 16) == client_port):
+                if matches(int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)):
                     inodes.add(f"socket:[{fields[9]}]")
         for pid in self.worker_pids():
             try:
