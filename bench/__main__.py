@@ -10,7 +10,8 @@ thread's reply among waiting members, collapsed votes, a poll's watches) and
 typing (who is typing in a busy thread: keypress to render, what it costs,
 the joins beside it, across two hosts) and wakeups (the wake sources side by
 side: wake-ups at 10,000 waiters, idle cost on 2 and 8 workers, a watcher's
-failover).
+failover) and decoding (logical decoding against the head watcher, on a
+cluster of its own).
 ``report [RESULTS.json]`` renders docs/benchmarks.md and the plots from
 recorded results. A full run (not --quick) of ``all``, ``v2``, ``presence``,
 ``writes``, ``sources``, ``storm``, ``deploy``, ``burst``, ``burst10``, ``topics`` or ``typing`` keeps
@@ -27,24 +28,24 @@ import time
 import traceback
 from pathlib import Path
 
-from . import (conditional, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics, typists, v2,
-               wakeups)
+from . import (conditional, decoding, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics,
+               typists, v2, wakeups)
 from .stack import log, raise_fd_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Full runs of these keep their results as bench/results/<name>.json, tracked by git.
 KEPT = ("all", "v2", "presence", "writes", "sources", "storm", "deploy", "burst", "burst10", "topics", "typing",
-        "wakeups")
+        "wakeups", "decoding")
 SESSION_PHASES = ("held", "idle", "wake", "fanout")
 V2_SCENARIOS = ("rename", "burst", "unread")
 # Each on databases of its own, seeded for it alone.
 OWN_DATABASES = {"rename": v2.rename, "burst": v2.burst, "unread": v2.unread, "presence": presence.run,
                  "writes": scaleout.writes, "sources": scaleout.sources,
                  "storm": storm.storm, "deploy": storm.deploy, "burst10": v2.burst10, "topics": topics.run,
-                 "typing": typists.run, "wakeups": wakeups.run}
+                 "typing": typists.run, "wakeups": wakeups.run, "decoding": decoding.run}
 SCENARIOS = SESSION_PHASES + ("conditional", "freshness", "multi") + tuple(OWN_DATABASES)
 # Scenarios 14-18, each a long run of its own: named alone, never part of all.
-ALONE = ("storm", "deploy", "burst10", "topics", "typing", "wakeups")
+ALONE = ("storm", "deploy", "burst10", "topics", "typing", "wakeups", "decoding")
 
 FULL = {
     "waiters": 10000, "small": 1000, "changes": 200, "naive_changes": 50, "fanout_runs": 2,
@@ -72,6 +73,8 @@ FULL = {
     "wakeups_waiters": 10000, "wakeups_rounds": 2, "wakeups_idle_seconds": 10, "wakeups_workers": [2, 8],
     "wakeups_idle_polls": 400, "wakeups_failover_polls": 1000, "wakeups_failovers": 3,
     "wakeups_failover_changes": 200,
+    "decoding_users": 10000, "decoding_changes": 200, "decoding_idle_seconds": 10, "decoding_clients": [8, 32, 64],
+    "decoding_seconds": 10, "decoding_runs": 2,
 }
 QUICK = {
     "waiters": 200, "small": 50, "changes": 20, "naive_changes": 10, "fanout_runs": 1,
@@ -97,6 +100,8 @@ QUICK = {
     "wakeups_waiters": 100, "wakeups_rounds": 1, "wakeups_idle_seconds": 1, "wakeups_workers": [2],
     "wakeups_idle_polls": 20, "wakeups_failover_polls": 40, "wakeups_failovers": 1,
     "wakeups_failover_changes": 10,
+    "decoding_users": 100, "decoding_changes": 10, "decoding_idle_seconds": 1, "decoding_clients": [4],
+    "decoding_seconds": 1, "decoding_runs": 1,
 }
 
 

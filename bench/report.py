@@ -26,6 +26,7 @@ STORMS_HEADING = "## 14-16. Arrival storms, a reload under one, a tenfold burst"
 TOPICS_HEADING = "## 17. Topics, payloads and latest values"
 TYPING_HEADING = "## 18. Typing in a busy thread"
 WAKEUPS_HEADING = "## 19. The wake sources side by side: wake-ups at scale, idle cost, a watcher's failover"
+DECODING_HEADING = "## 20. Logical decoding against the head watcher"
 BLOCK = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.DOTALL)
 
 
@@ -136,7 +137,7 @@ def kept_shared_part(existing):
     """The page's part before scenarios 8-13 and the notes, as it is (a bare title on a new page)."""
     end = len(existing)
     for marker in (V2_HEADING, PRESENCE_HEADING, SCALEOUT_HEADING, STORMS_HEADING, TOPICS_HEADING,
-                   TYPING_HEADING, WAKEUPS_HEADING, first_line(NOTES)):
+                   TYPING_HEADING, WAKEUPS_HEADING, DECODING_HEADING, first_line(NOTES)):
         found = existing.find("\n" + marker + "\n") if marker else -1
         if found >= 0:
             end = min(end, found + 1)
@@ -1628,6 +1629,56 @@ def wakeups_block(results, add):
                 f"{verdict(run['answered'] == run['changes'] and run['max'] is not None and run['max'] <= targets['failover'])} |")
         add("")
 
+
+DECODING_INTRO = (
+    "The other way to learn of commits without a writer notifying: a replication connection streaming the",
+    "change log's inserts out of the WAL (`pgoutput`, a temporary slot, a publication of `changes` alone).",
+    "`python -m bench decoding` (`bench/decoding.py`) measures it against the head watcher where the two",
+    "differ: from a commit to the signal, what each costs PostgreSQL idle, and the writers beside each.",
+)
+
+
+def decoding_block(results, add):
+    r = results["decoding"]
+    mechanisms = r["mechanisms"]
+    add("### 20. Logical decoding and the head watcher: commit to signal, idle cost, writers")
+    add("")
+    run_line(results, add)
+    settings = ", ".join(f"`{name}={value}`" for name, value in r["settings"].items())
+    add(f"A PostgreSQL cluster of the scenario's own ({settings}), migrated and seeded as the others. Each mechanism "
+        f"runs in a receiver process of its own that notes the moment of every signal: `watcher`, the service's "
+        f"`HeadWatch` (a head check every 5 ms, a `NOTIFY` per move) and a worker's `LISTEN`; `decoding`, a "
+        f"temporary logical slot streamed through `pgoutput` for a publication of `changes` (one message per "
+        f"transaction that wrote to the log). {r['runs']} runs each, taking turns. Single-row joins committed in "
+        f"SQL at random moments; the latency runs from the `COMMIT`'s return to the first signal sent after it was "
+        f"sent. Then nothing written: PostgreSQL's transactions a second.")
+    add("")
+    add("| Mechanism | Commit to signal p50 | p99 | max | Signalled | Idle transactions/s |")
+    add("| --- | --- | --- | --- | --- | --- |")
+    for mechanism in mechanisms:
+        runs = r["signals"][mechanism]
+        add(f"| `{mechanism}` | {ms(median([x['p50'] for x in runs]))} | {ms(median([x['p99'] for x in runs]))} | "
+            f"{ms(max(x['max'] for x in runs if x['max'] is not None))} | "
+            f"{sum(x['signalled'] for x in runs)} / {sum(x['changes'] for x in runs)} | "
+            f"{num(median(r['idle'][mechanism]), 1)} |")
+    add("")
+    add(f"Writers: pgbench, one-row activity (`INSERT INTO activity`, moved into the log by its trigger, which does "
+        f"not notify) for {r['seconds']} s at each concurrency, with nothing signalling (`none`, as with `head`), "
+        f"with the watcher running and with the slot streamed, taking turns; the receiver's backend's CPU (the "
+        f"watcher's session, or the walsender that decodes) over the run.")
+    add("")
+    add("| Clients | Transactions/s: none | watcher | decoding | watcher / none, per run | decoding / none, per run | "
+        "Receiver's backend CPU: watcher / decoding |")
+    add("| --- | --- | --- | --- | --- | --- | --- |")
+    for clients, cell in r["writes"].items():
+        none = cell["none"]
+        ratios = {m: spread(per_run((x["tps"], y["tps"]) for x, y in zip(cell[m]["runs"], none["runs"])))
+                  for m in mechanisms}
+        cpu = {m: median([x["receiver_backend_cpu_percent"] for x in cell[m]["runs"]]) for m in mechanisms}
+        add(f"| {clients} | {num(none['tps'])} | {num(cell['watcher']['tps'])} | {num(cell['decoding']['tps'])} | "
+            f"{ratios['watcher']} | {ratios['decoding']} | {num(cpu['watcher'])}% / {num(cpu['decoding'])}% |")
+    add("")
+
 SECTIONS = (
     (V2_HEADING, V2_INTRO, {"rename": rename_block, "burst": burst_block, "unread": unread_block}),
     (PRESENCE_HEADING, PRESENCE_INTRO, {"presence": presence_block}),
@@ -1636,4 +1687,5 @@ SECTIONS = (
     (TOPICS_HEADING, TOPICS_INTRO, {"topics": topics_block}),
     (TYPING_HEADING, TYPING_INTRO, {"typing": typing_block}),
     (WAKEUPS_HEADING, WAKEUPS_INTRO, {"wakeups": wakeups_block}),
+    (DECODING_HEADING, DECODING_INTRO, {"decoding": decoding_block}),
 )

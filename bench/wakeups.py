@@ -15,7 +15,8 @@ database seeded for the scenario (``stack.Database.seed``):
 - ``failover``: two gunicorns of two workers each with ``WAKE_SOURCE=watcher``,
   the watcher elected on the first and the polls held on the second. The
   watcher's worker is killed with SIGKILL and, at once, one transaction adds
-  ``wakeups_failover_changes`` of the waiting users to a community: the time
+  ``wakeups_failover_changes`` of the waiting users to a community of the
+  part's own: the time
   until another session holds the watcher's lock, and from the commit to
   each poll's answer.
 
@@ -111,6 +112,12 @@ def failover(database, options):
     """Kill the watcher's worker, commit at once: the gap, and every waiting poll's wake-up."""
     polls = options["wakeups_failover_polls"]
     users = [f"u{i}" for i in range(polls)]
+    # Communities of their own: the wake-ups above added users to every c-x*.
+    connection = database.connect()
+    with connection, connection.cursor() as cursor:
+        cursor.executemany("INSERT INTO communities (id, slug, name, is_public) VALUES (%s, %s, %s, true)",
+                           [(f"c-f{n}", f"f{n}", f"Failover {n}") for n in range(options["wakeups_failovers"])])
+    connection.close()
     first = Server(database, workers=2, WAKE_SOURCE="watcher").start()
     runs = []
     try:
@@ -128,8 +135,7 @@ def failover(database, options):
                 time.sleep(2.0)  # polls back from the last run's answers
                 changed = chosen[number * options["wakeups_failover_changes"]:
                                  (number + 1) * options["wakeups_failover_changes"]]
-                runs.append(kill_and_commit(database, [first, second], client, users, changed,
-                                            f"c-x{number % 10}"))
+                runs.append(kill_and_commit(database, [first, second], client, users, changed, f"c-f{number}"))
         finally:
             client.close()
             second.stop()

@@ -26,10 +26,14 @@ def binary(name):
 
 
 class ThrowawayPostgres:
-    """``with ThrowawayPostgres() as pg:`` gives ``pg.url`` (database ``test``), ``stop()``, ``start()``."""
+    """``with ThrowawayPostgres() as pg:`` gives ``pg.url`` (database ``test``), ``stop()``, ``start()``.
 
-    def __init__(self, port=None):
+    ``settings`` are more server settings (``{"wal_level": "logical"}``), after the defaults.
+    """
+
+    def __init__(self, port=None, settings=None):
         self.port = port or free_port()
+        self.settings = {"fsync": "off", **(settings or {})}
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/test"
         self.directory = None
         # initdb refuses to run as root: then the cluster belongs to "postgres".
@@ -59,8 +63,8 @@ class ThrowawayPostgres:
 
     def start(self):
         """Start the cluster and wait until it accepts connections."""
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                   f"-c unix_socket_directories={self.directory} -c fsync=off")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
+                   + " ".join(f"-c {name}={value}" for name, value in self.settings.items()))
         self._run(binary("pg_ctl"), "-D", self.data, "-o", options, "-l",
                   str(self.directory / "server.log"), "-w", "-t", "60", "start")
 
