@@ -71,8 +71,8 @@ FULL = {
     "typing_watchers": 1000, "typing_typists": 20, "typing_resting": 10, "typing_changes": 3,
     "typing_bystanders": 200, "typing_join_rate": 5, "typing_seconds": 20, "typing_rounds": 4,
     "wakeups_waiters": 10000, "wakeups_rounds": 2, "wakeups_idle_seconds": 10, "wakeups_workers": [2, 8],
-    "wakeups_idle_polls": 400, "wakeups_failover_polls": 1000, "wakeups_failovers": 3,
-    "wakeups_failover_changes": 200,
+    "wakeups_idle_polls": 400, "wakeups_failover_polls": 1000, "wakeups_failovers": 2,
+    "wakeups_failover_changes": 200, "wakeups_parts": ["wake", "idle", "failover"],
     "decoding_users": 10000, "decoding_changes": 200, "decoding_idle_seconds": 10, "decoding_clients": [8, 32, 64],
     "decoding_seconds": 10, "decoding_runs": 2,
 }
@@ -99,7 +99,7 @@ QUICK = {
     "typing_bystanders": 20, "typing_join_rate": 5, "typing_seconds": 2, "typing_rounds": 1,
     "wakeups_waiters": 100, "wakeups_rounds": 1, "wakeups_idle_seconds": 1, "wakeups_workers": [2],
     "wakeups_idle_polls": 20, "wakeups_failover_polls": 40, "wakeups_failovers": 1,
-    "wakeups_failover_changes": 10,
+    "wakeups_failover_changes": 10, "wakeups_parts": ["wake", "idle", "failover"],
     "decoding_users": 100, "decoding_changes": 10, "decoding_idle_seconds": 1, "decoding_clients": [4],
     "decoding_seconds": 1, "decoding_runs": 1,
 }
@@ -124,6 +124,7 @@ def parse(argv):
                         "(default 200; burst10 2000)")
     parser.add_argument("--burst-seconds", type=float, help="burst and burst10: seconds of activity (default 10)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the naive long poll sessions")
+    parser.add_argument("--parts", help="wakeups: the parts to run, comma-separated (default wake,idle,failover)")
     parser.add_argument("--http10", action="store_true",
                         help="scenarios 1-4: send the polls as nginx's default upstream does "
                         "(HTTP/1.0, Connection: close)")
@@ -160,6 +161,8 @@ def main(argv=None):
     for name in ("rate", "seconds"):
         if getattr(args, f"burst_{name}") is not None:
             options[f"burst_{name}"] = options[f"burst10_{name}"] = getattr(args, f"burst_{name}")
+    if args.parts:
+        options["wakeups_parts"] = args.parts.split(",")
     options["http10"] = args.http10
     random.seed(args.seed)
     # Quick runs check that the harness works; their database counters need not settle.
@@ -168,7 +171,8 @@ def main(argv=None):
     results = run(args, options)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    keep = args.scenario in KEPT and not args.quick
+    # A run of some parts only is not the scenario's run: kept by hand, if at all.
+    keep = args.scenario in KEPT and not args.quick and not args.parts
     if keep:
         # The page names this file, and `python -m bench report` renders it again from it.
         results["results_file"] = f"bench/results/{args.scenario}.json"

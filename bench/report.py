@@ -802,10 +802,12 @@ SCALEOUT_INTRO = (
     "How a worker learns of new change-log rows (`WAKE_SOURCE`, [operations.md](operations.md#wake-sources)):",
     "`notify`, LISTEN for the log's trigger, whose every writing transaction then takes PostgreSQL's one",
     "database-wide lock at commit; or `head`, one check of the log's head per worker every",
-    "`WAKE_POLL_INTERVAL` (50 ms) while polls wait, with the trigger's NOTIFY switched off. These",
-    "figures made `head` the default, and scenarios 1-7 above ran with it: their idle cost is the head",
-    "checks (about 20 a second per worker, whatever the number of polls), and a write made by another",
-    "worker or in SQL wakes a poll at the worker's next check, up to one interval later (scenario 13).",
+    "`WAKE_POLL_INTERVAL` (50 ms) while polls wait, with the trigger's NOTIFY switched off; or `watcher`,",
+    "LISTEN for the NOTIFYs of one elected session of the deployment that checks the head every 5 ms",
+    "(scenario 19). These figures made `head` the default, then scenarios 12, 13, 19 and 20 `watcher`;",
+    "scenarios 1-11 and 14-18 ran with `head`: their idle cost is the head checks (about 20 a second per",
+    "worker, whatever the number of polls), and a write made by another worker or in SQL wakes a poll at",
+    "the worker's next check, up to one interval later (scenario 13).",
 )
 
 
@@ -1614,6 +1616,13 @@ def wakeups_block(results, add):
     add("")
     runs = r["failover"]
     if runs:
+        again = r.get("failover_run")
+        if again:
+            machine = again["machine"]
+            add(f"The failover part ran on its own: `{again['command']}`, {machine['date']}, commit "
+                f"`{machine['commit']}` (its first run above killed a watcher that had moved to the polls' host; "
+                f"the scenario now kills the first host's two workers only).")
+            add("")
         add(f"**Failover**: two gunicorns of two workers, `WAKE_SOURCE=watcher`, the watcher elected on the first "
             f"and {results['options']['wakeups_failover_polls']:,} polls held on the second; the watcher's worker "
             f"killed with SIGKILL and at once one transaction adding waiting users to a community. The gap is from "
