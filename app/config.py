@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .store.db import default_sqlite_url
-from .settings import SETTINGS, check_database_url, check_values, read
+from .settings import SETTINGS, check_database_url, check_values, check_wake_database_url, read
 
 
 
@@ -42,6 +42,8 @@ def load(environ=os.environ, overrides=None):
     if embedded:
         config["DATABASE_URL"] = default_sqlite_url(INSTANCE_PATH)
     check_database_url(config["DATABASE_URL"])
+    if config["WAKE_DATABASE_URL"]:
+        check_wake_database_url(config["WAKE_DATABASE_URL"])
     is_sqlite = config["DATABASE_URL"].startswith("sqlite")
     if config["DEMO_MODE"] is None:
         config["DEMO_MODE"] = embedded

@@ -17,6 +17,9 @@ from pathlib import Path
 # name: (type, default). A default of None means "derived" (app/config.py).
 SETTINGS = {
     "DATABASE_URL": (str, None),
+    # The wake source's own connections (LISTEN, the watcher's election): PostgreSQL
+    # directly when the pool goes through a transaction-mode PgBouncer. Empty: DATABASE_URL.
+    "WAKE_DATABASE_URL": (str, ""),
     "SECRET_KEY": (str, None),
     "JWT_ISSUER": (str, ""),
     "JWT_AUDIENCE": (str, ""),
@@ -37,7 +40,7 @@ SETTINGS = {
     "ACTIVITY_COALESCE_MAX": (float, 10.0),
     "HOLD_THE_LOOP": (float, 2.0),
     "ADMISSION_READS": (int, 4),
-    "WAKE_SOURCE": (str, "head"),
+    "WAKE_SOURCE": (str, "watcher"),
     "WAKE_POLL_INTERVAL": (float, 0.05),
     "WATCHER_INTERVAL": (float, 0.005),
     "PRESENCE_TTL": (float, 70.0),
@@ -140,8 +143,8 @@ DRIVERS = {"postgresql": {"": "psycopg2", "psycopg2": "psycopg2"},
            "sqlite": {"": "sqlite3", "pysqlite": "sqlite3"}}
 
 
-def check_database_url(url):
-    """Refuse, with a SettingError, a DATABASE_URL the service could not start on.
+def check_database_url(url, name="DATABASE_URL"):
+    """Refuse, with a SettingError, a DATABASE_URL (or the setting ``name``) the service could not start on.
 
     Each would otherwise fail later and further from its cause: a parse error
     deep in SQLAlchemy, a missing MySQL driver and then a misleading "No such
@@ -150,26 +153,26 @@ def check_database_url(url):
     """
     match = URL.fullmatch(url.strip())
     if match is None:
-        raise SettingError(f"DATABASE_URL is not a database URL: set it to {SUPPORTED_URLS}")
+        raise SettingError(f"{name} is not a database URL: set it to {SUPPORTED_URLS}")
     backend, _, driver = match["name"].partition("+")
     if backend not in DRIVERS:
-        raise SettingError(f"DATABASE_URL names {backend}, which community-sync does not run on: "
+        raise SettingError(f"{name} names {backend}, which community-sync does not run on: "
                            f"set it to {SUPPORTED_URLS}")
     module = DRIVERS[backend].get(driver)
     if module is None:
-        raise SettingError(f"DATABASE_URL asks for the driver {driver}, which community-sync does not run on: "
+        raise SettingError(f"{name} asks for the driver {driver}, which community-sync does not run on: "
                            f"use a plain {backend}:// URL")
     if importlib.util.find_spec(module) is None:
-        raise SettingError(f"DATABASE_URL needs the driver {module}, which is not installed: "
+        raise SettingError(f"{name} needs the driver {module}, which is not installed: "
                            f"reinstall community-sync (pip install -c constraints.txt -e .)")
     port = match["port"]
     if port and not port.isdigit():
-        raise SettingError(f"DATABASE_URL's port must be a number, not {port!r}: set it to {SUPPORTED_URLS}")
+        raise SettingError(f"{name}'s port must be a number, not {port!r}: set it to {SUPPORTED_URLS}")
     database = match["database"]
     if backend == "sqlite" and database and database != ":memory:":
         directory = Path(database).expanduser().absolute().parent
         if not directory.is_dir():
-            raise SettingError(f"DATABASE_URL's SQLite file is in {directory}, which does not exist: "
+            raise SettingError(f"{name}'s SQLite file is in {directory}, which does not exist: "
                                "create the directory, or name a file in one that exists")
 
 
@@ -202,6 +205,15 @@ def check(environ=os.environ):
     check_values(read(SETTINGS, environ))
     if environ.get("DATABASE_URL"):
         check_database_url(environ["DATABASE_URL"])
+    if environ.get("WAKE_DATABASE_URL"):
+        check_wake_database_url(environ["WAKE_DATABASE_URL"])
+
+
+def check_wake_database_url(url):
+    """Refuse a WAKE_DATABASE_URL that is not a PostgreSQL URL (SQLite has no wake source)."""
+    check_database_url(url, "WAKE_DATABASE_URL")
+    if not url.strip().startswith(("postgresql", "postgres:")):
+        raise SettingError("WAKE_DATABASE_URL must be a postgresql:// URL: the wake source is PostgreSQL's")
 
 
 def exposure_warning(config, addresses):

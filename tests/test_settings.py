@@ -118,6 +118,16 @@ def test_a_bad_database_url_is_refused_with_what_would_fix_it(url, says):
     assert "hunter2" not in message
 
 
+@pytest.mark.parametrize("url, says", [("sqlite:///x.db", "postgresql://"), ("mysql://u:hunter2@db/x", "mysql"),
+                                       ("garbage", "not a database URL")])
+def test_a_wake_database_url_that_is_not_postgresql_is_refused_by_its_name(url, says):
+    with pytest.raises(settings.SettingError) as refused:
+        config.load({**BASE, "DATABASE_URL": "postgresql://pgbouncer:6432/x", "WAKE_DATABASE_URL": url})
+    message = str(refused.value)
+    assert message.startswith("WAKE_DATABASE_URL") and says in message and "hunter2" not in message
+    assert config.load({**BASE, "WAKE_DATABASE_URL": "postgresql://db:5432/x"})["WAKE_DATABASE_URL"]
+
+
 def test_an_unset_secret_key_warns_outside_the_embedded_demo(monkeypatch, caplog):
     """Each host would generate a key of its own: tokens minted on one fail on the others."""
     monkeypatch.setattr(config, "_instance_secret_key", lambda: "generated")

@@ -26,6 +26,7 @@ from dataclasses import replace
 
 import gevent
 
+from ..store.db import normalize_url
 from ..store.pruning import Pruner
 from .admission import Admission
 from .coalescing import NOTHING, urgency
@@ -248,7 +249,9 @@ def init_app(app):
     engine = app.extensions["db"]
     listen = None
     if engine.dialect.name == "postgresql":
-        listen = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # Directly at PostgreSQL when the pool goes through a transaction-mode PgBouncer.
+        url = normalize_url(app.config["WAKE_DATABASE_URL"]) if app.config["WAKE_DATABASE_URL"] else engine.url
+        listen = url.set(drivername="postgresql").render_as_string(hide_password=False)
     hub = Hub(
         engine,
         safety_interval=app.config["SAFETY_NET_INTERVAL"],
