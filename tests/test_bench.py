@@ -119,17 +119,43 @@ def test_wake_sources_smoke(tmp_path):
     assert set(cells) == {f"{name}/{clients}" for name in ("activity", "membership")
                           for clients in options["writes_clients"]}
     for cell in cells.values():
-        for source in ("notify", "head"):
+        for source in ("notify", "head", "watcher"):
             assert cell[source]["tps"] > 0 and 0 < cell[source]["commit_ms"] <= cell[source]["latency_ms"]
     sources = quick_run(tmp_path, "sources")["sources"]
+    assert set(sources) == {"notify", "head", "watcher"}
     for source, runs in sources.items():
         (run,) = runs
         assert run["answered"] == run["writes"] == options["multi_changes"], (source, run)
-    # Only the head checker checks, and it does whatever the number of polls.
+    # The head checkers check, whatever the number of polls; so does the watcher, for all four workers.
     assert sources["head"][0]["idle"]["head_checks_per_second"] > 5
+    assert sources["watcher"][0]["idle"]["head_checks_per_second"] > 5
     assert sources["notify"][0]["idle"]["head_checks_per_second"] == 0
     report = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "### 12. Concurrent writers" in report and "### 13. Two hosts" in report
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_wakeups_and_decoding_smoke(tmp_path):
+    """Scenarios 19 and 20, small: each wake source woken, the watcher killed and replaced, the slot streamed."""
+    wakeups = quick_run(tmp_path, "wakeups")["wakeups"]
+    assert not wakeups["failed"], wakeups["failed"]
+    for source, (session,) in wakeups["wake"].items():
+        assert session["wake"]["answered"] == session["wake"]["changes"] > 0, source
+    # Only the head checks and the watcher read while nothing is written; the watcher's checks are the deployment's.
+    idle = {key: cost for key, (cost,) in wakeups["idle"].items()}
+    assert idle["notify/2"]["head_checks_per_second"] == 0 < idle["head/2"]["head_checks_per_second"]
+    assert idle["watcher/2"]["head_checks_per_second"] > 5
+    (failover,) = wakeups["failover"]
+    assert failover["answered"] == failover["changes"] and failover["gap"] is not None
+    decoding = quick_run(tmp_path, "decoding")["decoding"]
+    for mechanism in ("watcher", "decoding"):
+        (signals,) = decoding["signals"][mechanism]
+        assert signals["signalled"] == signals["changes"] > 0, (mechanism, signals)
+    for cell in decoding["writes"].values():
+        assert all(cell[side]["tps"] > 0 for side in ("none", "watcher", "decoding"))
+    report = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "### 19. Wake sources" in report and "### 20. Logical decoding" in report
 
 
 @pytest.mark.postgres

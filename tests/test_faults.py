@@ -24,7 +24,7 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
-from app.live.listener import HeadChecker, Listener
+from app.live.listener import HeadChecker, HeadWatch, Listener
 from app.store.queries import UNREAD_CAP
 from app.settings import SETTINGS
 from app.wire import MAX_PUBLISHED_PER_ANSWER, iso
@@ -40,7 +40,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.slow]
 
 CLIENT = Path(__file__).with_name("fault_client.py")
 # Each wake source's connection, by the name it gives PostgreSQL.
-WAKE_CONNECTIONS = {"notify": Listener.application_name, "head": HeadChecker.application_name}
+# With ``watcher``, each worker's LISTEN (its candidacy for the head watch is another session).
+WAKE_CONNECTIONS = {"notify": Listener.application_name, "head": HeadChecker.application_name,
+                    "watcher": Listener.application_name}
 
 
 class Server(harness.servers.Server):
@@ -780,16 +782,38 @@ def database_truth(database, users, commit_order, watches=None):
     return states, notifications_unread, due, racing, rows, votes, published
 
 
-def test_soak(servers, clients, pg_database):
+def watcher_backend(database):
+    """(backend pid, client port) of the session holding the head watcher's lock on the test's schema, or None."""
+    with closing(psycopg2.connect(**dsn(database.url))) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.pid, a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted "
+            f"AND (l.classid::bigint << 32) | l.objid::bigint = {HeadWatch.LOCK}")
+        return cursor.fetchone()
+
+
+def kill_the_watcher(server, database):
+    """SIGKILL the worker of ``server`` whose session watches the head; that session's backend pid."""
+    wait_for(lambda: watcher_backend(database) is not None, 10, message="no watcher elected")
+    backend, port = watcher_backend(database)
+    worker = server.worker_connected(port)
+    assert worker is not None, "the watcher is not one of the server's workers"
+    os.kill(worker, signal.SIGKILL)
+    return backend
+
+
+@pytest.mark.parametrize("wake_source", ["head", "watcher"])
+def test_soak(servers, clients, pg_database, wake_source):
     """Hundreds of clients hanging up at random while API and SQL writers run.
 
     The writers change memberships, rename communities, publish activity and
     notifications and move read markers; every client must end with the
     database's state (unread counts included) and have received each change
-    addressed to its user exactly once.
+    addressed to its user exactly once. With ``watcher``, the deployment's
+    watcher's worker is killed halfway (SIGKILL), and another takes over.
     """
     seconds = float(os.environ.get("SOAK_SECONDS", "120" if os.environ.get("CI") == "true" else "30"))
-    server = servers(workers=2, SAFETY_NET_INTERVAL=2)
+    server = servers(workers=2, SAFETY_NET_INTERVAL=2, WAKE_SOURCE=wake_source)
     communities = [f"c-{i}" for i in range(12)]
     # Two private communities: their topics' rows must reach no one (nobody may watch them).
     seed_communities(pg_database, len(communities), private=2)
@@ -804,11 +828,18 @@ def test_soak(servers, clients, pg_database):
     writers = Writers(server, pg_database, users, communities)
     writers.start()
     deadline = time.monotonic() + seconds
+    killed = None
     while time.monotonic() < deadline and not writers.errors:
         time.sleep(1)
+        if wake_source == "watcher" and killed is None and time.monotonic() > deadline - seconds / 2:
+            killed = kill_the_watcher(server, pg_database)
     writers.stop()
     commit_order.stop()
     assert not writers.errors, writers.errors
+    if killed is not None:
+        # Another worker watches (the restarted one, or the other).
+        wait_for(lambda: (watcher_backend(pg_database) or (killed,))[0] != killed, 10,
+                 message="no other watcher after the kill")
     time.sleep(3)
     done = poll.stop()
 
