@@ -28,6 +28,8 @@ import time
 import traceback
 from pathlib import Path
 
+from harness import pgbouncer
+
 from . import (conditional, decoding, freshness, longpoll, multi, presence, report, scaleout, stack, storm, topics,
                typists, v2, wakeups)
 from .stack import log, raise_fd_limit
@@ -125,6 +127,9 @@ def parse(argv):
     parser.add_argument("--burst-seconds", type=float, help="burst and burst10: seconds of activity (default 10)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the naive long poll sessions")
     parser.add_argument("--parts", help="wakeups: the parts to run, comma-separated (default wake,idle,failover)")
+    parser.add_argument("--pgbouncer", action="store_true",
+                        help="the servers' pools through a PgBouncer of the run's own in transaction mode, their "
+                        "wake sources direct (not kept: the scenario's page is of runs without it)")
     parser.add_argument("--http10", action="store_true",
                         help="scenarios 1-4: send the polls as nginx's default upstream does "
                         "(HTTP/1.0, Connection: close)")
@@ -168,11 +173,21 @@ def main(argv=None):
     # Quick runs check that the harness works; their database counters need not settle.
     stack.SETTLE = options["settle"]
     raise_fd_limit()
-    results = run(args, options)
+    if args.pgbouncer:
+        stack.PGBOUNCER = pgbouncer.PgBouncer(pool_mode="transaction").start()
+    try:
+        results = run(args, options)
+        if stack.PGBOUNCER is not None:
+            # What went through it: the pools' transactions, by database.
+            results["pgbouncer"] = {row["database"]: row["total_xact_count"]
+                                    for row in stack.PGBOUNCER.show("STATS")}
+    finally:
+        if stack.PGBOUNCER is not None:
+            stack.PGBOUNCER.stop()
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # A run of some parts only is not the scenario's run: kept by hand, if at all.
-    keep = args.scenario in KEPT and not args.quick and not args.parts
+    keep = args.scenario in KEPT and not args.quick and not args.parts and not args.pgbouncer
     if keep:
         # The page names this file, and `python -m bench report` renders it again from it.
         results["results_file"] = f"bench/results/{args.scenario}.json"

@@ -90,7 +90,8 @@ class Database:
 
     def migrate(self, revision="head"):
         """Migrate to ``revision``: head, or an older schema to measure against."""
-        flask(server_environ(self), "db-upgrade", revision)
+        # Straight to PostgreSQL, even when the servers pool through a PgBouncer (--pgbouncer).
+        flask(server_environ(self, DATABASE_URL=self.url), "db-upgrade", revision)
 
     def seed(self, users, small):
         """``users`` users u0..; everyone in ``c-all``, one of 100 groups, the first
@@ -167,6 +168,9 @@ class Database:
 
 
 SETTLE = 11.0  # PostgreSQL's idle statistics flush interval (10 s) and a margin
+# With ``--pgbouncer``: the PgBouncer (harness/pgbouncer.py) the servers' pools go through,
+# their wake sources connecting to PostgreSQL directly (WAKE_DATABASE_URL).
+PGBOUNCER = None
 
 
 def server_environ(database, **extra):
@@ -182,6 +186,8 @@ def server_environ(database, **extra):
         "POLL_MAX_TIMEOUT": "300",
         "RATELIMIT_WRITES": "100000 per minute",
     })
+    if PGBOUNCER is not None:
+        env.update({"DATABASE_URL": PGBOUNCER.url(database.url), "WAKE_DATABASE_URL": database.url})
     env.update({key: str(value) for key, value in extra.items()})
     return env
 

@@ -136,6 +136,18 @@ def test_wake_sources_smoke(tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.slow
+def test_wake_sources_through_a_transaction_mode_pgbouncer(tmp_path):
+    """Scenario 13, small, its servers pooling through a PgBouncer of its own, their wake sources direct."""
+    require_command("pgbouncer", "apt-get install pgbouncer")
+    results = quick_run(tmp_path, "sources", "--pgbouncer")
+    for source, (run,) in results["sources"].items():
+        assert run["answered"] == run["writes"] == results["options"]["multi_changes"], (source, run)
+    # The pools' transactions went through it: the bench databases', beside PgBouncer's own.
+    assert sum(count for name, count in results["pgbouncer"].items() if name.startswith("bench_")) > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_wakeups_and_decoding_smoke(tmp_path):
     """Scenarios 19 and 20, small: each wake source woken, the watcher killed and replaced, the slot streamed."""
     wakeups = quick_run(tmp_path, "wakeups")["wakeups"]
