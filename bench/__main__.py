@@ -179,7 +179,7 @@ def main(argv=None):
         results = run(args, options)
         if stack.PGBOUNCER is not None:
             # What went through it: the pools' transactions, by database.
-            results["pgbouncer"] = {row["database"]: row["total_xact_count"]
+            results["pgbouncer"] = {row["database"]: int(row["total_xact_count"])
                                     for row in stack.PGBOUNCER.show("STATS")}
     finally:
         if stack.PGBOUNCER is not None:

@@ -300,7 +300,8 @@ def test_killed_and_reloaded_workers_lose_nothing(servers, clients, pg_database,
     wait_for(lambda: waiting_polls(server) == 200, 30, message="200 waiting polls")
 
     psql(pg_database, join_all(users, "c-0"))
-    victim = server.worker_pids()[0]
+    # With the watcher, its own worker: the deployment's notifications go with it.
+    victim = the_watchers_worker(server, pg_database) if source == "watcher" else server.worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
     psql(pg_database, join_all(users, "c-1"))
     wait_for(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, 30,
@@ -792,13 +793,21 @@ def watcher_backend(database):
         return cursor.fetchone()
 
 
-def kill_the_watcher(server, database):
-    """SIGKILL the worker of ``server`` whose session watches the head; that session's backend pid."""
+def the_watchers_worker(server, database):
+    """The pid of the worker of ``server`` whose session watches the head."""
     wait_for(lambda: watcher_backend(database) is not None, 10, message="no watcher elected")
-    backend, port = watcher_backend(database)
+    _backend, port = watcher_backend(database)
     worker = server.worker_connected(port)
     assert worker is not None, "the watcher is not one of the server's workers"
-    os.kill(worker, signal.SIGKILL)
+    return worker
+
+
+def end_the_watchers_session(database):
+    """End the watching session under its worker (pg_terminate_backend); its backend's pid."""
+    wait_for(lambda: watcher_backend(database) is not None, 10, message="no watcher elected")
+    backend, _port = watcher_backend(database)
+    with closing(psycopg2.connect(**dsn(database.url))) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", (backend,))
     return backend
 
 
@@ -810,7 +819,8 @@ def test_soak(servers, clients, pg_database, wake_source):
     notifications and move read markers; every client must end with the
     database's state (unread counts included) and have received each change
     addressed to its user exactly once. With ``watcher``, the deployment's
-    watcher's worker is killed halfway (SIGKILL), and another takes over.
+    watcher's session is ended halfway, and another candidate takes over (its
+    worker killed outright: test_killed_and_reloaded_workers_lose_nothing).
     """
     seconds = float(os.environ.get("SOAK_SECONDS", "120" if os.environ.get("CI") == "true" else "30"))
     server = servers(workers=2, SAFETY_NET_INTERVAL=2, WAKE_SOURCE=wake_source)
@@ -832,7 +842,7 @@ def test_soak(servers, clients, pg_database, wake_source):
     while time.monotonic() < deadline and not writers.errors:
         time.sleep(1)
         if wake_source == "watcher" and killed is None and time.monotonic() > deadline - seconds / 2:
-            killed = kill_the_watcher(server, pg_database)
+            killed = end_the_watchers_session(pg_database)
     writers.stop()
     commit_order.stop()
     assert not writers.errors, writers.errors
