@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from harness.postgres import ThrowawayPostgres
-from harness.servers import ROOT, python_environ
+from harness.servers import ROOT, python_environ, wait_for
 
 from . import scaleout, stack
 from .stack import log, median, percentile
@@ -61,10 +61,12 @@ def run(options):
         result = {"mechanisms": MECHANISMS, "settings": SETTINGS, "signals": {m: [] for m in MECHANISMS},
                   "idle": {m: [] for m in MECHANISMS}, "writes": {}, "clients": options["decoding_clients"],
                   "seconds": options["decoding_seconds"], "runs": options["decoding_runs"]}
+        used = set()
         for number in range(options["decoding_runs"]):
             for mechanism in MECHANISMS if number % 2 == 0 else MECHANISMS[::-1]:
                 with Receiver(mechanism, database.url) as receiver:
-                    result["signals"][mechanism].append(signals(database, receiver, options["decoding_changes"]))
+                    result["signals"][mechanism].append(signals(database, receiver, options["decoding_changes"],
+                                                                used))
                     result["idle"][mechanism].append(idle(database, options["decoding_idle_seconds"]))
                 sample = result["signals"][mechanism][-1]
                 log(f"decoding: {mechanism}, commit to signal p50 {ms(sample['p50'])}, p99 {ms(sample['p99'])}; "
@@ -117,20 +119,26 @@ class Receiver:
             self.process.wait(10)
 
 
-def signals(database, receiver, changes):
-    """Joins committed at random moments: from each COMMIT's return to the first signal sent after it."""
+def signals(database, receiver, changes, used):
+    """Joins committed at random moments: from each COMMIT's return to the first signal sent after it.
+
+    Each by a user not in ``used`` (then added): a join that changed nothing would write no row.
+    """
     connection = database.connect()
     commits = []
+    chosen = random.sample(sorted(set(range(database_users(database))) - used), changes)
+    used.update(chosen)
     with connection.cursor() as cursor:
-        for index in random.sample(range(database_users(database)), changes):
+        for index in chosen:
             time.sleep(random.uniform(0.02, 0.08))
-            cursor.execute("INSERT INTO memberships (user_id, community_id, role) VALUES (%s, %s, 'member') "
-                           "ON CONFLICT DO NOTHING", (f"u{index}", f"c-x{random.randrange(10)}"))
+            cursor.execute("INSERT INTO memberships (user_id, community_id, role) VALUES (%s, %s, 'member')",
+                           (f"u{index}", f"c-x{random.randrange(10)}"))
             sent = time.monotonic()
             connection.commit()
             commits.append((sent, time.monotonic()))
     connection.close()
-    time.sleep(0.5)
+    # The last commits' signals, however busy the machine.
+    wait_for(lambda: receiver.times and max(receiver.times) >= commits[-1][0], 10)
     times = sorted(receiver.times)
     latencies = []
     for sent, done in commits:

@@ -123,8 +123,14 @@ def failover(database, options):
     connection.close()
     first = Server(database, workers=2, WAKE_SOURCE="watcher").start()
     runs = []
+
+    def on_the_first_host():
+        # Not merely any watcher: a stopped server's session may linger a moment.
+        elected = watcher(database)
+        return elected is not None and first.worker_connected(elected[1]) is not None
+
     try:
-        wait_for(lambda: watcher(database) is not None, 15, message="no watcher elected")
+        wait_for(on_the_first_host, 15, message="no watcher elected on the first host")
         second = Server(database, workers=2, WAKE_SOURCE="watcher").start()
         client = ClientProcess()
         try:
@@ -134,7 +140,7 @@ def failover(database, options):
             chosen = list(range(polls))
             random.shuffle(chosen)
             for number in range(options["wakeups_failovers"]):
-                wait_for(lambda: watcher(database) is not None, 15, message="no watcher elected")
+                wait_for(on_the_first_host, 15, message="no watcher on the first host")
                 time.sleep(2.0)  # polls back from the last run's answers
                 changed = chosen[number * options["wakeups_failover_changes"]:
                                  (number + 1) * options["wakeups_failover_changes"]]
