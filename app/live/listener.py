@@ -38,6 +38,7 @@ import time
 
 import gevent
 import gevent.socket
+from psycogreen.gevent import gevent_wait_callback
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
@@ -344,12 +345,13 @@ class HeadWatch(WakeSource):
         import psycopg2
 
         connection = psycopg2.connect(self.dsn, async_=True, **self.connect_arguments())
-        wait(connection)
+        gevent_wait_callback(connection)
         return connection
 
     def execute(self, cursor, sql):
         cursor.execute(sql)
-        wait(cursor.connection)
+        # psycogreen's wait, which the pool's connections use too: waits in the worker's loop.
+        gevent_wait_callback(cursor.connection)
 
     def watch(self, connection):
         with connection.cursor() as cursor:
@@ -384,23 +386,6 @@ class HeadWatch(WakeSource):
                 self.execute(cursor, told)
                 position = parse_position(cursor.fetchone()[1])
                 check = compiled(select(exists().where(position.unseen(Change))))
-
-
-def wait(connection):
-    """Wait, in the worker's loop, for an asynchronous psycopg2 connection's work in flight."""
-    import psycopg2
-    import psycopg2.extensions as extensions
-
-    while True:
-        state = connection.poll()
-        if state == extensions.POLL_OK:
-            return
-        if state == extensions.POLL_READ:
-            gevent.socket.wait_read(connection.fileno())
-        elif state == extensions.POLL_WRITE:
-            gevent.socket.wait_write(connection.fileno())
-        else:
-            raise psycopg2.OperationalError(f"unexpected poll state {state}")
 
 
 def compiled(statement):
