@@ -260,9 +260,9 @@ def read_states(connection, user_ids):
     """Current state of many users in one statement: ``{user_id: UserState}``."""
     grouped = {user_id: [] for user_id in user_ids}
     unread = dict.fromkeys(user_ids, 0)
-    clause = queries.in_json_list(User.id, user_ids, connection.dialect.name)
+    dialect = connection.dialect.name
     entry = wire.community_entries()
-    for row in connection.execute(queries.states_of(clause, connection.dialect.name)):
+    for row in connection.execute(queries.states_of(dialect), {"user_ids": queries.bound_list(user_ids, dialect)}):
         unread[row.user_id] = row.notifications_unread
         if row.id is not None:
             grouped[row.user_id].append(entry(row))
