@@ -356,6 +356,8 @@ class CommunitySync {
     const signal = options.signal;
     if (signal) {
       if (signal.aborted) {
+        // Stopped before it started: every call rejects, and nothing is ever sent.
+        this.#stopController.abort();
         this.#status = STATUS.STOPPED;
         return;
       }
@@ -736,12 +738,11 @@ class CommunitySync {
   #joinElection() {
     if (this.#stopController.signal.aborted || !this.#channelName) return;
     this.#outOfQueue = false;
-    this.#electionController?.abort();
+    this.#leaveElection();
     const controller = new AbortController();
     this.#electionController = controller;
-    const stopped = this.#stopController.signal;
-    stopped.addEventListener("abort", () => controller.abort(), { once: true });
-    const signal = controller.signal;
+    // Left (or stopped) either way; the stop signal keeps no listener per election joined.
+    const signal = anySignal([this.#stopController.signal, controller.signal]);
     const onLeader = () => this.#becomeLeader();
     if (this.#election === "locks") {
       electWithWebLocks(this.#channelName, { onLeader, onUnavailable: () => this.#pollAlone(), signal });
@@ -1563,36 +1564,35 @@ class CommunitySync {
    * itself sends).
    */
   async #send(url, { method = "GET", headers = {}, payload = undefined, timeout, forceRefresh, loop = false, outlivesStop = false }) {
-    const token = await this.#token(forceRefresh);
-    const allHeaders = { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers };
-    if (payload !== undefined) allHeaders["Content-Type"] = "application/json";
+    // Tied to stop(), to its own timeout and (for the loop's) to an interrupt before
+    // anything is awaited: a stop or a refresh while the token is fetched is not missed.
     const controller = new AbortController();
-    const stopped = this.#stopController.signal;
-    const onStop = () => controller.abort();
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), timeout);
+    const sources = [controller.signal, deadline.signal];
+    if (!outlivesStop) sources.push(this.#stopController.signal);
+    const signal = anySignal(sources);
     if (loop) this.#requestController = controller;
-    else if (!outlivesStop) stopped.addEventListener("abort", onStop, { once: true });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, timeout);
     try {
+      const token = await untilAborted(this.#token(forceRefresh), signal);
       // The watches moved while the token was fetched: this poll would carry the old ones.
       if (loop && this.#rewatched) throw new DOMException("the watches moved", "AbortError");
+      const allHeaders = { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers };
+      if (payload !== undefined) allHeaders["Content-Type"] = "application/json";
       // no-store: the client does its own revalidation; the HTTP cache must not answer
       // a poll or turn our If-None-Match into a 200 from cache.
-      const init = { method, headers: allHeaders, signal: controller.signal, cache: "no-store", credentials: "omit" };
+      const init = { method, headers: allHeaders, signal, cache: "no-store", credentials: "omit" };
       if (payload !== undefined) init.body = JSON.stringify(payload);
       const response = await this.#fetch(url, init);
       const body = await readBody(response);
       return { status: response.status, statusText: response.statusText, headers: response.headers, body };
     } catch (error) {
-      if (timedOut) throw new SyncError("timeout", `no complete answer within ${timeout} ms`);
-      if (error?.name === "AbortError") throw error;
+      if (deadline.signal.aborted) throw new SyncError("timeout", `no complete answer within ${timeout} ms`);
+      if (signal.aborted || error?.name === "AbortError") throw new DOMException("stopped or interrupted", "AbortError");
+      if (error instanceof SyncError) throw error;
       throw new SyncError("network", String(error?.message ?? error), { cause: error });
     } finally {
       clearTimeout(timer);
-      stopped.removeEventListener("abort", onStop);
       if (this.#requestController === controller) this.#requestController = null;
     }
   }
@@ -1734,6 +1734,34 @@ function wholeSeconds(value) {
   const seconds = Number(value);
   if (!Number.isFinite(seconds) || seconds < 0) throw new TypeError("pollTimeout must be a number of seconds >= 0");
   return Math.floor(seconds);
+}
+
+/**
+ * A signal that aborts when any of `signals` does (AbortSignal.any, or the same by hand
+ * where it is missing); what it adds to the sources goes when it aborts.
+ */
+function anySignal(signals) {
+  if (typeof AbortSignal.any === "function") return AbortSignal.any(signals);
+  const controller = new AbortController();
+  const abort = () => {
+    for (const signal of signals) signal.removeEventListener("abort", abort);
+    controller.abort();
+  };
+  for (const signal of signals) {
+    if (signal.aborted) abort();
+    else signal.addEventListener("abort", abort);
+  }
+  return controller.signal;
+}
+
+/** `promise`'s value, unless `signal` aborts first (then an AbortError). */
+function untilAborted(promise, signal) {
+  if (signal.aborted) return Promise.reject(new DOMException("aborted", "AbortError"));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new DOMException("aborted", "AbortError"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 function pageVisible() {
