@@ -36,6 +36,77 @@ export const DEFAULT_LOOP_GUARD = Object.freeze({
   pause: 60_000,
 });
 
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+export const ELECTIONS = Object.freeze(["auto", "locks", "heartbeat", "none"]);
+
+export const DEFAULT_OPTIONS = Object.freeze({
+  baseUrl: "",
+  pollTimeout: 25, // whole seconds a long poll may be held by the server
+  pollTimeoutGrace: 10_000, // extra wait before a held poll counts as lost
+  requestTimeout: 15_000, // snapshots and smart polls, body included
+  smartInterval: 10_000, // used when the server sends no X-Poll-Interval
+  minLongPollGap: 1_000, // a long poll answered "unchanged" sooner than this was not held
+  pauseWhenHidden: true,
+  election: "auto",
+  channelKey: null,
+  relayTo: null,
+  signal: null,
+  onError: null,
+  onStatus: null,
+  onUnauthorized: null,
+  fetch: null,
+});
+
+const DURATIONS = ["pollTimeout", "pollTimeoutGrace", "requestTimeout", "smartInterval", "minLongPollGap"];
+const CALLBACKS = ["getToken", "onError", "onStatus", "onUnauthorized", "fetch"];
+const GROUPS = { backoff: DEFAULT_BACKOFF, transport: DEFAULT_TRANSPORT, loopGuard: DEFAULT_LOOP_GUARD };
+
+/**
+ * The options of createCommunitySync, defaults filled in and checked: an option given
+ * as undefined keeps its default (as if left out, so `{requestTimeout: undefined}` is
+ * not a 0 ms timeout); a duration that is not a finite number >= 0, an unknown
+ * `election`, a `signal` that is not an AbortSignal or a callback that is not a
+ * function throws a TypeError naming the option. `pollTimeout` is rounded down to
+ * whole seconds, which is what the server takes.
+ */
+export function clientOptions(options = {}) {
+  if (options === null || typeof options !== "object") throw new TypeError("createCommunitySync needs an options object");
+  if (typeof options.getToken !== "function") throw new TypeError("createCommunitySync needs a getToken function");
+  const merged = { ...DEFAULT_OPTIONS, ...defined(options) };
+  for (const name of DURATIONS) checkDuration(name, merged[name]);
+  merged.pollTimeout = Math.floor(merged.pollTimeout);
+  for (const name of CALLBACKS) {
+    if (merged[name] !== null && typeof merged[name] !== "function") throw new TypeError(`${name} must be a function`);
+  }
+  if (!ELECTIONS.includes(merged.election)) {
+    throw new TypeError(`election must be one of ${ELECTIONS.map((name) => `"${name}"`).join(", ")}, not ${JSON.stringify(merged.election)}`);
+  }
+  if (merged.signal !== null && Object.prototype.toString.call(merged.signal) !== "[object AbortSignal]") {
+    throw new TypeError("signal must be an AbortSignal");
+  }
+  if (typeof merged.pauseWhenHidden !== "boolean") throw new TypeError("pauseWhenHidden must be true or false");
+  for (const [group, defaults] of Object.entries(GROUPS)) {
+    const given = merged[group] ?? {};
+    if (typeof given !== "object") throw new TypeError(`${group} must be an object`);
+    merged[group] = { ...defaults, ...defined(given) };
+    for (const name of Object.keys(defaults)) checkDuration(`${group}.${name}`, merged[group][name]);
+  }
+  return merged;
+}
+
+function defined(object) {
+  return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined));
+}
+
+function checkDuration(name, value) {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    throw new TypeError(`${name} must be a finite number >= 0, not ${String(value)}`);
+  }
+}
+
 /**
  * A failed request. `kind`: network, timeout, http, token, unauthorized, identity, loop,
  * internal, not-found (a read marker or listing the server does not have for this user),

@@ -22,8 +22,6 @@
  */
 
 import {
-  DEFAULT_BACKOFF,
-  DEFAULT_TRANSPORT,
   LONG_POLL,
   LoopGuard,
   MAX_WATCHES,
@@ -39,6 +37,7 @@ import {
   checkCommunityId,
   checkWatches,
   chooseTransport,
+  clientOptions,
   communityResult,
   communityUpdateRequest,
   communityUrl,
@@ -230,23 +229,6 @@ function storageUsable() {
 // The client
 // ---------------------------------------------------------------------------
 
-const DEFAULTS = {
-  baseUrl: "",
-  pollTimeout: 25, // whole seconds a long poll may be held by the server
-  pollTimeoutGrace: 10_000, // extra wait before a held poll counts as lost
-  requestTimeout: 15_000, // snapshots and smart polls, body included
-  smartInterval: 10_000, // used when the server sends no X-Poll-Interval
-  minLongPollGap: 1_000, // a long poll answered "unchanged" sooner than this was not held
-  pauseWhenHidden: true,
-  election: "auto", // "auto" | "locks" | "heartbeat" | "none"
-  channelKey: null,
-  relayTo: null,
-  signal: null,
-  onError: null,
-  onStatus: null,
-  fetch: null,
-};
-
 // How long a tab that takes over waits for the other tabs to declare their watches
 // again before it forgets those of tabs that did not (closed without saying so).
 const WATCH_ROLL_CALL = 3_000;
@@ -343,13 +325,11 @@ class CommunitySync {
   #cleanups = [];
 
   constructor(options = {}) {
-    if (typeof options.getToken !== "function") {
-      throw new TypeError("createCommunitySync needs a getToken function");
-    }
+    options = clientOptions(options);
     if (options.relayTo) checkRelayTarget(options.relayTo);
-    this.#options = { ...DEFAULTS, ...options, pollTimeout: wholeSeconds(options.pollTimeout ?? DEFAULTS.pollTimeout) };
-    this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
-    this.#transportOptions = { ...DEFAULT_TRANSPORT, ...options.transport };
+    this.#options = options;
+    this.#backoff = options.backoff;
+    this.#transportOptions = options.transport;
     this.#guard = new LoopGuard(options.loopGuard);
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     if (options.onStatus) this.#statusListeners.add(options.onStatus);
@@ -1727,13 +1707,6 @@ function quoted(value) {
 
 function asSyncError(kind, error) {
   return error instanceof SyncError ? error : new SyncError(kind, String(error?.message ?? error), { cause: error });
-}
-
-/** The server takes whole seconds; 2.5 would be answered 400 on every poll. */
-function wholeSeconds(value) {
-  const seconds = Number(value);
-  if (!Number.isFinite(seconds) || seconds < 0) throw new TypeError("pollTimeout must be a number of seconds >= 0");
-  return Math.floor(seconds);
 }
 
 /**
