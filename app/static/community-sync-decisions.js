@@ -37,6 +37,89 @@ export const DEFAULT_LOOP_GUARD = Object.freeze({
 });
 
 // ---------------------------------------------------------------------------
+// The loop's states
+// ---------------------------------------------------------------------------
+
+export const STATUS = Object.freeze({
+  CONNECTING: "connecting",
+  LIVE: "live",
+  SMART: "smart",
+  RECONNECTING: "reconnecting",
+  OFFLINE: "offline",
+  PAUSED: "paused",
+  UNAUTHORIZED: "unauthorized",
+  ERROR: "error",
+  STOPPED: "stopped",
+});
+
+/** Where a client starts: nothing asked yet, and a catch-up owed once it leads. */
+export function initialMachine() {
+  return { status: STATUS.CONNECTING, catchUp: true, error: null };
+}
+
+/**
+ * The one transition function of the loop. `machine` is `{status, catchUp, error}`:
+ * the status shown, whether the next poll is a `timeout=0` catch-up (it learns at once
+ * what was missed, and can say `live` without waiting out a held poll), and the
+ * terminal error, if any. `event.type` is one of:
+ *
+ * - `lead`: this tab now talks to the server (it took over, or polls alone);
+ * - `answer` (`mode`: LONG_POLL or SMART_POLL): a request was answered;
+ * - `failure` (`offline`: the browser says it is): a request failed, retried later;
+ * - `unauthorized` (`error`): `401` even with a fresh token, retried later;
+ * - `refused` (`error`): a permanent refusal (see isPermanent): nothing more is asked;
+ * - `pause`, `offline`: no visible tab, no network: the loop waits;
+ * - `wake`: it may ask again; from `paused` or `offline` through a catch-up;
+ * - `reconnect`, `user`: start over (reconnect() or another user's token);
+ * - `follow` (`status`): a follower shows what its leader says;
+ * - `stop`.
+ *
+ * `stopped` is final; `error` is left only by `reconnect`, `user` or `stop`.
+ */
+export function transition(machine, event) {
+  const { status } = machine;
+  if (status === STATUS.STOPPED) return machine;
+  if (status === STATUS.ERROR && !["reconnect", "user", "stop", "follow"].includes(event.type)) return machine;
+  switch (event.type) {
+    case "stop":
+      return { status: STATUS.STOPPED, catchUp: false, error: machine.error };
+    case "lead":
+      // A tab whose token the server refuses stays unauthorized until an answer.
+      return { status: status === STATUS.UNAUTHORIZED ? status : STATUS.CONNECTING, catchUp: true, error: null };
+    case "answer":
+      return { status: event.mode === LONG_POLL ? STATUS.LIVE : STATUS.SMART, catchUp: false, error: null };
+    case "failure":
+      return { ...machine, status: event.offline ? STATUS.OFFLINE : STATUS.RECONNECTING };
+    case "unauthorized":
+      return { ...machine, status: STATUS.UNAUTHORIZED };
+    case "refused":
+      return { status: STATUS.ERROR, catchUp: true, error: event.error };
+    case "pause":
+      return { ...machine, status: STATUS.PAUSED, catchUp: true };
+    case "offline":
+      return { ...machine, status: STATUS.OFFLINE, catchUp: true };
+    case "wake":
+      if (status !== STATUS.PAUSED && status !== STATUS.OFFLINE) return machine;
+      return { ...machine, status: STATUS.CONNECTING, catchUp: true };
+    case "reconnect":
+    case "user":
+      return { status: STATUS.CONNECTING, catchUp: true, error: null };
+    case "follow":
+      return Object.values(STATUS).includes(event.status) ? { ...machine, status: event.status } : machine;
+    default:
+      return machine;
+  }
+}
+
+/**
+ * Whether a refusal is permanent: a `4xx` other than `401` (a token: retried with a
+ * fresh one), `408` and `429` (retried, paced). Asking again would be refused again.
+ */
+export function isPermanent(status) {
+  return status >= 400 && status < 500 && status !== 401 && status !== 408 && status !== 429;
+}
+
+// ---------------------------------------------------------------------------
 // Options
 // ---------------------------------------------------------------------------
 
@@ -251,8 +334,9 @@ export function isDropped(error) {
  * `{kind: "answer", answer, notModified}`, `{kind: "rejected", error}` (a poll the
  * server refused: the cursor or a parameter), `{kind: "refused-watch", error}` (a poll
  * refused for one of the `watches` it carried, see isWatchRefusal), `{kind:
- * "unauthorized", error}` or `{kind: "failure", error}`, each with the `pollInterval`
- * the server advised (or null).
+ * "unauthorized", error}`, `{kind: "refused", error}` (refused for good, see
+ * isPermanent) or `{kind: "failure", error}` (worth retrying), each with the
+ * `pollInterval` the server advised (or null).
  */
 export function interpretResponse(response, transport, now = Date.now(), watches = []) {
   const { status, headers, body } = response;
@@ -284,7 +368,7 @@ export function interpretResponse(response, transport, now = Date.now(), watches
     return { kind: "rejected", error, pollInterval };
   }
   const error = new SyncError("http", `HTTP ${status}: ${detail}`, { status, retryAfter, problem });
-  return { kind: "failure", error, pollInterval };
+  return { kind: isPermanent(status) ? "refused" : "failure", error, pollInterval };
 }
 
 function problemOf({ body, statusText }) {

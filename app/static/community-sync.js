@@ -27,6 +27,7 @@ import {
   MAX_WATCHES,
   SMART_POLL,
   SNAPSHOT,
+  STATUS,
   SyncError,
   TYPING_IDLE,
   applyAnswer,
@@ -44,6 +45,7 @@ import {
   diffCommunities,
   earlyUnchangedDelay,
   followUpdate,
+  initialMachine,
   initialState,
   initialTransport,
   interpretResponse,
@@ -71,6 +73,7 @@ import {
   settleReads,
   snapshotUrl,
   tokenSubject,
+  transition,
   trimSlash,
   typingDelay,
   typingError,
@@ -90,16 +93,7 @@ import { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-rel
 // else); it stays importable from here for pages that already do.
 export { RELAY_STATUS, RELAY_UPDATE, SyncError, listenForRelay };
 
-export const STATUS = Object.freeze({
-  CONNECTING: "connecting",
-  LIVE: "live",
-  SMART: "smart",
-  RECONNECTING: "reconnecting",
-  OFFLINE: "offline",
-  PAUSED: "paused",
-  UNAUTHORIZED: "unauthorized",
-  STOPPED: "stopped",
-});
+export { STATUS };
 
 // ---------------------------------------------------------------------------
 // Leader election
@@ -254,7 +248,8 @@ class CommunitySync {
   // {callback, watches}: each subscription receives the topic changes of its own watches.
   #subscribers = new Set();
   #statusListeners = new Set();
-  #status = STATUS.CONNECTING;
+  // {status, catchUp, error}: the loop's state, moved only by transition().
+  #machine = initialMachine();
   #state = initialState();
   #hasState = false;
   // {from, seq, serverTime} of the state held, to order what leaders relay.
@@ -266,9 +261,6 @@ class CommunitySync {
   #pendingReads = new Map();
   #requestNo = 0; // numbers the loop's requests, to tell answers sent after a read
   #revalidated = false;
-  // A tab that just took over (or reconnected) first asks with timeout=0: it learns at
-  // once what it missed, and can say `live` without waiting for a held poll to end.
-  #catchUp = true;
   #failures = 0; // failed requests since the cursor last moved
   #earlyStreak = 0; // long polls answered "unchanged" at once, in a row
   #pollInterval = null;
@@ -282,9 +274,13 @@ class CommunitySync {
   // The token subject the channel is keyed by; every token used while leading must
   // carry it, or this tab leaves the channel.
   #subject = null;
+  // The user of the tokens this tab last used, whatever the election: another one's
+  // token clears what this tab holds.
+  #user = null;
   #election = "none";
   #electionController = null;
-  #outOfQueue = false; // stepped down after `unauthorized`; rejoins on reconnect()
+  #outOfQueue = false; // stepped down after `unauthorized`; rejoins after the backoff or on reconnect()
+  #rejoinTimer = null;
   #tabId = randomId();
   #followerVisibility = new Map();
   // presence URL -> {etag, list}: the presence list last read, to ask conditionally.
@@ -338,13 +334,16 @@ class CommunitySync {
       if (signal.aborted) {
         // Stopped before it started: every call rejects, and nothing is ever sent.
         this.#stopController.abort();
-        this.#status = STATUS.STOPPED;
+        this.#machine = transition(this.#machine, { type: "stop" });
         return;
       }
       const onAbort = () => this.stop();
       signal.addEventListener("abort", onAbort, { once: true });
       this.#cleanups.push(() => signal.removeEventListener("abort", onAbort));
     }
+    // On the server side of a framework there is no page to keep live: the app's
+    // calls work, but nothing is polled until the client is created in a browser.
+    if (!inBrowser()) return;
     this.#start().catch((error) => {
       // Whatever failed while joining the other tabs, this tab still shows live data.
       this.#report(asSyncError("internal", error));
@@ -354,7 +353,15 @@ class CommunitySync {
 
   /** The current connection status, one of STATUS. */
   get status() {
-    return this.#status;
+    return this.#machine.status;
+  }
+
+  /**
+   * With status `error`: the SyncError the server refused the user with for good
+   * (`status` and `problem` attached); null otherwise.
+   */
+  get error() {
+    return this.#machine.status === STATUS.ERROR ? this.#machine.error : null;
   }
 
   /** Whether this tab is the one talking to the server. */
@@ -669,11 +676,12 @@ class CommunitySync {
     this.#requestController?.abort();
     this.#wakeUp?.();
     clearTimeout(this.#rollCallTimer);
+    clearTimeout(this.#rejoinTimer);
     for (const cleanup of this.#cleanups) cleanup();
     this.#post({ type: "bye", tabId: this.#tabId });
     this.#closeChannel();
     this.#leader = false;
-    this.#setStatus(STATUS.STOPPED);
+    this.#move({ type: "stop" });
   }
 
   // --- setup -------------------------------------------------------------
@@ -790,7 +798,6 @@ class CommunitySync {
   #becomeLeader() {
     if (this.#stopController.signal.aborted || this.#leader) return;
     this.#leader = true;
-    this.#catchUp = true;
     this.#followerVisibility.clear();
     this.#refused.clear();
     // Joins and leaves the server already answered: any request from here on sees them.
@@ -798,9 +805,9 @@ class CommunitySync {
     if (this.#channel) this.#startRollCall();
     this.#post({ type: "leader", tabId: this.#tabId });
     this.#watchesMoved(false);
-    // Whatever the old leader last said, this tab has no request of its own yet.
-    this.#status = null;
-    this.#setStatus(STATUS.CONNECTING);
+    // Whatever the old leader last said, this tab has no request of its own yet: the
+    // other tabs are told so even when the status reads the same.
+    this.#move({ type: "lead" }, { announce: true });
     if (!this.#running) this.#run();
   }
 
@@ -815,10 +822,12 @@ class CommunitySync {
    * try. This tab stays out of the queue until reconnect() or until a leader is live
    * again, so tabs that all hold stale tokens do not hand the lock round in a loop.
    */
-  #stepDown() {
+  #stepDown(rejoinAfter) {
     this.#resign();
     this.#outOfQueue = true;
     this.#leaveElection();
+    clearTimeout(this.#rejoinTimer);
+    this.#rejoinTimer = setTimeout(() => this.#outOfQueue && this.#joinElection(), rejoinAfter);
   }
 
   // --- the channel between tabs -----------------------------------------
@@ -844,11 +853,11 @@ class CommunitySync {
         if (this.#leader) return;
         this.#learnMemberships(message.memberships);
         if (!this.#follow(message, { status: "current" })) this.#showMemberships();
-        this.#setStatus(message.status);
+        this.#move({ type: "follow", status: message.status });
         break;
       case "status":
         if (this.#leader) return;
-        this.#setStatus(message.status);
+        this.#move({ type: "follow", status: message.status });
         // Someone leads successfully: queue up again to take over when that tab closes.
         if (this.#outOfQueue && (message.status === STATUS.LIVE || message.status === STATUS.SMART)) this.#joinElection();
         break;
@@ -857,9 +866,9 @@ class CommunitySync {
         this.#followerVisibility.set(message.tabId, message.visible);
         if (this.#hasState) {
           const memberships = [...this.#memberships.values()];
-          this.#post({ type: "state", ...this.#stamp(), status: this.#status, memberships });
+          this.#post({ type: "state", ...this.#stamp(), status: this.#machine.status, memberships });
         }
-        else this.#post({ type: "status", status: this.#status });
+        else this.#post({ type: "status", status: this.#machine.status });
         this.#interrupt("visibility");
         break;
       case "leader":
@@ -1063,7 +1072,7 @@ class CommunitySync {
       if (unknown.size === 0 && shown.includes(null)) {
         // Not known yet which one: a failure like any other, asked again after the backoff.
         this.#report(error);
-        this.#setStatus(STATUS.RECONNECTING);
+        this.#move({ type: "failure" });
         return { delay: retryDelay(this.#failures++, null, this.#backoff), news: false };
       }
     }
@@ -1311,7 +1320,7 @@ class CommunitySync {
         } catch (error) {
           // A bug here must not end polling while the page still says "live".
           this.#report(asSyncError("internal", error));
-          this.#setStatus(STATUS.RECONNECTING);
+          this.#move({ type: "failure" });
           delay = retryDelay(this.#failures++, null, this.#backoff);
         }
         if (!stopped.aborted && this.#leader && delay > 0) await this.#sleep(delay);
@@ -1324,26 +1333,28 @@ class CommunitySync {
   /** Wait while there is nothing to do, else make one request; returns the next delay. */
   async #turn() {
     if (this.#shouldPause()) {
-      this.#setStatus(STATUS.PAUSED);
+      this.#move({ type: "pause" });
       await this.#sleep(Infinity);
       return 0;
     }
     if (globalThis.navigator?.onLine === false) {
-      this.#setStatus(STATUS.OFFLINE);
+      this.#move({ type: "offline" });
       await this.#sleep(Infinity);
       return 0;
     }
-    if (this.#status === STATUS.UNAUTHORIZED) {
+    if (this.#machine.status === STATUS.ERROR) {
+      // Refused for good: nothing is asked until reconnect() or another user's token.
       await this.#sleep(Infinity);
       return 0;
     }
+    this.#move({ type: "wake" });
     // The guard's pause holds whatever wakes the loop: a wake-up only looks again.
     const held = this.#guard.holdFor(Date.now());
     if (held > 0) return held;
     const { delay, news } = await this.#step();
     if (this.#guard.record(Date.now(), news)) {
       this.#report(new SyncError("loop", "too many requests without progress: holding off"));
-      this.#setStatus(STATUS.RECONNECTING);
+      this.#move({ type: "failure" });
       return Math.max(delay, this.#guard.holdFor(Date.now()));
     }
     return delay;
@@ -1372,9 +1383,19 @@ class CommunitySync {
     if (outcome.kind === "answer") return this.#answered(request, outcome, heldFor);
     if (outcome.kind === "refused-watch") return this.#setAsideRefused(request, outcome.error);
     this.#report(outcome.error);
+    if (outcome.kind === "refused") {
+      this.#move({ type: "refused", error: outcome.error });
+      return { delay: 0, news: false };
+    }
     if (outcome.kind === "unauthorized") {
-      this.#setStatus(STATUS.UNAUTHORIZED);
-      if (this.#election !== "none") this.#stepDown();
+      // Refused even with a fresh token: the app may log the user in again. Asked
+      // again after the backoff, with a fresh token each time; a tab sharing the
+      // user's poll first lets another tab, whose app may hold a valid token, try.
+      this.#move({ type: "unauthorized" });
+      if (this.#options.onUnauthorized) isolated(this.#options.onUnauthorized, outcome.error);
+      const delay = retryDelay(this.#failures++, outcome.error.retryAfter, this.#backoff);
+      if (this.#election === "none") return { delay, news: false };
+      this.#stepDown(delay);
       return { delay: 0, news: false };
     }
     if (outcome.kind === "rejected") this.#state = { ...this.#state, cursor: null };
@@ -1386,19 +1407,18 @@ class CommunitySync {
         this.#transportOptions,
       );
     }
-    this.#setStatus(globalThis.navigator?.onLine === false ? STATUS.OFFLINE : STATUS.RECONNECTING);
+    this.#move({ type: "failure", offline: globalThis.navigator?.onLine === false });
     return { delay: retryDelay(this.#failures++, outcome.error.retryAfter, this.#backoff), news: false };
   }
 
   #answered(request, { answer, notModified }, heldFor) {
     this.#transport = recordTransportOutcome(this.#transport, { transport: request.transport, ok: true }, Date.now(), this.#transportOptions);
-    this.#catchUp = false;
     const { progressed, news } = this.#apply(answer, request);
     if (progressed) this.#failures = 0;
     // A 304 confirms the list but carries no cursor; a poll without one answers
     // `reset` at once with a fresh cursor.
     this.#revalidated = request.conditional === true && notModified === true;
-    this.#setStatus(this.#transport.mode === LONG_POLL ? STATUS.LIVE : STATUS.SMART);
+    this.#move({ type: "answer", mode: this.#transport.mode });
     const early = request.transport === LONG_POLL && answer.status === "unchanged" && heldFor < this.#options.minLongPollGap;
     this.#earlyStreak = early ? this.#earlyStreak + 1 : 0;
     return { delay: this.#delayAfter(request), news };
@@ -1410,7 +1430,7 @@ class CommunitySync {
       // The cursor was rejected: revalidate the list we have against its ETag.
       return { source: SNAPSHOT, transport: SNAPSHOT, conditional: true };
     }
-    if (this.#catchUp) return { source: SMART_POLL, transport: SMART_POLL, catchUp: true };
+    if (this.#machine.catchUp) return { source: SMART_POLL, transport: SMART_POLL, catchUp: true };
     const transport = chooseTransport(this.#transport, Date.now(), this.#transportOptions);
     return { source: transport, transport };
   }
@@ -1453,12 +1473,14 @@ class CommunitySync {
 
   /** Send one request, refreshing the token once on 401; returns what it means. */
   async #exchange(request) {
-    let response = await this.#fetchOnce(request, false);
-    if (response.status === 401) response = await this.#fetchOnce(request, true);
+    // A tab the server refuses asks with a fresh token from the first try.
+    const forced = this.#machine.status === STATUS.UNAUTHORIZED;
+    let response = await this.#fetchOnce(request, forced);
+    if (response.status === 401 && !forced) response = await this.#fetchOnce(request, true);
     return interpretResponse(response, request.transport, Date.now(), request.watches);
   }
 
-  async #token(forceRefresh) {
+  async #token(forceRefresh, { loop = false } = {}) {
     let token;
     try {
       token = await this.#options.getToken({ forceRefresh });
@@ -1468,27 +1490,50 @@ class CommunitySync {
       throw new SyncError("token", `getToken failed: ${error?.message ?? error}`, { cause: error });
     }
     const subject = tokenSubject(token);
-    if (this.#subject !== null && subject !== null && subject !== this.#subject) {
-      // The app now speaks for someone else (a logout and login in another tab): what
-      // this tab learns from here on must not reach the old user's tabs. A token with
-      // no readable subject can only be refused (the server requires `sub`), so it is
+    const previous = this.#user ?? this.#subject;
+    if (subject !== null) this.#user = subject;
+    if (previous !== null && subject !== null && subject !== previous) {
+      // The app now speaks for someone else (a logout and login, here or in another
+      // tab): nothing of the previous user may show or be sent on. A token with no
+      // readable subject can only be refused (the server requires `sub`), so it is
       // sent, and ends in `unauthorized` like any stale token.
-      this.#leaveSharedIdentity();
-      throw new SyncError("identity", "the token is for another user: polling for this tab alone");
+      this.#forgetUser();
+      // The loop's request was built on the previous user's cursor: start over.
+      if (loop) throw new SyncError("identity", "the token is for another user: starting over");
     }
     return token;
   }
 
-  #leaveSharedIdentity() {
-    this.#leaveElection();
-    this.#closeChannel();
-    this.#election = "none";
-    this.#state = { ...initialState(), communities: this.#state.communities };
+  /**
+   * Another user's token: the previous user's list, counts, pending reads, joins and
+   * leaves, typing and cached presence go before anything is asked for the new one,
+   * and a tab that shared the previous user's poll leaves that user's tabs, polling
+   * for itself from a fresh snapshot.
+   */
+  #forgetUser() {
+    const shared = this.#channelName !== null;
+    if (shared) {
+      this.#leaveElection();
+      this.#closeChannel();
+      this.#election = "none";
+    }
+    const before = this.#state;
+    const shownBefore = this.#hasState;
+    this.#state = initialState();
     this.#hasState = false;
     this.#pendingReads = new Map();
     this.#memberships = new Map();
+    this.#presenceSeen.clear();
+    this.#refused.clear();
     this.#heard = null;
-    this.#report(new SyncError("identity", "the token is for another user: polling for this tab alone"));
+    clearTimeout(this.#typing.idleTimer);
+    clearTimeout(this.#typing.sendTimer);
+    Object.assign(this.#typing, { place: null, due: false, sent: false, idleTimer: null, sendTimer: null });
+    this.#requestController?.abort();
+    this.#move({ type: "user" });
+    this.#report(new SyncError("identity", shared ? "the token is for another user: polling for this tab alone" : "the token is for another user: starting over"));
+    if (shownBefore) this.#emit({ ...followUpdate(before, this.#state, { status: "reset", source: "local" }), relayed: false });
+    if (shared && !this.#leader) this.#becomeLeader();
   }
 
   /**
@@ -1554,7 +1599,7 @@ class CommunitySync {
     const signal = anySignal(sources);
     if (loop) this.#requestController = controller;
     try {
-      const token = await untilAborted(this.#token(forceRefresh), signal);
+      const token = await untilAborted(this.#token(forceRefresh, { loop }), signal);
       // The watches moved while the token was fetched: this poll would carry the old ones.
       if (loop && this.#rewatched) throw new DOMException("the watches moved", "AbortError");
       const allHeaders = { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers };
@@ -1608,8 +1653,7 @@ class CommunitySync {
    */
   #interrupt(reason) {
     if (!this.#leader) return;
-    if (reason === "reconnect") this.#catchUp = true;
-    if (reason === "reconnect" && this.#status === STATUS.UNAUTHORIZED) this.#setStatus(STATUS.CONNECTING);
+    if (reason === "reconnect") this.#move({ type: "reconnect" });
     const abort = this.#shouldPause() || reason === "offline" || reason === "refresh" || reason === "reconnect";
     if (abort) this.#requestController?.abort();
     this.#wakeUp?.();
@@ -1643,11 +1687,16 @@ class CommunitySync {
     }
   }
 
-  #setStatus(status) {
-    if (this.#status === status) return;
-    if (this.#status === STATUS.STOPPED) return;
-    this.#status = status;
-    if (this.#leader) this.#post({ type: "status", status });
+  /**
+   * Move the loop's state machine; on a new status tell the listeners, the parent page
+   * and (while leading) the other tabs, which are also told when `announce` says so.
+   */
+  #move(event, { announce = false } = {}) {
+    const before = this.#machine.status;
+    this.#machine = transition(this.#machine, event);
+    const { status } = this.#machine;
+    if (this.#leader && (status !== before || announce)) this.#post({ type: "status", status });
+    if (status === before) return;
     for (const callback of [...this.#statusListeners]) isolated(callback, status);
     this.#relay({ type: RELAY_STATUS, status });
   }
@@ -1735,6 +1784,11 @@ function untilAborted(promise, signal) {
     signal.addEventListener("abort", onAbort, { once: true });
     promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
+}
+
+/** A page or a worker, where there is someone to keep live; not a framework's server side. */
+function inBrowser() {
+  return (typeof globalThis.window === "object" && globalThis.window !== null) || typeof globalThis.WorkerGlobalScope === "function";
 }
 
 function pageVisible() {

@@ -27,6 +27,11 @@ async function load() {
   }
 }
 
+// The fetch-loop tests run the client as a page does: it polls only in a browser (a
+// `window`), not on the server side of a framework. `window` is where the page's
+// online and offline events arrive.
+globalThis.window ??= new EventTarget();
+
 const [client, decisions, relay] = await load();
 
 export { decisions, relay };

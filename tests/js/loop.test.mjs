@@ -49,10 +49,10 @@ test("on 401 it refreshes the token once and retries", async (t) => {
   assert.deepEqual(errors, []);
 });
 
-test("a second 401 reports unauthorized and stops asking until reconnect()", async (t) => {
+test("reconnect() after a second 401 asks again at once, from the snapshot", async (t) => {
   const denied = () => json({ title: "Unauthorized", status: 401, detail: "expired" }, { status: 401 });
   const fetch = scriptedFetch([denied(), denied(), snapshot([rust])]);
-  const { sync, statuses, errors } = start(fetch);
+  const { sync, statuses, errors } = start(fetch, { backoff: { initialDelay: 600_000, maxDelay: 600_000 } });
   t.after(() => sync.stop());
   await fetch.untilRequests(2);
   await new Promise((resolve) => setTimeout(resolve, 50));

@@ -298,7 +298,7 @@ test("interpretResponse reads answers, refusals and failures", () => {
   assert.equal(ok.pollInterval, 15_000);
   assert.deepEqual(interpretResponse(response(304, null), SNAPSHOT, now).answer, { status: "unchanged" });
   assert.equal(interpretResponse(response(400, { detail: "cursor" }), LONG_POLL, now).kind, "rejected");
-  assert.equal(interpretResponse(response(400, { detail: "x" }), SNAPSHOT, now).kind, "failure");
+  assert.equal(interpretResponse(response(400, { detail: "x" }), SNAPSHOT, now).kind, "refused");
   assert.equal(interpretResponse(response(401, { detail: "expired" }), LONG_POLL, now).kind, "unauthorized");
   const busy = interpretResponse(response(503, null, { "Retry-After": "Sun, 22 Nov 2026 10:00:30 GMT" }), LONG_POLL, now);
   assert.deepEqual([busy.kind, busy.error.status, busy.error.retryAfter], ["failure", 503, 30_000]);

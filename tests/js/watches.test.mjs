@@ -138,8 +138,8 @@ test("interpretResponse tells a poll refused for its watches from one refused fo
   const refused = interpretResponse(response(404, unknown), LONG_POLL, 0, watches);
   assert.equal(refused.kind, "refused-watch");
   assert.deepEqual([refused.error.kind, refused.error.status, refused.error.problem], ["watch", 404, unknown]);
-  assert.equal(interpretResponse(response(404, unknown), LONG_POLL, 0, []).kind, "failure");
-  assert.equal(interpretResponse(response(404, unknown), SNAPSHOT, 0, watches).kind, "failure");
+  assert.equal(interpretResponse(response(404, unknown), LONG_POLL, 0, []).kind, "refused");
+  assert.equal(interpretResponse(response(404, unknown), SNAPSHOT, 0, watches).kind, "refused");
   const malformed = { type: "urn:community-sync:problem:invalid-watch", status: 400, detail: "bad watch" };
   assert.equal(interpretResponse(response(400, malformed), LONG_POLL, 0, watches).kind, "refused-watch");
   assert.equal(interpretResponse(response(400, { ...malformed, type: "invalid-watch" }), LONG_POLL, 0, watches).kind, "refused-watch");
