@@ -527,6 +527,52 @@ export function followUpdate(held, state, leaderUpdate = {}) {
 }
 
 // ---------------------------------------------------------------------------
+// What a page renders
+// ---------------------------------------------------------------------------
+
+/** The snapshot before anything is known, and on a framework's server side: one object. */
+export const EMPTY_SNAPSHOT = Object.freeze({
+  communities: Object.freeze([]),
+  unread: Object.freeze({}),
+  notifications: null,
+  online: null,
+  status: "connecting",
+});
+
+/**
+ * What a page renders, as getSnapshot() gives it: `{communities, unread (community id
+ * -> unread count), notifications (unread notifications, or null), online, status}`.
+ * Returns `held` itself when nothing in it changed, and keeps the identity of each part
+ * that did not change, so a store that compares by identity re-renders only on news.
+ */
+export function nextSnapshot(held, { communities, notificationsUnread, online, status }) {
+  const list = sameList(held.communities, communities) ? held.communities : Object.freeze([...communities]);
+  const unread = Object.fromEntries(list.filter((c) => typeof c.unread === "number").map((c) => [c.id, c.unread]));
+  const next = {
+    communities: list,
+    unread: sameRecord(held.unread, unread) ? held.unread : Object.freeze(unread),
+    notifications: notificationsUnread ?? null,
+    online: sameOnline(held.online, online ?? null) ? held.online : Object.freeze({ ...online }),
+    status,
+  };
+  const same = Object.keys(next).every((key) => next[key] === held[key]);
+  return same ? held : Object.freeze(next);
+}
+
+function sameList(a, b) {
+  return a.length === b.length && a.every((entry, at) => entry === b[at] || sameFields(entry, b[at]));
+}
+
+function sameOnline(a, b) {
+  return a === null || b === null ? a === b : sameRecord(a, b);
+}
+
+function sameRecord(a, b) {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
+}
+
+// ---------------------------------------------------------------------------
 // Read markers
 // ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import {
   LoopGuard,
   MAX_WATCHES,
   SMART_POLL,
+  EMPTY_SNAPSHOT,
   SNAPSHOT,
   STATUS,
   SyncError,
@@ -55,6 +56,8 @@ import {
   joinEntry,
   localReadUpdate,
   maskReads,
+  nextSnapshot,
+  onlineLabel,
   membershipError,
   membershipUrl,
   notificationsPage,
@@ -81,6 +84,7 @@ import {
   typingPlace,
   typingRefused,
   typingUrl,
+  unreadLabel,
   uncoveredWatches,
   updateForWatches,
   watchUnion,
@@ -92,6 +96,8 @@ import { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-rel
 // listenForRelay now lives in community-sync-relay.js (a parent page needs nothing
 // else); it stays importable from here for pages that already do.
 export { RELAY_STATUS, RELAY_UPDATE, SyncError, listenForRelay };
+// Labels for what getSnapshot() holds: "3 new" ("99+" from 100), "3 online".
+export { onlineLabel, unreadLabel };
 
 export { STATUS };
 
@@ -250,6 +256,7 @@ class CommunitySync {
   #statusListeners = new Set();
   // {status, catchUp, error}: the loop's state, moved only by transition().
   #machine = initialMachine();
+  #snapshot = EMPTY_SNAPSHOT; // what getSnapshot() gives, replaced only on a change
   #state = initialState();
   #hasState = false;
   // {from, seq, serverTime} of the state held, to order what leaders relay.
@@ -362,6 +369,15 @@ class CommunitySync {
    */
   get error() {
     return this.#machine.status === STATUS.ERROR ? this.#machine.error : null;
+  }
+
+  /**
+   * What a page renders: `{communities, unread, notifications, online, status}`, frozen.
+   * The same object until something in it changes, for useSyncExternalStore and the
+   * like; a change is announced to subscribe() and onStatus() callbacks.
+   */
+  getSnapshot() {
+    return this.#snapshot;
   }
 
   /** Whether this tab is the one talking to the server. */
@@ -1668,11 +1684,18 @@ class CommunitySync {
    */
   #emit(update) {
     const communities = this.#visible();
+    this.#renew(communities);
     const shown = { ...update, communities, ...diffCommunities(this.#shown, communities) };
     this.#shown = communities;
     for (const { callback, watches } of [...this.#subscribers]) isolated(callback, updateForWatches(shown, watches));
     if (this.#options.relayTo) this.#relay({ type: RELAY_UPDATE, update: updateForWatches(shown, this.#declaredWatches()) });
     this.#deliverTyping();
+  }
+
+  /** The snapshot for `communities` (the list shown) and the state held now. */
+  #renew(communities) {
+    const { notificationsUnread, online } = this.#state;
+    this.#snapshot = nextSnapshot(this.#snapshot, { communities, notificationsUnread, online, status: this.#machine.status });
   }
 
   /** Tell each onTyping listener who types in its watched topics, when that changed. */
@@ -1697,6 +1720,7 @@ class CommunitySync {
     const { status } = this.#machine;
     if (this.#leader && (status !== before || announce)) this.#post({ type: "status", status });
     if (status === before) return;
+    this.#renew(this.#hasState ? this.#visible() : []);
     for (const callback of [...this.#statusListeners]) isolated(callback, status);
     this.#relay({ type: RELAY_STATUS, status });
   }

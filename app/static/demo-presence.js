@@ -1,7 +1,7 @@
 // The demo page's presence: "N online" under each of the sidebar's communities, who
 // is here in the opened community, and a switch to hide from everyone. demo.js calls
 // in at four points (connect, counts, decorate, open); everything else is here.
-import { onlineLabel } from "./community-sync-decisions.js";
+import { onlineLabel } from "./community-sync.js";
 
 // How often the opened community's list is asked for (conditionally: a 304 while it
 // stays the same), on top of every answer of the sync.

@@ -1,8 +1,7 @@
 // The live demo page: a sidebar kept current by community-sync.js, plus buttons that
 // change memberships and publish activity through the API so the sidebar has
 // something to follow.
-import { createCommunitySync } from "./community-sync.js";
-import { unreadLabel } from "./community-sync-decisions.js";
+import { createCommunitySync, unreadLabel } from "./community-sync.js";
 import { EditView } from "./demo-edit.js";
 import { PresenceView } from "./demo-presence.js";
 import { StoryView, ThreadView } from "./demo-thread.js";
