@@ -113,12 +113,24 @@ export interface ReadChange extends ChangeBase {
   community_id?: string;
 }
 
+/** The change entries this version of the client knows. */
+export type KnownChange = MembershipChange | ActivityChange | NotificationChange | ReadChange;
+export type ChangeType = KnownChange["type"];
+
+/**
+ * A change entry of a type this version does not know: a newer server's, passed on
+ * unchanged. Test `type` before reading what a known type carries.
+ */
+export interface UnknownChange extends ChangeBase {
+  type: string;
+  [field: string]: unknown;
+}
+
 /**
  * A change entry of a poll answer. A newer server may send types not listed here;
- * the client passes them on unchanged.
+ * the client passes them on unchanged, so a `Change` may be an `UnknownChange`.
  */
-export type Change = MembershipChange | ActivityChange | NotificationChange | ReadChange;
-export type ChangeType = Change["type"];
+export type Change = KnownChange | UnknownChange;
 
 /**
  * A topic to watch, `"<community_id>/<topic>"` (`"c-1/thread:t-9"`), or every topic of
@@ -165,8 +177,11 @@ export interface CommunityFields {
  */
 export type ETag = `"${string}"`;
 
-/** One notification of `GET /me/notifications`. */
-export interface Notification {
+/**
+ * One notification of `GET /me/notifications`. Not named `Notification`, which would
+ * shadow the DOM's in a module that imports it.
+ */
+export interface NotificationEntry {
   kind: string;
   ref: string;
   by: string | null;
@@ -198,11 +213,36 @@ export declare const STATUS: Readonly<{
   OFFLINE: "offline";
   PAUSED: "paused";
   UNAUTHORIZED: "unauthorized";
+  ERROR: "error";
   STOPPED: "stopped";
 }>;
 
 /** The connection status (docs/client.md, "Status"). */
 export type Status = (typeof STATUS)[keyof typeof STATUS];
+
+/**
+ * What a page renders, as `getSnapshot()` gives it: frozen, and the same object until
+ * one of its fields changes.
+ */
+export interface CommunitySyncSnapshot {
+  /** The list as shown: the server's, with the joins and leaves still pending. */
+  readonly communities: readonly MembershipEntry[];
+  /** Unread activity per community id, for the entries that carry a count. */
+  readonly unread: Readonly<Record<string, number>>;
+  /** Unread notifications (100 means "100 or more"), or null from a server that does not count them. */
+  readonly notifications: number | null;
+  /** Members online per community id, or null from a server that does not count presence. */
+  readonly online: Readonly<Record<string, number>> | null;
+  readonly status: Status;
+}
+
+/** The snapshot before anything is known, and on a framework's server side. */
+export declare const EMPTY_SNAPSHOT: CommunitySyncSnapshot;
+
+/** A label for an unread count: `"3 new"`, `"99+"` from 100, `""` for none. */
+export declare function unreadLabel(count: number | null | undefined): string;
+/** A label for an online count: `"3 online"`, `""` for none. */
+export declare function onlineLabel(count: number | null | undefined): string;
 
 /** What an update answers: a server's poll status, or the client's own. */
 export type UpdateStatus = "snapshot" | "changed" | "unchanged" | "reset" | "current" | "read" | "membership";
@@ -242,7 +282,7 @@ export interface CommunitySyncUpdate {
 
 /** One page of notifications, newest first. */
 export interface NotificationPage {
-  notifications: Notification[];
+  notifications: NotificationEntry[];
   /** Pass back as `cursor` for the next, older page; null after the last. */
   nextCursor: string | null;
   /** The body as received. */
@@ -388,6 +428,11 @@ export interface CommunitySyncOptions {
   signal?: AbortSignal | null;
   onError?: ((error: SyncError) => void) | null;
   onStatus?: ((status: Status) => void) | null;
+  /**
+   * `401` even with a fresh token (status `unauthorized`): the app may sign the user in
+   * again; the client keeps asking, paced, with `getToken({forceRefresh: true})`.
+   */
+  onUnauthorized?: ((error: SyncError) => void) | null;
   fetch?: typeof fetch | null;
 }
 
@@ -405,6 +450,8 @@ export interface WatchOptions {
 export interface CommunitySync {
   /** The current connection status. */
   readonly status: Status;
+  /** With status `error`: why the server refused for good (`status`, `problem`); else null. */
+  readonly error: SyncError | null;
   /** Whether this tab is the one talking to the server. */
   readonly isLeader: boolean;
   /** The last known community list. */
@@ -441,18 +488,26 @@ export interface CommunitySync {
   onTyping(callback: (typing: TypingMap) => void, options?: WatchOptions): () => void;
   /** Call `callback` on every status change; returns an unsubscribe function. */
   onStatus(callback: (status: Status) => void): () => void;
+  /**
+   * What a page renders; the same object until something in it changes (announced to
+   * `subscribe` and `onStatus` callbacks), for `useSyncExternalStore` and the like.
+   */
+  getSnapshot(): CommunitySyncSnapshot;
 
   /** Ask the server now instead of at the next poll. */
   refresh(): void;
-  /** Start again after `unauthorized`, from any tab. */
+  /** Start again at once after `unauthorized` or `error`, from any tab. */
   reconnect(): void;
   /** Stop polling, leave the election and close the channel. */
   stop(): void;
 
-  /** `PUT /me/communities/{id}/read`, optimistic; resolves with the server's entry (`unread: 0`). */
-  markRead(communityId: string): Promise<MembershipEntry>;
-  /** `PUT /me/notifications/read`, optimistic. */
-  markNotificationsRead(): Promise<NotificationsRead>;
+  /**
+   * `PUT /me/communities/{id}/read`, optimistic; resolves with the server's entry
+   * (`unread: 0`), or null when the answer had no body.
+   */
+  markRead(communityId: string): Promise<MembershipEntry | null>;
+  /** `PUT /me/notifications/read`, optimistic; null when the answer had no body. */
+  markNotificationsRead(): Promise<NotificationsRead | null>;
   /** One page of `GET /me/notifications`. */
   notifications(page?: { cursor?: string | null; limit?: number | null }): Promise<NotificationPage>;
   /** `GET /communities/{id}/presence`, asked conditionally. */
@@ -495,5 +550,9 @@ export interface CommunitySync {
   leave(communityId: string): Promise<void>;
 }
 
-/** Start keeping a user's community list live. Throws a TypeError without `getToken`, or with a `relayTo` to `"*"`. */
+/**
+ * Start keeping a user's community list live. Throws a TypeError without `getToken`,
+ * with a `relayTo` to `"*"`, or with an option that cannot work (a negative or
+ * non-finite duration, an unknown `election`, a `signal` that is not an AbortSignal).
+ */
 export declare function createCommunitySync(options: CommunitySyncOptions): CommunitySync;

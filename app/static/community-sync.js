@@ -96,8 +96,9 @@ import { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-rel
 // listenForRelay now lives in community-sync-relay.js (a parent page needs nothing
 // else); it stays importable from here for pages that already do.
 export { RELAY_STATUS, RELAY_UPDATE, SyncError, listenForRelay };
-// Labels for what getSnapshot() holds: "3 new" ("99+" from 100), "3 online".
-export { onlineLabel, unreadLabel };
+// Labels for what getSnapshot() holds: "3 new" ("99+" from 100), "3 online"; and the
+// snapshot before anything is known (what a framework's server side renders).
+export { EMPTY_SNAPSHOT, onlineLabel, unreadLabel };
 
 export { STATUS };
 

@@ -35,4 +35,8 @@ sync.onTyping((typing) => typing["thread:t-9"]); // rejected: a key names its co
 sync.join("c-1", { title: "Go" }); // rejected: not a community field
 sync.join("c-1").then((membership) => membership.unread); // rejected: a membership has no unread count
 sync.leave("c-1").then((membership) => membership.role); // rejected: leave resolves with nothing
-console.log(leader, typed);
+sync.markRead("c-1").then((entry) => entry.unread); // rejected: a 204 resolves with null
+sync.getSnapshot().communities.push(sync.communities[0]); // rejected: the snapshot is read-only
+const status: "live" | "stopped" = sync.status; // rejected: it may be "error", among others
+createCommunitySync({ getToken: async () => "t", onUnauthorized: "login" }); // rejected: a callback
+console.log(leader, typed, status);

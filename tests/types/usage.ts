@@ -1,12 +1,15 @@
 // Every public name of the client's package, used as an app would: this file must
 // type-check under `tsc --strict` (tests/test_client_types.py). It is never run.
 import {
+  EMPTY_SNAPSHOT,
   RELAY_STATUS,
   RELAY_UPDATE,
   STATUS,
   SyncError,
   createCommunitySync,
   listenForRelay as listenFromClient,
+  onlineLabel,
+  unreadLabel,
   type ActivityChange,
   type Change,
   type Community,
@@ -14,6 +17,7 @@ import {
   type CommunityFields,
   type CommunitySync,
   type CommunitySyncOptions,
+  type CommunitySyncSnapshot,
   type CommunitySyncUpdate,
   type ETag,
   type EditOptions,
@@ -21,6 +25,7 @@ import {
   type KnownCommunity,
   type Membership,
   type MembershipEntry,
+  type NotificationEntry,
   type NotificationPage,
   type PresenceList,
   type Problem,
@@ -28,6 +33,7 @@ import {
   type TopicActivityChange,
   type TypingMap,
   type TypingUser,
+  type UnknownChange,
   type VersionedCommunity,
   type Watch,
   type WatchOptions,
@@ -89,8 +95,20 @@ sync.onChange((change: Change) => {
       return console.log(change.community_id ?? "notifications");
     case "activity":
       return console.log(change.community_id, change.kind);
+    case "joined":
+    case "role_changed":
+      return console.log(change.community_id, change.role);
     default:
-      return console.log(change.type, change.community_id, change.role);
+      // A membership change, or a type this client does not know.
+      return console.log(change.type, change.at);
+  }
+});
+
+// A newer server's change type reaches the app as it came.
+sync.onChange((change: Change) => {
+  if (change.type === "poll_closed") {
+    const unknown: UnknownChange = change as UnknownChange;
+    console.log(unknown.type, unknown.at, unknown["poll_id"]);
   }
 });
 
@@ -148,18 +166,21 @@ const stopWatching = sync.onStatus((status: Status) => {
 });
 
 async function app(): Promise<void> {
-  const entry: MembershipEntry = await sync.markRead("c-1");
-  const { notifications_unread } = await sync.markNotificationsRead();
+  // A 204 from the server resolves with null: the entry is there only when it answered one.
+  const entry: MembershipEntry | null = await sync.markRead("c-1");
+  const read = await sync.markNotificationsRead();
+  const notifications_unread: number | null = read?.notifications_unread ?? null;
   const first: NotificationPage = await sync.notifications({ limit: 20 });
   const older = await sync.notifications({ cursor: first.nextCursor, limit: 20 });
   for (const notification of [...first.notifications, ...older.notifications]) {
-    console.log(notification.kind, notification.ref, notification.by, notification.at, notification.unread);
+    const shown: NotificationEntry = notification;
+    console.log(shown.kind, shown.ref, shown.by, shown.at, shown.unread);
   }
   const here: PresenceList = await sync.presence("c-1");
   const reading: PresenceList = await sync.readers("c-1", "thread:t-1");
   console.log(here.online, here.truncated, here.users.map((user) => [user.id, user.name, user.since]));
   const visible: boolean = await sync.setPresenceVisible(!(await sync.presenceVisible()));
-  console.log(entry.unread, notifications_unread, visible, await sync.notifications());
+  console.log(entry?.unread, notifications_unread, visible, await sync.notifications());
 }
 
 // An editor: read the version, change it only if nobody else did meanwhile.
@@ -231,3 +252,23 @@ membership({ id: "c-3", slug: "go", name: "Go", logo_url: null, is_public: true 
 stopWatching();
 sync.stop();
 controller.abort();
+
+// What a page renders, for a framework's store; the labels to render it with.
+const snapshot: CommunitySyncSnapshot = sync.getSnapshot();
+const same: boolean = snapshot === sync.getSnapshot() && EMPTY_SNAPSHOT.status === "connecting";
+for (const community of snapshot.communities) {
+  console.log(community.name, unreadLabel(snapshot.unread[community.id]), onlineLabel(snapshot.online?.[community.id]), same);
+}
+console.log(snapshot.notifications ?? 0, snapshot.status);
+
+// Refused for good, or a token the server keeps refusing.
+const refused = createCommunitySync({
+  getToken: myToken,
+  requestTimeout: undefined,
+  onUnauthorized: (error: SyncError) => console.log(error.status, error.problem?.detail),
+});
+refused.onStatus((status) => {
+  if (status === STATUS.ERROR) console.log(refused.error?.status, refused.error?.problem?.title);
+});
+// The DOM's Notification is still the DOM's in a module that imports the client.
+if (typeof Notification !== "undefined") console.log(Notification.permission);
