@@ -58,7 +58,8 @@ def test_the_package_describes_the_client_files():
     for path in entries:
         assert (PACKAGE / path).is_file(), path
         assert Path(path).name in package["files"], path
-    assert "community-sync-decisions.js" in package["files"], "imported by community-sync.js"
+    for imported in ("community-sync-decisions.js", "community-sync-election.js"):
+        assert imported in package["files"], f"{imported} is imported by community-sync.js"
 
 
 def test_a_program_using_the_whole_api_type_checks(tsc, project):
