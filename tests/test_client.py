@@ -32,7 +32,10 @@ def test_what_the_client_imports_is_there_at_the_same_version(client):
             assert response.status_code == 200, name
             assert response.headers["Cache-Control"] == IMMUTABLE, name
             queue += RELATIVE_IMPORT.findall(response.get_data(as_text=True))
-    assert seen == {"community-sync.js", "community-sync-decisions.js", "community-sync-election.js", "community-sync-relay.js"}
+    assert seen == {
+        "community-sync.js", "community-sync-decisions.js", "community-sync-election.js",
+        "community-sync-requests.js", "community-sync-relay.js",
+    }
 
 
 def test_other_versions_and_files_are_not_found(client):

@@ -17,9 +17,9 @@
  * One tab per user and browser profile (the leader) talks to the server; the other tabs
  * of that user follow over a BroadcastChannel. Every decision the fetch loop makes
  * (delays, diffs, ordering, what a response means) is a pure function in
- * community-sync-decisions.js, and the election lives in community-sync-election.js;
- * this module only wires them to fetch, timers, Web Locks and the channel. No
- * dependencies, no globals.
+ * community-sync-decisions.js; the election lives in community-sync-election.js and
+ * every request (token, timeout, abort signals) in community-sync-requests.js. This
+ * module wires them to the loop, timers and the channel. No dependencies, no globals.
  */
 
 import {
@@ -93,6 +93,7 @@ import {
   watchesOn,
 } from "./community-sync-decisions.js";
 import { HeartbeatElection, electWithWebLocks, pickElection } from "./community-sync-election.js";
+import { Requests, anySignal } from "./community-sync-requests.js";
 import { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-relay.js";
 
 // listenForRelay now lives in community-sync-relay.js (a parent page needs nothing
@@ -128,7 +129,7 @@ class CommunitySync {
   #options;
   #backoff;
   #transportOptions;
-  #fetch;
+  #requests; // every request, with its token, timeout and abort signals
   #guard;
   // {callback, watches}: each subscription receives the topic changes of its own watches.
   #subscribers = new Set();
@@ -151,7 +152,6 @@ class CommunitySync {
   #earlyStreak = 0; // long polls answered "unchanged" at once, in a row
   #pollInterval = null;
   #stopController = new AbortController();
-  #requestController = null;
   #wakeUp = null;
   #leader = false;
   #running = false;
@@ -160,9 +160,6 @@ class CommunitySync {
   // The token subject the channel is keyed by; every token used while leading must
   // carry it, or this tab leaves the channel.
   #subject = null;
-  // The user of the tokens this tab last used, whatever the election: another one's
-  // token clears what this tab holds.
-  #user = null;
   #election = "none";
   #electionController = null;
   #outOfQueue = false; // stepped down after `unauthorized`; rejoins after the backoff or on reconnect()
@@ -213,7 +210,13 @@ class CommunitySync {
     this.#backoff = options.backoff;
     this.#transportOptions = options.transport;
     this.#guard = new LoopGuard(options.loopGuard);
-    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#requests = new Requests({
+      fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+      getToken: options.getToken,
+      stopped: this.#stopController.signal,
+      requestTimeout: options.requestTimeout,
+      onUserChange: () => this.#forgetUser(),
+    });
     if (options.onStatus) this.#statusListeners.add(options.onStatus);
     const signal = options.signal;
     if (signal) {
@@ -365,7 +368,7 @@ class CommunitySync {
    */
   async notifications({ cursor = null, limit = null } = {}) {
     const url = notificationsUrl(this.#options.baseUrl, { cursor, limit });
-    return notificationsPage(await this.#call("GET", url, "the server lists no notifications"));
+    return notificationsPage(await this.#requests.call("GET", url, "the server lists no notifications"));
   }
 
   /**
@@ -392,7 +395,7 @@ class CommunitySync {
   async #presence(communityId, topic) {
     const url = presenceUrl(this.#options.baseUrl, communityId, topic);
     const seen = this.#presenceSeen.get(url);
-    const response = await this.#authorized(url, { headers: seen ? { "If-None-Match": seen.etag } : {} });
+    const response = await this.#requests.authorized(url, { headers: seen ? { "If-None-Match": seen.etag } : {} });
     if (response.status === 304 && seen) return seen.list;
     const list = presenceList(callResult(response, `not a member of community ${communityId}, or the server keeps no presence`));
     const etag = response.headers.get("ETag");
@@ -402,7 +405,7 @@ class CommunitySync {
 
   /** Whether the user shows in presence counts and lists (`GET /me/presence`). */
   async presenceVisible() {
-    const body = await this.#call("GET", `${trimSlash(this.#options.baseUrl)}/me/presence`, "the server keeps no presence");
+    const body = await this.#requests.call("GET", `${trimSlash(this.#options.baseUrl)}/me/presence`, "the server keeps no presence");
     return body?.visible !== false;
   }
 
@@ -413,7 +416,7 @@ class CommunitySync {
    */
   async setPresenceVisible(visible) {
     const url = `${trimSlash(this.#options.baseUrl)}/me/presence`;
-    const body = await this.#call("PUT", url, "the server keeps no presence", { visible: visible === true });
+    const body = await this.#requests.call("PUT", url, "the server keeps no presence", { visible: visible === true });
     return body?.visible !== false;
   }
 
@@ -568,7 +571,7 @@ class CommunitySync {
     if (this.#stopController.signal.aborted) return;
     this.stopTyping();
     this.#stopController.abort();
-    this.#requestController?.abort();
+    this.#requests.interruptLoop();
     this.#wakeUp?.();
     clearTimeout(this.#rollCallTimer);
     clearTimeout(this.#rejoinTimer);
@@ -589,6 +592,7 @@ class CommunitySync {
     if (identity == null) {
       identity = await this.#subjectAtStart();
       this.#subject = identity;
+      this.#requests.expectUser(identity);
     }
     if (this.#stopController.signal.aborted) return undefined;
     const name = channelName(absoluteUrl(this.#options.baseUrl), identity);
@@ -708,7 +712,7 @@ class CommunitySync {
 
   #resign() {
     this.#leader = false;
-    this.#requestController?.abort();
+    this.#requests.interruptLoop();
     this.#wakeUp?.();
   }
 
@@ -924,7 +928,7 @@ class CommunitySync {
     const request = this.#loopRequest;
     if (request && request.transport !== SNAPSHOT && !sameWatches(request.watches, polled)) {
       this.#rewatched = true;
-      this.#requestController?.abort();
+      this.#requests.interruptLoop();
     }
   }
 
@@ -985,7 +989,7 @@ class CommunitySync {
   async #communityShown(communityId) {
     const url = communityUrl(this.#options.baseUrl, communityId);
     try {
-      await this.#call("GET", url, `no community ${communityId} for this user`);
+      await this.#requests.call("GET", url, `no community ${communityId} for this user`);
       return true;
     } catch (error) {
       return error instanceof SyncError && error.kind === "not-found" ? false : null;
@@ -1012,7 +1016,7 @@ class CommunitySync {
     this.#moveRead(key, "begin");
     let entry;
     try {
-      entry = await this.#call("PUT", `${trimSlash(this.#options.baseUrl)}${path}`, notFound);
+      entry = await this.#requests.call("PUT", `${trimSlash(this.#options.baseUrl)}${path}`, notFound);
     } catch (error) {
       this.#moveRead(key, "failed");
       throw error;
@@ -1085,7 +1089,7 @@ class CommunitySync {
       // stop() sends the DELETE; a PUT still queued behind a slow one need not go.
       if (method === "PUT" && stopped.aborted) return;
       try {
-        await this.#call(method, url, notFound, payload, { outlivesStop: method === "DELETE" });
+        await this.#requests.call(method, url, notFound, payload, { outlivesStop: method === "DELETE" });
       } catch (error) {
         if (error?.name === "AbortError") return; // stop() cut it short
         // Not asked again while the user types in the same place.
@@ -1116,7 +1120,7 @@ class CommunitySync {
     const url = membershipUrl(this.#options.baseUrl, communityId);
     let body;
     try {
-      body = await this.#call(kind === "join" ? "PUT" : "DELETE", url, `no community ${communityId} this user may ${kind}`);
+      body = await this.#requests.call(kind === "join" ? "PUT" : "DELETE", url, `no community ${communityId} this user may ${kind}`);
     } catch (failure) {
       const error = membershipError(kind, communityId, failure);
       this.#moveMembership("failed", op);
@@ -1375,30 +1379,6 @@ class CommunitySync {
     return interpretResponse(response, request.transport, Date.now(), request.watches);
   }
 
-  async #token(forceRefresh, { loop = false } = {}) {
-    let token;
-    try {
-      token = await this.#options.getToken({ forceRefresh });
-    } catch (error) {
-      // The app could not produce a token right now (its own server may be down too):
-      // retry with backoff rather than give up.
-      throw new SyncError("token", `getToken failed: ${error?.message ?? error}`, { cause: error });
-    }
-    const subject = tokenSubject(token);
-    const previous = this.#user ?? this.#subject;
-    if (subject !== null) this.#user = subject;
-    if (previous !== null && subject !== null && subject !== previous) {
-      // The app now speaks for someone else (a logout and login, here or in another
-      // tab): nothing of the previous user may show or be sent on. A token with no
-      // readable subject can only be refused (the server requires `sub`), so it is
-      // sent, and ends in `unauthorized` like any stale token.
-      this.#forgetUser();
-      // The loop's request was built on the previous user's cursor: start over.
-      if (loop) throw new SyncError("identity", "the token is for another user: starting over");
-    }
-    return token;
-  }
-
   /**
    * Another user's token: the previous user's list, counts, pending reads, joins and
    * leaves, typing and cached presence go before anything is asked for the new one,
@@ -1424,7 +1404,7 @@ class CommunitySync {
     clearTimeout(this.#typing.idleTimer);
     clearTimeout(this.#typing.sendTimer);
     Object.assign(this.#typing, { place: null, due: false, sent: false, idleTimer: null, sendTimer: null });
-    this.#requestController?.abort();
+    this.#requests.interruptLoop();
     this.#move({ type: "user" });
     this.#report(new SyncError("identity", shared ? "the token is for another user: polling for this tab alone" : "the token is for another user: starting over"));
     if (shownBefore) this.#emit({ ...followUpdate(before, this.#state, { status: "reset", source: "local" }), relayed: false });
@@ -1452,69 +1432,14 @@ class CommunitySync {
       url = buildPollUrl(this.#options.baseUrl, { cursor, hash, timeout: wait, watches: request.watches });
       timeout = request.transport === LONG_POLL ? wait * 1000 + this.#options.pollTimeoutGrace : this.#options.requestTimeout;
     }
-    return this.#send(url, { headers, timeout, forceRefresh, loop: true });
-  }
-
-  /** A call the app asked for, outside the loop: the body, or a thrown SyncError. */
-  async #call(method, url, notFound, payload = undefined, { outlivesStop = false } = {}) {
-    return callResult(await this.#authorized(url, { method, payload, outlivesStop }), notFound);
+    // The watches moved while the token was fetched: this poll would carry the old ones.
+    return this.#requests.send(url, { headers, timeout, forceRefresh, loop: true, stale: () => this.#rewatched });
   }
 
   /** A read or an edit of one community: `{community, etag}`, or a thrown SyncError. */
   async #community(url, context, request = {}) {
     if (this.#stopController.signal.aborted) throw new SyncError("internal", "the client is stopped");
-    return communityResult(await this.#authorized(url, request), context);
-  }
-
-  /**
-   * A call outside the loop, within `requestTimeout`, sent again with a fresh token
-   * after a 401 (which the server answers before looking at the request, so nothing
-   * was done): the response, read.
-   */
-  async #authorized(url, { method = "GET", headers = {}, payload = undefined, outlivesStop = false } = {}) {
-    const request = { method, headers, payload, outlivesStop, timeout: this.#options.requestTimeout };
-    const response = await this.#send(url, { ...request, forceRefresh: false });
-    if (response.status !== 401) return response;
-    return this.#send(url, { ...request, forceRefresh: true });
-  }
-
-  /**
-   * Send one request with a token: `loop` requests are the ones an interrupt may cut
-   * short; any request ends with stop(), except one that `outlivesStop` (what stop()
-   * itself sends).
-   */
-  async #send(url, { method = "GET", headers = {}, payload = undefined, timeout, forceRefresh, loop = false, outlivesStop = false }) {
-    // Tied to stop(), to its own timeout and (for the loop's) to an interrupt before
-    // anything is awaited: a stop or a refresh while the token is fetched is not missed.
-    const controller = new AbortController();
-    const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(), timeout);
-    const sources = [controller.signal, deadline.signal];
-    if (!outlivesStop) sources.push(this.#stopController.signal);
-    const signal = anySignal(sources);
-    if (loop) this.#requestController = controller;
-    try {
-      const token = await untilAborted(this.#token(forceRefresh, { loop }), signal);
-      // The watches moved while the token was fetched: this poll would carry the old ones.
-      if (loop && this.#rewatched) throw new DOMException("the watches moved", "AbortError");
-      const allHeaders = { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers };
-      if (payload !== undefined) allHeaders["Content-Type"] = "application/json";
-      // no-store: the client does its own revalidation; the HTTP cache must not answer
-      // a poll or turn our If-None-Match into a 200 from cache.
-      const init = { method, headers: allHeaders, signal, cache: "no-store", credentials: "omit" };
-      if (payload !== undefined) init.body = JSON.stringify(payload);
-      const response = await this.#fetch(url, init);
-      const body = await readBody(response);
-      return { status: response.status, statusText: response.statusText, headers: response.headers, body };
-    } catch (error) {
-      if (deadline.signal.aborted) throw new SyncError("timeout", `no complete answer within ${timeout} ms`);
-      if (signal.aborted || error?.name === "AbortError") throw new DOMException("stopped or interrupted", "AbortError");
-      if (error instanceof SyncError) throw error;
-      throw new SyncError("network", String(error?.message ?? error), { cause: error });
-    } finally {
-      clearTimeout(timer);
-      if (this.#requestController === controller) this.#requestController = null;
-    }
+    return communityResult(await this.#requests.authorized(url, request), context);
   }
 
   // --- waiting and waking ------------------------------------------------
@@ -1550,7 +1475,7 @@ class CommunitySync {
     if (!this.#leader) return;
     if (reason === "reconnect") this.#move({ type: "reconnect" });
     const abort = this.#shouldPause() || reason === "offline" || reason === "refresh" || reason === "reconnect";
-    if (abort) this.#requestController?.abort();
+    if (abort) this.#requests.interruptLoop();
     this.#wakeUp?.();
   }
 
@@ -1661,34 +1586,6 @@ function asSyncError(kind, error) {
   return error instanceof SyncError ? error : new SyncError(kind, String(error?.message ?? error), { cause: error });
 }
 
-/**
- * A signal that aborts when any of `signals` does (AbortSignal.any, or the same by hand
- * where it is missing); what it adds to the sources goes when it aborts.
- */
-function anySignal(signals) {
-  if (typeof AbortSignal.any === "function") return AbortSignal.any(signals);
-  const controller = new AbortController();
-  const abort = () => {
-    for (const signal of signals) signal.removeEventListener("abort", abort);
-    controller.abort();
-  };
-  for (const signal of signals) {
-    if (signal.aborted) abort();
-    else signal.addEventListener("abort", abort);
-  }
-  return controller.signal;
-}
-
-/** `promise`'s value, unless `signal` aborts first (then an AbortError). */
-function untilAborted(promise, signal) {
-  if (signal.aborted) return Promise.reject(new DOMException("aborted", "AbortError"));
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(new DOMException("aborted", "AbortError"));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
-}
-
 /** A page or a worker, where there is someone to keep live; not a framework's server side. */
 function inBrowser() {
   return (typeof globalThis.window === "object" && globalThis.window !== null) || typeof globalThis.WorkerGlobalScope === "function";
@@ -1710,27 +1607,4 @@ function absoluteUrl(baseUrl) {
 
 function randomId() {
   return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-}
-
-/** The body as JSON; null when empty, undefined when it is not JSON. */
-async function readBody(response) {
-  if (response.status === 204 || response.status === 304) {
-    await discard(response);
-    return null;
-  }
-  const text = await response.text();
-  if (text === "") return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-async function discard(response) {
-  try {
-    await response.body?.cancel();
-  } catch {
-    // Nothing to clean up.
-  }
 }

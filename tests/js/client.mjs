@@ -9,7 +9,13 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const staticDir = new URL("../../app/static/", import.meta.url);
-const MODULES = ["community-sync.js", "community-sync-decisions.js", "community-sync-election.js", "community-sync-relay.js"];
+const MODULES = [
+  "community-sync.js",
+  "community-sync-decisions.js",
+  "community-sync-relay.js",
+  "community-sync-election.js",
+  "community-sync-requests.js",
+];
 
 async function importAll(base) {
   return Promise.all(MODULES.map((name) => import(new URL(name, base).href)));
@@ -32,7 +38,7 @@ async function load() {
 // online and offline events arrive.
 globalThis.window ??= new EventTarget();
 
-const [client, decisions, , relay] = await load();
+const [client, decisions, relay] = await load();
 
 export { decisions, relay };
 export default client;
