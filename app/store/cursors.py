@@ -61,6 +61,10 @@ class SequencePosition:
     def unseen(self, table):
         return queries.unseen_by_sequence(table.id, self.last_id)
 
+    def bound(self):
+        """The parameters of ``queries.unseen_by_bound``."""
+        return {"last_id": self.last_id}
+
     def pruned_past(self, pruned_through):
         return self.last_id < pruned_through
 
@@ -95,6 +99,10 @@ class SnapshotPosition:
 
     def unseen(self, table):
         return queries.unseen_by_snapshot(table.xid, self.xmin, self.xmax, self.xip)
+
+    def bound(self):
+        """The parameters of ``queries.unseen_by_bound``."""
+        return {"xmin": self.xmin, "xmax": self.xmax, "xip": sorted(self.xip)}
 
     def pruned_past(self, pruned_through):
         # Pruned rows have xids up to pruned_through; all of them are seen only

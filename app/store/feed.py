@@ -121,8 +121,7 @@ def addressed(rows):
 
 def read_position(connection):
     """The current feed position alone (a cheap statement)."""
-    dialect = connection.dialect.name
-    return parse_position(connection.scalar(select(queries.current_position(dialect))))
+    return parse_position(connection.scalar(queries.position_now(connection.dialect.name)))
 
 
 def read_head(connection):
@@ -221,7 +220,7 @@ def read_news(connection, position, waiting_users, watchers=nobody_watches):
     """
     new_position = read_position(connection)
     user_ids = list(waiting_users())
-    rows = connection.execute(queries.changes_after(position)).all()
+    rows = connection.execute(queries.changes_after(connection.dialect.name), position.bound()).all()
     communities = sorted({row.community_id for row in rows if row.shared and row.topic is None})
     # A community with only topics' rows concerns only the users watching them, however
     # many of its members wait: who of those is a member is all that is asked.

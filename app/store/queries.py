@@ -8,6 +8,7 @@ import functools
 import json
 
 from sqlalchemy import (
+    BigInteger,
     Text,
     and_,
     any_,
@@ -363,6 +364,12 @@ def snapshot_of(dialect):
     )
 
 
+@functools.cache
+def position_now(dialect):
+    """The current position alone (``current_position``), built once per dialect: the re-read's first statement."""
+    return select(current_position(dialect))
+
+
 def feed_head(dialect):
     """The change log's epoch, how far it was pruned, and the current position, in one row."""
     position = current_position(dialect).label("position")
@@ -529,8 +536,13 @@ def _newest_of(rows, name):
     return select(*newest.c)
 
 
-def changes_after(position):
-    """Every change-log row the position does not see, each once, in sequence order.
+@functools.cache
+def changes_after(dialect):
+    """Every change-log row a position does not see, each once, in sequence order.
+
+    Built once per dialect (the hub's re-read runs it on every hint, and
+    building it took longer than PostgreSQL's run of it); execute it with the
+    position's ``bound()`` numbers.
 
     A community-scoped row comes with ``user_id`` NULL, however many members
     it concerns: who they are is a statement of its own (``recipients``), so
@@ -538,7 +550,7 @@ def changes_after(position):
     times members.
     """
     # Plain rows, not ORM objects: the hub may hold thousands of them briefly.
-    return select(*_change_columns(Change.user_id)).where(position.unseen(Change)).order_by(Change.id)
+    return select(*_change_columns(Change.user_id)).where(unseen_by_bound(Change, dialect)).order_by(Change.id)
 
 
 def changes_for_answers_after(position):
@@ -566,6 +578,17 @@ def changes_for_answers_after(position):
         ranked.c.rank <= MAX_PUBLISHED_PER_ANSWER + 1
     )
     return union_all(others, activity).order_by(literal_column("id"))
+
+
+def unseen_by_bound(table, dialect):
+    """``position.unseen(table)`` for any position of the dialect, its numbers bound at execution
+    (``position.bound()``)."""
+    if dialect == "postgresql":
+        xid = table.xid
+        in_progress = xid == any_(bindparam("xip", type_=ARRAY(BigInteger)))
+        return and_(xid >= bindparam("xmin", type_=BigInteger),
+                    or_(xid >= bindparam("xmax", type_=BigInteger), in_progress))
+    return unseen_by_sequence(table.id, bindparam("last_id", type_=BigInteger))
 
 
 def unseen_by_sequence(column_id, last_id):
