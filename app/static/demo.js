@@ -19,6 +19,7 @@ const STATUS_LABELS = {
   offline: "Offline",
   paused: "Paused (tab hidden)",
   unauthorized: "Unauthorized",
+  error: "Refused by the server",
   stopped: "Stopped",
 };
 const LOG_LINES = 12;
