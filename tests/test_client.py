@@ -34,7 +34,7 @@ def test_what_the_client_imports_is_there_at_the_same_version(client):
             queue += RELATIVE_IMPORT.findall(response.get_data(as_text=True))
     assert seen == {
         "community-sync.js", "community-sync-decisions.js", "community-sync-election.js",
-        "community-sync-requests.js", "community-sync-relay.js",
+        "community-sync-requests.js", "community-sync-calls.js", "community-sync-relay.js",
     }
 
 

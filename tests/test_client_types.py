@@ -58,7 +58,8 @@ def test_the_package_describes_the_client_files():
     for path in entries:
         assert (PACKAGE / path).is_file(), path
         assert Path(path).name in package["files"], path
-    for imported in ("community-sync-decisions.js", "community-sync-election.js", "community-sync-requests.js"):
+    internal = ("decisions", "election", "requests", "calls")
+    for imported in (f"community-sync-{name}.js" for name in internal):
         assert imported in package["files"], f"{imported} is imported by community-sync.js"
 
 

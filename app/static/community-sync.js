@@ -17,9 +17,10 @@
  * One tab per user and browser profile (the leader) talks to the server; the other tabs
  * of that user follow over a BroadcastChannel. Every decision the fetch loop makes
  * (delays, diffs, ordering, what a response means) is a pure function in
- * community-sync-decisions.js; the election lives in community-sync-election.js and
- * every request (token, timeout, abort signals) in community-sync-requests.js. This
- * module wires them to the loop, timers and the channel. No dependencies, no globals.
+ * community-sync-decisions.js; the election lives in community-sync-election.js,
+ * every request (token, timeout, abort signals) in community-sync-requests.js, and
+ * typing and presence in community-sync-calls.js. This module wires them to the loop,
+ * timers and the channel. No dependencies, no globals.
  */
 
 import {
@@ -31,11 +32,9 @@ import {
   SNAPSHOT,
   STATUS,
   SyncError,
-  TYPING_IDLE,
   applyAnswer,
   applyRead,
   buildPollUrl,
-  callResult,
   channelName,
   checkCommunityId,
   checkWatches,
@@ -65,8 +64,6 @@ import {
   notificationsUrl,
   overlayMemberships,
   parseWatch,
-  presenceList,
-  presenceUrl,
   readKey,
   recordTransportOutcome,
   refusedWatches,
@@ -79,12 +76,7 @@ import {
   tokenSubject,
   transition,
   trimSlash,
-  typingDelay,
-  typingError,
   typingFor,
-  typingPlace,
-  typingRefused,
-  typingUrl,
   unreadLabel,
   uncoveredWatches,
   updateForWatches,
@@ -93,6 +85,7 @@ import {
   watchesOn,
 } from "./community-sync-decisions.js";
 import { HeartbeatElection, electWithWebLocks, pickElection } from "./community-sync-election.js";
+import { Presence, Typing } from "./community-sync-calls.js";
 import { Requests, anySignal } from "./community-sync-requests.js";
 import { RELAY_STATUS, RELAY_UPDATE, listenForRelay } from "./community-sync-relay.js";
 
@@ -166,8 +159,7 @@ class CommunitySync {
   #rejoinTimer = null;
   #tabId = randomId();
   #followerVisibility = new Map();
-  // presence URL -> {etag, list}: the presence list last read, to ask conditionally.
-  #presenceSeen = new Map();
+  #presence; // presence lists, asked conditionally
   // tabId -> {watches, seq} another tab of this user declared. Every tab keeps them, so
   // that one taking over polls them from its first request.
   #otherWatches = new Map();
@@ -195,12 +187,7 @@ class CommunitySync {
   #memberships = new Map();
   #shown = []; // the list subscribers last received, to tell them what changed
   #typingListeners = new Set(); // {callback, watches (null: the tab's), last}
-  // What typing() said last: the place (with `refused` once the server refused it),
-  // when the last PUT went, whether a call came since, whether a PUT went since the
-  // last DELETE, and the two timers.
-  #typing = { place: null, lastPut: -Infinity, due: false, sent: false, sendTimer: null, idleTimer: null, malformed: null };
-  // Typing requests go one after the other, so a DELETE never overtakes its PUT.
-  #typingQueue = Promise.resolve();
+  #typingCalls; // typing(): paced PUTs, a DELETE when it ends
   #cleanups = [];
 
   constructor(options = {}) {
@@ -217,6 +204,9 @@ class CommunitySync {
       requestTimeout: options.requestTimeout,
       onUserChange: () => this.#forgetUser(),
     });
+    const calls = { requests: this.#requests, baseUrl: options.baseUrl };
+    this.#typingCalls = new Typing({ ...calls, stopped: this.#stopController.signal, report: (error) => this.#report(error) });
+    this.#presence = new Presence(calls);
     if (options.onStatus) this.#statusListeners.add(options.onStatus);
     const signal = options.signal;
     if (signal) {
@@ -379,7 +369,7 @@ class CommunitySync {
    * when the user is not a member.
    */
   async presence(communityId) {
-    return this.#presence(communityId);
+    return this.#presence.list(communityId);
   }
 
   /**
@@ -389,18 +379,7 @@ class CommunitySync {
    */
   async readers(communityId, topic) {
     if (typeof topic !== "string" || !topic) throw new TypeError("readers needs a topic");
-    return this.#presence(communityId, topic);
-  }
-
-  async #presence(communityId, topic) {
-    const url = presenceUrl(this.#options.baseUrl, communityId, topic);
-    const seen = this.#presenceSeen.get(url);
-    const response = await this.#requests.authorized(url, { headers: seen ? { "If-None-Match": seen.etag } : {} });
-    if (response.status === 304 && seen) return seen.list;
-    const list = presenceList(callResult(response, `not a member of community ${communityId}, or the server keeps no presence`));
-    const etag = response.headers.get("ETag");
-    if (etag) this.#presenceSeen.set(url, { etag, list });
-    return list;
+    return this.#presence.list(communityId, topic);
   }
 
   /** Whether the user shows in presence counts and lists (`GET /me/presence`). */
@@ -460,34 +439,12 @@ class CommunitySync {
    * kind `typing`.
    */
   typing(communityId, topic) {
-    if (this.#stopController.signal.aborted) return;
-    const typing = this.#typing;
-    const place = typingPlace(communityId, topic);
-    if (place === null) {
-      const shown = `${quoted(communityId)}, ${quoted(topic)}`;
-      if (typing.malformed !== shown) {
-        typing.malformed = shown;
-        this.#report(new SyncError("typing", `not a place to type in: ${shown} (a community id and one topic)`));
-      }
-      return;
-    }
-    clearTimeout(typing.idleTimer);
-    typing.idleTimer = setTimeout(() => this.stopTyping(), TYPING_IDLE);
-    if (typing.place?.key !== place.key) typing.place = { ...place, refused: false };
-    if (typing.place.refused) return;
-    typing.due = true;
-    this.#paceTyping();
+    this.#typingCalls.typing(communityId, topic);
   }
 
   /** The user stopped typing (sent the message, left the composer): `DELETE /me/typing` if a PUT went. */
   stopTyping() {
-    const typing = this.#typing;
-    clearTimeout(typing.idleTimer);
-    clearTimeout(typing.sendTimer);
-    Object.assign(typing, { place: null, due: false, idleTimer: null, sendTimer: null });
-    if (!typing.sent) return;
-    typing.sent = false;
-    this.#sendTyping("DELETE", null);
+    this.#typingCalls.stop();
   }
 
   /**
@@ -1056,50 +1013,6 @@ class CommunitySync {
     this.#emit(update);
   }
 
-  // --- typing --------------------------------------------------------------
-
-  /**
-   * Send the PUT typing() asked for if the last one went a second ago or more, else
-   * once that second is over, if the user still types by then.
-   */
-  #paceTyping() {
-    const typing = this.#typing;
-    if (!typing.due || typing.place === null || typing.sendTimer !== null) return;
-    const wait = typingDelay(typing.lastPut, Date.now());
-    if (wait > 0) {
-      typing.sendTimer = setTimeout(() => {
-        typing.sendTimer = null;
-        this.#paceTyping();
-      }, wait);
-      return;
-    }
-    typing.due = false;
-    typing.lastPut = Date.now();
-    typing.sent = true;
-    this.#sendTyping("PUT", typing.place);
-  }
-
-  /** Queue a typing request behind the previous one; its failure goes to onError. */
-  #sendTyping(method, place) {
-    const url = typingUrl(this.#options.baseUrl);
-    const payload = place === null ? undefined : { community_id: place.communityId, topic: place.topic };
-    const notFound = `no community ${place?.communityId} this user may type in`;
-    const stopped = this.#stopController.signal;
-    const send = async () => {
-      // stop() sends the DELETE; a PUT still queued behind a slow one need not go.
-      if (method === "PUT" && stopped.aborted) return;
-      try {
-        await this.#requests.call(method, url, notFound, payload, { outlivesStop: method === "DELETE" });
-      } catch (error) {
-        if (error?.name === "AbortError") return; // stop() cut it short
-        // Not asked again while the user types in the same place.
-        if (place !== null && typingRefused(error)) place.refused = true;
-        this.#report(typingError(method, place, error));
-      }
-    };
-    this.#typingQueue = this.#typingQueue.then(send);
-  }
-
   // --- optimistic joins and leaves ------------------------------------------
 
   /** The community list as this browser shows it: the server's, and the pending joins and leaves. */
@@ -1398,12 +1311,10 @@ class CommunitySync {
     this.#hasState = false;
     this.#pendingReads = new Map();
     this.#memberships = new Map();
-    this.#presenceSeen.clear();
+    this.#presence.clear();
     this.#refused.clear();
     this.#heard = null;
-    clearTimeout(this.#typing.idleTimer);
-    clearTimeout(this.#typing.sendTimer);
-    Object.assign(this.#typing, { place: null, due: false, sent: false, idleTimer: null, sendTimer: null });
+    this.#typingCalls.reset();
     this.#requests.interruptLoop();
     this.#move({ type: "user" });
     this.#report(new SyncError("identity", shared ? "the token is for another user: polling for this tab alone" : "the token is for another user: starting over"));
@@ -1571,15 +1482,6 @@ function isolated(callback, ...args) {
 function reportUncaught(error) {
   if (typeof globalThis.reportError === "function") globalThis.reportError(error);
   else globalThis.console?.error?.(error);
-}
-
-/** A value the app passed, for a message: never throws, whatever it is. */
-function quoted(value) {
-  try {
-    return typeof value === "string" ? JSON.stringify(value) : String(value);
-  } catch {
-    return typeof value;
-  }
 }
 
 function asSyncError(kind, error) {

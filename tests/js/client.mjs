@@ -15,6 +15,7 @@ const MODULES = [
   "community-sync-relay.js",
   "community-sync-election.js",
   "community-sync-requests.js",
+  "community-sync-calls.js",
 ];
 
 async function importAll(base) {
