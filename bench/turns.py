@@ -17,7 +17,9 @@ the worker's CPU; ``burst10``, the same of scenario 16, the burst at ten times i
 ``storm``, scenario 14's arrival of ``--waiters`` clients in one second, with its
 floor (the bare Flask view) in the same run: until all wait, against the floor,
 the worker's CPU for the arrival, memory per waiting poll; ``deploy``, scenario 15's
-reload under that storm: until all wait again, the new worker's CPU until then.
+reload under that storm: until all wait again, the new worker's CPU until then;
+``wake``, scenario 19's wake-ups at scale (``wakeups --parts wake``): each wake
+source's p50 and p99 from a join's ``COMMIT`` to its poll's answer, 10,000 polls held.
 Printed: each round's figures, the per-round ratio now/before, and the median
 and spread of those ratios. Every run's full results are kept in the output file.
 
@@ -25,6 +27,7 @@ and spread of those ratios. Every run's full results are kept in the output file
     python -m bench.turns /tmp/before --suite burst --rounds 3 --output bench/results/turns-burst.json
     python -m bench.turns /tmp/before --suite storm --rounds 2 --output bench/results/turns-storm.json
     python -m bench.turns /tmp/before --now /tmp/now --suite burst10 --rounds 2 --output bench/results/turns-burst10.json
+    python -m bench.turns /tmp/before --suite wake --rounds 2 --output bench/results/turns-wake.json
 """
 import argparse
 import json
@@ -97,6 +100,13 @@ def deploy_figures(raw):
     }
 
 
+def wake_figures(raw):
+    """Each wake source's wake-up p50 and p99, from one side's scenario 19 (its wake part) of one round."""
+    wake = raw["wakeups"]["wakeups"]["wake"]
+    return {f"{source}_{quantile}_seconds": statistics.median(run["wake"][quantile] for run in runs)
+            for source, runs in wake.items() for quantile in ("p50", "p99")}
+
+
 # What each suite runs (scenario, its arguments given --waiters and --quick) and compares.
 SUITES = {
     "fanout": (lambda waiters, quick: (("fanout", ["--waiters", str(waiters), *quick]), ("conditional", quick)),
@@ -106,6 +116,7 @@ SUITES = {
     "storm": (lambda waiters, quick: (("storm", ["--clients", str(waiters), "--rounds", "1", *quick]),),
               storm_figures),
     "deploy": (lambda waiters, quick: (("deploy", ["--clients", str(waiters), *quick]),), deploy_figures),
+    "wake": (lambda waiters, quick: (("wakeups", ["--parts", "wake", "--rounds", "1", *quick]),), wake_figures),
 }
 
 
