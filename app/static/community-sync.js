@@ -107,12 +107,13 @@ export { STATUS };
 const WATCH_ROLL_CALL = 3_000;
 
 /**
- * Start keeping a user's community list live. Returns `{subscribe, onChange, watch,
- * onTyping, onStatus, stop, refresh, reconnect, markRead, markNotificationsRead,
- * notifications, presence, readers, presenceVisible, setPresenceVisible, getCommunity,
- * updateCommunity, typing, stopTyping, join, leave, status, isLeader, communities,
- * notificationsUnread, online}`.
- * See docs/client.md for every option.
+ * Start keeping a user's community list live. Returns `{subscribe, getSnapshot,
+ * onChange, watch, onTyping, onStatus, stop, refresh, reconnect, markRead,
+ * markNotificationsRead, notifications, presence, readers, presenceVisible,
+ * setPresenceVisible, getCommunity, updateCommunity, typing, stopTyping, join, leave,
+ * status, error, isLeader, communities, notificationsUnread, online}`. Throws a
+ * TypeError for options that cannot work (see clientOptions). See docs/client.md for
+ * every option.
  */
 export function createCommunitySync(options) {
   return new CommunitySync(options);
