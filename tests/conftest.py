@@ -440,3 +440,16 @@ def bearer(user_id, admin=False):
     if admin:
         claims["adm"] = True
     return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, one per test module (the browser tests')."""
+    from playwright.sync_api import sync_playwright
+
+    from browser_support import launch_chromium
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()

@@ -13,23 +13,15 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from browser_support import (BIN, LAYOUT_PROBLEMS, LAYOUT_WIDTHS, QUICK_PRESENCE, ROOT, Server, StaticSite,
-                             demo_scene, launch_chromium)
+                             demo_scene)
 
 pytestmark = pytest.mark.browser
 
 WAIT = 10_000  # ms; a change normally shows in well under a second
 RECOVER = 30_000  # ms; reconnecting after an outage includes a backoff of up to 8 s
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -5,21 +5,13 @@ and a closed tab going offline. Waits are generous: these tests prove that thing
 without a reload, not how fast.
 """
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from browser_support import QUICK_PRESENCE, Server, launch_chromium
+from browser_support import QUICK_PRESENCE, Server
 
 pytestmark = pytest.mark.browser
 
 WAIT = 15_000  # ms: a presence refresh, then the page's next look
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

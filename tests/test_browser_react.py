@@ -10,9 +10,9 @@ import shutil
 import subprocess
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from browser_support import ROOT, Server, StaticSite, launch_chromium
+from browser_support import ROOT, Server, StaticSite
 from conftest import require_command
 
 pytestmark = pytest.mark.browser
@@ -86,14 +86,6 @@ def site(react, tmp_path):
         finally:
             server.stop()
             print(f"--- gunicorn log ---\n{server.log()[-4000:]}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 def test_a_join_in_one_tab_renders_again_in_the_other(browser, site):

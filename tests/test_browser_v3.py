@@ -11,9 +11,9 @@ from contextlib import closing
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from browser_support import Server, launch_chromium
+from browser_support import Server
 
 pytestmark = pytest.mark.browser
 
@@ -21,14 +21,6 @@ WAIT = 10_000  # ms; a change normally shows in well under a second
 READERS = 20_000  # ms; the page asks who reads every 5 s, and a reader lingers a few seconds after leaving
 PENDING = re.compile(r"\bpending\b")
 THREAD = "c-python/thread:t-1"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
