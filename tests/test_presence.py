@@ -334,6 +334,59 @@ def test_answers_waiting_for_different_counts_share_the_next_read(app_factory, m
     assert len(reads) == 2
 
 
+def aged(online_counts, community_id, count, intervals):
+    """Make ``community_id``'s cached count ``count``, read ``intervals`` intervals ago."""
+    read_at = time.monotonic() - intervals * online_counts.interval
+    online_counts.cache.put(community_id, (count, read_at))
+
+
+def test_a_count_one_interval_stale_is_answered_at_once_and_read_again_behind_the_answer(app_factory):
+    """A woken poll does not wait for a count read: the count lags one more interval at most."""
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    online_counts, engine = app.extensions["online_counts"], app.extensions["db"]
+    aged(online_counts, "c-python", 99, 1.5)
+    with statements(engine) as run:
+        assert online_counts.counts(["c-python"]) == {"c-python": 99}
+    assert [s for s in run if "presence" in s] == []
+    assert online_counts._rereading is not None
+    online_counts._rereading.join(timeout=10)
+    assert online_counts._rereading is None
+    count, read_at = online_counts.cache.get("c-python")
+    assert count != 99 and time.monotonic() - read_at < online_counts.interval
+    with statements(engine) as run:
+        assert online_counts.counts(["c-python"]) == {"c-python": count}
+    assert [s for s in run if "presence" in s] == []
+
+
+def test_a_count_two_intervals_stale_is_read_before_the_answer(app_factory):
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    online_counts, engine = app.extensions["online_counts"], app.extensions["db"]
+    aged(online_counts, "c-python", 99, 2.5)
+    aged(online_counts, "c-rust", 98, 0.5)
+    with statements(engine) as run:
+        counts = online_counts.counts(["c-python", "c-rust"])
+    assert counts["c-python"] != 99 and counts["c-rust"] == 98
+    assert len([s for s in run if "presence" in s and "memberships" in s]) == 1
+    assert online_counts._rereading is None
+
+
+def test_a_failed_read_behind_the_answer_leaves_the_next_answer_to_read(app_factory, monkeypatch):
+    app = seeded_app(app_factory, {"PRESENCE_TTL": 600.0, "PRESENCE_INTERVAL": 300.0})
+    online_counts = app.extensions["online_counts"]
+    aged(online_counts, "c-python", 99, 1.5)
+
+    def unreachable(_community_ids):
+        raise OSError("database unreachable")
+
+    monkeypatch.setattr(online_counts, "_read", unreachable)
+    assert online_counts.counts(["c-python"]) == {"c-python": 99}
+    online_counts._rereading.join(timeout=10)
+    assert online_counts._rereading is None and online_counts._later == set()
+    monkeypatch.undo()
+    aged(online_counts, "c-python", 99, 2.5)
+    assert online_counts.counts(["c-python"])["c-python"] != 99
+
+
 def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(quiet_app, auth):
     presence, hub = quiet_app.extensions["presence"], quiet_app.extensions["hub"]
     engine = quiet_app.extensions["db"]

@@ -3,11 +3,15 @@
 Each worker writes its own users down (``app/live/presence.py``); these read
 what every live worker wrote. Counts per community are read for the
 communities of an answer in one statement and reused for ``PRESENCE_INTERVAL``
-(``counts()``). They are not part of any state hash: a count that changes
-wakes no poll.
+(``counts()``); for one interval more they are still answered with while
+being read again behind the answer, so a woken poll does not wait for a
+count. They are not part of any state hash: a count that changes wakes no
+poll.
 """
+import logging
 import time
 
+import gevent
 from gevent.lock import Semaphore
 
 from ..store import queries
@@ -17,6 +21,8 @@ from ..store.db import read_transaction
 
 # Counts remembered per worker (a community's count costs a few bytes).
 CACHED_COMMUNITIES = 100_000
+
+log = logging.getLogger(__name__)
 
 
 class OnlineCounts:
@@ -38,19 +44,29 @@ class OnlineCounts:
         # would each read them. ``_wanted``: the communities they wait for.
         self._counting = Semaphore()
         self._wanted = set()
+        # Counts answered with stale, to be read again once those answers are out.
+        self._later = set()
+        self._rereading = None
         # The ids of the live workers (refreshed within ``ttl``), and when they were read.
         self.live = ((), float("-inf"))
 
     def counts(self, community_ids):
         """``{community id: members online}`` for these communities, in their order.
 
-        Counts read less than ``interval`` ago are reused. The rest are read
+        Counts read less than ``interval`` ago are reused. Those read less
+        than two intervals ago are too, and read again in the background
+        (``_read_later``): the count read stands between a woken poll and its
+        answer otherwise, tens of milliseconds on a busy worker, while a count
+        one interval older changes nothing the contract promises (it is
+        refreshed at most every interval, not at least). The rest are read
         in one statement, whatever their number, together with those that the
         answers queued behind this one want: the answers of a fan-out find
         their users' communities stale all at once, and share a read or two.
         """
         known = {}
-        stale = self._cached(community_ids, known)
+        stale = self._cached(community_ids, known, self._later)
+        if self._later and self._rereading is None:
+            self._rereading = gevent.spawn(self._read_later)
         if stale:
             self._wanted.update(stale)
             with self._counting:
@@ -75,14 +91,35 @@ class OnlineCounts:
             self.cache.put(community_id, (count, now))
         return counts
 
-    def _cached(self, community_ids, known):
-        """Fill ``known`` with the counts read less than ``interval`` ago; return the others."""
+    def _read_later(self):
+        """Read the counts answered stale, after the answers that used them."""
+        try:
+            with self._counting:
+                later, self._later = self._later, set()
+                stale = self._cached(later, {})  # a read meanwhile may have had them
+                if stale:
+                    self._read(stale)
+        except Exception:
+            log.warning("online counts not read again: the next answer reads them", exc_info=True)
+        finally:
+            self._rereading = None
+
+    def _cached(self, community_ids, known, later=None):
+        """Fill ``known`` with the counts read less than ``interval`` ago; return the others.
+
+        With ``later``: counts read less than two intervals ago are known too,
+        and added to ``later``, to be read again.
+        """
         now = time.monotonic()
         stale = []
         for community_id in community_ids:
             cached = self.cache.get(community_id)
-            if cached is not None and now - cached[1] < self.interval:
+            age = now - cached[1] if cached is not None else float("inf")
+            if age < self.interval:
                 known[community_id] = cached[0]
+            elif later is not None and age < 2 * self.interval:
+                known[community_id] = cached[0]
+                later.add(community_id)
             else:
                 stale.append(community_id)
         return stale
