@@ -52,34 +52,59 @@ export const STATUS = Object.freeze({
   STOPPED: "stopped",
 });
 
-/** Where a client starts: nothing asked yet, and a catch-up owed once it leads. */
+/**
+ * A tab's part in the election: it polls for the user's tabs (`leader`), follows the
+ * one that does (`follower`), or stepped down after `unauthorized` and stays out of
+ * the queue until reconnect() or a live leader (`stepped-down`).
+ */
+export const ROLE = Object.freeze({
+  LEADER: "leader",
+  FOLLOWER: "follower",
+  STEPPED_DOWN: "stepped-down",
+});
+
+/** Where a client starts: nothing asked or held yet, following, and a catch-up owed once it leads. */
 export function initialMachine() {
-  return { status: STATUS.CONNECTING, catchUp: true, error: null };
+  return { status: STATUS.CONNECTING, catchUp: true, error: null, role: ROLE.FOLLOWER, held: false, revalidated: false };
 }
 
 /**
- * The one transition function of the loop. `machine` is `{status, catchUp, error}`:
- * the status shown, whether the next poll is a `timeout=0` catch-up (it learns at once
- * what was missed, and can say `live` without waiting out a held poll), and the
- * terminal error, if any. `event.type` is one of:
+ * The one transition function of the client. `machine` is `{status, catchUp, error,
+ * role, held, revalidated}`: the status shown, whether the next poll is a `timeout=0`
+ * catch-up (it learns at once what was missed, and can say `live` without waiting out
+ * a held poll), the terminal error, if any; the tab's ROLE; whether it holds a state
+ * (from an answer or its leader), and whether the last answer was a `304` to a
+ * conditional snapshot (see nextRequest). `event.type` is one of:
  *
  * - `lead`: this tab now talks to the server (it took over, or polls alone);
- * - `answer` (`mode`: LONG_POLL or SMART_POLL): a request was answered;
+ * - `resign`: another tab does; `step-down`: none of this tab's business until
+ *   `queue` (it rejoins the election);
+ * - `answer` (`mode`: LONG_POLL or SMART_POLL; `revalidated`): a request was answered;
+ * - `adopt`: a state is held, answered or relayed;
  * - `failure` (`offline`: the browser says it is): a request failed, retried later;
  * - `unauthorized` (`error`): `401` even with a fresh token, retried later;
  * - `refused` (`error`): a permanent refusal (see isPermanent): nothing more is asked;
  * - `pause`, `offline`: no visible tab, no network: the loop waits;
  * - `wake`: it may ask again; from `paused` or `offline` through a catch-up;
- * - `reconnect`, `user`: start over (reconnect() or another user's token);
+ * - `reconnect`, `user`: start over (reconnect() or another user's token, which also
+ *   drops the state held);
  * - `follow` (`status`): a follower shows what its leader says;
  * - `stop`.
  *
- * `stopped` is final; `error` is left only by `reconnect`, `user` or `stop`.
+ * `stopped` is final; the status `error` is left only by `reconnect`, `user` or `stop`,
+ * while the role and what is held still move. An event that changes nothing returns
+ * `machine` itself.
  */
 export function transition(machine, event) {
+  if (machine.status === STATUS.STOPPED) return machine;
+  const next = { ...machine, ...loopAfter(machine, event), ...tabAfter(machine, event) };
+  return Object.keys(next).every((key) => next[key] === machine[key]) ? machine : next;
+}
+
+/** The status part of transition(): `{status, catchUp, error}`. */
+function loopAfter(machine, event) {
   const { status } = machine;
-  if (status === STATUS.STOPPED) return machine;
-  if (status === STATUS.ERROR && !["reconnect", "user", "stop", "follow"].includes(event.type)) return machine;
+  if (status === STATUS.ERROR && !["reconnect", "user", "stop", "follow"].includes(event.type)) return {};
   switch (event.type) {
     case "stop":
       return { status: STATUS.STOPPED, catchUp: false, error: machine.error };
@@ -89,26 +114,63 @@ export function transition(machine, event) {
     case "answer":
       return { status: event.mode === LONG_POLL ? STATUS.LIVE : STATUS.SMART, catchUp: false, error: null };
     case "failure":
-      return { ...machine, status: event.offline ? STATUS.OFFLINE : STATUS.RECONNECTING };
+      return { status: event.offline ? STATUS.OFFLINE : STATUS.RECONNECTING };
     case "unauthorized":
-      return { ...machine, status: STATUS.UNAUTHORIZED };
+      return { status: STATUS.UNAUTHORIZED };
     case "refused":
       return { status: STATUS.ERROR, catchUp: true, error: event.error };
     case "pause":
-      return { ...machine, status: STATUS.PAUSED, catchUp: true };
+      return { status: STATUS.PAUSED, catchUp: true };
     case "offline":
-      return { ...machine, status: STATUS.OFFLINE, catchUp: true };
+      return { status: STATUS.OFFLINE, catchUp: true };
     case "wake":
-      if (status !== STATUS.PAUSED && status !== STATUS.OFFLINE) return machine;
-      return { ...machine, status: STATUS.CONNECTING, catchUp: true };
+      if (status !== STATUS.PAUSED && status !== STATUS.OFFLINE) return {};
+      return { status: STATUS.CONNECTING, catchUp: true };
     case "reconnect":
     case "user":
       return { status: STATUS.CONNECTING, catchUp: true, error: null };
     case "follow":
-      return Object.values(STATUS).includes(event.status) ? { ...machine, status: event.status } : machine;
+      return Object.values(STATUS).includes(event.status) ? { status: event.status } : {};
     default:
-      return machine;
+      return {};
   }
+}
+
+/** The tab's part of transition(): what moves of `{role, held, revalidated}`. */
+function tabAfter(machine, event) {
+  switch (event.type) {
+    case "lead":
+      return { role: ROLE.LEADER };
+    case "resign":
+    case "stop":
+      return { role: ROLE.FOLLOWER };
+    case "step-down":
+      return { role: ROLE.STEPPED_DOWN };
+    case "queue":
+      return machine.role === ROLE.STEPPED_DOWN ? { role: ROLE.FOLLOWER } : {};
+    case "adopt":
+      return { held: true };
+    case "answer":
+      return { revalidated: event.revalidated === true };
+    case "user":
+      return { held: false, revalidated: false };
+    default:
+      return {};
+  }
+}
+
+/**
+ * What the loop asks next, given the machine and the cursor held: a snapshot while
+ * nothing is held; a conditional one (against the list's ETag) once the cursor was
+ * rejected, unless that was just answered `304` (a poll without a cursor then answers
+ * `reset` at once with a fresh one); a `timeout=0` catch-up when owed; else a poll on
+ * `transport`, the one chooseTransport picks.
+ */
+export function nextRequest(machine, cursor, transport) {
+  if (!machine.held) return { source: SNAPSHOT, transport: SNAPSHOT };
+  if (!cursor && !machine.revalidated) return { source: SNAPSHOT, transport: SNAPSHOT, conditional: true };
+  if (machine.catchUp) return { source: SMART_POLL, transport: SMART_POLL, catchUp: true };
+  return { source: transport, transport };
 }
 
 /**
@@ -214,6 +276,11 @@ export class SyncError extends Error {
     this.watches = watches;
     this.currentEtag = currentEtag;
   }
+}
+
+/** `error` as a SyncError of `kind` (a bug, a failure outside any request), unless it is one. */
+export function asSyncError(kind, error) {
+  return error instanceof SyncError ? error : new SyncError(kind, String(error?.message ?? error), { cause: error });
 }
 
 // ---------------------------------------------------------------------------

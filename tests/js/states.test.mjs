@@ -1,5 +1,6 @@
-// The loop's states: waking from paused or offline, a token the server keeps refusing,
-// a permanent refusal, a change of user, and a client created outside a browser.
+// The client's states: waking from paused or offline, a token the server keeps refusing,
+// a permanent refusal, a change of user, and a client created outside a browser; and,
+// as pure transitions, the tab's role and what it holds.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
@@ -140,15 +141,16 @@ test("outside a browser (a framework's server side) nothing is polled", async (t
 
 // --- the transition function, on its own -----------------------------------------
 
-const { STATUS, initialMachine, isPermanent, transition } = decisions;
+const { ROLE, STATUS, initialMachine, isPermanent, nextRequest, transition } = decisions;
 const run = (events, machine = initialMachine()) => events.reduce(transition, machine);
+const loopPart = ({ status, catchUp, error }) => ({ status, catchUp, error });
 
 test("transition: waking from paused or offline owes a catch-up and says connecting", () => {
   const live = run([{ type: "lead" }, { type: "answer", mode: "long-poll" }]);
-  assert.deepEqual(live, { status: STATUS.LIVE, catchUp: false, error: null });
+  assert.deepEqual(loopPart(live), { status: STATUS.LIVE, catchUp: false, error: null });
   for (const type of ["pause", "offline"]) {
     const woken = run([{ type }, { type: "wake" }], live);
-    assert.deepEqual(woken, { status: STATUS.CONNECTING, catchUp: true, error: null });
+    assert.deepEqual(loopPart(woken), { status: STATUS.CONNECTING, catchUp: true, error: null });
   }
   // Waking while live changes nothing.
   assert.equal(transition(live, { type: "wake" }), live);
@@ -162,10 +164,10 @@ test("transition: error is left only by reconnect, another user or stop; stopped
   for (const type of ["answer", "failure", "unauthorized", "wake", "lead", "pause"]) {
     assert.equal(transition(refused, { type, mode: "long-poll" }), refused, type);
   }
-  for (const type of ["reconnect", "user"]) assert.deepEqual(transition(refused, { type }), initialMachine());
+  for (const type of ["reconnect", "user"]) assert.deepEqual(transition(refused, { type }), { ...initialMachine(), role: ROLE.LEADER });
   const stopped = transition(refused, { type: "stop" });
   assert.equal(stopped.status, STATUS.STOPPED);
-  for (const type of ["reconnect", "user", "answer", "lead"]) assert.equal(transition(stopped, { type }), stopped);
+  for (const type of ["reconnect", "user", "answer", "lead", "adopt", "queue"]) assert.equal(transition(stopped, { type }), stopped);
 });
 
 test("transition: unauthorized lasts through a new leadership until an answer", () => {
@@ -174,6 +176,62 @@ test("transition: unauthorized lasts through a new leadership until an answer", 
   assert.equal(transition(refused, { type: "answer", mode: "long-poll" }).status, STATUS.LIVE);
   assert.equal(transition(refused, { type: "failure", offline: true }).status, STATUS.OFFLINE);
   assert.equal(transition(refused, { type: "follow", status: "nonsense" }), refused);
+});
+
+test("transition: a tab follows, leads, resigns, steps down out of the queue and rejoins it; stopped, it leads no more", () => {
+  assert.equal(initialMachine().role, ROLE.FOLLOWER);
+  const leading = run([{ type: "lead" }]);
+  assert.equal(leading.role, ROLE.LEADER);
+  assert.equal(transition(leading, { type: "resign" }).role, ROLE.FOLLOWER);
+  const out = run([{ type: "unauthorized" }, { type: "resign" }, { type: "step-down" }], leading);
+  assert.deepEqual([out.role, out.status], [ROLE.STEPPED_DOWN, STATUS.UNAUTHORIZED]);
+  // Following a live leader, or reconnect(), puts it back in the queue; only from there.
+  const queued = run([{ type: "follow", status: STATUS.LIVE }, { type: "queue" }], out);
+  assert.deepEqual([queued.role, queued.status], [ROLE.FOLLOWER, STATUS.LIVE]);
+  assert.equal(transition(leading, { type: "queue" }), leading);
+  assert.equal(transition(leading, { type: "stop" }).role, ROLE.FOLLOWER);
+});
+
+test("transition: the role moves while the status holds in error", () => {
+  // A follower shows its leader's error; when that tab closes it takes over, and waits.
+  const follower = run([{ type: "follow", status: STATUS.ERROR }]);
+  const leading = transition(follower, { type: "lead" });
+  assert.deepEqual([leading.role, leading.status], [ROLE.LEADER, STATUS.ERROR]);
+  const resigned = transition(leading, { type: "resign" });
+  assert.deepEqual([resigned.role, resigned.status], [ROLE.FOLLOWER, STATUS.ERROR]);
+  assert.equal(transition(leading, { type: "adopt" }).held, true);
+});
+
+test("transition: a state is held from the first adopted until another user's token", () => {
+  assert.equal(initialMachine().held, false);
+  const held = run([{ type: "lead" }, { type: "adopt" }, { type: "answer", mode: "long-poll" }]);
+  assert.equal(held.held, true);
+  assert.equal(transition(held, { type: "adopt" }), held);
+  for (const type of ["reconnect", "failure", "pause", "resign", "refused"]) assert.equal(transition(held, { type }).held, true, type);
+  const other = transition(held, { type: "user" });
+  assert.deepEqual([other.held, other.revalidated], [false, false]);
+});
+
+test("transition: revalidated says what the last answer said, until another one", () => {
+  const held = run([{ type: "lead" }, { type: "adopt" }]);
+  const revalidated = transition(held, { type: "answer", mode: "long-poll", revalidated: true });
+  assert.equal(revalidated.revalidated, true);
+  assert.equal(transition(revalidated, { type: "failure" }).revalidated, true);
+  assert.equal(transition(revalidated, { type: "answer", mode: "long-poll" }).revalidated, false);
+});
+
+test("nextRequest: a snapshot, a conditional one after a rejected cursor, a catch-up, then the transport", () => {
+  const snapshot = { source: "snapshot", transport: "snapshot" };
+  assert.deepEqual(nextRequest(initialMachine(), "c1", "long-poll"), snapshot);
+  const held = run([{ type: "lead" }, { type: "adopt" }]);
+  assert.deepEqual(nextRequest(held, null, "long-poll"), { ...snapshot, conditional: true });
+  // A 304 to that confirms the list: a poll without a cursor gets a fresh one at once.
+  const confirmed = transition(held, { type: "answer", mode: "long-poll", revalidated: true });
+  assert.deepEqual(nextRequest(confirmed, null, "long-poll"), { source: "long-poll", transport: "long-poll" });
+  assert.deepEqual(nextRequest(held, "c1", "long-poll"), { source: "smart-poll", transport: "smart-poll", catchUp: true });
+  const live = transition(held, { type: "answer", mode: "long-poll" });
+  assert.deepEqual(nextRequest(live, "c1", "smart-poll"), { source: "smart-poll", transport: "smart-poll" });
+  assert.equal(nextRequest(run([{ type: "pause" }, { type: "wake" }], live), "c1", "long-poll").catchUp, true);
 });
 
 test("isPermanent: a 4xx but 401, 408 and 429", () => {
