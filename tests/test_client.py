@@ -35,6 +35,8 @@ def test_what_the_client_imports_is_there_at_the_same_version(client):
     assert seen == {
         "community-sync.js", "community-sync-decisions.js", "community-sync-election.js",
         "community-sync-requests.js", "community-sync-calls.js", "community-sync-relay.js",
+        "community-sync-store.js", "community-sync-tabs.js", "community-sync-loop.js",
+        "community-sync-watches.js", "community-sync-optimistic.js",
     }
 
 

@@ -58,9 +58,9 @@ def test_the_package_describes_the_client_files():
     for path in entries:
         assert (PACKAGE / path).is_file(), path
         assert Path(path).name in package["files"], path
-    internal = ("decisions", "election", "requests", "calls")
+    internal = ("decisions", "store", "tabs", "election", "loop", "watches", "optimistic", "requests", "calls")
     for imported in (f"community-sync-{name}.js" for name in internal):
-        assert imported in package["files"], f"{imported} is imported by community-sync.js"
+        assert imported in package["files"], f"{imported} is imported by the client"
 
 
 def test_a_program_using_the_whole_api_type_checks(tsc, project):

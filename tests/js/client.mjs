@@ -16,6 +16,11 @@ const MODULES = [
   "community-sync-election.js",
   "community-sync-requests.js",
   "community-sync-calls.js",
+  "community-sync-store.js",
+  "community-sync-tabs.js",
+  "community-sync-loop.js",
+  "community-sync-watches.js",
+  "community-sync-optimistic.js",
 ];
 
 async function importAll(base) {
