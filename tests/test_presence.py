@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, event, text
 
 from app import wire
 from app.store.db import normalize_url
-from conftest import assert_problem, bearer, eventually, statements, table_dump, until_blocked
+from conftest import assert_problem, bearer, build_app, eventually, statements, table_dump, until_blocked
 from harness.servers import wait_for
 
 # Short enough that a test sees a TTL run out; the refresh well inside it.
@@ -408,6 +408,52 @@ def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(
     with engine.connect() as connection:
         written = set(connection.scalars(text("SELECT user_id FROM presence")))
     assert written == set(users[10:])
+
+
+@pytest.mark.postgres
+def test_a_refresh_that_fills_the_table_has_postgresql_read_its_statistics(pg_database, monkeypatch):
+    """Else the planner counts from the wrong side until autovacuum comes by (a minute or more)."""
+    from app.live import presence as presence_module
+
+    app = build_app(pg_database, HUB_AUTOSTART=False, PRESENCE_TTL=600.0, PRESENCE_INTERVAL=300.0)
+    presence, engine = app.extensions["presence"], app.extensions["db"]
+    monkeypatch.setattr(presence_module, "ANALYZE_AFTER_ROWS", 20)
+
+    def rows_planned():
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'presence'::regclass"))
+
+    try:
+        before = rows_planned()
+        for number in range(19):
+            presence.seen_now(f"u-{number}")
+        with statements(engine) as run:
+            presence.refresh()
+        assert not [s for s in run if s.startswith("ANALYZE")]
+        assert rows_planned() == before
+        for number in range(19, 60):
+            presence.seen_now(f"u-{number}")
+        with statements(engine) as run:
+            presence.refresh()  # 41 arrivals
+        assert [s for s in run if s.startswith("ANALYZE")] == ["ANALYZE (SKIP_LOCKED) presence"]
+        assert rows_planned() == 60
+    finally:
+        app.extensions["hub"].stop()
+        engine.dispose()
+
+
+def test_a_refresh_whose_statistics_cannot_be_read_still_writes(quiet_app, monkeypatch):
+    from app.live import presence as presence_module
+
+    presence = quiet_app.extensions["presence"]
+    monkeypatch.setattr(presence_module, "ANALYZE_AFTER_ROWS", 2)
+    monkeypatch.setattr(presence_module.queries, "analyze", lambda *_args: text("ANALYZE no_such_table"))
+    for number in range(3):
+        presence.seen_now(f"u-{number}")
+    presence.refresh()
+    with quiet_app.extensions["db"].connect() as connection:
+        written = set(connection.scalars(text("SELECT user_id FROM presence")))
+    assert written == {"u-0", "u-1", "u-2"}
 
 
 def test_a_worker_leaving_waits_for_its_refresh_in_flight(quiet_app, monkeypatch):

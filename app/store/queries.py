@@ -711,6 +711,14 @@ def sweep_dead_workers(age, dialect):
     )
 
 
+def analyze(tables, dialect):
+    """PostgreSQL's statistics of ``tables`` (models) read again, unless another session is at it
+    (None on SQLite, which plans these reads without them)."""
+    if dialect != "postgresql":
+        return None
+    return text(f"ANALYZE (SKIP_LOCKED) {', '.join(table.__tablename__ for table in tables)}")
+
+
 def presence_visible(user_id):
     return select(User.presence_visible).where(User.id == user_id)
 
