@@ -411,7 +411,7 @@ def test_a_worker_writes_transitions_in_one_statement_each_and_refreshes_in_one(
 
 
 @pytest.mark.postgres
-def test_a_refresh_that_fills_the_table_has_postgresql_read_its_statistics(pg_database, monkeypatch):
+def test_a_worker_whose_rows_doubled_has_postgresql_read_the_statistics(pg_database, monkeypatch):
     """Else the planner counts from the wrong side until autovacuum comes by (a minute or more)."""
     from app.live import presence as presence_module
 
@@ -419,24 +419,24 @@ def test_a_refresh_that_fills_the_table_has_postgresql_read_its_statistics(pg_da
     presence, engine = app.extensions["presence"], app.extensions["db"]
     monkeypatch.setattr(presence_module, "ANALYZE_AFTER_ROWS", 20)
 
-    def rows_planned():
-        with engine.connect() as connection:
-            return connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'presence'::regclass"))
-
-    try:
-        before = rows_planned()
-        for number in range(19):
+    def online(count):
+        """The worker's users become the first ``count``; the statistics it had read (ANALYZE run, rows planned)."""
+        presence.seen.clear()
+        for number in range(count):
             presence.seen_now(f"u-{number}")
         with statements(engine) as run:
             presence.refresh()
-        assert not [s for s in run if s.startswith("ANALYZE")]
-        assert rows_planned() == before
-        for number in range(19, 60):
-            presence.seen_now(f"u-{number}")
-        with statements(engine) as run:
-            presence.refresh()  # 41 arrivals
-        assert [s for s in run if s.startswith("ANALYZE")] == ["ANALYZE (SKIP_LOCKED) presence"]
-        assert rows_planned() == 60
+        with engine.connect() as connection:
+            planned = connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'presence'::regclass"))
+        return [s for s in run if s.startswith("ANALYZE")], planned
+
+    try:
+        assert online(19)[0] == []  # fewer than ANALYZE_AFTER_ROWS: left to autovacuum
+        assert online(60) == (["ANALYZE (SKIP_LOCKED) presence"], 60)
+        assert online(100)[0] == []  # not doubled since
+        assert online(120) == (["ANALYZE (SKIP_LOCKED) presence"], 120)
+        assert online(50)[0] == []  # shrunk below half: doubling counts from here
+        assert online(100) == (["ANALYZE (SKIP_LOCKED) presence"], 100)
     finally:
         app.extensions["hub"].stop()
         engine.dispose()

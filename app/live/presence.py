@@ -51,12 +51,14 @@ SWEEP_AFTER_TTLS = 10
 # A watch stays read this long after the poll that held it was answered: its
 # client's next poll, sent at once, takes it over without a write.
 READING_GRACE = 5.0
-# A refresh that writes this many rows to a table has its statistics read again
-# (PostgreSQL). A table that fills at once (a deploy, an arrival storm, a
-# restart) keeps the statistics of when it was nearly empty until autovacuum
-# next comes by, a minute or more; the planner then counts the members online
-# from the wrong side: 30-50 ms a community at 10,000 online instead of 2, and
-# every answer waiting for a count waits for that (bench/notes.md, scenario 19).
+# PostgreSQL reads a table's statistics again when this worker's rows in it
+# have doubled since it last asked, and number this many at least. A table
+# that fills within a minute (a deploy, an arrival storm, a restart) keeps
+# the statistics of when it was nearly empty until autovacuum next comes by;
+# the planner then counts the members online from the wrong side: 30-50 ms a
+# community at 10,000 online instead of 2, and every answer that needs a
+# count waits for it (bench/notes.md, scenario 19). Doubling, so a worker
+# that fills asks a few times (at 1,000, 2,000, 4,000...) and a steady one never.
 ANALYZE_AFTER_ROWS = 1000
 
 
@@ -87,6 +89,8 @@ class WorkerPresence:
         self.worker_id = worker_id()
         self.seen = {}
         self.written = set()
+        # This worker's rows in each table when PostgreSQL last read its statistics.
+        self._analyzed_at = {Presence: 0, Reading: 0}
         self._wake = Event()
         # One write of this worker's rows at a time: a refresh in flight and the
         # leave at shutdown would delete the same rows in two transactions,
@@ -198,14 +202,20 @@ class WorkerPresence:
             if stopped:
                 session.execute(queries.stop_reading(self.worker_id, stopped, dialect))
         self.written, self.read_written = online, reading
-        filled = [table for table, rows in ((Presence, arrived), (Reading, started)) if len(rows) >= ANALYZE_AFTER_ROWS]
-        if filled:
-            self._analyze(filled, dialect)
+        self._analyze_grown({Presence: len(online), Reading: len(reading)}, dialect)
         return True
 
-    def _analyze(self, tables, dialect):
-        """Have PostgreSQL read the statistics of the ``tables`` this refresh filled (best effort)."""
-        statement = queries.analyze(tables, dialect)
+    def _analyze_grown(self, rows, dialect):
+        """Have PostgreSQL read the statistics of the tables where this worker's ``rows`` doubled
+        (best effort)."""
+        analyzed_at = self._analyzed_at
+        grown = [table for table, count in rows.items()
+                 if count >= max(ANALYZE_AFTER_ROWS, 2 * analyzed_at[table])]
+        for table, count in rows.items():
+            # Shrunk to half: a refill from here doubles again.
+            if table in grown or count < analyzed_at[table] // 2:
+                analyzed_at[table] = count
+        statement = queries.analyze(grown, dialect) if grown else None
         if statement is None:
             return
         try:
