@@ -98,7 +98,8 @@ class SnapshotPosition:
         )
 
     def unseen(self, table):
-        return queries.unseen_by_snapshot(table.xid, self.xmin, self.xmax, self.xip)
+        in_progress = table.xid.in_(sorted(self.xip)) if self.xip else None
+        return queries.unseen_by_snapshot(table.xid, self.xmin, self.xmax, in_progress)
 
     def bound(self):
         """The parameters of ``queries.unseen_by_bound``."""

@@ -131,10 +131,13 @@ def current_position(dialect):
 
 def json_values(values, dialect):
     """``values`` as a one-column select, from one bound parameter (a JSON array)."""
-    payload = json.dumps(list(values))
+    return _json_elements(literal(json.dumps(list(values)), Text), dialect)
+
+
+def _json_elements(payload, dialect):
+    """The elements of the JSON array ``payload`` (a text expression) as a one-column select ``value``."""
     if dialect == "postgresql":
-        ids = cast(literal(payload, Text), JSONB)
-        return select(func.jsonb_array_elements_text(ids).label("value"))
+        return select(func.jsonb_array_elements_text(cast(payload, JSONB)).label("value"))
     return select(func.json_each(payload).table_valued("value").c.value)
 
 
@@ -155,14 +158,23 @@ def in_bound_list(column, name, dialect):
     sees (a JSON array hid them: a few users' states were read by two
     sequential scans of ``users``), on SQLite a JSON array.
     """
-    if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=ARRAY(Text)))
-    return column.in_(select(func.json_each(bindparam(name, type_=Text)).table_valued("value").c.value))
+    return _in_list_parameter(column, bindparam(name, type_=_LIST_TYPES[dialect]), dialect)
 
 
 def bound_list(values, dialect):
     """``values`` as an ``in_bound_list`` parameter takes them."""
     return list(values) if dialect == "postgresql" else json.dumps(list(values))
+
+
+# What a list parameter is bound as: an array the planner sees on PostgreSQL, a JSON array on SQLite.
+_LIST_TYPES = {"postgresql": ARRAY(Text), "sqlite": Text()}
+
+
+def _in_list_parameter(column, parameter, dialect):
+    """``column IN`` the values of ``parameter``, a list bound as ``_LIST_TYPES`` says."""
+    if dialect == "postgresql":
+        return column == any_(parameter)
+    return column.in_(_json_elements(parameter, dialect))
 
 
 def among(values, dialect):
@@ -585,9 +597,8 @@ def unseen_by_bound(table, dialect):
     (``position.bound()``)."""
     if dialect == "postgresql":
         xid = table.xid
-        in_progress = xid == any_(bindparam("xip", type_=ARRAY(BigInteger)))
-        return and_(xid >= bindparam("xmin", type_=BigInteger),
-                    or_(xid >= bindparam("xmax", type_=BigInteger), in_progress))
+        return unseen_by_snapshot(xid, bindparam("xmin", type_=BigInteger), bindparam("xmax", type_=BigInteger),
+                                  xid == any_(bindparam("xip", type_=ARRAY(BigInteger))))
     return unseen_by_sequence(table.id, bindparam("last_id", type_=BigInteger))
 
 
@@ -595,10 +606,11 @@ def unseen_by_sequence(column_id, last_id):
     return column_id > last_id
 
 
-def unseen_by_snapshot(column_xid, xmin, xmax, xip):
+def unseen_by_snapshot(column_xid, xmin, xmax, in_progress=None):
+    """What a snapshot does not see: xids from ``xmax`` on, and those ``in_progress`` (a condition) names."""
     clause = column_xid >= xmax
-    if xip:
-        clause = or_(clause, column_xid.in_(sorted(xip)))
+    if in_progress is not None:
+        clause = or_(clause, in_progress)
     return and_(column_xid >= xmin, clause)
 
 
@@ -733,12 +745,11 @@ def in_planned_list(column, values, dialect):
 
     On PostgreSQL an array: its statistics then tell a community of ten
     members from one of a million, and pick the plan for each (a JSON array
-    hides them). SQLite, which plans without such statistics, gets the JSON
-    array of ``in_json_list``.
+    hides them). SQLite, which plans without such statistics, gets a JSON
+    array, as ``in_bound_list`` does.
     """
-    if dialect == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(Text)))
-    return in_json_list(column, values, dialect)
+    parameter = bindparam(None, bound_list(values, dialect), type_=_LIST_TYPES[dialect])
+    return _in_list_parameter(column, parameter, dialect)
 
 
 def _online(workers, dialect):
