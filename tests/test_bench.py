@@ -386,7 +386,8 @@ def test_storm_ratios_pair_rounds_and_skip_missing_figures():
 @pytest.mark.parametrize("name, rounds", [("turns-burst", 3), ("turns-burst-served-apart", 2),
                                          ("turns-burst-handed-rows", 2), ("turns-burst-handed-kept", 2),
                                          ("turns-storm", 2), ("turns-deploy", 2), ("turns-burst10", 2),
-                                         ("turns-burst-newest", 2), ("turns-wake", 2)])
+                                         ("turns-burst-newest", 2), ("turns-wake", 2), ("turns-wake-counts", 2),
+                                         ("turns-wake-analyze", 2)])
 def test_the_kept_burst_turns_re_derive_their_ratios(name, rounds):
     """The turns docs/benchmarks.md quotes: every ratio follows from the raw runs kept."""
     import statistics
